@@ -1,0 +1,246 @@
+"""Typed run configuration, loaded from YAML. Unknown keys and bad values are errors that name the key."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from typing import Literal
+
+import fsspec
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+DEFAULT_CONFIG_PATH = REPO_ROOT / "configs" / "demo.yaml"
+
+
+class ConfigError(ValueError):
+    """A configuration file could not be read or does not validate."""
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class StageResources(Strict):
+    """What one actor of a stage asks Ray for, and how many actors the pool may have."""
+
+    num_cpus: float = Field(0.5, gt=0)
+    num_gpus: float = Field(0.0, ge=0)
+    batch_size: int = Field(4, ge=1)
+    # "auto" sizes the pool from the cluster's resources; an int fixes max actors.
+    concurrency: int | Literal["auto"] = "auto"
+
+    @field_validator("concurrency")
+    @classmethod
+    def _positive(cls, v: int | str) -> int | str:
+        if isinstance(v, int) and v < 1:
+            raise ValueError("concurrency must be >= 1 or 'auto'")
+        return v
+
+
+class RunConfig(Strict):
+    name: str = "demo"
+    output_root: str = "runs"  # fsspec URL or local path, relative paths are relative to the cwd
+    run_id: str | None = None  # default: <name>-<hash of the data-defining config>
+    seed: int = 1234
+    rounds: int = Field(1, ge=1)
+    # A model that fails on more than this share of items (and at least min_items_for_abort) stops the job.
+    max_stage_error_rate: float = Field(0.5, ge=0, le=1)
+    min_items_for_abort: int = Field(8, ge=1)
+
+
+class RayConfig(Strict):
+    address: str | None = None  # None: start or join a local Ray; "auto" inside `ray job submit`
+    num_cpus: int | None = None  # only when starting a local Ray
+    # CPUs kept free for Ray Data's read and write tasks when sizing actor pools.
+    reserve_cpus: float = Field(0.5, ge=0)
+
+
+class CorpusConfig(Strict):
+    root: str = "data/demo_corpus"  # <root>/<identity>/<file>
+    index: str | None = None  # Parquet or CSV with identity, path[, expression]; paths relative to root
+    extensions: tuple[str, ...] = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff", ".gif")
+    storage_options: dict[str, object] = Field(default_factory=dict)
+
+
+class IngestConfig(Strict):
+    detector: Literal["dlib", "scrfd"] = "dlib"
+    crop_size: int = Field(256, ge=64, le=2048)
+    min_face_size: int = Field(48, ge=8)  # px, shorter side of the detected box in the original image
+    max_pixels: int = Field(40_000_000, ge=1)  # decompression-bomb guard, checked before decoding
+    max_file_bytes: int = Field(64 * 1024 * 1024, ge=1)
+    detector_upsample: int = Field(0, ge=0, le=2)
+    scrfd_model: str | None = None  # registry name, used with detector: scrfd
+    resources: StageResources = StageResources()
+
+
+class PairingConfig(Strict):
+    max_targets_per_identity: int | None = Field(None, ge=1)
+
+
+class ExpressionTransferConfig(Strict):
+    backend: Literal["landmark_warp", "eadapter"] = "landmark_warp"
+    # eadapter backend
+    base_model: str | None = None  # local/fsspec folder in diffusers layout
+    adapter: str | None = None  # folder written by EAdapter.save_pretrained
+    num_inference_steps: int = Field(30, ge=1)
+    guidance_scale: float = Field(5.0, ge=0)
+    identity_scale: float = Field(1.0, ge=0)
+    expression_scale: float = Field(1.0, ge=0)
+    prompt: str = "a photo of a face"
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    resources: StageResources = StageResources()
+
+
+class IdentitySwapConfig(Strict):
+    backend: Literal["classic", "onnx"] = "classic"
+    model: str | None = None  # registry name for backend onnx, e.g. inswapper_128
+    feather_px: int = Field(11, ge=1)
+    resources: StageResources = StageResources()
+
+
+class IdentityQCConfig(Strict):
+    backend: Literal["dlib", "arcface"] = "dlib"
+    model: str | None = None  # registry name for arcface, e.g. arcface_w600k_r50
+    # cosine similarities; R must not look like T's identity and must look like the swap source.
+    max_leak_similarity: float = Field(0.90, ge=-1, le=1)
+    min_swap_similarity: float = Field(0.90, ge=-1, le=1)
+
+
+class ExpressionQCConfig(Strict):
+    max_distance: float = Field(0.12, gt=0)
+
+
+class QualityQCConfig(Strict):
+    min_sharpness: float = Field(20.0, ge=0)  # variance of the Laplacian on the aligned grey face
+
+
+class QCConfig(Strict):
+    identity: IdentityQCConfig = IdentityQCConfig()
+    expression: ExpressionQCConfig = ExpressionQCConfig()
+    quality: QualityQCConfig = QualityQCConfig()
+    resources: StageResources = StageResources()
+
+
+class ModelsConfig(Strict):
+    root: str = "models"  # folder or fsspec URL holding ONNX files
+    providers: tuple[str, ...] = ("CUDAExecutionProvider", "CPUExecutionProvider")
+    # name -> sha256 accepted instead of the registry's; recorded in the manifest when used.
+    hash_overrides: dict[str, str] = Field(default_factory=dict)
+
+
+class TrainConfig(Strict):
+    steps: int = Field(200, ge=1)
+    batch_size: int = Field(2, ge=1)
+    learning_rate: float = Field(1e-4, gt=0)
+    num_workers: int = Field(1, ge=1)
+    use_gpu: bool = False
+    checkpoint_every: int = Field(50, ge=1)
+    resolution: int = Field(64, ge=16)
+
+
+class ReleaseConfig(Strict):
+    splits: dict[str, float] = Field(default_factory=lambda: {"train": 0.8, "validation": 0.1, "test": 0.1})
+    license: str = "cc-by-4.0"
+
+    @field_validator("splits")
+    @classmethod
+    def _sum_to_one(cls, v: dict[str, float]) -> dict[str, float]:
+        if not v or any(r < 0 for r in v.values()) or abs(sum(v.values()) - 1.0) > 1e-6:
+            raise ValueError("split ratios must be non-negative and sum to 1")
+        return v
+
+
+class PipelineConfig(Strict):
+    run: RunConfig = RunConfig()
+    ray: RayConfig = RayConfig()
+    corpus: CorpusConfig = CorpusConfig()
+    ingest: IngestConfig = IngestConfig()
+    pairing: PairingConfig = PairingConfig()
+    expression_transfer: ExpressionTransferConfig = ExpressionTransferConfig()
+    identity_swap: IdentitySwapConfig = IdentitySwapConfig()
+    qc: QCConfig = QCConfig()
+    models: ModelsConfig = ModelsConfig()
+    train: TrainConfig = TrainConfig()
+    release: ReleaseConfig = ReleaseConfig()
+
+    @model_validator(mode="after")
+    def _backend_needs(self) -> "PipelineConfig":
+        et = self.expression_transfer
+        if et.backend == "eadapter" and not et.base_model:
+            raise ValueError("expression_transfer.base_model is required with backend 'eadapter'")
+        if self.identity_swap.backend == "onnx" and not self.identity_swap.model:
+            raise ValueError("identity_swap.model is required with backend 'onnx'")
+        if self.qc.identity.backend == "arcface" and not self.qc.identity.model:
+            raise ValueError("qc.identity.model is required with backend 'arcface'")
+        if self.ingest.detector == "scrfd" and not self.ingest.scrfd_model:
+            raise ValueError("ingest.scrfd_model is required with detector 'scrfd'")
+        return self
+
+    def data_fingerprint(self) -> str:
+        """Hash of everything that defines the data (not resources, not Ray), used for the default run id."""
+        d = self.model_dump(mode="json", exclude={"ray": True, "run": {"output_root", "run_id", "rounds"}})
+        for section in ("ingest", "expression_transfer", "identity_swap", "qc"):
+            d[section].pop("resources", None)
+        d.pop("train", None)
+        d.pop("release", None)
+        return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:10]
+
+    def resolved_run_id(self) -> str:
+        return self.run.run_id or f"{self.run.name}-{self.data_fingerprint()}"
+
+
+def _format_validation_error(err: ValidationError, source: str) -> str:
+    lines = [f"invalid config {source}:"]
+    for e in err.errors():
+        key = ".".join(str(p) for p in e["loc"]) or "<root>"
+        lines.append(f"  {key}: {e['msg']}")
+    return "\n".join(lines)
+
+
+def config_from_dict(data: dict, source: str = "<dict>") -> PipelineConfig:
+    try:
+        return PipelineConfig.model_validate(data)
+    except ValidationError as err:
+        raise ConfigError(_format_validation_error(err, source)) from None
+
+
+def _deep_update(base: dict, override: dict) -> dict:
+    out = dict(base)
+    for k, v in override.items():
+        out[k] = _deep_update(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+    return out
+
+
+def parse_overrides(pairs: list[str]) -> dict:
+    """Turn ["run.seed=7", "qc.expression.max_distance=0.2"] into a nested dict (values parsed as YAML)."""
+    out: dict = {}
+    for pair in pairs:
+        if "=" not in pair:
+            raise ConfigError(f"override {pair!r} is not KEY=VALUE")
+        key, raw = pair.split("=", 1)
+        node = out
+        parts = key.split(".")
+        for p in parts[:-1]:
+            node = node.setdefault(p, {})
+        node[parts[-1]] = yaml.safe_load(raw)
+    return out
+
+
+def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> PipelineConfig:
+    """Load a YAML config (default: the embedded demo config) and apply KEY=VALUE overrides."""
+    source = str(path or DEFAULT_CONFIG_PATH)
+    try:
+        with fsspec.open(source, "r") as fh:
+            data = yaml.safe_load(fh) or {}
+    except FileNotFoundError:
+        raise ConfigError(f"config file not found: {source}") from None
+    except yaml.YAMLError as err:
+        raise ConfigError(f"config {source} is not valid YAML: {err}") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"config {source} must be a mapping at the top level")
+    if overrides:
+        data = _deep_update(data, parse_overrides(overrides))
+    return config_from_dict(data, source)

@@ -1,0 +1,117 @@
+"""The stage contract: declared resources, a once-per-actor setup, and process_batch(pa.Table) -> pa.Table.
+
+Stages never import Ray; pipeline/ray_adapter.py turns a stage into a Ray Data actor pool.
+Rows carry their own status: a row rejected upstream passes through untouched, and an exception
+on one row becomes a `stage_error` reject on that row instead of a failed batch.
+"""
+
+from __future__ import annotations
+
+import logging
+import traceback
+from abc import ABC, abstractmethod
+from typing import Any, ClassVar
+
+import pyarrow as pa
+
+from pipeline.config import PipelineConfig, StageResources
+
+log = logging.getLogger(__name__)
+
+STATUS_OK = "ok"
+STATUS_REJECTED = "rejected"
+# Columns every row carries between the generation stages.
+STATUS_COLUMNS = ("status", "reject_stage", "reject_reason", "reject_detail")
+
+
+class RowRejected(Exception):
+    """Raised inside process_row to reject one item with a reason code."""
+
+    def __init__(self, reason: str, detail: str = "") -> None:
+        super().__init__(f"{reason}: {detail}" if detail else reason)
+        self.reason = reason
+        self.detail = detail
+
+
+class Stage(ABC):
+    """One step of the IDI DAG. Subclasses set `name` and implement setup() and process_batch()."""
+
+    name: ClassVar[str]
+    # Columns this stage needs on its input rows and columns it adds; checked before the DAG runs.
+    input_columns: ClassVar[tuple[str, ...]] = ()
+    output_columns: ClassVar[tuple[str, ...]] = ()
+
+    def __init__(self, config: PipelineConfig, run_root: str) -> None:
+        self.config = config
+        self.run_root = run_root
+
+    @property
+    @abstractmethod
+    def resources(self) -> StageResources: ...
+
+    def setup(self) -> None:
+        """Load models; called once per actor, before the first batch."""
+
+    @abstractmethod
+    def process_batch(self, batch: pa.Table) -> pa.Table: ...
+
+
+class RowwiseStage(Stage):
+    """A stage that handles one row at a time; rejects and exceptions become status columns."""
+
+    @abstractmethod
+    def process_row(self, row: dict[str, Any]) -> dict[str, Any]:
+        """Return the new column values for an ok row; raise RowRejected to reject it."""
+
+    def empty_outputs(self) -> dict[str, Any]:
+        """Column values for a row this stage did not process (rejected upstream or here)."""
+        return {c: None for c in self.output_columns}
+
+    def process_batch(self, batch: pa.Table) -> pa.Table:
+        rows = batch.to_pylist()
+        out_rows = []
+        for row in rows:
+            if row.get("status", STATUS_OK) == STATUS_OK:
+                try:
+                    row.update(self.process_row(row))
+                except RowRejected as rej:
+                    row.update(self.empty_outputs())
+                    row.update(status=STATUS_REJECTED, reject_stage=self.name,
+                               reject_reason=rej.reason, reject_detail=rej.detail[:2000])
+                except Exception as exc:  # noqa: BLE001 - one bad item must not fail the batch
+                    log.warning("stage %s failed on one item: %s", self.name, exc)
+                    row.update(self.empty_outputs())
+                    row.update(status=STATUS_REJECTED, reject_stage=self.name, reject_reason="stage_error",
+                               reject_detail=f"{type(exc).__name__}: {exc}\n{traceback.format_exc(limit=3)}"[:2000])
+            else:
+                row.update(self.empty_outputs())
+            out_rows.append(row)
+        return rows_to_table(out_rows, batch.schema, self.output_schema())
+
+    def output_schema(self) -> pa.Schema:
+        """Arrow types of output_columns; subclasses override to declare them."""
+        return pa.schema([])
+
+
+def rows_to_table(rows: list[dict[str, Any]], input_schema: pa.Schema, added: pa.Schema) -> pa.Table:
+    """Build a table with the input schema plus the added fields, in a stable column order."""
+    fields = list(input_schema)
+    names = {f.name for f in fields}
+    for f in added:
+        if f.name not in names:
+            fields.append(f)
+            names.add(f.name)
+    for c, t in (("status", pa.string()), ("reject_stage", pa.string()), ("reject_reason", pa.string()),
+                 ("reject_detail", pa.string())):
+        if c not in names:
+            fields.append(pa.field(c, t))
+    schema = pa.schema(fields)
+    for r in rows:
+        r.setdefault("status", STATUS_OK)
+    return pa.Table.from_pylist(rows, schema=schema)
+
+
+def make_stage(stage_cls: type[Stage], config: PipelineConfig, run_root: str) -> Stage:
+    stage = stage_cls(config, run_root)
+    stage.setup()
+    return stage
