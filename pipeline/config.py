@@ -49,6 +49,9 @@ class RunConfig(Strict):
     # A model that fails on more than this share of items (and at least min_items_for_abort) stops the job.
     max_stage_error_rate: float = Field(0.5, ge=0, le=1)
     min_items_for_abort: int = Field(8, ge=1)
+    # A manifest shard is committed every commit_rows rows or commit_seconds, whichever comes first.
+    commit_rows: int = Field(256, ge=1)
+    commit_seconds: float = Field(30.0, gt=0)
 
 
 class RayConfig(Strict):
@@ -61,6 +64,8 @@ class RayConfig(Strict):
 class CorpusConfig(Strict):
     root: str = "data/demo_corpus"  # <root>/<identity>/<file>
     index: str | None = None  # Parquet or CSV with identity, path[, expression]; paths relative to root
+    # Without an index, the expression label is the file stem minus a trailing _<digits> ("smiling_02").
+    expression_from_filename: bool = True
     extensions: tuple[str, ...] = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff", ".gif")
     storage_options: dict[str, object] = Field(default_factory=dict)
 
@@ -153,6 +158,11 @@ class ReleaseConfig(Strict):
         return v
 
 
+# Keys that change how a run executes, not what data it makes.
+_RUN_KEYS_NOT_IN_FINGERPRINT = {"output_root", "run_id", "rounds", "commit_rows", "commit_seconds",
+                                "max_stage_error_rate", "min_items_for_abort"}
+
+
 class PipelineConfig(Strict):
     run: RunConfig = RunConfig()
     ray: RayConfig = RayConfig()
@@ -181,7 +191,7 @@ class PipelineConfig(Strict):
 
     def data_fingerprint(self) -> str:
         """Hash of everything that defines the data (not resources, not Ray), used for the default run id."""
-        d = self.model_dump(mode="json", exclude={"ray": True, "run": {"output_root", "run_id", "rounds"}})
+        d = self.model_dump(mode="json", exclude={"ray": True, "run": _RUN_KEYS_NOT_IN_FINGERPRINT})
         for section in ("ingest", "expression_transfer", "identity_swap", "qc"):
             d[section].pop("resources", None)
         d.pop("train", None)

@@ -39,7 +39,11 @@ class Stage(ABC):
     name: ClassVar[str]
     # Columns this stage needs on its input rows and columns it adds; checked before the DAG runs.
     input_columns: ClassVar[tuple[str, ...]] = ()
-    output_columns: ClassVar[tuple[str, ...]] = ()
+    output_fields: ClassVar[tuple[pa.Field, ...]] = ()
+
+    @property
+    def output_columns(self) -> tuple[str, ...]:
+        return tuple(f.name for f in self.output_fields)
 
     def __init__(self, config: PipelineConfig, run_root: str) -> None:
         self.config = config
@@ -67,30 +71,47 @@ class RowwiseStage(Stage):
         """Column values for a row this stage did not process (rejected upstream or here)."""
         return {c: None for c in self.output_columns}
 
+    def process_rows(self, rows: list[dict[str, Any]]) -> list[dict[str, Any] | Exception]:
+        """Outputs for a list of ok rows, an Exception in place of a failed row.
+
+        Batched backends override this to run the model once per batch."""
+        out: list[dict[str, Any] | Exception] = []
+        for row in rows:
+            try:
+                out.append(self.process_row(row))
+            except Exception as exc:  # noqa: BLE001 - recorded as the row's reject reason
+                out.append(exc)
+        return out
+
     def process_batch(self, batch: pa.Table) -> pa.Table:
         rows = batch.to_pylist()
-        out_rows = []
-        for row in rows:
-            if row.get("status", STATUS_OK) == STATUS_OK:
-                try:
-                    row.update(self.process_row(row))
-                except RowRejected as rej:
-                    row.update(self.empty_outputs())
-                    row.update(status=STATUS_REJECTED, reject_stage=self.name,
-                               reject_reason=rej.reason, reject_detail=rej.detail[:2000])
-                except Exception as exc:  # noqa: BLE001 - one bad item must not fail the batch
-                    log.warning("stage %s failed on one item: %s", self.name, exc)
-                    row.update(self.empty_outputs())
-                    row.update(status=STATUS_REJECTED, reject_stage=self.name, reject_reason="stage_error",
-                               reject_detail=f"{type(exc).__name__}: {exc}\n{traceback.format_exc(limit=3)}"[:2000])
+        ok = [r for r in rows if r.get("status") in (None, STATUS_OK)]
+        results = self.process_rows(ok) if ok else []
+        for row, result in zip(ok, results):
+            if isinstance(result, Exception):
+                self._reject(row, result)
             else:
-                row.update(self.empty_outputs())
-            out_rows.append(row)
-        return rows_to_table(out_rows, batch.schema, self.output_schema())
+                row.update(result)
+                row["status"] = STATUS_OK
+        for row in rows:
+            if row.get("status") not in (None, STATUS_OK):
+                for c in self.output_columns:
+                    row.setdefault(c, None)
+        return rows_to_table(rows, batch.schema, self.output_schema())
+
+    def _reject(self, row: dict[str, Any], exc: Exception) -> None:
+        row.update(self.empty_outputs())
+        if isinstance(exc, RowRejected):
+            reason, detail = exc.reason, exc.detail
+        else:
+            log.warning("stage %s failed on one item: %s: %s", self.name, type(exc).__name__, exc)
+            reason = "stage_error"
+            detail = f"{type(exc).__name__}: {exc}\n" + "".join(traceback.format_exception(exc, limit=3))
+        row.update(status=STATUS_REJECTED, reject_stage=self.name, reject_reason=reason,
+                   reject_detail=detail[:2000])
 
     def output_schema(self) -> pa.Schema:
-        """Arrow types of output_columns; subclasses override to declare them."""
-        return pa.schema([])
+        return pa.schema(list(self.output_fields))
 
 
 def rows_to_table(rows: list[dict[str, Any]], input_schema: pa.Schema, added: pa.Schema) -> pa.Table:

@@ -1,0 +1,98 @@
+"""DuckDB over a run's committed manifest shards, plus the named QC queries users run most."""
+
+from __future__ import annotations
+
+import duckdb
+import pyarrow as pa
+from fsspec.implementations.local import LocalFileSystem
+
+from manifests.schemas import TABLES
+from manifests.store import ManifestStore, full_url
+
+NAMED_QUERIES: dict[str, str] = {
+    "pass-rate": """
+        select round, count(*) as candidates, count(*) filter (where accepted) as accepted,
+               round(avg(accepted::int), 4) as pass_rate
+        from qc group by round order by round""",
+    "reasons": """
+        select round, reason, count(*) as n, round(count(*) / sum(count(*)) over (partition by round), 4) as share
+        from qc group by round, reason order by round, n desc, reason""",
+    "failed-checks": """
+        select round, r.reason, count(*) as n
+        from qc, unnest(reasons) as r(reason) group by round, r.reason order by round, n desc""",
+    "score-histograms": """
+        with s as (
+          select 'id_sim_rt' as score, id_sim_rt as v from qc where id_sim_rt is not null
+          union all select 'id_sim_rj', id_sim_rj from qc where id_sim_rj is not null
+          union all select 'expr_dist_rt', expr_dist_rt from qc where expr_dist_rt is not null
+          union all select 'sharpness', sharpness from qc where sharpness is not null)
+        select score, floor(v * 20) / 20 as bin, count(*) as n from s group by score, bin order by score, bin""",
+    "median-scores": """
+        select accepted, count(*) as n, median(id_sim_rt) as id_sim_rt, median(id_sim_rj) as id_sim_rj,
+               median(expr_dist_rt) as expr_dist_rt, median(sharpness) as sharpness
+        from qc where face_found group by accepted order by accepted desc""",
+    "per-identity": """
+        select c.identity_i as identity, count(*) as candidates, count(*) filter (where q.accepted) as accepted
+        from candidates c join qc q using (candidate_id) group by 1 order by 1""",
+    "rejects": """
+        select stage, reason, count(*) as n from rejects group by 1, 2 order by n desc, stage, reason""",
+}
+
+
+def _file_list_sql(paths: list[str]) -> str:
+    return "[" + ", ".join("'" + p.replace("'", "''") + "'" for p in paths) + "]"
+
+
+def connect(stores: dict[str, ManifestStore] | ManifestStore) -> duckdb.DuckDBPyConnection:
+    """An in-memory DuckDB with one view per manifest table over the committed shards only.
+
+    With several stores (e.g. releases), each view is the union of theirs plus a `source` column."""
+    if isinstance(stores, ManifestStore):
+        stores = {"": stores}
+    con = duckdb.connect()
+    registered = set()
+    for store in stores.values():
+        if not isinstance(store.fs, LocalFileSystem) and id(store.fs) not in registered:
+            con.register_filesystem(store.fs)
+            registered.add(id(store.fs))
+    for table, schema in TABLES.items():
+        parts = []
+        for label, store in stores.items():
+            files = [full_url(store.fs, f) for f in store.committed_files(table)]
+            if files:
+                src = f", '{label}' as source" if label else ""
+                parts.append(f"select *{src} from read_parquet({_file_list_sql(files)}, union_by_name=true)")
+        if parts:
+            con.execute(f"create view {table} as " + " union all by name ".join(parts))
+        else:
+            cols = ", ".join(f"cast(null as {_duck_type(f.type)}) as {f.name}" for f in schema)
+            con.execute(f"create view {table} as select {cols} where false")
+    return con
+
+
+def _duck_type(t: pa.DataType) -> str:
+    if pa.types.is_list(t):
+        return _duck_type(t.value_type) + "[]"
+    return {pa.string(): "varchar", pa.int32(): "integer", pa.int64(): "bigint", pa.float32(): "float",
+            pa.float64(): "double", pa.bool_(): "boolean"}.get(t, "varchar")
+
+
+def run_query(con: duckdb.DuckDBPyConnection, sql_or_name: str):
+    """Run a named query or raw SQL; returns a DuckDB relation result as (columns, rows)."""
+    sql = NAMED_QUERIES.get(sql_or_name, sql_or_name)
+    cur = con.execute(sql)
+    cols = [d[0] for d in cur.description] if cur.description else []
+    return cols, cur.fetchall()
+
+
+def format_table(cols: list[str], rows: list[tuple]) -> str:
+    def fmt(v) -> str:
+        if isinstance(v, float):
+            return f"{v:.4f}"
+        return "NULL" if v is None else str(v)
+    cells = [[fmt(v) for v in r] for r in rows]
+    widths = [max([len(c)] + [len(r[i]) for r in cells]) for i, c in enumerate(cols)]
+    line = "  ".join(c.ljust(w) for c, w in zip(cols, widths))
+    out = [line, "  ".join("-" * w for w in widths)]
+    out += ["  ".join(v.ljust(w) for v, w in zip(r, widths)) for r in cells]
+    return "\n".join(out)

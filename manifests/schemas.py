@@ -1,0 +1,163 @@
+"""Arrow schemas of every manifest table, in one place. Writers take these explicitly; nothing is inferred."""
+
+from __future__ import annotations
+
+import pyarrow as pa
+
+SCHEMA_VERSION = "1"
+
+_f32_list = pa.list_(pa.float32())
+
+
+def _versioned(name: str, fields: list[pa.Field]) -> pa.Schema:
+    return pa.schema(fields, metadata={b"ciep.table": name.encode(), b"ciep.schema_version": SCHEMA_VERSION.encode()})
+
+
+# One row per corpus image that was usable.
+SOURCES = _versioned("sources", [
+    pa.field("source_id", pa.string(), nullable=False),
+    pa.field("input_key", pa.string(), nullable=False),  # identity/relative path: the ingest work-item key
+    pa.field("identity", pa.string(), nullable=False),
+    pa.field("expression", pa.string()),  # label from the corpus, or null
+    pa.field("path", pa.string(), nullable=False),  # URL of the original image
+    pa.field("file_sha256", pa.string(), nullable=False),
+    pa.field("width", pa.int32()),
+    pa.field("height", pa.int32()),
+    pa.field("face_box", _f32_list),  # x0, y0, x1, y1 in the original image
+    pa.field("aligned_path", pa.string(), nullable=False),
+    pa.field("aligned_sha256", pa.string(), nullable=False),
+    pa.field("landmarks68", _f32_list),  # 136 floats, aligned-crop coordinates
+    pa.field("keypoints5", _f32_list),  # 10 floats, aligned-crop coordinates
+    pa.field("embedding", _f32_list),  # L2-normalised, model below
+    pa.field("embedding_model", pa.string()),
+    pa.field("embedding_model_sha256", pa.string()),
+    pa.field("detector_model", pa.string()),
+    pa.field("detector_model_sha256", pa.string()),
+    pa.field("expression_descriptor", _f32_list),
+    pa.field("sharpness", pa.float32()),
+    pa.field("run_id", pa.string()),
+    pa.field("config_fingerprint", pa.string()),
+])
+
+# One row per item refused anywhere, with its reason code.
+REJECTS = _versioned("rejects", [
+    pa.field("item_id", pa.string(), nullable=False),  # input_key for ingest, candidate_id later
+    pa.field("round", pa.int32(), nullable=False),
+    pa.field("stage", pa.string(), nullable=False),
+    pa.field("reason", pa.string(), nullable=False),
+    pa.field("detail", pa.string()),
+    pa.field("identity", pa.string()),
+    pa.field("path", pa.string()),
+    pa.field("run_id", pa.string()),
+])
+
+# One row per generated (or attempted) reference R.
+CANDIDATES = _versioned("candidates", [
+    pa.field("candidate_id", pa.string(), nullable=False),
+    pa.field("round", pa.int32(), nullable=False),
+    pa.field("identity_i", pa.string(), nullable=False),
+    pa.field("identity_j", pa.string(), nullable=False),
+    pa.field("expression", pa.string()),
+    pa.field("target_source_id", pa.string(), nullable=False),
+    pa.field("s_source_id", pa.string(), nullable=False),
+    pa.field("carrier_source_id", pa.string(), nullable=False),  # j's face re-posed / identity condition
+    pa.field("swap_source_id", pa.string(), nullable=False),  # j's face swapped in
+    pa.field("seed", pa.int64(), nullable=False),
+    pa.field("expression_backend", pa.string()),
+    pa.field("expression_model", pa.string()),
+    pa.field("expression_model_sha256", pa.string()),
+    pa.field("transfer_path", pa.string()),
+    pa.field("transfer_sha256", pa.string()),
+    pa.field("swap_backend", pa.string()),
+    pa.field("swap_model", pa.string()),
+    pa.field("swap_model_sha256", pa.string()),
+    pa.field("reference_path", pa.string()),
+    pa.field("reference_sha256", pa.string()),
+    pa.field("status", pa.string(), nullable=False),
+    pa.field("reject_stage", pa.string()),
+    pa.field("reject_reason", pa.string()),
+    pa.field("reject_detail", pa.string()),
+    pa.field("run_id", pa.string()),
+    pa.field("config_fingerprint", pa.string()),
+])
+
+# One QC decision per candidate: every score kept, one reason per failed check.
+QC = _versioned("qc", [
+    pa.field("candidate_id", pa.string(), nullable=False),
+    pa.field("round", pa.int32(), nullable=False),
+    pa.field("accepted", pa.bool_(), nullable=False),
+    pa.field("reason", pa.string(), nullable=False),  # "accepted" or the first failed check
+    pa.field("reasons", pa.list_(pa.string()), nullable=False),  # every failed check
+    pa.field("face_found", pa.bool_()),
+    pa.field("id_sim_rt", pa.float32()),  # identity leak: R vs T
+    pa.field("id_sim_rj", pa.float32()),  # swap success: R vs swap source j
+    pa.field("expr_dist_rt", pa.float32()),
+    pa.field("sharpness", pa.float32()),
+    pa.field("identity_backend", pa.string()),
+    pa.field("identity_model", pa.string()),
+    pa.field("identity_model_sha256", pa.string()),
+    pa.field("thresholds", pa.string()),  # JSON of the thresholds applied
+    pa.field("run_id", pa.string()),
+])
+
+# Accepted training triples {S, R, T}: what trainers read.
+TRIPLES = _versioned("triples", [
+    pa.field("triple_id", pa.string(), nullable=False),
+    pa.field("round", pa.int32(), nullable=False),
+    pa.field("identity_i", pa.string(), nullable=False),
+    pa.field("identity_j", pa.string(), nullable=False),
+    pa.field("expression", pa.string()),
+    pa.field("s_source_id", pa.string(), nullable=False),
+    pa.field("s_path", pa.string(), nullable=False),
+    pa.field("s_sha256", pa.string(), nullable=False),
+    pa.field("r_path", pa.string(), nullable=False),
+    pa.field("r_sha256", pa.string(), nullable=False),
+    pa.field("t_source_id", pa.string(), nullable=False),
+    pa.field("t_path", pa.string(), nullable=False),
+    pa.field("t_sha256", pa.string(), nullable=False),
+    pa.field("s_embedding", _f32_list),
+    pa.field("id_sim_rt", pa.float32()),
+    pa.field("id_sim_rj", pa.float32()),
+    pa.field("expr_dist_rt", pa.float32()),
+    pa.field("sharpness", pa.float32()),
+    pa.field("seed", pa.int64()),
+    pa.field("expression_model", pa.string()),
+    pa.field("expression_model_sha256", pa.string()),
+    pa.field("swap_model", pa.string()),
+    pa.field("swap_model_sha256", pa.string()),
+    pa.field("identity_model", pa.string()),
+    pa.field("identity_model_sha256", pa.string()),
+    pa.field("thresholds", pa.string()),
+    pa.field("run_id", pa.string()),
+    pa.field("config_fingerprint", pa.string()),
+])
+
+# Which data made which adapter, and which adapter made which data.
+LINEAGE = _versioned("lineage", [
+    pa.field("round", pa.int32(), nullable=False),
+    pa.field("kind", pa.string(), nullable=False),  # "generated_with" | "trained_on"
+    pa.field("adapter_id", pa.string()),
+    pa.field("adapter_sha256", pa.string()),
+    pa.field("adapter_path", pa.string()),
+    pa.field("data_round", pa.int32()),  # the round whose data is meant
+    pa.field("triples", pa.int64()),
+    pa.field("detail", pa.string()),  # JSON
+    pa.field("run_id", pa.string()),
+])
+
+TABLES: dict[str, pa.Schema] = {
+    "sources": SOURCES,
+    "rejects": REJECTS,
+    "candidates": CANDIDATES,
+    "qc": QC,
+    "triples": TRIPLES,
+    "lineage": LINEAGE,
+}
+
+
+def conform(table: pa.Table, schema: pa.Schema) -> pa.Table:
+    """Select and cast a table's columns to a manifest schema; a missing column is an error."""
+    missing = [f.name for f in schema if f.name not in table.column_names]
+    if missing:
+        raise ValueError(f"table for {schema.metadata[b'ciep.table'].decode()} lacks columns {missing}")
+    return pa.Table.from_arrays([table.column(f.name).cast(f.type) for f in schema], schema=schema)

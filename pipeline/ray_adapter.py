@@ -1,0 +1,88 @@
+"""The only place that knows Ray: start or join a cluster, and turn a Stage into an actor pool."""
+
+from __future__ import annotations
+
+import logging
+import os
+
+import pyarrow as pa
+import ray
+import ray.data
+
+from pipeline.config import PipelineConfig, RayConfig, StageResources
+from stages.base import Stage, make_stage
+
+log = logging.getLogger(__name__)
+
+
+def init_ray(cfg: RayConfig) -> None:
+    """Join the configured cluster, the one `ray job submit` put us on, or start a local one."""
+    if ray.is_initialized():
+        return
+    address = cfg.address or os.environ.get("RAY_ADDRESS")
+    kwargs = dict(logging_level=logging.WARNING, log_to_driver=True)
+    if address:
+        ray.init(address=address, **kwargs)
+    else:
+        ray.init(num_cpus=cfg.num_cpus, include_dashboard=False, **kwargs)
+    ctx = ray.data.DataContext.get_current()
+    ctx.enable_progress_bars = os.environ.get("CIEP_PROGRESS_BARS", "0") == "1"
+    log.info("Ray cluster resources: %s", ray.cluster_resources())
+
+
+def pool_size(res: StageResources, stages_sharing: int, reserve_cpus: float) -> int:
+    """Max actors for a stage so that all stages of a phase plus Ray Data's own tasks fit the cluster."""
+    if res.concurrency != "auto":
+        return int(res.concurrency)
+    resources = ray.cluster_resources()
+    if res.num_gpus > 0:
+        return max(1, int(resources.get("GPU", 0) // res.num_gpus))
+    free_cpus = max(resources.get("CPU", 1.0) - reserve_cpus, res.num_cpus)
+    return max(1, int(free_cpus // (res.num_cpus * stages_sharing)))
+
+
+class StageActor:
+    """A Ray Data callable class: builds its stage (and loads its models) once per actor."""
+
+    def __init__(self, stage_cls: type[Stage], config: PipelineConfig, run_root: str) -> None:
+        logging.basicConfig(level=logging.WARNING)
+        self.stage = make_stage(stage_cls, config, run_root)
+
+    def __call__(self, batch: pa.Table) -> pa.Table:
+        return self.stage.process_batch(batch)
+
+
+def check_wiring(stage_classes: list[type[Stage]], columns: list[str], config: PipelineConfig, run_root: str) -> None:
+    """Fail before running if a stage needs a column that nothing upstream produces."""
+    available = set(columns)
+    for cls in stage_classes:
+        missing = [c for c in cls.input_columns if c not in available]
+        if missing:
+            raise ValueError(f"stage {cls.name} needs columns {missing} that no earlier stage produces")
+        available.update(f.name for f in cls.output_fields)
+
+
+def apply_stages(ds: ray.data.Dataset, stage_classes: list[type[Stage]], config: PipelineConfig,
+                 run_root: str) -> ray.data.Dataset:
+    """Chain the stages as streaming map_batches over actor pools."""
+    for cls in stage_classes:
+        res = cls(config, run_root).resources
+        size = pool_size(res, len(stage_classes), config.ray.reserve_cpus)
+        log.info("stage %s: %d actor(s) x %.2f CPU, %.2f GPU, batch %d", cls.name, size, res.num_cpus,
+                 res.num_gpus, res.batch_size)
+        ds = ds.map_batches(
+            StageActor,
+            fn_constructor_args=(cls, config, run_root),
+            batch_size=res.batch_size,
+            batch_format="pyarrow",
+            compute=ray.data.ActorPoolStrategy(min_size=1, max_size=size),
+            num_cpus=res.num_cpus,
+            num_gpus=res.num_gpus or None,
+        )
+    return ds
+
+
+def dataset_from_table(table: pa.Table, rows_per_block: int) -> ray.data.Dataset:
+    """A dataset of several blocks, so that the first stage can start before the whole input is read."""
+    blocks = [table.slice(i, rows_per_block) for i in range(0, table.num_rows, rows_per_block)] or [table]
+    return ray.data.from_arrow(blocks)

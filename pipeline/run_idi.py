@@ -1,0 +1,100 @@
+"""Run IDI rounds: `python pipeline/run_idi.py [--config configs/demo.yaml] [--rounds N] [--set key=value ...]`.
+
+The same command runs locally (a local Ray is started) and under `ray job submit ... -- python
+pipeline/run_idi.py`, where it joins the job's cluster.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+import time
+from pathlib import Path
+
+if __package__ in (None, ""):  # run as a script: make the repo root importable
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from manifests.runs import now_iso, read_run_info, run_url, write_run_info  # noqa: E402
+from manifests.store import ManifestStore  # noqa: E402
+from pipeline.config import ConfigError, PipelineConfig, load_config  # noqa: E402
+from pipeline.ray_adapter import init_ray  # noqa: E402
+from pipeline.round import run_generation, run_ingest  # noqa: E402
+from pipeline.summary import format_summary, summarize  # noqa: E402
+
+log = logging.getLogger("ciep")
+
+
+class RunConflictError(RuntimeError):
+    """The run id exists with a different data-defining config."""
+
+
+def prepare_run(cfg: PipelineConfig) -> tuple[str, ManifestStore, dict]:
+    """Create or reopen the run folder; refuse to mix configs under one run id."""
+    run_id = cfg.resolved_run_id()
+    url = run_url(cfg.run.output_root, run_id)
+    info = read_run_info(url)
+    fingerprint = cfg.data_fingerprint()
+    if info and info.get("config_fingerprint") != fingerprint:
+        raise RunConflictError(
+            f"run {run_id!r} at {url} was made with config fingerprint {info.get('config_fingerprint')}, "
+            f"this config has {fingerprint}; choose another run.run_id")
+    if not info:
+        info = dict(run_id=run_id, created_at=now_iso(), config_fingerprint=fingerprint,
+                    config=cfg.model_dump(mode="json"), invocations=[])
+    store = ManifestStore.open(url)
+    store.sweep_orphans()
+    return url, store, info
+
+
+def run_idi(cfg: PipelineConfig) -> dict:
+    """Ingest, then run cfg.run.rounds rounds; returns the summary read back from the manifests."""
+    started = time.monotonic()
+    url, store, info = prepare_run(cfg)
+    info["updated_at"] = now_iso()
+    write_run_info(url, info)
+    init_ray(cfg.ray)
+    ingest = run_ingest(cfg, store, url)
+    items = ingest.todo
+    for r in range(cfg.run.rounds):
+        items += run_generation(cfg, store, url, r).todo
+    wall = time.monotonic() - started
+    summary = summarize(store)
+    timing = dict(run_id=info["run_id"], run_url=url, wall_s=wall, items=items)
+    info["invocations"].append(dict(finished_at=now_iso(), wall_s=round(wall, 2), items=items))
+    info["updated_at"] = now_iso()
+    info["summary"] = summary
+    write_run_info(url, info)
+    return dict(summary=summary, timing=timing)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="run_idi", description=__doc__.splitlines()[0])
+    p.add_argument("--config", help="YAML config (local path or fsspec URL); default configs/demo.yaml")
+    p.add_argument("--rounds", type=int, help="number of IDI rounds (overrides run.rounds)")
+    p.add_argument("--run-id", help="run id (overrides run.run_id)")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a config key, e.g. --set qc.expression.max_distance=0.2")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    overrides = list(args.overrides)
+    if args.rounds is not None:
+        overrides.append(f"run.rounds={args.rounds}")
+    if args.run_id:
+        overrides.append(f"run.run_id={args.run_id}")
+    try:
+        cfg = load_config(args.config, overrides)
+    except ConfigError as err:
+        print(err, file=sys.stderr)
+        return 2
+    result = run_idi(cfg)
+    print(format_summary(result["summary"], result["timing"]))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

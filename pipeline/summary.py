@@ -1,0 +1,60 @@
+"""The end-of-run summary: counts per stage, accepted triples, reasons, timing — read from the manifests."""
+
+from __future__ import annotations
+
+from manifests.query import connect
+from manifests.store import ManifestStore
+
+
+def summarize(store: ManifestStore) -> dict:
+    con = connect(store)
+    sources = con.execute("select count(*) from sources").fetchone()[0]
+    ingest_rejects = dict(con.execute(
+        "select reason, count(*) from rejects where stage = 'ingest' group by 1 order by 2 desc").fetchall())
+    rounds = []
+    for (r,) in con.execute("select distinct round from qc order by 1").fetchall():
+        total = con.execute("select count(*) from qc where round = ?", [r]).fetchone()[0]
+        failed_at = dict(con.execute(
+            "select reject_stage, count(*) from candidates where round = ? and status = 'rejected' group by 1",
+            [r]).fetchall())
+        et_out = total - failed_at.get("expression_transfer", 0)
+        sw_out = et_out - failed_at.get("identity_swap", 0)
+        accepted = con.execute("select count(*) from qc where round = ? and accepted", [r]).fetchone()[0]
+        reasons = dict(con.execute("select reason, count(*) from qc where round = ? group by 1 order by 2 desc",
+                                   [r]).fetchall())
+        medians = {}
+        for acc, label in ((True, "accepted"), (False, "rejected")):
+            row = con.execute(
+                "select median(id_sim_rt), median(id_sim_rj), median(expr_dist_rt), median(sharpness) from qc "
+                "where round = ? and accepted = ? and face_found", [r, acc]).fetchone()
+            medians[label] = dict(zip(("id_sim_rt", "id_sim_rj", "expr_dist_rt", "sharpness"),
+                                      [None if v is None else round(float(v), 4) for v in row]))
+        pairing = dict(con.execute(
+            "select reason, count(*) from rejects where stage = 'pairing' and round = ? group by 1", [r]).fetchall())
+        rounds.append(dict(
+            round=r, planned=total, pairing_refused=pairing,
+            stages={"expression_transfer": {"in": total, "out": et_out},
+                    "identity_swap": {"in": et_out, "out": sw_out},
+                    "qc": {"in": total, "out": accepted}},
+            accepted=accepted, reasons=reasons, median_scores=medians))
+    triples = con.execute("select count(*) from triples").fetchone()[0]
+    return dict(sources=sources, ingest_rejects=ingest_rejects, rounds=rounds, triples=triples)
+
+
+def format_summary(summary: dict, timing: dict) -> str:
+    lines = [f"run {timing['run_id']}  ->  {timing['run_url']}",
+             f"ingest: {summary['sources']} sources, rejected {summary['ingest_rejects'] or 0}"]
+    for r in summary["rounds"]:
+        lines.append(f"round {r['round']}: {r['planned']} candidates planned"
+                     + (f", pairing refused {r['pairing_refused']}" if r["pairing_refused"] else ""))
+        for stage, c in r["stages"].items():
+            lines.append(f"  {stage:<20} in {c['in']:>6}  out {c['out']:>6}")
+        lines.append(f"  accepted triples: {r['accepted']} / {r['planned']}"
+                     f" ({(r['accepted'] / r['planned'] if r['planned'] else 0):.1%})")
+        lines.append("  reasons: " + ", ".join(f"{k}={v}" for k, v in r["reasons"].items()))
+        for label, m in r["median_scores"].items():
+            lines.append(f"  median scores ({label}): " + ", ".join(f"{k}={v}" for k, v in m.items()))
+    lines.append(f"triples in the run: {summary['triples']}")
+    lines.append(f"wall time {timing['wall_s']:.1f}s; this invocation processed {timing['items']} items "
+                 f"({timing['items'] / max(timing['wall_s'], 1e-9):.2f} items/s end to end)")
+    return "\n".join(lines)

@@ -1,0 +1,49 @@
+from pathlib import Path
+
+import pytest
+
+from pipeline.config import ConfigError, DEFAULT_CONFIG_PATH, load_config
+
+
+def test_demo_config_loads_and_has_stable_run_id():
+    a, b = load_config(), load_config(DEFAULT_CONFIG_PATH)
+    assert a == b
+    assert a.resolved_run_id() == b.resolved_run_id()
+    assert a.resolved_run_id().startswith("demo-")
+
+
+def test_unknown_key_is_named(tmp_path: Path):
+    p = tmp_path / "c.yaml"
+    p.write_text("qc:\n  identity:\n    max_leek_similarity: 0.5\n")
+    with pytest.raises(ConfigError, match=r"qc\.identity\.max_leek_similarity"):
+        load_config(p)
+
+
+def test_bad_value_is_named():
+    with pytest.raises(ConfigError, match=r"ingest\.crop_size"):
+        load_config(overrides=["ingest.crop_size=8"])
+    with pytest.raises(ConfigError, match=r"release\.splits"):
+        load_config(overrides=["release.splits={train: 0.5}"])
+
+
+def test_backend_requirements_are_checked():
+    with pytest.raises(ConfigError, match="base_model is required"):
+        load_config(overrides=["expression_transfer.backend=eadapter"])
+    with pytest.raises(ConfigError, match=r"expression_transfer\.backend"):
+        load_config(overrides=["expression_transfer.backend=magic"])
+
+
+def test_missing_and_malformed_files(tmp_path: Path):
+    with pytest.raises(ConfigError, match="not found"):
+        load_config(tmp_path / "nope.yaml")
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("run: [1, 2\n")
+    with pytest.raises(ConfigError, match="not valid YAML"):
+        load_config(bad)
+
+
+def test_resources_do_not_change_the_run_id():
+    base = load_config()
+    other = load_config(overrides=["qc.resources.batch_size=16", "run.commit_rows=3", "ray.reserve_cpus=1"])
+    assert base.resolved_run_id() == other.resolved_run_id()
+    assert load_config(overrides=["run.seed=7"]).resolved_run_id() != base.resolved_run_id()
