@@ -96,6 +96,18 @@ class ExpressionTransferConfig(Strict):
     expression_scale: float = Field(1.0, ge=0)
     prompt: str = "a photo of a face"
     device: Literal["auto", "cpu", "cuda"] = "auto"
+    image_encoder: str | None = None  # CLIPVisionModelWithProjection folder; default <base_model>/image_encoder
+    cache_dir: str | None = None  # local copies of fsspec base models; default $CIEP_CACHE_DIR or ~/.cache/ciep
+    resolution: int | None = Field(None, ge=16)  # generation size; default unet sample_size * VAE factor
+    strength: float = Field(1.0, gt=0, le=1)  # 1: from pure noise; < 1: img2img from the carrier crop
+    # architecture of a fresh adapter (adapter: null, or training without init_adapter)
+    identity_dim: int = Field(128, ge=1)  # 128: dlib face recognition, 512: ArcFace
+    identity_tokens: int = Field(4, ge=1)
+    expression_tokens: int = Field(16, ge=1)
+    expression_features: Literal["hidden_states", "image_embeds"] = "hidden_states"
+    identity_layers: tuple[str, ...] = ("*attn2",)  # glob patterns over cross-attention layer names
+    expression_layers: tuple[str, ...] = ("up_blocks.*attn2",)  # the expression-sensitive layers
+    adapter_seed: int = 0
     resources: StageResources = StageResources()
 
 
@@ -144,6 +156,14 @@ class TrainConfig(Strict):
     use_gpu: bool = False
     checkpoint_every: int = Field(50, ge=1)
     resolution: int = Field(64, ge=16)
+    cpus_per_worker: float = Field(1.0, gt=0)  # Ray Train worker CPUs; fractional values fit a 2-core machine
+    seed: int = 0
+    weight_decay: float = Field(0.01, ge=0)
+    max_grad_norm: float = Field(1.0, gt=0)
+    # classifier-free guidance training: each of identity / expression / text is dropped with this probability
+    cond_drop_prob: float = Field(0.05, ge=0, le=1)
+    keep_checkpoints: int = Field(2, ge=1)
+    log_every: int = Field(10, ge=1)  # steps between ray.train.report calls
 
 
 class ReleaseConfig(Strict):

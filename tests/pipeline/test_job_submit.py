@@ -1,0 +1,95 @@
+"""`ray job submit` of pipeline/run_idi.py against a token-authenticated head this test starts and stops."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from manifests.store import ManifestStore
+from pipeline.config import load_config
+from tests.conftest import REPO, london_identities, make_corpus
+
+pytestmark = pytest.mark.slow
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture
+def ray_head(tmp_path: Path):
+    """A Ray head with token auth, in its own process group so teardown ends exactly what we started."""
+    ray_bin = Path(sys.executable).parent / "ray"
+    env = dict(os.environ, HOME=str(tmp_path / "home"), RAY_AUTH_MODE="token", RAY_USAGE_STATS_ENABLED="0")
+    env.pop("RAY_ADDRESS", None)
+    (tmp_path / "home").mkdir()
+    subprocess.run([str(ray_bin), "get-auth-token", "--generate"], env=env, check=True, capture_output=True)
+    gcs_port, dash_port = _free_port(), _free_port()
+    head = subprocess.Popen(
+        [str(ray_bin), "start", "--head", "--block", f"--port={gcs_port}", f"--dashboard-port={dash_port}",
+         "--dashboard-host=127.0.0.1", "--node-ip-address=127.0.0.1", "--num-cpus=2",
+         f"--temp-dir={tmp_path / 'ray'}"],
+        env=env, start_new_session=True, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    address = f"http://127.0.0.1:{dash_port}"
+    try:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            try:
+                with socket.create_connection(("127.0.0.1", dash_port), timeout=1):
+                    break
+            except OSError:
+                if head.poll() is not None:
+                    raise RuntimeError(head.stdout.read().decode(errors="replace"))
+                time.sleep(0.5)
+        else:
+            raise RuntimeError("Ray dashboard did not come up")
+        yield address, env, ray_bin
+    finally:
+        os.killpg(head.pid, signal.SIGTERM)
+        try:
+            head.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            pass
+        try:  # anything of that group still alive after the graceful stop
+            os.killpg(head.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        head.wait()
+
+
+def test_ray_job_submit_runs_a_round(ray_head, tmp_path: Path):
+    address, env, ray_bin = ray_head
+    corpus = make_corpus(tmp_path / "corpus", london_identities()[:3])
+    out = tmp_path / "runs"
+    workdir = tmp_path / "workdir"  # a lean working dir: code and configs, no demo corpus
+    shutil.copytree(REPO, workdir, ignore=shutil.ignore_patterns("data", "runs", ".git", "tests", "*.egg-info",
+                                                                  "__pycache__", "benchmarks"))
+    cmd = [str(ray_bin), "job", "submit", "--address", address, "--working-dir", str(workdir), "--",
+           sys.executable, "pipeline/run_idi.py", "--config", "configs/demo.yaml",
+           "--set", f"corpus.root={corpus}", "--set", f"run.output_root={out}", "--set", "run.name=job"]
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-4000:]
+    assert "accepted triples" in proc.stdout
+    cfg = load_config(overrides=[f"corpus.root={corpus}", f"run.output_root={out}", "run.name=job"])
+    store = ManifestStore.open(str(out / cfg.resolved_run_id()))
+    assert store.read_table("sources").num_rows == 6
+    assert store.read_table("qc").num_rows == 6
+
+
+def test_job_submit_without_the_token_is_refused(ray_head, tmp_path: Path):
+    address, env, ray_bin = ray_head
+    no_token = dict(env, HOME=str(tmp_path / "elsewhere"))
+    (tmp_path / "elsewhere").mkdir()
+    proc = subprocess.run([str(ray_bin), "job", "list", "--address", address], env=no_token,
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode != 0

@@ -1,0 +1,161 @@
+"""A full IDI round through real Ray, dlib and DuckDB on 8 London identities: summary, schema,
+determinism, resume after SIGKILL, and `ciep query` against known counts."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pyarrow.parquet as pq
+import pytest
+
+from manifests.query import connect
+from manifests.schemas import TRIPLES
+from manifests.store import ManifestStore
+from pipeline.config import load_config
+from pipeline.run_idi import run_idi
+from tests.conftest import REPO, london_identities, make_corpus
+
+pytestmark = pytest.mark.slow
+
+# Columns of a triple that do not depend on where the run was written.
+CONTENT_COLUMNS = ["triple_id", "round", "identity_i", "identity_j", "expression", "s_source_id", "s_sha256",
+                   "r_sha256", "t_source_id", "t_sha256", "id_sim_rt", "id_sim_rj", "expr_dist_rt", "seed",
+                   "expression_model_sha256", "swap_model_sha256", "identity_model_sha256", "thresholds"]
+
+
+def round_config(corpus: Path, output_root: Path, *extra: str):
+    return load_config(overrides=[f"corpus.root={corpus}", f"run.output_root={output_root}", "run.name=test",
+                                  *extra])
+
+
+def triples_content(store: ManifestStore) -> list[tuple]:
+    t = store.read_table("triples", CONTENT_COLUMNS).sort_by("triple_id")
+    return [tuple(r.values()) for r in t.to_pylist()]
+
+
+@pytest.fixture(scope="module")
+def corpus8(tmp_path_factory) -> Path:
+    return make_corpus(tmp_path_factory.mktemp("c8") / "corpus", london_identities()[:8])
+
+
+@pytest.fixture(scope="module")
+def baseline(corpus8: Path, tmp_path_factory, ray_session):
+    out = tmp_path_factory.mktemp("runs_a")
+    cfg = round_config(corpus8, out)
+    result = run_idi(cfg)
+    return cfg, ManifestStore.open(result["timing"]["run_url"]), result
+
+
+def test_round_summary_counts_are_consistent(baseline):
+    cfg, store, result = baseline
+    s = result["summary"]
+    assert s["sources"] == 16 and s["ingest_rejects"] == {}
+    (r0,) = s["rounds"]
+    assert r0["planned"] == 16
+    assert sum(r0["reasons"].values()) == 16
+    assert r0["accepted"] == r0["reasons"].get("accepted", 0) == s["triples"]
+    assert r0["stages"]["identity_swap"]["out"] <= r0["stages"]["expression_transfer"]["out"] <= 16
+    # The CPU backends must actually work on real faces: most candidates reach QC with a face.
+    con = connect(store)
+    assert con.execute("select count(*) from qc where face_found").fetchone()[0] >= 12
+    assert s["triples"] >= 4, r0["reasons"]
+
+
+def test_manifest_schema_and_traceability(baseline):
+    cfg, store, _ = baseline
+    files = store.committed_files("triples")
+    assert files
+    schema = pq.read_schema(files[0])
+    assert schema.metadata[b"ciep.schema_version"] == TRIPLES.metadata[b"ciep.schema_version"]
+    assert [f.name for f in schema] == [f.name for f in TRIPLES]
+    triples = store.read_table("triples").to_pylist()
+    for t in triples:
+        assert t["identity_i"] != t["identity_j"]
+        for key in ("s", "r", "t"):
+            data = Path(t[f"{key}_path"]).read_bytes()
+            assert hashlib.sha256(data).hexdigest() == t[f"{key}_sha256"]
+        assert t["swap_model_sha256"] and t["expression_model_sha256"] and t["identity_model_sha256"]
+        thresholds = json.loads(t["thresholds"])
+        assert thresholds["max_leak_similarity"] == cfg.qc.identity.max_leak_similarity
+        assert t["id_sim_rt"] <= thresholds["max_leak_similarity"]
+        assert t["id_sim_rj"] >= thresholds["min_swap_similarity"]
+        assert t["expr_dist_rt"] <= thresholds["max_expression_distance"]
+        assert t["config_fingerprint"] == cfg.data_fingerprint()
+    # Every QC decision has exactly one row, and every triple is an accepted QC row.
+    con = connect(store)
+    assert con.execute("select count(*), count(distinct candidate_id) from qc").fetchone() == (16, 16)
+    assert con.execute("select count(*) from triples t join qc q on q.candidate_id = t.triple_id "
+                       "where q.accepted").fetchone()[0] == len(triples)
+
+
+def test_rerun_of_a_finished_round_does_nothing(baseline):
+    cfg, store, _ = baseline
+    before = triples_content(store)
+    markers = len(store.markers())
+    again = run_idi(cfg)
+    assert again["timing"]["items"] == 0
+    assert len(store.markers()) == markers
+    assert triples_content(store) == before
+
+
+def test_two_fresh_runs_give_identical_triples(baseline, corpus8: Path, tmp_path: Path):
+    cfg, store, _ = baseline
+    other = run_idi(round_config(corpus8, tmp_path / "runs_b"))
+    assert other["timing"]["run_id"] == cfg.resolved_run_id()
+    assert triples_content(ManifestStore.open(other["timing"]["run_url"])) == triples_content(store)
+
+
+def _wait_for(predicate, timeout: float, proc: subprocess.Popen) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return
+        if proc.poll() is not None:
+            raise AssertionError(f"the run ended (rc={proc.returncode}) before the kill point")
+        time.sleep(0.2)
+    raise AssertionError("kill point not reached in time")
+
+
+def test_resume_after_sigkill_mid_round_gives_the_same_triples(baseline, corpus8: Path, tmp_path: Path):
+    cfg, store, _ = baseline
+    out = tmp_path / "runs_killed"
+    args = [sys.executable, str(REPO / "pipeline" / "run_idi.py"), "--set", f"corpus.root={corpus8}",
+            "--set", f"run.output_root={out}", "--set", "run.name=test", "--set", "run.commit_rows=2"]
+    commits = out / cfg.resolved_run_id() / "manifests" / "_commits"
+    # The child runs its own local Ray; its own process group lets us kill all of it, by id.
+    proc = subprocess.Popen(args, cwd=REPO, start_new_session=True, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE)
+    try:
+        _wait_for(lambda: len(list(commits.glob("gen-r0-*.json"))) >= 2, 300, proc)
+    finally:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+    killed_store = ManifestStore.open(str(out / cfg.resolved_run_id()))
+    partial = killed_store.read_column_set("qc", "candidate_id")
+    assert 0 < len(partial) < 16, "the kill should land mid-round"
+    resumed = run_idi(round_config(corpus8, out, "run.commit_rows=2"))
+    assert resumed["timing"]["items"] == 16 - len(partial)
+    assert triples_content(killed_store) == triples_content(store)
+    qc = killed_store.read_table("qc", ["candidate_id"]).column("candidate_id").to_pylist()
+    assert len(qc) == len(set(qc)) == 16
+
+
+def test_ciep_query_cli_reads_the_run(baseline):
+    cfg, store, result = baseline
+    env = dict(os.environ)
+    cmd = [sys.executable, "-m", "pipeline.cli", "query", "--output-root", cfg.run.output_root, "--run",
+           cfg.resolved_run_id(), "--format", "json"]
+    out = subprocess.run(cmd + ["select reason, count(*) as n from qc group by 1 order by 1"], cwd=REPO,
+                         env=env, capture_output=True, text=True, check=True).stdout
+    got = {row["reason"]: row["n"] for row in json.loads(out)}
+    assert got == result["summary"]["rounds"][0]["reasons"]
+    out = subprocess.run(cmd + ["pass-rate"], cwd=REPO, env=env, capture_output=True, text=True, check=True).stdout
+    (row,) = json.loads(out)
+    assert row["candidates"] == 16 and row["accepted"] == result["summary"]["triples"]
