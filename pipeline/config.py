@@ -78,6 +78,9 @@ class IngestConfig(Strict):
     max_file_bytes: int = Field(64 * 1024 * 1024, ge=1)
     detector_upsample: int = Field(0, ge=0, le=2)
     scrfd_model: str | None = None  # registry name, used with detector: scrfd
+    scrfd_input_size: int = Field(640, ge=32)  # square SCRFD input (letterboxed), multiple of 32
+    scrfd_threshold: float = Field(0.5, gt=0, lt=1)
+    scrfd_nms_threshold: float = Field(0.4, gt=0, lt=1)
     resources: StageResources = StageResources()
 
 
@@ -115,7 +118,29 @@ class IdentitySwapConfig(Strict):
     backend: Literal["classic", "onnx"] = "classic"
     model: str | None = None  # registry name for backend onnx, e.g. inswapper_128
     feather_px: int = Field(11, ge=1)
+    # onnx backend: ArcFace that makes the swap source embedding (default: the swapper's registry embedder,
+    # arcface_w600k_r50; deliberately not qc.identity.model, so QC can judge with another network).
+    embedder_model: str | None = None
+    converter_model: str | None = None  # embedding converter for simswap (default: its registry converter)
+    # FaceFusion-style paste-back for hyperswap/simswap: box mask blur (share of crop) and padding in %
+    # (top, right, bottom, left); optional occlusion (XSeg) and region (BiSeNet) masks when named.
+    mask_blur: float = Field(0.3, ge=0, le=1)
+    mask_padding: tuple[int, int, int, int] = (0, 0, 0, 0)
+    occluder_model: str | None = None  # e.g. xseg_3
+    parser_model: str | None = None  # e.g. bisenet_resnet_34
+    mask_regions: tuple[str, ...] = ("skin", "left-eyebrow", "right-eyebrow", "left-eye", "right-eye",
+                                     "glasses", "nose", "mouth", "upper-lip", "lower-lip")
     resources: StageResources = StageResources()
+
+    @field_validator("mask_regions")
+    @classmethod
+    def _known_regions(cls, v: tuple[str, ...]) -> tuple[str, ...]:
+        known = {"skin", "left-eyebrow", "right-eyebrow", "left-eye", "right-eye", "glasses", "nose", "mouth",
+                 "upper-lip", "lower-lip"}
+        bad = sorted(set(v) - known)
+        if bad or not v:
+            raise ValueError(f"unknown mask regions {bad}; choose from {sorted(known)}")
+        return v
 
 
 class IdentityQCConfig(Strict):
@@ -143,6 +168,9 @@ class QCConfig(Strict):
 
 class ModelsConfig(Strict):
     root: str = "models"  # folder or fsspec URL holding ONNX files
+    # remote model files are copied here once (local folder); never part of the data fingerprint
+    cache_dir: str = "~/.cache/ciep/models"
+    storage_options: dict[str, object] = Field(default_factory=dict)
     providers: tuple[str, ...] = ("CUDAExecutionProvider", "CPUExecutionProvider")
     # name -> sha256 accepted instead of the registry's; recorded in the manifest when used.
     hash_overrides: dict[str, str] = Field(default_factory=dict)
@@ -163,7 +191,6 @@ class TrainConfig(Strict):
     # classifier-free guidance training: each of identity / expression / text is dropped with this probability
     cond_drop_prob: float = Field(0.05, ge=0, le=1)
     keep_checkpoints: int = Field(2, ge=1)
-    log_every: int = Field(10, ge=1)  # steps between ray.train.report calls
 
 
 class ReleaseConfig(Strict):
@@ -214,6 +241,8 @@ class PipelineConfig(Strict):
         d = self.model_dump(mode="json", exclude={"ray": True, "run": _RUN_KEYS_NOT_IN_FINGERPRINT})
         for section in ("ingest", "expression_transfer", "identity_swap", "qc"):
             d[section].pop("resources", None)
+        for key in ("cache_dir", "storage_options"):
+            d["models"].pop(key, None)
         d.pop("train", None)
         d.pop("release", None)
         return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:10]

@@ -24,7 +24,8 @@ def init_ray(cfg: RayConfig) -> None:
     if address:
         ray.init(address=address, **kwargs)
     else:
-        ray.init(num_cpus=cfg.num_cpus, include_dashboard=False, **kwargs)
+        # address="local" always starts a fresh local Ray, never a stale one recorded in /tmp/ray.
+        ray.init(address="local", num_cpus=cfg.num_cpus, include_dashboard=False, **kwargs)
     ctx = ray.data.DataContext.get_current()
     ctx.enable_progress_bars = os.environ.get("CIEP_PROGRESS_BARS", "0") == "1"
     log.info("Ray cluster resources: %s", ray.cluster_resources())

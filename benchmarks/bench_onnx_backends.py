@@ -1,0 +1,151 @@
+"""CPU throughput of the ONNX face backends on the stand-in models (stages/onnx/testing.py).
+
+What this measures: each backend's own work (decode-free: alignment warps, colour conversion and
+normalisation, SCRFD letterbox/decoding/NMS, embedding maps, paste-back and masks) plus a TINY
+untrained network with the real model's inputs and outputs. It does NOT measure the real models'
+FLOPs (inswapper_128 ~0.5 GB, hyperswap ~0.4 GB, det_10g 10 GFLOPs at 640): with the real files the
+network dominates and these numbers are an upper bound.
+
+    python benchmarks/bench_onnx_backends.py [--seconds 2] [--append benchmarks/RESULTS.md]
+"""
+
+from __future__ import annotations
+
+import argparse
+import platform
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import onnxruntime as ort
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+
+HEADING = "## ONNX backends"
+
+
+def _rate(fn: Callable[[], int], seconds: float, repeats: int = 3) -> float:
+    """Best of `repeats` timing windows (the machine may be shared), after one warm-up call."""
+    fn()
+    best = 0.0
+    for _ in range(repeats):
+        done, start = 0, time.perf_counter()
+        while time.perf_counter() - start < seconds:
+            done += fn()
+        best = max(best, done / (time.perf_counter() - start))
+    return best
+
+
+def run(seconds: float) -> list[tuple[str, str, float]]:
+    import cv2
+    import numpy as np
+
+    from pipeline.config import config_from_dict
+    from stages.face.dlib_models import DlibDetector
+    from stages.onnx.arcface import ArcFaceEmbedder
+    from stages.onnx.model_files import resolve_model
+    from stages.onnx.scrfd import ScrfdDetector, dlib_landmarker
+    from stages.onnx.swapper import OnnxSwapper
+    from stages.onnx.testing import stand_in_config, write_stand_ins
+
+    corpus = REPO / "data" / "demo_corpus"
+    images = [np.ascontiguousarray(cv2.imread(str(p))[:, :, ::-1]) for p in sorted(corpus.glob("*/*.jpg"))[:8]]
+    dlib = DlibDetector()
+    faces = [max(dlib.detect(im), key=lambda f: f.short_side) for im in images]
+    folder = tempfile.mkdtemp(prefix="ciep_bench_")
+    models = stand_in_config(folder, write_stand_ins(folder))
+
+    def cfg(**sections: dict):
+        return config_from_dict({"models": models, **sections})
+
+    rows: list[tuple[str, str, float]] = []
+    emb = ArcFaceEmbedder.from_config(cfg())
+    pairs = list(zip(images, faces))
+    rows.append(("arcface (norm_crop 112 + net)", "1 face/call", _rate(lambda: (emb.embed(*pairs[0]), 1)[1], seconds)))
+    rows.append(("arcface (norm_crop 112 + net)", "8 faces/call", _rate(lambda: len(emb.embed_batch(pairs)), seconds)))
+
+    scrfd_cfg = cfg(ingest={"detector": "scrfd", "scrfd_model": "scrfd_10g"})
+    det = ScrfdDetector(resolve_model(scrfd_cfg.models, "scrfd_10g"), ["CPUExecutionProvider"])
+    rows.append(("scrfd 640 (letterbox, decode, NMS)", "512x512 image", _rate(lambda: (det.detect(images[0]), 1)[1],
+                                                                           seconds)))
+    land = dlib_landmarker(scrfd_cfg)
+    rows.append(("dlib 68 landmarks on a box (scrfd add-on)", "1 face",
+                 _rate(lambda: (land(images[0], faces[0].box), 1)[1], seconds)))
+
+    items = [(images[0], faces[0], im, f) for im, f in zip(images, faces)]
+    for model, extra in (("inswapper_128", {}), ("hyperswap_1a_256", {}), ("simswap_256", {}),
+                         ("hyperswap_1a_256", {"occluder_model": "xseg_3", "parser_model": "bisenet_resnet_34"})):
+        sw = OnnxSwapper.from_config(cfg(identity_swap={"backend": "onnx", "model": model, **extra}))
+        label = model + (" + xseg + bisenet masks" if extra else "")
+        rows.append((label, "1 item/call", _rate(lambda: (sw.swap(*items[1]), 1)[1], seconds)))
+        rows.append((label, "8 items/call", _rate(lambda: len(sw.swap_batch(items)), seconds)))
+    return rows
+
+
+def markdown(rows: list[tuple[str, str, float]], seconds: float) -> str:
+    lines = [
+        HEADING, "",
+        f"- machine: {platform.processor() or platform.machine()}, {_cpu_name()}, "
+        f"{_cores()} CPU cores, onnxruntime {ort.__version__} ({', '.join(ort.get_available_providers())}), "
+        f"Python {platform.python_version()}; load average at the end {_load()}",
+        f"- command: `python benchmarks/bench_onnx_backends.py --seconds {seconds:g}` (best of 3 windows per row)",
+        "- what it measures: each backend's pre/post-processing (alignment, normalisation, SCRFD decoding, "
+        "emap, paste-back, masks) plus a tiny untrained stand-in net with the real I/O (stages/onnx/testing.py);"
+        " NOT the real models' FLOPs, so with the real files these rates are upper bounds.",
+        "- images: London demo faces, 512x512; swap = source face onto target photo, full paste-back.",
+        "",
+        "| backend | unit | images/s |",
+        "|---|---|---:|",
+    ]
+    lines += [f"| {name} | {unit} | {rate:.1f} |" for name, unit, rate in rows]
+    return "\n".join(lines) + "\n"
+
+
+def _cpu_name() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return "unknown CPU"
+
+
+def _load() -> str:
+    import os
+    return " / ".join(f"{v:.1f}" for v in os.getloadavg()) if hasattr(os, "getloadavg") else "n/a"
+
+
+def _cores() -> int:
+    import os
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 0
+
+
+def append_section(path: Path, text: str) -> None:
+    """Append our section, replacing a previous one of ours; other sections are kept as they are."""
+    old = path.read_text() if path.exists() else "# Benchmark results\n"
+    if HEADING in old:
+        head, rest = old.split(HEADING, 1)
+        nxt = rest.find("\n## ")
+        tail = rest[nxt + 1:] if nxt >= 0 else ""
+        old = head.rstrip() + "\n\n" + tail
+    path.write_text(old.rstrip() + "\n\n" + text)
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--seconds", type=float, default=2.0, help="length of each of the 3 timing windows per row")
+    p.add_argument("--append", help="add the markdown section to this file (e.g. benchmarks/RESULTS.md)")
+    args = p.parse_args(argv)
+    text = markdown(run(args.seconds), args.seconds)
+    sys.stdout.write(text)
+    if args.append:
+        append_section(Path(args.append), text)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

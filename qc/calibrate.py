@@ -1,0 +1,181 @@
+"""Calibrate the identity threshold: same- vs different-identity cosine similarities on a labelled corpus.
+
+`ciep calibrate-identity --config C --corpus DIR --far 0.01` embeds the largest face of every image in
+DIR/<identity>/<image> with the configured detector and embedder, scores every same-identity pair
+(genuine) and every cross-identity pair (impostor), and reports the similarity threshold at which the
+chosen share of impostor pairs is accepted (score >= threshold), the genuine accept rate there,
+medians, percentiles, counts and the equal error rate.
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import json
+import logging
+import sys
+from dataclasses import asdict, dataclass, field
+
+import cv2
+import fsspec
+import numpy as np
+
+from pipeline.config import PipelineConfig, load_config
+
+log = logging.getLogger(__name__)
+
+PERCENTILES = (1, 5, 25, 50, 75, 95, 99)
+
+
+@dataclass
+class CalibrationResult:
+    embedder: str  # backend:model id
+    embedder_sha256: str
+    detector: str
+    far_target: float
+    threshold: float  # accept as the same identity when cosine similarity >= threshold
+    far: float  # impostor pairs accepted at the threshold
+    tar: float  # genuine pairs accepted at the threshold
+    eer: float
+    eer_threshold: float
+    identities: int
+    images: int
+    images_without_face: int
+    genuine_pairs: int
+    impostor_pairs: int
+    genuine_median: float
+    impostor_median: float
+    genuine_percentiles: dict[str, float] = field(default_factory=dict)
+    impostor_percentiles: dict[str, float] = field(default_factory=dict)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    def format(self) -> str:
+        g, i = self.genuine_percentiles, self.impostor_percentiles
+        rows = [
+            f"embedder            {self.embedder} (sha256 {self.embedder_sha256[:12]})",
+            f"detector            {self.detector}",
+            f"corpus              {self.identities} identities, {self.images} images "
+            f"({self.images_without_face} without a face)",
+            f"pairs               {self.genuine_pairs} genuine, {self.impostor_pairs} impostor",
+            f"threshold @FAR={self.far_target:g}   {self.threshold:.4f}  (FAR {self.far:.4f}, TAR {self.tar:.4f})",
+            f"EER                 {self.eer:.4f} at {self.eer_threshold:.4f}",
+            f"median              genuine {self.genuine_median:.4f}, impostor {self.impostor_median:.4f}",
+            "percentile          " + "  ".join(f"p{k:>2}" + " " * 4 for k in PERCENTILES),
+            "  genuine           " + "  ".join(f"{g[f'p{k}']:.4f}" for k in PERCENTILES),
+            "  impostor          " + "  ".join(f"{i[f'p{k}']:.4f}" for k in PERCENTILES),
+        ]
+        return "\n".join(rows)
+
+
+def threshold_at_far(impostor: np.ndarray, far: float) -> float:
+    """Smallest threshold with share(impostor >= threshold) <= far (ties counted as accepted)."""
+    desc = np.sort(np.asarray(impostor, np.float64))[::-1]
+    k = int(np.floor(far * len(desc)))
+    if k >= len(desc):
+        return float(desc[-1])
+    return float(np.nextafter(desc[k], np.inf))
+
+
+def equal_error_rate(genuine: np.ndarray, impostor: np.ndarray) -> tuple[float, float]:
+    """(EER, threshold) where false accepts and false rejects are closest."""
+    candidates = np.unique(np.concatenate([genuine, impostor]))
+    far = np.array([(impostor >= t).mean() for t in candidates])
+    frr = np.array([(genuine < t).mean() for t in candidates])
+    k = int(np.argmin(np.abs(far - frr)))
+    return float((far[k] + frr[k]) / 2), float(candidates[k])
+
+
+def _percentiles(x: np.ndarray) -> dict[str, float]:
+    return {f"p{k}": float(v) for k, v in zip(PERCENTILES, np.percentile(x, PERCENTILES))}
+
+
+def list_corpus(corpus_root: str, extensions: tuple[str, ...],
+                storage_options: dict | None = None) -> dict[str, list[str]]:
+    """identity folder name -> sorted image paths (fsspec paths under corpus_root)."""
+    fs, root = fsspec.core.url_to_fs(corpus_root, **(storage_options or {}))
+    out: dict[str, list[str]] = {}
+    for entry in sorted(fs.ls(root, detail=True), key=lambda e: e["name"]):
+        if entry["type"] != "directory":
+            continue
+        images = sorted(p for p in fs.find(entry["name"]) if p.lower().endswith(extensions))
+        if images:
+            out[entry["name"].rstrip("/").rsplit("/", 1)[-1]] = [fs.unstrip_protocol(p) for p in images]
+    return out
+
+
+def _read_rgb(url: str, storage_options: dict) -> np.ndarray | None:
+    with fsspec.open(url, "rb", **storage_options) as fh:
+        data = np.frombuffer(fh.read(), np.uint8)
+    bgr = cv2.imdecode(data, cv2.IMREAD_COLOR)
+    return None if bgr is None else np.ascontiguousarray(bgr[:, :, ::-1])
+
+
+def calibrate_identity(cfg: PipelineConfig, corpus_root: str, far: float = 0.01) -> CalibrationResult:
+    """Genuine/impostor similarity distributions and the threshold at `far` for build_embedder(cfg)."""
+    from stages.face.backends import build_detector, build_embedder
+
+    if not 0 <= far < 1:
+        raise ValueError("far must be in [0, 1)")
+    corpus = list_corpus(corpus_root, tuple(cfg.corpus.extensions), cfg.corpus.storage_options)
+    if len(corpus) < 2:
+        raise ValueError(f"{corpus_root}: need at least two identity folders with images, found {len(corpus)}")
+    detector = build_detector(cfg)
+    embedder = build_embedder(cfg)
+    labels: list[str] = []
+    embeddings: list[np.ndarray] = []
+    missing = 0
+    for identity, paths in corpus.items():
+        for path in paths:
+            rgb = _read_rgb(path, dict(cfg.corpus.storage_options))
+            faces = detector.detect(rgb) if rgb is not None else []
+            if not faces:
+                missing += 1
+                log.info("no face in %s", path)
+                continue
+            face = max(faces, key=lambda f: f.short_side)
+            emb = np.asarray(embedder.embed(rgb, face), np.float64)
+            embeddings.append(emb / np.linalg.norm(emb))
+            labels.append(identity)
+    if not embeddings:
+        raise ValueError(f"{corpus_root}: no face found in any image")
+    e = np.stack(embeddings)
+    sims = e @ e.T
+    genuine, impostor = [], []
+    for a, b in itertools.combinations(range(len(labels)), 2):
+        (genuine if labels[a] == labels[b] else impostor).append(sims[a, b])
+    g, i = np.asarray(genuine), np.asarray(impostor)
+    if not len(g) or not len(i):
+        raise ValueError(f"{corpus_root}: need identities with 2+ usable images and 2+ identities")
+    t = threshold_at_far(i, far)
+    eer, eer_t = equal_error_rate(g, i)
+    return CalibrationResult(
+        embedder=f"{cfg.qc.identity.backend}:{embedder.model_id}", embedder_sha256=embedder.model_sha256,
+        detector=detector.model_id, far_target=far, threshold=t, far=float((i >= t).mean()),
+        tar=float((g >= t).mean()), eer=eer, eer_threshold=eer_t, identities=len(set(labels)),
+        images=sum(len(p) for p in corpus.values()), images_without_face=missing, genuine_pairs=len(g),
+        impostor_pairs=len(i), genuine_median=float(np.median(g)), impostor_median=float(np.median(i)),
+        genuine_percentiles=_percentiles(g), impostor_percentiles=_percentiles(i))
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="ciep calibrate-identity", description=__doc__.splitlines()[0])
+    p.add_argument("--config", help="YAML config (default configs/demo.yaml); its detector/embedder are used")
+    p.add_argument("--corpus", required=True, help="folder or URL with one sub-folder of images per identity")
+    p.add_argument("--far", type=float, default=0.01, help="false-accept rate for the threshold (default 0.01)")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a config key, e.g. --set qc.identity.backend=arcface")
+    p.add_argument("--json", help="also write the result as JSON to this path")
+    args = p.parse_args(argv)
+    cfg = load_config(args.config, args.overrides)
+    result = calibrate_identity(cfg, args.corpus, args.far)
+    sys.stdout.write(result.format() + "\n")
+    if args.json:
+        with fsspec.open(args.json, "w") as fh:
+            json.dump(result.to_dict(), fh, indent=1)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""ONNX face models users bring (FaceFusion swappers, insightface ArcFace/SCRFD): registry, files, backends."""
