@@ -16,11 +16,11 @@ import logging
 import sys
 from dataclasses import asdict, dataclass, field
 
-import cv2
 import fsspec
 import numpy as np
 
 from pipeline.config import PipelineConfig, load_config
+from stages.corpus import list_corpus
 
 log = logging.getLogger(__name__)
 
@@ -91,25 +91,15 @@ def _percentiles(x: np.ndarray) -> dict[str, float]:
     return {f"p{k}": float(v) for k, v in zip(PERCENTILES, np.percentile(x, PERCENTILES))}
 
 
-def list_corpus(corpus_root: str, extensions: tuple[str, ...],
-                storage_options: dict | None = None) -> dict[str, list[str]]:
-    """identity folder name -> sorted image paths (fsspec paths under corpus_root)."""
-    fs, root = fsspec.core.url_to_fs(corpus_root, **(storage_options or {}))
-    out: dict[str, list[str]] = {}
-    for entry in sorted(fs.ls(root, detail=True), key=lambda e: e["name"]):
-        if entry["type"] != "directory":
-            continue
-        images = sorted(p for p in fs.find(entry["name"]) if p.lower().endswith(extensions))
-        if images:
-            out[entry["name"].rstrip("/").rsplit("/", 1)[-1]] = [fs.unstrip_protocol(p) for p in images]
-    return out
+def _read_rgb(url: str, storage_options: dict, max_pixels: int) -> np.ndarray | None:
+    from stages.face.image_io import ImageRejected, decode_image
 
-
-def _read_rgb(url: str, storage_options: dict) -> np.ndarray | None:
     with fsspec.open(url, "rb", **storage_options) as fh:
-        data = np.frombuffer(fh.read(), np.uint8)
-    bgr = cv2.imdecode(data, cv2.IMREAD_COLOR)
-    return None if bgr is None else np.ascontiguousarray(bgr[:, :, ::-1])
+        data = fh.read()
+    try:
+        return decode_image(data, max_pixels)
+    except ImageRejected:
+        return None
 
 
 def calibrate_identity(cfg: PipelineConfig, corpus_root: str, far: float = 0.01) -> CalibrationResult:
@@ -118,7 +108,10 @@ def calibrate_identity(cfg: PipelineConfig, corpus_root: str, far: float = 0.01)
 
     if not 0 <= far < 1:
         raise ValueError("far must be in [0, 1)")
-    corpus = list_corpus(corpus_root, tuple(cfg.corpus.extensions), cfg.corpus.storage_options)
+    listing = list_corpus(cfg.corpus.model_copy(update={"root": corpus_root, "index": None})).items
+    corpus: dict[str, list[str]] = {}
+    for identity, path in zip(listing["identity"].to_pylist(), listing["path"].to_pylist()):
+        corpus.setdefault(identity, []).append(path)
     if len(corpus) < 2:
         raise ValueError(f"{corpus_root}: need at least two identity folders with images, found {len(corpus)}")
     detector = build_detector(cfg)
@@ -128,7 +121,7 @@ def calibrate_identity(cfg: PipelineConfig, corpus_root: str, far: float = 0.01)
     missing = 0
     for identity, paths in corpus.items():
         for path in paths:
-            rgb = _read_rgb(path, dict(cfg.corpus.storage_options))
+            rgb = _read_rgb(path, dict(cfg.corpus.storage_options), cfg.ingest.max_pixels)
             faces = detector.detect(rgb) if rgb is not None else []
             if not faces:
                 missing += 1

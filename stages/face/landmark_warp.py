@@ -1,0 +1,218 @@
+"""Piecewise-affine landmark warping and the CPU expression-transfer backend built on it (delta transfer).
+
+The warp triangulates the destination points (Delaunay) and builds one inverse map for the whole output:
+each output pixel finds its triangle and its barycentric coordinates, which give its position in the source
+image; a single cv2.remap then samples it. Seamless (no per-triangle mask seams) and vectorised.
+"""
+
+from __future__ import annotations
+
+import hashlib
+
+import cv2
+import numpy as np
+from scipy.spatial import Delaunay
+
+from pipeline.config import PipelineConfig
+from stages.face.protocols import TransferRequest
+
+ALGORITHM = "landmark_warp_v1: delta transfer on similarity-normalised landmarks, Delaunay piecewise-affine " \
+            "remap with fixed border/ring anchors, inner-mouth fill from T (LAB mean match, feathered)"
+
+# Points that move little with expression: nose bridge and base, eye corners, upper jaw.
+STABLE_POINTS = np.array([0, 1, 15, 16, 27, 28, 29, 30, 31, 33, 35, 36, 39, 42, 45])
+INNER_MOUTH = np.arange(60, 68)
+MOUTH = np.arange(48, 68)
+
+
+def _similarity(src: np.ndarray, dst: np.ndarray) -> np.ndarray:
+    """Least-squares similarity (2x3) taking src points to dst points (Umeyama, no reflection)."""
+    s = np.asarray(src, np.float64)
+    d = np.asarray(dst, np.float64)
+    ms, md = s.mean(axis=0), d.mean(axis=0)
+    sc, dc = s - ms, d - md
+    var = (sc ** 2).sum()
+    if var < 1e-12:
+        return np.array([[1.0, 0, md[0] - ms[0]], [0, 1.0, md[1] - ms[1]]])
+    a = (sc * dc).sum()
+    b = (sc[:, 0] * dc[:, 1] - sc[:, 1] * dc[:, 0]).sum()
+    r = np.array([[a, -b], [b, a]]) / var
+    t = md - r @ ms
+    return np.hstack([r, t[:, None]])
+
+
+def _apply(m: np.ndarray, pts: np.ndarray) -> np.ndarray:
+    p = np.asarray(pts, np.float64)
+    return p @ m[:, :2].T + m[:, 2]
+
+
+def border_anchors(height: int, width: int, per_side: int = 4) -> np.ndarray:
+    """Points just outside the image frame: corners plus per_side - 1 evenly spaced points on each side."""
+    xs = np.linspace(-1.0, width, per_side + 1)
+    ys = np.linspace(-1.0, height, per_side + 1)
+    top = np.stack([xs, np.full_like(xs, -1.0)], 1)
+    bottom = np.stack([xs, np.full_like(xs, float(height))], 1)
+    left = np.stack([np.full_like(ys[1:-1], -1.0), ys[1:-1]], 1)
+    right = np.stack([np.full_like(ys[1:-1], float(width)), ys[1:-1]], 1)
+    return np.vstack([top, bottom, left, right])
+
+
+def _dedupe(src: np.ndarray, dst: np.ndarray, tol: float = 0.05) -> tuple[np.ndarray, np.ndarray]:
+    """Drop destination points that coincide with an earlier one (Delaunay would ignore them anyway)."""
+    key = np.round(dst / tol).astype(np.int64)
+    _, first = np.unique(key, axis=0, return_index=True)
+    keep = np.sort(first)
+    return src[keep], dst[keep]
+
+
+def piecewise_affine_warp(src_rgb: np.ndarray, src_pts: np.ndarray, dst_pts: np.ndarray,
+                          out_shape: tuple[int, ...], *, add_anchors: bool = True,
+                          border_mode: int = cv2.BORDER_REFLECT) -> np.ndarray:
+    """Warp src_rgb so that src_pts land on dst_pts, in an image of out_shape (H, W[, C]).
+
+    With add_anchors, the frame of the output gets anchor points whose source positions follow the
+    least-squares similarity between the two point sets, so the region outside the points moves rigidly.
+    Without, output pixels outside the hull of dst_pts follow that similarity too.
+    """
+    h, w = int(out_shape[0]), int(out_shape[1])
+    s = np.asarray(src_pts, np.float64).reshape(-1, 2)
+    d = np.asarray(dst_pts, np.float64).reshape(-1, 2)
+    if s.shape != d.shape or len(s) < 3:
+        raise ValueError(f"need matching point sets of at least 3 points, got {s.shape} and {d.shape}")
+    sim = _similarity(d, s)  # dst -> src
+    if add_anchors:
+        anchors = border_anchors(h, w)
+        d = np.vstack([d, anchors])
+        s = np.vstack([s, _apply(sim, anchors)])
+    s, d = _dedupe(s, d)
+    tri = Delaunay(d)
+    yy, xx = np.mgrid[0:h, 0:w]
+    pix = np.stack([xx.ravel(), yy.ravel()], axis=1).astype(np.float64)
+    simplex = tri.find_simplex(pix)
+    inside = simplex >= 0
+    map_xy = _apply(sim, pix)  # fallback outside the triangulation
+    if inside.any():
+        si = simplex[inside]
+        t = tri.transform[si]  # (n, 3, 2): inverse affine to barycentric
+        b2 = np.einsum("nij,nj->ni", t[:, :2, :], pix[inside] - t[:, 2, :])
+        bary = np.column_stack([b2, 1.0 - b2.sum(axis=1)])
+        verts = tri.simplices[si]  # (n, 3)
+        map_xy[inside] = np.einsum("nk,nkj->nj", bary, s[verts])
+    mx = map_xy[:, 0].reshape(h, w).astype(np.float32)
+    my = map_xy[:, 1].reshape(h, w).astype(np.float32)
+    return cv2.remap(np.ascontiguousarray(src_rgb), mx, my, interpolation=cv2.INTER_LINEAR, borderMode=border_mode)
+
+
+# Inner-lip point pairs (upper, lower) across the mouth opening, and the points that follow each lip.
+_INNER_PAIRS = ((61, 67), (62, 66), (63, 65))
+_UPPER_FOLLOW = ((49, 0.5), (50, 1.0), (51, 1.0), (52, 1.0), (53, 0.5))
+_LOWER_FOLLOW = ((55, 0.5), (56, 1.0), (57, 1.0), (58, 1.0), (59, 0.5), (6, 0.2), (7, 0.4), (8, 0.5), (9, 0.4),
+                 (10, 0.2))
+
+
+def transfer_geometry(carrier: np.ndarray, source: np.ndarray, target: np.ndarray,
+                      absolute_mouth_opening: bool = True) -> np.ndarray:
+    """carrier + (target - source): the expression motion, measured after a similarity fit of S onto T on stable
+    points, rotated/scaled into the carrier's frame.
+
+    With absolute_mouth_opening, the inner-lip gap is then set to T's (scaled to the carrier): whether a mouth is
+    open or closed is not a matter of face shape, and a pure delta cannot close a carrier mouth that is open
+    wider than S's. The outer lips and the chin follow the inner lips.
+    """
+    c = np.asarray(carrier, np.float64).reshape(68, 2)
+    s = np.asarray(source, np.float64).reshape(68, 2)
+    t = np.asarray(target, np.float64).reshape(68, 2)
+    s_on_t = _apply(_similarity(s[STABLE_POINTS], t[STABLE_POINTS]), s)
+    delta = t - s_on_t
+    lin = _similarity(t[STABLE_POINTS], c[STABLE_POINTS])[:, :2]
+    new = c + delta @ lin.T
+    if absolute_mouth_opening:
+        up_shift, low_shift = [], []
+        for a, b in _INNER_PAIRS:
+            mid = (new[a] + new[b]) * 0.5
+            half = ((t[b] - t[a]) @ lin.T) * 0.5
+            up_shift.append(mid - half - new[a])
+            low_shift.append(mid + half - new[b])
+            new[a], new[b] = mid - half, mid + half
+        du, dl = np.mean(up_shift, axis=0), np.mean(low_shift, axis=0)
+        for k, f in _UPPER_FOLLOW:
+            new[k] += du * f
+        for k, f in _LOWER_FOLLOW:
+            new[k] += dl * f
+    return new.astype(np.float32)
+
+
+def _ring_anchors(lm: np.ndarray, h: int, w: int, scale: float = 1.3) -> np.ndarray:
+    """Fixed points on the face hull scaled up about its centroid, so the deformation stays on the face."""
+    hull = cv2.convexHull(np.asarray(lm, np.float32)).reshape(-1, 2).astype(np.float64)
+    c = hull.mean(axis=0)
+    pts = c + (hull - c) * scale
+    return pts[(pts[:, 0] > 0) & (pts[:, 0] < w - 1) & (pts[:, 1] > 0) & (pts[:, 1] < h - 1)]
+
+
+def _polygon_mask(pts: np.ndarray, h: int, w: int) -> np.ndarray:
+    mask = np.zeros((h, w), np.uint8)
+    cv2.fillPoly(mask, [np.round(np.asarray(pts) * 16).astype(np.int32)], 255, lineType=cv2.LINE_AA, shift=4)
+    return mask
+
+
+def _lip_ring(lm: np.ndarray, h: int, w: int) -> np.ndarray:
+    outer = _polygon_mask(lm[48:60], h, w)
+    inner = _polygon_mask(lm[60:68], h, w)
+    return (outer > 127) & (inner < 128)
+
+
+class LandmarkWarpTransferer:
+    """ExpressionTransferer: move the carrier's landmarks by T - S (identity i's expression motion) and warp the
+    carrier face to them; a mouth that opens wider than the carrier's is filled from T's mouth interior."""
+
+    model_id = "landmark_warp_v1"
+    model_sha256 = hashlib.sha256(ALGORITHM.encode()).hexdigest()
+
+    def __init__(self, mouth_feather_px: float = 1.5, min_open_gain_px2: float = 6.0) -> None:
+        self.mouth_feather_px = float(mouth_feather_px)
+        self.min_open_gain_px2 = float(min_open_gain_px2)
+
+    @classmethod
+    def from_config(cls, cfg: PipelineConfig) -> "LandmarkWarpTransferer":
+        return cls()
+
+    def transfer(self, requests: list[TransferRequest]) -> list[np.ndarray]:
+        """One RGB uint8 image per request (same size as the carrier)."""
+        return [self.transfer_one(r) for r in requests]
+
+    def transfer_one(self, req: TransferRequest) -> np.ndarray:
+        carrier = np.ascontiguousarray(req.carrier_rgb)
+        h, w = carrier.shape[:2]
+        c_lm = np.asarray(req.carrier_landmarks, np.float64).reshape(68, 2)
+        new_lm = transfer_geometry(c_lm, req.source_landmarks, req.target_landmarks).astype(np.float64)
+        ring = _ring_anchors(np.vstack([c_lm, new_lm]), h, w)
+        src = np.vstack([c_lm, ring, border_anchors(h, w)])
+        dst = np.vstack([new_lm, ring, border_anchors(h, w)])
+        out = piecewise_affine_warp(carrier, src, dst, carrier.shape, add_anchors=False)
+        new_area = abs(cv2.contourArea(new_lm[INNER_MOUTH].astype(np.float32)))
+        old_area = abs(cv2.contourArea(c_lm[INNER_MOUTH].astype(np.float32)))
+        if new_area > old_area * 1.15 + self.min_open_gain_px2:
+            out = self._fill_mouth(out, new_lm, req)
+        return out
+
+    def _fill_mouth(self, out: np.ndarray, new_lm: np.ndarray, req: TransferRequest) -> np.ndarray:
+        """Paste T's mouth interior, warped onto the new inner-lip polygon, colour-matched and feathered."""
+        h, w = out.shape[:2]
+        t_rgb = np.ascontiguousarray(req.target_rgb)
+        t_lm = np.asarray(req.target_landmarks, np.float64).reshape(68, 2)
+        # T's mouth region warped onto the new mouth (a similarity fit keeps the rest of T rigid).
+        t_warp = piecewise_affine_warp(t_rgb, t_lm[MOUTH], new_lm[MOUTH], out.shape)
+        lab_out = cv2.cvtColor(out, cv2.COLOR_RGB2LAB).astype(np.float32)
+        lab_t = cv2.cvtColor(t_warp, cv2.COLOR_RGB2LAB).astype(np.float32)
+        ring = _lip_ring(new_lm, h, w)
+        if ring.sum() >= 8:
+            shift = lab_out[ring].mean(axis=0) - lab_t[ring].mean(axis=0)
+            shift[0] *= 0.5  # keep teeth bright: only half the lightness difference
+            lab_t = np.clip(lab_t + shift, 0, 255)
+        fill = cv2.cvtColor(lab_t.astype(np.uint8), cv2.COLOR_LAB2RGB).astype(np.float32)
+        mask = _polygon_mask(new_lm[INNER_MOUTH], h, w).astype(np.float32) / 255.0
+        if self.mouth_feather_px > 0:
+            mask = cv2.GaussianBlur(mask, (0, 0), self.mouth_feather_px) * (mask > 0)
+        a = mask[..., None]
+        return np.clip(np.round(out.astype(np.float32) * (1 - a) + fill * a), 0, 255).astype(np.uint8)
