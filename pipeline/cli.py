@@ -40,7 +40,8 @@ def query_main(argv: list[str]) -> int:
         from manifests.release import release_stores
         con = connect(release_stores(root, args.release))
     else:
-        con = connect(ManifestStore.open(resolve_run(root, args.run)))
+        opts = dict(cfg.run.storage_options)
+        con = connect(ManifestStore.open(resolve_run(root, args.run, opts), opts))
     cols, rows = run_query(con, args.sql)
     if args.format == "table":
         print(format_table(cols, rows))

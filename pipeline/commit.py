@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import logging
+import os
+import signal
 import time
 from collections import Counter
 from dataclasses import dataclass, field
@@ -13,6 +15,11 @@ import pyarrow as pa
 from manifests.store import ManifestStore, shard_key
 
 log = logging.getLogger(__name__)
+
+# Testing hook: "<shard prefix>:<N>" (e.g. "gen-r0-:2") SIGKILLs this driver right after its N-th commit of
+# shards with that prefix, so tests can kill a run at an exact point. Unset in normal use.
+KILL_AFTER_COMMITS_ENV = "CIEP_FAULT_KILL_AFTER_COMMITS"
+_commits_in_process: Counter = Counter()
 
 TableSplitter = Callable[[pa.Table], dict[str, pa.Table]]
 
@@ -94,8 +101,20 @@ class CommitBuffer:
         self.last_flush = time.monotonic()
         if keep is not None:
             table = keep(table)
-        if table.num_rows == 0:
-            return
-        shard = shard_key(table.column(self.id_column).to_pylist(), self.prefix)
-        self.store.commit(shard, self.split(table), self.info)
-        self.committed_rows += table.num_rows
+        for start in range(0, table.num_rows, self.rows):  # shards never exceed `rows` rows
+            part = table.slice(start, self.rows)
+            shard = shard_key(part.column(self.id_column).to_pylist(), self.prefix)
+            self.store.commit(shard, self.split(part), self.info)
+            self.committed_rows += part.num_rows
+            _maybe_kill_for_test(self.prefix)
+
+
+def _maybe_kill_for_test(prefix: str) -> None:
+    spec = os.environ.get(KILL_AFTER_COMMITS_ENV)
+    if not spec:
+        return
+    wanted, _, n = spec.rpartition(":")
+    if prefix == wanted:
+        _commits_in_process[prefix] += 1
+        if _commits_in_process[prefix] >= int(n):
+            os.kill(os.getpid(), signal.SIGKILL)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from pathlib import Path
 from typing import Literal
 
@@ -40,9 +41,67 @@ class StageResources(Strict):
         return v
 
 
+SECRET_KEY_PATTERN = re.compile(r"key|secret|token|password|passwd|credential|session|auth|signature", re.I)
+
+
+def redact_secrets(value: object) -> object:
+    """A copy of a storage_options-like value with every secret-looking key's value replaced by "<redacted>"."""
+    if isinstance(value, dict):
+        return {k: ("<redacted>" if SECRET_KEY_PATTERN.search(str(k)) else redact_secrets(v)) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [redact_secrets(v) for v in value]
+    return value
+
+
+def _without_secrets(value: object) -> object:
+    """storage_options minus secret-looking keys: what may define data (endpoint, region), never credentials."""
+    if isinstance(value, dict):
+        return {k: _without_secrets(v) for k, v in value.items() if not SECRET_KEY_PATTERN.search(str(k))}
+    return value
+
+
+# fsspec options (endpoint_url, key, secret, client_kwargs, ...). Kept out of repr; secret-looking keys are
+# redacted in run.json (PipelineConfig.redacted_dump) and never part of the data fingerprint. Prefer credentials
+# from the environment (AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY, ...) over config.
+StorageOptions = dict[str, object]
+
+
+def _storage_options_field():
+    return Field(default_factory=dict, repr=False)
+
+
+class FaultInjectionConfig(Strict):
+    """TESTING HOOK (tests/hardening only): make one stage, or the driver's commit, fail on a chosen item.
+
+    at:     a stage name (ingest, expression_transfer, identity_swap, qc, or any RowwiseStage) or "commit"
+            (the driver, after a manifest shard's files are written and before its commit marker).
+    item:   fnmatch pattern over the item id: input_key in ingest, candidate_id after pairing, the shard name
+            for "commit"; "*" matches every item.
+    action: "raise"  an exception from the model call, as a broken model would (-> stage_error row);
+            "exit"   os._exit(FAULT_EXIT_CODE) of the process (actor or driver), as a crash would;
+            "pause"  create `marker`, then sleep, so a test can SIGKILL the driver at exactly this point.
+    marker: local file. With raise/exit the fault fires only in the process that creates it first (O_EXCL),
+            so a restarted actor does not fail again on the retried batch; with pause it is the signal.
+    Not part of the data fingerprint: a faulted run and its resume are the same run id as a clean one.
+    """
+
+    at: str
+    item: str = "*"
+    action: Literal["raise", "exit", "pause"]
+    marker: str | None = None
+
+    @model_validator(mode="after")
+    def _pause_needs_marker(self) -> "FaultInjectionConfig":
+        if self.action == "pause" and not self.marker:
+            raise ValueError("fault_injection.marker is required with action 'pause'")
+        return self
+
+
 class RunConfig(Strict):
     name: str = "demo"
     output_root: str = "runs"  # fsspec URL or local path, relative paths are relative to the cwd
+    # fsspec options for output_root (run folder, manifests, images); see StorageOptions.
+    storage_options: StorageOptions = _storage_options_field()
     run_id: str | None = None  # default: <name>-<hash of the data-defining config>
     seed: int = 1234
     rounds: int = Field(1, ge=1)
@@ -52,6 +111,7 @@ class RunConfig(Strict):
     # A manifest shard is committed every commit_rows rows or commit_seconds, whichever comes first.
     commit_rows: int = Field(256, ge=1)
     commit_seconds: float = Field(30.0, gt=0)
+    fault_injection: FaultInjectionConfig | None = None  # testing hook, see FaultInjectionConfig
 
 
 class RayConfig(Strict):
@@ -59,6 +119,9 @@ class RayConfig(Strict):
     num_cpus: int | None = None  # only when starting a local Ray
     # CPUs kept free for Ray Data's read and write tasks when sizing actor pools.
     reserve_cpus: float = Field(0.5, ge=0)
+    # A stage actor that dies (crash, OOM kill, lost node) is restarted and its batch retried on the new actor
+    # up to this many times; a batch that kills its actor every time then fails the job instead of looping.
+    max_task_retries: int = Field(3, ge=0)
 
 
 class CorpusConfig(Strict):
@@ -67,7 +130,7 @@ class CorpusConfig(Strict):
     # Without an index, the expression label is the file stem minus a trailing _<digits> ("smiling_02").
     expression_from_filename: bool = True
     extensions: tuple[str, ...] = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff", ".gif")
-    storage_options: dict[str, object] = Field(default_factory=dict)
+    storage_options: StorageOptions = _storage_options_field()
 
 
 class IngestConfig(Strict):
@@ -147,8 +210,10 @@ class IdentityQCConfig(Strict):
     backend: Literal["dlib", "arcface"] = "dlib"
     model: str | None = None  # registry name for arcface, e.g. arcface_w600k_r50
     # cosine similarities; R must not look like T's identity and must look like the swap source.
-    max_leak_similarity: float = Field(0.90, ge=-1, le=1)
-    min_swap_similarity: float = Field(0.90, ge=-1, le=1)
+    # dlib defaults from the London set (`ciep calibrate-identity`): different people p99 0.916, same person
+    # min 0.953. ArcFace scores are on another scale: calibrate before changing backend.
+    max_leak_similarity: float = Field(0.92, ge=-1, le=1)
+    min_swap_similarity: float = Field(0.95, ge=-1, le=1)
 
 
 class ExpressionQCConfig(Strict):
@@ -170,7 +235,7 @@ class ModelsConfig(Strict):
     root: str = "models"  # folder or fsspec URL holding ONNX files
     # remote model files are copied here once (local folder); never part of the data fingerprint
     cache_dir: str = "~/.cache/ciep/models"
-    storage_options: dict[str, object] = Field(default_factory=dict)
+    storage_options: StorageOptions = _storage_options_field()
     providers: tuple[str, ...] = ("CUDAExecutionProvider", "CPUExecutionProvider")
     # name -> sha256 accepted instead of the registry's; recorded in the manifest when used.
     hash_overrides: dict[str, str] = Field(default_factory=dict)
@@ -207,7 +272,8 @@ class ReleaseConfig(Strict):
 
 # Keys that change how a run executes, not what data it makes.
 _RUN_KEYS_NOT_IN_FINGERPRINT = {"output_root", "run_id", "rounds", "commit_rows", "commit_seconds",
-                                "max_stage_error_rate", "min_items_for_abort"}
+                                "max_stage_error_rate", "min_items_for_abort", "storage_options",
+                                "fault_injection"}
 
 
 class PipelineConfig(Strict):
@@ -243,9 +309,17 @@ class PipelineConfig(Strict):
             d[section].pop("resources", None)
         for key in ("cache_dir", "storage_options"):
             d["models"].pop(key, None)
+        d["corpus"]["storage_options"] = _without_secrets(d["corpus"]["storage_options"])
         d.pop("train", None)
         d.pop("release", None)
         return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:10]
+
+    def redacted_dump(self) -> dict:
+        """model_dump(mode="json") with secrets in every storage_options redacted: what run.json records."""
+        d = self.model_dump(mode="json")
+        for section in ("run", "corpus", "models"):
+            d[section]["storage_options"] = redact_secrets(d[section]["storage_options"])
+        return d
 
     def resolved_run_id(self) -> str:
         return self.run.run_id or f"{self.run.name}-{self.data_fingerprint()}"

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import os
+import time
+import warnings
 
 import pyarrow as pa
 import ray
@@ -42,15 +45,29 @@ def pool_size(res: StageResources, stages_sharing: int, reserve_cpus: float) -> 
     return max(1, int(free_cpus // (res.num_cpus * stages_sharing)))
 
 
+# Benchmarks set this (before Ray starts, so actors inherit it) to get one JSON line per batch per actor:
+# {"stage", "pid", "start", "end", "rows"} (wall-clock seconds) in <dir>/<stage>-<pid>.jsonl.
+STAGE_STATS_ENV = "CIEP_STAGE_STATS_DIR"
+
+
 class StageActor:
     """A Ray Data callable class: builds its stage (and loads its models) once per actor."""
 
     def __init__(self, stage_cls: type[Stage], config: PipelineConfig, run_root: str) -> None:
         logging.basicConfig(level=logging.WARNING)
         self.stage = make_stage(stage_cls, config, run_root)
+        stats_dir = os.environ.get(STAGE_STATS_ENV)
+        self._stats_path = os.path.join(stats_dir, f"{stage_cls.name}-{os.getpid()}.jsonl") if stats_dir else None
 
     def __call__(self, batch: pa.Table) -> pa.Table:
-        return self.stage.process_batch(batch)
+        if self._stats_path is None:
+            return self.stage.process_batch(batch)
+        start = time.time()
+        out = self.stage.process_batch(batch)
+        with open(self._stats_path, "a") as fh:
+            fh.write(json.dumps(dict(stage=self.stage.name, pid=os.getpid(), start=start, end=time.time(),
+                                     rows=batch.num_rows)) + "\n")
+        return out
 
 
 def check_wiring(stage_classes: list[type[Stage]], columns: list[str], config: PipelineConfig, run_root: str) -> None:
@@ -71,16 +88,30 @@ def apply_stages(ds: ray.data.Dataset, stage_classes: list[type[Stage]], config:
         size = pool_size(res, len(stage_classes), config.ray.reserve_cpus)
         log.info("stage %s: %d actor(s) x %.2f CPU, %.2f GPU, batch %d", cls.name, size, res.num_cpus,
                  res.num_gpus, res.batch_size)
-        ds = ds.map_batches(
-            StageActor,
-            fn_constructor_args=(cls, config, run_root),
-            batch_size=res.batch_size,
-            batch_format="pyarrow",
-            compute=ray.data.ActorPoolStrategy(min_size=1, max_size=size),
-            num_cpus=res.num_cpus,
-            num_gpus=res.num_gpus or None,
-        )
+        with warnings.catch_warnings():
+            # Ray 2.60 has no named parameter for max_restarts / max_task_retries yet; **ray_remote_args is the
+            # documented way and works through the pinned version (the deprecation names Ray 2.64).
+            warnings.filterwarnings("ignore", message="`ray_remote_args` is deprecated")
+            ds = _map_stage(ds, cls, res, size, config, run_root)
     return ds
+
+
+def _map_stage(ds: ray.data.Dataset, cls: type[Stage], res: StageResources, size: int, config: PipelineConfig,
+               run_root: str) -> ray.data.Dataset:
+    return ds.map_batches(
+        StageActor,
+        fn_constructor_args=(cls, config, run_root),
+        batch_size=res.batch_size,
+        batch_format="pyarrow",
+        compute=ray.data.ActorPoolStrategy(min_size=1, max_size=size),
+        num_cpus=res.num_cpus,
+        num_gpus=res.num_gpus or None,
+        # Ray Data's defaults are max_restarts=-1 and max_task_retries=-1: a dead actor is restarted and
+        # its batch retried forever. Restarts stay unlimited; retries are bounded so that an item that
+        # crashes its actor every time fails the job instead of looping (tests/hardening/test_faults.py).
+        max_restarts=-1,
+        max_task_retries=config.ray.max_task_retries,
+    )
 
 
 def dataset_from_table(table: pa.Table, rows_per_block: int) -> ray.data.Dataset:

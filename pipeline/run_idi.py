@@ -15,9 +15,12 @@ from pathlib import Path
 if __package__ in (None, ""):  # run as a script: make the repo root importable
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from manifests.lock import RunLock, RunLockedError  # noqa: E402
 from manifests.runs import now_iso, read_run_info, run_url, write_run_info  # noqa: E402
 from manifests.store import ManifestStore  # noqa: E402
+from pipeline.commit import StageFailureError  # noqa: E402
 from pipeline.config import ConfigError, PipelineConfig, load_config  # noqa: E402
+from pipeline.faults import maybe_inject  # noqa: E402
 from pipeline.ray_adapter import init_ray  # noqa: E402
 from pipeline.round import run_generation, run_ingest  # noqa: E402
 from pipeline.summary import format_summary, summarize  # noqa: E402
@@ -33,7 +36,7 @@ def prepare_run(cfg: PipelineConfig) -> tuple[str, ManifestStore, dict]:
     """Create or reopen the run folder; refuse to mix configs under one run id."""
     run_id = cfg.resolved_run_id()
     url = run_url(cfg.run.output_root, run_id)
-    info = read_run_info(url)
+    info = read_run_info(url, cfg.run.storage_options)
     fingerprint = cfg.data_fingerprint()
     if info and info.get("config_fingerprint") != fingerprint:
         raise RunConflictError(
@@ -41,18 +44,28 @@ def prepare_run(cfg: PipelineConfig) -> tuple[str, ManifestStore, dict]:
             f"this config has {fingerprint}; choose another run.run_id")
     if not info:
         info = dict(run_id=run_id, created_at=now_iso(), config_fingerprint=fingerprint,
-                    config=cfg.model_dump(mode="json"), invocations=[])
-    store = ManifestStore.open(url)
+                    config=cfg.redacted_dump(), invocations=[])
+    store = ManifestStore.open(url, cfg.run.storage_options)
+    if cfg.run.fault_injection is not None:  # testing hook (pipeline/faults.py)
+        store.before_marker = lambda shard: maybe_inject(cfg.run.fault_injection, "commit", shard)
     store.sweep_orphans()
     return url, store, info
 
 
 def run_idi(cfg: PipelineConfig) -> dict:
-    """Ingest, then run cfg.run.rounds rounds; returns the summary read back from the manifests."""
+    """Ingest, then run cfg.run.rounds rounds; returns the summary read back from the manifests.
+
+    Holds the run folder's lock (manifests/lock.py) throughout: a second driver on the same run id gets
+    RunLockedError before touching anything; the lock of a killed driver is taken over."""
+    with RunLock(run_url(cfg.run.output_root, cfg.resolved_run_id()), cfg.run.storage_options):
+        return _run_idi_locked(cfg)
+
+
+def _run_idi_locked(cfg: PipelineConfig) -> dict:
     started = time.monotonic()
     url, store, info = prepare_run(cfg)
     info["updated_at"] = now_iso()
-    write_run_info(url, info)
+    write_run_info(url, info, cfg.run.storage_options)
     init_ray(cfg.ray)
     ingest = run_ingest(cfg, store, url)
     items = ingest.todo
@@ -64,7 +77,7 @@ def run_idi(cfg: PipelineConfig) -> dict:
     info["invocations"].append(dict(finished_at=now_iso(), wall_s=round(wall, 2), items=items))
     info["updated_at"] = now_iso()
     info["summary"] = summary
-    write_run_info(url, info)
+    write_run_info(url, info, cfg.run.storage_options)
     return dict(summary=summary, timing=timing)
 
 
@@ -91,7 +104,11 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as err:
         print(err, file=sys.stderr)
         return 2
-    result = run_idi(cfg)
+    try:
+        result = run_idi(cfg)
+    except (RunLockedError, RunConflictError, StageFailureError) as err:
+        print(f"run_idi: {type(err).__name__}: {err}", file=sys.stderr)
+        return 1
     print(format_summary(result["summary"], result["timing"]))
     return 0
 

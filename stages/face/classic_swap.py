@@ -11,9 +11,9 @@ from pipeline.config import PipelineConfig
 from stages.face.landmark_warp import piecewise_affine_warp
 from stages.face.types import DetectedFace
 
-ALGORITHM = "classic_swap_v1: piecewise-affine source->target landmarks, target mouth interior kept when it is open wider, Reinhard LAB colour transfer in the " \
-            "face mask, eyebrows..jaw convex hull eroded and Gaussian-feathered, seamlessClone NORMAL_CLONE " \
-            "then alpha blend with the feathered mask"
+ALGORITHM = ("classic_swap_v1: piecewise-affine source->target landmarks, target mouth interior kept when it is "
+             "open wider, Reinhard LAB colour transfer in the face mask, eyebrows..jaw convex hull eroded and "
+             "Gaussian-feathered, seamlessClone NORMAL_CLONE then alpha blend with the feathered mask")
 
 FACE_OUTLINE = np.arange(0, 27)  # jaw 0-16, eyebrows 17-26
 

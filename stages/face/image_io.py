@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import io
 import warnings
+from struct import error as struct_error
 
 import numpy as np
 from PIL import Image, ImageFile, ImageOps, UnidentifiedImageError
@@ -77,6 +78,14 @@ def _to_rgb(im: Image.Image) -> np.ndarray:
     raise ImageRejected("unsupported_image", f"image mode {mode!r} is not supported")
 
 
+def _upright(im: Image.Image) -> Image.Image:
+    """Apply the EXIF orientation; a broken EXIF block leaves the image as stored rather than refusing it."""
+    try:
+        return ImageOps.exif_transpose(im) or im
+    except (OSError, ValueError, KeyError, TypeError, SyntaxError, struct_error):
+        return im
+
+
 def decode_image(data: bytes, max_pixels: int, max_file_bytes: int = 64 << 20) -> np.ndarray:
     """Decode image bytes to an upright RGB uint8 HxWx3 array, or raise ImageRejected.
 
@@ -104,7 +113,7 @@ def decode_image(data: bytes, max_pixels: int, max_file_bytes: int = 64 << 20) -
             if getattr(im, "n_frames", 1) > 1:
                 im.seek(0)
             im.load()
-            im = ImageOps.exif_transpose(im) or im
+            im = _upright(im)
             rgb = _to_rgb(im)
     except ImageRejected:
         raise

@@ -16,8 +16,9 @@ from scipy.spatial import Delaunay
 from pipeline.config import PipelineConfig
 from stages.face.protocols import TransferRequest
 
-ALGORITHM = "landmark_warp_v1: delta transfer on similarity-normalised landmarks, Delaunay piecewise-affine " \
-            "remap with fixed border/ring anchors, inner-mouth fill from T (LAB mean match, feathered)"
+ALGORITHM = ("landmark_warp_v1: delta transfer on similarity-normalised landmarks with T's absolute inner-lip "
+             "opening, Delaunay piecewise-affine remap with fixed border/ring anchors, inner-mouth fill from T "
+             "(LAB mean match, feathered)")
 
 # Points that move little with expression: nose bridge and base, eye corners, upper jaw.
 STABLE_POINTS = np.array([0, 1, 15, 16, 27, 28, 29, 30, 31, 33, 35, 36, 39, 42, 45])
@@ -164,7 +165,10 @@ def _lip_ring(lm: np.ndarray, h: int, w: int) -> np.ndarray:
 
 class LandmarkWarpTransferer:
     """ExpressionTransferer: move the carrier's landmarks by T - S (identity i's expression motion) and warp the
-    carrier face to them; a mouth that opens wider than the carrier's is filled from T's mouth interior."""
+    carrier face to them; a mouth that opens wider than the carrier's is filled from T's mouth interior.
+
+    Deterministic: the request seed is not used.
+    """
 
     model_id = "landmark_warp_v1"
     model_sha256 = hashlib.sha256(ALGORITHM.encode()).hexdigest()

@@ -9,7 +9,7 @@ import pytest
 
 from pipeline.config import load_config
 from stages.face import dlib_models
-from stages.face.dlib_models import DlibDetector, DlibEmbedder, dlib_model_dir
+from stages.face.dlib_models import DlibDetector, dlib_model_dir
 from stages.face.types import DetectedFace, keypoints5_from_68
 from tests.face.conftest import demo_rgb
 

@@ -9,7 +9,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pyarrow.parquet as pq
@@ -112,31 +111,25 @@ def test_two_fresh_runs_give_identical_triples(baseline, corpus8: Path, tmp_path
     assert triples_content(ManifestStore.open(other["timing"]["run_url"])) == triples_content(store)
 
 
-def _wait_for(predicate, timeout: float, proc: subprocess.Popen) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        if proc.poll() is not None:
-            raise AssertionError(f"the run ended (rc={proc.returncode}) before the kill point")
-        time.sleep(0.2)
-    raise AssertionError("kill point not reached in time")
-
-
 def test_resume_after_sigkill_mid_round_gives_the_same_triples(baseline, corpus8: Path, tmp_path: Path):
     cfg, store, _ = baseline
     out = tmp_path / "runs_killed"
     args = [sys.executable, str(REPO / "pipeline" / "run_idi.py"), "--set", f"corpus.root={corpus8}",
             "--set", f"run.output_root={out}", "--set", "run.name=test", "--set", "run.commit_rows=2"]
-    commits = out / cfg.resolved_run_id() / "manifests" / "_commits"
-    # The child runs its own local Ray; its own process group lets us kill all of it, by id.
+    # The driver SIGKILLs itself right after its 2nd generation shard commit: a deterministic point mid-round. It runs its own local Ray in its own process group, which we then
+    # kill by id so that nothing it started survives.
+    env = dict(os.environ, CIEP_FAULT_KILL_AFTER_COMMITS="gen-r0-:2")
     proc = subprocess.Popen(args, cwd=REPO, start_new_session=True, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.PIPE)
+                            stderr=subprocess.PIPE, env=env)
     try:
-        _wait_for(lambda: len(list(commits.glob("gen-r0-*.json"))) >= 2, 300, proc)
+        proc.wait(timeout=300)
     finally:
-        os.killpg(proc.pid, signal.SIGKILL)
+        try:
+            os.killpg(proc.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
         proc.wait()
+    assert proc.returncode == -signal.SIGKILL, proc.stderr.read().decode(errors="replace")[-3000:]
     killed_store = ManifestStore.open(str(out / cfg.resolved_run_id()))
     partial = killed_store.read_column_set("qc", "candidate_id")
     assert 0 < len(partial) < 16, "the kill should land mid-round"
