@@ -6,6 +6,7 @@ import os
 import shutil
 import signal
 import socket
+import tempfile
 import subprocess
 import sys
 import time
@@ -35,10 +36,11 @@ def ray_head(tmp_path: Path):
     (tmp_path / "home").mkdir()
     subprocess.run([str(ray_bin), "get-auth-token", "--generate"], env=env, check=True, capture_output=True)
     gcs_port, dash_port = _free_port(), _free_port()
+    ray_tmp = tempfile.mkdtemp(prefix="ciep-ray-", dir="/tmp")  # Ray's socket paths must stay short
     head = subprocess.Popen(
         [str(ray_bin), "start", "--head", "--block", f"--port={gcs_port}", f"--dashboard-port={dash_port}",
          "--dashboard-host=127.0.0.1", "--node-ip-address=127.0.0.1", "--num-cpus=2",
-         f"--temp-dir={tmp_path / 'ray'}"],
+         f"--temp-dir={ray_tmp}"],
         env=env, start_new_session=True, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     address = f"http://127.0.0.1:{dash_port}"
     try:
@@ -55,16 +57,17 @@ def ray_head(tmp_path: Path):
             raise RuntimeError("Ray dashboard did not come up")
         yield address, env, ray_bin
     finally:
-        os.killpg(head.pid, signal.SIGTERM)
-        try:
-            head.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            pass
-        try:  # anything of that group still alive after the graceful stop
-            os.killpg(head.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
+        for sig, grace in ((signal.SIGTERM, 30), (signal.SIGKILL, 10)):  # graceful, then whatever is left
+            try:
+                os.killpg(head.pid, sig)
+            except ProcessLookupError:
+                break
+            try:
+                head.wait(timeout=grace)
+            except subprocess.TimeoutExpired:
+                pass
         head.wait()
+        shutil.rmtree(ray_tmp, ignore_errors=True)
 
 
 def test_ray_job_submit_runs_a_round(ray_head, tmp_path: Path):
