@@ -73,6 +73,7 @@ CANDIDATES = _versioned("candidates", [
     pa.field("swap_model_sha256", pa.string()),
     pa.field("reference_path", pa.string()),
     pa.field("reference_sha256", pa.string()),
+    pa.field("swap_target_face", pa.string()),  # "detected" or "target_landmarks"
     pa.field("status", pa.string(), nullable=False),
     pa.field("reject_stage", pa.string()),
     pa.field("reject_reason", pa.string()),

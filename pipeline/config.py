@@ -153,6 +153,9 @@ class PairingConfig(Strict):
 
 class ExpressionTransferConfig(Strict):
     backend: Literal["landmark_warp", "eadapter"] = "landmark_warp"
+    # Round 0 may use this backend instead (e.g. landmark_warp to bootstrap the first refined adapter when no
+    # good base adapter exists yet); later rounds use `backend` with the adapter trained on the round before.
+    bootstrap_backend: Literal["landmark_warp"] | None = None
     # eadapter backend
     base_model: str | None = None  # local/fsspec folder in diffusers layout
     adapter: str | None = None  # folder written by EAdapter.save_pretrained
@@ -181,6 +184,9 @@ class IdentitySwapConfig(Strict):
     backend: Literal["classic", "onnx"] = "classic"
     model: str | None = None  # registry name for backend onnx, e.g. inswapper_128
     feather_px: int = Field(11, ge=1)
+    # When no face is detected in the expression-transfer output, swap onto T's landmarks instead of
+    # rejecting (transfers are rendered in T's aligned frame); recorded per row as swap_target_face.
+    target_landmarks_fallback: bool = False
     # onnx backend: ArcFace that makes the swap source embedding (default: the swapper's registry embedder,
     # arcface_w600k_r50; deliberately not qc.identity.model, so QC can judge with another network).
     embedder_model: str | None = None

@@ -22,7 +22,8 @@ from pipeline.commit import StageFailureError  # noqa: E402
 from pipeline.config import ConfigError, PipelineConfig, load_config  # noqa: E402
 from pipeline.faults import maybe_inject  # noqa: E402
 from pipeline.ray_adapter import init_ray  # noqa: E402
-from pipeline.round import run_generation, run_ingest  # noqa: E402
+from pipeline.round import run_ingest  # noqa: E402
+from pipeline.rounds import run_rounds  # noqa: E402
 from pipeline.summary import format_summary, summarize  # noqa: E402
 
 log = logging.getLogger("ciep")
@@ -68,9 +69,7 @@ def _run_idi_locked(cfg: PipelineConfig) -> dict:
     write_run_info(url, info, cfg.run.storage_options)
     init_ray(cfg.ray)
     ingest = run_ingest(cfg, store, url)
-    items = ingest.todo
-    for r in range(cfg.run.rounds):
-        items += run_generation(cfg, store, url, r).todo
+    items = ingest.todo + run_rounds(cfg, store, url)
     wall = time.monotonic() - started
     summary = summarize(store)
     timing = dict(run_id=info["run_id"], run_url=url, wall_s=wall, items=items)

@@ -29,13 +29,14 @@ def largest_face(faces: list[DetectedFace]) -> DetectedFace | None:
 
 class IdentitySwapStage(RowwiseStage):
     name = "identity_swap"
-    input_columns = ("candidate_id", "transfer_path", "swap_aligned_path", "swap_landmarks68")
+    input_columns = ("candidate_id", "transfer_path", "swap_aligned_path", "swap_landmarks68", "t_landmarks68")
     output_fields = (
         pa.field("swap_backend", pa.string()),
         pa.field("swap_model", pa.string()),
         pa.field("swap_model_sha256", pa.string()),
         pa.field("reference_path", pa.string()),
         pa.field("reference_sha256", pa.string()),
+        pa.field("swap_target_face", pa.string()),  # "detected", or "target_landmarks" (see process_row)
     )
 
     @property
@@ -45,16 +46,24 @@ class IdentitySwapStage(RowwiseStage):
     def setup(self) -> None:
         self.swapper = build_swapper(self.config)
         self.detector = build_detector(self.config)
-        self.artifacts = ArtifactStore(self.run_root)
+        self.artifacts = ArtifactStore(self.run_root, dict(self.config.run.storage_options))
 
     def process_row(self, row: dict[str, Any]) -> dict[str, Any]:
         target = self.artifacts.get(row["transfer_path"])
         target_face = largest_face(self.detector.detect(target))
+        how = "detected"
         if target_face is None or target_face.landmarks68 is None:
-            raise RowRejected("transfer_no_face", "no face found in the expression-transfer output")
+            # Every transfer backend renders in T's aligned frame with T's expression, so T's landmarks are
+            # where the face should be. With identity_swap.target_landmarks_fallback the swap goes there; QC
+            # then judges R as always. Without it, the item is rejected.
+            if not self.config.identity_swap.target_landmarks_fallback:
+                raise RowRejected("transfer_no_face", "no face found in the expression-transfer output")
+            target_face = face_from_landmarks(landmarks_array(row["t_landmarks68"]))
+            how = "target_landmarks"
         source = self.artifacts.get(row["swap_aligned_path"])
         source_face = face_from_landmarks(landmarks_array(row["swap_landmarks68"]))
         swapped = self.swapper.swap(source, source_face, target, target_face)
         url, sha = self.artifacts.put("reference", row["candidate_id"], swapped)
         return dict(swap_backend=self.config.identity_swap.backend, swap_model=self.swapper.model_id,
-                    swap_model_sha256=self.swapper.model_sha256, reference_path=url, reference_sha256=sha)
+                    swap_model_sha256=self.swapper.model_sha256, reference_path=url, reference_sha256=sha,
+                    swap_target_face=how)
