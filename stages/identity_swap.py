@@ -48,7 +48,8 @@ class IdentitySwapStage(RowwiseStage):
         self.detector = build_detector(self.config)
         self.artifacts = ArtifactStore(self.run_root, dict(self.config.run.storage_options))
 
-    def process_row(self, row: dict[str, Any]) -> dict[str, Any]:
+    def _prepare(self, row: dict[str, Any]) -> tuple[tuple, str]:
+        """(source, source face, target, target face) for one row, and how the target face was found."""
         target = self.artifacts.get(row["transfer_path"])
         target_face = largest_face(self.detector.detect(target))
         how = "detected"
@@ -62,8 +63,33 @@ class IdentitySwapStage(RowwiseStage):
             how = "target_landmarks"
         source = self.artifacts.get(row["swap_aligned_path"])
         source_face = face_from_landmarks(landmarks_array(row["swap_landmarks68"]))
-        swapped = self.swapper.swap(source, source_face, target, target_face)
+        return (source, source_face, target, target_face), how
+
+    def _store(self, row: dict[str, Any], swapped: np.ndarray, how: str) -> dict[str, Any]:
         url, sha = self.artifacts.put("reference", row["candidate_id"], swapped)
         return dict(swap_backend=self.config.identity_swap.backend, swap_model=self.swapper.model_id,
                     swap_model_sha256=self.swapper.model_sha256, reference_path=url, reference_sha256=sha,
                     swap_target_face=how)
+
+    def process_row(self, row: dict[str, Any]) -> dict[str, Any]:
+        item, how = self._prepare(row)
+        return self._store(row, self.swapper.swap(*item), how)
+
+    def process_rows(self, rows: list[dict[str, Any]]) -> list[dict[str, Any] | Exception]:
+        """Batched through swap_batch when the backend has it; a failed batch is retried item by item."""
+        swap_batch = getattr(self.swapper, "swap_batch", None)
+        if swap_batch is None:
+            return super().process_rows(rows)
+        prepared: list[tuple[tuple, str] | Exception] = []
+        for row in rows:
+            try:
+                prepared.append(self._prepare(row))
+            except Exception as exc:  # noqa: BLE001 - recorded as this row's reject
+                prepared.append(exc)
+        ok = [(row, p) for row, p in zip(rows, prepared) if not isinstance(p, Exception)]
+        try:
+            swapped = swap_batch([p[0] for _, p in ok])
+        except Exception:  # noqa: BLE001 - isolate the failing item
+            return super().process_rows(rows)
+        done = {id(row): self._store(row, img, p[1]) for (row, p), img in zip(ok, swapped)}
+        return [p if isinstance(p, Exception) else done[id(row)] for row, p in zip(rows, prepared)]
