@@ -93,7 +93,8 @@ def decode_triples(batch: dict[str, np.ndarray], mode: Mode, resolution: int) ->
             r_img, r_orig = _read_rgb(str(batch["r_path"][i]), resolution)
             lm = _landmarks(batch["r_landmarks"][i], r_orig, resolution) if "r_landmarks" in batch else None
         else:
-            r_img, lm = t_img, (_landmarks(batch["t_landmarks"][i], t_orig, resolution) if "t_landmarks" in batch else None)
+            r_img = t_img
+            lm = _landmarks(batch["t_landmarks"][i], t_orig, resolution) if "t_landmarks" in batch else None
         targets.append(t_img)
         templates.append(masked_face(r_img, lm))
         embeds.append(np.asarray(batch["s_embedding"][i], np.float32).reshape(-1))
@@ -107,7 +108,8 @@ def _as_dataset(triples: Any, mode: Mode) -> Any:
     need = {"s_path", "t_path", "s_embedding"} | ({"r_path"} if mode == "refined" else set())
     missing = need - set(ds.columns())
     if missing:
-        raise ValueError(f"triples lack columns {sorted(missing)} needed in mode {mode!r} (see pipeline/train_adapter.py)")
+        raise ValueError(
+            f"triples lack columns {sorted(missing)} needed in mode {mode!r} (see pipeline/train_adapter.py)")
     return ds
 
 
@@ -227,7 +229,8 @@ def train_loop_per_worker(config: dict) -> None:
         p.requires_grad_(False)
     adapter.train().requires_grad_(True)
     params = [p for p in adapter.parameters() if p.requires_grad]
-    model = ray.train.torch.prepare_model(_Denoiser(base.unet), parallel_strategy_kwargs={"find_unused_parameters": True})
+    model = ray.train.torch.prepare_model(_Denoiser(base.unet),
+                                          parallel_strategy_kwargs={"find_unused_parameters": True})
     optimizer = torch.optim.AdamW(params, lr=tc.learning_rate, weight_decay=tc.weight_decay)
     if resume:
         optimizer.load_state_dict(torch.load(io.BytesIO(storage.read_bytes(storage.join(resume, "optimizer.pt"))),

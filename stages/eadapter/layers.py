@@ -18,6 +18,8 @@ def cross_attention_layers(unet: UNet2DConditionModel) -> dict[str, Attention]:
     out: dict[str, Attention] = {}
     for key in unet.attn_processors:
         name = key[: -len(PROCESSOR_SUFFIX)]
+        if name.startswith("encoder_hid_proj."):  # the adapter's own resampler, once attached
+            continue
         module = unet.get_submodule(name)
         if isinstance(module, Attention) and module.is_cross_attention:
             out[name] = module

@@ -34,7 +34,8 @@ def require_component(root: Path, sub: str, config_name: str, stem: str | None) 
     """Config + weight files of root/sub, or BaseModelMissingError naming what is missing and where."""
     folder = root / sub
     if not (folder / config_name).is_file():
-        raise BaseModelMissingError(f"base model is missing {folder / config_name}; {HOWTO.replace('FOLDER', str(root))}")
+        raise BaseModelMissingError(
+            f"base model is missing {folder / config_name}; {HOWTO.replace('FOLDER', str(root))}")
     try:
         files, variant = weight_files(folder, stem) if stem else ([], None)
     except BaseModelMissingError as err:

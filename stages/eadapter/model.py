@@ -65,10 +65,12 @@ class EAdapter(nn.Module):
         tokens = {"identity": config.identity_tokens, "expression": config.expression_tokens}
         scales = {"identity": config.identity_scale, "expression": config.expression_scale}
         procs = {}
-        for layer, spec in config.layers.items():
+        for layer in sorted(config.layers):  # sorted: parameter (optimizer) order must survive save/load
+            spec = config.layers[layer]
             branches = tuple(b for b in BRANCHES if b in spec["branches"])
             procs[_module_key(layer)] = EAdapterAttnProcessor(
-                spec["hidden_size"], cad, branches, tuple(tokens[b] for b in branches), tuple(scales[b] for b in branches))
+                spec["hidden_size"], cad, branches, tuple(tokens[b] for b in branches),
+                tuple(scales[b] for b in branches))
         self.processors = nn.ModuleDict(procs)
         self._weights_sha256: str | None = config.weights_sha256
 
@@ -168,7 +170,8 @@ class EAdapter(nn.Module):
     # ---- identity and persistence -------------------------------------------------------------------
     def _serialise(self) -> bytes:
         state = {k: v.detach().to("cpu", torch.float32).contiguous() for k, v in self.state_dict().items()}
-        return save_safetensors(state, metadata={"format": "pt", "eadapter_format": str(self.config.format_version)})
+        # one metadata key only: safetensors writes a metadata map in arbitrary order, which would change the hash
+        return save_safetensors(state, metadata={"format": "pt"})
 
     @property
     def adapter_sha256(self) -> str:
@@ -186,7 +189,7 @@ class EAdapter(nn.Module):
         self._weights_sha256 = None
         self.config.weights_sha256 = None
 
-    def save_pretrained(self, url: str) -> str:
+    def save_pretrained(self, url: str | Path) -> str:
         """Write eadapter.safetensors + eadapter_config.json (with the weights' sha256) to a folder or URL."""
         data = self._serialise()
         digest = storage.sha256_bytes(data)

@@ -27,7 +27,8 @@ def added_text_kwargs(unet: UNet2DConditionModel, pooled: torch.Tensor | None, b
     return {"text_embeds": pooled.expand(batch, -1), "time_ids": time_ids.expand(batch, -1)}
 
 
-def initial_noise(seeds: list[int], shape: tuple[int, int, int], device: torch.device, dtype: torch.dtype) -> torch.Tensor:
+def initial_noise(seeds: list[int], shape: tuple[int, int, int], device: torch.device,
+                  dtype: torch.dtype) -> torch.Tensor:
     """One CPU generator per seed, so a request's noise does not depend on its batch or on the device."""
     noise = [torch.randn((1, *shape), generator=torch.Generator("cpu").manual_seed(int(s))) for s in seeds]
     return torch.cat(noise).to(device, dtype)

@@ -101,7 +101,8 @@ class EAdapterConfig:
         data = json.loads(text)
         version = data.get("format_version")
         if version != FORMAT_VERSION:
-            raise EAdapterError(f"adapter config format_version {version!r} is not supported (expected {FORMAT_VERSION})")
+            raise EAdapterError(
+                f"adapter config format_version {version!r} is not supported (expected {FORMAT_VERSION})")
         known = set(cls.__dataclass_fields__)
         unknown = sorted(set(data) - known)
         if unknown:

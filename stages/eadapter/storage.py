@@ -74,8 +74,9 @@ def ensure_local_folder(url: str, cache_dir: str | Path | None = None) -> Path:
     return dest
 
 
-def join(url: str, *parts: str) -> str:
-    return "/".join([url.rstrip("/"), *parts])
+def join(url: str | Path, *parts: str) -> str:
+    """url/part/part for local paths and fsspec URLs alike."""
+    return "/".join([str(url).rstrip("/"), *parts])
 
 
 def read_bytes(url: str) -> bytes:

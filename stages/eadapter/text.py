@@ -74,7 +74,8 @@ class TextConditioner:
                     neg_pooled = torch.zeros_like(cond.pooled)
                 self._cache[key] = (cond, PromptEmbeds(neg, neg_pooled))
             else:
-                self._cache[key] = (self._encode_one(prompt, device, dtype), self._encode_one(negative_prompt, device, dtype))
+                self._cache[key] = (self._encode_one(prompt, device, dtype),
+                                    self._encode_one(negative_prompt, device, dtype))
         return self._cache[key]
 
 

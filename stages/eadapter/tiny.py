@@ -22,7 +22,7 @@ from transformers import (
     CLIPVisionModelWithProjection,
 )
 
-from stages.eadapter.text import PROMPT_EMBEDS_FILE
+from stages.eadapter.text import PROMPT_EMBEDS_FILE, TextConditioner
 
 TINY_RESOLUTION = 64
 CROSS_DIM = 32
@@ -110,7 +110,14 @@ def build_tiny_sd(folder: str | Path, *, seed: int = 0, text: Literal["tokenizer
     if folder.exists():
         shutil.rmtree(folder)
     folder.mkdir(parents=True)
-    torch.manual_seed(seed)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        _write_tiny(folder, text, kind)
+    return folder
+
+
+def _write_tiny(folder: Path, text: str, kind: str) -> None:
+    """Create and save every component (the caller seeds the RNG)."""
     vocab_size = write_tiny_tokenizer(folder / "tokenizer")
     tokenizer = CLIPTokenizer.from_pretrained(folder / "tokenizer")
     encoders = [CLIPTextModel(_text_config(vocab_size, tokenizer))]
@@ -126,14 +133,13 @@ def build_tiny_sd(folder: str | Path, *, seed: int = 0, text: Literal["tokenizer
     PNDMScheduler(beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear", num_train_timesteps=1000,
                   skip_prk_steps=True, set_alpha_to_one=False, steps_offset=1).save_pretrained(folder / "scheduler")
     pipeline_class = "StableDiffusionXLPipeline" if kind == "sdxl" else "StableDiffusionPipeline"
-    index = {"_class_name": pipeline_class, "_diffusers_version": "0.42.1", "unet": ["diffusers", "UNet2DConditionModel"],
+    index = {"_class_name": pipeline_class, "_diffusers_version": "0.42.1",
+             "unet": ["diffusers", "UNet2DConditionModel"],
              "vae": ["diffusers", "AutoencoderKL"], "scheduler": ["diffusers", "PNDMScheduler"],
              "text_encoder": ["transformers", "CLIPTextModel"], "tokenizer": ["transformers", "CLIPTokenizer"],
              "image_encoder": ["transformers", "CLIPVisionModelWithProjection"]}
     (folder / "model_index.json").write_text(json.dumps(index, indent=2))
     if text == "prompt_embeds":
-        from stages.eadapter.text import TextConditioner
-
         tokenizers = [tokenizer] * len(encoders)
         cond, uncond = TextConditioner(tokenizers, encoders).encode("a photo of a face", "")
         tensors = {"prompt_embeds": cond.embeds, "negative_prompt_embeds": uncond.embeds}
@@ -143,4 +149,3 @@ def build_tiny_sd(folder: str | Path, *, seed: int = 0, text: Literal["tokenizer
                   metadata={"prompt": "a photo of a face"})
         for sub in ("tokenizer", "tokenizer_2", "text_encoder", "text_encoder_2"):
             shutil.rmtree(folder / sub, ignore_errors=True)
-    return folder

@@ -1,0 +1,56 @@
+"""train_adapter through Ray Train on real London faces at 64 px: overfit, resume, refined from base."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import ray
+
+from pipeline.config import TrainConfig
+from pipeline.train_adapter import latest_checkpoint, train_adapter
+from stages.eadapter.model import EAdapter
+
+from tiny_sd import demo_triples
+
+
+@pytest.fixture(scope="module")
+def local_ray() -> None:
+    started = not ray.is_initialized()
+    if started:
+        ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)
+    yield
+    if started:
+        ray.shutdown()
+
+
+def test_base_training_overfits_resumes_and_feeds_refined(local_ray: None, tiny_sd: Path, tmp_path: Path) -> None:
+    out = str(tmp_path / "base")
+    cfg = TrainConfig(steps=200, batch_size=2, learning_rate=3e-3, checkpoint_every=100, cpus_per_worker=1.0)
+    result = train_adapter(demo_triples(4), "base", str(tiny_sd), None, out, cfg, storage_path=str(tmp_path / "ray"))
+    assert result.steps == 200 and result.start_step == 0 and len(result.losses) == 200
+    first, last = result.mean_loss(first=20), result.mean_loss(last=20)
+    assert last < 0.85 * first, (first, last)
+    adapter = EAdapter.from_pretrained(result.adapter_url)
+    assert adapter.adapter_sha256 == result.adapter_sha256
+    assert adapter.config.provenance["kind"] == "trained" and adapter.config.provenance["mode"] == "base"
+    assert latest_checkpoint(out).endswith("step-00000200")
+
+    resumed = train_adapter(demo_triples(4), "base", str(tiny_sd), None, out, cfg.model_copy(update={"steps": 210}),
+                            storage_path=str(tmp_path / "ray"))
+    assert resumed.start_step == 200 and resumed.steps == 210 and resumed.losses[:200] == result.losses
+    assert resumed.adapter_sha256 != result.adapter_sha256
+
+    refined = train_adapter(demo_triples(3, refined=True), "refined", str(tiny_sd), resumed.adapter_url,
+                            str(tmp_path / "refined"), cfg.model_copy(update={"steps": 5}),
+                            storage_path=str(tmp_path / "ray"))
+    prov = EAdapter.from_pretrained(refined.adapter_url).config.provenance
+    assert refined.start_step == 0 and prov["mode"] == "refined" and prov["init"] == resumed.adapter_id
+
+
+def test_bad_inputs_fail_early(local_ray: None, tiny_sd: Path, tmp_path: Path) -> None:
+    rows = [{k: v for k, v in r.items() if k != "s_embedding"} for r in demo_triples(2)]
+    with pytest.raises(ValueError, match="s_embedding"):
+        train_adapter(rows, "base", str(tiny_sd), None, str(tmp_path / "x"), TrainConfig(steps=1))
+    with pytest.raises(ValueError, match="r_path"):
+        train_adapter(demo_triples(2), "refined", str(tiny_sd), None, str(tmp_path / "y"), TrainConfig(steps=1))
