@@ -49,16 +49,19 @@ def connect(stores: dict[str, ManifestStore] | ManifestStore) -> duckdb.DuckDBPy
     With several stores (e.g. releases), each view is the union of theirs plus a `source` column."""
     if isinstance(stores, ManifestStore):
         stores = {"": stores}
-    con = duckdb.connect()
+    # Object stores are read through the stores' own fsspec filesystems (registered below, with their
+    # credentials); DuckDB never downloads an extension (httpfs or any other) for it.
+    con = duckdb.connect(config={"autoinstall_known_extensions": False})
     registered = set()
     for store in stores.values():
         if not isinstance(store.fs, LocalFileSystem) and id(store.fs) not in registered:
             con.register_filesystem(store.fs)
             registered.add(id(store.fs))
+    committed = {label: store.committed_files_by_table() for label, store in stores.items()}
     for table, schema in TABLES.items():
         parts = []
         for label, store in stores.items():
-            files = [full_url(store.fs, f) for f in store.committed_files(table)]
+            files = [full_url(store.fs, f) for f in committed[label].get(table, [])]
             if files:
                 src = f", '{label}' as source" if label else ""
                 parts.append(f"select *{src} from read_parquet({_file_list_sql(files)}, union_by_name=true)")

@@ -6,6 +6,10 @@ Layout under a run root:
 
 A batch writes its shard files first and its marker last. Readers see only files named by a marker,
 so a crash at any point leaves nothing half-visible; `sweep_orphans` deletes unreferenced files.
+
+`compact` merges many small shards (one per commit, good for resuming) into few large ones (good for DuckDB):
+it writes the merged files, then one marker that lists them and `supersedes` the small shards' markers; readers
+ignore superseded markers, so the switch is one atomic write, and the superseded files are deleted after it.
 """
 
 from __future__ import annotations
@@ -17,8 +21,8 @@ import logging
 import os
 import posixpath
 import uuid
-from dataclasses import dataclass
-from typing import Iterable
+from dataclasses import dataclass, field
+from typing import Callable, Iterable
 
 import fsspec
 import pyarrow as pa
@@ -58,15 +62,41 @@ def atomic_write_bytes(fs: fsspec.AbstractFileSystem, path: str, data: bytes) ->
         fs.pipe_file(path, data)
 
 
+def exclusive_create_bytes(fs: fsspec.AbstractFileSystem, path: str, data: bytes) -> bool:
+    """Create a file only if nothing exists at `path`; False when it already does (one creator wins)."""
+    if isinstance(fs, LocalFileSystem):
+        fs.makedirs(posixpath.dirname(path), exist_ok=True)
+        try:
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+        except FileExistsError:
+            return False
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        return True
+    # Object stores: a conditional PUT (If-None-Match) where the backend implements mode "create".
+    try:
+        fs.pipe_file(path, data, mode="create")
+    except FileExistsError:
+        return False
+    return True
+
+
 @dataclass
 class ManifestStore:
     fs: fsspec.AbstractFileSystem
     root: str  # run root, without protocol
+    # Called with the shard name after its files are written and before its marker (fault-injection tests).
+    before_marker: Callable[[str], None] | None = field(default=None, repr=False, compare=False)
+    # table name -> schema; a release store widens `triples` (manifests.release_schema.RELEASE_TABLES)
+    schemas: dict[str, pa.Schema] = field(default_factory=lambda: dict(TABLES), repr=False)
 
     @classmethod
-    def open(cls, run_url: str, storage_options: dict | None = None) -> "ManifestStore":
+    def open(cls, run_url: str, storage_options: dict | None = None,
+             schemas: dict[str, pa.Schema] | None = None) -> "ManifestStore":
         fs, root = fsspec.core.url_to_fs(run_url, **(storage_options or {}))
-        return cls(fs, root.rstrip("/"))
+        return cls(fs, root.rstrip("/"), schemas=dict(schemas or TABLES))
 
     @property
     def manifests_dir(self) -> str:
@@ -79,12 +109,14 @@ class ManifestStore:
         for name, table in tables.items():
             if table.num_rows == 0:
                 continue
-            table = conform(table, TABLES[name])
+            table = conform(table, self.schemas[name])
             buf = io.BytesIO()
             pq.write_table(table, buf, compression="zstd")
             rel = f"{name}/part-{shard}.parquet"
             atomic_write_bytes(self.fs, f"{self.manifests_dir}/{rel}", buf.getvalue())
             written[name] = rel
+        if self.before_marker is not None:
+            self.before_marker(shard)
         marker = {"shard": shard, "files": written, "rows": {n: t.num_rows for n, t in tables.items()},
                   **(info or {})}
         atomic_write_bytes(self.fs, f"{self.manifests_dir}/{COMMITS_DIR}/{shard}.json",
@@ -93,22 +125,44 @@ class ManifestStore:
     # -- reading -----------------------------------------------------------------------------------
     def markers(self) -> list[dict]:
         pattern = f"{self.manifests_dir}/{COMMITS_DIR}/*.json"
+        paths = sorted(self.fs.glob(pattern))
+        # one batched read: object stores fetch the markers concurrently instead of one GET after another
+        contents = self.fs.cat(paths, on_error="return") if paths else {}
         out = []
-        for path in sorted(self.fs.glob(pattern)):
+        for path in paths:
+            data = contents.get(path, FileNotFoundError(path))
             try:
-                out.append(json.loads(self.fs.cat_file(path)))
+                if isinstance(data, Exception):
+                    raise data
+                out.append(json.loads(data))
             except (json.JSONDecodeError, FileNotFoundError) as err:  # a marker is written atomically
                 raise RuntimeError(f"unreadable commit marker {path}: {err}") from err
         return out
 
     def committed_files(self, table: str) -> list[str]:
         """Full paths of the committed shard files of one table, sorted."""
-        files = {m["files"][table] for m in self.markers() if table in m["files"]}
-        return [f"{self.manifests_dir}/{rel}" for rel in sorted(files)]
+        return self.committed_files_by_table().get(table, [])
+
+    @staticmethod
+    def _live(markers: list[dict]) -> list[dict]:
+        """The markers no compaction marker supersedes."""
+        superseded = {name for m in markers for name in m.get("supersedes", ())}
+        return [m for m in markers if m["shard"] not in superseded]
+
+    def live_markers(self) -> list[dict]:
+        return self._live(self.markers())
+
+    def committed_files_by_table(self) -> dict[str, list[str]]:
+        """table -> full paths of its committed shard files, sorted; one pass over the markers."""
+        files: dict[str, set[str]] = {}
+        for m in self.live_markers():
+            for table, rel in m["files"].items():
+                files.setdefault(table, set()).add(rel)
+        return {t: [f"{self.manifests_dir}/{rel}" for rel in sorted(rels)] for t, rels in files.items()}
 
     def read_table(self, table: str, columns: list[str] | None = None) -> pa.Table:
         files = self.committed_files(table)
-        schema = TABLES[table]
+        schema = self.schemas[table]
         if not files:
             empty = schema.empty_table()
             return empty.select(columns) if columns else empty
@@ -119,10 +173,19 @@ class ManifestStore:
         return set(self.read_table(table, columns=[column]).column(column).to_pylist())
 
     def sweep_orphans(self) -> list[str]:
-        """Delete shard files and temp files that no commit marker names (left by a crash)."""
-        referenced = {f"{self.manifests_dir}/{rel}" for m in self.markers() for rel in m["files"].values()}
+        """Delete shard files and temp files that no live commit marker names (left by a crash), and the
+        markers a compaction superseded."""
+        markers = self.markers()
+        live = self._live(markers)
+        referenced = {f"{self.manifests_dir}/{rel}" for m in live for rel in m["files"].values()}
         removed = []
-        for name in TABLES:
+        live_names = {m["shard"] for m in live}
+        for m in markers:
+            if m["shard"] not in live_names:
+                path = f"{self.manifests_dir}/{COMMITS_DIR}/{m['shard']}.json"
+                self.fs.rm_file(path)
+                removed.append(path)
+        for name in self.schemas:
             for path in self.fs.glob(f"{self.manifests_dir}/{name}/*"):
                 if path not in referenced:
                     self.fs.rm_file(path)
@@ -130,3 +193,57 @@ class ManifestStore:
         if removed:
             log.info("removed %d uncommitted shard file(s) left by an earlier crash", len(removed))
         return removed
+
+    def compact(self, target_rows: int = 131_072, min_shards: int = 64) -> int:
+        """Merge small committed shards into shards of about `target_rows` rows; returns how many were merged.
+
+        Runs only when some table has more than `min_shards` live shards. Only the driver holding the run lock
+        calls it. A reader that listed the files just before a compaction may find a superseded file gone and
+        has to list again."""
+        markers = self.markers()
+        live = self._live(markers)
+        per_table: dict[str, int] = {}
+        for m in live:
+            for t in m["files"]:
+                per_table[t] = per_table.get(t, 0) + 1
+        if not per_table or max(per_table.values()) <= min_shards:
+            return 0
+        by_name = {m["shard"]: m for m in markers}
+        small = sorted((m for m in live if max(m.get("rows", {}).values(), default=0) < target_rows // 2),
+                       key=lambda m: m["shard"])
+        groups, group, rows = [], [], 0
+        for m in small:
+            group.append(m)
+            rows += max(m.get("rows", {}).values(), default=0)
+            if rows >= target_rows:
+                groups.append(group)
+                group, rows = [], 0
+        if len(group) > 1:
+            groups.append(group)
+        merged = 0
+        for group in (g for g in groups if len(g) > 1):
+            names = sorted(m["shard"] for m in group)
+            shard = f"compact-{hashlib.sha256(chr(10).join(names).encode()).hexdigest()[:20]}"
+            tables: dict[str, pa.Table] = {}
+            for table in sorted({t for m in group for t in m["files"]}):
+                files = [f"{self.manifests_dir}/{m['files'][table]}" for m in group if table in m["files"]]
+                tables[table] = pa.concat_tables(
+                    [pq.read_table(self.fs.open(f, "rb"), schema=self.schemas[table]) for f in files])
+            # supersede what the group's markers superseded too, so a crash while deleting them never revives
+            # an older shard
+            supersedes = set(names)
+            todo = list(names)
+            while todo:
+                for older in by_name.get(todo.pop(), {}).get("supersedes", ()):
+                    if older not in supersedes:
+                        supersedes.add(older)
+                        todo.append(older)
+            self.commit(shard, tables, {"phase": "compact", "supersedes": sorted(supersedes)})
+            # files first, markers last (a superseded marker is ignored, so either order is safe); one batched
+            # call each, which object stores turn into multi-object deletes
+            self.fs.rm([f"{self.manifests_dir}/{rel}" for m in group for rel in m["files"].values()])
+            self.fs.rm([f"{self.manifests_dir}/{COMMITS_DIR}/{m['shard']}.json" for m in group])
+            merged += len(group)
+        if merged:
+            log.info("compacted %d small manifest shards into %d", merged, len([g for g in groups if len(g) > 1]))
+        return merged

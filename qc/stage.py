@@ -10,6 +10,7 @@ import pyarrow as pa
 
 from manifests.artifacts import ArtifactStore
 from pipeline.config import StageResources
+from pipeline.faults import maybe_inject
 from qc.decide import ACCEPTED, Scores, Thresholds, failed_checks
 from qc.identity import cosine_similarity
 from qc.quality import sharpness
@@ -48,7 +49,7 @@ class QCStage(Stage):
     def setup(self) -> None:
         self.detector = build_detector(self.config)
         self.embedder = build_embedder(self.config)
-        self.artifacts = ArtifactStore(self.run_root)
+        self.artifacts = ArtifactStore(self.run_root, dict(self.config.run.storage_options))
         self.thresholds = Thresholds.from_config(self.config.qc)
         self.thresholds_json = self.thresholds.to_json()
 
@@ -74,6 +75,7 @@ class QCStage(Stage):
             return dict(base, accepted=False, reason=reason, reasons=[reason], face_found=None,
                         id_sim_rt=None, id_sim_rj=None, expr_dist_rt=None, sharpness=None)
         try:
+            maybe_inject(self.config.run.fault_injection, self.name, row.get("candidate_id"))  # testing hook
             s = self.score(row)
         except Exception as exc:  # noqa: BLE001 - a QC model failure on one item is a reject row
             log.warning("qc failed on %s: %s", row.get("candidate_id"), exc)

@@ -55,6 +55,13 @@ def ray_head(tmp_path: Path):
                 time.sleep(0.5)
         else:
             raise RuntimeError("Ray dashboard did not come up")
+        # The dashboard port opens before the job agent is ready ("No available agent to submit job").
+        while time.monotonic() < deadline:
+            probe = subprocess.run([str(ray_bin), "job", "list", "--address", address], env=env,
+                                   capture_output=True, text=True, timeout=60)
+            if probe.returncode == 0:
+                break
+            time.sleep(1)
         yield address, env, ray_bin
     finally:
         for sig, grace in ((signal.SIGTERM, 30), (signal.SIGKILL, 10)):  # graceful, then whatever is left
@@ -80,7 +87,11 @@ def test_ray_job_submit_runs_a_round(ray_head, tmp_path: Path):
     cmd = [str(ray_bin), "job", "submit", "--address", address, "--working-dir", str(workdir), "--",
            sys.executable, "pipeline/run_idi.py", "--config", "configs/demo.yaml",
            "--set", f"corpus.root={corpus}", "--set", f"run.output_root={out}", "--set", "run.name=job"]
-    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
+    for _ in range(10):  # the head's job agent registers a little after the dashboard answers
+        proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
+        if "No available agent" not in proc.stdout + proc.stderr:
+            break
+        time.sleep(3)
     assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-4000:]
     assert "accepted triples" in proc.stdout
     cfg = load_config(overrides=[f"corpus.root={corpus}", f"run.output_root={out}", "run.name=job"])

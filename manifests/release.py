@@ -1,0 +1,491 @@
+"""Immutable dataset releases: a verified, self-contained snapshot of a run's accepted triples.
+
+Layout under a releases root (default `<output_root>/releases`):
+    <name>/release.json                  written last: a release exists once this file does
+    <name>/README.md                     dataset card (Hugging Face YAML header + prose)
+    <name>/manifests/triples/...         release manifest (run triple + split + file facts), commit markers
+    <name>/manifests/lineage/...         the run's lineage rows for the released rounds
+    <name>/images/<aa>/<sha256>.png      every image the manifest names, content-addressed
+    _claims/<name>.json                  exclusive-create marker: whoever creates it owns the name
+    _staging/<name>-<uuid>/              where a local release is built before one atomic rename
+
+A name is claimed with an exclusive create, so of two concurrent creates one wins and the other fails with
+ReleaseExistsError. Images are copied (hash-checked on the way) one at a time, the manifest is written in
+batches, and on a local filesystem the finished folder is published by a single rename.
+"""
+
+from __future__ import annotations
+
+import getpass
+import hashlib
+import json
+import logging
+import os
+import posixpath
+import re
+import socket
+import uuid
+from dataclasses import dataclass, field
+from functools import lru_cache
+
+import fsspec
+import pyarrow as pa
+import pyarrow.dataset as pads
+from fsspec.implementations.local import LocalFileSystem
+
+from manifests.dataset_card import render_card
+from manifests.release_schema import IMAGE_ROLES, RELEASE_FORMAT_VERSION, RELEASE_TABLES, RELEASE_TRIPLES
+from manifests.release_stats import release_lineage, release_stats, run_qc_summary
+from manifests.runs import now_iso, read_run_info
+from manifests.scan import iter_batches, release_arrow_memory
+from manifests.store import COMMITS_DIR, ManifestStore, atomic_write_bytes, exclusive_create_bytes, shard_key
+
+log = logging.getLogger(__name__)
+
+RELEASE_INFO = "release.json"
+CARD = "README.md"
+CLAIMS_DIR = "_claims"
+STAGING_DIR = "_staging"
+_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
+SPLIT_RULE = ("identity-closed: an identity goes to a split by sha256('ciep-split:' + identity) against the "
+              "cumulative split ratios (stable across releases); a triple is kept only when its identity i "
+              "(S, T) and identity j (R) fall in the same split, so no identity appears in two splits")
+
+
+class ReleaseError(RuntimeError):
+    """A release could not be made or read."""
+
+
+class ReleaseExistsError(ReleaseError):
+    """The release name is taken (published, or claimed by a create in progress or one that crashed)."""
+
+
+class ReleaseNotFoundError(ReleaseError, FileNotFoundError):
+    """No published release of that name."""
+
+
+def default_releases_root(output_root: str) -> str:
+    return f"{output_root.rstrip('/')}/releases"
+
+
+def validate_name(name: str) -> str:
+    if not _NAME_RE.match(name):
+        raise ReleaseError(f"invalid release name {name!r}: use letters, digits, '.', '_', '-' "
+                           "(not starting with '.', '_' or '-')")
+    return name
+
+
+# -- splits ----------------------------------------------------------------------------------------------
+def split_of(identity: str, splits: dict[str, float]) -> str:
+    """The split an identity belongs to: a stable hash against the cumulative ratios (config order)."""
+    u = int(hashlib.sha256(f"ciep-split:{identity}".encode()).hexdigest()[:16], 16) / 2**64
+    acc = 0.0
+    names = [n for n, r in splits.items() if r > 0]
+    for name in names:
+        acc += splits[name]
+        if u < acc:
+            return name
+    return names[-1]
+
+
+# -- opening ---------------------------------------------------------------------------------------------
+@dataclass
+class Release:
+    """A published release: its folder and what release.json says about it."""
+
+    name: str
+    fs: fsspec.AbstractFileSystem
+    root: str  # the release folder, without protocol
+    info: dict = field(repr=False)
+
+    @property
+    def store(self) -> ManifestStore:
+        return ManifestStore(self.fs, self.root, schemas=dict(RELEASE_TABLES))
+
+    def path(self, rel: str) -> str:
+        return f"{self.root}/{rel}"
+
+    def read_bytes(self, rel: str) -> bytes:
+        return self.fs.cat_file(self.path(rel))
+
+    @property
+    def splits(self) -> list[str]:
+        return list(self.info.get("splits", {}))
+
+
+def _fs_root(url: str, storage_options: dict | None) -> tuple[fsspec.AbstractFileSystem, str]:
+    fs, root = fsspec.core.url_to_fs(url, **(storage_options or {}))
+    return fs, root.rstrip("/")
+
+
+def open_release(releases_root: str, name: str, storage_options: dict | None = None) -> Release:
+    fs, root = _fs_root(releases_root, storage_options)
+    folder = f"{root}/{validate_name(name)}"
+    try:
+        info = json.loads(fs.cat_file(f"{folder}/{RELEASE_INFO}"))
+    except FileNotFoundError:
+        raise ReleaseNotFoundError(f"no release {name!r} under {releases_root!r}") from None
+    return Release(name, fs, folder, info)
+
+
+def open_release_url(url: str, storage_options: dict | None = None) -> Release:
+    """A release given by its own folder (anything holding a release.json)."""
+    fs, folder = _fs_root(url, storage_options)
+    try:
+        info = json.loads(fs.cat_file(f"{folder}/{RELEASE_INFO}"))
+    except FileNotFoundError:
+        raise ReleaseNotFoundError(f"{url!r} holds no {RELEASE_INFO}") from None
+    return Release(info.get("name", posixpath.basename(folder)), fs, folder, info)
+
+
+def list_releases(releases_root: str, storage_options: dict | None = None) -> list[dict]:
+    """release.json of every published release, oldest first."""
+    fs, root = _fs_root(releases_root, storage_options)
+    if not fs.exists(root):
+        return []
+    out = [json.loads(fs.cat_file(p)) for p in fs.glob(f"{root}/*/{RELEASE_INFO}")]
+    return sorted(out, key=lambda i: (i.get("created_at", ""), i.get("name", "")))
+
+
+def release_stores(root: str, names: list[str], storage_options: dict | None = None) -> dict[str, ManifestStore]:
+    """Manifest stores of named releases, for `manifests.query.connect`. `root` is a releases root or an
+    output root (whose `releases/` folder is then used)."""
+    fs, base = _fs_root(root, storage_options)
+    releases_root = root
+    if names and not fs.exists(f"{base}/{names[0]}/{RELEASE_INFO}"):
+        releases_root = default_releases_root(root)
+    return {name: open_release(releases_root, name, storage_options).store for name in names}
+
+
+# -- creating --------------------------------------------------------------------------------------------
+@lru_cache(maxsize=16)
+def _fs_for_protocol(protocol: str) -> fsspec.AbstractFileSystem:
+    return fsspec.filesystem(protocol)
+
+
+def _source_fs(url: str, run_fs: fsspec.AbstractFileSystem) -> tuple[fsspec.AbstractFileSystem, str]:
+    """Filesystem and path of an image URL recorded in a run manifest (plain paths: local files)."""
+    if "://" not in url:
+        return (run_fs if isinstance(run_fs, LocalFileSystem) else _fs_for_protocol("file")), url
+    protocol = url.split("://", 1)[0]
+    if protocol in (run_fs.protocol if isinstance(run_fs.protocol, tuple) else (run_fs.protocol,)):
+        return run_fs, run_fs._strip_protocol(url)
+    fs = _fs_for_protocol(protocol)
+    return fs, fs._strip_protocol(url)
+
+
+def image_rel_path(sha256: str, source_path: str) -> str:
+    ext = posixpath.splitext(source_path)[1].lower() or ".png"
+    return f"images/{sha256[:2]}/{sha256}{ext}"
+
+
+@dataclass
+class _Build:
+    """State of one release being built: where, what is copied, what was left out."""
+
+    fs: fsspec.AbstractFileSystem
+    root: str
+    copied: dict[str, tuple[str, int]] = field(default_factory=dict)  # sha256 -> (rel path, bytes)
+    excluded_cross_split: int = 0
+
+    def copy_image(self, run_fs: fsspec.AbstractFileSystem, url: str, sha256: str) -> tuple[str, int]:
+        """Copy one image into the release (once per content hash), checking its hash on the way."""
+        if sha256 in self.copied:
+            return self.copied[sha256]
+        src_fs, src = _source_fs(url, run_fs)
+        try:
+            data = src_fs.cat_file(src)
+        except FileNotFoundError:
+            raise ReleaseError(f"image {url} named by the run manifest is missing") from None
+        actual = hashlib.sha256(data).hexdigest()
+        if actual != sha256:
+            raise ReleaseError(f"image {url} changed since the run wrote it: sha256 {actual}, manifest {sha256}")
+        rel = image_rel_path(sha256, src)
+        atomic_write_bytes(self.fs, f"{self.root}/{rel}", data)
+        self.copied[sha256] = (rel, len(data))
+        return self.copied[sha256]
+
+
+def _claim(fs: fsspec.AbstractFileSystem, root: str, name: str) -> str:
+    if fs.exists(f"{root}/{name}/{RELEASE_INFO}"):
+        raise ReleaseExistsError(f"release {name!r} exists; releases never change, choose a new name")
+    claim = f"{root}/{CLAIMS_DIR}/{name}.json"
+    who = dict(name=name, claimed_at=now_iso(), host=socket.gethostname(), pid=os.getpid())
+    if not exclusive_create_bytes(fs, claim, json.dumps(who).encode()):
+        try:
+            held = json.loads(fs.cat_file(claim))
+        except (FileNotFoundError, json.JSONDecodeError):
+            held = {}
+        if fs.exists(f"{root}/{name}/{RELEASE_INFO}"):
+            raise ReleaseExistsError(f"release {name!r} exists; releases never change, choose a new name")
+        raise ReleaseExistsError(
+            f"release {name!r} is being created (claimed {held.get('claimed_at', '?')} by "
+            f"{held.get('host', '?')} pid {held.get('pid', '?')}); if that process died, delete {claim}")
+    return claim
+
+
+def _user() -> str:
+    try:
+        return f"{getpass.getuser()}@{socket.gethostname()}"
+    except Exception:  # noqa: BLE001 - no login name in some containers
+        return socket.gethostname()
+
+
+def _file_digest(fs: fsspec.AbstractFileSystem, path: str) -> dict:
+    h = hashlib.sha256()
+    n = 0
+    with fs.open(path, "rb") as fh:
+        while chunk := fh.read(1 << 20):
+            h.update(chunk)
+            n += len(chunk)
+    return {"sha256": h.hexdigest(), "bytes": n}
+
+
+def _write_triples(build: _Build, run_store: ManifestStore, name: str, rounds: list[int] | None,
+                   splits: dict[str, float], batch_size: int, commit_rows: int) -> None:
+    """Stream the run's triples into release manifest shards (Arrow all the way: no per-row Python dicts)."""
+    store = ManifestStore(build.fs, build.root, schemas=dict(RELEASE_TABLES))
+    flt = pads.field("round").isin(rounds) if rounds else None
+    split_cache: dict[str, str] = {}
+    pending: list[pa.Table] = []
+
+    def split(identity: str) -> str:
+        if identity not in split_cache:
+            split_cache[identity] = split_of(identity, splits)
+        return split_cache[identity]
+
+    def commit() -> None:
+        table = pa.concat_tables(pending)
+        store.commit(shard_key(table.column("triple_id").to_pylist(), "t-"), {"triples": table})
+        pending.clear()
+        release_arrow_memory()
+
+    for batch in iter_batches(run_store, "triples", filter=flt, batch_size=batch_size):
+        keep, split_col = [], []
+        for k, (i, j) in enumerate(zip(batch.column("identity_i").to_pylist(),
+                                       batch.column("identity_j").to_pylist())):
+            if split(i) != split(j):
+                build.excluded_cross_split += 1
+                continue
+            keep.append(k)
+            split_col.append(split(i))
+        if not keep:
+            continue
+        table = pa.Table.from_batches([batch]).take(keep)
+        extra: dict[str, pa.Array] = {"split": pa.array(split_col, pa.string()),
+                                      "release": pa.array([name] * len(keep), pa.string())}
+        for key in IMAGE_ROLES:
+            copied = [build.copy_image(run_store.fs, url, sha) for url, sha in
+                      zip(table.column(f"{key}_path").to_pylist(), table.column(f"{key}_sha256").to_pylist())]
+            extra[f"{key}_file"] = pa.array([c[0] for c in copied], pa.string())
+            extra[f"{key}_bytes"] = pa.array([c[1] for c in copied], pa.int64())
+        for col, arr in extra.items():
+            table = table.append_column(col, arr)
+        pending.append(table.select(RELEASE_TRIPLES.names).cast(RELEASE_TRIPLES))
+        if sum(t.num_rows for t in pending) >= commit_rows:
+            commit()
+    if pending:
+        commit()
+    lineage = run_store.read_table("lineage")
+    if rounds and lineage.num_rows:
+        keep = [r for r in lineage.to_pylist() if r["round"] in rounds or r["data_round"] in rounds]
+        lineage = pa.Table.from_pylist(keep, schema=lineage.schema)
+    if lineage.num_rows:
+        store.commit("lineage", {"lineage": lineage})
+
+
+def _check_unique_ids(run_store: ManifestStore, rounds: list[int] | None) -> None:
+    """A run's triple ids are unique by construction; refuse a run where they are not (DuckDB, out of core)."""
+    from manifests.query import connect
+
+    where = f"where round in ({', '.join(str(int(r)) for r in rounds)})" if rounds else ""
+    dup, = connect(run_store).execute(f"select count(*) - count(distinct triple_id) from triples {where}").fetchone()
+    if dup:
+        raise ReleaseError(f"run {run_store.root} has {dup} duplicate triple id(s); its manifest is damaged")
+
+
+def _publish(fs: fsspec.AbstractFileSystem, staging: str, final: str) -> None:
+    if staging == final:
+        return
+    if fs.exists(final):
+        raise ReleaseExistsError(f"{final} appeared while the release was being built")
+    os.rename(staging, final)  # local only: one atomic rename publishes the whole folder
+
+
+def create_release(run_url: str, name: str, releases_root: str, *, rounds: list[int] | None = None,
+                   splits: dict[str, float] | None = None, license: str = "cc-by-4.0", batch_size: int = 256,
+                   commit_rows: int = 4096, storage_options: dict | None = None) -> Release:
+    """Snapshot the accepted triples of a run (optionally some rounds) as the immutable release `name`.
+
+    The run's triples are read `batch_size` rows at a time and written as manifest shards of about
+    `commit_rows` rows; images are copied one by one."""
+    validate_name(name)
+    splits = dict(splits or {"train": 0.8, "validation": 0.1, "test": 0.1})
+    if abs(sum(splits.values()) - 1.0) > 1e-6 or any(v < 0 for v in splits.values()):
+        raise ReleaseError(f"split ratios must be non-negative and sum to 1, got {splits}")
+    run_info = read_run_info(run_url, storage_options)
+    if not run_info:
+        raise ReleaseNotFoundError(f"no run at {run_url!r} (run.json missing)")
+    run_store = ManifestStore.open(run_url, storage_options)
+    _check_unique_ids(run_store, sorted(set(rounds)) if rounds else None)
+    fs, root = _fs_root(releases_root, storage_options)
+    final = f"{root}/{name}"
+    claim = _claim(fs, root, name)
+    local = isinstance(fs, LocalFileSystem)
+    staging = f"{root}/{STAGING_DIR}/{name}-{uuid.uuid4().hex[:12]}" if local else final
+    build = _Build(fs, staging)
+    try:
+        _write_triples(build, run_store, name, sorted(set(rounds)) if rounds else None, splits, batch_size,
+                       commit_rows)
+        store = ManifestStore(fs, staging, schemas=dict(RELEASE_TABLES))
+        stats = release_stats(store, list(splits))
+        if stats["triples"] == 0:
+            raise ReleaseError(f"run {run_info.get('run_id')} has no accepted triples"
+                               + (f" in rounds {rounds}" if rounds else "") + " that fit one split")
+        stats.update(excluded_cross_split=build.excluded_cross_split)
+        config = run_info.get("config", {})
+        info = dict(
+            name=name, format_version=RELEASE_FORMAT_VERSION, created_at=now_iso(), created_by=_user(),
+            license=license, splits=splits, split_rule=SPLIT_RULE,
+            source=dict(run_id=run_info.get("run_id"), run_url=run_url,
+                        config_fingerprint=run_info.get("config_fingerprint"),
+                        run_created_at=run_info.get("created_at"),
+                        corpus_root=config.get("corpus", {}).get("root"),
+                        rounds=sorted(set(rounds)) if rounds else sorted(int(r) for r in stats["rounds"])),
+            lineage={**release_lineage(store), "config": config},
+            qc=run_qc_summary(run_store, sorted(set(rounds)) if rounds else None),
+            stats=stats)
+        atomic_write_bytes(fs, f"{staging}/{CARD}", render_card(info).encode())
+        listed = [f"{staging}/{CARD}"] + sorted(fs.glob(f"{staging}/manifests/**/*.parquet")) + sorted(
+            fs.glob(f"{staging}/manifests/{COMMITS_DIR}/*.json"))
+        info["files"] = {p[len(staging) + 1:]: _file_digest(fs, p) for p in listed}
+        atomic_write_bytes(fs, f"{staging}/{RELEASE_INFO}", json.dumps(info, indent=1, sort_keys=True).encode())
+        _publish(fs, staging, final)
+    except BaseException:
+        if fs.exists(staging) and (staging != final or not fs.exists(f"{final}/{RELEASE_INFO}")):
+            fs.rm(staging, recursive=True)
+        fs.rm_file(claim)
+        raise
+    log.info("release %s: %d triples, %d images (%.1f MB) -> %s", name, stats["triples"], stats["images"],
+             stats["image_bytes"] / 1e6, final)
+    return open_release(releases_root, name, storage_options)
+
+
+# -- verifying -------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Problem:
+    path: str  # relative to the release folder
+    kind: str  # missing | size | sha256 | unexpected
+    expected: str | None = None
+    actual: str | None = None
+
+    def __str__(self) -> str:
+        detail = f": expected {self.expected}, found {self.actual}" if self.expected or self.actual else ""
+        return f"{self.kind:<10} {self.path}{detail}"
+
+
+@dataclass
+class VerifyReport:
+    name: str
+    files: int = 0
+    bytes: int = 0
+    problems: list[Problem] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return not self.problems
+
+
+def _check(fs: fsspec.AbstractFileSystem, root: str, rel: str, sha256: str, size: int | None,
+           report: VerifyReport) -> None:
+    path = f"{root}/{rel}"
+    try:
+        d = _file_digest(fs, path)
+    except FileNotFoundError:
+        report.problems.append(Problem(rel, "missing"))
+        return
+    report.files += 1
+    report.bytes += d["bytes"]
+    if size is not None and d["bytes"] != size:
+        report.problems.append(Problem(rel, "size", str(size), str(d["bytes"])))
+    if d["sha256"] != sha256:
+        report.problems.append(Problem(rel, "sha256", sha256, d["sha256"]))
+
+
+def verify_release(release: Release, batch_size: int = 1024) -> VerifyReport:
+    """Re-hash every file of the release against release.json and the manifest; list every difference."""
+    report = VerifyReport(release.name)
+    fs, root = release.fs, release.root
+    listed = release.info.get("files", {})
+    for rel, d in sorted(listed.items()):
+        _check(fs, root, rel, d["sha256"], d["bytes"], report)
+    present_manifests = {p[len(root) + 1:] for p in fs.glob(f"{root}/manifests/**") if fs.isfile(p)}
+    for rel in sorted(present_manifests - set(listed)):
+        report.problems.append(Problem(rel, "unexpected"))
+    if any(p.path.startswith("manifests/") for p in report.problems):
+        return report  # the manifest itself is not trustworthy: its image list would be too
+    expected: set[str] = set()
+    cols = [f"{k}_{c}" for k in IMAGE_ROLES for c in ("file", "sha256", "bytes")]
+    for batch in iter_batches(release.store, "triples", columns=cols, batch_size=batch_size):
+        for row in batch.to_pylist():
+            for key in IMAGE_ROLES:
+                rel = row[f"{key}_file"]
+                if rel in expected:
+                    continue
+                expected.add(rel)
+                _check(fs, root, rel, row[f"{key}_sha256"], row[f"{key}_bytes"], report)
+    for path in sorted(fs.find(f"{root}/images")):
+        if path[len(root) + 1:] not in expected:
+            report.problems.append(Problem(path[len(root) + 1:], "unexpected"))
+    return report
+
+
+# -- diffing ---------------------------------------------------------------------------------------------
+DIFF_SCORES = ("id_sim_rt", "id_sim_rj", "expr_dist_rt", "sharpness")
+
+
+@dataclass
+class ReleaseDiff:
+    a: str
+    b: str
+    count_a: int
+    count_b: int
+    added: list[dict]  # triple_id, round, split, identity_i, identity_j
+    removed: list[dict]
+    common: int
+    split_moves: list[dict]  # triple_id, split_a, split_b
+    score_shifts: dict[str, dict]  # score -> changed, mean_delta, max_abs_delta (common triples)
+    distributions: dict[str, dict]  # score -> mean_a, mean_b, median_a, median_b
+
+
+def diff_releases(a: Release, b: Release, eps: float = 1e-6) -> ReleaseDiff:
+    """Triples added and removed from a to b, split moves, and how the QC scores shifted."""
+    from manifests.query import connect
+
+    con = connect({"a": a.store, "b": b.store})
+    con.execute("create temp table ta as select * from triples where source = 'a'")
+    con.execute("create temp table tb as select * from triples where source = 'b'")
+
+    def rows(sql: str) -> list[dict]:
+        cur = con.execute(sql)
+        cols = [d[0] for d in cur.description]
+        return [dict(zip(cols, r)) for r in cur.fetchall()]
+
+    side = "triple_id, round, split, identity_i, identity_j, expression"
+    added = rows(f"select {side} from tb anti join ta using (triple_id) order by triple_id")
+    removed = rows(f"select {side} from ta anti join tb using (triple_id) order by triple_id")
+    common = con.execute("select count(*) from ta join tb using (triple_id)").fetchone()[0]
+    moves = rows("select triple_id, ta.split as split_a, tb.split as split_b from ta join tb using (triple_id) "
+                 "where ta.split <> tb.split order by triple_id")
+    shifts, dists = {}, {}
+    for s in DIFF_SCORES:
+        changed, mean_d, max_d = con.execute(
+            f"select count(*) filter (where abs(tb.{s} - ta.{s}) > {eps} or (ta.{s} is null) <> (tb.{s} is null)), "
+            f"avg(tb.{s} - ta.{s}), max(abs(tb.{s} - ta.{s})) from ta join tb using (triple_id)").fetchone()
+        shifts[s] = dict(changed=changed, mean_delta=mean_d, max_abs_delta=max_d)
+        ma, mda = con.execute(f"select avg({s}), median({s}) from ta").fetchone()
+        mb, mdb = con.execute(f"select avg({s}), median({s}) from tb").fetchone()
+        dists[s] = dict(mean_a=ma, mean_b=mb, median_a=mda, median_b=mdb)
+    na = con.execute("select count(*) from ta").fetchone()[0]
+    nb = con.execute("select count(*) from tb").fetchone()[0]
+    return ReleaseDiff(a.name, b.name, na, nb, added, removed, common, moves, shifts, dists)

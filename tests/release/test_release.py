@@ -1,0 +1,224 @@
+"""Releases of a real finished run: self-contained snapshot, identity splits, immutability, concurrent
+creates, verify catching tampering, diff, list, the dataset card, and `ciep query --release`."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+import threading
+from collections import Counter
+from pathlib import Path
+
+import pytest
+
+from manifests.dataset_card import parse_card_header
+from manifests.export import export_release
+from manifests.release import (ReleaseError, ReleaseExistsError, create_release, diff_releases, list_releases,
+                               open_release, split_of, verify_release)
+from manifests.store import ManifestStore
+from manifests.synthetic import write_synthetic_run
+from pipeline.cli import main as ciep
+from tests.finished_run import RELEASE, SPLITS, snapshot
+
+
+def _triples(rel) -> list[dict]:
+    return rel.store.read_table("triples").to_pylist()
+
+
+def _staging_empty(root: Path) -> bool:
+    return not (root / "_staging").exists() or not list((root / "_staging").iterdir())
+
+
+def test_release_is_a_self_contained_snapshot_of_accepted_triples(finished_run, release):
+    run_triples = ManifestStore.open(finished_run.run_url).read_table("triples").to_pylist()
+    rows = _triples(release)
+    info = release.info
+    assert info["source"]["run_id"] == finished_run.run_id and info["source"]["rounds"] == [0, 1]
+    assert len(rows) + info["stats"]["excluded_cross_split"] == len(run_triples)
+    assert info["stats"]["triples"] == len(rows) > 0
+    root = Path(release.root)
+    for r in rows:
+        for k in "srt":
+            data = (root / r[f"{k}_file"]).read_bytes()
+            assert len(data) == r[f"{k}_bytes"]
+            assert hashlib.sha256(data).hexdigest() == r[f"{k}_sha256"] in r[f"{k}_file"]
+            assert not r[f"{k}_file"].startswith("/")
+    # Lineage, thresholds and summary stats are recorded.
+    lineage = info["lineage"]
+    assert {m["id"] for m in lineage["models"]["swap"]} == {r["swap_model"] for r in rows}
+    assert all(m["sha256"] for role in lineage["models"].values() for m in role)
+    assert lineage["thresholds"][0]["max_leak_similarity"] == finished_run.cfg.qc.identity.max_leak_similarity
+    assert lineage["config"]["corpus"]["root"] == finished_run.cfg.corpus.root
+    assert info["qc"][0]["candidates"] >= info["qc"][0]["accepted"]
+    assert set(info["stats"]["scores"]) == {"id_sim_rt", "id_sim_rj", "expr_dist_rt", "sharpness"}
+    assert info["stats"]["image_bytes"] == sum({r[f"{k}_file"]: r[f"{k}_bytes"] for r in rows for k in "srt"}.values())
+    assert verify_release(release).ok
+
+
+def test_splits_are_by_identity_with_no_identity_in_two_splits(release):
+    rows = _triples(release)
+    members: dict[str, set[str]] = {}
+    for r in rows:
+        assert split_of(r["identity_i"], SPLITS) == split_of(r["identity_j"], SPLITS) == r["split"]
+        members.setdefault(r["split"], set()).update((r["identity_i"], r["identity_j"]))
+    assert len(members) == 2, "the fixture's ratios should give both splits triples"
+    seen = [i for ids in members.values() for i in ids]
+    assert len(seen) == len(set(seen))
+    per_split = {k: v["triples"] for k, v in release.info["stats"]["splits"].items()}
+    assert per_split == dict(Counter(r["split"] for r in rows))
+
+
+def test_split_rule_is_stable_and_follows_the_ratios():
+    ratios = {"train": 0.8, "validation": 0.1, "test": 0.1}
+    ids = [f"person-{k}" for k in range(4000)]
+    got = Counter(split_of(i, ratios) for i in ids)
+    assert [split_of(i, ratios) for i in ids[:50]] == [split_of(i, ratios) for i in ids[:50]]
+    for name, ratio in ratios.items():
+        assert abs(got[name] / len(ids) - ratio) < 0.02, got
+    assert split_of("x", {"train": 1.0, "test": 0.0}) == "train"
+
+
+def test_an_existing_name_is_an_error_and_the_release_does_not_change(finished_run, release):
+    before = snapshot(Path(release.root))
+    with pytest.raises(ReleaseExistsError, match="exists"):
+        create_release(finished_run.run_url, RELEASE, finished_run.releases_root, splits=SPLITS)
+    assert snapshot(Path(release.root)) == before
+    assert ciep(["release", "create", "--output-root", finished_run.output_root, "--run", finished_run.run_id,
+                 "--name", RELEASE]) == 1
+    assert snapshot(Path(release.root)) == before
+
+
+def test_concurrent_creates_of_one_name_one_wins(tmp_path: Path):
+    run = tmp_path / "run"
+    write_synthetic_run(str(run), identities=8, candidates_per_round=40)
+    root = tmp_path / "releases"
+    barrier, outcome = threading.Barrier(3), []
+
+    def create() -> None:
+        barrier.wait()
+        try:
+            create_release(str(run), "race", str(root), splits={"train": 1.0})
+            outcome.append("ok")
+        except ReleaseExistsError as err:
+            outcome.append(str(err))
+    threads = [threading.Thread(target=create) for _ in range(3)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert outcome.count("ok") == 1, outcome
+    assert all("race" in o for o in outcome if o != "ok")
+    assert verify_release(open_release(str(root), "race")).ok
+    assert _staging_empty(root)
+
+
+def test_a_failed_create_leaves_nothing_and_frees_the_name(tmp_path: Path):
+    run = tmp_path / "run"
+    write_synthetic_run(str(run), identities=8, candidates_per_round=40)
+    victim = Path(ManifestStore.open(str(run)).read_table("triples").column("r_path")[0].as_py())
+    original = victim.read_bytes()
+    victim.write_bytes(original[:-1] + bytes([original[-1] ^ 1]))
+    root = tmp_path / "releases"
+    with pytest.raises(ReleaseError, match="changed since the run wrote it"):
+        create_release(str(run), "v1", str(root), splits={"train": 1.0})
+    assert not (root / "v1").exists() and _staging_empty(root)
+    victim.write_bytes(original)
+    assert create_release(str(run), "v1", str(root), splits={"train": 1.0}).info["stats"]["triples"] > 0
+
+
+def test_release_survives_deleting_the_run(tmp_path: Path):
+    run = tmp_path / "run"
+    write_synthetic_run(str(run), identities=8, candidates_per_round=40)
+    create_release(str(run), "kept", str(tmp_path / "releases"), splits={"train": 1.0})
+    shutil.rmtree(run)
+    kept = open_release(str(tmp_path / "releases"), "kept")
+    assert verify_release(kept).ok
+    assert export_release(kept, "webdataset", str(tmp_path / "wds")).triples == kept.info["stats"]["triples"]
+
+
+def test_verify_reports_every_tampered_file(finished_run, tmp_path: Path, capsys):
+    root = tmp_path / "releases"
+    create_release(finished_run.run_url, "tampered", str(root), splits=SPLITS)
+    rel = open_release(str(root), "tampered")
+    rows = _triples(rel)
+    folder = Path(rel.root)
+    flipped, deleted = folder / rows[0]["r_file"], folder / rows[-1]["t_file"]
+    data = bytearray(flipped.read_bytes())
+    data[len(data) // 2] ^= 0xFF  # same size, different content
+    flipped.write_bytes(bytes(data))
+    deleted.unlink()
+    (folder / "images" / "00").mkdir(exist_ok=True)
+    (folder / "images" / "00" / "extra.png").write_bytes(b"not in the manifest")
+    (folder / "README.md").write_text((folder / "README.md").read_text() + "\nedited\n")
+    report = verify_release(rel)
+    kinds = {(p.kind, p.path) for p in report.problems}
+    assert ("sha256", rows[0]["r_file"]) in kinds
+    assert ("missing", rows[-1]["t_file"]) in kinds
+    assert ("unexpected", "images/00/extra.png") in kinds
+    assert ("sha256", "README.md") in kinds and ("size", "README.md") in kinds
+    assert ciep(["release", "verify", "tampered", "--releases-root", str(root)]) == 1
+    out = capsys.readouterr().out
+    assert "FAILED" in out and rows[0]["r_file"] in out
+    # A changed manifest shard is caught too (and then images are not trusted to it).
+    shard = sorted((folder / "manifests" / "triples").iterdir())[0]
+    shard.write_bytes(shard.read_bytes() + b"x")
+    assert any(p.path.startswith("manifests/triples/") and p.kind == "sha256" for p in verify_release(rel).problems)
+
+
+def test_diff_shows_added_removed_and_score_shifts(finished_run, release, tmp_path: Path, capsys):
+    root = finished_run.releases_root
+    r0 = create_release(finished_run.run_url, "round0-only", root, rounds=[0], splits=SPLITS)
+    d = diff_releases(r0, release)
+    assert {t["triple_id"] for t in d.added} == {r["triple_id"] for r in _triples(release) if r["round"] == 1}
+    assert d.removed == [] and d.common == r0.info["stats"]["triples"]
+    assert all(s["changed"] == 0 for s in d.score_shifts.values())
+    back = diff_releases(release, r0)
+    assert {t["triple_id"] for t in back.removed} == {t["triple_id"] for t in d.added}
+    # Same triple ids, shifted scores: two synthetic runs.
+    write_synthetic_run(str(tmp_path / "a"), identities=8, candidates_per_round=40)
+    write_synthetic_run(str(tmp_path / "b"), identities=8, candidates_per_round=40, score_shift=0.01)
+    sa = create_release(str(tmp_path / "a"), "sa", str(tmp_path / "rel"), splits={"train": 1.0})
+    sb = create_release(str(tmp_path / "b"), "sb", str(tmp_path / "rel"), splits={"train": 1.0})
+    shift = diff_releases(sa, sb).score_shifts["id_sim_rt"]
+    assert shift["changed"] == sa.info["stats"]["triples"] and shift["mean_delta"] == pytest.approx(0.01, abs=1e-5)
+    assert ciep(["release", "diff", "sa", "sb", "--releases-root", str(tmp_path / "rel")]) == 0
+    assert "id_sim_rt     changed" in capsys.readouterr().out
+
+
+def test_list_shows_releases_oldest_first(finished_run, release, capsys):
+    names = [r["name"] for r in list_releases(finished_run.releases_root)]
+    assert RELEASE in names
+    assert ciep(["release", "list", "--output-root", finished_run.output_root]) == 0
+    assert RELEASE in capsys.readouterr().out
+
+
+def test_dataset_card_has_a_parsable_hf_header_and_the_prose(release):
+    text = Path(release.root, "README.md").read_text()
+    header = parse_card_header(text)
+    stats = release.info["stats"]
+    assert header["license"] == release.info["license"] == "cc-by-4.0"
+    splits = {s["name"]: s["num_examples"] for s in header["dataset_info"]["splits"]}
+    assert splits == {k: v["triples"] for k, v in stats["splits"].items() if v["triples"]}
+    assert [c["split"] for c in header["configs"][0]["data_files"]] == list(splits)
+    features = {f["name"]: f["dtype"] for f in header["dataset_info"]["features"]}
+    assert features["source"] == features["reference"] == features["target"] == "image"
+    assert features["id_sim_rt"] == "float32" and features["s_embedding"] == {"sequence": "float32"}
+    for section in ("## How it was made", "## QC rules", "## Counts", "## Known limits", "## Splits"):
+        assert section in text
+    assert f"{stats['triples']} triples" in text and release.info["source"]["run_id"] in text
+    assert json.loads(Path(release.root, "release.json").read_text())["files"]["README.md"]["sha256"] == \
+        hashlib.sha256(text.encode()).hexdigest()
+
+
+def test_ciep_query_spans_releases(finished_run, release, capsys):
+    root = finished_run.releases_root
+    if "round0-only" not in {r["name"] for r in list_releases(root)}:
+        create_release(finished_run.run_url, "round0-only", root, rounds=[0], splits=SPLITS)
+    sql = "select source, split, count(*) as n from triples group by all order by all"
+    assert ciep(["query", "--output-root", finished_run.output_root, "--release", RELEASE,
+                 "--release", "round0-only", "--format", "json", sql]) == 0
+    got = {(r["source"], r["split"]): r["n"] for r in json.loads(capsys.readouterr().out)}
+    expect = Counter((RELEASE, r["split"]) for r in _triples(release))
+    expect.update(Counter(("round0-only", r["split"]) for r in _triples(open_release(root, "round0-only"))))
+    assert got == dict(expect)
