@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import re
 from pathlib import Path
 from typing import Literal
@@ -51,6 +52,18 @@ def redact_secrets(value: object) -> object:
     if isinstance(value, (list, tuple)):
         return [redact_secrets(v) for v in value]
     return value
+
+
+# Loggers that print request headers at DEBUG (botocore's "Sending http request" shows the access key id in the
+# Authorization header). Held at INFO or above while a run executes, whatever the root level.
+CREDENTIAL_LOGGERS = ("botocore", "aiobotocore", "urllib3", "gcsfs", "google.auth", "adlfs", "azure")
+
+
+def quiet_credential_loggers() -> None:
+    for name in CREDENTIAL_LOGGERS:
+        logger = logging.getLogger(name)
+        if logger.getEffectiveLevel() < logging.INFO:
+            logger.setLevel(logging.INFO)
 
 
 def _without_secrets(value: object) -> object:
@@ -149,6 +162,9 @@ class IngestConfig(Strict):
 
 class PairingConfig(Strict):
     max_targets_per_identity: int | None = Field(None, ge=1)
+    # Pick the swap-source identity j from i's release split (release.splits), so that no triple straddles
+    # two splits and releases keep every triple; falls back to any identity when i's split has no other.
+    split_closed: bool = True
 
 
 class ExpressionTransferConfig(Strict):
@@ -317,7 +333,7 @@ class PipelineConfig(Strict):
             d["models"].pop(key, None)
         d["corpus"]["storage_options"] = _without_secrets(d["corpus"]["storage_options"])
         d.pop("train", None)
-        d.pop("release", None)
+        d["release"] = {"splits": d["release"]["splits"]}  # pairing keeps j in i's split
         return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:10]
 
     def redacted_dump(self) -> dict:

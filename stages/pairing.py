@@ -13,9 +13,11 @@ from dataclasses import dataclass
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 
+from manifests.release import split_of
 from pipeline.config import PipelineConfig
-from stages.face.expression import expression_distance
+from stages.face.expression import DESCRIPTOR_NAMES, WEIGHTS
 
 PLAN_SCHEMA = pa.schema([
     pa.field("candidate_id", pa.string(), nullable=False),
@@ -62,93 +64,159 @@ def _h(*parts: object) -> str:
     return hashlib.sha256("\0".join(str(p) for p in parts).encode()).hexdigest()
 
 
-def _drop_duplicates(rows: list[dict], refused: list[dict]) -> list[dict]:
-    """The same file content twice: keep it once within an identity, drop it under several identities."""
-    by_sha: dict[str, list[dict]] = defaultdict(list)
-    for r in rows:
-        by_sha[r["file_sha256"]].append(r)
+# Small columns read into Python; the list columns (landmarks, embeddings) stay in Arrow and are gathered by index.
+_SCALAR_COLUMNS = ("source_id", "input_key", "identity", "expression", "path", "file_sha256", "aligned_path",
+                   "aligned_sha256")
+
+
+def _drop_duplicates(rows: dict[str, list], refused: list[dict]) -> list[int]:
+    """The same file content twice: keep it once within an identity, drop it under several identities.
+
+    Returns the kept row indices sorted by input_key."""
+    keys, identity, sha, path = rows["input_key"], rows["identity"], rows["file_sha256"], rows["path"]
+    by_sha: dict[str, list[int]] = defaultdict(list)
+    for i, h in enumerate(sha):
+        by_sha[h].append(i)
     kept = []
-    for sha, group in by_sha.items():
-        group.sort(key=lambda r: r["input_key"])
-        identities = {r["identity"] for r in group}
+    for group in by_sha.values():
+        group.sort(key=lambda i: keys[i])
+        identities = {identity[i] for i in group}
         if len(identities) > 1:
-            for r in group:
-                refused.append(dict(item_id=r["input_key"], stage="pairing", reason="duplicate_image",
+            for i in group:
+                refused.append(dict(item_id=keys[i], stage="pairing", reason="duplicate_image",
                                     detail=f"same file content under identities {sorted(identities)}",
-                                    identity=r["identity"], path=r["path"]))
+                                    identity=identity[i], path=path[i]))
             continue
         kept.append(group[0])
-        for r in group[1:]:
-            refused.append(dict(item_id=r["input_key"], stage="pairing", reason="duplicate_image",
-                                detail=f"same file content as {group[0]['input_key']}",
-                                identity=r["identity"], path=r["path"]))
-    return sorted(kept, key=lambda r: r["input_key"])
+        for i in group[1:]:
+            refused.append(dict(item_id=keys[i], stage="pairing", reason="duplicate_image",
+                                detail=f"same file content as {keys[group[0]]}", identity=identity[i], path=path[i]))
+    return sorted(kept, key=lambda i: keys[i])
 
 
-def _most_different(t: dict, others: list[dict]) -> dict:
+def _descriptors(column: pa.ChunkedArray) -> np.ndarray:
+    """The expression descriptors as an (n, D) float64 matrix (float32 values widened exactly)."""
+    n = len(column)
+    if n == 0:
+        return np.zeros((0, len(DESCRIPTOR_NAMES)))
+    flat = pa.concat_arrays([c for c in column.chunks]) if column.num_chunks != 1 else column.chunk(0)
+    lengths = pc.list_value_length(flat).to_numpy(zero_copy_only=False)
+    if flat.null_count or (lengths != len(DESCRIPTOR_NAMES)).any():
+        bad = int(np.flatnonzero(np.isnan(lengths.astype(float)) | (lengths != len(DESCRIPTOR_NAMES)))[0])
+        raise ValueError(f"descriptors must have length {len(DESCRIPTOR_NAMES)}, got {lengths[bad]} at row {bad}")
+    values = pc.list_flatten(flat).to_numpy(zero_copy_only=False).astype(np.float64)
+    return values.reshape(n, len(DESCRIPTOR_NAMES))
+
+
+def _distances(desc: np.ndarray, ref: int, pool: list[int]) -> np.ndarray:
+    """expression_distance(desc[ref], desc[p]) for every p in pool, bit for bit (same float64 operations)."""
+    return np.sqrt(np.sum(WEIGHTS * (desc[pool] - desc[ref]) ** 2, axis=1))
+
+
+def _most_different(t: int, others: list[int], expr: list, keys: list[str], desc: np.ndarray) -> int:
     """S for T: another expression by label when labels differ, else the most different descriptor."""
-    labelled = [o for o in others if t["expression"] and o["expression"] and o["expression"] != t["expression"]]
+    te = expr[t]
+    labelled = [o for o in others if te and expr[o] and expr[o] != te]
     pool = labelled or others
-    return max(pool, key=lambda o: (expression_distance(t["expression_descriptor"], o["expression_descriptor"]),
-                                    o["input_key"]))
+    d = _distances(desc, t, pool).tolist()
+    return pool[max(range(len(pool)), key=lambda k: (d[k], keys[pool[k]]))]
 
 
-def _closest(ref: dict, candidates: list[dict]) -> dict:
+def _closest(ref: int, candidates: list[int], expr: list, keys: list[str], desc: np.ndarray) -> int:
     """j's image whose expression matches ref's label, else whose descriptor is nearest."""
-    same = [c for c in candidates if ref["expression"] and c["expression"] == ref["expression"]]
+    re_ = expr[ref]
+    same = [c for c in candidates if re_ and expr[c] == re_]
     pool = same or candidates
-    return min(pool, key=lambda c: (expression_distance(ref["expression_descriptor"], c["expression_descriptor"]),
-                                    c["input_key"]))
+    d = _distances(desc, ref, pool).tolist()
+    return pool[min(range(len(pool)), key=lambda k: (d[k], keys[pool[k]]))]
 
 
 def plan_round(sources: pa.Table, cfg: PipelineConfig, round_index: int) -> RoundPlan:
     refused: list[dict] = []
-    rows = _drop_duplicates(sources.select(PLAN_SOURCE_COLUMNS).to_pylist(), refused)
-    by_identity: dict[str, list[dict]] = defaultdict(list)
-    for r in rows:
-        by_identity[r["identity"]].append(r)
+    src = sources.select(PLAN_SOURCE_COLUMNS)
+    rows = {c: src.column(c).to_pylist() for c in _SCALAR_COLUMNS}
+    keys, expr, sha = rows["input_key"], rows["expression"], rows["file_sha256"]
+    desc = _descriptors(src.column("expression_descriptor"))
+    by_identity: dict[str, list[int]] = defaultdict(list)
+    for i in _drop_duplicates(rows, refused):
+        by_identity[rows["identity"][i]].append(i)
     identities = sorted(by_identity)
     fingerprint = cfg.data_fingerprint()
     seed = cfg.run.seed
-    plan = []
+    # j is drawn from i's release split (pairing.split_closed) when that split has another identity.
+    pools: dict[str, list[str]] = {"": identities}
+    pool_of: dict[str, str] = {ident: "" for ident in identities}
+    if cfg.pairing.split_closed:
+        for ident in identities:
+            pools.setdefault(split_of(ident, dict(cfg.release.splits)), []).append(ident)
+        pool_of = {ident: name for name, members in pools.items() if name and len(members) > 1
+                   for ident in members}
+        pool_of = {ident: pool_of.get(ident, "") for ident in identities}
+    pool_position = {name: {ident: k for k, ident in enumerate(members)} for name, members in pools.items()}
+    # one entry per planned candidate: (candidate_id, item_seed, identity, j, t, s, carrier, swap)
+    plan: list[tuple[str, int, str, str, int, int, int, int]] = []
     for identity in identities:
+        pool = pools[pool_of[identity]]
+        position = pool_position[pool_of[identity]][identity]
         members = by_identity[identity]
         if len(members) < 2:
             r = members[0]
-            refused.append(dict(item_id=r["input_key"], stage="pairing", reason="single_image_identity",
+            refused.append(dict(item_id=keys[r], stage="pairing", reason="single_image_identity",
                                 detail="identity has one usable image: no S for it (still used as a swap source)",
-                                identity=identity, path=r["path"]))
+                                identity=identity, path=rows["path"][r]))
             continue
-        others_ids = [x for x in identities if x != identity]
-        if not others_ids:
+        n_others = len(pool) - 1  # j is drawn from the sorted pool without this identity
+        if not n_others:
             for r in members:
-                refused.append(dict(item_id=r["input_key"], stage="pairing", reason="no_other_identity",
-                                    detail="the corpus has a single identity", identity=identity, path=r["path"]))
+                refused.append(dict(item_id=keys[r], stage="pairing", reason="no_other_identity",
+                                    detail="the corpus has a single identity", identity=identity,
+                                    path=rows["path"][r]))
             continue
         targets = members[: cfg.pairing.max_targets_per_identity] if cfg.pairing.max_targets_per_identity else members
         for t in targets:
-            s = _most_different(t, [m for m in members if m is not t])
-            pick = int(_h(seed, round_index, t["file_sha256"], "j")[:12], 16)
-            j = others_ids[pick % len(others_ids)]
-            carrier = _closest(s, by_identity[j])
-            swap = _closest(t, by_identity[j])
-            cid = _h(fingerprint, round_index, seed, t["file_sha256"], s["file_sha256"], carrier["file_sha256"],
-                     swap["file_sha256"])[:16]
+            s = _most_different(t, [m for m in members if m != t], expr, keys, desc)
+            pick = int(_h(seed, round_index, sha[t], "j")[:12], 16) % n_others
+            j = pool[pick if pick < position else pick + 1]
+            carrier = _closest(s, by_identity[j], expr, keys, desc)
+            swap = _closest(t, by_identity[j], expr, keys, desc)
+            cid = _h(fingerprint, round_index, seed, sha[t], sha[s], sha[carrier], sha[swap])[:16]
             item_seed = int(_h(seed, round_index, cid)[:8], 16) & 0x7FFFFFFF
-            plan.append(dict(
-                candidate_id=cid, round=round_index, seed=item_seed, identity_i=identity, identity_j=j,
-                expression=t["expression"], target_source_id=t["source_id"], s_source_id=s["source_id"],
-                carrier_source_id=carrier["source_id"], swap_source_id=swap["source_id"],
-                t_aligned_path=t["aligned_path"], t_aligned_sha256=t["aligned_sha256"],
-                s_aligned_path=s["aligned_path"], s_aligned_sha256=s["aligned_sha256"],
-                carrier_aligned_path=carrier["aligned_path"], swap_aligned_path=swap["aligned_path"],
-                t_landmarks68=t["landmarks68"], s_landmarks68=s["landmarks68"],
-                carrier_landmarks68=carrier["landmarks68"], swap_landmarks68=swap["landmarks68"],
-                t_embedding=t["embedding"], s_embedding=s["embedding"], j_embedding=swap["embedding"],
-                t_descriptor=t["expression_descriptor"], status="ok",
-            ))
-    plan.sort(key=lambda r: r["candidate_id"])
-    return RoundPlan(pa.Table.from_pylist(plan, schema=PLAN_SCHEMA), refused)
+            plan.append((cid, item_seed, identity, j, t, s, carrier, swap))
+    plan.sort(key=lambda p: p[0])
+    return RoundPlan(_plan_table(plan, rows, src, round_index), refused)
+
+
+def _plan_table(plan: list[tuple], rows: dict[str, list], src: pa.Table, round_index: int) -> pa.Table:
+    """PLAN_SCHEMA rows: scalars from Python, list columns gathered from the sources table by index."""
+    n = len(plan)
+    cid, item_seed, ident_i, ident_j, t, s, carrier, swap = (list(c) for c in zip(*plan)) if plan else ([],) * 8
+    pick = {"t": t, "s": s, "carrier": carrier, "swap": swap}
+
+    def scalar(col: str, role: str) -> list:
+        values = rows[col]
+        return [values[i] for i in pick[role]]
+
+    def gather(col: str, role: str) -> pa.ChunkedArray:
+        return src.column(col).take(pa.array(pick[role], pa.int64()))
+
+    cols: dict[str, object] = dict(
+        candidate_id=cid, round=[round_index] * n, seed=item_seed, identity_i=ident_i, identity_j=ident_j,
+        expression=scalar("expression", "t"), target_source_id=scalar("source_id", "t"),
+        s_source_id=scalar("source_id", "s"), carrier_source_id=scalar("source_id", "carrier"),
+        swap_source_id=scalar("source_id", "swap"), t_aligned_path=scalar("aligned_path", "t"),
+        t_aligned_sha256=scalar("aligned_sha256", "t"), s_aligned_path=scalar("aligned_path", "s"),
+        s_aligned_sha256=scalar("aligned_sha256", "s"), carrier_aligned_path=scalar("aligned_path", "carrier"),
+        swap_aligned_path=scalar("aligned_path", "swap"), t_landmarks68=gather("landmarks68", "t"),
+        s_landmarks68=gather("landmarks68", "s"), carrier_landmarks68=gather("landmarks68", "carrier"),
+        swap_landmarks68=gather("landmarks68", "swap"), t_embedding=gather("embedding", "t"),
+        s_embedding=gather("embedding", "s"), j_embedding=gather("embedding", "swap"),
+        t_descriptor=gather("expression_descriptor", "t"), status=["ok"] * n, reject_stage=[None] * n,
+        reject_reason=[None] * n, reject_detail=[None] * n)
+    arrays = []
+    for f in PLAN_SCHEMA:
+        v = cols[f.name]
+        arrays.append(v.cast(f.type) if isinstance(v, pa.ChunkedArray) else pa.array(v, f.type))
+    return pa.Table.from_arrays(arrays, schema=PLAN_SCHEMA)
 
 
 def landmarks_array(flat: list[float]) -> np.ndarray:

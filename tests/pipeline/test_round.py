@@ -9,12 +9,14 @@ import os
 import signal
 import subprocess
 import sys
+from collections import Counter
 from pathlib import Path
 
 import pyarrow.parquet as pq
 import pytest
 
 from manifests.query import connect
+from manifests.release import split_of
 from manifests.schemas import TRIPLES
 from manifests.store import ManifestStore
 from pipeline.config import load_config
@@ -75,8 +77,12 @@ def test_manifest_schema_and_traceability(baseline):
     assert schema.metadata[b"ciep.schema_version"] == TRIPLES.metadata[b"ciep.schema_version"]
     assert [f.name for f in schema] == [f.name for f in TRIPLES]
     triples = store.read_table("triples").to_pylist()
+    splits = dict(cfg.release.splits)
+    split_sizes = Counter(split_of(i, splits) for i in london_identities()[:8])
     for t in triples:
         assert t["identity_i"] != t["identity_j"]
+        if split_sizes[split_of(t["identity_i"], splits)] > 1:  # pairing.split_closed keeps j in i's split
+            assert split_of(t["identity_i"], splits) == split_of(t["identity_j"], splits)
         for key in ("s", "r", "t"):
             data = Path(t[f"{key}_path"]).read_bytes()
             assert hashlib.sha256(data).hexdigest() == t[f"{key}_sha256"]
