@@ -10,7 +10,7 @@ import sys
 from manifests.query import NAMED_QUERIES, connect, format_table, run_query
 from manifests.runs import resolve_run
 from manifests.store import ManifestStore
-from pipeline.config import ConfigError, load_config
+from pipeline.config import ConfigError, load_config, quiet_credential_loggers
 
 # subcommand -> (module, help). Each module exposes main(argv: list[str]) -> int.
 SUBCOMMANDS: dict[str, tuple[str, str]] = {
@@ -66,6 +66,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"  {name:<20} {help_text}")
         return 0 if argv and argv[0] in ("-h", "--help") else 2
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    quiet_credential_loggers()
     name, rest = argv[0], argv[1:]
     try:
         if name == "query":

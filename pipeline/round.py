@@ -131,8 +131,11 @@ def _generation_split(run_id: str, fingerprint: str):
     return split
 
 
-def run_generation(cfg: PipelineConfig, store: ManifestStore, run_root: str, round_index: int) -> PhaseStats:
-    """Plan the round from `sources`, then stream the plan items not yet decided through the stages."""
+def run_generation(cfg: PipelineConfig, store: ManifestStore, run_root: str, round_index: int,
+                   stages: list | None = None) -> PhaseStats:
+    """Plan the round from `sources`, then stream the plan items not yet decided through the stages
+    (GENERATION_STAGES unless given: benchmarks/bench_orchestration.py passes stages/noop.py's)."""
+    stages = stages or GENERATION_STAGES
     started = time.monotonic()
     run_id = cfg.resolved_run_id()
     plan = plan_round(store.read_table("sources"), cfg, round_index)
@@ -149,9 +152,9 @@ def run_generation(cfg: PipelineConfig, store: ManifestStore, run_root: str, rou
     log.info("round %d: %d candidates planned, %d already decided, %d to do", round_index, plan.plan.num_rows,
              len(done), todo.num_rows)
     if todo.num_rows:
-        check_wiring(GENERATION_STAGES, todo.column_names, cfg, run_root)
-        batch = min(s(cfg, run_root).resources.batch_size for s in GENERATION_STAGES)
-        ds = apply_stages(dataset_from_table(todo, batch * 2), GENERATION_STAGES, cfg, run_root)
+        check_wiring(stages, todo.column_names, cfg, run_root)
+        batch = min(s(cfg, run_root).resources.batch_size for s in stages)
+        ds = apply_stages(dataset_from_table(todo, batch * 2), stages, cfg, run_root)
         buffer = CommitBuffer(store, _generation_split(run_id, cfg.data_fingerprint()), "candidate_id",
                               f"gen-r{round_index}-", cfg.run.commit_rows, cfg.run.commit_seconds, {"phase": "generate", "round": round_index})
         _consume(ds, buffer, Progress(f"round {round_index}", todo.num_rows), _guard(cfg), "reason")

@@ -19,7 +19,7 @@ from manifests.lock import RunLock, RunLockedError  # noqa: E402
 from manifests.runs import now_iso, read_run_info, run_url, write_run_info  # noqa: E402
 from manifests.store import ManifestStore  # noqa: E402
 from pipeline.commit import StageFailureError  # noqa: E402
-from pipeline.config import ConfigError, PipelineConfig, load_config  # noqa: E402
+from pipeline.config import ConfigError, PipelineConfig, load_config, quiet_credential_loggers  # noqa: E402
 from pipeline.faults import maybe_inject  # noqa: E402
 from pipeline.ray_adapter import init_ray  # noqa: E402
 from pipeline.round import run_ingest  # noqa: E402
@@ -58,6 +58,7 @@ def run_idi(cfg: PipelineConfig) -> dict:
 
     Holds the run folder's lock (manifests/lock.py) throughout: a second driver on the same run id gets
     RunLockedError before touching anything; the lock of a killed driver is taken over."""
+    quiet_credential_loggers()
     with RunLock(run_url(cfg.run.output_root, cfg.resolved_run_id()), cfg.run.storage_options):
         return _run_idi_locked(cfg)
 
@@ -70,6 +71,7 @@ def _run_idi_locked(cfg: PipelineConfig) -> dict:
     init_ray(cfg.ray)
     ingest = run_ingest(cfg, store, url)
     items = ingest.todo + run_rounds(cfg, store, url)
+    store.compact()  # many small commit shards -> few large ones, for DuckDB (no-op on small runs)
     wall = time.monotonic() - started
     summary = summarize(store)
     timing = dict(run_id=info["run_id"], run_url=url, wall_s=wall, items=items)

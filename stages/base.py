@@ -15,6 +15,7 @@ from typing import Any, ClassVar
 import pyarrow as pa
 
 from pipeline.config import PipelineConfig, StageResources
+from pipeline.faults import maybe_inject
 
 log = logging.getLogger(__name__)
 
@@ -86,6 +87,9 @@ class RowwiseStage(Stage):
     def process_batch(self, batch: pa.Table) -> pa.Table:
         rows = batch.to_pylist()
         ok = [r for r in rows if r.get("status") in (None, STATUS_OK)]
+        fault = self.config.run.fault_injection
+        if fault is not None and fault.at == self.name:  # testing hook only (pipeline/faults.py)
+            ok = [r for r in ok if not self._inject_fault(fault, r)]
         results = self.process_rows(ok) if ok else []
         for row, result in zip(ok, results):
             if isinstance(result, Exception):
@@ -98,6 +102,15 @@ class RowwiseStage(Stage):
                 for c in self.output_columns:
                     row.setdefault(c, None)
         return rows_to_table(rows, batch.schema, self.output_schema())
+
+    def _inject_fault(self, fault, row: dict[str, Any]) -> bool:
+        """Run the configured test fault for this row; True if it raised (the row is then a stage_error)."""
+        try:
+            maybe_inject(fault, self.name, row.get("candidate_id") or row.get("input_key"))
+        except Exception as exc:  # noqa: BLE001 - exactly what a model raising on this row would give
+            self._reject(row, exc)
+            return True
+        return False
 
     def _reject(self, row: dict[str, Any], exc: Exception) -> None:
         row.update(self.empty_outputs())

@@ -95,10 +95,22 @@ def _list_index(fs: fsspec.AbstractFileSystem, root: str, cfg: CorpusConfig) -> 
     table = _read_index(fs, cfg.index, cfg.storage_options)
     has_expr = "expression" in table.column_names
     rows, refused = [], []
+    seen: set[str] = set()
     root_protocol = fs.protocol if isinstance(fs.protocol, str) else fs.protocol[0]
-    for rec in table.to_pylist():
+    for n, rec in enumerate(table.to_pylist()):
+        if rec["identity"] is None or rec["path"] is None or not str(rec["identity"]).strip() \
+                or not str(rec["path"]).strip():
+            refused.append(dict(input_key=f"index-row-{n}", identity=rec["identity"] and str(rec["identity"]),
+                                path=rec["path"] and str(rec["path"]), reason="bad_index_row",
+                                detail=f"row {n} of the index lacks an identity or a path"))
+            continue
         identity, rel = str(rec["identity"]), str(rec["path"])
         key = f"{identity}/{rel}"
+        if key in seen:  # the same entry twice would ingest one image as two sources
+            refused.append(dict(input_key=f"{key}#row-{n}", identity=identity, path=rel, reason="duplicate_entry",
+                                detail=f"row {n} of the index repeats an earlier row"))
+            continue
+        seen.add(key)
         expr = rec.get("expression") if has_expr else None
         if "://" in rel:
             scheme = rel.split("://", 1)[0]

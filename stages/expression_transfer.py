@@ -32,7 +32,7 @@ class ExpressionTransferStage(RowwiseStage):
 
     def setup(self) -> None:
         self.transferer = build_expression_transferer(self.config)
-        self.artifacts = ArtifactStore(self.run_root)
+        self.artifacts = ArtifactStore(self.run_root, dict(self.config.run.storage_options))
 
     def _request(self, row: dict[str, Any]) -> TransferRequest:
         return TransferRequest(

@@ -38,7 +38,7 @@ class IngestStage(RowwiseStage):
     def setup(self) -> None:
         self.detector = build_detector(self.config)
         self.embedder = build_embedder(self.config)
-        self.artifacts = ArtifactStore(self.run_root)
+        self.artifacts = ArtifactStore(self.run_root, dict(self.config.run.storage_options))
         self.storage_options = dict(self.config.corpus.storage_options)
         self.fingerprint = self.config.data_fingerprint()
         self.run_id = self.config.resolved_run_id()

@@ -1,0 +1,145 @@
+"""Orchestration overhead: the generation DAG with no-op model stages (stages/noop.py: real image read/write, no
+model) on N items, through the real pipeline: plan_round over committed `sources`, pipeline.ray_adapter actor
+pools, the driver's CommitBuffer and ManifestStore commits (pipeline.round.run_generation).
+
+    python benchmarks/bench_orchestration.py --sizes 1000 10000
+
+Reports per size: wall time, items/s, wall ms per item, in-stage busy ms per item, CPU-ms per item outside
+stage code (the orchestration overhead: Ray Data scheduling, serialisation, driver commits, idle), the driver's
+RSS (start, peak, end), and whether the largest size took at most (size ratio x 1.1) the smallest one's time.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import platform
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import cv2
+import numpy as np
+import psutil
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from bench_planner import synthetic_sources  # noqa: E402
+from stage_stats import format_stage_report, stage_report  # noqa: E402
+
+from manifests.artifacts import ArtifactStore  # noqa: E402
+from manifests.store import ManifestStore  # noqa: E402
+from pipeline.config import load_config  # noqa: E402
+from pipeline.ray_adapter import STAGE_STATS_ENV  # noqa: E402
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+class RSSMonitor:
+    def __init__(self) -> None:
+        self.proc = psutil.Process()
+        self.samples: list[int] = []
+        self._stop = threading.Event()
+        self._t = threading.Thread(target=self._run, daemon=True)
+        self._t.start()
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            self.samples.append(self.proc.memory_info().rss)
+            time.sleep(0.1)
+
+    def stop(self) -> list[int]:
+        self._stop.set()
+        self._t.join()
+        return self.samples
+
+
+def real_images(run_url: str, n: int) -> list[str]:
+    """n 256x256 aligned-crop-sized PNGs (London demo faces) written into the run; their URLs."""
+    files = sorted((REPO / "data" / "demo_corpus").glob("*/*.jpg"))
+    store = ArtifactStore(run_url)
+    urls = []
+    for k in range(n):
+        bgr = cv2.imread(str(files[k % len(files)]))
+        rgb = cv2.cvtColor(cv2.resize(bgr, (256, 256), interpolation=cv2.INTER_AREA), cv2.COLOR_BGR2RGB)
+        if k >= len(files):  # distinct pixels per image
+            rgb = np.roll(rgb, k, axis=1)
+        urls.append(store.put("aligned", f"bench{k:04d}", rgb)[0])
+    return urls
+
+
+def run_size(n: int, cfg_overrides: list[str], stats_dir: Path) -> dict:
+    import pyarrow as pa
+
+    from pipeline.round import run_generation
+    from stages.noop import NOOP_GENERATION_STAGES
+
+    out = Path(tempfile.mkdtemp(prefix=f"bench_orch_{n}_"))
+    cfg = load_config(overrides=[f"run.output_root={out}", f"run.name=orch{n}", *cfg_overrides])
+    url = str(out / cfg.resolved_run_id())
+    store = ManifestStore.open(url)
+    images = real_images(url, 100)
+    sources = synthetic_sources(n, per_identity=10, seed=n)
+    aligned = pa.array([images[i % len(images)] for i in range(n)])
+    sources = sources.set_column(sources.schema.get_field_index("aligned_path"), "aligned_path", aligned)
+    for i in range(0, n, 10_000):
+        store.commit(f"ingest-{i:08d}", {"sources": sources.slice(i, 10_000)})
+    del sources
+    mon = RSSMonitor()
+    t0 = time.time()
+    stats = run_generation(cfg, store, url, 0, stages=NOOP_GENERATION_STAGES)
+    t1 = time.time()
+    rss = mon.stop()
+    report = stage_report(stats_dir, t0, t1)
+    qc_rows = store.read_table("qc", ["candidate_id"]).num_rows
+    assert stats.todo == n and qc_rows == n, (stats, qc_rows)
+    return dict(n=n, wall=t1 - t0, rss_start=rss[0], rss_peak=max(rss), rss_end=rss[-1], rss=rss, report=report,
+                shards=len(store.markers()))
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--sizes", type=int, nargs="+", default=[1000, 10000])
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
+    args = p.parse_args(argv)
+    logging.basicConfig(level=logging.WARNING)
+    stats_dir = Path(tempfile.mkdtemp(prefix="bench_orch_stats_"))
+    os.environ[STAGE_STATS_ENV] = str(stats_dir)  # before Ray starts, so the actors inherit it
+    os.environ.setdefault("CIEP_PROGRESS_BARS", "0")
+    from pipeline.ray_adapter import init_ray
+    cfg0 = load_config(overrides=args.overrides)
+    init_ray(cfg0.ray)
+    import ray
+    cpus = ray.cluster_resources().get("CPU", 0)
+    print(f"machine: {platform.machine()}, {os.cpu_count()} cores, "
+          f"{psutil.virtual_memory().total / 2**30:.0f} GiB RAM; Ray CPUs {cpus:g}; Python {platform.python_version()}")
+    results = []
+    for n in args.sizes:
+        r = run_size(n, args.overrides, stats_dir)
+        results.append(r)
+        busy = sum(s["busy_s"] for s in r["report"])
+        print(f"\n== {n} items: {r['wall']:.1f} s, {n / r['wall']:.1f} items/s, {1000 * r['wall'] / n:.2f} ms/item wall;"
+              f" in-stage busy {1000 * busy / n:.2f} ms/item; CPU-ms/item outside stage code "
+              f"{1000 * (r['wall'] * cpus - busy) / n:.2f}; {r['shards']} commits")
+        q = r["rss"]
+        at = [q[min(len(q) - 1, int(len(q) * f))] / 2**20 for f in (0.1, 0.25, 0.5, 0.75, 0.999)]
+        print(f"   driver RSS start {r['rss_start'] / 2**20:.0f} MiB, peak {r['rss_peak'] / 2**20:.0f} MiB, "
+              f"end {r['rss_end'] / 2**20:.0f} MiB; at 10/25/50/75/100% of the run: "
+              + " / ".join(f"{v:.0f}" for v in at))
+        print(format_stage_report(r["report"], ["noop_transfer", "noop_swap", "noop_qc"]))
+    if len(results) > 1:
+        a, b = results[0], results[-1]
+        ratio = b["wall"] / a["wall"]
+        limit = (b["n"] / a["n"]) * 1.1
+        print(f"\nscaling: {b['n']} items took {ratio:.2f}x the time of {a['n']} (limit {limit:.1f}x: "
+              f"{'OK' if ratio <= limit else 'NOT linear'}); driver peak RSS {a['rss_peak'] / 2**20:.0f} -> "
+              f"{b['rss_peak'] / 2**20:.0f} MiB")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

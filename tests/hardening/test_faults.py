@@ -1,0 +1,182 @@
+"""Real faults injected into real rounds (Ray, dlib, DuckDB, Parquet): a stage actor exiting mid-batch, the
+driver SIGKILLed at four points, a model raising on one item and on every item, two drivers on one run id.
+
+Faults come from the `run.fault_injection` testing hook (pipeline/faults.py): an exception, os._exit of the
+actor, or a pause at which this test SIGKILLs the driver. Nothing of Ray, Parquet or DuckDB is mocked.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pyarrow.compute as pc
+import pytest
+
+from manifests.lock import LOCK_NAME, RunLockedError
+from manifests.query import connect
+from manifests.store import ManifestStore
+from pipeline.commit import StageFailureError
+from pipeline.run_idi import run_idi
+from tests.conftest import REPO, london_identities, make_corpus
+from tests.hardening.conftest import round_config, rows_that_matter, uncommitted_files
+
+pytestmark = pytest.mark.slow
+
+N_IDS = 3  # 6 images -> 6 candidates
+TABLES = ("sources", "candidates", "qc", "triples")
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory) -> Path:
+    return make_corpus(tmp_path_factory.mktemp("faults") / "corpus", london_identities()[:N_IDS])
+
+
+@pytest.fixture(scope="module")
+def baseline(corpus: Path, tmp_path_factory, ray_session):
+    cfg = round_config(corpus, tmp_path_factory.mktemp("clean"))
+    result = run_idi(cfg)
+    store = ManifestStore.open(result["timing"]["run_url"])
+    assert result["summary"]["triples"] >= 1
+    return cfg, store, {t: rows_that_matter(store, t) for t in TABLES}
+
+
+def _candidate_ids(baseline) -> list[str]:
+    return baseline[2]["qc"].column("candidate_id").to_pylist()
+
+
+def _fault(at: str, item: str, action: str, marker: Path | None = None) -> str:
+    spec = f"{{at: {at}, item: '{item}', action: {action}" + (f", marker: '{marker}'" if marker else "") + "}"
+    return f"run.fault_injection={spec}"
+
+
+def _assert_same_as_baseline(store: ManifestStore, baseline) -> None:
+    for table in TABLES:
+        got = rows_that_matter(store, table)
+        assert got.equals(baseline[2][table]), f"{table} differs from the uninterrupted run"
+    qc_ids = store.read_table("qc", ["candidate_id"]).column("candidate_id").to_pylist()
+    assert len(qc_ids) == len(set(qc_ids)) == baseline[2]["qc"].num_rows  # every item exactly once
+    assert uncommitted_files(store) == []
+
+
+# -- a stage actor dies mid-batch --------------------------------------------------------------------------
+
+def test_actor_exiting_mid_batch_is_restarted_and_every_item_appears_once(baseline, corpus, tmp_path):
+    victim = _candidate_ids(baseline)[2]
+    marker = tmp_path / "swap-exit.marker"
+    cfg = round_config(corpus, tmp_path / "runs", _fault("identity_swap", victim, "exit", marker))
+    result = run_idi(cfg)
+    assert marker.exists(), "the identity_swap actor never reached the chosen item"
+    store = ManifestStore.open(result["timing"]["run_url"])
+    _assert_same_as_baseline(store, baseline)
+    assert store.read_table("rejects").num_rows == baseline[1].read_table("rejects").num_rows
+
+
+def test_item_that_kills_its_actor_every_time_fails_the_job_after_the_retries(baseline, corpus, tmp_path):
+    victim = _candidate_ids(baseline)[0]
+    cfg = round_config(corpus, tmp_path / "runs", _fault("expression_transfer", victim, "exit"),
+                       "ray.max_task_retries=1", "expression_transfer.resources.batch_size=1")
+    started = time.monotonic()
+    with pytest.raises(Exception) as info:
+        run_idi(cfg)
+    assert "actor" in str(info.value).lower() or "died" in str(info.value).lower(), info.value
+    assert time.monotonic() - started < 180
+    assert not (Path(cfg.run.output_root) / cfg.resolved_run_id() / LOCK_NAME).exists()
+
+
+# -- a model raises ----------------------------------------------------------------------------------------
+
+def test_model_error_on_one_item_becomes_a_stage_error_reject_row(baseline, corpus, tmp_path):
+    victim = _candidate_ids(baseline)[1]
+    cfg = round_config(corpus, tmp_path / "runs", _fault("expression_transfer", victim, "raise"))
+    result = run_idi(cfg)
+    store = ManifestStore.open(result["timing"]["run_url"])
+    con = connect(store)
+    rows = con.execute("select stage, reason, detail from rejects where item_id = ?", [victim]).fetchall()
+    assert len(rows) == 1 and rows[0][:2] == ("expression_transfer", "stage_error")
+    assert "InjectedFault: injected fault at expression_transfer" in rows[0][2]
+    assert con.execute("select reason from qc where candidate_id = ?", [victim]).fetchone() == ("stage_error",)
+    # every other item is decided exactly as in the clean run
+    clean = baseline[2]["qc"].filter(pc.not_equal(baseline[2]["qc"]["candidate_id"], victim))
+    got = rows_that_matter(store, "qc")
+    assert got.filter(pc.not_equal(got["candidate_id"], victim)).equals(clean)
+    assert result["summary"]["rounds"][0]["planned"] == baseline[2]["qc"].num_rows
+
+
+@pytest.mark.parametrize("stage", ["ingest", "qc"])
+def test_model_failing_on_every_item_stops_the_job_with_a_clear_error(baseline, corpus, tmp_path, stage):
+    cfg = round_config(corpus, tmp_path / "runs", _fault(stage, "*", "raise"), "run.min_items_for_abort=4")
+    with pytest.raises(StageFailureError, match=r"failed with stage_error .*model is likely broken") as info:
+        run_idi(cfg)
+    assert f"injected fault at {stage}" in str(info.value)
+    store = ManifestStore.open(str(Path(cfg.run.output_root) / cfg.resolved_run_id()))
+    # nothing was rejected for the broken model's sake: a fixed rerun retries every item
+    assert connect(store).execute("select count(*) from rejects where reason = 'stage_error'").fetchone()[0] == 0
+    if stage == "qc":
+        assert store.read_table("qc").num_rows == 0 and store.read_table("sources").num_rows == 2 * N_IDS
+
+
+# -- the driver is SIGKILLed, then rerun -------------------------------------------------------------------
+
+def _start_driver(corpus: Path, out: Path, ray_address: str, fault: str) -> subprocess.Popen:
+    args = [sys.executable, str(REPO / "pipeline" / "run_idi.py"), "--set", f"corpus.root={corpus}",
+            "--set", f"run.output_root={out}", "--set", "run.name=hard", "--set", "run.commit_rows=2",
+            "--set", f"ray.address={ray_address}", "--set", fault]
+    return subprocess.Popen(args, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+
+
+def _wait_for_file(path: Path, proc: subprocess.Popen, timeout: float = 240) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if path.exists():
+            return
+        if proc.poll() is not None:
+            raise AssertionError(f"the driver ended (rc={proc.returncode}) before the kill point:\n"
+                                 + proc.stderr.read().decode(errors="replace")[-3000:])
+        time.sleep(0.2)
+    raise AssertionError("kill point not reached in time")
+
+
+@pytest.mark.parametrize("point", ["ingest", "identity_swap", "qc", "commit"])
+def test_driver_sigkilled_then_rerun_gives_the_uninterrupted_result(baseline, corpus, tmp_path, point):
+    cfg0, _, base = baseline
+    ids = _candidate_ids(baseline)
+    item = {"ingest": sorted(base["sources"].column("input_key").to_pylist())[3], "identity_swap": ids[3],
+            "qc": ids[5], "commit": "gen-r0-*"}[point]
+    marker = tmp_path / f"{point}.paused"
+    out = tmp_path / "runs"
+    import ray
+    proc = _start_driver(corpus, out, ray.get_runtime_context().gcs_address, _fault(point, item, "pause", marker))
+    run_dir = out / cfg0.resolved_run_id()
+    try:
+        _wait_for_file(marker, proc)
+        if point == "ingest":
+            # a second driver on the same run id is refused while the first one lives
+            with pytest.raises(RunLockedError, match=f"pid {proc.pid} on host"):
+                run_idi(round_config(corpus, out))
+    finally:
+        proc.send_signal(signal.SIGKILL)  # the driver only: its Ray job's actors die with it
+        proc.wait()
+    assert proc.returncode == -signal.SIGKILL
+    store = ManifestStore.open(str(run_dir))
+    orphans = uncommitted_files(store)
+    if point == "commit":
+        # killed between a shard's files and its marker: the files are there, DuckDB must not see them
+        assert orphans, "the kill should land inside a commit"
+        import pyarrow.parquet as pq
+        hidden = {r for f in orphans if "/qc/" in f for r in pq.read_table(f).column("candidate_id").to_pylist()}
+        assert hidden
+        visible = {r[0] for r in connect(store).execute("select candidate_id from qc").fetchall()}
+        assert not hidden & visible
+    done = store.read_column_set("qc", "candidate_id")
+    assert len(done) < len(ids), "the kill should land before the round ends"
+    assert (run_dir / LOCK_NAME).exists()  # left behind by the dead driver
+
+    resumed = run_idi(round_config(corpus, out))  # takes over the stale lock, sweeps orphans, resumes
+    assert resumed["timing"]["items"] >= len(ids) - len(done)
+    _assert_same_as_baseline(store, baseline)
+    assert not (run_dir / LOCK_NAME).exists()
