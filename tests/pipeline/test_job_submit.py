@@ -35,11 +35,13 @@ def ray_head(tmp_path: Path):
     env.pop("RAY_ADDRESS", None)
     (tmp_path / "home").mkdir()
     subprocess.run([str(ray_bin), "get-auth-token", "--generate"], env=env, check=True, capture_output=True)
-    gcs_port, dash_port = _free_port(), _free_port()
+    # Explicit ports: another Ray on this machine (the test session's) already holds the agent defaults.
+    gcs_port, dash_port, agent_port = _free_port(), _free_port(), _free_port()
     ray_tmp = tempfile.mkdtemp(prefix="ciep-ray-", dir="/tmp")  # Ray's socket paths must stay short
     head = subprocess.Popen(
         [str(ray_bin), "start", "--head", "--block", f"--port={gcs_port}", f"--dashboard-port={dash_port}",
-         "--dashboard-host=127.0.0.1", "--node-ip-address=127.0.0.1", "--num-cpus=2",
+         "--dashboard-host=127.0.0.1", f"--dashboard-agent-listen-port={agent_port}",
+         "--node-ip-address=127.0.0.1", "--num-cpus=2",
          f"--temp-dir={ray_tmp}"],
         env=env, start_new_session=True, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     address = f"http://127.0.0.1:{dash_port}"
@@ -87,11 +89,13 @@ def test_ray_job_submit_runs_a_round(ray_head, tmp_path: Path):
     cmd = [str(ray_bin), "job", "submit", "--address", address, "--working-dir", str(workdir), "--",
            sys.executable, "pipeline/run_idi.py", "--config", "configs/demo.yaml",
            "--set", f"corpus.root={corpus}", "--set", f"run.output_root={out}", "--set", "run.name=job"]
-    for _ in range(10):  # the head's job agent registers a little after the dashboard answers
+    # The head's job agent registers some time after the dashboard answers (long on a loaded 2-core box).
+    deadline = time.monotonic() + 300
+    while True:
         proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
-        if "No available agent" not in proc.stdout + proc.stderr:
+        if "No available agent" not in proc.stdout + proc.stderr or time.monotonic() > deadline:
             break
-        time.sleep(3)
+        time.sleep(5)
     assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-4000:]
     assert "accepted triples" in proc.stdout
     cfg = load_config(overrides=[f"corpus.root={corpus}", f"run.output_root={out}", "run.name=job"])
