@@ -43,3 +43,16 @@ def small_corpus(tmp_path: Path) -> Path:
 @pytest.fixture(autouse=True)
 def _quiet_progress(monkeypatch):
     monkeypatch.setenv("CIEP_PROGRESS_BARS", os.environ.get("CIEP_PROGRESS_BARS", "0"))
+
+
+@pytest.fixture(scope="session")
+def finished_run(tmp_path_factory, ray_session):
+    """One real run (made once per test session) for the release, export and report tests."""
+    from tests.finished_run import get_finished_run
+    return get_finished_run(tmp_path_factory)
+
+
+@pytest.fixture(scope="session")
+def release(finished_run):
+    from tests.finished_run import get_release
+    return get_release(finished_run)
