@@ -23,6 +23,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from results_md import replace_section
+
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
@@ -150,17 +152,6 @@ def markdown(rows: list[dict], sizes: list[int]) -> str:
     return "\n".join(lines)
 
 
-def append_section(path: Path, text: str) -> None:
-    """Append our section, replacing a previous one of ours; other sections are kept as they are."""
-    old = path.read_text() if path.exists() else "# Benchmark results\n"
-    if HEADING in old:
-        head, rest = old.split(HEADING, 1)
-        nxt = rest.find("\n## ")
-        tail = rest[nxt + 1:] if nxt >= 0 else ""
-        old = head.rstrip() + "\n\n" + tail
-    path.write_text(old.rstrip() + "\n\n" + text)
-
-
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--sizes", type=int, nargs="+", default=[500, 2000, 8000], help="release sizes in triples")
@@ -185,7 +176,7 @@ def main(argv: list[str] | None = None) -> int:
     text = markdown(rows, sizes)
     sys.stdout.write(text)
     if args.append:
-        append_section(Path(args.append), text)
+        replace_section(Path(args.append), HEADING, text)
     return 0
 
 

@@ -21,6 +21,8 @@ from pathlib import Path
 
 import onnxruntime as ort
 
+from results_md import replace_section
+
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
@@ -124,17 +126,6 @@ def _cores() -> int:
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 0
 
 
-def append_section(path: Path, text: str) -> None:
-    """Append our section, replacing a previous one of ours; other sections are kept as they are."""
-    old = path.read_text() if path.exists() else "# Benchmark results\n"
-    if HEADING in old:
-        head, rest = old.split(HEADING, 1)
-        nxt = rest.find("\n## ")
-        tail = rest[nxt + 1:] if nxt >= 0 else ""
-        old = head.rstrip() + "\n\n" + tail
-    path.write_text(old.rstrip() + "\n\n" + text)
-
-
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--seconds", type=float, default=2.0, help="length of each of the 3 timing windows per row")
@@ -143,7 +134,7 @@ def main(argv: list[str] | None = None) -> int:
     text = markdown(run(args.seconds), args.seconds)
     sys.stdout.write(text)
     if args.append:
-        append_section(Path(args.append), text)
+        replace_section(Path(args.append), HEADING, text)
     return 0
 
 
