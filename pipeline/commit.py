@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import logging
-import os
-import signal
 import time
 from collections import Counter
 from dataclasses import dataclass, field
@@ -13,13 +11,9 @@ from typing import Callable
 import pyarrow as pa
 
 from manifests.store import ManifestStore, shard_key
+from pipeline.faults import kill_after_commit
 
 log = logging.getLogger(__name__)
-
-# Testing hook: "<shard prefix>:<N>" (e.g. "gen-r0-:2") SIGKILLs this driver right after its N-th commit of
-# shards with that prefix, so tests can kill a run at an exact point. Unset in normal use.
-KILL_AFTER_COMMITS_ENV = "CIEP_FAULT_KILL_AFTER_COMMITS"
-_commits_in_process: Counter = Counter()
 
 TableSplitter = Callable[[pa.Table], dict[str, pa.Table]]
 
@@ -106,15 +100,5 @@ class CommitBuffer:
             shard = shard_key(part.column(self.id_column).to_pylist(), self.prefix)
             self.store.commit(shard, self.split(part), self.info)
             self.committed_rows += part.num_rows
-            _maybe_kill_for_test(self.prefix)
+            kill_after_commit(self.prefix)  # testing hook, inert unless its variable is set
 
-
-def _maybe_kill_for_test(prefix: str) -> None:
-    spec = os.environ.get(KILL_AFTER_COMMITS_ENV)
-    if not spec:
-        return
-    wanted, _, n = spec.rpartition(":")
-    if prefix == wanted:
-        _commits_in_process[prefix] += 1
-        if _commits_in_process[prefix] >= int(n):
-            os.kill(os.getpid(), signal.SIGKILL)

@@ -1,4 +1,4 @@
-"""TESTING HOOK: inject a real fault (exception, process exit, pause for a SIGKILL) on a chosen item.
+"""TESTING HOOKS: inject a real fault (exception, process exit, pause, SIGKILL after a commit) at a chosen point.
 
 Configured by `run.fault_injection` (pipeline/config.py FaultInjectionConfig) and used only by the fault tests in
 tests/hardening/. With the field unset (always, outside those tests) `maybe_inject` returns at once. Stages call
@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import fnmatch
 import os
+import signal
 import time
+from collections import Counter
 
 from pipeline.config import FaultInjectionConfig
 
@@ -46,3 +48,22 @@ def maybe_inject(fault: FaultInjectionConfig | None, at: str, item_id: str | Non
     if fault.action == "raise":
         raise InjectedFault(f"injected fault at {at} on item {item_id}")
     os._exit(FAULT_EXIT_CODE)
+
+
+# Driver-side hook, set by environment so that a test can kill a child driver at an exact point:
+# "<shard prefix>:<N>" (e.g. "gen-r0-:2") SIGKILLs the driver right after its N-th commit of shards with that
+# prefix (pipeline/commit.py). Unset in normal use.
+KILL_AFTER_COMMITS_ENV = "CIEP_FAULT_KILL_AFTER_COMMITS"
+_commits_seen: Counter = Counter()
+
+
+def kill_after_commit(prefix: str) -> None:
+    """SIGKILL this process after the N-th commit of `prefix` shards, when KILL_AFTER_COMMITS_ENV asks."""
+    spec = os.environ.get(KILL_AFTER_COMMITS_ENV)
+    if not spec:
+        return
+    wanted, _, n = spec.rpartition(":")
+    if prefix == wanted:
+        _commits_seen[prefix] += 1
+        if _commits_seen[prefix] >= int(n):
+            os.kill(os.getpid(), signal.SIGKILL)

@@ -10,7 +10,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from manifests.schemas import CANDIDATES, REJECTS
-from manifests.store import ManifestStore
+from manifests.store import ManifestStore, shard_key
 from pipeline.commit import CommitBuffer, Progress, StageErrorGuard
 from pipeline.config import PipelineConfig
 from pipeline.ray_adapter import apply_stages, check_wiring, dataset_from_table
@@ -73,7 +73,7 @@ def run_ingest(cfg: PipelineConfig, store: ManifestStore, run_root: str) -> Phas
     done |= set(pc.filter(rejects["item_id"], pc.equal(rejects["stage"], "ingest")).to_pylist())
     refused = [r for r in listing.refused if r["input_key"] not in done]
     if refused:
-        store.commit(f"ingest-refused-{len(done)}-{len(refused)}",
+        store.commit(shard_key([r["input_key"] for r in refused], "ingest-refused-"),
                      {"rejects": _rejects_rows(refused, 0, run_id)}, {"phase": "ingest"})
     todo = listing.items.filter(pc.invert(pc.is_in(listing.items["input_key"], pa.array(sorted(done), pa.string()))))
     log.info("ingest: %d images listed, %d already done, %d to do", listing.items.num_rows + len(listing.refused),
@@ -144,7 +144,7 @@ def run_generation(cfg: PipelineConfig, store: ManifestStore, run_root: str, rou
                                                               pc.equal(rejects["round"], round_index))).to_pylist())
     refused = [r for r in plan.refused if r["item_id"] not in refused_done]
     if refused:
-        store.commit(f"pairing-r{round_index}-{len(refused_done)}-{len(refused)}",
+        store.commit(shard_key([r["item_id"] for r in refused], f"pairing-r{round_index}-"),
                      {"rejects": _rejects_rows(refused, round_index, run_id)}, {"phase": "pairing"})
     qc_done = store.read_table("qc", ["candidate_id", "round"])
     done = set(pc.filter(qc_done["candidate_id"], pc.equal(qc_done["round"], round_index)).to_pylist())
