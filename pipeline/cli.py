@@ -17,9 +17,9 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "run": ("pipeline.run_idi", "run IDI rounds (same as python pipeline/run_idi.py)"),
     "train": ("pipeline.train_adapter", "train an E-Adapter on a run's or release's triples"),
     "calibrate-identity": ("qc.calibrate", "identity-score distributions and threshold at a false-accept rate"),
-    "release": ("manifests.release_cli", "create / verify / diff / list dataset releases"),
-    "export": ("manifests.export", "export a release for trainers (hf-parquet, webdataset, imagefolder)"),
-    "report": ("qc.report", "self-contained HTML QC report of a run or release"),
+    "release": ("publish.release_cli", "create / verify / diff / list dataset releases"),
+    "export": ("publish.export", "export a release for trainers (hf-parquet, webdataset, imagefolder)"),
+    "report": ("publish.report", "self-contained HTML QC report of a run or release"),
 }
 
 
@@ -37,7 +37,7 @@ def query_main(argv: list[str]) -> int:
     cfg = load_config(args.config)
     root = args.output_root or cfg.run.output_root
     if args.release:
-        from manifests.release import release_stores
+        from publish.release import release_stores
         con = connect(release_stores(root, args.release))
     else:
         opts = dict(cfg.run.storage_options)

@@ -11,7 +11,7 @@ from typing import Callable
 import pyarrow as pa
 
 from manifests.store import ManifestStore, shard_key
-from pipeline.faults import kill_after_commit
+from core.faults import kill_after_commit
 
 log = logging.getLogger(__name__)
 

@@ -20,7 +20,7 @@ from manifests.runs import now_iso, read_run_info, run_url, write_run_info  # no
 from manifests.store import ManifestStore  # noqa: E402
 from pipeline.commit import StageFailureError  # noqa: E402
 from pipeline.config import ConfigError, PipelineConfig, load_config, quiet_credential_loggers  # noqa: E402
-from pipeline.faults import maybe_inject  # noqa: E402
+from core.faults import maybe_inject  # noqa: E402
 from pipeline.ray_adapter import init_ray  # noqa: E402
 from pipeline.round import run_ingest  # noqa: E402
 from pipeline.rounds import run_rounds  # noqa: E402
@@ -47,7 +47,7 @@ def prepare_run(cfg: PipelineConfig) -> tuple[str, ManifestStore, dict]:
         info = dict(run_id=run_id, created_at=now_iso(), config_fingerprint=fingerprint,
                     config=cfg.redacted_dump(), invocations=[])
     store = ManifestStore.open(url, cfg.run.storage_options)
-    if cfg.run.fault_injection is not None:  # testing hook (pipeline/faults.py)
+    if cfg.run.fault_injection is not None:  # testing hook (core/faults.py)
         store.before_marker = lambda shard: maybe_inject(cfg.run.fault_injection, "commit", shard)
     store.sweep_orphans()
     return url, store, info

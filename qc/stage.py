@@ -10,10 +10,10 @@ import pyarrow as pa
 
 from manifests.artifacts import ArtifactStore
 from pipeline.config import StageResources
-from pipeline.faults import maybe_inject
+from core.faults import maybe_inject
 from qc.decide import ACCEPTED, Scores, Thresholds, failed_checks
 from qc.identity import cosine_similarity
-from qc.quality import sharpness
+from stages.face.quality import sharpness
 from stages.base import STATUS_OK, Stage, rows_to_table
 from stages.face.backends import build_detector, build_embedder
 from stages.face.expression import expression_descriptor, expression_distance

@@ -15,7 +15,7 @@ from typing import Any, ClassVar
 import pyarrow as pa
 
 from pipeline.config import PipelineConfig, StageResources
-from pipeline.faults import maybe_inject
+from core.faults import maybe_inject
 
 log = logging.getLogger(__name__)
 
@@ -88,7 +88,7 @@ class RowwiseStage(Stage):
         rows = batch.to_pylist()
         ok = [r for r in rows if r.get("status") in (None, STATUS_OK)]
         fault = self.config.run.fault_injection
-        if fault is not None and fault.at == self.name:  # testing hook only (pipeline/faults.py)
+        if fault is not None and fault.at == self.name:  # testing hook only (core/faults.py)
             ok = [r for r in ok if not self._inject_fault(fault, r)]
         results = self.process_rows(ok) if ok else []
         for row, result in zip(ok, results):

@@ -12,7 +12,7 @@ import pyarrow as pa
 from manifests.artifacts import ArtifactStore
 from manifests.schemas import SOURCES
 from pipeline.config import StageResources
-from qc.quality import sharpness
+from stages.face.quality import sharpness
 from stages.base import RowRejected, RowwiseStage
 from stages.face.align import ffhq_align
 from stages.face.backends import build_detector, build_embedder

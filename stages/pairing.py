@@ -15,7 +15,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from manifests.release import split_of
+from publish.release import split_of
 from pipeline.config import PipelineConfig
 from stages.face.expression import DESCRIPTOR_NAMES, WEIGHTS
 

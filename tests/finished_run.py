@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from manifests.release import Release, create_release, default_releases_root
+from publish.release import Release, create_release, default_releases_root
 from pipeline.config import PipelineConfig, load_config
 from tests.conftest import make_corpus
 

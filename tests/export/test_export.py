@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from manifests.export import export_release
-from manifests.release import ReleaseError
+from publish.export import export_release
+from publish.release import ReleaseError
 from pipeline.cli import main as ciep
 
 datasets = pytest.importorskip("datasets")
@@ -126,7 +126,7 @@ def test_export_refuses_a_nonempty_destination_and_cli_works(release, finished_r
 
 
 def test_jpeg_conversion_keeps_the_picture(release):
-    from manifests.export import to_jpeg
+    from publish.export import to_jpeg
     rel = release.store.read_table("triples", ["r_file"]).column("r_file")[0].as_py()
     png = release.read_bytes(rel)
     with Image.open(io.BytesIO(to_jpeg(png, 95))) as jpg, Image.open(io.BytesIO(png)) as orig:

@@ -17,7 +17,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from qc.quality import sharpness
+from stages.face.quality import sharpness
 from stages.face.align import ffhq_align
 from stages.face.classic_swap import ClassicSwapper
 from stages.face.dlib_models import DlibDetector, DlibEmbedder

@@ -1,7 +1,7 @@
 """Real faults injected into real rounds (Ray, dlib, DuckDB, Parquet): a stage actor exiting mid-batch, the
 driver SIGKILLed at four points, a model raising on one item and on every item, two drivers on one run id.
 
-Faults come from the `run.fault_injection` testing hook (pipeline/faults.py): an exception, os._exit of the
+Faults come from the `run.fault_injection` testing hook (core/faults.py): an exception, os._exit of the
 actor, or a pause at which this test SIGKILLs the driver. Nothing of Ray, Parquet or DuckDB is mocked.
 """
 

@@ -16,7 +16,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from manifests.query import connect
-from manifests.release import split_of
+from publish.release import split_of
 from manifests.schemas import TRIPLES
 from manifests.store import ManifestStore
 from pipeline.config import load_config

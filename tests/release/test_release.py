@@ -12,9 +12,9 @@ from pathlib import Path
 
 import pytest
 
-from manifests.dataset_card import parse_card_header
-from manifests.export import export_release
-from manifests.release import (ReleaseError, ReleaseExistsError, create_release, diff_releases, list_releases,
+from publish.dataset_card import parse_card_header
+from publish.export import export_release
+from publish.release import (ReleaseError, ReleaseExistsError, create_release, diff_releases, list_releases,
                                open_release, split_of, verify_release)
 from manifests.store import ManifestStore
 from manifests.synthetic import write_synthetic_run

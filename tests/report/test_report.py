@@ -17,8 +17,8 @@ from PIL import Image
 
 from manifests.synthetic import write_synthetic_run
 from pipeline.cli import main as ciep
-from qc.contact_sheet import SheetItem, worst_first
-from qc.report import load_release, load_run, render_report
+from publish.contact_sheet import SheetItem, worst_first
+from publish.report import load_release, load_run, render_report
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 _ATTR = re.compile(r"""\b(src|href)\s*=\s*["']([^"']*)["']""", re.I)

@@ -21,12 +21,12 @@ import fsspec
 import numpy as np
 
 from manifests.query import connect
-from manifests.release import (Release, ReleaseNotFoundError, default_releases_root, open_release,
+from publish.release import (Release, ReleaseNotFoundError, default_releases_root, open_release,
                                open_release_url)
 from manifests.runs import now_iso, read_run_info, resolve_run
 from manifests.store import ManifestStore, atomic_write_bytes
-from qc import plots
-from qc.contact_sheet import SheetItem, sheet_html, worst_first
+from publish import plots
+from publish.contact_sheet import SheetItem, sheet_html, worst_first
 
 log = logging.getLogger(__name__)
 

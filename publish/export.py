@@ -32,9 +32,9 @@ import pyarrow as pa
 import pyarrow.dataset as pads
 import pyarrow.parquet as pq
 
-from manifests.release import (CARD, Release, ReleaseError, default_releases_root, open_release,
+from publish.release import (CARD, Release, ReleaseError, default_releases_root, open_release,
                                open_release_url)
-from manifests.release_schema import EXPORT_COLUMNS, IMAGE_ROLES, export_arrow_schema
+from publish.release_schema import EXPORT_COLUMNS, IMAGE_ROLES, export_arrow_schema
 from manifests.scan import count_rows, iter_batches, release_arrow_memory
 from manifests.store import atomic_write_bytes
 

@@ -33,9 +33,9 @@ import pyarrow as pa
 import pyarrow.dataset as pads
 from fsspec.implementations.local import LocalFileSystem
 
-from manifests.dataset_card import render_card
-from manifests.release_schema import IMAGE_ROLES, RELEASE_FORMAT_VERSION, RELEASE_TABLES, RELEASE_TRIPLES
-from manifests.release_stats import release_lineage, release_stats, run_qc_summary
+from publish.dataset_card import render_card
+from publish.release_schema import IMAGE_ROLES, RELEASE_FORMAT_VERSION, RELEASE_TABLES, RELEASE_TRIPLES
+from publish.release_stats import release_lineage, release_stats, run_qc_summary
 from manifests.runs import now_iso, read_run_info
 from manifests.scan import iter_batches, release_arrow_memory
 from manifests.store import COMMITS_DIR, ManifestStore, atomic_write_bytes, exclusive_create_bytes, shard_key

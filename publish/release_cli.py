@@ -7,7 +7,7 @@ import hashlib
 import json
 import sys
 
-from manifests.release import (Release, ReleaseDiff, ReleaseError, create_release, default_releases_root,
+from publish.release import (Release, ReleaseDiff, ReleaseError, create_release, default_releases_root,
                                diff_releases, list_releases, open_release, verify_release)
 from manifests.runs import resolve_run
 from pipeline.config import PipelineConfig, load_config
