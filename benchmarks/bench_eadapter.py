@@ -127,7 +127,7 @@ def run(args: argparse.Namespace) -> tuple[str, list[dict]]:
 
         folder = build_tiny_sd(Path(tmp.name) / "tiny")
         tr = EAdapterTransferer.from_config(config_from_dict({"expression_transfer": {
-            "backend": "eadapter", "base_model": str(folder), **section}}), embedder=thumbnail_embedder)
+            "backend": "eadapter", "base_model": str(folder), **section}}).expression_transfer, embedder=thumbnail_embedder)
         size, label = 64, "tiny SD-shaped model (tests/eadapter), 64 px"
     rows = []
     for b in batches:

@@ -66,11 +66,11 @@ def _pool(size: int = 256) -> list:
 
 def child(args: argparse.Namespace) -> dict:
     """One measured step in this (fresh) process; prints a JSON line."""
-    from publish.export import export_release
-    from publish.release import create_release, open_release
-
     import duckdb  # noqa: F401  (imported by the step anyway; counted in the baseline, not the step)
     import PIL.Image  # noqa: F401
+
+    from publish.export import export_release
+    from publish.release import create_release, open_release
 
     base_rss = _status_mb("VmRSS")
     _reset_peak()

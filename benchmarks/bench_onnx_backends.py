@@ -20,7 +20,6 @@ from collections.abc import Callable
 from pathlib import Path
 
 import onnxruntime as ort
-
 from results_md import replace_section
 
 REPO = Path(__file__).resolve().parent.parent
@@ -64,7 +63,7 @@ def run(seconds: float) -> list[tuple[str, str, float]]:
         return config_from_dict({"models": models, **sections})
 
     rows: list[tuple[str, str, float]] = []
-    emb = ArcFaceEmbedder.from_config(cfg())
+    emb = ArcFaceEmbedder.from_config(cfg().models)
     pairs = list(zip(images, faces))
     rows.append(("arcface (norm_crop 112 + net)", "1 face/call", _rate(lambda: (emb.embed(*pairs[0]), 1)[1], seconds)))
     rows.append(("arcface (norm_crop 112 + net)", "8 faces/call", _rate(lambda: len(emb.embed_batch(pairs)), seconds)))
@@ -73,14 +72,15 @@ def run(seconds: float) -> list[tuple[str, str, float]]:
     det = ScrfdDetector(resolve_model(scrfd_cfg.models, "scrfd_10g"), ["CPUExecutionProvider"])
     rows.append(("scrfd 640 (letterbox, decode, NMS)", "512x512 image", _rate(lambda: (det.detect(images[0]), 1)[1],
                                                                            seconds)))
-    land = dlib_landmarker(scrfd_cfg)
+    land = dlib_landmarker(scrfd_cfg.ingest)
     rows.append(("dlib 68 landmarks on a box (scrfd add-on)", "1 face",
                  _rate(lambda: (land(images[0], faces[0].box), 1)[1], seconds)))
 
     items = [(images[0], faces[0], im, f) for im, f in zip(images, faces)]
     for model, extra in (("inswapper_128", {}), ("hyperswap_1a_256", {}), ("simswap_256", {}),
                          ("hyperswap_1a_256", {"occluder_model": "xseg_3", "parser_model": "bisenet_resnet_34"})):
-        sw = OnnxSwapper.from_config(cfg(identity_swap={"backend": "onnx", "model": model, **extra}))
+        sw_cfg = cfg(identity_swap={"backend": "onnx", "model": model, **extra})
+        sw = OnnxSwapper.from_config(sw_cfg.identity_swap, sw_cfg.models)
         label = model + (" + xseg + bisenet masks" if extra else "")
         rows.append((label, "1 item/call", _rate(lambda: (sw.swap(*items[1]), 1)[1], seconds)))
         rows.append((label, "8 items/call", _rate(lambda: len(sw.swap_batch(items)), seconds)))

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import argparse
 import hashlib
-import os
 import resource
 import sys
 import tempfile
@@ -27,7 +26,7 @@ from manifests.schemas import CANDIDATES, SOURCES  # noqa: E402
 from manifests.store import ManifestStore  # noqa: E402
 from pipeline.commit import CommitBuffer  # noqa: E402
 from pipeline.config import load_config  # noqa: E402
-from stages.pairing import plan_round  # noqa: E402
+from pipeline.round import plan_for  # noqa: E402
 
 EXPRESSIONS = ["neutral", "smiling", "surprised", "angry", "sad", "disgusted", "fearful", None]
 
@@ -132,7 +131,7 @@ def main(argv: list[str] | None = None) -> int:
     phase("commit sources (10k-row shards)", write_sources)
     del sources
     read = phase("read sources back (committed shards)", lambda: store.read_table("sources"))
-    plan = phase("plan_round", lambda: plan_round(read, cfg, 0))
+    plan = phase("plan_round", lambda: plan_for(cfg, read, 0))
     del read
 
     def write_candidates():

@@ -1,6 +1,6 @@
 """TESTING HOOKS: inject a real fault (exception, process exit, pause, SIGKILL after a commit) at a chosen point.
 
-Configured by `run.fault_injection` (pipeline/config.py FaultInjectionConfig) and used only by the fault tests in
+Configured by `run.fault_injection` (FaultInjectionConfig below) and used only by the fault tests in
 tests/hardening/. With the field unset (always, outside those tests) `maybe_inject` returns at once. Stages call
 it for every ok row (stages/base.py, qc/stage.py); the driver calls it between a shard's files and its commit
 marker (manifests/store.py `before_marker`, wired in pipeline/run_idi.py). No Ray import: stages use it.
@@ -13,10 +13,40 @@ import os
 import signal
 import time
 from collections import Counter
+from typing import Literal
 
-from pipeline.config import FaultInjectionConfig
+from pydantic import model_validator
+
+from core.config import Strict
 
 FAULT_EXIT_CODE = 86
+
+
+class FaultInjectionConfig(Strict):
+    """TESTING HOOK (tests/hardening only): make one stage, or the driver's commit, fail on a chosen item.
+
+    at:     a stage name (ingest, expression_transfer, identity_swap, qc, or any RowwiseStage) or "commit"
+            (the driver, after a manifest shard's files are written and before its commit marker).
+    item:   fnmatch pattern over the item id: input_key in ingest, candidate_id after pairing, the shard name
+            for "commit"; "*" matches every item.
+    action: "raise"  an exception from the model call, as a broken model would (-> stage_error row);
+            "exit"   os._exit(FAULT_EXIT_CODE) of the process (actor or driver), as a crash would;
+            "pause"  create `marker`, then sleep, so a test can SIGKILL the driver at exactly this point.
+    marker: local file. With raise/exit the fault fires only in the process that creates it first (O_EXCL),
+            so a restarted actor does not fail again on the retried batch; with pause it is the signal.
+    Not part of the data fingerprint: a faulted run and its resume are the same run id as a clean one.
+    """
+
+    at: str
+    item: str = "*"
+    action: Literal["raise", "exit", "pause"]
+    marker: str | None = None
+
+    @model_validator(mode="after")
+    def _pause_needs_marker(self) -> "FaultInjectionConfig":
+        if self.action == "pause" and not self.marker:
+            raise ValueError("fault_injection.marker is required with action 'pause'")
+        return self
 
 
 class InjectedFault(RuntimeError):

@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass
 
 import cv2
-import fsspec
 import numpy as np
 
-from manifests.store import atomic_write_bytes, full_url
+from core.location import Location
+from manifests.store import atomic_write_bytes
 
 
 def png_bytes(rgb: np.ndarray) -> bytes:
@@ -26,24 +25,20 @@ def rgb_from_png(data: bytes) -> np.ndarray:
     return cv2.cvtColor(arr, cv2.COLOR_BGR2RGB)
 
 
-@dataclass
 class ArtifactStore:
     """Writes `<run>/images/<kind>/<id>.png`; rewriting the same id with the same pixels is a no-op."""
 
-    run_url: str
-    storage_options: dict | None = None
-
-    def __post_init__(self) -> None:
-        self.fs, self.root = fsspec.core.url_to_fs(self.run_url, **(self.storage_options or {}))
-        self.root = self.root.rstrip("/")
+    def __init__(self, run: Location | str) -> None:
+        self.run = Location.of(run)
+        self.fs, self.root = self.run.fs, self.run.path
 
     def put(self, kind: str, item_id: str, rgb: np.ndarray) -> tuple[str, str]:
         """Store an image; returns (url, sha256 of the file bytes)."""
         data = png_bytes(rgb)
         path = f"{self.root}/images/{kind}/{item_id}.png"
         atomic_write_bytes(self.fs, path, data)
-        return full_url(self.fs, path), hashlib.sha256(data).hexdigest()
+        return self.run.full_url(path), hashlib.sha256(data).hexdigest()
 
     def get(self, url: str) -> np.ndarray:
-        with fsspec.open(url, "rb", **(self.storage_options or {})) as fh:
+        with self.run.open_url(url) as fh:
             return rgb_from_png(fh.read())

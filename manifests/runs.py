@@ -5,8 +5,8 @@ from __future__ import annotations
 import json
 from datetime import datetime, timezone
 
-import fsspec
-
+from core.config import StorageOptions
+from core.location import Location
 from manifests.store import atomic_write_bytes
 
 
@@ -18,40 +18,45 @@ def now_iso() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="seconds")
 
 
-def read_run_info(url: str, storage_options: dict | None = None) -> dict:
-    fs, root = fsspec.core.url_to_fs(url, **(storage_options or {}))
-    path = f"{root.rstrip('/')}/run.json"
-    if not fs.exists(path):
+def read_run_info(url: Location | str, storage_options: StorageOptions | None = None) -> dict:
+    run = Location.of(url, storage_options)
+    if not run.exists("run.json"):
         return {}
-    return json.loads(fs.cat_file(path))
+    info: dict = json.loads(run.read_bytes("run.json"))
+    return info
 
 
-def write_run_info(url: str, info: dict, storage_options: dict | None = None) -> None:
-    fs, root = fsspec.core.url_to_fs(url, **(storage_options or {}))
-    atomic_write_bytes(fs, f"{root.rstrip('/')}/run.json", json.dumps(info, indent=2, sort_keys=True).encode())
+def write_run_info(url: Location | str, info: dict, storage_options: StorageOptions | None = None) -> None:
+    run = Location.of(url, storage_options)
+    atomic_write_bytes(run.fs, run.sub_path("run.json"), json.dumps(info, indent=2, sort_keys=True).encode())
 
 
-def list_runs(output_root: str, storage_options: dict | None = None) -> list[dict]:
+def list_runs(output_root: Location | str, storage_options: StorageOptions | None = None) -> list[dict]:
     """Every run under output_root with its run.json, least recently updated first."""
-    fs, root = fsspec.core.url_to_fs(output_root, **(storage_options or {}))
-    if not fs.exists(root):
+    out = Location.of(output_root, storage_options)
+    if not out.fs.exists(out.path):
         return []
     runs = []
-    for path in fs.glob(f"{root.rstrip('/')}/*/run.json"):
-        info = json.loads(fs.cat_file(path))
-        info["_url"] = run_url(output_root, path.rstrip("/").split("/")[-2])
+    for path in out.fs.glob(f"{out.path}/*/run.json"):
+        info = json.loads(out.fs.cat_file(path))
+        info["_url"] = run_url(out.url, path.rstrip("/").split("/")[-2])
         runs.append(info)
     return sorted(runs, key=lambda r: (r.get("updated_at", ""), r.get("created_at", "")))
 
 
-def resolve_run(output_root: str, run_id: str | None, storage_options: dict | None = None) -> str:
-    """URL of the named run, or of the most recently updated one."""
+def find_run(output_root: Location, run_id: str | None) -> Location:
+    """The named run under output_root, or the most recently updated one (with output_root's options)."""
     if run_id:
-        url = run_url(output_root, run_id)
-        if not read_run_info(url, storage_options):
-            raise FileNotFoundError(f"no run {run_id!r} under {output_root!r}")
-        return url
-    runs = list_runs(output_root, storage_options)
+        run = output_root.join(run_id)
+        if not read_run_info(run):
+            raise FileNotFoundError(f"no run {run_id!r} under {output_root.url!r}")
+        return run
+    runs = list_runs(output_root)
     if not runs:
-        raise FileNotFoundError(f"no runs under {output_root!r}; run `python pipeline/run_idi.py` first")
-    return runs[-1]["_url"]
+        raise FileNotFoundError(f"no runs under {output_root.url!r}; run `python pipeline/run_idi.py` first")
+    return output_root.join(str(runs[-1]["_url"]).rsplit("/", 1)[-1])
+
+
+def resolve_run(output_root: Location | str, run_id: str | None, storage_options: StorageOptions | None = None) -> str:
+    """URL of the named run, or of the most recently updated one."""
+    return find_run(Location.of(output_root, storage_options), run_id).url

@@ -101,6 +101,9 @@ QC = _versioned("qc", [
     pa.field("run_id", pa.string()),
 ])
 
+# The columns the QC stage adds to a row: the qc table without its keys, nullable while rows are in flight.
+QC_FIELDS = tuple(f.with_nullable(True) for f in QC if f.name not in ("candidate_id", "round", "run_id"))
+
 # Accepted training triples {S, R, T}: what trainers read.
 TRIPLES = _versioned("triples", [
     pa.field("triple_id", pa.string(), nullable=False),

@@ -29,6 +29,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from fsspec.implementations.local import LocalFileSystem
 
+from core.config import StorageOptions
+from core.location import Location
 from manifests.schemas import TABLES, conform
 
 log = logging.getLogger(__name__)
@@ -93,10 +95,10 @@ class ManifestStore:
     schemas: dict[str, pa.Schema] = field(default_factory=lambda: dict(TABLES), repr=False)
 
     @classmethod
-    def open(cls, run_url: str, storage_options: dict | None = None,
+    def open(cls, run_url: Location | str, storage_options: StorageOptions | None = None,
              schemas: dict[str, pa.Schema] | None = None) -> "ManifestStore":
-        fs, root = fsspec.core.url_to_fs(run_url, **(storage_options or {}))
-        return cls(fs, root.rstrip("/"), schemas=dict(schemas or TABLES))
+        run = Location.of(run_url, storage_options)
+        return cls(run.fs, run.path, schemas=dict(schemas or TABLES))
 
     @property
     def manifests_dir(self) -> str:

@@ -1,26 +1,42 @@
-"""The `ciep` command: one subcommand per job, each implemented by a module's main(argv)."""
+"""The `ciep` command: every subcommand is wired here, the one place that loads the config for them.
+
+`run` and `train` are the run's own entry points (main(argv) in pipeline/). The others are implemented below
+the run (qc/, publish/, manifests/), which never import pipeline/: this module parses their arguments, loads
+the config and hands them what they need from it, above all the output root as a storage Location that carries
+`run.storage_options` (so a custom S3 endpoint reaches every command).
+"""
 
 from __future__ import annotations
 
 import argparse
+import csv
 import importlib
+import json
 import logging
 import sys
+from collections.abc import Callable
 
+import fsspec
+
+from core.location import Location
 from manifests.query import NAMED_QUERIES, connect, format_table, run_query
-from manifests.runs import resolve_run
+from manifests.runs import find_run
 from manifests.store import ManifestStore
-from pipeline.config import ConfigError, load_config, quiet_credential_loggers
+from pipeline.config import ConfigError, PipelineConfig, load_config, quiet_credential_loggers
 
-# subcommand -> (module, help). Each module exposes main(argv: list[str]) -> int.
-SUBCOMMANDS: dict[str, tuple[str, str]] = {
+# The run's own commands: module -> main(argv: list[str]) -> int.
+RUN_COMMANDS: dict[str, tuple[str, str]] = {
     "run": ("pipeline.run_idi", "run IDI rounds (same as python pipeline/run_idi.py)"),
     "train": ("pipeline.train_adapter", "train an E-Adapter on a run's or release's triples"),
-    "calibrate-identity": ("qc.calibrate", "identity-score distributions and threshold at a false-accept rate"),
-    "release": ("publish.release_cli", "create / verify / diff / list dataset releases"),
-    "export": ("publish.export", "export a release for trainers (hf-parquet, webdataset, imagefolder)"),
-    "report": ("publish.report", "self-contained HTML QC report of a run or release"),
 }
+
+
+def output_roots(cfg: PipelineConfig, args: argparse.Namespace) -> tuple[Location, Location]:
+    """(output root, releases root) from --output-root/--releases-root or the config, with run.storage_options."""
+    options = dict(cfg.run.storage_options)
+    output_root = Location(getattr(args, "output_root", None) or cfg.run.output_root, options)
+    releases = getattr(args, "releases_root", None)
+    return output_root, Location(releases, options) if releases else output_root.join("releases")
 
 
 def query_main(argv: list[str]) -> int:
@@ -34,45 +50,98 @@ def query_main(argv: list[str]) -> int:
     p.add_argument("--release", action="append", default=[], help="query these releases instead of a run")
     p.add_argument("--format", choices=["table", "csv", "json"], default="table")
     args = p.parse_args(argv)
-    cfg = load_config(args.config)
-    root = args.output_root or cfg.run.output_root
+    output_root, _ = output_roots(load_config(args.config), args)
     if args.release:
         from publish.release import release_stores
-        con = connect(release_stores(root, args.release))
+        con = connect(release_stores(output_root, args.release))
     else:
-        opts = dict(cfg.run.storage_options)
-        con = connect(ManifestStore.open(resolve_run(root, args.run, opts), opts))
+        con = connect(ManifestStore.open(find_run(output_root, args.run)))
     cols, rows = run_query(con, args.sql)
     if args.format == "table":
         print(format_table(cols, rows))
     elif args.format == "csv":
-        import csv
         w = csv.writer(sys.stdout)
         w.writerow(cols)
         w.writerows(rows)
     else:
-        import json
         print(json.dumps([dict(zip(cols, r)) for r in rows], default=str, indent=1))
     return 0
 
 
+def calibrate_main(argv: list[str]) -> int:
+    from qc.calibrate import calibrate_identity
+
+    p = argparse.ArgumentParser(prog="ciep calibrate-identity",
+                                description="Calibrate the identity threshold: same- vs different-identity cosine "
+                                            "similarities on a labelled corpus.")
+    p.add_argument("--config", help="YAML config (default configs/demo.yaml); its detector/embedder are used")
+    p.add_argument("--corpus", required=True, help="folder or URL with one sub-folder of images per identity")
+    p.add_argument("--far", type=float, default=0.01, help="false-accept rate for the threshold (default 0.01)")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a config key, e.g. --set qc.identity.backend=arcface")
+    p.add_argument("--json", help="also write the result as JSON to this path")
+    args = p.parse_args(argv)
+    cfg = load_config(args.config, args.overrides)
+    result = calibrate_identity(cfg, args.corpus, args.far)
+    sys.stdout.write(result.format() + "\n")
+    if args.json:
+        with fsspec.open(args.json, "w") as fh:
+            json.dump(result.to_dict(), fh, indent=1)
+    return 0
+
+
+def release_main(argv: list[str]) -> int:
+    from publish import release_cli
+
+    args = release_cli.build_parser().parse_args(argv)
+    cfg = load_config(args.config)
+    return release_cli.run_cli(args, *output_roots(cfg, args), cfg.release)
+
+
+def export_main(argv: list[str]) -> int:
+    from publish import export
+
+    args = export.build_parser().parse_args(argv)
+    return export.run_cli(args, *output_roots(load_config(args.config), args))
+
+
+def report_main(argv: list[str]) -> int:
+    from publish import report
+
+    args = report.build_parser().parse_args(argv)
+    return report.run_cli(args, *output_roots(load_config(args.config), args))
+
+
+# subcommand -> (entry point, help)
+COMMANDS: dict[str, tuple[Callable[[list[str]], int], str]] = {
+    "query": (query_main, "DuckDB SQL or a named query over a run's manifests"),
+    "calibrate-identity": (calibrate_main, "identity-score distributions and threshold at a false-accept rate"),
+    "release": (release_main, "create / verify / diff / list dataset releases"),
+    "export": (export_main, "export a release for trainers (hf-parquet, webdataset, imagefolder)"),
+    "report": (report_main, "self-contained HTML QC report of a run or release"),
+}
+
+
+def _run_command(module_name: str) -> Callable[[list[str]], int]:
+    def call(argv: list[str]) -> int:
+        return int(importlib.import_module(module_name).main(argv) or 0)
+    return call
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    commands = {"query": "DuckDB SQL or a named query over a run's manifests",
-                **{k: v[1] for k, v in SUBCOMMANDS.items()}}
+    commands = {**{k: (_run_command(m), h) for k, (m, h) in RUN_COMMANDS.items()}, **COMMANDS}
+    order = ["run", "train", "calibrate-identity", "release", "export", "report", "query"]
     if not argv or argv[0] in ("-h", "--help") or argv[0] not in commands:
         print("usage: ciep <command> [options]\n\ncommands:")
-        for name, help_text in commands.items():
-            print(f"  {name:<20} {help_text}")
+        for name in order:
+            print(f"  {name:<20} {commands[name][1]}")
         return 0 if argv and argv[0] in ("-h", "--help") else 2
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     quiet_credential_loggers()
     name, rest = argv[0], argv[1:]
     try:
-        if name == "query":
-            return query_main(rest)
-        module = importlib.import_module(SUBCOMMANDS[name][0])
-        return int(module.main(rest) or 0)
+        return commands[name][0](rest)
     except (ConfigError, FileNotFoundError) as err:
         print(f"ciep {name}: {err}", file=sys.stderr)
         return 2

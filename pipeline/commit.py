@@ -10,8 +10,8 @@ from typing import Callable
 
 import pyarrow as pa
 
-from manifests.store import ManifestStore, shard_key
 from core.faults import kill_after_commit
+from manifests.store import ManifestStore, shard_key
 
 log = logging.getLogger(__name__)
 

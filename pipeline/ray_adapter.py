@@ -12,10 +12,14 @@ import pyarrow as pa
 import ray
 import ray.data
 
-from pipeline.config import PipelineConfig, RayConfig, StageResources
-from stages.base import Stage, make_stage
+from core.config import StageResources, Strict
+from core.location import Location
+from pipeline.config import PipelineConfig, RayConfig
+from stages.base import Stage, StageContext, make_stage
 
 log = logging.getLogger(__name__)
+
+StageSection = Strict  # a stage's own config section
 
 
 def init_ray(cfg: RayConfig) -> None:
@@ -53,9 +57,9 @@ STAGE_STATS_ENV = "CIEP_STAGE_STATS_DIR"
 class StageActor:
     """A Ray Data callable class: builds its stage (and loads its models) once per actor."""
 
-    def __init__(self, stage_cls: type[Stage], config: PipelineConfig, run_root: str) -> None:
+    def __init__(self, stage_cls: type[Stage], section: StageSection, context: StageContext) -> None:
         logging.basicConfig(level=logging.WARNING)
-        self.stage = make_stage(stage_cls, config, run_root)
+        self.stage = make_stage(stage_cls, section, context)
         stats_dir = os.environ.get(STAGE_STATS_ENV)
         self._stats_path = os.path.join(stats_dir, f"{stage_cls.name}-{os.getpid()}.jsonl") if stats_dir else None
 
@@ -68,6 +72,20 @@ class StageActor:
             fh.write(json.dumps(dict(stage=self.stage.name, pid=os.getpid(), start=start, end=time.time(),
                                      rows=batch.num_rows)) + "\n")
         return out
+
+
+def stage_context(config: PipelineConfig, run_root: str) -> StageContext:
+    """What every stage of this run shares: the run folder (with run.storage_options), ids, models, test hook."""
+    return StageContext(run=Location(run_root, dict(config.run.storage_options)), run_id=config.resolved_run_id(),
+                        fingerprint=config.data_fingerprint(), detector=config.ingest, models=config.models,
+                        identity=config.qc.identity, corpus_storage_options=dict(config.corpus.storage_options),
+                        fault=config.run.fault_injection)
+
+
+def stage_section(cls: type[Stage], config: PipelineConfig) -> StageSection:
+    """The config section a stage receives (its `config_section`)."""
+    section: StageSection = getattr(config, cls.config_section)
+    return section
 
 
 def check_wiring(stage_classes: list[type[Stage]], columns: list[str], config: PipelineConfig, run_root: str) -> None:
@@ -84,7 +102,7 @@ def apply_stages(ds: ray.data.Dataset, stage_classes: list[type[Stage]], config:
                  run_root: str) -> ray.data.Dataset:
     """Chain the stages as streaming map_batches over actor pools."""
     for cls in stage_classes:
-        res = cls(config, run_root).resources
+        res: StageResources = stage_section(cls, config).resources
         size = pool_size(res, len(stage_classes), config.ray.reserve_cpus)
         log.info("stage %s: %d actor(s) x %.2f CPU, %.2f GPU, batch %d", cls.name, size, res.num_cpus,
                  res.num_gpus, res.batch_size)
@@ -100,7 +118,7 @@ def _map_stage(ds: ray.data.Dataset, cls: type[Stage], res: StageResources, size
                run_root: str) -> ray.data.Dataset:
     return ds.map_batches(
         StageActor,
-        fn_constructor_args=(cls, config, run_root),
+        fn_constructor_args=(cls, stage_section(cls, config), stage_context(config, run_root)),
         batch_size=res.batch_size,
         batch_format="pyarrow",
         compute=ray.data.ActorPoolStrategy(min_size=1, max_size=size),

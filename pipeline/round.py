@@ -13,13 +13,13 @@ from manifests.schemas import CANDIDATES, REJECTS
 from manifests.store import ManifestStore, shard_key
 from pipeline.commit import CommitBuffer, Progress, StageErrorGuard
 from pipeline.config import PipelineConfig
-from pipeline.ray_adapter import apply_stages, check_wiring, dataset_from_table
+from pipeline.ray_adapter import apply_stages, check_wiring, dataset_from_table, stage_section
 from qc.stage import QCStage
 from stages.corpus import list_corpus
 from stages.expression_transfer import ExpressionTransferStage
 from stages.identity_swap import IdentitySwapStage
 from stages.ingest import IngestStage
-from stages.pairing import plan_round
+from stages.pairing import RoundPlan, plan_round
 
 log = logging.getLogger(__name__)
 
@@ -131,6 +131,12 @@ def _generation_split(run_id: str, fingerprint: str):
     return split
 
 
+def plan_for(cfg: PipelineConfig, sources: pa.Table, round_index: int) -> RoundPlan:
+    """stages.pairing.plan_round with this run's pairing section, seed, fingerprint and release splits."""
+    return plan_round(sources, cfg.pairing, round_index, seed=cfg.run.seed, fingerprint=cfg.data_fingerprint(),
+                      splits=dict(cfg.release.splits))
+
+
 def run_generation(cfg: PipelineConfig, store: ManifestStore, run_root: str, round_index: int,
                    stages: list | None = None) -> PhaseStats:
     """Plan the round from `sources`, then stream the plan items not yet decided through the stages
@@ -138,7 +144,7 @@ def run_generation(cfg: PipelineConfig, store: ManifestStore, run_root: str, rou
     stages = stages or GENERATION_STAGES
     started = time.monotonic()
     run_id = cfg.resolved_run_id()
-    plan = plan_round(store.read_table("sources"), cfg, round_index)
+    plan = plan_for(cfg, store.read_table("sources"), round_index)
     rejects = store.read_table("rejects", ["item_id", "round", "stage"])
     refused_done = set(pc.filter(rejects["item_id"], pc.and_(pc.equal(rejects["stage"], "pairing"),
                                                               pc.equal(rejects["round"], round_index))).to_pylist())
@@ -153,7 +159,7 @@ def run_generation(cfg: PipelineConfig, store: ManifestStore, run_root: str, rou
              len(done), todo.num_rows)
     if todo.num_rows:
         check_wiring(stages, todo.column_names, cfg, run_root)
-        batch = min(s(cfg, run_root).resources.batch_size for s in stages)
+        batch = min(stage_section(s, cfg).resources.batch_size for s in stages)
         ds = apply_stages(dataset_from_table(todo, batch * 2), stages, cfg, run_root)
         buffer = CommitBuffer(store, _generation_split(run_id, cfg.data_fingerprint()), "candidate_id",
                               f"gen-r{round_index}-", cfg.run.commit_rows, cfg.run.commit_seconds, {"phase": "generate", "round": round_index})

@@ -15,12 +15,12 @@ from pathlib import Path
 if __package__ in (None, ""):  # run as a script: make the repo root importable
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from core.faults import maybe_inject  # noqa: E402
 from manifests.lock import RunLock, RunLockedError  # noqa: E402
 from manifests.runs import now_iso, read_run_info, run_url, write_run_info  # noqa: E402
 from manifests.store import ManifestStore  # noqa: E402
 from pipeline.commit import StageFailureError  # noqa: E402
 from pipeline.config import ConfigError, PipelineConfig, load_config, quiet_credential_loggers  # noqa: E402
-from core.faults import maybe_inject  # noqa: E402
 from pipeline.ray_adapter import init_ray  # noqa: E402
 from pipeline.round import run_ingest  # noqa: E402
 from pipeline.rounds import run_rounds  # noqa: E402

@@ -32,11 +32,12 @@ import pyarrow as pa
 import pyarrow.dataset as pads
 import pyarrow.parquet as pq
 
-from publish.release import (CARD, Release, ReleaseError, default_releases_root, open_release,
-                               open_release_url)
-from publish.release_schema import EXPORT_COLUMNS, IMAGE_ROLES, export_arrow_schema
+from core.config import StorageOptions
+from core.location import Location
 from manifests.scan import count_rows, iter_batches, release_arrow_memory
 from manifests.store import atomic_write_bytes
+from publish.release import CARD, Release, ReleaseError, open_release, open_release_url
+from publish.release_schema import EXPORT_COLUMNS, IMAGE_ROLES, export_arrow_schema
 
 log = logging.getLogger(__name__)
 
@@ -264,18 +265,19 @@ WRITERS: dict[str, Callable[..., ExportStats]] = {
 }
 
 
-def export_release(release: Release, fmt: str, out: str, *, overwrite: bool = False,
-                   storage_options: dict | None = None, **options: int) -> ExportStats:
+def export_release(release: Release, fmt: str, out: Location | str, *, overwrite: bool = False,
+                   storage_options: StorageOptions | None = None, **options: int) -> ExportStats:
     """Write `release` as `fmt` under `out` (which must not exist or be empty unless overwrite)."""
     if fmt not in WRITERS:
         raise ReleaseError(f"unknown export format {fmt!r}; choose from {', '.join(FORMATS)}")
-    fs, root = fsspec.core.url_to_fs(out, **(storage_options or {}))
+    target = Location.of(out, storage_options)
+    fs, root = target.fs, target.path
     if fs.exists(root) and fs.ls(root):
         if not overwrite:
-            raise ReleaseError(f"{out} exists and is not empty; pass --overwrite or choose another --out")
+            raise ReleaseError(f"{target.url} exists and is not empty; pass --overwrite or choose another --out")
         fs.rm(root, recursive=True)
     started = time.perf_counter()
-    stats = WRITERS[fmt](release, out, storage_options=storage_options, **options)
+    stats = WRITERS[fmt](release, target.url, storage_options=target.storage_options, **options)
     stats.seconds = time.perf_counter() - started
     return stats
 
@@ -295,19 +297,16 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def resolve_release(name_or_url: str, releases_root: str) -> Release:
+def resolve_release(name_or_url: str, releases_root: Location | str) -> Release:
+    """A release by name under releases_root, or by its own folder/URL (reached with releases_root's options)."""
+    root = Location.of(releases_root)
     if "/" in name_or_url or "://" in name_or_url:
-        return open_release_url(name_or_url)
-    return open_release(releases_root, name_or_url)
+        return open_release_url(name_or_url, root.storage_options)
+    return open_release(root, name_or_url)
 
 
-def main(argv: list[str] | None = None) -> int:
-    from pipeline.config import load_config
-
-    args = build_parser().parse_args(argv)
-    cfg = load_config(args.config)
-    output_root = args.output_root or cfg.run.output_root
-    releases_root = args.releases_root or default_releases_root(output_root)
+def run_cli(args: argparse.Namespace, output_root: Location, releases_root: Location) -> int:
+    """Run a parsed `ciep export` (wired in pipeline/cli.py) against these storage locations."""
     options: dict[str, int] = {"batch_size": args.batch_size}
     if args.shard_rows and args.format != "imagefolder":
         options["max_shard_rows"] = args.shard_rows
@@ -315,16 +314,14 @@ def main(argv: list[str] | None = None) -> int:
         options["jpeg_quality"] = args.jpeg_quality
     try:
         release = resolve_release(args.release, releases_root)
-        out = args.out or f"{output_root.rstrip('/')}/exports/{release.name}/{args.format}"
+        out = Location.of(args.out, output_root.storage_options) if args.out else \
+            output_root.join("exports", release.name, args.format)
         stats = export_release(release, args.format, out, overwrite=args.overwrite, **options)
     except ReleaseError as err:
         print(f"ciep export: {err}", file=sys.stderr)
         return 1
     print(f"exported {release.name} as {stats.format}: {stats.triples} triples, {len(stats.files)} files, "
           f"{stats.bytes_written / 1e6:.1f} MB in {stats.seconds:.1f}s ({stats.triples_per_s:.1f} triples/s, "
-          f"{stats.mb_per_s:.1f} MB/s)\n  -> {out}")
+          f"{stats.mb_per_s:.1f} MB/s)\n  -> {out.url}")
     return 0
 
-
-if __name__ == "__main__":
-    sys.exit(main())

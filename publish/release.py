@@ -33,12 +33,15 @@ import pyarrow as pa
 import pyarrow.dataset as pads
 from fsspec.implementations.local import LocalFileSystem
 
-from publish.dataset_card import render_card
-from publish.release_schema import IMAGE_ROLES, RELEASE_FORMAT_VERSION, RELEASE_TABLES, RELEASE_TRIPLES
-from publish.release_stats import release_lineage, release_stats, run_qc_summary
+from core.config import StorageOptions
+from core.location import Location
+from core.splits import split_of
 from manifests.runs import now_iso, read_run_info
 from manifests.scan import iter_batches, release_arrow_memory
 from manifests.store import COMMITS_DIR, ManifestStore, atomic_write_bytes, exclusive_create_bytes, shard_key
+from publish.dataset_card import render_card
+from publish.release_schema import IMAGE_ROLES, RELEASE_FORMAT_VERSION, RELEASE_TABLES, RELEASE_TRIPLES
+from publish.release_stats import release_lineage, release_stats, run_qc_summary
 
 log = logging.getLogger(__name__)
 
@@ -76,18 +79,6 @@ def validate_name(name: str) -> str:
 
 
 # -- splits ----------------------------------------------------------------------------------------------
-def split_of(identity: str, splits: dict[str, float]) -> str:
-    """The split an identity belongs to: a stable hash against the cumulative ratios (config order)."""
-    u = int(hashlib.sha256(f"ciep-split:{identity}".encode()).hexdigest()[:16], 16) / 2**64
-    acc = 0.0
-    names = [n for n, r in splits.items() if r > 0]
-    for name in names:
-        acc += splits[name]
-        if u < acc:
-            return name
-    return names[-1]
-
-
 # -- opening ---------------------------------------------------------------------------------------------
 @dataclass
 class Release:
@@ -113,48 +104,44 @@ class Release:
         return list(self.info.get("splits", {}))
 
 
-def _fs_root(url: str, storage_options: dict | None) -> tuple[fsspec.AbstractFileSystem, str]:
-    fs, root = fsspec.core.url_to_fs(url, **(storage_options or {}))
-    return fs, root.rstrip("/")
-
-
-def open_release(releases_root: str, name: str, storage_options: dict | None = None) -> Release:
-    fs, root = _fs_root(releases_root, storage_options)
-    folder = f"{root}/{validate_name(name)}"
+def open_release(releases_root: Location | str, name: str, storage_options: StorageOptions | None = None) -> Release:
+    root = Location.of(releases_root, storage_options)
+    folder = root.sub_path(validate_name(name))
     try:
-        info = json.loads(fs.cat_file(f"{folder}/{RELEASE_INFO}"))
+        info = json.loads(root.fs.cat_file(f"{folder}/{RELEASE_INFO}"))
     except FileNotFoundError:
-        raise ReleaseNotFoundError(f"no release {name!r} under {releases_root!r}") from None
-    return Release(name, fs, folder, info)
+        raise ReleaseNotFoundError(f"no release {name!r} under {root.url!r}") from None
+    return Release(name, root.fs, folder, info)
 
 
-def open_release_url(url: str, storage_options: dict | None = None) -> Release:
+def open_release_url(url: Location | str, storage_options: StorageOptions | None = None) -> Release:
     """A release given by its own folder (anything holding a release.json)."""
-    fs, folder = _fs_root(url, storage_options)
+    where = Location.of(url, storage_options)
+    fs, folder = where.fs, where.path
     try:
         info = json.loads(fs.cat_file(f"{folder}/{RELEASE_INFO}"))
     except FileNotFoundError:
-        raise ReleaseNotFoundError(f"{url!r} holds no {RELEASE_INFO}") from None
+        raise ReleaseNotFoundError(f"{where.url!r} holds no {RELEASE_INFO}") from None
     return Release(info.get("name", posixpath.basename(folder)), fs, folder, info)
 
 
-def list_releases(releases_root: str, storage_options: dict | None = None) -> list[dict]:
+def list_releases(releases_root: Location | str, storage_options: StorageOptions | None = None) -> list[dict]:
     """release.json of every published release, oldest first."""
-    fs, root = _fs_root(releases_root, storage_options)
-    if not fs.exists(root):
+    root = Location.of(releases_root, storage_options)
+    if not root.fs.exists(root.path):
         return []
-    out = [json.loads(fs.cat_file(p)) for p in fs.glob(f"{root}/*/{RELEASE_INFO}")]
+    out = [json.loads(root.fs.cat_file(p)) for p in root.fs.glob(f"{root.path}/*/{RELEASE_INFO}")]
     return sorted(out, key=lambda i: (i.get("created_at", ""), i.get("name", "")))
 
 
-def release_stores(root: str, names: list[str], storage_options: dict | None = None) -> dict[str, ManifestStore]:
+def release_stores(root: Location | str, names: list[str],
+                   storage_options: StorageOptions | None = None) -> dict[str, ManifestStore]:
     """Manifest stores of named releases, for `manifests.query.connect`. `root` is a releases root or an
     output root (whose `releases/` folder is then used)."""
-    fs, base = _fs_root(root, storage_options)
-    releases_root = root
-    if names and not fs.exists(f"{base}/{names[0]}/{RELEASE_INFO}"):
-        releases_root = default_releases_root(root)
-    return {name: open_release(releases_root, name, storage_options).store for name in names}
+    releases_root = Location.of(root, storage_options)
+    if names and not releases_root.exists(names[0], RELEASE_INFO):
+        releases_root = releases_root.join("releases")
+    return {name: open_release(releases_root, name).store for name in names}
 
 
 # -- creating --------------------------------------------------------------------------------------------
@@ -312,9 +299,10 @@ def _publish(fs: fsspec.AbstractFileSystem, staging: str, final: str) -> None:
     os.rename(staging, final)  # local only: one atomic rename publishes the whole folder
 
 
-def create_release(run_url: str, name: str, releases_root: str, *, rounds: list[int] | None = None,
-                   splits: dict[str, float] | None = None, license: str = "cc-by-4.0", batch_size: int = 256,
-                   commit_rows: int = 4096, storage_options: dict | None = None) -> Release:
+def create_release(run_url: Location | str, name: str, releases_root: Location | str, *,
+                   rounds: list[int] | None = None, splits: dict[str, float] | None = None,
+                   license: str = "cc-by-4.0", batch_size: int = 256, commit_rows: int = 4096,
+                   storage_options: StorageOptions | None = None) -> Release:
     """Snapshot the accepted triples of a run (optionally some rounds) as the immutable release `name`.
 
     The run's triples are read `batch_size` rows at a time and written as manifest shards of about
@@ -323,12 +311,14 @@ def create_release(run_url: str, name: str, releases_root: str, *, rounds: list[
     splits = dict(splits or {"train": 0.8, "validation": 0.1, "test": 0.1})
     if abs(sum(splits.values()) - 1.0) > 1e-6 or any(v < 0 for v in splits.values()):
         raise ReleaseError(f"split ratios must be non-negative and sum to 1, got {splits}")
-    run_info = read_run_info(run_url, storage_options)
+    run = Location.of(run_url, storage_options)
+    releases = Location.of(releases_root, storage_options)
+    run_info = read_run_info(run)
     if not run_info:
-        raise ReleaseNotFoundError(f"no run at {run_url!r} (run.json missing)")
-    run_store = ManifestStore.open(run_url, storage_options)
+        raise ReleaseNotFoundError(f"no run at {run.url!r} (run.json missing)")
+    run_store = ManifestStore.open(run)
     _check_unique_ids(run_store, sorted(set(rounds)) if rounds else None)
-    fs, root = _fs_root(releases_root, storage_options)
+    fs, root = releases.fs, releases.path
     final = f"{root}/{name}"
     claim = _claim(fs, root, name)
     local = isinstance(fs, LocalFileSystem)
@@ -347,7 +337,7 @@ def create_release(run_url: str, name: str, releases_root: str, *, rounds: list[
         info = dict(
             name=name, format_version=RELEASE_FORMAT_VERSION, created_at=now_iso(), created_by=_user(),
             license=license, splits=splits, split_rule=SPLIT_RULE,
-            source=dict(run_id=run_info.get("run_id"), run_url=run_url,
+            source=dict(run_id=run_info.get("run_id"), run_url=run.url,
                         config_fingerprint=run_info.get("config_fingerprint"),
                         run_created_at=run_info.get("created_at"),
                         corpus_root=config.get("corpus", {}).get("root"),
@@ -368,7 +358,7 @@ def create_release(run_url: str, name: str, releases_root: str, *, rounds: list[
         raise
     log.info("release %s: %d triples, %d images (%.1f MB) -> %s", name, stats["triples"], stats["images"],
              stats["image_bytes"] / 1e6, final)
-    return open_release(releases_root, name, storage_options)
+    return open_release(releases, name)
 
 
 # -- verifying -------------------------------------------------------------------------------------------

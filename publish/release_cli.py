@@ -7,10 +7,19 @@ import hashlib
 import json
 import sys
 
-from publish.release import (Release, ReleaseDiff, ReleaseError, create_release, default_releases_root,
-                               diff_releases, list_releases, open_release, verify_release)
-from manifests.runs import resolve_run
-from pipeline.config import PipelineConfig, load_config
+from core.location import Location
+from manifests.runs import find_run
+from publish.release import (
+    Release,
+    ReleaseDiff,
+    ReleaseError,
+    create_release,
+    diff_releases,
+    list_releases,
+    open_release,
+    verify_release,
+)
+from publish.release_schema import ReleaseConfig
 
 
 def _common(p: argparse.ArgumentParser) -> None:
@@ -45,12 +54,6 @@ def build_parser() -> argparse.ArgumentParser:
     ls.add_argument("--json", action="store_true")
     _common(ls)
     return p
-
-
-def _roots(args: argparse.Namespace) -> tuple[PipelineConfig, str, str]:
-    cfg = load_config(args.config)
-    output_root = args.output_root or cfg.run.output_root
-    return cfg, output_root, args.releases_root or default_releases_root(output_root)
 
 
 def _parse_splits(pairs: list[str]) -> dict[str, float] | None:
@@ -113,14 +116,13 @@ def _print_verify(rel: Release) -> int:
     return 0 if report.ok else 1
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    cfg, output_root, releases_root = _roots(args)
+def run_cli(args: argparse.Namespace, output_root: Location, releases_root: Location, release: ReleaseConfig) -> int:
+    """Run a parsed `ciep release` command (wired in pipeline/cli.py) against these storage locations."""
     try:
         if args.cmd == "create":
-            rel = create_release(resolve_run(output_root, args.run), args.name, releases_root,
-                                 rounds=args.rounds, splits=_parse_splits(args.split) or dict(cfg.release.splits),
-                                 license=args.license or cfg.release.license, batch_size=args.batch_size)
+            rel = create_release(find_run(output_root, args.run), args.name, releases_root,
+                                 rounds=args.rounds, splits=_parse_splits(args.split) or dict(release.splits),
+                                 license=args.license or release.license, batch_size=args.batch_size)
             print(_created(rel))
             if args.no_verify:
                 return 0
@@ -136,7 +138,7 @@ def main(argv: list[str] | None = None) -> int:
             print(json.dumps([{k: r.get(k) for k in ("name", "created_at", "license", "source", "stats")}
                               for r in releases], indent=1, default=str))
         elif not releases:
-            print(f"no releases under {releases_root}")
+            print(f"no releases under {releases_root.url}")
         else:
             for r in releases:
                 splits = ", ".join(f"{k} {v['triples']}" for k, v in r["stats"]["splits"].items())
@@ -146,7 +148,3 @@ def main(argv: list[str] | None = None) -> int:
     except ReleaseError as err:
         print(f"ciep release {args.cmd}: {err}", file=sys.stderr)
         return 1
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -3,8 +3,23 @@
 from __future__ import annotations
 
 import pyarrow as pa
+from pydantic import Field, field_validator
 
+from core.config import Strict
 from manifests.schemas import TABLES, TRIPLES
+
+
+class ReleaseConfig(Strict):
+    splits: dict[str, float] = Field(default_factory=lambda: {"train": 0.8, "validation": 0.1, "test": 0.1})
+    license: str = "cc-by-4.0"
+
+    @field_validator("splits")
+    @classmethod
+    def _sum_to_one(cls, v: dict[str, float]) -> dict[str, float]:
+        if not v or any(r < 0 for r in v.values()) or abs(sum(v.values()) - 1.0) > 1e-6:
+            raise ValueError("split ratios must be non-negative and sum to 1")
+        return v
+
 
 RELEASE_FORMAT_VERSION = "1"
 

@@ -12,21 +12,20 @@ import argparse
 import html
 import json
 import logging
-import sys
 from collections import Counter
 from dataclasses import dataclass, field
 from typing import Callable
 
-import fsspec
 import numpy as np
 
+from core.config import StorageOptions
+from core.location import Location
 from manifests.query import connect
-from publish.release import (Release, ReleaseNotFoundError, default_releases_root, open_release,
-                               open_release_url)
-from manifests.runs import now_iso, read_run_info, resolve_run
+from manifests.runs import find_run, now_iso, read_run_info
 from manifests.store import ManifestStore, atomic_write_bytes
 from publish import plots
 from publish.contact_sheet import SheetItem, sheet_html, worst_first
+from publish.release import Release, ReleaseNotFoundError, open_release, open_release_url
 
 log = logging.getLogger(__name__)
 
@@ -76,24 +75,25 @@ def _dicts(cur) -> list[dict]:
     return [dict(zip(cols, r)) for r in cur.fetchall()]
 
 
-def _file_reader(storage_options: dict | None) -> Callable[[str], bytes | None]:
+def _file_reader(where: Location) -> Callable[[str], bytes | None]:
     def read(url: str) -> bytes | None:
         try:
-            with fsspec.open(url, "rb", **(storage_options or {})) as fh:
+            with where.open_url(url) as fh:
                 return fh.read()
         except (FileNotFoundError, OSError):
             return None
     return read
 
 
-def load_run(url: str, storage_options: dict | None = None) -> ReportData:
-    info = read_run_info(url, storage_options)
-    con = connect(ManifestStore.open(url, storage_options))
+def load_run(url: Location | str, storage_options: StorageOptions | None = None) -> ReportData:
+    run = Location.of(url, storage_options)
+    info = read_run_info(run)
+    con = connect(ManifestStore.open(run))
     items = _items(_dicts(con.execute(_RUN_SQL)))
     rejects = _dicts(con.execute("select round, stage, reason, count(*) as n from rejects group by all "
                                  "order by round, n desc, stage, reason"))
-    return ReportData("run", info.get("run_id", url.rstrip("/").rsplit("/", 1)[-1]), url, info, items,
-                      _file_reader(storage_options), rejects)
+    return ReportData("run", info.get("run_id", run.url.rsplit("/", 1)[-1]), run.url, info, items,
+                      _file_reader(run), rejects)
 
 
 def load_release(release: Release) -> ReportData:
@@ -284,23 +284,25 @@ def render_report(data: ReportData, max_items: int = 36) -> str:
 
 
 # -- CLI -------------------------------------------------------------------------------------------------
-def load_target(target: str, output_root: str, releases_root: str, kind: str | None,
-                storage_options: dict | None = None) -> ReportData:
-    """A run id, a release name, or a folder/URL holding run.json or release.json."""
+def load_target(target: str, output_root: Location | str, releases_root: Location | str, kind: str | None,
+                storage_options: StorageOptions | None = None) -> ReportData:
+    """A run id or release name (under the roots), or a run/release folder reached with the roots' options."""
+    outputs = Location.of(output_root, storage_options)
+    releases = Location.of(releases_root, outputs.storage_options)
     if "/" in target or "://" in target:
-        fs, root = fsspec.core.url_to_fs(target, **(storage_options or {}))
-        if kind != "run" and fs.exists(f"{root.rstrip('/')}/release.json"):
-            return load_release(open_release_url(target, storage_options))
-        if read_run_info(target, storage_options):
-            return load_run(target, storage_options)
+        where = Location(target, outputs.storage_options)
+        if kind != "run" and where.exists("release.json"):
+            return load_release(open_release_url(where))
+        if read_run_info(where):
+            return load_run(where)
         raise FileNotFoundError(f"{target!r} holds neither run.json nor release.json")
     if kind != "run":
         try:
-            return load_release(open_release(releases_root, target, storage_options))
+            return load_release(open_release(releases, target))
         except ReleaseNotFoundError:
             if kind == "release":
                 raise
-    return load_run(resolve_run(output_root, target, storage_options), storage_options)
+    return load_run(find_run(outputs, target))
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -315,24 +317,15 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def main(argv: list[str] | None = None) -> int:
-    from pipeline.config import load_config
-
-    args = build_parser().parse_args(argv)
-    cfg = load_config(args.config)
-    output_root = args.output_root or cfg.run.output_root
-    releases_root = args.releases_root or default_releases_root(output_root)
+def run_cli(args: argparse.Namespace, output_root: Location, releases_root: Location) -> int:
+    """Run a parsed `ciep report` (wired in pipeline/cli.py) against these storage locations."""
     if args.target:
         data = load_target(args.target, output_root, releases_root, args.kind)
     else:
-        data = load_run(resolve_run(output_root, None))
+        data = load_run(find_run(output_root, None))
     page = render_report(data, args.max_items)
-    out = args.out or f"{output_root.rstrip('/')}/reports/{data.name}.html"
-    fs, path = fsspec.core.url_to_fs(out)
-    atomic_write_bytes(fs, path, page.encode())
-    print(f"report of {data.kind} {data.name}: {len(data.items)} rows, {len(page) / 1e6:.1f} MB -> {out}")
+    out = Location.of(args.out, output_root.storage_options) if args.out else \
+        output_root.join("reports", f"{data.name}.html")
+    atomic_write_bytes(out.fs, out.path, page.encode())
+    print(f"report of {data.kind} {data.name}: {len(data.items)} rows, {len(page) / 1e6:.1f} MB -> {out.url}")
     return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -1,6 +1,6 @@
 """Calibrate the identity threshold: same- vs different-identity cosine similarities on a labelled corpus.
 
-`ciep calibrate-identity --config C --corpus DIR --far 0.01` embeds the largest face of every image in
+`ciep calibrate-identity --config C --corpus DIR --far 0.01` (pipeline/cli.py) embeds the largest face of every image in
 DIR/<identity>/<image> with the configured detector and embedder, scores every same-identity pair
 (genuine) and every cross-identity pair (impostor), and reports the similarity threshold at which the
 chosen share of impostor pairs is accepted (score >= threshold), the genuine accept rate there,
@@ -9,22 +9,35 @@ medians, percentiles, counts and the equal error rate.
 
 from __future__ import annotations
 
-import argparse
 import itertools
-import json
 import logging
-import sys
 from dataclasses import asdict, dataclass, field
+from typing import Protocol
 
 import fsspec
 import numpy as np
 
-from pipeline.config import PipelineConfig, load_config
-from stages.corpus import list_corpus
+from qc.config import QCConfig
+from stages.corpus import CorpusConfig, list_corpus
+from stages.ingest import IngestConfig
+from stages.onnx.model_files import ModelsConfig
 
 log = logging.getLogger(__name__)
 
 PERCENTILES = (1, 5, 25, 50, 75, 95, 99)
+
+
+class CalibrationSections(Protocol):
+    """The config sections calibration reads (a PipelineConfig has them all)."""
+
+    @property
+    def corpus(self) -> CorpusConfig: ...
+    @property
+    def ingest(self) -> IngestConfig: ...
+    @property
+    def qc(self) -> QCConfig: ...
+    @property
+    def models(self) -> ModelsConfig: ...
 
 
 @dataclass
@@ -102,7 +115,7 @@ def _read_rgb(url: str, storage_options: dict, max_pixels: int) -> np.ndarray | 
         return None
 
 
-def calibrate_identity(cfg: PipelineConfig, corpus_root: str, far: float = 0.01) -> CalibrationResult:
+def calibrate_identity(cfg: CalibrationSections, corpus_root: str, far: float = 0.01) -> CalibrationResult:
     """Genuine/impostor similarity distributions and the threshold at `far` for build_embedder(cfg)."""
     from stages.face.backends import build_detector, build_embedder
 
@@ -114,8 +127,8 @@ def calibrate_identity(cfg: PipelineConfig, corpus_root: str, far: float = 0.01)
         corpus.setdefault(identity, []).append(path)
     if len(corpus) < 2:
         raise ValueError(f"{corpus_root}: need at least two identity folders with images, found {len(corpus)}")
-    detector = build_detector(cfg)
-    embedder = build_embedder(cfg)
+    detector = build_detector(cfg.ingest, cfg.models)
+    embedder = build_embedder(cfg.qc.identity, cfg.models)
     labels: list[str] = []
     embeddings: list[np.ndarray] = []
     missing = 0
@@ -150,25 +163,3 @@ def calibrate_identity(cfg: PipelineConfig, corpus_root: str, far: float = 0.01)
         images=sum(len(p) for p in corpus.values()), images_without_face=missing, genuine_pairs=len(g),
         impostor_pairs=len(i), genuine_median=float(np.median(g)), impostor_median=float(np.median(i)),
         genuine_percentiles=_percentiles(g), impostor_percentiles=_percentiles(i))
-
-
-def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="ciep calibrate-identity", description=__doc__.splitlines()[0])
-    p.add_argument("--config", help="YAML config (default configs/demo.yaml); its detector/embedder are used")
-    p.add_argument("--corpus", required=True, help="folder or URL with one sub-folder of images per identity")
-    p.add_argument("--far", type=float, default=0.01, help="false-accept rate for the threshold (default 0.01)")
-    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                   help="override a config key, e.g. --set qc.identity.backend=arcface")
-    p.add_argument("--json", help="also write the result as JSON to this path")
-    args = p.parse_args(argv)
-    cfg = load_config(args.config, args.overrides)
-    result = calibrate_identity(cfg, args.corpus, args.far)
-    sys.stdout.write(result.format() + "\n")
-    if args.json:
-        with fsspec.open(args.json, "w") as fh:
-            json.dump(result.to_dict(), fh, indent=1)
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from dataclasses import asdict, dataclass
 
-from pipeline.config import QCConfig
+from qc.config import QCConfig
 
 # Fixed order: the first failed check is the row's primary `reason`.
 REASON_NO_FACE = "qc_no_face"

@@ -8,49 +8,33 @@ from typing import Any
 
 import pyarrow as pa
 
-from manifests.artifacts import ArtifactStore
-from pipeline.config import StageResources
 from core.faults import maybe_inject
+from manifests.artifacts import ArtifactStore
+from manifests.schemas import QC_FIELDS
+from qc.config import QCConfig
 from qc.decide import ACCEPTED, Scores, Thresholds, failed_checks
 from qc.identity import cosine_similarity
-from stages.face.quality import sharpness
 from stages.base import STATUS_OK, Stage, rows_to_table
 from stages.face.backends import build_detector, build_embedder
 from stages.face.expression import expression_descriptor, expression_distance
+from stages.face.quality import sharpness
 from stages.identity_swap import largest_face
 
 log = logging.getLogger(__name__)
-
-QC_FIELDS = (
-    pa.field("accepted", pa.bool_()),
-    pa.field("reason", pa.string()),
-    pa.field("reasons", pa.list_(pa.string())),
-    pa.field("face_found", pa.bool_()),
-    pa.field("id_sim_rt", pa.float32()),
-    pa.field("id_sim_rj", pa.float32()),
-    pa.field("expr_dist_rt", pa.float32()),
-    pa.field("sharpness", pa.float32()),
-    pa.field("identity_backend", pa.string()),
-    pa.field("identity_model", pa.string()),
-    pa.field("identity_model_sha256", pa.string()),
-    pa.field("thresholds", pa.string()),
-)
-
 
 class QCStage(Stage):
     name = "qc"
     input_columns = ("reference_path", "t_embedding", "j_embedding", "t_descriptor", "status", "reject_reason")
     output_fields = QC_FIELDS
 
-    @property
-    def resources(self) -> StageResources:
-        return self.config.qc.resources
+    config_section = "qc"
+    config: QCConfig
 
     def setup(self) -> None:
-        self.detector = build_detector(self.config)
-        self.embedder = build_embedder(self.config)
-        self.artifacts = ArtifactStore(self.run_root, dict(self.config.run.storage_options))
-        self.thresholds = Thresholds.from_config(self.config.qc)
+        self.detector = build_detector(self.context.detector, self.context.models)
+        self.embedder = build_embedder(self.config.identity, self.context.models)
+        self.artifacts = ArtifactStore(self.context.run)
+        self.thresholds = Thresholds.from_config(self.config)
         self.thresholds_json = self.thresholds.to_json()
 
     def score(self, row: dict[str, Any]) -> Scores:
@@ -68,14 +52,14 @@ class QCStage(Stage):
                       sharpness=sharpness(r_rgb))
 
     def decide(self, row: dict[str, Any]) -> dict[str, Any]:
-        base = dict(identity_backend=self.config.qc.identity.backend, identity_model=self.embedder.model_id,
+        base = dict(identity_backend=self.config.identity.backend, identity_model=self.embedder.model_id,
                     identity_model_sha256=self.embedder.model_sha256, thresholds=self.thresholds_json)
         if row.get("status") != STATUS_OK:
             reason = row.get("reject_reason") or "rejected_upstream"
             return dict(base, accepted=False, reason=reason, reasons=[reason], face_found=None,
                         id_sim_rt=None, id_sim_rj=None, expr_dist_rt=None, sharpness=None)
         try:
-            maybe_inject(self.config.run.fault_injection, self.name, row.get("candidate_id"))  # testing hook
+            maybe_inject(self.context.fault, self.name, row.get("candidate_id"))  # testing hook
             s = self.score(row)
         except Exception as exc:  # noqa: BLE001 - a QC model failure on one item is a reject row
             log.warning("qc failed on %s: %s", row.get("candidate_id"), exc)

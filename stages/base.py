@@ -10,12 +10,19 @@ from __future__ import annotations
 import logging
 import traceback
 from abc import ABC, abstractmethod
-from typing import Any, ClassVar
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import pyarrow as pa
 
-from pipeline.config import PipelineConfig, StageResources
-from core.faults import maybe_inject
+from core.config import StageResources, StorageOptions, Strict
+from core.faults import FaultInjectionConfig, maybe_inject
+from core.location import Location
+from stages.face.backends import IdentityModelConfig
+from stages.onnx.model_files import ModelsConfig
+
+if TYPE_CHECKING:
+    from stages.ingest import IngestConfig
 
 log = logging.getLogger(__name__)
 
@@ -34,10 +41,27 @@ class RowRejected(Exception):
         self.detail = detail
 
 
+@dataclass(frozen=True)
+class StageContext:
+    """What every stage of one run shares, besides its own config section (built by the driver)."""
+
+    run: Location  # the run folder: images and manifests are written under it
+    run_id: str
+    fingerprint: str  # the data fingerprint (ids hash it)
+    detector: IngestConfig  # the ingest section: the face detector every stage uses
+    models: ModelsConfig = field(default_factory=ModelsConfig)  # where ONNX model files come from
+    identity: IdentityModelConfig = field(default_factory=IdentityModelConfig)  # the embedder ingest and QC use
+    corpus_storage_options: StorageOptions = field(default_factory=dict, repr=False)  # reading corpus files
+    fault: FaultInjectionConfig | None = None  # testing hook only (core/faults.py)
+
+
 class Stage(ABC):
-    """One step of the IDI DAG. Subclasses set `name` and implement setup() and process_batch()."""
+    """One step of the IDI DAG. Subclasses set `name` and implement setup() and process_batch().
+
+    A stage gets its own config section (`config_section` names it in the run config) and the run's context."""
 
     name: ClassVar[str]
+    config_section: ClassVar[str]
     # Columns this stage needs on its input rows and columns it adds; checked before the DAG runs.
     input_columns: ClassVar[tuple[str, ...]] = ()
     output_fields: ClassVar[tuple[pa.Field, ...]] = ()
@@ -46,13 +70,18 @@ class Stage(ABC):
     def output_columns(self) -> tuple[str, ...]:
         return tuple(f.name for f in self.output_fields)
 
-    def __init__(self, config: PipelineConfig, run_root: str) -> None:
-        self.config = config
-        self.run_root = run_root
+    def __init__(self, config: Any, context: StageContext) -> None:
+        self.config = config  # this stage's section (a Strict model)
+        self.context = context
 
     @property
-    @abstractmethod
-    def resources(self) -> StageResources: ...
+    def run_root(self) -> str:
+        return self.context.run.url
+
+    @property
+    def resources(self) -> StageResources:
+        resources: StageResources = self.config.resources
+        return resources
 
     def setup(self) -> None:
         """Load models; called once per actor, before the first batch."""
@@ -87,7 +116,7 @@ class RowwiseStage(Stage):
     def process_batch(self, batch: pa.Table) -> pa.Table:
         rows = batch.to_pylist()
         ok = [r for r in rows if r.get("status") in (None, STATUS_OK)]
-        fault = self.config.run.fault_injection
+        fault = self.context.fault
         if fault is not None and fault.at == self.name:  # testing hook only (core/faults.py)
             ok = [r for r in ok if not self._inject_fault(fault, r)]
         results = self.process_rows(ok) if ok else []
@@ -103,7 +132,7 @@ class RowwiseStage(Stage):
                     row.setdefault(c, None)
         return rows_to_table(rows, batch.schema, self.output_schema())
 
-    def _inject_fault(self, fault, row: dict[str, Any]) -> bool:
+    def _inject_fault(self, fault: FaultInjectionConfig, row: dict[str, Any]) -> bool:
         """Run the configured test fault for this row; True if it raised (the row is then a stage_error)."""
         try:
             maybe_inject(fault, self.name, row.get("candidate_id") or row.get("input_key"))
@@ -145,7 +174,7 @@ def rows_to_table(rows: list[dict[str, Any]], input_schema: pa.Schema, added: pa
     return pa.Table.from_pylist(rows, schema=schema)
 
 
-def make_stage(stage_cls: type[Stage], config: PipelineConfig, run_root: str) -> Stage:
-    stage = stage_cls(config, run_root)
+def make_stage(stage_cls: type[Stage], config: Strict, context: StageContext) -> Stage:
+    stage = stage_cls(config, context)
     stage.setup()
     return stage

@@ -12,8 +12,18 @@ import pyarrow as pa
 import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
+from core.config import StorageOptions, Strict, storage_options_field
 from manifests.store import full_url
-from pipeline.config import CorpusConfig
+
+
+class CorpusConfig(Strict):
+    root: str = "data/demo_corpus"  # <root>/<identity>/<file>
+    index: str | None = None  # Parquet or CSV with identity, path[, expression]; paths relative to root
+    # Without an index, the expression label is the file stem minus a trailing _<digits> ("smiling_02").
+    expression_from_filename: bool = True
+    extensions: tuple[str, ...] = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff", ".gif")
+    storage_options: StorageOptions = storage_options_field()
+
 
 WORK_ITEM_SCHEMA = pa.schema([
     pa.field("input_key", pa.string(), nullable=False),

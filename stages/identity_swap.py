@@ -2,17 +2,50 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import pyarrow as pa
+from pydantic import Field, field_validator
 
+from core.config import StageResources, Strict
 from manifests.artifacts import ArtifactStore
-from pipeline.config import StageResources
 from stages.base import RowRejected, RowwiseStage
 from stages.face.backends import build_detector, build_swapper
 from stages.face.types import DetectedFace, keypoints5_from_68
 from stages.pairing import landmarks_array
+
+
+class IdentitySwapConfig(Strict):
+    backend: Literal["classic", "onnx"] = "classic"
+    model: str | None = None  # registry name for backend onnx, e.g. inswapper_128
+    feather_px: int = Field(11, ge=1)
+    # When no face is detected in the expression-transfer output, swap onto T's landmarks instead of
+    # rejecting (transfers are rendered in T's aligned frame); recorded per row as swap_target_face.
+    target_landmarks_fallback: bool = False
+    # onnx backend: ArcFace that makes the swap source embedding (default: the swapper's registry embedder,
+    # arcface_w600k_r50; deliberately not qc.identity.model, so QC can judge with another network).
+    embedder_model: str | None = None
+    converter_model: str | None = None  # embedding converter for simswap (default: its registry converter)
+    # FaceFusion-style paste-back for hyperswap/simswap: box mask blur (share of crop) and padding in %
+    # (top, right, bottom, left); optional occlusion (XSeg) and region (BiSeNet) masks when named.
+    mask_blur: float = Field(0.3, ge=0, le=1)
+    mask_padding: tuple[int, int, int, int] = (0, 0, 0, 0)
+    occluder_model: str | None = None  # e.g. xseg_3
+    parser_model: str | None = None  # e.g. bisenet_resnet_34
+    mask_regions: tuple[str, ...] = ("skin", "left-eyebrow", "right-eyebrow", "left-eye", "right-eye",
+                                     "glasses", "nose", "mouth", "upper-lip", "lower-lip")
+    resources: StageResources = StageResources()
+
+    @field_validator("mask_regions")
+    @classmethod
+    def _known_regions(cls, v: tuple[str, ...]) -> tuple[str, ...]:
+        known = {"skin", "left-eyebrow", "right-eyebrow", "left-eye", "right-eye", "glasses", "nose", "mouth",
+                 "upper-lip", "lower-lip"}
+        bad = sorted(set(v) - known)
+        if bad or not v:
+            raise ValueError(f"unknown mask regions {bad}; choose from {sorted(known)}")
+        return v
 
 
 def face_from_landmarks(lm68: np.ndarray) -> DetectedFace:
@@ -39,14 +72,13 @@ class IdentitySwapStage(RowwiseStage):
         pa.field("swap_target_face", pa.string()),  # "detected", or "target_landmarks" (see process_row)
     )
 
-    @property
-    def resources(self) -> StageResources:
-        return self.config.identity_swap.resources
+    config_section = "identity_swap"
+    config: IdentitySwapConfig
 
     def setup(self) -> None:
-        self.swapper = build_swapper(self.config)
-        self.detector = build_detector(self.config)
-        self.artifacts = ArtifactStore(self.run_root, dict(self.config.run.storage_options))
+        self.swapper = build_swapper(self.config, self.context.models)
+        self.detector = build_detector(self.context.detector, self.context.models)
+        self.artifacts = ArtifactStore(self.context.run)
 
     def _prepare(self, row: dict[str, Any]) -> tuple[tuple, str]:
         """(source, source face, target, target face) for one row, and how the target face was found."""
@@ -57,7 +89,7 @@ class IdentitySwapStage(RowwiseStage):
             # Every transfer backend renders in T's aligned frame with T's expression, so T's landmarks are
             # where the face should be. With identity_swap.target_landmarks_fallback the swap goes there; QC
             # then judges R as always. Without it, the item is rejected.
-            if not self.config.identity_swap.target_landmarks_fallback:
+            if not self.config.target_landmarks_fallback:
                 raise RowRejected("transfer_no_face", "no face found in the expression-transfer output")
             target_face = face_from_landmarks(landmarks_array(row["t_landmarks68"]))
             how = "target_landmarks"
@@ -67,7 +99,7 @@ class IdentitySwapStage(RowwiseStage):
 
     def _store(self, row: dict[str, Any], swapped: np.ndarray, how: str) -> dict[str, Any]:
         url, sha = self.artifacts.put("reference", row["candidate_id"], swapped)
-        return dict(swap_backend=self.config.identity_swap.backend, swap_model=self.swapper.model_id,
+        return dict(swap_backend=self.config.backend, swap_model=self.swapper.model_id,
                     swap_model_sha256=self.swapper.model_sha256, reference_path=url, reference_sha256=sha,
                     swap_target_face=how)
 

@@ -3,21 +3,37 @@
 from __future__ import annotations
 
 import hashlib
-from typing import Any, ClassVar
+from typing import Any, Literal
 
 import fsspec
 import numpy as np
 import pyarrow as pa
+from pydantic import Field
 
+from core.config import StageResources, Strict
 from manifests.artifacts import ArtifactStore
 from manifests.schemas import SOURCES
-from pipeline.config import StageResources
-from stages.face.quality import sharpness
 from stages.base import RowRejected, RowwiseStage
 from stages.face.align import ffhq_align
 from stages.face.backends import build_detector, build_embedder
 from stages.face.expression import expression_descriptor
 from stages.face.image_io import ImageRejected, decode_image
+from stages.face.quality import sharpness
+
+
+class IngestConfig(Strict):
+    detector: Literal["dlib", "scrfd"] = "dlib"
+    crop_size: int = Field(256, ge=64, le=2048)
+    min_face_size: int = Field(48, ge=8)  # px, shorter side of the detected box in the original image
+    max_pixels: int = Field(40_000_000, ge=1)  # decompression-bomb guard, checked before decoding
+    max_file_bytes: int = Field(64 * 1024 * 1024, ge=1)
+    detector_upsample: int = Field(0, ge=0, le=2)
+    scrfd_model: str | None = None  # registry name, used with detector: scrfd
+    scrfd_input_size: int = Field(640, ge=32)  # square SCRFD input (letterboxed), multiple of 32
+    scrfd_threshold: float = Field(0.5, gt=0, lt=1)
+    scrfd_nms_threshold: float = Field(0.4, gt=0, lt=1)
+    resources: StageResources = StageResources()
+
 
 _INPUTS = ("input_key", "identity", "expression", "path")
 
@@ -31,20 +47,19 @@ class IngestStage(RowwiseStage):
     input_columns = _INPUTS
     output_fields = tuple(f for f in SOURCES if f.name not in _INPUTS)
 
-    @property
-    def resources(self) -> StageResources:
-        return self.config.ingest.resources
+    config_section = "ingest"
+    config: IngestConfig
 
     def setup(self) -> None:
-        self.detector = build_detector(self.config)
-        self.embedder = build_embedder(self.config)
-        self.artifacts = ArtifactStore(self.run_root, dict(self.config.run.storage_options))
-        self.storage_options = dict(self.config.corpus.storage_options)
-        self.fingerprint = self.config.data_fingerprint()
-        self.run_id = self.config.resolved_run_id()
+        self.detector = build_detector(self.config, self.context.models)
+        self.embedder = build_embedder(self.context.identity, self.context.models)
+        self.artifacts = ArtifactStore(self.context.run)
+        self.storage_options = dict(self.context.corpus_storage_options)
+        self.fingerprint = self.context.fingerprint
+        self.run_id = self.context.run_id
 
     def _read(self, url: str) -> bytes:
-        ing = self.config.ingest
+        ing = self.config
         try:
             fs, path = fsspec.core.url_to_fs(url, **self.storage_options)
             size = fs.size(path)
@@ -57,7 +72,7 @@ class IngestStage(RowwiseStage):
             raise RowRejected("unreadable_file", f"{type(err).__name__}: {err}") from None
 
     def process_row(self, row: dict[str, Any]) -> dict[str, Any]:
-        ing = self.config.ingest
+        ing = self.config
         data = self._read(row["path"])
         try:
             rgb = decode_image(data, ing.max_pixels, ing.max_file_bytes)

@@ -12,8 +12,7 @@ import json
 from typing import Any, ClassVar
 
 from manifests.artifacts import ArtifactStore
-from pipeline.config import StageResources
-from qc.stage import QC_FIELDS
+from manifests.schemas import QC_FIELDS
 from stages.base import RowwiseStage
 from stages.expression_transfer import ExpressionTransferStage
 from stages.identity_swap import IdentitySwapStage
@@ -24,14 +23,9 @@ NOOP_SHA = "0" * 64
 class _NoopImageStage(RowwiseStage):
     read_column: ClassVar[str]
     kind: ClassVar[str]
-    config_section: ClassVar[str]
-
-    @property
-    def resources(self) -> StageResources:
-        return getattr(self.config, self.config_section).resources
 
     def setup(self) -> None:
-        self.artifacts = ArtifactStore(self.run_root, dict(self.config.run.storage_options))
+        self.artifacts = ArtifactStore(self.context.run)
 
     def copy_image(self, row: dict[str, Any]) -> tuple[str, str]:
         return self.artifacts.put(self.kind, row["candidate_id"], self.artifacts.get(row[self.read_column]))

@@ -14,10 +14,19 @@ from dataclasses import dataclass
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
+from pydantic import Field
 
-from publish.release import split_of
-from pipeline.config import PipelineConfig
+from core.config import Strict
+from core.splits import split_of
 from stages.face.expression import DESCRIPTOR_NAMES, WEIGHTS
+
+
+class PairingConfig(Strict):
+    max_targets_per_identity: int | None = Field(None, ge=1)
+    # Pick the swap-source identity j from i's release split (release.splits), so that no triple straddles
+    # two splits and releases keep every triple; falls back to any identity when i's split has no other.
+    split_closed: bool = True
+
 
 PLAN_SCHEMA = pa.schema([
     pa.field("candidate_id", pa.string(), nullable=False),
@@ -131,7 +140,9 @@ def _closest(ref: int, candidates: list[int], expr: list, keys: list[str], desc:
     return pool[min(range(len(pool)), key=lambda k: (d[k], keys[pool[k]]))]
 
 
-def plan_round(sources: pa.Table, cfg: PipelineConfig, round_index: int) -> RoundPlan:
+def plan_round(sources: pa.Table, cfg: PairingConfig, round_index: int, *, seed: int, fingerprint: str,
+               splits: dict[str, float]) -> RoundPlan:
+    """The round's candidates; `splits` are the release splits j is kept in (cfg.split_closed)."""
     refused: list[dict] = []
     src = sources.select(PLAN_SOURCE_COLUMNS)
     rows = {c: src.column(c).to_pylist() for c in _SCALAR_COLUMNS}
@@ -141,14 +152,12 @@ def plan_round(sources: pa.Table, cfg: PipelineConfig, round_index: int) -> Roun
     for i in _drop_duplicates(rows, refused):
         by_identity[rows["identity"][i]].append(i)
     identities = sorted(by_identity)
-    fingerprint = cfg.data_fingerprint()
-    seed = cfg.run.seed
     # j is drawn from i's release split (pairing.split_closed) when that split has another identity.
     pools: dict[str, list[str]] = {"": identities}
     pool_of: dict[str, str] = {ident: "" for ident in identities}
-    if cfg.pairing.split_closed:
+    if cfg.split_closed:
         for ident in identities:
-            pools.setdefault(split_of(ident, dict(cfg.release.splits)), []).append(ident)
+            pools.setdefault(split_of(ident, dict(splits)), []).append(ident)
         pool_of = {ident: name for name, members in pools.items() if name and len(members) > 1
                    for ident in members}
         pool_of = {ident: pool_of.get(ident, "") for ident in identities}
@@ -172,7 +181,7 @@ def plan_round(sources: pa.Table, cfg: PipelineConfig, round_index: int) -> Roun
                                     detail="the corpus has a single identity", identity=identity,
                                     path=rows["path"][r]))
             continue
-        targets = members[: cfg.pairing.max_targets_per_identity] if cfg.pairing.max_targets_per_identity else members
+        targets = members[: cfg.max_targets_per_identity] if cfg.max_targets_per_identity else members
         for t in targets:
             s = _most_different(t, [m for m in members if m != t], expr, keys, desc)
             pick = int(_h(seed, round_index, sha[t], "j")[:12], 16) % n_others

@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import hashlib
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
 from PIL import Image
 
-from pipeline.config import ExpressionTransferConfig, PipelineConfig
 from stages.eadapter.base_model import BaseModel, load_base_model, resolve_device
 from stages.eadapter.conditions import EmbedderLike, embed_identity, masked_face
 from stages.eadapter.image_encoder import ExpressionEncoder
@@ -17,15 +16,18 @@ from stages.eadapter.model import EAdapter
 from stages.eadapter.sampler import encode, generate, initial_noise, make_scheduler
 from stages.face.protocols import TransferRequest
 
+if TYPE_CHECKING:
+    from stages.expression_transfer import ExpressionTransferConfig
 
-def default_embedder(cfg: PipelineConfig) -> EmbedderLike:
+
+def default_embedder() -> EmbedderLike:
     """The dlib face-recognition embedder (128-d), the identity condition the adapter is trained with."""
     try:
         from stages.face.dlib_models import DlibEmbedder
     except ImportError as err:
         raise RuntimeError("stages.face.dlib_models is not available; pass embedder=... to "
                            "EAdapterTransferer.from_config") from err
-    return DlibEmbedder.from_config(cfg)
+    return DlibEmbedder.from_config()
 
 
 def build_adapter(et: ExpressionTransferConfig, base: BaseModel) -> EAdapter:
@@ -64,16 +66,15 @@ class EAdapterTransferer:
         self.model_sha256 = hashlib.sha256(parts.encode()).hexdigest()
 
     @classmethod
-    def from_config(cls, cfg: PipelineConfig, embedder: EmbedderLike | None = None) -> "EAdapterTransferer":
-        """Load base model + adapter from cfg.expression_transfer; fp16 on CUDA, fp32 on CPU."""
-        et = cfg.expression_transfer
+    def from_config(cls, et: ExpressionTransferConfig, embedder: EmbedderLike | None = None) -> "EAdapterTransferer":
+        """Load base model + adapter from the expression_transfer section; fp16 on CUDA, fp32 on CPU."""
         if not et.base_model:
             raise ValueError("expression_transfer.base_model is required with backend 'eadapter'")
         device = resolve_device(et.device)
         dtype = torch.float16 if device.type == "cuda" else torch.float32
         base = load_base_model(et.base_model, device=device, dtype=dtype, image_encoder=et.image_encoder,
                                cache_dir=et.cache_dir)
-        return cls(base, build_adapter(et, base), embedder if embedder is not None else default_embedder(cfg), et)
+        return cls(base, build_adapter(et, base), embedder if embedder is not None else default_embedder(), et)
 
     def lineage(self) -> dict[str, Any]:
         """What produced the images, for manifest rows."""

@@ -1,38 +1,53 @@
-"""Pick a face backend by the name in config; each backend class builds itself with from_config()."""
+"""Pick a face backend by the name in its config section; each backend class builds itself with from_config()."""
 
 from __future__ import annotations
 
-from pipeline.config import PipelineConfig
+from typing import TYPE_CHECKING, Literal
+
+from core.config import Strict
 from stages.face.protocols import ExpressionTransferer, FaceDetector, IdentityEmbedder, IdentitySwapper
 
+if TYPE_CHECKING:
+    from stages.expression_transfer import ExpressionTransferConfig
+    from stages.identity_swap import IdentitySwapConfig
+    from stages.ingest import IngestConfig
+    from stages.onnx.model_files import ModelsConfig
 
-def build_detector(cfg: PipelineConfig) -> FaceDetector:
-    if cfg.ingest.detector == "scrfd":
+
+class IdentityModelConfig(Strict):
+    """Which identity embedder ingest and QC use (the `qc.identity` section adds QC's thresholds to it)."""
+
+    backend: Literal["dlib", "arcface"] = "dlib"
+    model: str | None = None  # registry name for arcface, e.g. arcface_w600k_r50
+
+
+def build_detector(ingest: IngestConfig, models: ModelsConfig) -> FaceDetector:
+    if ingest.detector == "scrfd":
         from stages.onnx.scrfd import ScrfdDetector
-        return ScrfdDetector.from_config(cfg)
+        return ScrfdDetector.from_config(ingest, models)
     from stages.face.dlib_models import DlibDetector
-    return DlibDetector.from_config(cfg)
+    return DlibDetector.from_config(ingest)
 
 
-def build_embedder(cfg: PipelineConfig) -> IdentityEmbedder:
-    if cfg.qc.identity.backend == "arcface":
+def build_embedder(identity: IdentityModelConfig, models: ModelsConfig) -> IdentityEmbedder:
+    if identity.backend == "arcface":
         from stages.onnx.arcface import ArcFaceEmbedder
-        return ArcFaceEmbedder.from_config(cfg)
+        return ArcFaceEmbedder.from_config(models, identity.model)
     from stages.face.dlib_models import DlibEmbedder
-    return DlibEmbedder.from_config(cfg)
+    return DlibEmbedder.from_config()
 
 
-def build_swapper(cfg: PipelineConfig) -> IdentitySwapper:
-    if cfg.identity_swap.backend == "onnx":
+def build_swapper(swap: IdentitySwapConfig, models: ModelsConfig) -> IdentitySwapper:
+    if swap.backend == "onnx":
         from stages.onnx.swapper import OnnxSwapper
-        return OnnxSwapper.from_config(cfg)
+        return OnnxSwapper.from_config(swap, models)
     from stages.face.classic_swap import ClassicSwapper
-    return ClassicSwapper.from_config(cfg)
+    return ClassicSwapper.from_config(swap)
 
 
-def build_expression_transferer(cfg: PipelineConfig) -> ExpressionTransferer:
-    if cfg.expression_transfer.backend == "eadapter":
+def build_expression_transferer(transfer: ExpressionTransferConfig) -> ExpressionTransferer:
+    if transfer.backend == "eadapter":
         from stages.eadapter.backend import EAdapterTransferer
-        return EAdapterTransferer.from_config(cfg)
+        return EAdapterTransferer.from_config(transfer)
     from stages.face.landmark_warp import LandmarkWarpTransferer
-    return LandmarkWarpTransferer.from_config(cfg)
+    return LandmarkWarpTransferer.from_config(transfer)

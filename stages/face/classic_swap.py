@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import hashlib
+from typing import TYPE_CHECKING
 
 import cv2
 import numpy as np
 
-from pipeline.config import PipelineConfig
 from stages.face.landmark_warp import piecewise_affine_warp
 from stages.face.types import DetectedFace
+
+if TYPE_CHECKING:
+    from stages.identity_swap import IdentitySwapConfig
 
 ALGORITHM = ("classic_swap_v1: piecewise-affine source->target landmarks, target mouth interior kept when it is "
              "open wider, Reinhard LAB colour transfer in the face mask, eyebrows..jaw convex hull eroded and "
@@ -93,8 +96,8 @@ class ClassicSwapper:
         self.seamless = bool(seamless)
 
     @classmethod
-    def from_config(cls, cfg: PipelineConfig) -> "ClassicSwapper":
-        return cls(feather_px=cfg.identity_swap.feather_px)
+    def from_config(cls, swap: IdentitySwapConfig) -> "ClassicSwapper":
+        return cls(feather_px=swap.feather_px)
 
     def swap(self, source_rgb: np.ndarray, source_face: DetectedFace,
              target_rgb: np.ndarray, target_face: DetectedFace) -> np.ndarray:

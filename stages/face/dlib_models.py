@@ -7,12 +7,15 @@ import hashlib
 import importlib.util
 import threading
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import dlib
 import numpy as np
 
-from pipeline.config import PipelineConfig
 from stages.face.types import DetectedFace, keypoints5_from_68
+
+if TYPE_CHECKING:
+    from stages.ingest import IngestConfig
 
 LANDMARKS_68_FILE = "shape_predictor_68_face_landmarks.dat"
 RECOGNITION_FILE = "dlib_face_recognition_resnet_model_v1.dat"
@@ -85,8 +88,8 @@ class DlibDetector:
         self.model_sha256 = file_sha256(self.landmark_path)
 
     @classmethod
-    def from_config(cls, cfg: PipelineConfig) -> "DlibDetector":
-        return cls(upsample=cfg.ingest.detector_upsample)
+    def from_config(cls, ingest: IngestConfig) -> "DlibDetector":
+        return cls(upsample=ingest.detector_upsample)
 
     def landmarks(self, rgb: np.ndarray, box: np.ndarray) -> np.ndarray:
         """(68, 2) float32 landmarks for the face in box (x0, y0, x1, y1), from any detector."""
@@ -124,7 +127,7 @@ class DlibEmbedder:
         self.model_sha256 = file_sha256(self.model_path)
 
     @classmethod
-    def from_config(cls, cfg: PipelineConfig) -> "DlibEmbedder":
+    def from_config(cls) -> "DlibEmbedder":
         return cls()
 
     def _shape(self, img: np.ndarray, face: DetectedFace) -> dlib.full_object_detection:

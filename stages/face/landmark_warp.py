@@ -8,13 +8,16 @@ image; a single cv2.remap then samples it. Seamless (no per-triangle mask seams)
 from __future__ import annotations
 
 import hashlib
+from typing import TYPE_CHECKING
 
 import cv2
 import numpy as np
 from scipy.spatial import Delaunay
 
-from pipeline.config import PipelineConfig
 from stages.face.protocols import TransferRequest
+
+if TYPE_CHECKING:
+    from stages.expression_transfer import ExpressionTransferConfig
 
 ALGORITHM = ("landmark_warp_v1: delta transfer on similarity-normalised landmarks with T's absolute inner-lip "
              "opening, Delaunay piecewise-affine remap with fixed border/ring anchors, inner-mouth fill from T "
@@ -178,7 +181,7 @@ class LandmarkWarpTransferer:
         self.min_open_gain_px2 = float(min_open_gain_px2)
 
     @classmethod
-    def from_config(cls, cfg: PipelineConfig) -> "LandmarkWarpTransferer":
+    def from_config(cls, transfer: ExpressionTransferConfig) -> "LandmarkWarpTransferer":
         return cls()
 
     def transfer(self, requests: list[TransferRequest]) -> list[np.ndarray]:

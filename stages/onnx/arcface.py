@@ -8,9 +8,8 @@ import numpy as np
 from insightface.model_zoo.arcface_onnx import ArcFaceONNX
 from insightface.utils import face_align
 
-from pipeline.config import PipelineConfig
 from stages.face.types import DetectedFace
-from stages.onnx.model_files import ResolvedModel, resolve_model
+from stages.onnx.model_files import ModelsConfig, ResolvedModel, resolve_model
 from stages.onnx.sessions import batch_dim_is_dynamic, get_insightface_model, resolve_providers
 
 DEFAULT_MODEL = "arcface_w600k_r50"
@@ -37,10 +36,10 @@ class ArcFaceEmbedder:
         self.max_batch = max_batch if batch_dim_is_dynamic(self.model.session) else 1
 
     @classmethod
-    def from_config(cls, cfg: PipelineConfig, model: str | None = None) -> "ArcFaceEmbedder":
-        """The embedder named by `model`, else qc.identity.model, else arcface_w600k_r50."""
-        name = model or cfg.qc.identity.model or DEFAULT_MODEL
-        return cls(resolve_model(cfg.models, name), resolve_providers(cfg.models.providers))
+    def from_config(cls, models: ModelsConfig, model: str | None = None) -> "ArcFaceEmbedder":
+        """The embedder named by `model` (e.g. qc.identity.model), else arcface_w600k_r50."""
+        name = model or DEFAULT_MODEL
+        return cls(resolve_model(models, name), resolve_providers(models.providers))
 
     def align(self, rgb: np.ndarray, face: DetectedFace) -> np.ndarray:
         """The BGR crop the network sees (insightface arcface_112_v2 template, least-squares similarity)."""

@@ -7,8 +7,7 @@ from collections.abc import Sequence
 import cv2
 import numpy as np
 
-from pipeline.config import PipelineConfig
-from stages.onnx.model_files import ResolvedModel, resolve_model
+from stages.onnx.model_files import ModelsConfig, ResolvedModel, resolve_model
 from stages.onnx.registry import FACE_MASK_REGIONS, get_spec
 from stages.onnx.sessions import get_session, resolve_providers
 
@@ -28,8 +27,8 @@ class Occluder:
         self.input_name = self.session.get_inputs()[0].name
 
     @classmethod
-    def from_config(cls, cfg: PipelineConfig, name: str) -> "Occluder":
-        return cls(resolve_model(cfg.models, name), resolve_providers(cfg.models.providers))
+    def from_config(cls, models: ModelsConfig, name: str) -> "Occluder":
+        return cls(resolve_model(models, name), resolve_providers(models.providers))
 
     def __call__(self, crop_bgr: np.ndarray) -> np.ndarray:
         size = self.spec.input_size
@@ -56,9 +55,8 @@ class FaceParser:
         self.region_ids = [FACE_MASK_REGIONS[r] for r in regions]
 
     @classmethod
-    def from_config(cls, cfg: PipelineConfig, name: str) -> "FaceParser":
-        return cls(resolve_model(cfg.models, name), resolve_providers(cfg.models.providers),
-                   cfg.identity_swap.mask_regions)
+    def from_config(cls, models: ModelsConfig, name: str, regions: Sequence[str]) -> "FaceParser":
+        return cls(resolve_model(models, name), resolve_providers(models.providers), regions)
 
     def __call__(self, crop_bgr: np.ndarray) -> np.ndarray:
         x = cv2.resize(crop_bgr, self.spec.input_size)[:, :, ::-1].astype(np.float32) / 255.0

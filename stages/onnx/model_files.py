@@ -17,9 +17,21 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import fsspec
+from pydantic import Field
 
-from pipeline.config import ConfigError, ModelsConfig
+from core.config import ConfigError, StorageOptions, Strict, storage_options_field
 from stages.onnx.registry import get_spec
+
+
+class ModelsConfig(Strict):
+    root: str = "models"  # folder or fsspec URL holding ONNX files
+    # remote model files are copied here once (local folder); never part of the data fingerprint
+    cache_dir: str = "~/.cache/ciep/models"
+    storage_options: StorageOptions = storage_options_field()
+    providers: tuple[str, ...] = ("CUDAExecutionProvider", "CPUExecutionProvider")
+    # name -> sha256 accepted instead of the registry's; recorded in the manifest when used.
+    hash_overrides: dict[str, str] = Field(default_factory=dict)
+
 
 log = logging.getLogger(__name__)
 

@@ -3,27 +3,30 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING
 
 import numpy as np
 from insightface.model_zoo.scrfd import SCRFD
 
-from pipeline.config import PipelineConfig
 from stages.face.types import DetectedFace
-from stages.onnx.model_files import ResolvedModel, resolve_model
+from stages.onnx.model_files import ModelsConfig, ResolvedModel, resolve_model
 from stages.onnx.sessions import get_insightface_model, resolve_providers
+
+if TYPE_CHECKING:
+    from stages.ingest import IngestConfig
 
 # (rgb, box x0 y0 x1 y1) -> (68, 2) iBUG landmarks
 Landmarker = Callable[[np.ndarray, np.ndarray], np.ndarray]
 
 
-def dlib_landmarker(cfg: PipelineConfig) -> Landmarker:
+def dlib_landmarker(ingest: IngestConfig) -> Landmarker:
     """dlib's 68-point shape predictor run on a given box (loaded on first use)."""
     state: dict[str, object] = {}
 
     def landmarks(rgb: np.ndarray, box: np.ndarray) -> np.ndarray:
         if "dlib" not in state:
             from stages.face.dlib_models import DlibDetector
-            state["dlib"] = DlibDetector.from_config(cfg)
+            state["dlib"] = DlibDetector.from_config(ingest)
         return state["dlib"].landmarks(rgb, box)  # type: ignore[attr-defined]
 
     return landmarks
@@ -49,12 +52,11 @@ class ScrfdDetector:
         self.landmarker = landmarker
 
     @classmethod
-    def from_config(cls, cfg: PipelineConfig) -> "ScrfdDetector":
-        ing = cfg.ingest
+    def from_config(cls, ing: IngestConfig, models: ModelsConfig) -> "ScrfdDetector":
         if not ing.scrfd_model:
             raise ValueError("ingest.scrfd_model is required with detector 'scrfd'")
-        return cls(resolve_model(cfg.models, ing.scrfd_model), resolve_providers(cfg.models.providers),
-                   ing.scrfd_input_size, ing.scrfd_threshold, ing.scrfd_nms_threshold, dlib_landmarker(cfg))
+        return cls(resolve_model(models, ing.scrfd_model), resolve_providers(models.providers),
+                   ing.scrfd_input_size, ing.scrfd_threshold, ing.scrfd_nms_threshold, dlib_landmarker(ing))
 
     def detect(self, rgb: np.ndarray) -> list[DetectedFace]:
         """Faces in an RGB uint8 image, best score first."""

@@ -14,20 +14,23 @@ from __future__ import annotations
 import copy
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import cv2
 import numpy as np
 from insightface.model_zoo.inswapper import INSwapper
 from insightface.utils import face_align
 
-from pipeline.config import PipelineConfig
 from stages.face.types import DetectedFace
 from stages.onnx.arcface import ArcFaceEmbedder, l2_normalize
 from stages.onnx.masks import FaceParser, Occluder
-from stages.onnx.model_files import ResolvedModel, resolve_model
+from stages.onnx.model_files import ModelsConfig, ResolvedModel, resolve_model
 from stages.onnx.registry import ModelSpec, get_spec
 from stages.onnx.sessions import batch_dim_is_dynamic, get_insightface_model, get_session, resolve_providers
 from stages.onnx.warp import box_mask, paste_back, warp_face
+
+if TYPE_CHECKING:
+    from stages.identity_swap import IdentitySwapConfig
 
 # (source_rgb, source_face, target_rgb, target_face)
 SwapItem = tuple[np.ndarray, DetectedFace, np.ndarray, DetectedFace]
@@ -92,18 +95,17 @@ class OnnxSwapper:
                                            for i in range(len(self.session.get_inputs()))) else 1
 
     @classmethod
-    def from_config(cls, cfg: PipelineConfig) -> "OnnxSwapper":
-        sw = cfg.identity_swap
+    def from_config(cls, sw: IdentitySwapConfig, models: ModelsConfig) -> "OnnxSwapper":
         if not sw.model:
             raise ValueError("identity_swap.model is required with backend 'onnx'")
         spec = get_spec(sw.model)
-        resolved = resolve_model(cfg.models, sw.model)  # the swapper's own file is checked first
-        providers = resolve_providers(cfg.models.providers)
-        embedder = ArcFaceEmbedder.from_config(cfg, sw.embedder_model or spec.embedder)
+        resolved = resolve_model(models, sw.model)  # the swapper's own file is checked first
+        providers = resolve_providers(models.providers)
+        embedder = ArcFaceEmbedder.from_config(models, sw.embedder_model or spec.embedder)
         converter_name = sw.converter_model or spec.converter
-        converter = resolve_model(cfg.models, converter_name) if converter_name else None
-        occluder = Occluder.from_config(cfg, sw.occluder_model) if sw.occluder_model else None
-        parser = FaceParser.from_config(cfg, sw.parser_model) if sw.parser_model else None
+        converter = resolve_model(models, converter_name) if converter_name else None
+        occluder = Occluder.from_config(models, sw.occluder_model) if sw.occluder_model else None
+        parser = FaceParser.from_config(models, sw.parser_model, sw.mask_regions) if sw.parser_model else None
         return cls(resolved, providers, embedder, converter, occluder, parser,
                    sw.mask_blur, sw.mask_padding, max(sw.resources.batch_size, 1))
 

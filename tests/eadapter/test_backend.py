@@ -8,6 +8,7 @@ from pathlib import Path
 import fsspec
 import numpy as np
 import pytest
+from tiny_sd import make_requests, toy_embedder
 
 from pipeline.config import PipelineConfig, config_from_dict
 from stages.eadapter.backend import EAdapterTransferer
@@ -15,8 +16,6 @@ from stages.eadapter.base_model import BaseModelMissingError
 from stages.eadapter.model import EAdapter
 from stages.eadapter.spec import EAdapterMismatchError
 from stages.face.protocols import ExpressionTransferer
-
-from tiny_sd import make_requests, toy_embedder
 
 
 def _cfg(base: str | Path, **et: object) -> PipelineConfig:
@@ -26,7 +25,7 @@ def _cfg(base: str | Path, **et: object) -> PipelineConfig:
 
 
 def test_generates_right_size_deterministically_per_seed(tiny_sd: Path) -> None:
-    tr = EAdapterTransferer.from_config(_cfg(tiny_sd), embedder=toy_embedder)
+    tr = EAdapterTransferer.from_config(_cfg(tiny_sd).expression_transfer, embedder=toy_embedder)
     protocol: ExpressionTransferer = tr  # the structural type the pipeline uses
     assert callable(protocol.transfer) and protocol.model_id and protocol.model_sha256
     requests = make_requests(4, size=96)
@@ -43,9 +42,9 @@ def test_generates_right_size_deterministically_per_seed(tiny_sd: Path) -> None:
 
 
 def test_saved_adapter_and_precomputed_prompt_embeds(tiny_sd_embeds: Path, tmp_path: Path) -> None:
-    fresh = EAdapterTransferer.from_config(_cfg(tiny_sd_embeds, guidance_scale=1.0), embedder=toy_embedder)
+    fresh = EAdapterTransferer.from_config(_cfg(tiny_sd_embeds, guidance_scale=1.0).expression_transfer, embedder=toy_embedder)
     fresh.adapter.save_pretrained(tmp_path / "adapter")
-    loaded = EAdapterTransferer.from_config(_cfg(tiny_sd_embeds, guidance_scale=1.0, adapter=str(tmp_path / "adapter")),
+    loaded = EAdapterTransferer.from_config(_cfg(tiny_sd_embeds, guidance_scale=1.0, adapter=str(tmp_path / "adapter")).expression_transfer,
                                             embedder=toy_embedder)
     assert loaded.model_sha256 == fresh.model_sha256
     requests = make_requests(2, size=64)
@@ -56,9 +55,9 @@ def test_img2img_strength_and_fsspec_base(tiny_sd: Path, tmp_path: Path) -> None
     fs = fsspec.filesystem("memory")
     fs.put(str(tiny_sd) + "/", "/tiny-base/", recursive=True)
     cfg = _cfg("memory://tiny-base", strength=0.5, cache_dir=str(tmp_path / "cache"))
-    tr = EAdapterTransferer.from_config(cfg, embedder=toy_embedder)
+    tr = EAdapterTransferer.from_config(cfg.expression_transfer, embedder=toy_embedder)
     assert (tmp_path / "cache").is_dir() and tr.base.folder.is_relative_to(tmp_path / "cache")
-    local = EAdapterTransferer.from_config(_cfg(tiny_sd, strength=0.5), embedder=toy_embedder)
+    local = EAdapterTransferer.from_config(_cfg(tiny_sd, strength=0.5).expression_transfer, embedder=toy_embedder)
     assert tr.base_model_sha256 == local.base_model_sha256
     out = tr.transfer(make_requests(2, size=80))
     assert [o.shape for o in out] == [(80, 80, 3)] * 2
@@ -66,33 +65,33 @@ def test_img2img_strength_and_fsspec_base(tiny_sd: Path, tmp_path: Path) -> None
 
 def test_missing_parts_are_named(tiny_sd: Path, tmp_path: Path) -> None:
     with pytest.raises(BaseModelMissingError, match=r"folder .*/nowhere does not exist; put a Stable Diffusion"):
-        EAdapterTransferer.from_config(_cfg(tmp_path / "nowhere"), embedder=toy_embedder)
+        EAdapterTransferer.from_config(_cfg(tmp_path / "nowhere").expression_transfer, embedder=toy_embedder)
     (tmp_path / "empty").mkdir()
     with pytest.raises(BaseModelMissingError, match=r"empty/unet/config.json.*diffusers layout"):
-        EAdapterTransferer.from_config(_cfg(tmp_path / "empty"), embedder=toy_embedder)
+        EAdapterTransferer.from_config(_cfg(tmp_path / "empty").expression_transfer, embedder=toy_embedder)
     broken = tmp_path / "broken"
     shutil.copytree(tiny_sd, broken)
     (broken / "unet" / "diffusion_pytorch_model.safetensors").unlink()
     with pytest.raises(BaseModelMissingError, match=r"unet/diffusion_pytorch_model.safetensors"):
-        EAdapterTransferer.from_config(_cfg(broken), embedder=toy_embedder)
+        EAdapterTransferer.from_config(_cfg(broken).expression_transfer, embedder=toy_embedder)
     shutil.rmtree(broken)
     shutil.copytree(tiny_sd, broken)
     shutil.rmtree(broken / "tokenizer")
     with pytest.raises(BaseModelMissingError, match="prompt_embeds.safetensors"):
-        EAdapterTransferer.from_config(_cfg(broken), embedder=toy_embedder)
+        EAdapterTransferer.from_config(_cfg(broken).expression_transfer, embedder=toy_embedder)
 
 
 def test_adapter_for_another_base_is_refused(tiny_sd: Path, tiny_sdxl: Path, tmp_path: Path) -> None:
-    xl = EAdapterTransferer.from_config(_cfg(tiny_sdxl), embedder=toy_embedder)
+    xl = EAdapterTransferer.from_config(_cfg(tiny_sdxl).expression_transfer, embedder=toy_embedder)
     xl.adapter.save_pretrained(tmp_path / "xl")
     with pytest.raises(EAdapterMismatchError, match="made for a UNet"):
-        EAdapterTransferer.from_config(_cfg(tiny_sd, adapter=str(tmp_path / "xl")), embedder=toy_embedder)
+        EAdapterTransferer.from_config(_cfg(tiny_sd, adapter=str(tmp_path / "xl")).expression_transfer, embedder=toy_embedder)
     assert EAdapter.from_pretrained(tmp_path / "xl").adapter_id == xl.adapter.adapter_id
 
 
 def test_default_identity_embedder_is_dlib(tiny_sd: Path) -> None:
     pytest.importorskip("stages.face.dlib_models")
-    tr = EAdapterTransferer.from_config(_cfg(tiny_sd))
+    tr = EAdapterTransferer.from_config(_cfg(tiny_sd).expression_transfer)
     assert tr.embedder_id == "dlib_face_recognition_resnet_model_v1" and len(tr.embedder_sha256) == 64
     out = tr.transfer(make_requests(2, size=128))
     assert [o.shape for o in out] == [(128, 128, 3)] * 2

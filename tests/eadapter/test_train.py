@@ -6,12 +6,11 @@ from pathlib import Path
 
 import pytest
 import ray
+from tiny_sd import demo_triples
 
 from pipeline.config import TrainConfig
 from pipeline.train_adapter import latest_checkpoint, train_adapter
 from stages.eadapter.model import EAdapter
-
-from tiny_sd import demo_triples
 
 
 @pytest.fixture(scope="module")

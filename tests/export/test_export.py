@@ -12,9 +12,9 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
+from pipeline.cli import main as ciep
 from publish.export import export_release
 from publish.release import ReleaseError
-from pipeline.cli import main as ciep
 
 datasets = pytest.importorskip("datasets")
 

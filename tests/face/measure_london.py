@@ -17,7 +17,6 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from stages.face.quality import sharpness
 from stages.face.align import ffhq_align
 from stages.face.classic_swap import ClassicSwapper
 from stages.face.dlib_models import DlibDetector, DlibEmbedder
@@ -25,6 +24,7 @@ from stages.face.expression import expression_descriptor, expression_distance
 from stages.face.image_io import decode_image
 from stages.face.landmark_warp import LandmarkWarpTransferer
 from stages.face.protocols import TransferRequest
+from stages.face.quality import sharpness
 from stages.face.types import DetectedFace, keypoints5_from_68
 
 EXPRESSIONS = ("neutral", "smiling")

@@ -31,7 +31,7 @@ def test_missing_model_package_is_a_clear_error(monkeypatch):
 
 
 def test_from_config_uses_upsample():
-    det = DlibDetector.from_config(load_config(overrides=["ingest.detector_upsample=1"]))
+    det = DlibDetector.from_config(load_config(overrides=["ingest.detector_upsample=1"]).ingest)
     assert det.upsample == 1
 
 

@@ -5,8 +5,13 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from stages.face.expression import (DESCRIPTOR_NAMES, WEIGHTS, expression_descriptor, expression_distance,
-                                    normalise_landmarks)
+from stages.face.expression import (
+    DESCRIPTOR_NAMES,
+    WEIGHTS,
+    expression_descriptor,
+    expression_distance,
+    normalise_landmarks,
+)
 
 
 def test_descriptor_shape_and_weights(demo_face):

@@ -11,8 +11,7 @@ import numpy as np
 import pytest
 from PIL import Image, ImageFile
 
-from stages.face.image_io import (ImageRejected, decode_image, decode_png, encode_jpeg, encode_png,
-                                  sha256_hex)
+from stages.face.image_io import ImageRejected, decode_image, decode_png, encode_jpeg, encode_png, sha256_hex
 from tests.conftest import DEMO_CORPUS
 
 MAX = 40_000_000

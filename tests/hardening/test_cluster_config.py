@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import copy
 import re
-import tomllib
 
 import pytest
+import tomllib
 import yaml
 
 from tests.conftest import REPO

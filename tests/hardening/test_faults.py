@@ -7,7 +7,6 @@ actor, or a pause at which this test SIGKILLs the driver. Nothing of Ray, Parque
 
 from __future__ import annotations
 
-import os
 import signal
 import subprocess
 import sys

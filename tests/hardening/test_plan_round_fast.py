@@ -14,8 +14,9 @@ import pytest
 
 from manifests.schemas import SOURCES
 from pipeline.config import load_config
+from pipeline.round import plan_for
 from stages.face.expression import expression_distance
-from stages.pairing import PLAN_SCHEMA, PLAN_SOURCE_COLUMNS, plan_round
+from stages.pairing import PLAN_SCHEMA, PLAN_SOURCE_COLUMNS
 
 
 def _h(*parts: object) -> str:
@@ -158,7 +159,7 @@ def test_fast_plan_round_equals_the_reference(n_ids, seed, extra):
     sources = synthetic_sources(n_ids, seed)
     cfg = load_config(overrides=["pairing.split_closed=false", *extra])
     for round_index in (0, 1):
-        fast = plan_round(sources, cfg, round_index)
+        fast = plan_for(cfg, sources, round_index)
         ref_rows, ref_refused = reference_plan_round(sources, cfg, round_index)
         assert fast.plan.schema == PLAN_SCHEMA
         assert fast.plan.equals(pa.Table.from_pylist(ref_rows, schema=PLAN_SCHEMA))
@@ -177,6 +178,6 @@ def test_fast_plan_round_equals_the_reference_on_parquet_read_sources(tmp_path):
         store.commit(f"s{i:05d}", {"sources": sources.slice(i, 50)})
     read = store.read_table("sources")
     cfg = load_config(overrides=["pairing.split_closed=false"])
-    fast = plan_round(read, cfg, 0)
+    fast = plan_for(cfg, read, 0)
     ref_rows, ref_refused = reference_plan_round(read, cfg, 0)
     assert fast.plan.equals(pa.Table.from_pylist(ref_rows, schema=PLAN_SCHEMA)) and fast.refused == ref_refused

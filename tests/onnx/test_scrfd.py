@@ -54,7 +54,7 @@ def test_from_config_fills_landmarks68_with_dlib(tmp_path):
     cfg = config_from_dict({"models": {"root": str(tmp_path), "providers": CPU,
                                        "hash_overrides": {"scrfd_10g": sha256_file(path)}},
                             "ingest": {"detector": "scrfd", "scrfd_model": "scrfd_10g"}})
-    det = build_detector(cfg)
+    det = build_detector(cfg.ingest, cfg.models)
     assert isinstance(det, ScrfdDetector)
     marked = rgb.copy()
     marked[cy:cy + 32, cx:cx + 32] = (255, 0, 0)

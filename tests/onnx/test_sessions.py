@@ -24,7 +24,7 @@ def test_provider_filtering():
 
 def test_cuda_request_falls_back_to_cpu_here(make_cfg):
     cfg = make_cfg(models={"providers": ["TensorrtExecutionProvider", "CUDAExecutionProvider"]})
-    emb = ArcFaceEmbedder.from_config(cfg)
+    emb = ArcFaceEmbedder.from_config(cfg.models)
     assert emb.model.session.get_providers() == ["CPUExecutionProvider"]
 
 

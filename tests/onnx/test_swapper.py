@@ -8,6 +8,10 @@ import pytest
 from insightface.utils import face_align
 
 from stages.face.backends import build_swapper
+
+
+def _swapper(cfg):
+    return build_swapper(cfg.identity_swap, cfg.models)
 from stages.onnx.arcface import l2_normalize
 from stages.onnx.swapper import OnnxSwapper, _FaceLike
 from stages.onnx.warp import inverse_mask, warp_face
@@ -22,7 +26,7 @@ def _items(faces):
 
 @pytest.mark.parametrize("model", MODELS)
 def test_batched_equals_unbatched(make_cfg, london_faces, model):
-    swapper = build_swapper(make_cfg(identity_swap={"backend": "onnx", "model": model}))
+    swapper = _swapper(make_cfg(identity_swap={"backend": "onnx", "model": model}))
     assert isinstance(swapper, OnnxSwapper) and swapper.max_batch > 1
     items = _items(london_faces)
     batched = swapper.swap_batch(items)
@@ -35,7 +39,7 @@ def test_batched_equals_unbatched(make_cfg, london_faces, model):
 
 @pytest.mark.parametrize("model", ["hyperswap_1a_256", "simswap_256"])
 def test_facefusion_paste_back_stays_inside_the_mask(make_cfg, london_faces, model):
-    swapper = build_swapper(make_cfg(identity_swap={"backend": "onnx", "model": model, "occluder_model": "xseg_3"}))
+    swapper = _swapper(make_cfg(identity_swap={"backend": "onnx", "model": model, "occluder_model": "xseg_3"}))
     for src_rgb, src_face, rgb, face in _items(london_faces):
         out = swapper.swap(src_rgb, src_face, rgb, face)
         mask, matrix = swapper.crop_mask(rgb, face)
@@ -46,7 +50,7 @@ def test_facefusion_paste_back_stays_inside_the_mask(make_cfg, london_faces, mod
 
 
 def test_inswapper_is_insightface_get(make_cfg, london_faces):
-    swapper = build_swapper(make_cfg(identity_swap={"backend": "onnx", "model": "inswapper_128"}))
+    swapper = _swapper(make_cfg(identity_swap={"backend": "onnx", "model": "inswapper_128"}))
     src_rgb, src_face, rgb, face = _items(london_faces)[0]
     out = swapper.swap(src_rgb, src_face, rgb, face)
     normed = swapper.embedder.embed(src_rgb, src_face)
@@ -85,7 +89,7 @@ class _Recorder:
 
 
 def test_hyperswap_inputs_follow_facefusion(make_cfg, london_faces):
-    swapper = build_swapper(make_cfg(identity_swap={"backend": "onnx", "model": "hyperswap_1a_256"}))
+    swapper = _swapper(make_cfg(identity_swap={"backend": "onnx", "model": "hyperswap_1a_256"}))
     src_rgb, src_face, rgb, face = _items(london_faces)[0]
     swapper.session = _Recorder(swapper.session)
     swapper.swap(src_rgb, src_face, rgb, face)
@@ -97,7 +101,7 @@ def test_hyperswap_inputs_follow_facefusion(make_cfg, london_faces):
 
 
 def test_simswap_source_goes_through_the_converter(make_cfg, london_faces):
-    swapper = build_swapper(make_cfg(identity_swap={"backend": "onnx", "model": "simswap_256"}))
+    swapper = _swapper(make_cfg(identity_swap={"backend": "onnx", "model": "simswap_256"}))
     src = london_faces[:3]
     raw = swapper.embedder.raw_batch(src)
     converted = swapper.converter_session.run(None, {"input": raw})[0]
@@ -108,7 +112,7 @@ def test_simswap_source_goes_through_the_converter(make_cfg, london_faces):
 
 
 def test_region_mask_model_runs(make_cfg, london_faces):
-    swapper = build_swapper(make_cfg(identity_swap={"backend": "onnx", "model": "hyperswap_1a_256",
+    swapper = _swapper(make_cfg(identity_swap={"backend": "onnx", "model": "hyperswap_1a_256",
                                                     "parser_model": "bisenet_resnet_34", "mask_regions": ["skin"]}))
     out = swapper.swap(*_items(london_faces)[0])
     assert out.shape == london_faces[2][0].shape

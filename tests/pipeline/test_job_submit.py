@@ -6,9 +6,9 @@ import os
 import shutil
 import signal
 import socket
-import tempfile
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 

@@ -15,8 +15,8 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import pytest
 
+from core.splits import split_of
 from manifests.query import connect
-from publish.release import split_of
 from manifests.schemas import TRIPLES
 from manifests.store import ManifestStore
 from pipeline.config import load_config

@@ -12,13 +12,21 @@ from pathlib import Path
 
 import pytest
 
-from publish.dataset_card import parse_card_header
-from publish.export import export_release
-from publish.release import (ReleaseError, ReleaseExistsError, create_release, diff_releases, list_releases,
-                               open_release, split_of, verify_release)
+from core.splits import split_of
 from manifests.store import ManifestStore
 from manifests.synthetic import write_synthetic_run
 from pipeline.cli import main as ciep
+from publish.dataset_card import parse_card_header
+from publish.export import export_release
+from publish.release import (
+    ReleaseError,
+    ReleaseExistsError,
+    create_release,
+    diff_releases,
+    list_releases,
+    open_release,
+    verify_release,
+)
 from tests.finished_run import RELEASE, SPLITS, snapshot
 
 
