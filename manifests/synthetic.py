@@ -12,6 +12,7 @@ import json
 import numpy as np
 import pyarrow as pa
 
+from core.location import Location
 from manifests.artifacts import ArtifactStore
 from manifests.runs import now_iso, write_run_info
 from manifests.schemas import CANDIDATES, QC, REJECTS, SOURCES, TRIPLES
@@ -52,7 +53,7 @@ def _decide(s: dict) -> list[str]:
     return reasons
 
 
-def write_synthetic_run(run_url: str, *, identities: int = 6, images_per_identity: int = 2,
+def write_synthetic_run(run_url: Location | str, *, identities: int = 6, images_per_identity: int = 2,
                         candidates_per_round: int = 24, rounds: int = 1, seed: int = 0,
                         pool: list[np.ndarray] | None = None, image_size: int = 64, score_shift: float = 0.0,
                         ingest_rejects: int = 1, commit_rows: int = 2000, all_accepted: bool = False) -> str:
