@@ -34,6 +34,7 @@ import pyarrow.dataset as pads
 from fsspec.implementations.local import LocalFileSystem
 
 from core.config import StorageOptions
+from core.hashing import sha256_fs_file
 from core.location import Location
 from core.splits import split_of
 from manifests.runs import now_iso, read_run_info
@@ -219,13 +220,8 @@ def _user() -> str:
 
 
 def _file_digest(fs: fsspec.AbstractFileSystem, path: str) -> dict:
-    h = hashlib.sha256()
-    n = 0
-    with fs.open(path, "rb") as fh:
-        while chunk := fh.read(1 << 20):
-            h.update(chunk)
-            n += len(chunk)
-    return {"sha256": h.hexdigest(), "bytes": n}
+    digest, size = sha256_fs_file(fs, path)
+    return {"sha256": digest, "bytes": size}
 
 
 def _write_triples(build: _Build, run_store: ManifestStore, name: str, rounds: list[int] | None,

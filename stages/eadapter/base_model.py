@@ -27,7 +27,8 @@ import torch
 from diffusers import AutoencoderKL, UNet2DConditionModel
 from transformers import CLIPVisionModelWithProjection
 
-from stages.eadapter import storage
+from core.cache import ensure_local_folder
+from core.hashing import sha256_file
 from stages.eadapter.layout import (
     DIFFUSERS_WEIGHTS,
     HOWTO,
@@ -87,7 +88,7 @@ def resolve_device(device: str) -> torch.device:
 def load_base_model(url: str, *, device: torch.device | str = "cpu", dtype: torch.dtype = torch.float32,
                     image_encoder: str | None = None, cache_dir: str | None = None) -> BaseModel:
     """Load UNet, VAE, scheduler config, image encoder and text conditioning; every file is hashed."""
-    root = storage.ensure_local_folder(url, cache_dir)
+    root = ensure_local_folder(url, cache_dir)
     if not root.is_dir():
         raise BaseModelMissingError(f"base model folder {url} does not exist; {HOWTO.replace('FOLDER', str(url))}")
     loaded: list[Path] = []
@@ -104,7 +105,7 @@ def load_base_model(url: str, *, device: torch.device | str = "cpu", dtype: torc
     scheduler_config = json.loads(files[0].read_text())
 
     enc_root, enc_sub = (root, "image_encoder") if image_encoder is None else (
-        storage.ensure_local_folder(image_encoder, cache_dir), "")
+        ensure_local_folder(image_encoder, cache_dir), "")
     files, variant = require_component(enc_root, enc_sub, "config.json", TRANSFORMERS_WEIGHTS)
     loaded += files
     encoder = CLIPVisionModelWithProjection.from_pretrained(enc_root / enc_sub, variant=variant, dtype=dtype)
@@ -120,6 +121,6 @@ def load_base_model(url: str, *, device: torch.device | str = "cpu", dtype: torc
             key = str(path.relative_to(root))
         except ValueError:
             key = f"image_encoder:{path.name}"
-        hashes[key] = storage.sha256_file(path)
+        hashes[key] = sha256_file(path)
     return BaseModel(folder=root, unet=unet, vae=vae, scheduler_config=scheduler_config, image_encoder=encoder,
                      text=text, files=hashes)

@@ -19,6 +19,7 @@ from safetensors.torch import save as save_safetensors
 from torch import nn
 from transformers import CLIPVisionConfig
 
+from core.hashing import sha256_bytes
 from stages.eadapter import storage
 from stages.eadapter.attention import EAdapterAttnProcessor, TextOnlyAttnProcessor
 from stages.eadapter.layers import PROCESSOR_SUFFIX, cross_attention_layers, select_layers
@@ -177,7 +178,7 @@ class EAdapter(nn.Module):
     def adapter_sha256(self) -> str:
         """sha256 of the weight file save_pretrained writes (computed from memory when not yet saved)."""
         if self._weights_sha256 is None:
-            self._weights_sha256 = storage.sha256_bytes(self._serialise())
+            self._weights_sha256 = sha256_bytes(self._serialise())
         return self._weights_sha256
 
     @property
@@ -192,7 +193,7 @@ class EAdapter(nn.Module):
     def save_pretrained(self, url: str | Path) -> str:
         """Write eadapter.safetensors + eadapter_config.json (with the weights' sha256) to a folder or URL."""
         data = self._serialise()
-        digest = storage.sha256_bytes(data)
+        digest = sha256_bytes(data)
         self._weights_sha256 = digest
         self.config.weights_sha256 = digest
         storage.write_bytes(storage.join(url, WEIGHTS_NAME), data)
@@ -209,7 +210,7 @@ class EAdapter(nn.Module):
                 raise FileNotFoundError(f"E-Adapter {what} file missing: {u} (write it with EAdapter.save_pretrained)")
         config = EAdapterConfig.from_json(storage.read_bytes(cfg_url).decode())
         data = storage.read_bytes(w_url)
-        digest = storage.sha256_bytes(data)
+        digest = sha256_bytes(data)
         if not config.weights_sha256:
             raise EAdapterIntegrityError(f"{cfg_url} records no weights_sha256")
         if digest != config.weights_sha256:

@@ -3,15 +3,14 @@
 
 from __future__ import annotations
 
-import hashlib
 import importlib.util
-import threading
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import dlib
 import numpy as np
 
+from core.hashing import sha256_file
 from stages.face.types import DetectedFace, keypoints5_from_68
 
 if TYPE_CHECKING:
@@ -20,8 +19,6 @@ if TYPE_CHECKING:
 LANDMARKS_68_FILE = "shape_predictor_68_face_landmarks.dat"
 RECOGNITION_FILE = "dlib_face_recognition_resnet_model_v1.dat"
 
-_hash_cache: dict[tuple[str, int, int], str] = {}
-_hash_lock = threading.Lock()
 
 
 def dlib_model_dir() -> Path:
@@ -36,23 +33,6 @@ def dlib_model_dir() -> Path:
         raise FileNotFoundError(f"dlib model files missing in {folder}: expected {LANDMARKS_68_FILE} and "
                                 f"{RECOGNITION_FILE} (reinstall the package 'face-recognition-models')")
     return folder
-
-
-def file_sha256(path: Path) -> str:
-    """sha256 of a file, cached per (path, size, mtime)."""
-    st = path.stat()
-    key = (str(path.resolve()), st.st_size, st.st_mtime_ns)
-    with _hash_lock:
-        if key in _hash_cache:
-            return _hash_cache[key]
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            h.update(chunk)
-    digest = h.hexdigest()
-    with _hash_lock:
-        _hash_cache[key] = digest
-    return digest
 
 
 def _rgb(rgb: np.ndarray) -> np.ndarray:
@@ -85,7 +65,7 @@ class DlibDetector:
         self.min_score = float(min_score)
         self._detector = dlib.get_frontal_face_detector()
         self._predictor = dlib.shape_predictor(str(self.landmark_path))
-        self.model_sha256 = file_sha256(self.landmark_path)
+        self.model_sha256 = sha256_file(self.landmark_path)
 
     @classmethod
     def from_config(cls, ingest: IngestConfig) -> "DlibDetector":
@@ -124,7 +104,7 @@ class DlibEmbedder:
         self.num_jitters = int(num_jitters)
         self._model = dlib.face_recognition_model_v1(str(self.model_path))
         self._predictor: dlib.shape_predictor | None = None  # loaded on first face without landmarks
-        self.model_sha256 = file_sha256(self.model_path)
+        self.model_sha256 = sha256_file(self.model_path)
 
     @classmethod
     def from_config(cls) -> "DlibEmbedder":

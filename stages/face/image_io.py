@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import io
 import warnings
 from struct import error as struct_error
@@ -23,11 +22,6 @@ class ImageRejected(Exception):
         super().__init__(f"{reason}: {detail}")
         self.reason = reason
         self.detail = detail
-
-
-def sha256_hex(data: bytes) -> str:
-    """Hex sha256 of bytes."""
-    return hashlib.sha256(data).hexdigest()
 
 
 def _to_uint8(arr: np.ndarray, sixteen_bit: bool = False) -> np.ndarray:

@@ -8,18 +8,17 @@ and the override is recorded (`ResolvedModel.hash_override`, `overrides_used()`)
 
 from __future__ import annotations
 
-import hashlib
 import logging
-import os
 import threading
-import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
 import fsspec
 from pydantic import Field
 
+from core.cache import cache_file
 from core.config import ConfigError, StorageOptions, Strict, storage_options_field
+from core.hashing import sha256_file
 from stages.onnx.registry import get_spec
 
 
@@ -37,7 +36,6 @@ log = logging.getLogger(__name__)
 
 _CHUNK = 1 << 20
 _lock = threading.Lock()
-_hash_cache: dict[tuple[str, int, int], str] = {}
 _overrides_used: dict[str, str] = {}
 
 
@@ -60,23 +58,6 @@ class ResolvedModel:
     hash_override: bool  # accepted through models.hash_overrides, not a registry hash
 
 
-def sha256_file(path: str | os.PathLike[str]) -> str:
-    """Streamed sha256 of a local file, cached per process by (path, size, mtime)."""
-    st = os.stat(path)
-    key = (os.path.realpath(path), st.st_size, st.st_mtime_ns)
-    with _lock:
-        if key in _hash_cache:
-            return _hash_cache[key]
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(_CHUNK), b""):
-            h.update(chunk)
-    digest = h.hexdigest()
-    with _lock:
-        _hash_cache[key] = digest
-    return digest
-
-
 def overrides_used() -> dict[str, str]:
     """Registry name -> sha256 of every model accepted through models.hash_overrides in this process."""
     with _lock:
@@ -86,24 +67,6 @@ def overrides_used() -> dict[str, str]:
 def _is_local(fs: fsspec.AbstractFileSystem) -> bool:
     protocols = fs.protocol if isinstance(fs.protocol, tuple) else (fs.protocol,)
     return bool({"file", "local"} & set(protocols))
-
-
-def _local_copy(fs: fsspec.AbstractFileSystem, remote: str, origin: str, cache_dir: str) -> Path:
-    """Copy a remote file into the cache once (atomic rename); reuse it while the size matches."""
-    key = hashlib.sha256(origin.encode()).hexdigest()[:16]
-    dest = Path(cache_dir).expanduser() / key / Path(remote).name
-    size = fs.size(remote)
-    if dest.is_file() and (size is None or dest.stat().st_size == size):
-        return dest
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    tmp = dest.with_name(f".{dest.name}.{uuid.uuid4().hex}.part")
-    try:
-        fs.get_file(remote, str(tmp))
-        os.replace(tmp, dest)
-    finally:
-        tmp.unlink(missing_ok=True)
-    log.info("copied model %s to %s", origin, dest)
-    return dest
 
 
 def resolve_model(models: ModelsConfig, name: str) -> ResolvedModel:
@@ -121,7 +84,7 @@ def resolve_model(models: ModelsConfig, name: str) -> ResolvedModel:
         looked.append(origin)
         if not fs.isfile(candidate):
             continue
-        path = Path(candidate) if local else _local_copy(fs, candidate, origin, models.cache_dir)
+        path = Path(candidate) if local else cache_file(fs, candidate, origin, models.cache_dir)
         return _verify(name, path, file_name, origin, models.hash_overrides.get(name))
     first = spec.files[0]
     raise ModelFileNotFound(

@@ -17,7 +17,7 @@ import torch.nn.functional as F
 from onnx import numpy_helper
 from torch import nn
 
-from stages.onnx.model_files import sha256_file
+from core.hashing import sha256_file
 from stages.onnx.registry import get_spec
 
 # det_10g's real input and output names (outputs: scores 8/16/32, boxes 8/16/32, keypoints 8/16/32).

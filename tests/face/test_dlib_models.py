@@ -7,8 +7,8 @@ import importlib.util
 import numpy as np
 import pytest
 
+from core.hashing import sha256_file
 from pipeline.config import load_config
-from stages.face import dlib_models
 from stages.face.dlib_models import DlibDetector, dlib_model_dir
 from stages.face.types import DetectedFace, keypoints5_from_68
 from tests.face.conftest import demo_rgb
@@ -21,7 +21,7 @@ def test_model_dir_and_hashes(detector, embedder):
         assert model.model_id and len(model.model_sha256) == 64
         int(model.model_sha256, 16)
     assert detector.model_sha256 != embedder.model_sha256
-    assert dlib_models.file_sha256(folder / "dlib_face_recognition_resnet_model_v1.dat") == embedder.model_sha256
+    assert sha256_file(folder / "dlib_face_recognition_resnet_model_v1.dat") == embedder.model_sha256
 
 
 def test_missing_model_package_is_a_clear_error(monkeypatch):

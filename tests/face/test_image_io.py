@@ -11,7 +11,8 @@ import numpy as np
 import pytest
 from PIL import Image, ImageFile
 
-from stages.face.image_io import ImageRejected, decode_image, decode_png, encode_jpeg, encode_png, sha256_hex
+from core.hashing import sha256_bytes
+from stages.face.image_io import ImageRejected, decode_image, decode_png, encode_jpeg, encode_png
 from tests.conftest import DEMO_CORPUS
 
 MAX = 40_000_000
@@ -187,4 +188,4 @@ def test_png_jpeg_round_trips_and_hash():
     jpg = encode_jpeg(np.full((32, 48, 3), 120, np.uint8), quality=90)
     assert jpg[:2] == b"\xff\xd8"
     assert np.abs(decode_image(jpg, MAX).astype(int) - 120).max() <= 2
-    assert sha256_hex(b"abc") == "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
+    assert sha256_bytes(b"abc") == "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"

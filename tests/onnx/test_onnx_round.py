@@ -8,11 +8,11 @@ from pathlib import Path
 
 import pytest
 
+from core.hashing import sha256_file
 from manifests.query import connect
 from manifests.store import ManifestStore
 from pipeline.config import config_from_dict, load_config
 from pipeline.run_idi import run_idi
-from stages.onnx.model_files import sha256_file
 from stages.onnx.testing import stand_in_config, write_stand_ins
 from tests.conftest import london_identities, make_corpus
 

@@ -5,9 +5,10 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
+from core.hashing import sha256_file
 from pipeline.config import config_from_dict
 from stages.face.backends import build_detector
-from stages.onnx.model_files import resolve_model, sha256_file
+from stages.onnx.model_files import resolve_model
 from stages.onnx.scrfd import ScrfdDetector
 from stages.onnx.testing import build_scrfd
 from tests.conftest import DEMO_CORPUS
