@@ -69,7 +69,7 @@ class PeakRSS:
         while not self._stop.wait(0.005):
             self.peak = max(self.peak, self.proc.memory_info().rss)
 
-    def __enter__(self) -> "PeakRSS":
+    def __enter__(self) -> PeakRSS:
         self._thread.start()
         return self
 
@@ -127,7 +127,8 @@ def run(args: argparse.Namespace) -> tuple[str, list[dict]]:
 
         folder = build_tiny_sd(Path(tmp.name) / "tiny")
         tr = EAdapterTransferer.from_config(config_from_dict({"expression_transfer": {
-            "backend": "eadapter", "base_model": str(folder), **section}}).expression_transfer, embedder=thumbnail_embedder)
+            "backend": "eadapter", "base_model": str(folder), **section}}).expression_transfer,
+            embedder=thumbnail_embedder)
         size, label = 64, "tiny SD-shaped model (tests/eadapter), 64 px"
     rows = []
     for b in batches:
@@ -169,7 +170,8 @@ def markdown(title: str, rows: list[dict], command: str) -> str:
              f"- command: `{command}`",
              "- images/s and s/batch: best of the repeats (median s/batch beside it); peak RSS: whole process "
              "(models included); tracemalloc sees Python allocations only, not torch tensors", "",
-             "| batch | images/s | s/batch (best) | s/batch (median) | peak RSS MiB | Python peak MiB | CUDA peak MiB |",
+             "| batch | images/s | s/batch (best) | s/batch (median) | peak RSS MiB | Python peak MiB "
+             "| CUDA peak MiB |",
              "|---:|---:|---:|---:|---:|---:|---:|"]
     for r in rows:
         cuda = f"{r['cuda_peak_mib']:.0f}" if r["cuda_peak_mib"] is not None else "-"

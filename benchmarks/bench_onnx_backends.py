@@ -64,7 +64,7 @@ def run(seconds: float) -> list[tuple[str, str, float]]:
 
     rows: list[tuple[str, str, float]] = []
     emb = ArcFaceEmbedder.from_config(cfg().models)
-    pairs = list(zip(images, faces))
+    pairs = list(zip(images, faces, strict=False))
     rows.append(("arcface (norm_crop 112 + net)", "1 face/call", _rate(lambda: (emb.embed(*pairs[0]), 1)[1], seconds)))
     rows.append(("arcface (norm_crop 112 + net)", "8 faces/call", _rate(lambda: len(emb.embed_batch(pairs)), seconds)))
 
@@ -76,14 +76,14 @@ def run(seconds: float) -> list[tuple[str, str, float]]:
     rows.append(("dlib 68 landmarks on a box (scrfd add-on)", "1 face",
                  _rate(lambda: (land(images[0], faces[0].box), 1)[1], seconds)))
 
-    items = [(images[0], faces[0], im, f) for im, f in zip(images, faces)]
+    items = [(images[0], faces[0], im, f) for im, f in zip(images, faces, strict=False)]
     for model, extra in (("inswapper_128", {}), ("hyperswap_1a_256", {}), ("simswap_256", {}),
                          ("hyperswap_1a_256", {"occluder_model": "xseg_3", "parser_model": "bisenet_resnet_34"})):
         sw_cfg = cfg(identity_swap={"backend": "onnx", "model": model, **extra})
         sw = OnnxSwapper.from_config(sw_cfg.identity_swap, sw_cfg.models)
         label = model + (" + xseg + bisenet masks" if extra else "")
-        rows.append((label, "1 item/call", _rate(lambda: (sw.swap(*items[1]), 1)[1], seconds)))
-        rows.append((label, "8 items/call", _rate(lambda: len(sw.swap_batch(items)), seconds)))
+        rows.append((label, "1 item/call", _rate(lambda sw=sw: (sw.swap(*items[1]), 1)[1], seconds)))
+        rows.append((label, "8 items/call", _rate(lambda sw=sw: len(sw.swap_batch(items)), seconds)))
     return rows
 
 

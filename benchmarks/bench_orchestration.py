@@ -122,7 +122,8 @@ def main(argv: list[str] | None = None) -> int:
         r = run_size(n, args.overrides, stats_dir)
         results.append(r)
         busy = sum(s["busy_s"] for s in r["report"])
-        print(f"\n== {n} items: {r['wall']:.1f} s, {n / r['wall']:.1f} items/s, {1000 * r['wall'] / n:.2f} ms/item wall;"
+        print(f"\n== {n} items: {r['wall']:.1f} s, {n / r['wall']:.1f} items/s, "
+              f"{1000 * r['wall'] / n:.2f} ms/item wall;"
               f" in-stage busy {1000 * busy / n:.2f} ms/item; CPU-ms/item outside stage code "
               f"{1000 * (r['wall'] * cpus - busy) / n:.2f}; {r['shards']} commits")
         q = r["rss"]

@@ -65,7 +65,7 @@ def synthetic_sources(n: int, per_identity: int, seed: int = 0) -> pa.Table:
     rng = np.random.default_rng(seed)
     idx = np.arange(n)
     identity = np.char.add("id", (idx // per_identity).astype(str)).astype(object)
-    key = [f"{i}/img_{j:03d}.jpg" for i, j in zip(identity, idx % per_identity)]
+    key = [f"{i}/img_{j:03d}.jpg" for i, j in zip(identity, idx % per_identity, strict=False)]
     sha = [hashlib.sha256(f"{seed}/{i}".encode()).hexdigest() for i in range(n)]  # unique file hashes
     expr = [EXPRESSIONS[k] for k in rng.integers(0, len(EXPRESSIONS), n)]
     emb = rng.standard_normal((n, 128)).astype(np.float32)
@@ -111,10 +111,10 @@ def main(argv: list[str] | None = None) -> int:
     base = mem.reset()
     rows = []
 
-    def phase(name: str, fn):
+    def phase(name: str, fn, *fn_args):
         start_rss = mem.reset()
         t = time.perf_counter()
-        result = fn()
+        result = fn(*fn_args)
         dt = time.perf_counter() - t
         time.sleep(0.05)
         rows.append((name, dt, start_rss, mem.peak))
@@ -122,16 +122,16 @@ def main(argv: list[str] | None = None) -> int:
               f"(+{(mem.peak - start_rss) / 2**20:.0f} MiB)", flush=True)
         return result
 
-    sources = phase(f"make {args.sources} synthetic sources", lambda: synthetic_sources(args.sources, args.per_identity))
+    sources = phase(f"make {args.sources} synthetic sources", synthetic_sources, args.sources, args.per_identity)
 
-    def write_sources():
-        for i in range(0, sources.num_rows, 10_000):  # ingest commits shards as it streams
-            chunk = sources.slice(i, 10_000)
+    def write_sources(table: pa.Table) -> None:
+        for i in range(0, table.num_rows, 10_000):  # ingest commits shards as it streams
+            chunk = table.slice(i, 10_000)
             store.commit(f"ingest-{i:08d}", {"sources": chunk})
-    phase("commit sources (10k-row shards)", write_sources)
+    phase("commit sources (10k-row shards)", write_sources, sources)
     del sources
-    read = phase("read sources back (committed shards)", lambda: store.read_table("sources"))
-    plan = phase("plan_round", lambda: plan_for(cfg, read, 0))
+    read = phase("read sources back (committed shards)", store.read_table, "sources")
+    plan = phase("plan_round", plan_for, cfg, read, 0)
     del read
 
     def write_candidates():
@@ -147,7 +147,8 @@ def main(argv: list[str] | None = None) -> int:
     mem.stop()
     print(f"planned {plan.plan.num_rows} candidates ({len(plan.refused)} pairing refusals), committed {committed} "
           f"rows in {markers} shards; total {total:.1f} s; peak RSS {max(r[3] for r in rows) / 2**20:.0f} MiB "
-          f"(process start {base / 2**20:.0f} MiB; ru_maxrss {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MiB)")
+          f"(process start {base / 2**20:.0f} MiB; "
+          f"ru_maxrss {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MiB)")
     print(f"run folder: {out}")
     return 0
 

@@ -43,7 +43,7 @@ class FaultInjectionConfig(Strict):
     marker: str | None = None
 
     @model_validator(mode="after")
-    def _pause_needs_marker(self) -> "FaultInjectionConfig":
+    def _pause_needs_marker(self) -> FaultInjectionConfig:
         if self.action == "pause" and not self.marker:
             raise ValueError("fault_injection.marker is required with action 'pause'")
         return self

@@ -162,7 +162,7 @@ class RunLock:
             return False
 
     # -- public ----------------------------------------------------------------------------------------
-    def acquire(self, attempts: int = 20) -> "RunLock":
+    def acquire(self, attempts: int = 20) -> RunLock:
         for _ in range(attempts):
             data = self._record()
             if self._create(data):
@@ -201,7 +201,7 @@ class RunLock:
             self.fs.rm_file(self.path)
         self.token = ""
 
-    def __enter__(self) -> "RunLock":
+    def __enter__(self) -> RunLock:
         return self.acquire()
 
     def __exit__(self, *exc) -> None:

@@ -95,7 +95,7 @@ def format_table(cols: list[str], rows: list[tuple]) -> str:
         return "NULL" if v is None else str(v)
     cells = [[fmt(v) for v in r] for r in rows]
     widths = [max([len(c)] + [len(r[i]) for r in cells]) for i, c in enumerate(cols)]
-    line = "  ".join(c.ljust(w) for c, w in zip(cols, widths))
+    line = "  ".join(c.ljust(w) for c, w in zip(cols, widths, strict=False))
     out = [line, "  ".join("-" * w for w in widths)]
-    out += ["  ".join(v.ljust(w) for v, w in zip(r, widths)) for r in cells]
+    out += ["  ".join(v.ljust(w) for v, w in zip(r, widths, strict=False)) for r in cells]
     return "\n".join(out)

@@ -7,7 +7,7 @@ grew with the table (+90 MB from 4k to 64k rows of a release manifest) where thi
 
 from __future__ import annotations
 
-from typing import Iterator
+from collections.abc import Iterator
 
 import pyarrow as pa
 import pyarrow.dataset as pads

@@ -21,8 +21,8 @@ import logging
 import os
 import posixpath
 import uuid
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from typing import Callable, Iterable
 
 import fsspec
 import pyarrow as pa
@@ -96,7 +96,7 @@ class ManifestStore:
 
     @classmethod
     def open(cls, run_url: Location | str, storage_options: StorageOptions | None = None,
-             schemas: dict[str, pa.Schema] | None = None) -> "ManifestStore":
+             schemas: dict[str, pa.Schema] | None = None) -> ManifestStore:
         run = Location.of(run_url, storage_options)
         return cls(run.fs, run.path, schemas=dict(schemas or TABLES))
 

@@ -64,7 +64,7 @@ def query_main(argv: list[str]) -> int:
         w.writerow(cols)
         w.writerows(rows)
     else:
-        print(json.dumps([dict(zip(cols, r)) for r in rows], default=str, indent=1))
+        print(json.dumps([dict(zip(cols, r, strict=False)) for r in rows], default=str, indent=1))
     return 0
 
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 import logging
 import time
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Callable
 
 import pyarrow as pa
 
@@ -56,7 +56,7 @@ class StageErrorGuard:
 
     def check(self, reasons: list[str], details: list[str | None]) -> None:
         self.processed += len(reasons)
-        for reason, detail in zip(reasons, details):
+        for reason, detail in zip(reasons, details, strict=False):
             if reason == "stage_error":
                 self.errors += 1
                 self.first_error = self.first_error or (detail or "")

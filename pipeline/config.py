@@ -112,7 +112,7 @@ class PipelineConfig(Strict):
     release: ReleaseConfig = ReleaseConfig()
 
     @model_validator(mode="after")
-    def _backend_needs(self) -> "PipelineConfig":
+    def _backend_needs(self) -> PipelineConfig:
         et = self.expression_transfer
         if et.backend == "eadapter" and not et.base_model:
             raise ValueError("expression_transfer.base_model is required with backend 'eadapter'")

@@ -92,7 +92,8 @@ def run_ingest(cfg: PipelineConfig, store: ManifestStore, run_root: str) -> Phas
                 "run_id": pa.array([run_id] * bad.num_rows, pa.string())})
             return {"sources": ok, "rejects": rejects}
 
-        buffer = CommitBuffer(store, split, "input_key", "ingest-", cfg.run.commit_rows, cfg.run.commit_seconds, {"phase": "ingest"})
+        buffer = CommitBuffer(store, split, "input_key", "ingest-", cfg.run.commit_rows, cfg.run.commit_seconds,
+                              {"phase": "ingest"})
         _consume(ds, buffer, Progress("ingest", todo.num_rows), _guard(cfg), "reject_reason")
     return PhaseStats(todo.num_rows, len(done), time.monotonic() - started)
 
@@ -162,6 +163,7 @@ def run_generation(cfg: PipelineConfig, store: ManifestStore, run_root: str, rou
         batch = min(stage_section(s, cfg).resources.batch_size for s in stages)
         ds = apply_stages(dataset_from_table(todo, batch * 2), stages, cfg, run_root)
         buffer = CommitBuffer(store, _generation_split(run_id, cfg.data_fingerprint()), "candidate_id",
-                              f"gen-r{round_index}-", cfg.run.commit_rows, cfg.run.commit_seconds, {"phase": "generate", "round": round_index})
+                              f"gen-r{round_index}-", cfg.run.commit_rows, cfg.run.commit_seconds,
+                              {"phase": "generate", "round": round_index})
         _consume(ds, buffer, Progress(f"round {round_index}", todo.num_rows), _guard(cfg), "reason")
     return PhaseStats(todo.num_rows, len(done), time.monotonic() - started)

@@ -48,7 +48,7 @@ def _record_generated_with(store: ManifestStore, round_index: int, adapter: str 
     cands = store.read_table("candidates", ["round", "expression_model", "expression_model_sha256"])
     cands = cands.filter(pc.equal(cands["round"], round_index))
     models = sorted({(m, h) for m, h in zip(cands["expression_model"].to_pylist(),
-                                            cands["expression_model_sha256"].to_pylist()) if m})
+                                            cands["expression_model_sha256"].to_pylist(), strict=False) if m})
     rows = [_lineage(round_index, "generated_with", run_id, adapter_id=m, adapter_sha256=h, adapter_path=adapter,
                      data_round=round_index,
                      triples=int(pc.sum(pc.equal(cands["expression_model_sha256"], h)).as_py() or 0))

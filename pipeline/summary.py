@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from manifests.query import connect
+from manifests.schemas import QC_SCORES
 from manifests.store import ManifestStore
 
 
@@ -25,10 +26,10 @@ def summarize(store: ManifestStore) -> dict:
         medians = {}
         for acc, label in ((True, "accepted"), (False, "rejected")):
             row = con.execute(
-                "select median(id_sim_rt), median(id_sim_rj), median(expr_dist_rt), median(sharpness) from qc "
+                f"select {', '.join(f'median({c})' for c in QC_SCORES)} from qc "
                 "where round = ? and accepted = ? and face_found", [r, acc]).fetchone()
-            medians[label] = dict(zip(("id_sim_rt", "id_sim_rj", "expr_dist_rt", "sharpness"),
-                                      [None if v is None else round(float(v), 4) for v in row]))
+            medians[label] = dict(zip(QC_SCORES,
+                                      [None if v is None else round(float(v), 4) for v in row], strict=False))
         pairing = dict(con.execute(
             "select reason, count(*) from rejects where stage = 'pairing' and round = ? group by 1", [r]).fetchall())
         rounds.append(dict(

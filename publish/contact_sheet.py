@@ -7,10 +7,12 @@ import html
 import io
 import json
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 from PIL import Image, ImageDraw
+
+from manifests.schemas import QC_SCORES
 
 TILE = 112
 # Nominal scale of each margin so that different scores compare: identity margins in cosine units / 0.1,
@@ -80,7 +82,7 @@ def _placeholder(label: str) -> Image.Image:
 def strip_jpeg(images: list[bytes | None], quality: int = 85) -> bytes:
     """S | R | T tiles side by side; a missing image becomes a grey crossed tile."""
     out = Image.new("RGB", (TILE * len(images) + 4 * (len(images) - 1), TILE), (255, 255, 255))
-    for i, (data, label) in enumerate(zip(images, ("S missing", "R missing", "T missing"))):
+    for i, (data, label) in enumerate(zip(images, ("S missing", "R missing", "T missing"), strict=False)):
         tile = None
         if data:
             try:
@@ -114,7 +116,7 @@ def sheet_html(items: list[SheetItem], read: Callable[[str], bytes | None], colu
         uri = "data:image/jpeg;base64," + base64.b64encode(strip_jpeg(imgs)).decode()
         failed = set(it.reasons)
         scores = " ".join(_score(n, getattr(it, n), _FAILS[n] in failed)
-                          for n in ("id_sim_rt", "id_sim_rj", "expr_dist_rt", "sharpness"))
+                          for n in QC_SCORES)
         who = f"{it.identity_i or '?'} &larr; {it.identity_j or '?'}, {html.escape(it.expression or '–')}"
         verdict = "accepted" if it.accepted else ", ".join(it.reasons) or it.reason
         cells.append(

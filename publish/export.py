@@ -24,8 +24,8 @@ import logging
 import sys
 import tarfile
 import time
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from typing import Callable, Iterator
 
 import fsspec
 import pyarrow as pa

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import base64
 import io
-from typing import Sequence
+from collections.abc import Sequence
 
 import matplotlib
 
@@ -41,7 +41,7 @@ def reasons_by_round(rounds: Sequence[int], counts: dict[str, Sequence[int]], pa
         color = ACCEPT_COLOR if reason == "accepted" else next(colors, "#888888")
         ax.bar(x, values, 0.6, bottom=bottom, label=reason, color=color)
         bottom += np.asarray(values, dtype=float)
-    for xi, total, rate in zip(x, bottom, pass_rate):
+    for xi, total, rate in zip(x, bottom, pass_rate, strict=False):
         ax.text(xi, total, f"{rate:.0%} pass", ha="center", va="bottom", fontsize=8)
     ax.set_xticks(x, [f"round {r}" for r in rounds])
     ax.set_ylabel("candidates")
@@ -92,7 +92,7 @@ def horizontal_counts(title: str, labels: Sequence[str], values: Sequence[int]) 
     ax.barh(y, values, color=REJECT_COLOR)
     ax.set_yticks(y, labels)
     ax.invert_yaxis()
-    for yi, v in zip(y, values):
+    for yi, v in zip(y, values, strict=False):
         ax.text(v, yi, f" {v}", va="center", fontsize=8)
     ax.set_xlabel("items")
     ax.set_title(title)
@@ -103,7 +103,7 @@ def round_trends(rounds: Sequence[int], series: dict[str, Sequence[float | None]
     """One small panel per series (pass rate, median scores of accepted R) across rounds."""
     n = len(series)
     fig, axes = plt.subplots(1, n, figsize=(2.3 * n, 2.4), squeeze=False)
-    for ax, (name, values) in zip(axes[0], series.items()):
+    for ax, (name, values) in zip(axes[0], series.items(), strict=False):
         ys = [np.nan if v is None else v for v in values]
         ax.plot(rounds, ys, marker="o", color="#1565c0")
         ax.set_title(name, fontsize=8)

@@ -39,6 +39,7 @@ from core.location import Location
 from core.splits import split_of
 from manifests.runs import now_iso, read_run_info
 from manifests.scan import iter_batches, release_arrow_memory
+from manifests.schemas import QC_SCORES
 from manifests.store import COMMITS_DIR, ManifestStore, atomic_write_bytes, exclusive_create_bytes, shard_key
 from publish.dataset_card import render_card
 from publish.release_schema import IMAGE_ROLES, RELEASE_FORMAT_VERSION, RELEASE_TABLES, RELEASE_TRIPLES
@@ -246,7 +247,7 @@ def _write_triples(build: _Build, run_store: ManifestStore, name: str, rounds: l
     for batch in iter_batches(run_store, "triples", filter=flt, batch_size=batch_size):
         keep, split_col = [], []
         for k, (i, j) in enumerate(zip(batch.column("identity_i").to_pylist(),
-                                       batch.column("identity_j").to_pylist())):
+                                       batch.column("identity_j").to_pylist(), strict=False)):
             if split(i) != split(j):
                 build.excluded_cross_split += 1
                 continue
@@ -258,8 +259,8 @@ def _write_triples(build: _Build, run_store: ManifestStore, name: str, rounds: l
         extra: dict[str, pa.Array] = {"split": pa.array(split_col, pa.string()),
                                       "release": pa.array([name] * len(keep), pa.string())}
         for key in IMAGE_ROLES:
-            copied = [build.copy_image(run_store.fs, url, sha) for url, sha in
-                      zip(table.column(f"{key}_path").to_pylist(), table.column(f"{key}_sha256").to_pylist())]
+            paths, shas = table.column(f"{key}_path").to_pylist(), table.column(f"{key}_sha256").to_pylist()
+            copied = [build.copy_image(run_store.fs, url, sha) for url, sha in zip(paths, shas, strict=True)]
             extra[f"{key}_file"] = pa.array([c[0] for c in copied], pa.string())
             extra[f"{key}_bytes"] = pa.array([c[1] for c in copied], pa.int64())
         for col, arr in extra.items():
@@ -427,7 +428,7 @@ def verify_release(release: Release, batch_size: int = 1024) -> VerifyReport:
 
 
 # -- diffing ---------------------------------------------------------------------------------------------
-DIFF_SCORES = ("id_sim_rt", "id_sim_rj", "expr_dist_rt", "sharpness")
+DIFF_SCORES = QC_SCORES
 
 
 @dataclass
@@ -455,7 +456,7 @@ def diff_releases(a: Release, b: Release, eps: float = 1e-6) -> ReleaseDiff:
     def rows(sql: str) -> list[dict]:
         cur = con.execute(sql)
         cols = [d[0] for d in cur.description]
-        return [dict(zip(cols, r)) for r in cur.fetchall()]
+        return [dict(zip(cols, r, strict=False)) for r in cur.fetchall()]
 
     side = "triple_id, round, split, identity_i, identity_j, expression"
     added = rows(f"select {side} from tb anti join ta using (triple_id) order by triple_id")

@@ -7,9 +7,10 @@ import json
 import duckdb
 
 from manifests.query import connect
+from manifests.schemas import QC_SCORES
 from manifests.store import ManifestStore
 
-SCORES = ("id_sim_rt", "id_sim_rj", "expr_dist_rt", "sharpness")
+SCORES = QC_SCORES
 
 _IMAGES_SQL = """
     select distinct f, b from (
@@ -21,7 +22,7 @@ _IMAGES_SQL = """
 def _rows(con: duckdb.DuckDBPyConnection, sql: str, params: list | None = None) -> list[dict]:
     cur = con.execute(sql, params or [])
     cols = [d[0] for d in cur.description]
-    return [dict(zip(cols, r)) for r in cur.fetchall()]
+    return [dict(zip(cols, r, strict=False)) for r in cur.fetchall()]
 
 
 def _num(v: float | int | None, digits: int = 4) -> float | int | None:
@@ -57,7 +58,7 @@ def release_stats(store: ManifestStore, split_names: list[str]) -> dict:
     for s in SCORES:
         row = con.execute(f"select min({s}), quantile_cont({s}, 0.1), median({s}), avg({s}), "
                           f"quantile_cont({s}, 0.9), max({s}) from triples").fetchone()
-        scores[s] = dict(zip(("min", "p10", "median", "mean", "p90", "max"), [_num(v) for v in row]))
+        scores[s] = dict(zip(("min", "p10", "median", "mean", "p90", "max"), [_num(v) for v in row], strict=False))
     identities = con.execute("select count(distinct i) from (select identity_i as i from triples union "
                              "select identity_j from triples)").fetchone()[0]
     return dict(triples=total, identities=identities, images=images, image_bytes=int(image_bytes),

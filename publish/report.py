@@ -13,8 +13,8 @@ import html
 import json
 import logging
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Callable
 
 import numpy as np
 
@@ -72,7 +72,7 @@ def _items(rows: list[dict]) -> list[SheetItem]:
 
 def _dicts(cur) -> list[dict]:
     cols = [d[0] for d in cur.description]
-    return [dict(zip(cols, r)) for r in cur.fetchall()]
+    return [dict(zip(cols, r, strict=False)) for r in cur.fetchall()]
 
 
 def _file_reader(where: Location) -> Callable[[str], bytes | None]:
@@ -191,7 +191,7 @@ def _pass_rate_section(data: ReportData, rounds: list[dict]) -> str:
             totals = Counter()
             for r in data.rejects:
                 totals[f"{r['stage']}: {r['reason']}"] += r["n"]
-            labels, values = zip(*totals.most_common())
+            labels, values = zip(*totals.most_common(), strict=False)
             parts.append(_img(plots.horizontal_counts("rejects by stage and reason", labels, values),
                               "rejects by stage and reason"))
             parts.append(_table(["round", "stage", "reason", "items"],

@@ -101,7 +101,7 @@ def equal_error_rate(genuine: np.ndarray, impostor: np.ndarray) -> tuple[float, 
 
 
 def _percentiles(x: np.ndarray) -> dict[str, float]:
-    return {f"p{k}": float(v) for k, v in zip(PERCENTILES, np.percentile(x, PERCENTILES))}
+    return {f"p{k}": float(v) for k, v in zip(PERCENTILES, np.percentile(x, PERCENTILES), strict=False)}
 
 
 def _read_rgb(url: str, storage_options: dict, max_pixels: int) -> np.ndarray | None:
@@ -123,7 +123,7 @@ def calibrate_identity(cfg: CalibrationSections, corpus_root: str, far: float = 
         raise ValueError("far must be in [0, 1)")
     listing = list_corpus(cfg.corpus.model_copy(update={"root": corpus_root, "index": None})).items
     corpus: dict[str, list[str]] = {}
-    for identity, path in zip(listing["identity"].to_pylist(), listing["path"].to_pylist()):
+    for identity, path in zip(listing["identity"].to_pylist(), listing["path"].to_pylist(), strict=False):
         corpus.setdefault(identity, []).append(path)
     if len(corpus) < 2:
         raise ValueError(f"{corpus_root}: need at least two identity folders with images, found {len(corpus)}")

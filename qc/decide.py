@@ -25,7 +25,7 @@ class Thresholds:
     identity_backend: str
 
     @classmethod
-    def from_config(cls, qc: QCConfig) -> "Thresholds":
+    def from_config(cls, qc: QCConfig) -> Thresholds:
         return cls(qc.identity.max_leak_similarity, qc.identity.min_swap_similarity,
                    qc.expression.max_distance, qc.quality.min_sharpness, qc.identity.backend)
 

@@ -83,7 +83,7 @@ class Stage(ABC):
         resources: StageResources = self.config.resources
         return resources
 
-    def setup(self) -> None:
+    def setup(self) -> None:  # noqa: B027 - an optional hook: most stages load models here, some need nothing
         """Load models; called once per actor, before the first batch."""
 
     @abstractmethod
@@ -120,7 +120,7 @@ class RowwiseStage(Stage):
         if fault is not None and fault.at == self.name:  # testing hook only (core/faults.py)
             ok = [r for r in ok if not self._inject_fault(fault, r)]
         results = self.process_rows(ok) if ok else []
-        for row, result in zip(ok, results):
+        for row, result in zip(ok, results, strict=False):
             if isinstance(result, Exception):
                 self._reject(row, result)
             else:

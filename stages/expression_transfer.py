@@ -90,7 +90,7 @@ class ExpressionTransferStage(RowwiseStage):
         except Exception:  # noqa: BLE001 - fall back to per-item calls, which record per-item errors
             return super().process_rows(rows)
         out: list[dict[str, Any] | Exception] = []
-        for row, rgb in zip(rows, images):
+        for row, rgb in zip(rows, images, strict=False):
             try:
                 out.append(self._store(row, rgb))
             except Exception as exc:  # noqa: BLE001

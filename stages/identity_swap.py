@@ -118,10 +118,10 @@ class IdentitySwapStage(RowwiseStage):
                 prepared.append(self._prepare(row))
             except Exception as exc:  # noqa: BLE001 - recorded as this row's reject
                 prepared.append(exc)
-        ok = [(row, p) for row, p in zip(rows, prepared) if not isinstance(p, Exception)]
+        ok = [(row, p) for row, p in zip(rows, prepared, strict=False) if not isinstance(p, Exception)]
         try:
             swapped = swap_batch([p[0] for _, p in ok])
         except Exception:  # noqa: BLE001 - isolate the failing item
             return super().process_rows(rows)
-        done = {id(row): self._store(row, img, p[1]) for (row, p), img in zip(ok, swapped)}
-        return [p if isinstance(p, Exception) else done[id(row)] for row, p in zip(rows, prepared)]
+        done = {id(row): self._store(row, img, p[1]) for (row, p), img in zip(ok, swapped, strict=False)}
+        return [p if isinstance(p, Exception) else done[id(row)] for row, p in zip(rows, prepared, strict=False)]

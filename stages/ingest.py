@@ -84,7 +84,8 @@ class IngestStage(RowwiseStage):
         usable = [f for f in faces if f.short_side >= ing.min_face_size]
         if not usable:
             biggest = max(f.short_side for f in faces)
-            raise RowRejected("face_too_small", f"largest face {biggest:.0f}px < ingest.min_face_size={ing.min_face_size}")
+            raise RowRejected("face_too_small",
+                              f"largest face {biggest:.0f}px < ingest.min_face_size={ing.min_face_size}")
         if len(usable) > 1:
             raise RowRejected("multiple_faces", f"{len(usable)} faces of at least {ing.min_face_size}px")
         face = usable[0]

@@ -198,7 +198,8 @@ def plan_round(sources: pa.Table, cfg: PairingConfig, round_index: int, *, seed:
 def _plan_table(plan: list[tuple], rows: dict[str, list], src: pa.Table, round_index: int) -> pa.Table:
     """PLAN_SCHEMA rows: scalars from Python, list columns gathered from the sources table by index."""
     n = len(plan)
-    cid, item_seed, ident_i, ident_j, t, s, carrier, swap = (list(c) for c in zip(*plan)) if plan else ([],) * 8
+    columns = (list(c) for c in zip(*plan, strict=True)) if plan else ([],) * 8
+    cid, item_seed, ident_i, ident_j, t, s, carrier, swap = columns
     pick = {"t": t, "s": s, "carrier": carrier, "swap": swap}
 
     def scalar(col: str, role: str) -> list:

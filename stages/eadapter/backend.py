@@ -66,7 +66,7 @@ class EAdapterTransferer:
         self.model_sha256 = hashlib.sha256(parts.encode()).hexdigest()
 
     @classmethod
-    def from_config(cls, et: ExpressionTransferConfig, embedder: EmbedderLike | None = None) -> "EAdapterTransferer":
+    def from_config(cls, et: ExpressionTransferConfig, embedder: EmbedderLike | None = None) -> EAdapterTransferer:
         """Load base model + adapter from the expression_transfer section; fp16 on CUDA, fp32 on CPU."""
         if not et.base_model:
             raise ValueError("expression_transfer.base_model is required with backend 'eadapter'")
@@ -113,7 +113,7 @@ class EAdapterTransferer:
                           image_embeds=image_embeds, steps=et.num_inference_steps, guidance_scale=et.guidance_scale,
                           init_latents=init, strength=et.strength)
         out = []
-        for req, img in zip(requests, images):
+        for req, img in zip(requests, images, strict=False):
             h, w = req.carrier_rgb.shape[:2]
             if img.shape[:2] != (h, w):
                 img = np.asarray(Image.fromarray(img).resize((w, h), Image.Resampling.LANCZOS))

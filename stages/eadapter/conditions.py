@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Callable, Union
+from collections.abc import Callable
 
 import cv2
 import numpy as np
@@ -11,7 +11,7 @@ from stages.face.protocols import IdentityEmbedder
 from stages.face.types import DetectedFace, keypoints5_from_68
 
 # An IdentityEmbedder, or any callable with the same signature as its embed().
-EmbedderLike = Union[IdentityEmbedder, Callable[[np.ndarray, DetectedFace], np.ndarray]]
+EmbedderLike = IdentityEmbedder | Callable[[np.ndarray, DetectedFace], np.ndarray]
 
 
 def face_hull_mask(landmarks: np.ndarray, height: int, width: int) -> np.ndarray:

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from fnmatch import fnmatchcase
-from typing import Iterable
 
 from diffusers import UNet2DConditionModel
 from diffusers.models.attention_processor import Attention

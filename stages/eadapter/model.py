@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Any, Iterable, Literal
+from typing import Any, Literal
 
 import torch
 from diffusers import UNet2DConditionModel
@@ -82,7 +83,7 @@ class EAdapter(nn.Module):
                expression_features: Literal["hidden_states", "image_embeds"] = "hidden_states",
                identity_layers: Iterable[str] = DEFAULT_IDENTITY_LAYERS,
                expression_layers: Iterable[str] = DEFAULT_EXPRESSION_LAYERS, seed: int = 0, name: str = "eadapter",
-               **arch: Any) -> "EAdapter":
+               **arch: Any) -> EAdapter:
         """A freshly initialised adapter for `unet`; the same seed gives the same weights.
 
         As in IP-Adapter, each branch's to_k_ip / to_v_ip start as copies of the layer's text to_k / to_v.
@@ -110,7 +111,7 @@ class EAdapter(nn.Module):
             for layer, module in cross.items():
                 if layer in layers:
                     proc = adapter.processors[_module_key(layer)]
-                    for k_ip, v_ip in zip(proc.to_k_ip, proc.to_v_ip):
+                    for k_ip, v_ip in zip(proc.to_k_ip, proc.to_v_ip, strict=False):
                         k_ip.weight.copy_(module.to_k.weight)
                         v_ip.weight.copy_(module.to_v.weight)
         return adapter
@@ -201,7 +202,7 @@ class EAdapter(nn.Module):
         return digest
 
     @classmethod
-    def from_pretrained(cls, url: str | Path) -> "EAdapter":
+    def from_pretrained(cls, url: str | Path) -> EAdapter:
         """Load a folder or fsspec URL written by save_pretrained; the weights' sha256 is verified."""
         url = str(url)
         cfg_url, w_url = storage.join(url, CONFIG_NAME), storage.join(url, WEIGHTS_NAME)

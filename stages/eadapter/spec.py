@@ -97,7 +97,7 @@ class EAdapterConfig:
         return json.dumps(asdict(self), indent=2, sort_keys=True)
 
     @classmethod
-    def from_json(cls, text: str) -> "EAdapterConfig":
+    def from_json(cls, text: str) -> EAdapterConfig:
         data = json.loads(text)
         version = data.get("format_version")
         if version != FORMAT_VERSION:

@@ -48,7 +48,7 @@ class TextConditioner:
             cond = self._encode_one(" ", device, dtype)
             return PromptEmbeds(torch.zeros_like(cond.embeds), torch.zeros_like(cond.pooled))
         parts, pooled = [], None
-        for tok, enc in zip(self.tokenizers, self.encoders):
+        for tok, enc in zip(self.tokenizers, self.encoders, strict=False):
             ids = tok(text, padding="max_length", max_length=tok.model_max_length, truncation=True,
                       return_tensors="pt").input_ids.to(next(enc.parameters()).device)
             out = enc(ids, output_hidden_states=self.sdxl_style)

@@ -96,7 +96,7 @@ class ClassicSwapper:
         self.seamless = bool(seamless)
 
     @classmethod
-    def from_config(cls, swap: IdentitySwapConfig) -> "ClassicSwapper":
+    def from_config(cls, swap: IdentitySwapConfig) -> ClassicSwapper:
         return cls(feather_px=swap.feather_px)
 
     def swap(self, source_rgb: np.ndarray, source_face: DetectedFace,

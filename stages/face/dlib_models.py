@@ -68,7 +68,7 @@ class DlibDetector:
         self.model_sha256 = sha256_file(self.landmark_path)
 
     @classmethod
-    def from_config(cls, ingest: IngestConfig) -> "DlibDetector":
+    def from_config(cls, ingest: IngestConfig) -> DlibDetector:
         return cls(upsample=ingest.detector_upsample)
 
     def landmarks(self, rgb: np.ndarray, box: np.ndarray) -> np.ndarray:
@@ -80,7 +80,7 @@ class DlibDetector:
         img = _rgb(rgb)
         rects, scores, _ = self._detector.run(img, self.upsample, self.min_score)
         faces = []
-        for rect, score in zip(rects, scores):
+        for rect, score in zip(rects, scores, strict=False):
             lm = _shape_points(self._predictor(img, rect))
             box = np.array([rect.left(), rect.top(), rect.right(), rect.bottom()], dtype=np.float32)
             faces.append(DetectedFace(box=box, score=float(score), keypoints5=keypoints5_from_68(lm),
@@ -107,7 +107,7 @@ class DlibEmbedder:
         self.model_sha256 = sha256_file(self.model_path)
 
     @classmethod
-    def from_config(cls) -> "DlibEmbedder":
+    def from_config(cls) -> DlibEmbedder:
         return cls()
 
     def _shape(self, img: np.ndarray, face: DetectedFace) -> dlib.full_object_detection:

@@ -27,7 +27,7 @@ pairs, and rejects 43% of unchanged carriers (expression lost) and 38% of differ
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 

@@ -181,7 +181,7 @@ class LandmarkWarpTransferer:
         self.min_open_gain_px2 = float(min_open_gain_px2)
 
     @classmethod
-    def from_config(cls, transfer: ExpressionTransferConfig) -> "LandmarkWarpTransferer":
+    def from_config(cls, transfer: ExpressionTransferConfig) -> LandmarkWarpTransferer:
         return cls()
 
     def transfer(self, requests: list[TransferRequest]) -> list[np.ndarray]:

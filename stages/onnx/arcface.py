@@ -36,7 +36,7 @@ class ArcFaceEmbedder:
         self.max_batch = max_batch if batch_dim_is_dynamic(self.model.session) else 1
 
     @classmethod
-    def from_config(cls, models: ModelsConfig, model: str | None = None) -> "ArcFaceEmbedder":
+    def from_config(cls, models: ModelsConfig, model: str | None = None) -> ArcFaceEmbedder:
         """The embedder named by `model` (e.g. qc.identity.model), else arcface_w600k_r50."""
         name = model or DEFAULT_MODEL
         return cls(resolve_model(models, name), resolve_providers(models.providers))

@@ -27,7 +27,7 @@ class Occluder:
         self.input_name = self.session.get_inputs()[0].name
 
     @classmethod
-    def from_config(cls, models: ModelsConfig, name: str) -> "Occluder":
+    def from_config(cls, models: ModelsConfig, name: str) -> Occluder:
         return cls(resolve_model(models, name), resolve_providers(models.providers))
 
     def __call__(self, crop_bgr: np.ndarray) -> np.ndarray:
@@ -55,7 +55,7 @@ class FaceParser:
         self.region_ids = [FACE_MASK_REGIONS[r] for r in regions]
 
     @classmethod
-    def from_config(cls, models: ModelsConfig, name: str, regions: Sequence[str]) -> "FaceParser":
+    def from_config(cls, models: ModelsConfig, name: str, regions: Sequence[str]) -> FaceParser:
         return cls(resolve_model(models, name), resolve_providers(models.providers), regions)
 
     def __call__(self, crop_bgr: np.ndarray) -> np.ndarray:

@@ -52,7 +52,7 @@ class ScrfdDetector:
         self.landmarker = landmarker
 
     @classmethod
-    def from_config(cls, ing: IngestConfig, models: ModelsConfig) -> "ScrfdDetector":
+    def from_config(cls, ing: IngestConfig, models: ModelsConfig) -> ScrfdDetector:
         if not ing.scrfd_model:
             raise ValueError("ingest.scrfd_model is required with detector 'scrfd'")
         return cls(resolve_model(models, ing.scrfd_model), resolve_providers(models.providers),
@@ -64,7 +64,7 @@ class ScrfdDetector:
         self.model.nms_thresh = self.nms_threshold
         dets, kpss = self.model.detect(bgr, input_size=self.input_size, det_thresh=self.threshold)
         faces = []
-        for det, kps in zip(dets, kpss if kpss is not None else [None] * len(dets)):
+        for det, kps in zip(dets, kpss if kpss is not None else [None] * len(dets), strict=False):
             box = det[:4].astype(np.float32)
             lm68 = None
             if self.landmarker is not None:

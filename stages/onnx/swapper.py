@@ -95,7 +95,7 @@ class OnnxSwapper:
                                            for i in range(len(self.session.get_inputs()))) else 1
 
     @classmethod
-    def from_config(cls, sw: IdentitySwapConfig, models: ModelsConfig) -> "OnnxSwapper":
+    def from_config(cls, sw: IdentitySwapConfig, models: ModelsConfig) -> OnnxSwapper:
         if not sw.model:
             raise ValueError("identity_swap.model is required with backend 'onnx'")
         spec = get_spec(sw.model)
@@ -162,7 +162,7 @@ class OnnxSwapper:
         if len(items) == 1:
             return [np.ascontiguousarray(model.get(bgrs[0], targets[0], sources[0], paste_back=True)[:, :, ::-1])]
         size = model.input_size[0]
-        crops = [face_align.norm_crop2(b, t.kps, size)[0] for b, t in zip(bgrs, targets)]
+        crops = [face_align.norm_crop2(b, t.kps, size)[0] for b, t in zip(bgrs, targets, strict=False)]
         blob = cv2.dnn.blobFromImages(crops, 1.0 / model.input_std, model.input_size,
                                       (model.input_mean,) * 3, swapRB=True)
         latent = normed.astype(np.float32) @ model.emap
@@ -208,7 +208,7 @@ class OnnxSwapper:
         target = np.stack([self._prepare(c) for c in crops]).astype(np.float32)
         swapped = self.session.run(None, {"source": sources.astype(np.float32), "target": target})[0]
         out = []
-        for bgr, matrix, crop_masks, y in zip(frames, matrices, masks, swapped):
+        for bgr, matrix, crop_masks, y in zip(frames, matrices, masks, swapped, strict=False):
             crop = self._restore(y)
             if self.parser is not None:
                 crop_masks = crop_masks + [self.parser(crop)]

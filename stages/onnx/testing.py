@@ -174,7 +174,7 @@ def build_scrfd(path: Path, box_cells: tuple[float, float, float, float] = (2, 2
     _export(_ScrfdNet(box_cells), (torch.zeros(1, 3, 640, 640),), path, ["input"], names,
             {"input": {2: "h", 3: "w"}, **{n: {0: f"a{i % 3}"} for i, n in enumerate(names)}})
     model = onnx.load(str(path))
-    _rename(model, {"input": SCRFD_INPUT, **dict(zip(names, SCRFD_OUTPUTS))})
+    _rename(model, {"input": SCRFD_INPUT, **dict(zip(names, SCRFD_OUTPUTS, strict=False))})
     onnx.save(model, str(path))
     return path
 

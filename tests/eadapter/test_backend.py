@@ -32,7 +32,7 @@ def test_generates_right_size_deterministically_per_seed(tiny_sd: Path) -> None:
     out = tr.transfer(requests)
     assert [o.shape for o in out] == [(96, 96, 3)] * 4 and all(o.dtype == np.uint8 for o in out)
     again = tr.transfer(requests)
-    assert all(np.array_equal(a, b) for a, b in zip(out, again))
+    assert all(np.array_equal(a, b) for a, b in zip(out, again, strict=False))
     alone = tr.transfer(requests[1:2])[0]  # same seed, other batch composition
     assert np.abs(alone.astype(int) - out[1]).max() <= 2
     requests[1].seed += 1
@@ -42,13 +42,15 @@ def test_generates_right_size_deterministically_per_seed(tiny_sd: Path) -> None:
 
 
 def test_saved_adapter_and_precomputed_prompt_embeds(tiny_sd_embeds: Path, tmp_path: Path) -> None:
-    fresh = EAdapterTransferer.from_config(_cfg(tiny_sd_embeds, guidance_scale=1.0).expression_transfer, embedder=toy_embedder)
+    fresh = EAdapterTransferer.from_config(_cfg(tiny_sd_embeds, guidance_scale=1.0).expression_transfer,
+                                           embedder=toy_embedder)
     fresh.adapter.save_pretrained(tmp_path / "adapter")
-    loaded = EAdapterTransferer.from_config(_cfg(tiny_sd_embeds, guidance_scale=1.0, adapter=str(tmp_path / "adapter")).expression_transfer,
+    loaded_cfg = _cfg(tiny_sd_embeds, guidance_scale=1.0, adapter=str(tmp_path / "adapter"))
+    loaded = EAdapterTransferer.from_config(loaded_cfg.expression_transfer,
                                             embedder=toy_embedder)
     assert loaded.model_sha256 == fresh.model_sha256
     requests = make_requests(2, size=64)
-    assert all(np.array_equal(a, b) for a, b in zip(fresh.transfer(requests), loaded.transfer(requests)))
+    assert all(np.array_equal(a, b) for a, b in zip(fresh.transfer(requests), loaded.transfer(requests), strict=False))
 
 
 def test_img2img_strength_and_fsspec_base(tiny_sd: Path, tmp_path: Path) -> None:
@@ -85,7 +87,8 @@ def test_adapter_for_another_base_is_refused(tiny_sd: Path, tiny_sdxl: Path, tmp
     xl = EAdapterTransferer.from_config(_cfg(tiny_sdxl).expression_transfer, embedder=toy_embedder)
     xl.adapter.save_pretrained(tmp_path / "xl")
     with pytest.raises(EAdapterMismatchError, match="made for a UNet"):
-        EAdapterTransferer.from_config(_cfg(tiny_sd, adapter=str(tmp_path / "xl")).expression_transfer, embedder=toy_embedder)
+        EAdapterTransferer.from_config(_cfg(tiny_sd, adapter=str(tmp_path / "xl")).expression_transfer,
+                                       embedder=toy_embedder)
     assert EAdapter.from_pretrained(tmp_path / "xl").adapter_id == xl.adapter.adapter_id
 
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from functools import lru_cache
+from functools import cache
 
 import numpy as np
 import pytest
@@ -25,7 +25,7 @@ def embedder():
     return DlibEmbedder()
 
 
-@lru_cache(maxsize=None)
+@cache
 def demo_rgb(identity: str, expression: str) -> np.ndarray:
     """A real demo-corpus photo, decoded (read-only: copy before editing)."""
     rgb = decode_image((DEMO_CORPUS / identity / f"{expression}.jpg").read_bytes(), 40_000_000)

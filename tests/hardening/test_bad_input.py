@@ -86,7 +86,8 @@ def build_corpus(root: Path) -> tuple[Path, dict[str, tuple[str, str]]]:
         "fmt_palette/palette.png": ("palette PNG", _save(im.convert("P", palette=Image.Palette.ADAPTIVE), "PNG")),
         "fmt_alpha/alpha.png": ("RGBA PNG with transparency", _save(rgba, "PNG")),
         "fmt_exif/rotated.jpg": ("EXIF-rotated JPEG",
-                                 _save(im.transpose(Image.Transpose.ROTATE_90), "JPEG", quality=95, exif=exif.tobytes())),
+                                 _save(im.transpose(Image.Transpose.ROTATE_90), "JPEG", quality=95,
+                                       exif=exif.tobytes())),
         "fmt_gif/animated.gif": ("animated GIF", gif.getvalue()),
     }
     for path, (kind, data) in formats.items():
@@ -120,7 +121,8 @@ def build_corpus(root: Path) -> tuple[Path, dict[str, tuple[str, str]]]:
 
     dup = (DEMO_CORPUS / dup_src / "neutral.jpg").read_bytes()
     files["dup_a/a.jpg"] = files["dup_b/b.jpg"] = dup
-    expect["dup_a/a.jpg"] = expect["dup_b/b.jpg"] = ("same image under two identities", "source+pairing:duplicate_image")
+    expect["dup_a/a.jpg"] = expect["dup_b/b.jpg"] = ("same image under two identities",
+                                                     "source+pairing:duplicate_image")
     files["single/only.jpg"] = (DEMO_CORPUS / single_src / "neutral.jpg").read_bytes()
     expect["single/only.jpg"] = ("identity with one image", "source+pairing:single_image_identity")
 

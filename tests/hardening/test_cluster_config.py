@@ -85,7 +85,7 @@ def test_dashboard_and_job_ports_are_never_open_to_the_world(prepared, raw):
         ports = set(range(rule.get("FromPort", 0), rule.get("ToPort", 65535) + 1))
         assert not ports & CLOSED_PORTS, rule
         assert rule.get("IpProtocol") != "-1" or not rule.get("IpRanges"), rule
-    for name, t in prepared["available_node_types"].items():
+    for _name, t in prepared["available_node_types"].items():
         assert "SecurityGroupIds" not in t["node_config"], "use the provider group, whose rules are checked here"
 
 

@@ -58,7 +58,7 @@ def test_simultaneous_drivers_exactly_one_wins(tmp_path: Path):
     out = _race(str(tmp_path / "run"))
     won = [r for r in out if r[0] == "won"]
     assert len(won) == 1, out
-    for _, pid, msg in (r for r in out if r[0] == "refused"):
+    for _, _pid, msg in (r for r in out if r[0] == "refused"):
         assert f"pid {won[0][1]} on host {socket.gethostname()}" in msg and "another driver" in msg
     assert not (tmp_path / "run" / LOCK_NAME).exists()  # released by the winner
 

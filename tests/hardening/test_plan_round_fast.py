@@ -31,7 +31,7 @@ def _drop_duplicates(rows: list[dict], refused: list[dict]) -> list[dict]:
     for r in rows:
         by_sha[r["file_sha256"]].append(r)
     kept = []
-    for sha, group in by_sha.items():
+    for _sha, group in by_sha.items():
         group.sort(key=lambda r: r["input_key"])
         identities = {r["identity"] for r in group}
         if len(identities) > 1:

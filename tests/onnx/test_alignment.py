@@ -39,7 +39,7 @@ def test_facefusion_warp_lands_points_on_template(london_faces, template, size):
 
 
 def test_insightface_norm_crop_lands_points_on_template(london_faces):
-    for rgb, face in london_faces:
+    for _rgb, face in london_faces:
         for size, template in ((112, "arcface_112_v2"), (128, "arcface_128")):
             kps = _snap(face.keypoints5, template, (size, size))
             matrix = face_align.estimate_norm(kps, size)

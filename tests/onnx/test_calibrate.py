@@ -25,6 +25,7 @@ def test_calibrate_small_corpus(small_corpus, tmp_path, capsys):
     assert r.identities == 4 and r.images == 8 and r.genuine_pairs == 4 and r.impostor_pairs == 24
     assert r.embedder.startswith("dlib:") and r.far <= 0.1 and 0 <= r.tar <= 1
     assert r.genuine_median > r.impostor_median
-    assert ciep(["calibrate-identity", "--corpus", str(small_corpus), "--far", "0.1", "--json", str(tmp_path / "c.json")]) == 0
+    assert ciep(["calibrate-identity", "--corpus", str(small_corpus), "--far", "0.1",
+                 "--json", str(tmp_path / "c.json")]) == 0
     assert "threshold @FAR=0.1" in capsys.readouterr().out
     assert json.loads((tmp_path / "c.json").read_text())["genuine_pairs"] == 4

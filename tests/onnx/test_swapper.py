@@ -8,15 +8,15 @@ import pytest
 from insightface.utils import face_align
 
 from stages.face.backends import build_swapper
-
-
-def _swapper(cfg):
-    return build_swapper(cfg.identity_swap, cfg.models)
 from stages.onnx.arcface import l2_normalize
 from stages.onnx.swapper import OnnxSwapper, _FaceLike
 from stages.onnx.warp import inverse_mask, warp_face
 
 MODELS = ("inswapper_128", "hyperswap_1a_256", "simswap_256")
+
+
+def _swapper(cfg):
+    return build_swapper(cfg.identity_swap, cfg.models)
 
 
 def _items(faces):
@@ -30,7 +30,7 @@ def test_batched_equals_unbatched(make_cfg, london_faces, model):
     assert isinstance(swapper, OnnxSwapper) and swapper.max_batch > 1
     items = _items(london_faces)
     batched = swapper.swap_batch(items)
-    for out, item in zip(batched, items):
+    for out, item in zip(batched, items, strict=False):
         single = swapper.swap(*item)
         assert out.shape == item[2].shape and out.dtype == np.uint8
         assert np.abs(out.astype(int) - single.astype(int)).max() <= 1

@@ -53,7 +53,7 @@ def ray_head(tmp_path: Path):
                     break
             except OSError:
                 if head.poll() is not None:
-                    raise RuntimeError(head.stdout.read().decode(errors="replace"))
+                    raise RuntimeError(head.stdout.read().decode(errors="replace")) from None
                 time.sleep(0.5)
         else:
             raise RuntimeError("Ray dashboard did not come up")

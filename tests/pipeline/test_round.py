@@ -122,7 +122,8 @@ def test_resume_after_sigkill_mid_round_gives_the_same_triples(baseline, corpus8
     out = tmp_path / "runs_killed"
     args = [sys.executable, str(REPO / "pipeline" / "run_idi.py"), "--set", f"corpus.root={corpus8}",
             "--set", f"run.output_root={out}", "--set", "run.name=test", "--set", "run.commit_rows=2"]
-    # The driver SIGKILLs itself right after its 2nd generation shard commit: a deterministic point mid-round. It runs its own local Ray in its own process group, which we then
+    # The driver SIGKILLs itself right after its 2nd generation shard commit: a deterministic point mid-round.
+    # It runs its own local Ray in its own process group, which we then
     # kill by id so that nothing it started survives.
     env = dict(os.environ, CIEP_FAULT_KILL_AFTER_COMMITS="gen-r0-:2")
     proc = subprocess.Popen(args, cwd=REPO, start_new_session=True, stdout=subprocess.DEVNULL,
