@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import duckdb
 import pyarrow as pa
 from fsspec.implementations.local import LocalFileSystem
@@ -41,6 +43,14 @@ NAMED_QUERIES: dict[str, str] = {
 
 def _file_list_sql(paths: list[str]) -> str:
     return "[" + ", ".join("'" + p.replace("'", "''") + "'" for p in paths) + "]"
+
+
+def fetch_one(con: duckdb.DuckDBPyConnection, sql: str, params: list | None = None) -> tuple[Any, ...]:
+    """The one row an aggregate query returns."""
+    row = con.execute(sql, params or []).fetchone()
+    if row is None:
+        raise RuntimeError(f"query returned no row: {sql}")
+    return row
 
 
 def connect(stores: dict[str, ManifestStore] | ManifestStore) -> duckdb.DuckDBPyConnection:

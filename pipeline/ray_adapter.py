@@ -7,19 +7,19 @@ import logging
 import os
 import time
 import warnings
+from typing import Any
 
 import pyarrow as pa
 import ray
 import ray.data
 
-from core.config import StageResources, Strict
+from core.config import StageResources
 from core.location import Location
 from pipeline.config import PipelineConfig, RayConfig
-from stages.base import Stage, StageContext, make_stage
+from stages.base import Stage, StageContext, StageSection, make_stage
 
 log = logging.getLogger(__name__)
 
-StageSection = Strict  # a stage's own config section
 
 
 def init_ray(cfg: RayConfig) -> None:
@@ -27,7 +27,7 @@ def init_ray(cfg: RayConfig) -> None:
     if ray.is_initialized():
         return
     address = cfg.address or os.environ.get("RAY_ADDRESS")
-    kwargs = dict(logging_level=logging.WARNING, log_to_driver=True)
+    kwargs: dict[str, Any] = dict(logging_level=logging.WARNING, log_to_driver=True)
     if address:
         ray.init(address=address, **kwargs)
     else:

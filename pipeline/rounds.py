@@ -15,7 +15,7 @@ import pyarrow.compute as pc
 
 from manifests.schemas import LINEAGE
 from manifests.store import ManifestStore
-from pipeline.config import PipelineConfig
+from pipeline.config import ConfigError, PipelineConfig
 from pipeline.round import run_generation
 
 log = logging.getLogger(__name__)
@@ -68,7 +68,10 @@ def _train_next(cfg: PipelineConfig, store: ManifestStore, run_url: str, round_i
         log.warning("round %d accepted no triples: round %d keeps the same adapter", round_index, round_index + 1)
         return adapter
     out = adapter_url(run_url, round_index + 1)
-    result = train_adapter(triples.to_pylist(), "refined", cfg.expression_transfer.base_model, adapter, out,
+    base_model = cfg.expression_transfer.base_model
+    if not base_model:
+        raise ConfigError("expression_transfer.base_model is required to train the next round's adapter")
+    result = train_adapter(triples.to_pylist(), "refined", base_model, adapter, out,
                            cfg.train, expression_cfg=cfg.expression_transfer,
                            run_name=f"{cfg.resolved_run_id()}-round-{round_index + 1}")
     detail = json.dumps(dict(steps=result.steps, start_step=result.start_step, mode=result.mode,

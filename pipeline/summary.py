@@ -2,32 +2,32 @@
 
 from __future__ import annotations
 
-from manifests.query import connect
+from manifests.query import connect, fetch_one
 from manifests.schemas import QC_SCORES
 from manifests.store import ManifestStore
 
 
 def summarize(store: ManifestStore) -> dict:
     con = connect(store)
-    sources = con.execute("select count(*) from sources").fetchone()[0]
+    sources = fetch_one(con, "select count(*) from sources")[0]
     ingest_rejects = dict(con.execute(
         "select reason, count(*) from rejects where stage = 'ingest' group by 1 order by 2 desc").fetchall())
     rounds = []
     for (r,) in con.execute("select distinct round from qc order by 1").fetchall():
-        total = con.execute("select count(*) from qc where round = ?", [r]).fetchone()[0]
+        total = fetch_one(con, "select count(*) from qc where round = ?", [r])[0]
         failed_at = dict(con.execute(
             "select reject_stage, count(*) from candidates where round = ? and status = 'rejected' group by 1",
             [r]).fetchall())
         et_out = total - failed_at.get("expression_transfer", 0)
         sw_out = et_out - failed_at.get("identity_swap", 0)
-        accepted = con.execute("select count(*) from qc where round = ? and accepted", [r]).fetchone()[0]
+        accepted = fetch_one(con, "select count(*) from qc where round = ? and accepted", [r])[0]
         reasons = dict(con.execute("select reason, count(*) from qc where round = ? group by 1 order by 2 desc",
                                    [r]).fetchall())
         medians = {}
         for acc, label in ((True, "accepted"), (False, "rejected")):
-            row = con.execute(
+            row = fetch_one(con,
                 f"select {', '.join(f'median({c})' for c in QC_SCORES)} from qc "
-                "where round = ? and accepted = ? and face_found", [r, acc]).fetchone()
+                "where round = ? and accepted = ? and face_found", [r, acc])
             medians[label] = dict(zip(QC_SCORES,
                                       [None if v is None else round(float(v), 4) for v in row], strict=False))
         pairing = dict(con.execute(
@@ -38,7 +38,7 @@ def summarize(store: ManifestStore) -> dict:
                     "identity_swap": {"in": et_out, "out": sw_out},
                     "qc": {"in": total, "out": accepted}},
             accepted=accepted, reasons=reasons, median_scores=medians))
-    triples = con.execute("select count(*) from triples").fetchone()[0]
+    triples = fetch_one(con, "select count(*) from triples")[0]
     return dict(sources=sources, ingest_rejects=ingest_rejects, rounds=rounds, triples=triples)
 
 

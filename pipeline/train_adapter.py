@@ -266,8 +266,10 @@ def train_loop_per_worker(config: dict) -> None:
         ident = torch.where(drop[0, :, None], torch.zeros_like(ident), ident)
         expr = torch.where(drop[1].view(-1, *([1] * (expr.ndim - 1))), torch.zeros_like(expr), expr)
         text = torch.where(drop[2, :, None, None], uncond.embeds.expand(bsz, -1, -1), cond.embeds.expand(bsz, -1, -1))
-        pooled = None if cond.pooled is None else torch.where(
-            drop[2, :, None], uncond.pooled.expand(bsz, -1), cond.pooled.expand(bsz, -1))
+        pooled = None
+        if cond.pooled is not None:
+            assert uncond.pooled is not None  # both prompts are encoded by the same text encoders
+            pooled = torch.where(drop[2, :, None], uncond.pooled.expand(bsz, -1), cond.pooled.expand(bsz, -1))
         added = {**EAdapter.added_cond_kwargs(ident, expr),
                  **added_text_kwargs(base.unet, pooled, bsz, pixels.shape[-2], pixels.shape[-1])}
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_bf16):

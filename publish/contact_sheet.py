@@ -87,7 +87,7 @@ def strip_jpeg(images: list[bytes | None], quality: int = 85) -> bytes:
         if data:
             try:
                 with Image.open(io.BytesIO(data)) as im:
-                    tile = im.convert("RGB").resize((TILE, TILE), Image.BILINEAR)
+                    tile = im.convert("RGB").resize((TILE, TILE), Image.Resampling.BILINEAR)
             except (OSError, ValueError):
                 tile = None
         out.paste(tile or _placeholder(label), (i * (TILE + 4), 0))

@@ -127,7 +127,7 @@ def write_hf_parquet(release: Release, out: str, *, batch_size: int = 64, max_sh
 
         for batch_rows in iter_split(release, split, batch_size):
             while batch_rows:
-                if writer is None or rows_in_shard >= max_shard_rows or counter.n >= max_shard_bytes:
+                if writer is None or counter is None or rows_in_shard >= max_shard_rows or counter.n >= max_shard_bytes:
                     close()
                     path = f"{root}/data/{split}-{shard:05d}.parquet"
                     fs.makedirs(f"{root}/data", exist_ok=True)
@@ -316,7 +316,8 @@ def run_cli(args: argparse.Namespace, output_root: Location, releases_root: Loca
         release = resolve_release(args.release, releases_root)
         out = Location.of(args.out, output_root.storage_options) if args.out else \
             output_root.join("exports", release.name, args.format)
-        stats = export_release(release, args.format, out, overwrite=args.overwrite, **options)
+        stats = export_release(release, args.format, out, overwrite=args.overwrite, storage_options=None,
+                               **options)
     except ReleaseError as err:
         print(f"ciep export: {err}", file=sys.stderr)
         return 1

@@ -42,7 +42,7 @@ def reasons_by_round(rounds: Sequence[int], counts: dict[str, Sequence[int]], pa
         ax.bar(x, values, 0.6, bottom=bottom, label=reason, color=color)
         bottom += np.asarray(values, dtype=float)
     for xi, total, rate in zip(x, bottom, pass_rate, strict=False):
-        ax.text(xi, total, f"{rate:.0%} pass", ha="center", va="bottom", fontsize=8)
+        ax.text(float(xi), float(total), f"{rate:.0%} pass", ha="center", va="bottom", fontsize=8)
     ax.set_xticks(x, [f"round {r}" for r in rounds])
     ax.set_ylabel("candidates")
     ax.set_ylim(0, max(bottom.max() if len(bottom) else 1, 1) * 1.18)
@@ -72,7 +72,7 @@ def score_histogram(title: str, accepted: np.ndarray, rejected: np.ndarray | Non
         data.append(rejected)
         colors.append(REJECT_COLOR)
         labels.append(f"rejected ({len(rejected)})")
-    ax.hist(data, bins=bins, stacked=True, color=colors, label=labels)
+    ax.hist(data, bins=bins.tolist(), stacked=True, color=colors, label=labels)
     if threshold is not None:
         ax.axvline(threshold, color=THRESHOLD_COLOR, linestyle="--", linewidth=1.2)
         left_half = (np.log(threshold / bins[0]) / np.log(bins[-1] / bins[0]) if log_x
@@ -93,7 +93,7 @@ def horizontal_counts(title: str, labels: Sequence[str], values: Sequence[int]) 
     ax.set_yticks(y, labels)
     ax.invert_yaxis()
     for yi, v in zip(y, values, strict=False):
-        ax.text(v, yi, f" {v}", va="center", fontsize=8)
+        ax.text(float(v), float(yi), f" {v}", va="center", fontsize=8)
     ax.set_xlabel("items")
     ax.set_title(title)
     return data_uri(fig)

@@ -280,10 +280,10 @@ def _write_triples(build: _Build, run_store: ManifestStore, name: str, rounds: l
 
 def _check_unique_ids(run_store: ManifestStore, rounds: list[int] | None) -> None:
     """A run's triple ids are unique by construction; refuse a run where they are not (DuckDB, out of core)."""
-    from manifests.query import connect
+    from manifests.query import connect, fetch_one
 
     where = f"where round in ({', '.join(str(int(r)) for r in rounds)})" if rounds else ""
-    dup, = connect(run_store).execute(f"select count(*) - count(distinct triple_id) from triples {where}").fetchone()
+    dup, = fetch_one(connect(run_store), f"select count(*) - count(distinct triple_id) from triples {where}")
     if dup:
         raise ReleaseError(f"run {run_store.root} has {dup} duplicate triple id(s); its manifest is damaged")
 
@@ -447,7 +447,7 @@ class ReleaseDiff:
 
 def diff_releases(a: Release, b: Release, eps: float = 1e-6) -> ReleaseDiff:
     """Triples added and removed from a to b, split moves, and how the QC scores shifted."""
-    from manifests.query import connect
+    from manifests.query import connect, fetch_one
 
     con = connect({"a": a.store, "b": b.store})
     con.execute("create temp table ta as select * from triples where source = 'a'")
@@ -461,18 +461,18 @@ def diff_releases(a: Release, b: Release, eps: float = 1e-6) -> ReleaseDiff:
     side = "triple_id, round, split, identity_i, identity_j, expression"
     added = rows(f"select {side} from tb anti join ta using (triple_id) order by triple_id")
     removed = rows(f"select {side} from ta anti join tb using (triple_id) order by triple_id")
-    common = con.execute("select count(*) from ta join tb using (triple_id)").fetchone()[0]
+    common = fetch_one(con, "select count(*) from ta join tb using (triple_id)")[0]
     moves = rows("select triple_id, ta.split as split_a, tb.split as split_b from ta join tb using (triple_id) "
                  "where ta.split <> tb.split order by triple_id")
     shifts, dists = {}, {}
     for s in DIFF_SCORES:
-        changed, mean_d, max_d = con.execute(
+        changed, mean_d, max_d = fetch_one(con,
             f"select count(*) filter (where abs(tb.{s} - ta.{s}) > {eps} or (ta.{s} is null) <> (tb.{s} is null)), "
-            f"avg(tb.{s} - ta.{s}), max(abs(tb.{s} - ta.{s})) from ta join tb using (triple_id)").fetchone()
+            f"avg(tb.{s} - ta.{s}), max(abs(tb.{s} - ta.{s})) from ta join tb using (triple_id)")
         shifts[s] = dict(changed=changed, mean_delta=mean_d, max_abs_delta=max_d)
-        ma, mda = con.execute(f"select avg({s}), median({s}) from ta").fetchone()
-        mb, mdb = con.execute(f"select avg({s}), median({s}) from tb").fetchone()
+        ma, mda = fetch_one(con, f"select avg({s}), median({s}) from ta")
+        mb, mdb = fetch_one(con, f"select avg({s}), median({s}) from tb")
         dists[s] = dict(mean_a=ma, mean_b=mb, median_a=mda, median_b=mdb)
-    na = con.execute("select count(*) from ta").fetchone()[0]
-    nb = con.execute("select count(*) from tb").fetchone()[0]
+    na = fetch_one(con, "select count(*) from ta")[0]
+    nb = fetch_one(con, "select count(*) from tb")[0]
     return ReleaseDiff(a.name, b.name, na, nb, added, removed, common, moves, shifts, dists)

@@ -6,7 +6,7 @@ import json
 
 import duckdb
 
-from manifests.query import connect
+from manifests.query import connect, fetch_one
 from manifests.schemas import QC_SCORES
 from manifests.store import ManifestStore
 
@@ -34,19 +34,19 @@ def _num(v: float | int | None, digits: int = 4) -> float | int | None:
 def release_stats(store: ManifestStore, split_names: list[str]) -> dict:
     """Counts per split and round, identities, images and bytes, score distributions: all from the manifest."""
     con = connect(store)
-    total = con.execute("select count(*) from triples").fetchone()[0]
-    images, image_bytes = con.execute(f"select count(*), coalesce(sum(b), 0) from ({_IMAGES_SQL})").fetchone()
+    total = fetch_one(con, "select count(*) from triples")[0]
+    images, image_bytes = fetch_one(con, f"select count(*), coalesce(sum(b), 0) from ({_IMAGES_SQL})")
     splits = {}
     for name in split_names:
-        n, = con.execute("select count(*) from triples where split = ?", [name]).fetchone()
+        n, = fetch_one(con, "select count(*) from triples where split = ?", [name])
         idents = [r[0] for r in con.execute(
             "select distinct i from (select identity_i as i from triples where split = ? union "
             "select identity_j from triples where split = ?) order by 1", [name, name]).fetchall()]
-        n_img, n_bytes = con.execute(
+        n_img, n_bytes = fetch_one(con,
             "select count(*), coalesce(sum(b), 0) from (select distinct f, b from ("
             "select s_file as f, s_bytes as b from triples where split = $1 union all "
             "select r_file, r_bytes from triples where split = $1 union all "
-            "select t_file, t_bytes from triples where split = $1))", [name]).fetchone()
+            "select t_file, t_bytes from triples where split = $1))", [name])
         splits[name] = dict(triples=n, identities=len(idents), identity_names=idents, images=n_img,
                             bytes=int(n_bytes))
     rounds = {str(r["round"]): r["n"] for r in _rows(
@@ -56,11 +56,11 @@ def release_stats(store: ManifestStore, split_names: list[str]) -> dict:
              "group by 1 order by 2 desc, 1")}
     scores = {}
     for s in SCORES:
-        row = con.execute(f"select min({s}), quantile_cont({s}, 0.1), median({s}), avg({s}), "
-                          f"quantile_cont({s}, 0.9), max({s}) from triples").fetchone()
+        row = fetch_one(con, f"select min({s}), quantile_cont({s}, 0.1), median({s}), avg({s}), "
+                          f"quantile_cont({s}, 0.9), max({s}) from triples")
         scores[s] = dict(zip(("min", "p10", "median", "mean", "p90", "max"), [_num(v) for v in row], strict=False))
-    identities = con.execute("select count(distinct i) from (select identity_i as i from triples union "
-                             "select identity_j from triples)").fetchone()[0]
+    identities = fetch_one(con, "select count(distinct i) from (select identity_i as i from triples union "
+                             "select identity_j from triples)")[0]
     return dict(triples=total, identities=identities, images=images, image_bytes=int(image_bytes),
                 splits=splits, rounds=rounds, expressions=expressions, scores=scores)
 

@@ -13,7 +13,7 @@ import html
 import json
 import logging
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -177,7 +177,7 @@ def _img(uri: str, alt: str) -> str:
 
 def _pass_rate_section(data: ReportData, rounds: list[dict]) -> str:
     reasons = sorted({k for r in rounds for k in r["reasons"]}, key=lambda k: (k != "accepted", k))
-    counts = {k: [r["reasons"].get(k, 0) for r in rounds] for k in reasons}
+    counts: dict[str, Sequence[int]] = {k: [r["reasons"].get(k, 0) for r in rounds] for k in reasons}
     parts = ["<h2>Pass rate and rejection reasons per round</h2>"]
     if rounds:
         parts.append(_img(plots.reasons_by_round([r["round"] for r in rounds], counts,
@@ -188,7 +188,7 @@ def _pass_rate_section(data: ReportData, rounds: list[dict]) -> str:
     if data.kind == "run":
         parts.append("<h3>Rejects table (ingest, pairing, stage failures)</h3>")
         if data.rejects:
-            totals = Counter()
+            totals: Counter[str] = Counter()
             for r in data.rejects:
                 totals[f"{r['stage']}: {r['reason']}"] += r["n"]
             labels, values = zip(*totals.most_common(), strict=False)
@@ -222,14 +222,14 @@ def _trend_section(rounds: list[dict]) -> str:
     rows = []
     prev = None
     for r in rounds:
-        delta = None if prev is None else r["pass_rate"] - prev["pass_rate"]
+        delta: float | None = None if prev is None else r["pass_rate"] - prev["pass_rate"]
         rows.append([r["round"], r["candidates"], r["accepted"], f"{r['pass_rate']:.1%}",
                      "–" if delta is None else f"{delta:+.1%}"] + [r["medians"][c] for c, *_ in SCORES])
         prev = r
     parts.append(_table(["round", "candidates", "accepted", "pass rate", "Δ pass rate"]
                         + [f"median {c} (accepted)" for c, *_ in SCORES], rows))
     if len(rounds) > 1:
-        series = {"pass rate": [r["pass_rate"] for r in rounds]}
+        series: dict[str, Sequence[float | None]] = {"pass rate": [r["pass_rate"] for r in rounds]}
         series |= {f"median {c}": [r["medians"][c] for r in rounds] for c, *_ in SCORES}
         parts.append(_img(plots.round_trends([r["round"] for r in rounds], series), "round-over-round trends"))
     else:

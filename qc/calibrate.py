@@ -136,7 +136,7 @@ def calibrate_identity(cfg: CalibrationSections, corpus_root: str, far: float = 
         for path in paths:
             rgb = _read_rgb(path, dict(cfg.corpus.storage_options), cfg.ingest.max_pixels)
             faces = detector.detect(rgb) if rgb is not None else []
-            if not faces:
+            if rgb is None or not faces:
                 missing += 1
                 log.info("no face in %s", path)
                 continue
@@ -148,7 +148,8 @@ def calibrate_identity(cfg: CalibrationSections, corpus_root: str, far: float = 
         raise ValueError(f"{corpus_root}: no face found in any image")
     e = np.stack(embeddings)
     sims = e @ e.T
-    genuine, impostor = [], []
+    genuine: list[float] = []
+    impostor: list[float] = []
     for a, b in itertools.combinations(range(len(labels)), 2):
         (genuine if labels[a] == labels[b] else impostor).append(sims[a, b])
     g, i = np.asarray(genuine), np.asarray(impostor)

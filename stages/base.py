@@ -11,11 +11,11 @@ import logging
 import traceback
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar, Protocol
 
 import pyarrow as pa
 
-from core.config import StageResources, StorageOptions, Strict
+from core.config import StageResources, StorageOptions
 from core.faults import FaultInjectionConfig, maybe_inject
 from core.location import Location
 from stages.face.backends import IdentityModelConfig
@@ -39,6 +39,13 @@ class RowRejected(Exception):
         super().__init__(f"{reason}: {detail}" if detail else reason)
         self.reason = reason
         self.detail = detail
+
+
+class StageSection(Protocol):
+    """A stage's own config section: a Strict model with the stage's Ray resources."""
+
+    @property
+    def resources(self) -> StageResources: ...
 
 
 @dataclass(frozen=True)
@@ -174,7 +181,7 @@ def rows_to_table(rows: list[dict[str, Any]], input_schema: pa.Schema, added: pa
     return pa.Table.from_pylist(rows, schema=schema)
 
 
-def make_stage(stage_cls: type[Stage], config: Strict, context: StageContext) -> Stage:
+def make_stage(stage_cls: type[Stage], config: StageSection, context: StageContext) -> Stage:
     stage = stage_cls(config, context)
     stage.setup()
     return stage

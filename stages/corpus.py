@@ -102,6 +102,7 @@ def _read_index(fs: fsspec.AbstractFileSystem, index_url: str, storage_options: 
 
 
 def _list_index(fs: fsspec.AbstractFileSystem, root: str, cfg: CorpusConfig) -> CorpusListing:
+    assert cfg.index is not None  # called only when the corpus has an index
     table = _read_index(fs, cfg.index, cfg.storage_options)
     has_expr = "expression" in table.column_names
     rows, refused = [], []

@@ -13,7 +13,7 @@ def augment_template(rgb: np.ndarray, rng: np.random.Generator, max_rotate: floa
     h, w = img.shape[:2]
     angle = rng.uniform(-max_rotate, max_rotate)
     scale = 1.0 + rng.uniform(-max_scale, max_scale)
-    m = cv2.getRotationMatrix2D((w / 2, h / 2), angle, scale)
+    m = np.asarray(cv2.getRotationMatrix2D((w / 2, h / 2), angle, scale), np.float64)
     m[:, 2] += rng.uniform(-max_shift, max_shift, 2) * (w, h)
     img = cv2.warpAffine(np.ascontiguousarray(img), m, (w, h), flags=cv2.INTER_LINEAR, borderValue=(0, 0, 0))
     x = img.astype(np.float32) / 255.0

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Literal, cast
 
 import numpy as np
 import torch
@@ -20,7 +20,7 @@ class ExpressionEncoder:
                  features: Literal["hidden_states", "image_embeds"] = "hidden_states") -> None:
         self.model = model.eval().requires_grad_(False)
         self.features = features
-        self.image_size = int(model.config.image_size)
+        self.image_size = int(cast(int, model.config.image_size))  # an int for CLIP vision configs
 
     @property
     def device(self) -> torch.device:

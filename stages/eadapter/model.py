@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
 import torch
 from diffusers import UNet2DConditionModel
@@ -110,7 +110,7 @@ class EAdapter(nn.Module):
         with torch.no_grad():
             for layer, module in cross.items():
                 if layer in layers:
-                    proc = adapter.processors[_module_key(layer)]
+                    proc = cast(EAdapterAttnProcessor, adapter.processors[_module_key(layer)])
                     for k_ip, v_ip in zip(proc.to_k_ip, proc.to_v_ip, strict=False):
                         k_ip.weight.copy_(module.to_k.weight)
                         v_ip.weight.copy_(module.to_v.weight)
@@ -125,7 +125,7 @@ class EAdapter(nn.Module):
             self.config.expression_scale = float(expression)
         scales = {"identity": self.config.identity_scale, "expression": self.config.expression_scale}
         for proc in self.processors.values():
-            proc.set_branch_scales(scales)
+            cast(EAdapterAttnProcessor, proc).set_branch_scales(scales)
 
     def attach(self, unet: UNet2DConditionModel) -> None:
         """Install the branch processors and the token projections on `unet` (same-architecture UNets only)."""

@@ -61,6 +61,7 @@ def generate(unet: UNet2DConditionModel, vae: AutoencoderKL, scheduler: DDIMSche
         text = torch.cat([uncond.embeds.expand(batch, -1, -1), text])
         embeds = [torch.cat([torch.zeros_like(e), e]) for e in image_embeds]
         if pooled is not None:
+            assert uncond.pooled is not None  # both prompts are encoded by the same text encoders
             pooled = torch.cat([uncond.pooled.expand(batch, -1), pooled.expand(batch, -1)])
     n = text.shape[0]
     added = {"image_embeds": embeds, **added_text_kwargs(unet, pooled, n, height, width)}

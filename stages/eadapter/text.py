@@ -10,6 +10,7 @@ ignored: the file *is* the text condition (and is hashed into the base model's s
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -32,7 +33,7 @@ class PromptEmbeds:
 class TextConditioner:
     """prompt -> (conditional, unconditional) PromptEmbeds; results are cached per prompt."""
 
-    def __init__(self, tokenizers: list[CLIPTokenizer], encoders: list[nn.Module],
+    def __init__(self, tokenizers: list[CLIPTokenizer], encoders: Sequence[nn.Module],
                  precomputed: dict[str, torch.Tensor] | None = None) -> None:
         self.tokenizers = tokenizers
         self.encoders = encoders
@@ -46,7 +47,8 @@ class TextConditioner:
     def _encode_one(self, text: str, device: torch.device, dtype: torch.dtype) -> PromptEmbeds:
         if self.sdxl_style and text == "":  # diffusers' force_zeros_for_empty_prompt default for SDXL
             cond = self._encode_one(" ", device, dtype)
-            return PromptEmbeds(torch.zeros_like(cond.embeds), torch.zeros_like(cond.pooled))
+            pooled_zeros = None if cond.pooled is None else torch.zeros_like(cond.pooled)
+            return PromptEmbeds(torch.zeros_like(cond.embeds), pooled_zeros)
         parts, pooled = [], None
         for tok, enc in zip(self.tokenizers, self.encoders, strict=False):
             ids = tok(text, padding="max_length", max_length=tok.model_max_length, truncation=True,
@@ -74,8 +76,8 @@ class TextConditioner:
                     neg_pooled = torch.zeros_like(cond.pooled)
                 self._cache[key] = (cond, PromptEmbeds(neg, neg_pooled))
             else:
-                self._cache[key] = (self._encode_one(prompt, device, dtype),
-                                    self._encode_one(negative_prompt, device, dtype))
+                dev = torch.device(device)
+                self._cache[key] = (self._encode_one(prompt, dev, dtype), self._encode_one(negative_prompt, dev, dtype))
         return self._cache[key]
 
 

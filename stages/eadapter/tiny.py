@@ -55,11 +55,11 @@ def write_tiny_tokenizer(folder: Path) -> int:
         vocab[special] = len(vocab)
     (folder / "vocab.json").write_text(json.dumps(vocab))
     (folder / "merges.txt").write_text("#version: 0.2\n" + "\n".join(_MERGES) + "\n")
-    special = {"bos_token": "<|startoftext|>", "eos_token": "<|endoftext|>", "unk_token": "<|endoftext|>",
-               "pad_token": "<|endoftext|>"}
-    (folder / "special_tokens_map.json").write_text(json.dumps(special))
+    tokens = {"bos_token": "<|startoftext|>", "eos_token": "<|endoftext|>", "unk_token": "<|endoftext|>",
+              "pad_token": "<|endoftext|>"}
+    (folder / "special_tokens_map.json").write_text(json.dumps(tokens))
     (folder / "tokenizer_config.json").write_text(json.dumps(
-        {"tokenizer_class": "CLIPTokenizer", "model_max_length": MAX_TOKENS, **special}))
+        {"tokenizer_class": "CLIPTokenizer", "model_max_length": MAX_TOKENS, **tokens}))
     return len(vocab)
 
 
@@ -116,11 +116,11 @@ def build_tiny_sd(folder: str | Path, *, seed: int = 0, text: Literal["tokenizer
     return folder
 
 
-def _write_tiny(folder: Path, text: str, kind: str) -> None:
+def _write_tiny(folder: Path, text: str, kind: Literal["sd15", "sdxl"]) -> None:
     """Create and save every component (the caller seeds the RNG)."""
     vocab_size = write_tiny_tokenizer(folder / "tokenizer")
     tokenizer = CLIPTokenizer.from_pretrained(folder / "tokenizer")
-    encoders = [CLIPTextModel(_text_config(vocab_size, tokenizer))]
+    encoders: list[CLIPTextModel | CLIPTextModelWithProjection] = [CLIPTextModel(_text_config(vocab_size, tokenizer))]
     if kind == "sdxl":
         shutil.copytree(folder / "tokenizer", folder / "tokenizer_2")
         encoders.append(CLIPTextModelWithProjection(_text_config(vocab_size, tokenizer)))
@@ -144,6 +144,7 @@ def _write_tiny(folder: Path, text: str, kind: str) -> None:
         cond, uncond = TextConditioner(tokenizers, encoders).encode("a photo of a face", "")
         tensors = {"prompt_embeds": cond.embeds, "negative_prompt_embeds": uncond.embeds}
         if cond.pooled is not None:
+            assert uncond.pooled is not None  # both prompts are encoded by the same text encoders
             tensors.update(pooled_prompt_embeds=cond.pooled, negative_pooled_prompt_embeds=uncond.pooled)
         save_file({k: v.contiguous() for k, v in tensors.items()}, str(folder / PROMPT_EMBEDS_FILE),
                   metadata={"prompt": "a photo of a face"})

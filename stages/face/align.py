@@ -50,8 +50,8 @@ def ffhq_align(rgb: np.ndarray, landmarks68: np.ndarray, size: int) -> AlignedFa
     if landmarks68 is None:
         raise ValueError("ffhq_align needs 68 landmarks")
     quad = ffhq_quad(landmarks68)
-    src = np.float32([quad[0], quad[1], quad[3]])
-    dst = np.float32([[0, 0], [0, size], [size, 0]])
+    src = np.asarray([quad[0], quad[1], quad[3]], np.float32)
+    dst = np.asarray([[0, 0], [0, size], [size, 0]], np.float32)
     matrix = cv2.getAffineTransform(src, dst).astype(np.float64)
 
     img = np.ascontiguousarray(rgb)

@@ -71,8 +71,8 @@ def _mouth_mask(lm: np.ndarray, h: int, w: int) -> np.ndarray:
     mask = np.zeros((h, w), np.uint8)
     cv2.fillPoly(mask, [np.round(np.asarray(lm, np.float32)[60:68] * 16).astype(np.int32)], 255,
                  lineType=cv2.LINE_AA, shift=4)
-    mask = cv2.dilate(mask, np.ones((3, 3), np.uint8))
-    return cv2.GaussianBlur(mask.astype(np.float32) / 255.0, (0, 0), 1.0)
+    dilated = cv2.dilate(mask, np.ones((3, 3), np.uint8))
+    return np.asarray(cv2.GaussianBlur(dilated.astype(np.float32) / 255.0, (0, 0), 1.0), np.float32)
 
 
 def _require_landmarks(face: DetectedFace, which: str) -> np.ndarray:

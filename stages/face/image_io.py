@@ -96,7 +96,7 @@ def decode_image(data: bytes, max_pixels: int, max_file_bytes: int = 64 << 20) -
             # Our header check below is the authoritative guard; PIL's own bomb *error* is still honoured.
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
             try:
-                im = Image.open(io.BytesIO(data))
+                im: Image.Image = Image.open(io.BytesIO(data))
             except UnidentifiedImageError:
                 raise ImageRejected("decode_error", "not a recognised image format") from None
             w, h = im.size

@@ -220,6 +220,6 @@ class LandmarkWarpTransferer:
         fill = cv2.cvtColor(lab_t.astype(np.uint8), cv2.COLOR_LAB2RGB).astype(np.float32)
         mask = _polygon_mask(new_lm[INNER_MOUTH], h, w).astype(np.float32) / 255.0
         if self.mouth_feather_px > 0:
-            mask = cv2.GaussianBlur(mask, (0, 0), self.mouth_feather_px) * (mask > 0)
+            mask = np.asarray(cv2.GaussianBlur(mask, (0, 0), self.mouth_feather_px), np.float32) * (mask > 0)
         a = mask[..., None]
         return np.clip(np.round(out.astype(np.float32) * (1 - a) + fill * a), 0, 255).astype(np.uint8)

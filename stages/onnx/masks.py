@@ -60,9 +60,10 @@ class FaceParser:
 
     def __call__(self, crop_bgr: np.ndarray) -> np.ndarray:
         x = cv2.resize(crop_bgr, self.spec.input_size)[:, :, ::-1].astype(np.float32) / 255.0
-        x = (x - np.asarray(self.spec.mean, np.float32)) / np.asarray(self.spec.std, np.float32)
+        x = np.asarray((x - np.asarray(self.spec.mean, np.float32)) / np.asarray(self.spec.std, np.float32),
+                       np.float32)
         x = x.transpose(2, 0, 1)[None]
         logits = self.session.run(None, {self.input_name: np.ascontiguousarray(x, np.float32)})[0][0]
-        mask = np.isin(logits.argmax(0), self.region_ids).astype(np.float32)
-        mask = cv2.resize(mask, (crop_bgr.shape[1], crop_bgr.shape[0]))
+        regions = np.isin(logits.argmax(0), self.region_ids).astype(np.float32)
+        mask = np.asarray(cv2.resize(regions, (crop_bgr.shape[1], crop_bgr.shape[0])), np.float32)
         return _soften(mask)

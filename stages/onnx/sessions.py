@@ -12,7 +12,7 @@ import logging
 import os
 import threading
 from collections.abc import Sequence
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 import onnxruntime as ort
 
@@ -83,7 +83,7 @@ def get_insightface_model(path: str | os.PathLike[str], providers: Sequence[str]
                                 f"{expected.__name__}: the file does not have that model's inputs/outputs")
             _insightface[key] = model
             log.info("loaded %s as insightface %s with %s", key[0], type(model).__name__,
-                     model.session.get_providers())
+                     cast(Any, model).session.get_providers())  # every insightface model has .session
         elif not isinstance(model, expected):
             raise TypeError(f"{key[0]} is loaded as {type(model).__name__}, not {expected.__name__}")
         return model

@@ -181,7 +181,8 @@ class OnnxSwapper:
 
     def _prepare(self, crop_bgr: np.ndarray) -> np.ndarray:
         x = crop_bgr[:, :, ::-1].astype(np.float32) / 255.0
-        x = (x - np.asarray(self.spec.mean, np.float32)) / np.asarray(self.spec.std, np.float32)
+        x = np.asarray((x - np.asarray(self.spec.mean, np.float32)) / np.asarray(self.spec.std, np.float32),
+                       np.float32)
         return x.transpose(2, 0, 1)
 
     def _restore(self, out: np.ndarray) -> np.ndarray:

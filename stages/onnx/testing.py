@@ -8,6 +8,7 @@ not the registry's, so a config using them needs `models.hash_overrides` (see `s
 from __future__ import annotations
 
 import warnings
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -204,7 +205,8 @@ def build_bisenet(path: Path, seed: int = 6) -> Path:
     return path
 
 
-BUILDERS = {
+# registry name -> builder(path) (each takes further keyword arguments with defaults)
+BUILDERS: dict[str, Callable[..., Path]] = {
     "inswapper_128": build_inswapper,
     "hyperswap_1a_256": build_hyperswap,
     "simswap_256": build_simswap,

@@ -41,7 +41,7 @@ def box_mask(size: tuple[int, int], blur: float, padding: tuple[int, int, int, i
     mask[:, :max(blur_area, int(width * padding[3] / 100))] = 0
     mask[:, -max(blur_area, int(width * padding[1] / 100)):] = 0
     if blur_amount > 0:
-        mask = cv2.GaussianBlur(mask, (0, 0), blur_amount * 0.25)
+        mask = np.asarray(cv2.GaussianBlur(mask, (0, 0), blur_amount * 0.25), np.float32)
     return mask
 
 
