@@ -17,6 +17,7 @@ from PIL import Image
 
 from manifests.synthetic import write_synthetic_run
 from pipeline.cli import main as ciep
+from publish import plots
 from publish.contact_sheet import SheetItem, worst_first
 from publish.report import load_release, load_run, render_report
 
@@ -99,6 +100,16 @@ def _chromium(args: list[str], tmp_path: Path, timeout: int = 90) -> subprocess.
         capture_output=True, text=True, timeout=timeout)
 
 
+def test_outcome_chart_draws_accepted_green_and_rejected_red_bars():
+    uri = plots.reasons_by_round([0, 1], {"accepted": [3, 4], "identity_leak": [2, 1], "qc_blurry": [0, 2]},
+                                 [0.6, 0.57])
+    svg = base64.b64decode(uri.split(";base64,", 1)[1]).decode()
+    fills = re.findall(r'<path d="[^"]*"[^>]*style="fill: (#[0-9a-f]{6})', svg)
+    assert fills.count(plots.ACCEPT_COLOR) == 3  # one accepted bar per round + its legend patch
+    assert fills.count(plots.REJECT_COLOR) == 3  # the first rejection reason is drawn red, same
+    assert plots.REJECT_COLOR == "#c62828" and plots.ACCEPT_COLOR == "#2e7d32"
+
+
 @pytest.mark.skipif(CHROMIUM is None, reason="Chromium not installed (Debian package `chromium`; .ci/run installs "
                                              "it): headless render of the report skipped")
 def test_report_renders_in_headless_chromium(finished_run, tmp_path: Path):
@@ -117,7 +128,8 @@ def test_report_renders_in_headless_chromium(finished_run, tmp_path: Path):
     assert non_white > 0.05, f"screenshot is almost empty ({non_white:.1%} non-white pixels)"
     # Green (accepted) and red (rejected) bars of the QC outcome chart are on screen.
     green = ((px[..., 1] > 100) & (px[..., 0] < 80) & (px[..., 2] < 80)).mean()
-    assert green > 0.001
+    red = ((px[..., 0] > 150) & (px[..., 1] < 80) & (px[..., 2] < 80)).mean()
+    assert green > 0.001 and red > 0.001, (green, red)
     dom = _chromium(["--dump-dom", "--virtual-time-budget=5000", html_path.as_uri()], tmp_path).stdout
     body = re.search(r"<body[^>]*>", dom)
     assert body, dom[:500]
