@@ -47,3 +47,15 @@ def test_resources_do_not_change_the_run_id():
     other = load_config(overrides=["qc.resources.batch_size=16", "run.commit_rows=3", "ray.reserve_cpus=1"])
     assert base.resolved_run_id() == other.resolved_run_id()
     assert load_config(overrides=["run.seed=7"]).resolved_run_id() != base.resolved_run_id()
+
+
+def test_run_id_is_unchanged_by_the_split_of_config_sections():
+    """Run ids recorded before the config sections moved next to their stages (issue 9) still resolve the same."""
+    from pipeline.config import load_config
+
+    assert load_config().resolved_run_id() == "demo-3987055749"
+    overrides = ["qc.identity.backend=arcface", "qc.identity.model=arcface_w600k_r50", "ingest.crop_size=128",
+                 "identity_swap.mask_regions=[skin,nose]", "corpus.storage_options={endpoint_url: http://x, key: K}",
+                 "release.splits={train: 0.5, test: 0.5}", "expression_transfer.prompt=hi",
+                 "pairing.split_closed=false", "models.hash_overrides={a: b}"]
+    assert load_config(overrides=overrides).resolved_run_id() == "demo-c8ad149007"
