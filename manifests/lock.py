@@ -30,6 +30,9 @@ import fsspec
 import psutil
 from fsspec.implementations.local import LocalFileSystem
 
+from core.config import StorageOptions
+from core.location import Location
+
 log = logging.getLogger(__name__)
 
 LOCK_NAME = "_lock.json"
@@ -69,17 +72,17 @@ def holder_alive(holder: dict) -> bool | None:
 
 @dataclass
 class RunLock:
-    """`with RunLock(run_url, storage_options):` holds the run folder for the block."""
+    """`with RunLock(run_location):` holds the run folder for the block (a URL and storage_options work too)."""
 
-    run_url: str
-    storage_options: dict | None = None
+    run_url: Location | str
+    storage_options: StorageOptions | None = None
     fs: fsspec.AbstractFileSystem = field(init=False, repr=False)
     path: str = field(init=False)
     token: str = field(init=False, default="")
 
     def __post_init__(self) -> None:
-        self.fs, root = fsspec.core.url_to_fs(self.run_url, **(self.storage_options or {}))
-        self.path = f"{root.rstrip('/')}/{LOCK_NAME}"
+        run = Location.of(self.run_url, self.storage_options)
+        self.fs, self.path = run.fs, run.sub_path(LOCK_NAME)
 
     @property
     def local(self) -> bool:

@@ -27,6 +27,7 @@ from core.config import (
     without_secrets,
 )
 from core.faults import FaultInjectionConfig
+from core.location import Location
 from publish.release_schema import ReleaseConfig
 from qc.config import ExpressionQCConfig, IdentityQCConfig, QCConfig, QualityQCConfig
 from stages.corpus import CorpusConfig
@@ -145,6 +146,14 @@ class PipelineConfig(Strict):
 
     def resolved_run_id(self) -> str:
         return self.run.run_id or f"{self.run.name}-{self.data_fingerprint()}"
+
+    def output_location(self) -> Location:
+        """run.output_root with run.storage_options."""
+        return Location(self.run.output_root, dict(self.run.storage_options))
+
+    def run_location(self) -> Location:
+        """This run's folder under run.output_root, with run.storage_options."""
+        return self.output_location().join(self.resolved_run_id())
 
 
 def _format_validation_error(err: ValidationError, source: str) -> str:

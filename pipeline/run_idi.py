@@ -17,7 +17,7 @@ if __package__ in (None, ""):  # run as a script: make the repo root importable
 
 from core.faults import maybe_inject  # noqa: E402
 from manifests.lock import RunLock, RunLockedError  # noqa: E402
-from manifests.runs import now_iso, read_run_info, run_url, write_run_info  # noqa: E402
+from manifests.runs import now_iso, read_run_info, write_run_info  # noqa: E402
 from manifests.store import ManifestStore  # noqa: E402
 from pipeline.commit import StageFailureError  # noqa: E402
 from pipeline.config import ConfigError, PipelineConfig, load_config, quiet_credential_loggers  # noqa: E402
@@ -36,8 +36,9 @@ class RunConflictError(RuntimeError):
 def prepare_run(cfg: PipelineConfig) -> tuple[str, ManifestStore, dict]:
     """Create or reopen the run folder; refuse to mix configs under one run id."""
     run_id = cfg.resolved_run_id()
-    url = run_url(cfg.run.output_root, run_id)
-    info = read_run_info(url, cfg.run.storage_options)
+    run = cfg.run_location()
+    url = run.url
+    info = read_run_info(run)
     fingerprint = cfg.data_fingerprint()
     if info and info.get("config_fingerprint") != fingerprint:
         raise RunConflictError(
@@ -46,7 +47,7 @@ def prepare_run(cfg: PipelineConfig) -> tuple[str, ManifestStore, dict]:
     if not info:
         info = dict(run_id=run_id, created_at=now_iso(), config_fingerprint=fingerprint,
                     config=cfg.redacted_dump(), invocations=[])
-    store = ManifestStore.open(url, cfg.run.storage_options)
+    store = ManifestStore.open(run)
     if cfg.run.fault_injection is not None:  # testing hook (core/faults.py)
         store.before_marker = lambda shard: maybe_inject(cfg.run.fault_injection, "commit", shard)
     store.sweep_orphans()
@@ -59,7 +60,7 @@ def run_idi(cfg: PipelineConfig) -> dict:
     Holds the run folder's lock (manifests/lock.py) throughout: a second driver on the same run id gets
     RunLockedError before touching anything; the lock of a killed driver is taken over."""
     quiet_credential_loggers()
-    with RunLock(run_url(cfg.run.output_root, cfg.resolved_run_id()), cfg.run.storage_options):
+    with RunLock(cfg.run_location()):
         return _run_idi_locked(cfg)
 
 
@@ -67,7 +68,7 @@ def _run_idi_locked(cfg: PipelineConfig) -> dict:
     started = time.monotonic()
     url, store, info = prepare_run(cfg)
     info["updated_at"] = now_iso()
-    write_run_info(url, info, cfg.run.storage_options)
+    write_run_info(cfg.run_location(), info)
     init_ray(cfg.ray)
     ingest = run_ingest(cfg, store, url)
     items = ingest.todo + run_rounds(cfg, store, url)
@@ -78,7 +79,7 @@ def _run_idi_locked(cfg: PipelineConfig) -> dict:
     info["invocations"].append(dict(finished_at=now_iso(), wall_s=round(wall, 2), items=items))
     info["updated_at"] = now_iso()
     info["summary"] = summary
-    write_run_info(url, info, cfg.run.storage_options)
+    write_run_info(cfg.run_location(), info)
     return dict(summary=summary, timing=timing)
 
 
