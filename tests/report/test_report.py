@@ -110,6 +110,14 @@ def test_outcome_chart_draws_accepted_green_and_rejected_red_bars():
     assert plots.REJECT_COLOR == "#c62828" and plots.ACCEPT_COLOR == "#2e7d32"
 
 
+def _green(px: np.ndarray) -> float:
+    return float(((px[..., 1] > 100) & (px[..., 0] < 80) & (px[..., 2] < 80)).mean())
+
+
+def _red(px: np.ndarray) -> float:
+    return float(((px[..., 0] > 150) & (px[..., 1] < 80) & (px[..., 2] < 80)).mean())
+
+
 @pytest.mark.skipif(CHROMIUM is None, reason="Chromium not installed (Debian package `chromium`; .ci/run installs "
                                              "it): headless render of the report skipped")
 def test_report_renders_in_headless_chromium(finished_run, tmp_path: Path):
@@ -126,11 +134,26 @@ def test_report_renders_in_headless_chromium(finished_run, tmp_path: Path):
     assert px.std() > 20, "screenshot is blank"
     non_white = (px.min(axis=2) < 235).mean()
     assert non_white > 0.05, f"screenshot is almost empty ({non_white:.1%} non-white pixels)"
-    # Green (accepted) and red (rejected) bars of the QC outcome chart are on screen.
-    green = ((px[..., 1] > 100) & (px[..., 0] < 80) & (px[..., 2] < 80)).mean()
-    red = ((px[..., 0] > 150) & (px[..., 1] < 80) & (px[..., 2] < 80)).mean()
-    assert green > 0.001 and red > 0.001, (green, red)
+    # Green (accepted) bars of the QC outcome chart are on screen (this real run accepts everything).
+    assert _green(px) > 0.001
     dom = _chromium(["--dump-dom", "--virtual-time-budget=5000", html_path.as_uri()], tmp_path).stdout
     body = re.search(r"<body[^>]*>", dom)
     assert body, dom[:500]
     assert f'data-images="{img_tags}"' in body.group(0) and 'data-broken-images="0"' in body.group(0), body.group(0)
+
+
+@pytest.mark.skipif(CHROMIUM is None, reason="Chromium not installed (Debian package `chromium`; .ci/run installs "
+                                             "it): headless render of the report skipped")
+def test_rejected_bars_render_red_in_headless_chromium(tmp_path: Path):
+    run = tmp_path / "run"
+    write_synthetic_run(str(run), identities=6, candidates_per_round=30, rounds=2)
+    html_path = tmp_path / "report.html"
+    html_path.write_text(render_report(load_run(str(run))))
+    shot = tmp_path / "shot.png"
+    done = _chromium([f"--screenshot={shot}", "--window-size=1280,1000", "--hide-scrollbars",
+                      "--virtual-time-budget=5000", html_path.as_uri()], tmp_path)
+    assert shot.exists(), done.stderr[-2000:]
+    with Image.open(shot) as im:
+        px = np.asarray(im.convert("RGB"), dtype=float)
+    # the QC outcome chart (top of the page): accepted bars green, the first rejection reason's bars red
+    assert _green(px) > 0.002 and _red(px) > 0.002, (_green(px), _red(px))
