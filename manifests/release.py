@@ -39,6 +39,7 @@ from manifests.release_stats import release_lineage, release_stats, run_qc_summa
 from manifests.runs import now_iso, read_run_info
 from manifests.scan import iter_batches, release_arrow_memory
 from manifests.store import COMMITS_DIR, ManifestStore, atomic_write_bytes, exclusive_create_bytes, shard_key
+from qc.redecide import current_version
 
 log = logging.getLogger(__name__)
 
@@ -246,6 +247,10 @@ def _write_triples(build: _Build, run_store: ManifestStore, name: str, rounds: l
     """Stream the run's triples into release manifest shards (Arrow all the way: no per-row Python dicts)."""
     store = ManifestStore(build.fs, build.root, schemas=dict(RELEASE_TABLES))
     flt = pads.field("round").isin(rounds) if rounds else None
+    version = current_version(run_store)
+    if version:  # re-decided (qc/redecide.py): only the latest decision's triples
+        latest = pads.field("decision_version") == version
+        flt = latest if flt is None else flt & latest
     split_cache: dict[str, str] = {}
     pending: list[pa.Table] = []
 

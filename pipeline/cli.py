@@ -20,6 +20,7 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "release": ("manifests.release_cli", "create / verify / diff / list dataset releases"),
     "export": ("manifests.export", "export a release for trainers (hf-parquet, webdataset, imagefolder)"),
     "report": ("qc.report", "self-contained HTML QC report of a run or release"),
+    "qc": ("qc.redecide", "qc redecide: re-decide a run from stored scores (new decision version)"),
 }
 
 
@@ -72,7 +73,7 @@ def main(argv: list[str] | None = None) -> int:
         if name == "query":
             return query_main(rest)
         module = importlib.import_module(SUBCOMMANDS[name][0])
-        return int(module.main(rest) or 0)
+        return int((module.qc_main if name == "qc" else module.main)(rest) or 0)
     except (ConfigError, FileNotFoundError) as err:
         print(f"ciep {name}: {err}", file=sys.stderr)
         return 2
