@@ -131,6 +131,17 @@ def _closest(ref: int, candidates: list[int], expr: list, keys: list[str], desc:
     return pool[min(range(len(pool)), key=lambda k: (d[k], keys[pool[k]]))]
 
 
+def _swap_source(t_sha: str, candidates: list[int], keys: list[str], seed: int, round_index: int) -> int:
+    """j's swap-source photo: drawn by a hash of (seed, round, T's content) among all of j's usable photos.
+
+    Deliberately blind to expression (T's label, descriptors, the carrier): the swap must carry j's identity
+    only, so T's expression has to come from the transfer stage. Choosing j's photo closest to T's expression
+    (the old rule) let the swap paste the expression in (London: agreement fell when the swap photo changed).
+    """
+    pool = sorted(candidates, key=lambda c: keys[c])
+    return pool[int(_h(seed, round_index, t_sha, "swap")[:12], 16) % len(pool)]
+
+
 def plan_round(sources: pa.Table, cfg: PipelineConfig, round_index: int) -> RoundPlan:
     refused: list[dict] = []
     src = sources.select(PLAN_SOURCE_COLUMNS)
@@ -178,7 +189,7 @@ def plan_round(sources: pa.Table, cfg: PipelineConfig, round_index: int) -> Roun
             pick = int(_h(seed, round_index, sha[t], "j")[:12], 16) % n_others
             j = pool[pick if pick < position else pick + 1]
             carrier = _closest(s, by_identity[j], expr, keys, desc)
-            swap = _closest(t, by_identity[j], expr, keys, desc)
+            swap = _swap_source(sha[t], by_identity[j], keys, seed, round_index)
             cid = _h(fingerprint, round_index, seed, sha[t], sha[s], sha[carrier], sha[swap])[:16]
             item_seed = int(_h(seed, round_index, cid)[:8], 16) & 0x7FFFFFFF
             plan.append((cid, item_seed, identity, j, t, s, carrier, swap))

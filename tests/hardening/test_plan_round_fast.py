@@ -22,7 +22,8 @@ def _h(*parts: object) -> str:
     return hashlib.sha256("\0".join(str(p) for p in parts).encode()).hexdigest()
 
 
-# ---- the previous implementation (commit 91cbe66, stages/pairing.py), unchanged but for its name and return ----
+# ---- the previous implementation (commit 91cbe66, stages/pairing.py), unchanged but for its name, its return and
+# ---- the swap-source rule of issue 10 (a hash of seed, round and T's content among j's photos, not T's expression)
 
 def _drop_duplicates(rows: list[dict], refused: list[dict]) -> list[dict]:
     """The same file content twice: keep it once within an identity, drop it under several identities."""
@@ -93,7 +94,8 @@ def reference_plan_round(sources, cfg, round_index):
             pick = int(_h(seed, round_index, t["file_sha256"], "j")[:12], 16)
             j = others_ids[pick % len(others_ids)]
             carrier = _closest(s, by_identity[j])
-            swap = _closest(t, by_identity[j])
+            swap_pool = sorted(by_identity[j], key=lambda r: r["input_key"])
+            swap = swap_pool[int(_h(seed, round_index, t["file_sha256"], "swap")[:12], 16) % len(swap_pool)]
             cid = _h(fingerprint, round_index, seed, t["file_sha256"], s["file_sha256"], carrier["file_sha256"],
                      swap["file_sha256"])[:16]
             item_seed = int(_h(seed, round_index, cid)[:8], 16) & 0x7FFFFFFF
