@@ -37,6 +37,9 @@ SOURCES = _versioned("sources", [
     pa.field("sharpness", pa.float32()),
     pa.field("run_id", pa.string()),
     pa.field("config_fingerprint", pa.string()),
+    pa.field("expression_probs", _f32_list),  # 7-class expression net (stages/face/expression_net.py)
+    pa.field("expression_net_model", pa.string()),
+    pa.field("expression_net_sha256", pa.string()),
 ])
 
 # One row per item refused anywhere, with its reason code.

@@ -232,10 +232,10 @@ class IdentityQCConfig(Strict):
     backend: Literal["dlib", "arcface"] = "dlib"
     model: str | None = None  # registry name for arcface, e.g. arcface_w600k_r50
     # cosine similarities; R must not look like T's identity and must look like the swap source.
-    # null (the default): calibrated per run from the run's own sources (qc/identity_calibration.py: leak at
-    # the calibration_far quantile of different-identity pairs, swap at the calibration_frr quantile of
-    # same-identity pairs; recorded in run.json and in every qc row); an explicit value overrides. When no
-    # pair separates the run's sources, the absolute leak check is off and the gallery test below decides.
+    # null (the default): calibrated per run from the run's own sources (qc/identity_calibration.py): leak at
+    # the similarity calibration_frr of same-identity pairs fall below, swap at the one calibration_far of
+    # different-identity pairs reach; recorded in run.json and in every qc row. When those two do not separate
+    # the run's sources both checks are off and the gallery test below decides. An explicit value overrides.
     # dlib on the London set: different people p99 0.916, same person min 0.953.
     max_leak_similarity: float | None = Field(None, ge=-1, le=1)
     min_swap_similarity: float | None = Field(None, ge=-1, le=1)

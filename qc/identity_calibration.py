@@ -1,9 +1,11 @@
 """Leak/swap thresholds calibrated from a run's own sources: same- vs different-identity similarities.
 
-max_leak_similarity: the similarity that only `far` of different-identity pairs reach (R vs T above it looks
-like the same person); min_swap_similarity: the similarity `frr` of same-identity pairs fall below. When the
-leak threshold is above the swap threshold, no pair of absolute thresholds separates the corpus: the absolute
-leak check is then off and the gallery test (qc/identity_gallery.py) decides alone.
+Two quantiles of the run's sources: q_diff, the similarity that only `far` of different-identity pairs reach,
+and q_same, the similarity that `frr` of same-identity pairs fall below. When q_diff < q_same the corpus is
+separable and R is judged on that scale: max_leak_similarity = q_same (R as similar to T as photos of one
+person are: a leak), min_swap_similarity = q_diff (R no more similar to j than strangers are: the swap
+failed). When q_diff >= q_same no pair of absolute thresholds separates the corpus: both absolute checks are
+off and the gallery margin test (qc/identity_gallery.py) decides alone. Explicit config values override.
 """
 
 from __future__ import annotations
@@ -25,11 +27,11 @@ MAX_SOURCES_FOR_IMPOSTORS = 2000
 
 @dataclass(frozen=True)
 class IdentityCalibration:
-    max_leak_similarity: float | None  # None: no separating pair, absolute leak check off
+    max_leak_similarity: float | None  # None: no separating pair, absolute checks off
     min_swap_similarity: float | None
     separable: bool
-    leak_quantile: float  # different-identity similarity exceeded by `far` of the pairs
-    swap_quantile: float  # same-identity similarity that `frr` of the pairs fall below
+    different_quantile: float  # different-identity similarity reached by `far` of the pairs
+    same_quantile: float  # same-identity similarity that `frr` of the pairs fall below
     far: float
     frr: float
     identities: int
@@ -42,21 +44,22 @@ class IdentityCalibration:
     def describe(self) -> str:
         if not self.separable:
             return (f"NO threshold pair separates this corpus: {self.far:g} of different-identity pairs score "
-                    f">= {self.leak_quantile:.4f}, above the similarity {self.frr:g} of same-identity pairs fall "
-                    f"below ({self.swap_quantile:.4f}); the absolute leak check is off, the gallery margin test "
-                    f"decides (qc.identity.min_margin)")
-        return (f"max_leak_similarity {self.max_leak_similarity:.4f} (FAR {self.far:g}), "
-                f"min_swap_similarity {self.min_swap_similarity:.4f} (FRR {self.frr:g})")
+                    f">= {self.different_quantile:.4f}, not below the similarity {self.frr:g} of same-identity "
+                    f"pairs fall below ({self.same_quantile:.4f}); the absolute identity checks are off and the "
+                    f"gallery margin test decides (qc.identity.min_margin)")
+        return (f"max_leak_similarity {self.max_leak_similarity:.4f} (same-identity pairs below it: {self.frr:g}), "
+                f"min_swap_similarity {self.min_swap_similarity:.4f} (different-identity pairs at or above it: "
+                f"{self.far:g})")
 
 
 def threshold_pair(genuine: np.ndarray, impostor: np.ndarray, far: float, frr: float) -> tuple[float, float, bool]:
-    """(leak threshold, swap threshold, separable) from genuine and impostor similarity samples."""
+    """(q_diff, q_same, separable): share(impostor >= q_diff) <= far, share(genuine < q_same) <= frr."""
     imp = np.sort(np.asarray(impostor, np.float64))[::-1]
     k = int(np.floor(far * len(imp)))
-    leak = float(np.nextafter(imp[min(k, len(imp) - 1)], np.inf))
+    q_diff = float(np.nextafter(imp[min(k, len(imp) - 1)], np.inf))
     gen = np.sort(np.asarray(genuine, np.float64))
-    swap = float(gen[min(int(np.floor(frr * len(gen))), len(gen) - 1)])
-    return leak, swap, leak <= swap
+    q_same = float(gen[min(int(np.floor(frr * len(gen))), len(gen) - 1)])
+    return q_diff, q_same, q_diff < q_same
 
 
 def pair_similarities(identities: list[str], embeddings: np.ndarray,
@@ -87,9 +90,9 @@ def calibrate_from_embeddings(identities: list[str], embeddings: np.ndarray, far
     genuine, impostor = pair_similarities(identities, embeddings)
     if not len(genuine) or not len(impostor):
         return None
-    leak, swap, ok = threshold_pair(genuine, impostor, far, frr)
-    return IdentityCalibration(leak if ok else None, swap, ok, leak, swap, far, frr, len(set(identities)),
-                               len(genuine), len(impostor))
+    q_diff, q_same, ok = threshold_pair(genuine, impostor, far, frr)
+    return IdentityCalibration(q_same if ok else None, q_diff if ok else None, ok, q_diff, q_same, far, frr,
+                               len(set(identities)), len(genuine), len(impostor))
 
 
 def calibrate_from_sources(sources: pa.Table, far: float, frr: float) -> IdentityCalibration | None:

@@ -12,6 +12,7 @@ import pyarrow as pa
 from manifests.artifacts import ArtifactStore
 from manifests.schemas import SOURCES
 from pipeline.config import StageResources
+from qc.expression_score import LearnedExpression
 from qc.quality import sharpness
 from stages.base import RowRejected, RowwiseStage
 from stages.face.align import ffhq_align
@@ -38,6 +39,7 @@ class IngestStage(RowwiseStage):
     def setup(self) -> None:
         self.detector = build_detector(self.config)
         self.embedder = build_embedder(self.config)
+        self.expression = LearnedExpression()
         self.artifacts = ArtifactStore(self.run_root, dict(self.config.run.storage_options))
         self.storage_options = dict(self.config.corpus.storage_options)
         self.fingerprint = self.config.data_fingerprint()
@@ -99,6 +101,9 @@ class IngestStage(RowwiseStage):
             sharpness=sharpness(aligned.image),
             run_id=self.run_id,
             config_fingerprint=self.fingerprint,
+            expression_probs=self.expression.probabilities([aligned.image], [aligned.landmarks68])[0].tolist(),
+            expression_net_model=self.expression.model_id,
+            expression_net_sha256=self.expression.model_sha256,
         )
 
     def output_schema(self) -> pa.Schema:

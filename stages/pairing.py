@@ -142,11 +142,23 @@ def _swap_source(t_sha: str, candidates: list[int], keys: list[str], seed: int, 
     return pool[int(_h(seed, round_index, t_sha, "swap")[:12], 16) % len(pool)]
 
 
+def with_predicted_labels(labels: list, sources: pa.Table) -> list:
+    """Corpus expression labels, a missing one replaced by the expression net's class (sources.expression_probs)."""
+    if "expression_probs" not in sources.column_names or all(labels):
+        return list(labels)
+    from stages.face.expression_net import EXPRESSION_CLASSES
+
+    probs = sources.column("expression_probs").to_pylist()
+    return [lab if lab else (EXPRESSION_CLASSES[int(np.argmax(p))] if p else None) for lab, p in zip(labels, probs, strict=True)]
+
+
 def plan_round(sources: pa.Table, cfg: PipelineConfig, round_index: int) -> RoundPlan:
     refused: list[dict] = []
     src = sources.select(PLAN_SOURCE_COLUMNS)
     rows = {c: src.column(c).to_pylist() for c in _SCALAR_COLUMNS}
-    keys, expr, sha = rows["input_key"], rows["expression"], rows["file_sha256"]
+    keys, sha = rows["input_key"], rows["file_sha256"]
+    # S and carrier choice: the corpus label, else the expression net's (ingest); never used for the swap source
+    expr = with_predicted_labels(rows["expression"], sources)
     desc = _descriptors(src.column("expression_descriptor"))
     by_identity: dict[str, list[int]] = defaultdict(list)
     for i in _drop_duplicates(rows, refused):
