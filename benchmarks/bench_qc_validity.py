@@ -47,10 +47,13 @@ MOUTH = {REASON_GHOST_TEETH, REASON_MOUTH_SEAM, REASON_MOUTH_BLUR, REASON_MOUTH_
 
 def auc(pos: np.ndarray, neg: np.ndarray) -> float:
     """P(score of a positive > score of a negative), ties counted half (Mann-Whitney)."""
-    from scipy.stats import rankdata
-
     s = np.concatenate([pos, neg])
-    r = rankdata(s)
+    order = np.argsort(s, kind="mergesort")
+    r = np.empty(len(s))
+    r[order] = np.arange(1, len(s) + 1)
+    _, inv, counts = np.unique(s, return_inverse=True, return_counts=True)
+    sums = np.bincount(inv, weights=r)
+    r = (sums / counts)[inv]  # average ranks of ties
     n1, n0 = len(pos), len(neg)
     return float((r[:n1].sum() - n1 * (n1 + 1) / 2) / (n1 * n0))
 
@@ -71,7 +74,9 @@ def load_london(root: Path) -> dict:
             faces = det.detect(rgb)
             if len(faces) != 1:
                 continue
-            a = ffhq_align(rgb, faces[0].landmarks68, 256)
+            lm68 = faces[0].landmarks68
+            assert lm68 is not None
+            a = ffhq_align(rgb, lm68, 256)
             v = np.asarray(emb.embed(rgb, faces[0]), np.float64)
             for k, x in zip(("ids", "exprs", "imgs", "lms", "embs"), (d.name, e, a.image, a.landmarks68,
                                                                      v / np.linalg.norm(v)), strict=True):
@@ -88,20 +93,38 @@ def identity_auc(data: dict) -> dict:
             "different_pairs": int((~same).sum())}
 
 
+def _pair_sets(ids: np.ndarray, ex: np.ndarray) -> dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]]:
+    """(a, b, positive) over photo pairs of different identities: every such pair ('all', positive = the two
+    expressions differ), and pairs anchored on a neutral / smiling T (positive = the other photo's expression
+    differs from T's)."""
+    n = len(ids)
+    iu = np.triu_indices(n, 1)
+    cross = ids[iu[0]] != ids[iu[1]]
+    out = {"all": (iu[0][cross], iu[1][cross], ex[iu[0][cross]] != ex[iu[1][cross]])}
+    for anchor in ("neutral", "smiling"):
+        a, b = zip(*[(k, m) for k in range(n) if ex[k] == anchor for m in range(n) if ids[m] != ids[k]],
+                   strict=True)
+        aa, bb = np.asarray(a), np.asarray(b)
+        out[f"T {anchor}"] = (aa, bb, ex[bb] != anchor)
+    return out
+
+
 def expression_auc(data: dict, net=None) -> dict:
     ids, ex = data["ids"], data["exprs"]
-    iu = np.triu_indices(len(ids), 1)
-    cross = ids[iu[0]] != ids[iu[1]]
-    a, b = iu[0][cross], iu[1][cross]
-    pos = ex[a] != ex[b]
+    sets = _pair_sets(ids, ex)
     desc = np.stack([expression_descriptor(lm) for lm in data["lms"]])
-    land = np.array([expression_distance(desc[x], desc[y]) for x, y in zip(a, b, strict=True)])
-    out = {"pairs_different_expression": int(pos.sum()), "pairs_same_expression": int((~pos).sum()),
-           "landmark_auc": auc(land[pos], land[~pos])}
+    out: dict = {"pairs": {k: int(len(v[0])) for k, v in sets.items()}, "landmark_auc": {}, "learned_auc": {}}
+    for k, (a, b, pos) in sets.items():
+        land = np.array([expression_distance(desc[x], desc[y]) for x, y in zip(a, b, strict=True)])
+        out["landmark_auc"][k] = auc(land[pos], land[~pos])
     if net is not None:
-        p = net.probabilities(list(data["imgs"]), list(data["lms"]))
-        tv = 0.5 * np.abs(p[a] - p[b]).sum(axis=1)
-        out["learned_auc"] = auc(tv[pos], tv[~pos])
+        p = net.probabilities(list(data["imgs"]), list(data["lms"])).astype(np.float64)
+        for k, (a, b, pos) in sets.items():
+            tv = 0.5 * np.abs(p[a] - p[b]).sum(axis=1)
+            out["learned_auc"][k] = auc(tv[pos], tv[~pos])
+        smiling = ex == "smiling"
+        happy = p[:, net.classes.index("happy")]
+        out["single_image_happy_auc"] = auc(happy[smiling], happy[~smiling])
         labels = np.array([net.label(x) for x in p])
         out["learned_labels"] = {e: {lab: int(((ex == e) & (labels == lab)).sum()) for lab in sorted(set(labels))}
                                  for e in ("neutral", "smiling")}
@@ -157,9 +180,11 @@ def acceptance_precision(run_url: str, net) -> dict:
     con = connect(ManifestStore.open(run_url))
     rows = con.execute("select t.r_path, t.t_path, s.landmarks68, t.expression from triples t join sources s "
                        "on s.source_id = t.t_source_id order by t.triple_id").fetchall()
-    total = con.execute("select count(*) from qc").fetchone()[0]
+    total = con.execute("select count(*) from qc").fetchall()[0][0]
     art, det = ArtifactStore(run_url), DlibDetector()
-    agree, by_expr, no_face = [], {}, 0
+    agree: list[bool] = []
+    by_expr: dict[str, list[bool]] = {}
+    no_face = 0
     for r_path, t_path, t_lm, expr in rows:
         r = art.get(r_path)
         face = largest_face(det.detect(r))

@@ -48,8 +48,8 @@ def main() -> int:
         strict = redecide(store, load_config(overrides=[*RULE, "qc.expression.max_distance=0.06"]))
         untouched = {p: os.stat(p).st_mtime_ns for p in images} == stamps
         con = connect(store)
-        latest = con.execute("select count(*), count(*) filter (where accepted) from qc").fetchone()
-        triples = con.execute("select count(*) from triples").fetchone()[0]
+        latest = con.execute("select count(*), count(*) filter (where accepted) from qc").fetchall()[0]
+        triples = con.execute("select count(*) from triples").fetchall()[0][0]
     assert same.changed == 0 and untouched and latest == (args.candidates, strict.accepted) \
         and triples == strict.accepted
     load = os.getloadavg()[0]

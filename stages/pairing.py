@@ -149,7 +149,8 @@ def with_predicted_labels(labels: list, sources: pa.Table) -> list:
     from stages.face.expression_net import EXPRESSION_CLASSES
 
     probs = sources.column("expression_probs").to_pylist()
-    return [lab if lab else (EXPRESSION_CLASSES[int(np.argmax(p))] if p else None) for lab, p in zip(labels, probs, strict=True)]
+    return [lab if lab else (EXPRESSION_CLASSES[int(np.argmax(p))] if p else None)
+            for lab, p in zip(labels, probs, strict=True)]
 
 
 def plan_round(sources: pa.Table, cfg: PipelineConfig, round_index: int) -> RoundPlan:

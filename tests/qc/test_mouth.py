@@ -7,8 +7,15 @@ import pytest
 
 from pipeline.config import load_config
 from qc import artifact_cases as ac
-from qc.decide import REASON_GHOST_TEETH, REASON_MOUTH_BLUR, REASON_MOUTH_SEAM, REASON_MOUTH_STATE, Scores, \
-    Thresholds, failed_checks
+from qc.decide import (
+    REASON_GHOST_TEETH,
+    REASON_MOUTH_BLUR,
+    REASON_MOUTH_SEAM,
+    REASON_MOUTH_STATE,
+    Scores,
+    Thresholds,
+    failed_checks,
+)
 from qc.mouth import mouth_scores
 from tests.conftest import london_identities
 
@@ -40,7 +47,7 @@ def test_teeth_ghosted_over_closed_lips_are_rejected(faces):
     donors = [by["smiling"] for by in faces.values() if mouth_scores(*by["smiling"]).teeth_share > 0.1]
     assert donors
     hits = []
-    for k, (ident, by) in enumerate(sorted(faces.items())):
+    for k, (_, by) in enumerate(sorted(faces.items())):
         img, lm = by["neutral"]
         ghost = ac.ghost_teeth(img, lm, *donors[k % len(donors)], alpha=0.65)
         hits.append(REASON_GHOST_TEETH in _mouth_reasons(ghost, lm, img, lm))

@@ -78,4 +78,5 @@ def test_rerun_with_a_changed_threshold_redecides_without_touching_images(small_
     assert current_version(store) == 1
     con = connect(store)
     assert _count(con, "select count(*) from qc where accepted and expr_dist_rt > 0.01") == 0
-    assert _count(con, "select count(*) from qc_all where decision_version = 0") == _count(con, "select count(*) from qc")
+    assert _count(con, "select count(*) from qc_all where decision_version = 0") == \
+        _count(con, "select count(*) from qc")
