@@ -131,7 +131,7 @@ def sheet_html(items: list[SheetItem], read: Callable[[str], bytes | None], colu
 def sheet_jpeg(items: list[SheetItem], read: Callable[[str], bytes | None], columns: int = 2,
                quality: int = 88) -> bytes:
     """A JPEG grid of S | R | T strips, each captioned with ids, decision and QC scores."""
-    strip_w, cap_h, pad = 3 * TILE + 8, 40, 8
+    strip_w, cap_h, pad = 3 * TILE + 8, 48, 8
     rows = max(1, math.ceil(len(items) / columns))
     out = Image.new("RGB", (columns * (strip_w + pad) + pad, rows * (TILE + cap_h + pad) + pad), (255, 255, 255))
     draw = ImageDraw.Draw(out)
@@ -140,9 +140,10 @@ def sheet_jpeg(items: list[SheetItem], read: Callable[[str], bytes | None], colu
         with Image.open(io.BytesIO(strip_jpeg([read(loc) if loc else None for loc in (it.s, it.r, it.t)]))) as im:
             out.paste(im.convert("RGB"), (x, y))
         verdict = "accepted" if it.accepted else "rejected: " + ", ".join(it.reasons or [it.reason])
-        who = f"{it.identity_i or '?'} <- {it.identity_j or '?'}, T {it.expression or '-'}"
-        draw.text((x, y + TILE + 2), f"{who}; {verdict}", fill=(0, 110, 0) if it.accepted else (170, 0, 0))
-        draw.text((x, y + TILE + 16), it.caption or "", fill=(60, 60, 60))
+        who = f"i {it.identity_i or '?'}, j {it.identity_j or '?'}, T labelled {it.expression or '-'}"
+        draw.text((x, y + TILE + 2), who, fill=(30, 30, 30))
+        draw.text((x, y + TILE + 15), verdict if len(verdict) <= 58 else verdict[:56] + "..", fill=(0, 110, 0) if it.accepted else (170, 0, 0))
+        draw.text((x, y + TILE + 28), it.caption or "", fill=(60, 60, 60))
     buf = io.BytesIO()
     out.save(buf, format="JPEG", quality=quality)
     return buf.getvalue()
@@ -157,7 +158,7 @@ def run_sheet_items(run_url: str, accepted: int = 8, rejected: int = 4) -> list[
     sql = """select q.candidate_id, q.round, q.accepted, q.reason, q.reasons, q.id_sim_rt, q.id_sim_rj,
                     q.expr_dist_rt, q.sharpness, q.face_found, s.aligned_path, c.reference_path, t.aligned_path,
                     c.identity_i, c.identity_j, c.expression, q.thresholds, q.id_margin_ji, q.expr_prob_dist_rt,
-                    q.expr_gain, q.r_expr_label, q.t_expr_label
+                    q.expr_gain, q.r_expr_label, q.t_expr_label, q.expr_prob_dist_ct
              from qc q join candidates c using (candidate_id)
              join sources s on s.source_id = c.s_source_id join sources t on t.source_id = c.target_source_id
              where q.accepted = ? and c.reference_path is not null
@@ -174,8 +175,9 @@ def run_sheet_items(run_url: str, accepted: int = 8, rejected: int = 4) -> list[
                 if by_expr[e] and len(picked) < n:
                     picked.append(by_expr[e].pop(0))
         for r in picked:
-            cap = (f"leak {r[5]:.2f} swap {r[6]:.2f} margin {r[17] or 0:.2f} | expr R {r[20]} T {r[21]} "
-                   f"tv {r[18] or 0:.2f} gain {r[19] or 0:.2f}") if r[9] else "no face in R"
+            gain = f"{r[19]:.2f}" if r[19] is not None and (r[22] or 0) >= 0.25 else "n/a"  # only when due
+            cap = (f"leak {r[5]:.2f} swap {r[6]:.2f} margin {r[17] or 0:.2f} | net: R {r[20]}, T {r[21]}, "
+                   f"tv {r[18] or 0:.2f}, gain {gain}") if r[9] else "no face in R"
             items.append(SheetItem(item_id=r[0], round=r[1], accepted=r[2], reason=r[3], reasons=list(r[4] or []),
                                    id_sim_rt=r[5], id_sim_rj=r[6], expr_dist_rt=r[7], sharpness=r[8],
                                    face_found=r[9], s=r[10], r=r[11], t=r[12], identity_i=r[13], identity_j=r[14],

@@ -21,10 +21,11 @@ def total_variation(p: Sequence[float] | np.ndarray, q: Sequence[float] | np.nda
 
 
 def expression_gain(d_rt: float, d_ct: float) -> float:
-    """How much closer R is to T than the carrier was, relative to the carrier's distance: 1 = all the way."""
+    """How much closer R is to T than the carrier was, relative to the carrier's distance: 1 = all the way,
+    0 = no closer, clipped at -1 (R at least twice as far from T as the carrier)."""
     if d_ct <= 1e-9:
         return 0.0
-    return float((d_ct - d_rt) / d_ct)
+    return float(max(-1.0, (d_ct - d_rt) / d_ct))
 
 
 @dataclass(frozen=True)

@@ -151,7 +151,7 @@ def synthetic_sources(n_ids: int, seed: int) -> pa.Table:
         embedding=f32(128), embedding_model=["m"] * n, embedding_model_sha256=["0"] * n, detector_model=["d"] * n,
         detector_model_sha256=["0"] * n, expression_descriptor=[r["desc"].tolist() for r in rows],
         sharpness=[1.0] * n, run_id=["r"] * n, config_fingerprint=["f"] * n)
-    return pa.table({f.name: pa.array(cols[f.name], f.type) for f in SOURCES}, schema=SOURCES)
+    return pa.table({f.name: pa.array(cols.get(f.name, [None] * n), f.type) for f in SOURCES}, schema=SOURCES)
 
 
 @pytest.mark.parametrize("n_ids,seed,extra", [(300, 0, []), (120, 1, ["pairing.max_targets_per_identity=2"]),
