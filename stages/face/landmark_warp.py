@@ -216,6 +216,13 @@ class LandmarkWarpTransferer:
     def transfer_one(self, req: TransferRequest) -> np.ndarray:
         return self.transfer_with_rule(req)[0]
 
+    def rule_for(self, req: TransferRequest) -> str:
+        """The mouth rule a request gets, without rendering: recomputable for any stored candidate from its carrier
+        image and the carrier/S/T landmarks (candidates + sources tables), so every transfer stays traceable."""
+        c_lm = np.asarray(req.carrier_landmarks, np.float64).reshape(68, 2)
+        new_lm = transfer_geometry(c_lm, req.source_landmarks, req.target_landmarks).astype(np.float64)
+        return mouth_rule(np.ascontiguousarray(req.carrier_rgb), c_lm, new_lm) if self.mouth_rules else "warp"
+
     def transfer_with_rule(self, req: TransferRequest) -> tuple[np.ndarray, str]:
         """The transferred image and its mouth rule (MOUTH_RULES)."""
         carrier = np.ascontiguousarray(req.carrier_rgb)

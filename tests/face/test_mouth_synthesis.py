@@ -80,4 +80,4 @@ def test_transfer_is_deterministic(demo_face):
     np.testing.assert_array_equal(a, b)
     tr = LandmarkWarpTransferer()
     tr.transfer([req, req])
-    assert tr.last_rules == ["close_lips", "close_lips"]
+    assert tr.last_rules == ["close_lips", "close_lips"] and tr.rule_for(req) == "close_lips"
