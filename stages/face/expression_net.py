@@ -13,7 +13,6 @@ Input: 112x112 RGB face crops as face-api makes them (`expression_crop`: the lan
 from __future__ import annotations
 
 import hashlib
-import threading
 from pathlib import Path
 
 import numpy as np
@@ -51,7 +50,7 @@ def _softmax(logits: np.ndarray) -> np.ndarray:
 
 
 class ExpressionNet:
-    """face-api's FaceExpressionNet on onnxruntime (CPU); one instance per process/actor, thread-safe."""
+    """face-api's FaceExpressionNet on onnxruntime (CPU); load once per process/actor (calls are thread-safe)."""
 
     model_id: str = MODEL_ID
     sha256: str
@@ -60,7 +59,6 @@ class ExpressionNet:
         self._session = session
         self.sha256 = sha256
         self.path = path
-        self._lock = threading.Lock()
 
     @classmethod
     def load(cls, path: str | Path | None = None, num_threads: int = 1) -> ExpressionNet:
@@ -96,8 +94,7 @@ class ExpressionNet:
         if crops.shape[0] == 0:
             return np.zeros((0, len(EXPRESSION_CLASSES)), dtype=np.float32)
         x = np.ascontiguousarray(crops, dtype=np.float32)
-        with self._lock:
-            (out,) = self._session.run(["logits"], {"crops": x})
+        (out,) = self._session.run(["logits"], {"crops": x})
         return np.asarray(out, dtype=np.float32)
 
     def probabilities(self, crops: np.ndarray) -> np.ndarray:
@@ -105,9 +102,11 @@ class ExpressionNet:
         return _softmax(self.logits(crops))
 
 
-def expression_box(landmarks68: np.ndarray, image_shape: tuple[int, ...]) -> tuple[int, int, int, int]:
-    """(x, y, width, height) of face-api's aligned face box: min bounding box of the landmarks padded by 20 %,
-    clipped to the image and floored (FaceLandmarks.align + Box.clipAtImageBorders)."""
+def expression_box(landmarks68: np.ndarray, image_shape: tuple[int, ...],
+                   padding: float = BOX_PADDING) -> tuple[int, int, int, int]:
+    """(x, y, width, height) of face-api's aligned face box: min bounding box of the landmarks padded by 20 %
+    (`padding`, split between both sides), clipped to the image and floored (FaceLandmarks.align +
+    Box.clipAtImageBorders)."""
     pts = np.asarray(landmarks68, dtype=np.float64).reshape(-1, 2)
     if pts.shape[0] != 68 or not np.isfinite(pts).all():
         raise ValueError(f"expected 68 finite (x, y) landmarks, got {np.asarray(landmarks68).shape}")
@@ -115,8 +114,9 @@ def expression_box(landmarks68: np.ndarray, image_shape: tuple[int, ...]) -> tup
     x0, y0 = pts.min(axis=0)
     x1, y1 = pts.max(axis=0)
     w, h = x1 - x0, y1 - y0
-    x, y = x0 - w * BOX_PADDING / 2, y0 - h * BOX_PADDING / 2
-    right, bottom = x + w * (1 + BOX_PADDING), y + h * (1 + BOX_PADDING)
+    pad_x, pad_y = w * padding, h * padding  # Box.pad, in its order of operations
+    x, y = x0 - pad_x / 2, y0 - pad_y / 2
+    right, bottom = x + (w + pad_x), y + (h + pad_y)
     cx, cy = max(x, 0.0), max(y, 0.0)
     cw, ch = min(right - cx, width_img - cx), min(bottom - cy, height_img - cy)
     box = (int(np.floor(cx)), int(np.floor(cy)), int(np.floor(cw)), int(np.floor(ch)))
@@ -150,22 +150,26 @@ def _resize_bilinear(img: np.ndarray, size: int) -> np.ndarray:
 
     ylo, yhi, fy = axis(h)
     xlo, xhi, fx = axis(w)
-    top = img[ylo][:, xlo] + (img[ylo][:, xhi] - img[ylo][:, xlo]) * fx[None, :, None]
-    bottom = img[yhi][:, xlo] + (img[yhi][:, xhi] - img[yhi][:, xlo]) * fx[None, :, None]
+    fx3 = fx[None, :, None]
+    upper, lower = img[ylo], img[yhi]
+    top_left, bottom_left = upper[:, xlo], lower[:, xlo]
+    top = top_left + (upper[:, xhi] - top_left) * fx3
+    bottom = bottom_left + (lower[:, xhi] - bottom_left) * fx3
     return top + (bottom - top) * fy[:, None, None]
 
 
-def expression_crop_float(image_rgb: np.ndarray, landmarks68: np.ndarray) -> np.ndarray:
+def expression_crop_float(image_rgb: np.ndarray, landmarks68: np.ndarray,
+                          padding: float = BOX_PADDING) -> np.ndarray:
     """The crop exactly as face-api computes it (float64, 112x112x3, values 0..255, not rounded)."""
     img = np.asarray(image_rgb)
     if img.dtype != np.uint8 or img.ndim != 3 or img.shape[2] != 3:
         raise ValueError(f"expected an RGB uint8 HxWx3 image, got {img.dtype} {img.shape}")
-    x, y, w, h = expression_box(landmarks68, img.shape)
+    x, y, w, h = expression_box(landmarks68, img.shape, padding)
     face = _pad_to_square(img[y:y + h, x:x + w].astype(np.float64))
     return _resize_bilinear(face, INPUT_SIZE)
 
 
-def expression_crop(image_rgb: np.ndarray, landmarks68: np.ndarray) -> np.ndarray:
+def expression_crop(image_rgb: np.ndarray, landmarks68: np.ndarray, padding: float = BOX_PADDING) -> np.ndarray:
     """112x112x3 uint8 face crop as face-api feeds FaceExpressionNet after withFaceLandmarks(): the aligned box
     (`expression_box`) cut out, zero-padded to a centred square, bilinear-resized to 112, rounded."""
-    return np.clip(np.rint(expression_crop_float(image_rgb, landmarks68)), 0, 255).astype(np.uint8)
+    return np.clip(np.rint(expression_crop_float(image_rgb, landmarks68, padding)), 0, 255).astype(np.uint8)

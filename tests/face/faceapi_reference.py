@@ -70,7 +70,8 @@ def install(cache_dir: Path | None = None) -> Path:
     dest = root / f"faceapi-reference-{_lock_hash()}"
     if (dest / ".installed").is_file():
         return dest
-    tmp = Path(tempfile.mkdtemp(prefix="faceapi-reference-", dir=root if root.exists() else None))
+    root.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix="faceapi-reference-tmp-", dir=root))  # same file system: atomic rename
     try:
         for name in ("package.json", "package-lock.json"):
             shutil.copy2(HARNESS / name, tmp / name)
@@ -79,7 +80,6 @@ def install(cache_dir: Path | None = None) -> Path:
         if proc.returncode != 0:
             raise ReferenceUnavailable(f"npm ci failed ({proc.returncode}): {proc.stderr[-2000:]}")
         (tmp / ".installed").write_text(NPM_INTEGRITY + "\n")
-        dest.parent.mkdir(parents=True, exist_ok=True)
         try:
             tmp.rename(dest)
         except OSError:  # another process installed it first
