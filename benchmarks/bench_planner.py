@@ -85,7 +85,7 @@ def synthetic_sources(n: int, per_identity: int, seed: int = 0) -> pa.Table:
         "expression_descriptor": _lists(rng, n, 18, 0.1), "sharpness": pa.array(rng.random(n).astype(np.float32)),
         "run_id": pa.array(["bench"] * n), "config_fingerprint": pa.array(["bench"] * n),
     }
-    return pa.table([cols[f.name] for f in SOURCES], schema=SOURCES)
+    return pa.table([cols.get(f.name, pa.nulls(n, f.type)) for f in SOURCES], schema=SOURCES)
 
 
 def candidates_from_plan(plan: pa.Table) -> pa.Table:

@@ -75,12 +75,28 @@ def connect(stores: dict[str, ManifestStore] | ManifestStore) -> duckdb.DuckDBPy
             if files:
                 src = f", '{label}' as source" if label else ""
                 parts.append(f"select *{src} from read_parquet({_file_list_sql(files)}, union_by_name=true)")
+        view = f"{table}_all" if table in VERSIONED else table
         if parts:
-            con.execute(f"create view {table} as " + " union all by name ".join(parts))
+            con.execute(f"create view {view} as " + " union all by name ".join(parts))
         else:
             cols = ", ".join(f"cast(null as {_duck_type(f.type)}) as {f.name}" for f in schema)
-            con.execute(f"create view {table} as select {cols} where false")
+            con.execute(f"create view {view} as select {cols} where false")
+    _latest_decision_views(con, any(committed[label].get("qc") for label in stores))
     return con
+
+
+# Tables with a decision_version (qc/redecide.py): `<table>_all` holds every version, `<table>` the latest.
+VERSIONED = ("qc", "triples")
+
+
+def _latest_decision_views(con: duckdb.DuckDBPyConnection, has_qc: bool) -> None:
+    """Without qc rows (a release) every triple is current."""
+    has = {t: has_qc and "decision_version" in [r[0] for r in con.execute(f"describe {t}_all").fetchall()]
+           for t in VERSIONED}
+    latest = "(select coalesce(max(decision_version), 0) from qc_all)" if has["qc"] else "0"
+    for t in VERSIONED:
+        where = f" where coalesce(decision_version, 0) = {latest}" if has[t] else ""
+        con.execute(f"create view {t} as select * from {t}_all{where}")
 
 
 def _duck_type(t: pa.DataType) -> str:

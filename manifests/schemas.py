@@ -37,6 +37,9 @@ SOURCES = _versioned("sources", [
     pa.field("sharpness", pa.float32()),
     pa.field("run_id", pa.string()),
     pa.field("config_fingerprint", pa.string()),
+    pa.field("expression_probs", _f32_list),  # 7-class expression net (stages/face/expression_net.py)
+    pa.field("expression_net_model", pa.string()),
+    pa.field("expression_net_sha256", pa.string()),
 ])
 
 # One row per item refused anywhere, with its reason code.
@@ -99,6 +102,22 @@ QC = _versioned("qc", [
     pa.field("identity_model_sha256", pa.string()),
     pa.field("thresholds", pa.string()),  # JSON of the thresholds applied
     pa.field("run_id", pa.string()),
+    # issue 10: more scores (qc/stage.py), the learned expression net, and the decision version
+    # (0 when generated; `ciep qc redecide` appends version n+1 for every candidate; views show the latest)
+    *[pa.field(n, pa.float32()) for n in (
+        "id_margin_ji", "id_margin_j", "expr_prob_dist_rt", "expr_prob_dist_ct", "expr_prob_dist_rc", "expr_gain",
+        "r_mouth_aspect", "t_mouth_aspect", "r_teeth", "t_teeth", "r_lip_line", "mouth_seam",
+        "mouth_sharpness_ratio")],
+    pa.field("id_nearest_other", pa.string()),
+    pa.field("r_expr_probs", _f32_list),
+    pa.field("t_expr_probs", _f32_list),
+    pa.field("carrier_expr_probs", _f32_list),
+    pa.field("r_expr_label", pa.string()),
+    pa.field("t_expr_label", pa.string()),
+    pa.field("carrier_expr_label", pa.string()),
+    pa.field("expression_net_model", pa.string()),
+    pa.field("expression_net_sha256", pa.string()),
+    pa.field("decision_version", pa.int32()),
 ])
 
 # QC scores carried from qc into triples and releases, in report order.
@@ -137,6 +156,7 @@ TRIPLES = _versioned("triples", [
     pa.field("thresholds", pa.string()),
     pa.field("run_id", pa.string()),
     pa.field("config_fingerprint", pa.string()),
+    pa.field("decision_version", pa.int32()),  # the qc decision version that accepted it
 ])
 
 # Which data made which adapter, and which adapter made which data.
@@ -168,3 +188,10 @@ def conform(table: pa.Table, schema: pa.Schema) -> pa.Table:
     if missing:
         raise ValueError(f"table for {schema.metadata[b'ciep.table'].decode()} lacks columns {missing}")
     return pa.Table.from_arrays([table.column(f.name).cast(f.type) for f in schema], schema=schema)
+
+
+def with_columns(table: pa.Table, schema: pa.Schema) -> pa.Table:
+    """The schema's columns of `table`, absent ones as nulls (e.g. scores a stand-in QC stage does not make)."""
+    cols = [table.column(f.name) if f.name in table.column_names else pa.nulls(table.num_rows, f.type)
+            for f in schema]
+    return pa.Table.from_arrays(cols, names=[f.name for f in schema])

@@ -77,13 +77,18 @@ def calibrate_main(argv: list[str]) -> int:
     p.add_argument("--config", help="YAML config (default configs/demo.yaml); its detector/embedder are used")
     p.add_argument("--corpus", required=True, help="folder or URL with one sub-folder of images per identity")
     p.add_argument("--far", type=float, default=0.01, help="false-accept rate for the threshold (default 0.01)")
+    p.add_argument("--frr", type=float, default=0.01,
+                   help="share of same-identity pairs below the leak threshold (default 0.01)")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="override a config key, e.g. --set qc.identity.backend=arcface")
     p.add_argument("--json", help="also write the result as JSON to this path")
     args = p.parse_args(argv)
     cfg = load_config(args.config, args.overrides)
-    result = calibrate_identity(cfg, args.corpus, args.far)
+    result = calibrate_identity(cfg, args.corpus, args.far, args.frr)
     sys.stdout.write(result.format() + "\n")
+    if not result.separable:
+        sys.stderr.write("ciep calibrate-identity: no pair of absolute thresholds separates this corpus; "
+                         "leave qc.identity.max_leak_similarity/min_swap_similarity null (gallery margin test)\n")
     if args.json:
         with fsspec.open(args.json, "w") as fh:
             json.dump(result.to_dict(), fh, indent=1)
@@ -112,6 +117,31 @@ def report_main(argv: list[str]) -> int:
     return report.run_cli(args, *output_roots(load_config(args.config), args))
 
 
+def qc_main(argv: list[str]) -> int:
+    """`ciep qc redecide`: re-decide a run from its stored scores with changed qc.* thresholds (no images)."""
+    from qc.redecide import redecide
+
+    p = argparse.ArgumentParser(prog="ciep qc", description="Re-decide a run from stored QC scores as a new "
+                                "decision version; earlier versions stay queryable (<table>_all views).")
+    p.add_argument("action", choices=["redecide"])
+    p.add_argument("--run", help="run id (default: the most recently updated run)")
+    p.add_argument("--config", help="YAML config (default configs/demo.yaml); its qc section is applied")
+    p.add_argument("--output-root", help="folder or URL holding runs (overrides the config)")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a qc key, e.g. --set qc.expression.max_prob_distance=0.4")
+    args = p.parse_args(argv)
+    bad = [o for o in args.overrides if not o.startswith("qc.")]
+    if bad:
+        p.error(f"only qc.* keys can be re-decided without regenerating: {bad}")
+    cfg = load_config(args.config, args.overrides)
+    output_root, _ = output_roots(cfg, args)
+    run = find_run(output_root, args.run)
+    res = redecide(ManifestStore.open(run), cfg.qc, run)
+    sys.stdout.write(f"decision version {res.version}: {res.accepted}/{res.candidates} accepted, {res.changed} "
+                     f"changed, {res.seconds:.2f} s\n")
+    return 0
+
+
 # subcommand -> (entry point, help)
 COMMANDS: dict[str, tuple[Callable[[list[str]], int], str]] = {
     "query": (query_main, "DuckDB SQL or a named query over a run's manifests"),
@@ -119,6 +149,7 @@ COMMANDS: dict[str, tuple[Callable[[list[str]], int], str]] = {
     "release": (release_main, "create / verify / diff / list dataset releases"),
     "export": (export_main, "export a release for trainers (hf-parquet, webdataset, imagefolder)"),
     "report": (report_main, "self-contained HTML QC report of a run or release"),
+    "qc": (qc_main, "qc redecide: re-decide a run from stored scores (new decision version)"),
 }
 
 
@@ -131,7 +162,7 @@ def _run_command(module_name: str) -> Callable[[list[str]], int]:
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     commands = {**{k: (_run_command(m), h) for k, (m, h) in RUN_COMMANDS.items()}, **COMMANDS}
-    order = ["run", "train", "calibrate-identity", "release", "export", "report", "query"]
+    order = ["run", "train", "calibrate-identity", "qc", "release", "export", "report", "query"]
     if not argv or argv[0] in ("-h", "--help") or argv[0] not in commands:
         print("usage: ciep <command> [options]\n\ncommands:")
         for name in order:

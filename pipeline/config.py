@@ -99,6 +99,16 @@ _RUN_KEYS_NOT_IN_FINGERPRINT = {"output_root", "run_id", "rounds", "commit_rows"
                                 "fault_injection"}
 
 
+def _qc_fingerprint(qc: dict) -> dict:
+    """QC decides, it makes no data: only the identity model (whose scores are stored) is fingerprinted.
+
+    Thresholds are left out (`ciep qc redecide` re-decides from stored scores); the values they had before
+    are kept as constants so that the ids of existing runs stay the same."""
+    return {"identity": {"backend": qc["identity"]["backend"], "model": qc["identity"]["model"],
+                         "max_leak_similarity": 0.92, "min_swap_similarity": 0.95},
+            "expression": {"max_distance": 0.12}, "quality": {"min_sharpness": 20.0}}
+
+
 class PipelineConfig(Strict):
     run: RunConfig = RunConfig()
     ray: RayConfig = RayConfig()
@@ -128,10 +138,11 @@ class PipelineConfig(Strict):
     def data_fingerprint(self) -> str:
         """Hash of everything that defines the data (not resources, not Ray), used for the default run id."""
         d = self.model_dump(mode="json", exclude={"ray": True, "run": _RUN_KEYS_NOT_IN_FINGERPRINT})
-        for section in ("ingest", "expression_transfer", "identity_swap", "qc"):
+        for section in ("ingest", "expression_transfer", "identity_swap"):
             d[section].pop("resources", None)
         for key in ("cache_dir", "storage_options"):
             d["models"].pop(key, None)
+        d["qc"] = _qc_fingerprint(d["qc"])
         d["corpus"]["storage_options"] = without_secrets(d["corpus"]["storage_options"])
         d.pop("train", None)
         d["release"] = {"splits": d["release"]["splits"]}  # pairing keeps j in i's split

@@ -9,11 +9,12 @@ from dataclasses import dataclass
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from manifests.schemas import CANDIDATES, REJECTS
+from manifests.schemas import CANDIDATES, QC, REJECTS, with_columns
 from manifests.store import ManifestStore, shard_key
 from pipeline.commit import CommitBuffer, Progress, StageErrorGuard
 from pipeline.config import PipelineConfig
 from pipeline.ray_adapter import apply_stages, check_wiring, dataset_from_table, stage_section
+from qc.redecide import current_version
 from qc.stage import QCStage
 from stages.corpus import list_corpus
 from stages.expression_transfer import ExpressionTransferStage
@@ -100,15 +101,16 @@ def run_ingest(cfg: PipelineConfig, store: ManifestStore, run_root: str) -> Phas
 
 # -- generation --------------------------------------------------------------------------------------
 
-def _generation_split(run_id: str, fingerprint: str):
+def _generation_split(run_id: str, fingerprint: str, decision_version: int = 0):
     def split(t: pa.Table) -> dict[str, pa.Table]:
         n = t.num_rows
+        if "decision_version" in t.column_names:  # rows join the run's current decision version
+            t = t.drop_columns(["decision_version"])
+        t = t.append_column("decision_version", pa.array([decision_version] * n, pa.int32()))
         t = t.append_column("run_id", pa.array([run_id] * n, pa.string()))
         t = t.append_column("config_fingerprint", pa.array([fingerprint] * n, pa.string()))
         candidates = t.select([f.name for f in CANDIDATES])
-        qc = t.select(["candidate_id", "round", "accepted", "reason", "reasons", "face_found", "id_sim_rt",
-                       "id_sim_rj", "expr_dist_rt", "sharpness", "identity_backend", "identity_model",
-                       "identity_model_sha256", "thresholds", "run_id"])
+        qc = with_columns(t, QC)
         acc = t.filter(t["accepted"])
         triples = pa.table({
             "triple_id": acc["candidate_id"], "round": acc["round"], "identity_i": acc["identity_i"],
@@ -122,7 +124,8 @@ def _generation_split(run_id: str, fingerprint: str):
             "expression_model_sha256": acc["expression_model_sha256"], "swap_model": acc["swap_model"],
             "swap_model_sha256": acc["swap_model_sha256"], "identity_model": acc["identity_model"],
             "identity_model_sha256": acc["identity_model_sha256"], "thresholds": acc["thresholds"],
-            "run_id": acc["run_id"], "config_fingerprint": acc["config_fingerprint"]})
+            "run_id": acc["run_id"], "config_fingerprint": acc["config_fingerprint"],
+            "decision_version": acc["decision_version"]})
         bad = t.filter(pc.equal(t["status"], "rejected"))
         rejects = pa.table({
             "item_id": bad["candidate_id"], "round": bad["round"], "stage": bad["reject_stage"],
@@ -162,7 +165,8 @@ def run_generation(cfg: PipelineConfig, store: ManifestStore, run_root: str, rou
         check_wiring(stages, todo.column_names, cfg, run_root)
         batch = min(stage_section(s, cfg).resources.batch_size for s in stages)
         ds = apply_stages(dataset_from_table(todo, batch * 2), stages, cfg, run_root)
-        buffer = CommitBuffer(store, _generation_split(run_id, cfg.data_fingerprint()), "candidate_id",
+        version = current_version(store)
+        buffer = CommitBuffer(store, _generation_split(run_id, cfg.data_fingerprint(), version), "candidate_id",
                               f"gen-r{round_index}-", cfg.run.commit_rows, cfg.run.commit_seconds,
                               {"phase": "generate", "round": round_index})
         _consume(ds, buffer, Progress(f"round {round_index}", todo.num_rows), _guard(cfg), "reason")

@@ -25,6 +25,8 @@ from pipeline.ray_adapter import init_ray  # noqa: E402
 from pipeline.round import run_ingest  # noqa: E402
 from pipeline.rounds import run_rounds  # noqa: E402
 from pipeline.summary import format_summary, summarize  # noqa: E402
+from qc.identity_calibration import identity_calibration_record  # noqa: E402
+from qc.redecide import current_version, redecide, thresholds_differ  # noqa: E402
 
 log = logging.getLogger("ciep")
 
@@ -71,7 +73,13 @@ def _run_idi_locked(cfg: PipelineConfig) -> dict:
     write_run_info(cfg.run_location(), info)
     init_ray(cfg.ray)
     ingest = run_ingest(cfg, store, url)
+    info["identity_calibration"] = identity_calibration_record(cfg.qc, store)
+    write_run_info(cfg.run_location(), info)
     items = ingest.todo + run_rounds(cfg, store, url)
+    if thresholds_differ(store, cfg.qc):  # QC thresholds changed since the last decision: re-decide, no regeneration
+        redecide(store, cfg.qc)
+        info.setdefault("decisions", []).append(dict(at=now_iso(), decision_version=current_version(store),
+                                                     reason="thresholds changed"))
     store.compact()  # many small commit shards -> few large ones, for DuckDB (no-op on small runs)
     wall = time.monotonic() - started
     summary = summarize(store)

@@ -41,6 +41,7 @@ class SheetItem:
     identity_j: str | None = None
     expression: str | None = None
     thresholds: str | None = None
+    caption: str | None = None  # a second caption line (the README's sheet)
 
 
 def margin(item: SheetItem, thresholds: dict) -> float:
@@ -125,3 +126,94 @@ def sheet_html(items: list[SheetItem], read: Callable[[str], bytes | None], colu
             f'height="{TILE}"><figcaption><b>{html.escape(it.item_id)}</b> round {it.round} · {who}<br>'
             f'<span class="verdict">{html.escape(verdict)}</span><br>{scores}</figcaption></figure>')
     return f'<div class="sheet" style="--cols:{columns}">' + "".join(cells) + "</div>"
+
+
+# -- the README's contact sheet: one JPEG of captioned strips ---------------------------------------------------
+
+def sheet_jpeg(items: list[SheetItem], read: Callable[[str], bytes | None], columns: int = 2,
+               quality: int = 88) -> bytes:
+    """A JPEG grid of S | R | T strips, each captioned with ids, decision and QC scores."""
+    strip_w, cap_h, pad = 3 * TILE + 8, 48, 8
+    rows = max(1, math.ceil(len(items) / columns))
+    out = Image.new("RGB", (columns * (strip_w + pad) + pad, rows * (TILE + cap_h + pad) + pad), (255, 255, 255))
+    draw = ImageDraw.Draw(out)
+    for k, it in enumerate(items):
+        x, y = pad + (k % columns) * (strip_w + pad), pad + (k // columns) * (TILE + cap_h + pad)
+        with Image.open(io.BytesIO(strip_jpeg([read(loc) if loc else None for loc in (it.s, it.r, it.t)]))) as im:
+            out.paste(im.convert("RGB"), (x, y))
+        verdict = "accepted" if it.accepted else "rejected: " + ", ".join(it.reasons or [it.reason])
+        who = f"i {it.identity_i or '?'}, j {it.identity_j or '?'}, T labelled {it.expression or '-'}"
+        draw.text((x, y + TILE + 2), who, fill=(30, 30, 30))
+        colour = (0, 110, 0) if it.accepted else (170, 0, 0)
+        draw.text((x, y + TILE + 15), verdict if len(verdict) <= 58 else verdict[:56] + "..", fill=colour)
+        draw.text((x, y + TILE + 28), it.caption or "", fill=(60, 60, 60))
+    buf = io.BytesIO()
+    out.save(buf, format="JPEG", quality=quality)
+    return buf.getvalue()
+
+
+def run_sheet_items(run_url: str, accepted: int = 8, rejected: int = 4) -> list[SheetItem]:
+    """Accepted and rejected candidates of a run's latest decision, spread over T's expressions, deterministic."""
+    from manifests.query import connect
+    from manifests.store import ManifestStore
+
+    con = connect(ManifestStore.open(run_url))
+    sql = """select q.candidate_id, q.round, q.accepted, q.reason, q.reasons, q.id_sim_rt, q.id_sim_rj,
+                    q.expr_dist_rt, q.sharpness, q.face_found, s.aligned_path, c.reference_path, t.aligned_path,
+                    c.identity_i, c.identity_j, c.expression, q.thresholds, q.id_margin_ji, q.expr_prob_dist_rt,
+                    q.expr_gain, q.r_expr_label, q.t_expr_label, q.expr_prob_dist_ct
+             from qc q join candidates c using (candidate_id)
+             join sources s on s.source_id = c.s_source_id join sources t on t.source_id = c.target_source_id
+             where q.accepted = ? and c.reference_path is not null
+             order by c.expression, q.candidate_id"""
+    items = []
+    for want, n in ((True, accepted), (False, rejected)):
+        rows = con.execute(sql, [want]).fetchall()
+        by_expr: dict[str, list] = {}
+        for r in rows:
+            by_expr.setdefault(r[15] or "", []).append(r)
+        picked: list = []
+        while len(picked) < n and any(by_expr.values()):  # round-robin over T's expressions
+            for e in sorted(by_expr):
+                if by_expr[e] and len(picked) < n:
+                    picked.append(by_expr[e].pop(0))
+        for r in picked:
+            gain = f"{r[19]:.2f}" if r[19] is not None and (r[22] or 0) >= 0.25 else "n/a"  # only when due
+            cap = (f"leak {r[5]:.2f} swap {r[6]:.2f} margin {r[17] or 0:.2f} | net: R {r[20]}, T {r[21]}, "
+                   f"tv {r[18] or 0:.2f}, gain {gain}") if r[9] else "no face in R"
+            items.append(SheetItem(item_id=r[0], round=r[1], accepted=r[2], reason=r[3], reasons=list(r[4] or []),
+                                   id_sim_rt=r[5], id_sim_rj=r[6], expr_dist_rt=r[7], sharpness=r[8],
+                                   face_found=r[9], s=r[10], r=r[11], t=r[12], identity_i=r[13], identity_j=r[14],
+                                   expression=r[15], thresholds=r[16], caption=cap))
+    return items
+
+
+def main(argv: list[str] | None = None) -> int:
+    """`python -m qc.contact_sheet --run RUN_URL --out docs/contact_sheet.jpg`."""
+    import argparse
+
+    from manifests.artifacts import ArtifactStore
+
+    p = argparse.ArgumentParser(prog="python -m qc.contact_sheet", description=main.__doc__)
+    p.add_argument("--run", required=True, help="run folder or URL")
+    p.add_argument("--out", default="docs/contact_sheet.jpg")
+    p.add_argument("--accepted", type=int, default=8)
+    p.add_argument("--rejected", type=int, default=4)
+    args = p.parse_args(argv)
+    art = ArtifactStore(args.run)
+
+    def read(loc: str) -> bytes | None:
+        try:
+            buf = io.BytesIO()
+            Image.fromarray(art.get(loc)).save(buf, format="PNG")
+            return buf.getvalue()
+        except (OSError, ValueError):
+            return None
+
+    with open(args.out, "wb") as fh:
+        fh.write(sheet_jpeg(run_sheet_items(args.run, args.accepted, args.rejected), read))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -44,6 +44,7 @@ from manifests.store import COMMITS_DIR, ManifestStore, atomic_write_bytes, excl
 from publish.dataset_card import render_card
 from publish.release_schema import IMAGE_ROLES, RELEASE_FORMAT_VERSION, RELEASE_TABLES, RELEASE_TRIPLES
 from publish.release_stats import release_lineage, release_stats, run_qc_summary
+from qc.redecide import current_version
 
 log = logging.getLogger(__name__)
 
@@ -230,6 +231,10 @@ def _write_triples(build: _Build, run_store: ManifestStore, name: str, rounds: l
     """Stream the run's triples into release manifest shards (Arrow all the way: no per-row Python dicts)."""
     store = ManifestStore(build.fs, build.root, schemas=dict(RELEASE_TABLES))
     flt = pads.field("round").isin(rounds) if rounds else None
+    version = current_version(run_store)
+    if version:  # re-decided (qc/redecide.py): only the latest decision's triples
+        latest = pads.field("decision_version") == version
+        flt = latest if flt is None else flt & latest
     split_cache: dict[str, str] = {}
     pending: list[pa.Table] = []
 

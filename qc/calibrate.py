@@ -18,6 +18,7 @@ import fsspec
 import numpy as np
 
 from qc.config import QCConfig
+from qc.identity_calibration import calibrate_from_embeddings
 from stages.corpus import CorpusConfig, list_corpus
 from stages.ingest import IngestConfig
 from stages.onnx.model_files import ModelsConfig
@@ -60,6 +61,12 @@ class CalibrationResult:
     impostor_median: float
     genuine_percentiles: dict[str, float] = field(default_factory=dict)
     impostor_percentiles: dict[str, float] = field(default_factory=dict)
+    # the QC threshold pair (qc/identity_calibration.py) at far / frr, or why there is none
+    frr_target: float = 0.01
+    separable: bool = True
+    max_leak_similarity: float | None = None
+    min_swap_similarity: float | None = None
+    qc_thresholds: str = ""
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -78,6 +85,7 @@ class CalibrationResult:
             "percentile          " + "  ".join(f"p{k:>2}" + " " * 4 for k in PERCENTILES),
             "  genuine           " + "  ".join(f"{g[f'p{k}']:.4f}" for k in PERCENTILES),
             "  impostor          " + "  ".join(f"{i[f'p{k}']:.4f}" for k in PERCENTILES),
+            f"QC thresholds       {self.qc_thresholds}",
         ]
         return "\n".join(rows)
 
@@ -115,7 +123,8 @@ def _read_rgb(url: str, storage_options: dict, max_pixels: int) -> np.ndarray | 
         return None
 
 
-def calibrate_identity(cfg: CalibrationSections, corpus_root: str, far: float = 0.01) -> CalibrationResult:
+def calibrate_identity(cfg: CalibrationSections, corpus_root: str, far: float = 0.01,
+                       frr: float = 0.01) -> CalibrationResult:
     """Genuine/impostor similarity distributions and the threshold at `far` for build_embedder(cfg)."""
     from stages.face.backends import build_detector, build_embedder
 
@@ -157,10 +166,15 @@ def calibrate_identity(cfg: CalibrationSections, corpus_root: str, far: float = 
         raise ValueError(f"{corpus_root}: need identities with 2+ usable images and 2+ identities")
     t = threshold_at_far(i, far)
     eer, eer_t = equal_error_rate(g, i)
+    pair = calibrate_from_embeddings(labels, e, far, frr)
+    assert pair is not None  # g and i are non-empty
     return CalibrationResult(
         embedder=f"{cfg.qc.identity.backend}:{embedder.model_id}", embedder_sha256=embedder.model_sha256,
         detector=detector.model_id, far_target=far, threshold=t, far=float((i >= t).mean()),
         tar=float((g >= t).mean()), eer=eer, eer_threshold=eer_t, identities=len(set(labels)),
         images=sum(len(p) for p in corpus.values()), images_without_face=missing, genuine_pairs=len(g),
         impostor_pairs=len(i), genuine_median=float(np.median(g)), impostor_median=float(np.median(i)),
-        genuine_percentiles=_percentiles(g), impostor_percentiles=_percentiles(i))
+        genuine_percentiles=_percentiles(g), impostor_percentiles=_percentiles(i), frr_target=frr,
+        separable=pair.separable, max_leak_similarity=pair.max_leak_similarity,
+        min_swap_similarity=pair.min_swap_similarity, qc_thresholds=pair.describe())
+

@@ -1,36 +1,71 @@
-"""Turn QC scores into accept/reject with one reason code per failed check, thresholds from config."""
+"""Turn QC scores into accept/reject with one reason code per failed check, thresholds from config.
+
+Pure: scores + thresholds -> reasons. The QC stage (qc/stage.py) and `ciep qc redecide` (qc/redecide.py)
+both call failed_checks, so a re-decision from stored scores is the decision the stage would have made.
+"""
 
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields
 
 from qc.config import QCConfig
 
 # Fixed order: the first failed check is the row's primary `reason`.
 REASON_NO_FACE = "qc_no_face"
 REASON_BLURRY = "qc_blurry"
-REASON_IDENTITY_LEAK = "identity_leak"
+REASON_IDENTITY_LEAK = "identity_leak"  # R not identified as j rather than i (gallery margin or absolute)
+REASON_IDENTITY_AMBIGUOUS = "identity_ambiguous"  # another gallery identity as close to R as j
 REASON_SWAP_FAILED = "swap_failed"
-REASON_EXPRESSION_LOST = "expression_lost"
+REASON_EXPRESSION_LOST = "expression_lost"  # landmark descriptor distance R-T too large
+REASON_EXPRESSION_MISMATCH = "expression_mismatch"  # learned expression probabilities R-T too far apart
+REASON_LAZY_EDIT = "lazy_edit"  # R kept the carrier's expression
+REASON_EXPRESSION_NOT_GAINED = "expression_not_gained"  # R not enough closer to T than the carrier was
+REASON_GHOST_TEETH = "ghost_teeth"  # teeth-like pixels over closed lips
+REASON_MOUTH_STATE = "mouth_state_mismatch"  # open/closed or teeth visible differs from T
+REASON_MOUTH_SEAM = "mouth_seam"
+REASON_MOUTH_BLUR = "mouth_blur"
 ACCEPTED = "accepted"
 
 
 @dataclass(frozen=True)
 class Thresholds:
-    max_leak_similarity: float
-    min_swap_similarity: float
+    max_leak_similarity: float | None
+    min_swap_similarity: float | None
     max_expression_distance: float
     min_sharpness: float
     identity_backend: str
+    min_identity_margin: float = 0.02
+    max_expression_prob_distance: float = 0.5
+    min_expression_gain: float = 0.3
+    min_carrier_distance: float = 0.25
+    max_lazy_distance: float = 0.1
+    mouth_open_aspect: float = 0.12
+    mouth_closed_aspect: float = 0.06
+    teeth_visible: float = 0.10
+    teeth_absent: float = 0.03
+    max_teeth_closed: float = 0.12
+    max_lip_line_whiteness: float = -0.05
+    max_mouth_seam: float = 15.0
+    min_mouth_sharpness_ratio: float = 0.09
+    identity_thresholds_source: str = "config"  # "config" or "calibrated" (from the run's sources)
 
     @classmethod
     def from_config(cls, qc: QCConfig) -> Thresholds:
-        return cls(qc.identity.max_leak_similarity, qc.identity.min_swap_similarity,
-                   qc.expression.max_distance, qc.quality.min_sharpness, qc.identity.backend)
+        e, m = qc.expression, qc.mouth
+        return cls(qc.identity.max_leak_similarity, qc.identity.min_swap_similarity, e.max_distance,
+                   qc.quality.min_sharpness, qc.identity.backend, qc.identity.min_margin, e.max_prob_distance,
+                   e.min_gain, e.min_carrier_distance, e.max_lazy_distance, m.open_aspect, m.closed_aspect,
+                   m.teeth_visible, m.teeth_absent, m.max_teeth_closed, m.max_lip_line_whiteness, m.max_seam,
+                   m.min_sharpness_ratio)
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), sort_keys=True)
+
+    @classmethod
+    def from_json(cls, text: str) -> Thresholds:
+        known = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in json.loads(text).items() if k in known})
 
 
 @dataclass(frozen=True)
@@ -40,6 +75,71 @@ class Scores:
     id_sim_rj: float | None = None
     expr_dist_rt: float | None = None
     sharpness: float | None = None
+    id_margin_ji: float | None = None  # sim(R, j) - sim(R, i), gallery centroids
+    id_margin_j: float | None = None  # sim(R, j) - max over gallery identities k != j of sim(R, k)
+    expr_prob_dist_rt: float | None = None  # total variation, learned probabilities R vs T
+    expr_prob_dist_ct: float | None = None  # carrier vs T
+    expr_prob_dist_rc: float | None = None  # R vs carrier
+    expr_gain: float | None = None  # (d_ct - d_rt) / d_ct
+    r_mouth_aspect: float | None = None
+    t_mouth_aspect: float | None = None
+    r_teeth: float | None = None
+    t_teeth: float | None = None
+    r_lip_line: float | None = None  # lip-line whiteness of R (qc/mouth.py)
+    mouth_seam: float | None = None
+    mouth_sharpness_ratio: float | None = None
+
+
+def _identity(s: Scores, t: Thresholds) -> list[str]:
+    out = []
+    leak = (s.id_margin_ji is not None and s.id_margin_ji < t.min_identity_margin) or \
+        (s.id_sim_rt is not None and t.max_leak_similarity is not None and s.id_sim_rt > t.max_leak_similarity)
+    if leak:
+        out.append(REASON_IDENTITY_LEAK)
+    elif s.id_margin_j is not None and s.id_margin_j < t.min_identity_margin:
+        out.append(REASON_IDENTITY_AMBIGUOUS)
+    if s.id_sim_rj is not None and t.min_swap_similarity is not None and s.id_sim_rj < t.min_swap_similarity:
+        out.append(REASON_SWAP_FAILED)
+    return out
+
+
+def _expression(s: Scores, t: Thresholds) -> list[str]:
+    out = []
+    if s.expr_dist_rt is not None and s.expr_dist_rt > t.max_expression_distance:
+        out.append(REASON_EXPRESSION_LOST)
+    if s.expr_prob_dist_rt is not None and s.expr_prob_dist_rt > t.max_expression_prob_distance:
+        out.append(REASON_EXPRESSION_MISMATCH)
+    if s.expr_prob_dist_ct is not None and s.expr_prob_dist_ct >= t.min_carrier_distance:  # a gain is due
+        if s.expr_prob_dist_rc is not None and s.expr_prob_dist_rc < t.max_lazy_distance:
+            out.append(REASON_LAZY_EDIT)
+        elif s.expr_gain is not None and s.expr_gain < t.min_expression_gain:
+            out.append(REASON_EXPRESSION_NOT_GAINED)
+    return out
+
+
+def _state(value: float, on: float, off: float) -> int:
+    """1 clearly on, -1 clearly off, 0 in the band between (agrees with both)."""
+    return 1 if value >= on else -1 if value < off else 0
+
+
+def _mouth(s: Scores, t: Thresholds) -> list[str]:
+    out = []
+    if s.r_mouth_aspect is not None and s.r_mouth_aspect < t.mouth_closed_aspect and (
+            (s.r_teeth is not None and s.r_teeth > t.max_teeth_closed)
+            or (s.r_lip_line is not None and s.r_lip_line > t.max_lip_line_whiteness)):
+        out.append(REASON_GHOST_TEETH)
+    if None not in (s.r_mouth_aspect, s.t_mouth_aspect, s.r_teeth, s.t_teeth):
+        r_open = _state(s.r_mouth_aspect, t.mouth_open_aspect, t.mouth_closed_aspect)  # type: ignore[arg-type]
+        t_open = _state(s.t_mouth_aspect, t.mouth_open_aspect, t.mouth_closed_aspect)  # type: ignore[arg-type]
+        r_teeth = _state(s.r_teeth, t.teeth_visible, t.teeth_absent)  # type: ignore[arg-type]
+        t_teeth = _state(s.t_teeth, t.teeth_visible, t.teeth_absent)  # type: ignore[arg-type]
+        if r_open * t_open < 0 or r_teeth * t_teeth < 0:
+            out.append(REASON_MOUTH_STATE)
+    if s.mouth_seam is not None and s.mouth_seam > t.max_mouth_seam:
+        out.append(REASON_MOUTH_SEAM)
+    if s.mouth_sharpness_ratio is not None and s.mouth_sharpness_ratio < t.min_mouth_sharpness_ratio:
+        out.append(REASON_MOUTH_BLUR)
+    return out
 
 
 def failed_checks(s: Scores, t: Thresholds) -> list[str]:
@@ -48,10 +148,7 @@ def failed_checks(s: Scores, t: Thresholds) -> list[str]:
     reasons = []
     if s.sharpness is not None and s.sharpness < t.min_sharpness:
         reasons.append(REASON_BLURRY)
-    if s.id_sim_rt is not None and s.id_sim_rt > t.max_leak_similarity:
-        reasons.append(REASON_IDENTITY_LEAK)
-    if s.id_sim_rj is not None and s.id_sim_rj < t.min_swap_similarity:
-        reasons.append(REASON_SWAP_FAILED)
-    if s.expr_dist_rt is not None and s.expr_dist_rt > t.max_expression_distance:
-        reasons.append(REASON_EXPRESSION_LOST)
-    return reasons
+    return reasons + _identity(s, t) + _expression(s, t) + _mouth(s, t)
+
+
+SCORE_COLUMNS: tuple[str, ...] = tuple(f.name for f in fields(Scores))

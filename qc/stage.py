@@ -1,4 +1,11 @@
-"""The QC stage: score every candidate R against T and j, then decide with thresholds from config."""
+"""The QC stage: score every candidate R against T, the carrier and j, then decide with thresholds from config.
+
+Scores (every one a column): identity (cosine R-T, R-j, gallery margins over i and over every other identity
+of the run), expression (landmark descriptor distance R-T; learned 7-class probabilities of R, T and the
+carrier, their total-variation distances and R's gain over the carrier), mouth (open/closed, teeth, lip-line
+whiteness, seam, sharpness) and image sharpness. Identity thresholds left null in config are calibrated from
+the run's sources (qc/identity_calibration.py); the thresholds applied are recorded per row.
+"""
 
 from __future__ import annotations
 
@@ -6,25 +13,37 @@ import logging
 import traceback
 from typing import Any
 
+import numpy as np
 import pyarrow as pa
 
 from core.faults import maybe_inject
 from manifests.artifacts import ArtifactStore
 from manifests.schemas import QC_FIELDS
+from manifests.store import ManifestStore
 from qc.config import QCConfig
-from qc.decide import ACCEPTED, Scores, Thresholds, failed_checks
+from qc.decide import ACCEPTED, SCORE_COLUMNS, Scores, failed_checks
+from qc.expression_score import expression_scores
 from qc.identity import cosine_similarity
+from qc.identity_calibration import resolve_thresholds
+from qc.identity_gallery import IdentityGallery
+from qc.mouth import mouth_aspect, mouth_scores, teeth_share
 from stages.base import STATUS_OK, Stage, rows_to_table
 from stages.face.backends import build_detector, build_embedder
 from stages.face.expression import expression_descriptor, expression_distance
+from stages.face.learned_expression import LearnedExpression
 from stages.face.quality import sharpness
 from stages.identity_swap import largest_face
 
 log = logging.getLogger(__name__)
 
+_SCORE_NULLS = {f.name: None for f in QC_FIELDS if f.name not in ("accepted", "reason", "reasons")}
+
+
 class QCStage(Stage):
     name = "qc"
-    input_columns = ("reference_path", "t_embedding", "j_embedding", "t_descriptor", "status", "reject_reason")
+    input_columns = ("reference_path", "t_embedding", "j_embedding", "t_descriptor", "t_aligned_path",
+                     "t_landmarks68", "carrier_aligned_path", "carrier_landmarks68", "identity_i", "identity_j",
+                     "status", "reject_reason")
     output_fields = QC_FIELDS
 
     config_section = "qc"
@@ -33,44 +52,74 @@ class QCStage(Stage):
     def setup(self) -> None:
         self.detector = build_detector(self.context.detector, self.context.models)
         self.embedder = build_embedder(self.config.identity, self.context.models)
+        self.expression = LearnedExpression()
         self.artifacts = ArtifactStore(self.context.run)
-        self.thresholds = Thresholds.from_config(self.config)
+        sources = ManifestStore.open(self.context.run).read_table("sources", ["identity", "embedding"])
+        self.gallery = IdentityGallery.from_sources(sources)
+        self.thresholds, _ = resolve_thresholds(self.config, sources)
         self.thresholds_json = self.thresholds.to_json()
+        self._cache: dict[str, tuple[np.ndarray, float, float]] = {}  # aligned path -> (probs, aspect, teeth)
 
-    def score(self, row: dict[str, Any]) -> Scores:
+    def _source_scores(self, path: str, landmarks: list[float]) -> tuple[np.ndarray, float, float]:
+        """T's or the carrier's expression probabilities, mouth aspect and teeth share (cached per actor)."""
+        if path not in self._cache:
+            rgb = self.artifacts.get(path)
+            lm = np.asarray(landmarks, np.float32).reshape(68, 2)
+            probs = self.expression.probabilities([rgb], [lm])[0]
+            if len(self._cache) > 4096:
+                self._cache.clear()
+            self._cache[path] = (probs, mouth_aspect(lm), teeth_share(rgb, lm))
+        return self._cache[path]
+
+    def score(self, row: dict[str, Any]) -> tuple[Scores, dict[str, Any]]:
         r_rgb = self.artifacts.get(row["reference_path"])
         face = largest_face(self.detector.detect(r_rgb))
-        if face is None:
-            return Scores(face_found=False, sharpness=sharpness(r_rgb))
+        if face is None or face.landmarks68 is None:
+            return Scores(face_found=False, sharpness=sharpness(r_rgb)), {}
         emb = self.embedder.embed(r_rgb, face)
-        expr = expression_distance(expression_descriptor(face.landmarks68), row["t_descriptor"]) \
-            if face.landmarks68 is not None else None
-        return Scores(face_found=True,
-                      id_sim_rt=cosine_similarity(emb, row["t_embedding"]),
-                      id_sim_rj=cosine_similarity(emb, row["j_embedding"]),
-                      expr_dist_rt=expr,
-                      sharpness=sharpness(r_rgb))
+        i, j = row["identity_i"], row["identity_j"]
+        gallery = self.gallery.with_identity(i, row["t_embedding"]).with_identity(j, row["j_embedding"])
+        gm = gallery.margins(emb, i, j)
+        t_probs, t_aspect, t_teeth = self._source_scores(row["t_aligned_path"], row["t_landmarks68"])
+        c_probs = None
+        if row.get("carrier_aligned_path") and row.get("carrier_landmarks68"):
+            c_probs = self._source_scores(row["carrier_aligned_path"], row["carrier_landmarks68"])[0]
+        r_probs = self.expression.probabilities([r_rgb], [face.landmarks68])[0]
+        ex = expression_scores(self.expression, r_probs, t_probs, c_probs)
+        ms = mouth_scores(r_rgb, face.landmarks68)
+        scores = Scores(
+            face_found=True, id_sim_rt=cosine_similarity(emb, row["t_embedding"]),
+            id_sim_rj=cosine_similarity(emb, row["j_embedding"]),
+            expr_dist_rt=expression_distance(expression_descriptor(face.landmarks68), row["t_descriptor"]),
+            sharpness=sharpness(r_rgb), id_margin_ji=gm.margin_ji, id_margin_j=gm.margin_j,
+            expr_prob_dist_rt=ex.dist_rt, expr_prob_dist_ct=ex.dist_ct, expr_prob_dist_rc=ex.dist_rc,
+            expr_gain=ex.gain, r_mouth_aspect=ms.mouth_aspect, t_mouth_aspect=t_aspect, r_teeth=ms.teeth_share,
+            t_teeth=t_teeth, r_lip_line=ms.lip_line_whiteness, mouth_seam=ms.seam_score,
+            mouth_sharpness_ratio=ms.sharpness_ratio)
+        extra = dict(id_nearest_other=gm.nearest_other, r_expr_probs=ex.r_probs, t_expr_probs=ex.t_probs,
+                     carrier_expr_probs=ex.carrier_probs, r_expr_label=ex.r_label, t_expr_label=ex.t_label,
+                     carrier_expr_label=ex.carrier_label)
+        return scores, extra
 
     def decide(self, row: dict[str, Any]) -> dict[str, Any]:
-        base = dict(identity_backend=self.config.identity.backend, identity_model=self.embedder.model_id,
-                    identity_model_sha256=self.embedder.model_sha256, thresholds=self.thresholds_json)
+        base = dict(_SCORE_NULLS, identity_backend=self.config.identity.backend,
+                    identity_model=self.embedder.model_id, identity_model_sha256=self.embedder.model_sha256,
+                    expression_net_model=self.expression.model_id, expression_net_sha256=self.expression.model_sha256,
+                    thresholds=self.thresholds_json, decision_version=0)
         if row.get("status") != STATUS_OK:
             reason = row.get("reject_reason") or "rejected_upstream"
-            return dict(base, accepted=False, reason=reason, reasons=[reason], face_found=None,
-                        id_sim_rt=None, id_sim_rj=None, expr_dist_rt=None, sharpness=None)
+            return dict(base, accepted=False, reason=reason, reasons=[reason])
         try:
             maybe_inject(self.context.fault, self.name, row.get("candidate_id"))  # testing hook
-            s = self.score(row)
+            s, extra = self.score(row)
         except Exception as exc:  # noqa: BLE001 - a QC model failure on one item is a reject row
             log.warning("qc failed on %s: %s", row.get("candidate_id"), exc)
             row.update(status="rejected", reject_stage=self.name, reject_reason="stage_error",
                        reject_detail=f"{type(exc).__name__}: {exc}\n{traceback.format_exc(limit=3)}"[:2000])
-            return dict(base, accepted=False, reason="stage_error", reasons=["stage_error"], face_found=None,
-                        id_sim_rt=None, id_sim_rj=None, expr_dist_rt=None, sharpness=None)
+            return dict(base, accepted=False, reason="stage_error", reasons=["stage_error"])
         reasons = failed_checks(s, self.thresholds)
-        return dict(base, accepted=not reasons, reason=reasons[0] if reasons else ACCEPTED, reasons=reasons,
-                    face_found=s.face_found, id_sim_rt=s.id_sim_rt, id_sim_rj=s.id_sim_rj,
-                    expr_dist_rt=s.expr_dist_rt, sharpness=s.sharpness)
+        return dict(base, **{n: getattr(s, n) for n in SCORE_COLUMNS}, **extra, accepted=not reasons,
+                    reason=reasons[0] if reasons else ACCEPTED, reasons=reasons)
 
     def process_batch(self, batch: pa.Table) -> pa.Table:
         rows = batch.to_pylist()

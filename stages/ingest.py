@@ -18,6 +18,7 @@ from stages.face.align import ffhq_align
 from stages.face.backends import build_detector, build_embedder
 from stages.face.expression import expression_descriptor
 from stages.face.image_io import ImageRejected, decode_image
+from stages.face.learned_expression import LearnedExpression
 from stages.face.quality import sharpness
 
 
@@ -53,6 +54,7 @@ class IngestStage(RowwiseStage):
     def setup(self) -> None:
         self.detector = build_detector(self.config, self.context.models)
         self.embedder = build_embedder(self.context.identity, self.context.models)
+        self.expression = LearnedExpression()
         self.artifacts = ArtifactStore(self.context.run)
         self.storage_options = dict(self.context.corpus_storage_options)
         self.fingerprint = self.context.fingerprint
@@ -115,6 +117,9 @@ class IngestStage(RowwiseStage):
             sharpness=sharpness(aligned.image),
             run_id=self.run_id,
             config_fingerprint=self.fingerprint,
+            expression_probs=self.expression.probabilities([aligned.image], [aligned.landmarks68])[0].tolist(),
+            expression_net_model=self.expression.model_id,
+            expression_net_sha256=self.expression.model_sha256,
         )
 
     def output_schema(self) -> pa.Schema:

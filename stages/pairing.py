@@ -140,13 +140,37 @@ def _closest(ref: int, candidates: list[int], expr: list, keys: list[str], desc:
     return pool[min(range(len(pool)), key=lambda k: (d[k], keys[pool[k]]))]
 
 
+def _swap_source(t_sha: str, candidates: list[int], keys: list[str], seed: int, round_index: int) -> int:
+    """j's swap-source photo: drawn by a hash of (seed, round, T's content) among all of j's usable photos.
+
+    Deliberately blind to expression (T's label, descriptors, the carrier): the swap must carry j's identity
+    only, so T's expression has to come from the transfer stage. Choosing j's photo closest to T's expression
+    (the old rule) let the swap paste the expression in (London: agreement fell when the swap photo changed).
+    """
+    pool = sorted(candidates, key=lambda c: keys[c])
+    return pool[int(_h(seed, round_index, t_sha, "swap")[:12], 16) % len(pool)]
+
+
+def with_predicted_labels(labels: list, sources: pa.Table) -> list:
+    """Corpus expression labels, a missing one replaced by the expression net's class (sources.expression_probs)."""
+    if "expression_probs" not in sources.column_names or all(labels):
+        return list(labels)
+    from stages.face.expression_net import EXPRESSION_CLASSES
+
+    probs = sources.column("expression_probs").to_pylist()
+    return [lab if lab else (EXPRESSION_CLASSES[int(np.argmax(p))] if p else None)
+            for lab, p in zip(labels, probs, strict=True)]
+
+
 def plan_round(sources: pa.Table, cfg: PairingConfig, round_index: int, *, seed: int, fingerprint: str,
                splits: dict[str, float]) -> RoundPlan:
     """The round's candidates; `splits` are the release splits j is kept in (cfg.split_closed)."""
     refused: list[dict] = []
     src = sources.select(PLAN_SOURCE_COLUMNS)
     rows = {c: src.column(c).to_pylist() for c in _SCALAR_COLUMNS}
-    keys, expr, sha = rows["input_key"], rows["expression"], rows["file_sha256"]
+    keys, sha = rows["input_key"], rows["file_sha256"]
+    # S and carrier choice: the corpus label, else the expression net's (ingest); never used for the swap source
+    expr = with_predicted_labels(rows["expression"], sources)
     desc = _descriptors(src.column("expression_descriptor"))
     by_identity: dict[str, list[int]] = defaultdict(list)
     for i in _drop_duplicates(rows, refused):
@@ -187,7 +211,7 @@ def plan_round(sources: pa.Table, cfg: PairingConfig, round_index: int, *, seed:
             pick = int(_h(seed, round_index, sha[t], "j")[:12], 16) % n_others
             j = pool[pick if pick < position else pick + 1]
             carrier = _closest(s, by_identity[j], expr, keys, desc)
-            swap = _closest(t, by_identity[j], expr, keys, desc)
+            swap = _swap_source(sha[t], by_identity[j], keys, seed, round_index)
             cid = _h(fingerprint, round_index, seed, sha[t], sha[s], sha[carrier], sha[swap])[:16]
             item_seed = int(_h(seed, round_index, cid)[:8], 16) & 0x7FFFFFFF
             plan.append((cid, item_seed, identity, j, t, s, carrier, swap))

@@ -14,9 +14,10 @@ from stages.face.types import DetectedFace
 if TYPE_CHECKING:
     from stages.identity_swap import IdentitySwapConfig
 
-ALGORITHM = ("classic_swap_v1: piecewise-affine source->target landmarks, target mouth interior kept when it is "
-             "open wider, Reinhard LAB colour transfer in the face mask, eyebrows..jaw convex hull eroded and "
-             "Gaussian-feathered, seamlessClone NORMAL_CLONE then alpha blend with the feathered mask")
+ALGORITHM = ("classic_swap_v2: piecewise-affine source->target landmarks, Reinhard LAB colour transfer in the face "
+             "mask, eyebrows..jaw convex hull eroded and Gaussian-feathered, seamlessClone NORMAL_CLONE then alpha "
+             "blend with the feathered mask; the target's whole mouth (outer-lip polygon dilated 3 px, feathered "
+             "2 px) is always kept: the swap carries identity, not the source's mouth/expression")
 
 FACE_OUTLINE = np.arange(0, 27)  # jaw 0-16, eyebrows 17-26
 
@@ -55,24 +56,20 @@ def reinhard_lab(src_rgb: np.ndarray, ref_rgb: np.ndarray, mask: np.ndarray) -> 
     return cv2.cvtColor(np.clip(np.round(out), 0, 255).astype(np.uint8), cv2.COLOR_LAB2RGB)
 
 
-def _mouth_area(lm: np.ndarray) -> float:
-    return abs(float(cv2.contourArea(np.asarray(lm, np.float32)[60:68])))
-
-
-def _scale2(src_lm: np.ndarray, dst_lm: np.ndarray) -> float:
-    """Squared scale from source to target face (ratio of inter-ocular distances squared)."""
-    def iod(lm: np.ndarray) -> float:
-        return float(np.hypot(*(lm[42:48].mean(axis=0) - lm[36:42].mean(axis=0))))
-    return (iod(dst_lm) / max(iod(src_lm), 1e-6)) ** 2
-
-
-def _mouth_mask(lm: np.ndarray, h: int, w: int) -> np.ndarray:
-    """float32 0..1 inner-mouth polygon (60-67), dilated 1 px and softened."""
+def mouth_keep_mask(lm: np.ndarray, h: int, w: int, dilate_px: int = 3, feather_px: float = 2.0) -> np.ndarray:
+    """float32 0..1: 1 on the outer-lip polygon (48-59), fading out over dilate_px + feather_px around it."""
     mask = np.zeros((h, w), np.uint8)
-    cv2.fillPoly(mask, [np.round(np.asarray(lm, np.float32)[60:68] * 16).astype(np.int32)], 255,
+    cv2.fillPoly(mask, [np.round(np.asarray(lm, np.float32).reshape(68, 2)[48:60] * 16).astype(np.int32)], 255,
                  lineType=cv2.LINE_AA, shift=4)
-    dilated = cv2.dilate(mask, np.ones((3, 3), np.uint8))
-    return np.asarray(cv2.GaussianBlur(dilated.astype(np.float32) / 255.0, (0, 0), 1.0), np.float32)
+    lips = mask > 0
+    if dilate_px > 0:
+        k = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * dilate_px + 1, 2 * dilate_px + 1))
+        mask = np.asarray(cv2.dilate(mask, k), np.uint8)
+    soft = mask.astype(np.float32) / 255.0
+    if feather_px > 0:
+        soft = np.asarray(cv2.GaussianBlur(soft, (0, 0), feather_px), np.float32)
+    soft[lips] = 1.0  # the lips themselves are kept exactly
+    return soft
 
 
 def _require_landmarks(face: DetectedFace, which: str) -> np.ndarray:
@@ -85,15 +82,17 @@ def _require_landmarks(face: DetectedFace, which: str) -> np.ndarray:
 class ClassicSwapper:
     """IdentitySwapper without learned weights: warp, colour-match, seamless-clone, feathered alpha blend.
 
-    Only pixels inside the convex hull of the target's jaw and eyebrow landmarks can change.
+    Only pixels inside the convex hull of the target's jaw and eyebrow landmarks can change, and (keep_target_mouth)
+    never the target's mouth.
     """
 
-    model_id = "classic_swap_v1"
+    model_id = "classic_swap_v2"
     model_sha256 = hashlib.sha256(ALGORITHM.encode()).hexdigest()
 
-    def __init__(self, feather_px: int = 11, seamless: bool = True) -> None:
+    def __init__(self, feather_px: int = 11, seamless: bool = True, keep_target_mouth: bool = True) -> None:
         self.feather_px = int(feather_px)
         self.seamless = bool(seamless)
+        self.keep_target_mouth = bool(keep_target_mouth)
 
     @classmethod
     def from_config(cls, swap: IdentitySwapConfig) -> ClassicSwapper:
@@ -115,10 +114,10 @@ class ClassicSwapper:
         stats_mask = inner if inner.any() else hull
         warped = reinhard_lab(warped, target, stats_mask)
         alpha = feathered_mask(t_lm, h, w, self.feather_px)
-        if _mouth_area(t_lm) > _mouth_area(s_lm) * _scale2(s_lm, t_lm) * 1.15 + 6.0:
-            # The target's mouth is open wider than the source's: keep the target's mouth interior (teeth)
-            # rather than stretching the source's lips across it.
-            alpha *= 1.0 - _mouth_mask(t_lm, h, w)
+        if self.keep_target_mouth:
+            # The mouth is expression: keep the target's (the expression transfer's) lips and mouth interior, so
+            # the source photo's mouth state (teeth, smile) never comes in with its identity.
+            alpha *= 1.0 - mouth_keep_mask(t_lm, h, w)
         blended = warped
         if self.seamless and inner.any():
             blended = self._seamless(warped, target, inner)

@@ -14,14 +14,26 @@ import cv2
 import numpy as np
 from scipy.spatial import Delaunay
 
+from stages.face.mouth import (
+    OPEN_ASPECT,
+    TEETH_SHARE,
+    close_lips,
+    closing_source_points,
+    mouth_aspect,
+    synth_interior,
+    teeth_share,
+)
 from stages.face.protocols import TransferRequest
 
 if TYPE_CHECKING:
     from stages.expression_transfer import ExpressionTransferConfig
 
-ALGORITHM = ("landmark_warp_v1: delta transfer on similarity-normalised landmarks with T's absolute inner-lip "
-             "opening, Delaunay piecewise-affine remap with fixed border/ring anchors, inner-mouth fill from T "
-             "(LAB mean match, feathered)")
+ALGORITHM = ("landmark_warp_v2: delta transfer on similarity-normalised landmarks with T's absolute inner-lip "
+             "opening, Delaunay piecewise-affine remap with fixed border/ring anchors; mouth rules (stages.face.mouth, "
+             "OPEN_ASPECT 0.06, TEETH_SHARE 0.03): close_lips (closed T, open/teeth carrier: lips warped from 0.4 "
+             "inside the carrier's inner lip, teeth-like pixels and interior inpainted from the lip, darker seam), "
+             "synth_interior (open T, carrier interior < 0.6 of the new one: dark cavity + generic teeth band from "
+             "the carrier's own colours), carrier_interior, warp; nothing from T's pixels")
 
 # Points that move little with expression: nose bridge and base, eye corners, upper jaw.
 STABLE_POINTS = np.array([0, 1, 15, 16, 27, 28, 29, 30, 31, 33, 35, 36, 39, 42, 45])
@@ -154,31 +166,45 @@ def _ring_anchors(lm: np.ndarray, h: int, w: int, scale: float = 1.3) -> np.ndar
     return pts[(pts[:, 0] > 0) & (pts[:, 0] < w - 1) & (pts[:, 1] > 0) & (pts[:, 1] < h - 1)]
 
 
-def _polygon_mask(pts: np.ndarray, h: int, w: int) -> np.ndarray:
-    mask = np.zeros((h, w), np.uint8)
-    cv2.fillPoly(mask, [np.round(np.asarray(pts) * 16).astype(np.int32)], 255, lineType=cv2.LINE_AA, shift=4)
-    return mask
+MOUTH_RULES = ("warp", "close_lips", "carrier_interior", "synth_interior")
 
 
-def _lip_ring(lm: np.ndarray, h: int, w: int) -> np.ndarray:
-    outer = _polygon_mask(lm[48:60], h, w)
-    inner = _polygon_mask(lm[60:68], h, w)
-    return (outer > 127) & (inner < 128)
+def mouth_rule(carrier_rgb: np.ndarray, carrier68: np.ndarray, new68: np.ndarray,
+               carrier_share: float = 0.6) -> str:
+    """Which mouth treatment a transfer gets (one of MOUTH_RULES), from the carrier and the new landmarks only.
+
+    close_lips: the new mouth is closed but the carrier's is open or shows teeth; carrier_interior: both open and
+    the carrier's interior is at least carrier_share of the new one (the warp stretches it); synth_interior: the
+    new mouth is open and the carrier has no interior to stretch; warp: both closed.
+    """
+    c = np.asarray(carrier68, np.float64).reshape(68, 2)
+    n = np.asarray(new68, np.float64).reshape(68, 2)
+    if mouth_aspect(n) <= OPEN_ASPECT:
+        return "close_lips" if mouth_aspect(c) > OPEN_ASPECT or teeth_share(carrier_rgb, c) > TEETH_SHARE \
+            else "warp"
+    c_area = abs(cv2.contourArea(c[INNER_MOUTH].astype(np.float32)))
+    n_area = abs(cv2.contourArea(n[INNER_MOUTH].astype(np.float32)))
+    if mouth_aspect(c) > OPEN_ASPECT and c_area >= carrier_share * n_area:
+        return "carrier_interior"
+    return "synth_interior"
 
 
 class LandmarkWarpTransferer:
     """ExpressionTransferer: move the carrier's landmarks by T - S (identity i's expression motion) and warp the
-    carrier face to them; a mouth that opens wider than the carrier's is filled from T's mouth interior.
+    carrier face to them; then the mouth rule (mouth_rule) closes the lips over an open carrier mouth or gives a
+    newly opened mouth a synthetic interior. Nothing is taken from T's pixels (identity i).
 
-    Deterministic: the request seed is not used.
+    Deterministic: the request seed is not used. `last_rules` holds the mouth rule of each image of the last call.
     """
 
-    model_id = "landmark_warp_v1"
+    model_id = "landmark_warp_v2"
     model_sha256 = hashlib.sha256(ALGORITHM.encode()).hexdigest()
 
-    def __init__(self, mouth_feather_px: float = 1.5, min_open_gain_px2: float = 6.0) -> None:
+    def __init__(self, mouth_feather_px: float = 1.0, closing_depth: float = 0.4, mouth_rules: bool = True) -> None:
         self.mouth_feather_px = float(mouth_feather_px)
-        self.min_open_gain_px2 = float(min_open_gain_px2)
+        self.closing_depth = float(closing_depth)
+        self.mouth_rules = bool(mouth_rules)  # False: plain warp ("warp" for every image), for comparisons
+        self.last_rules: list[str] = []
 
     @classmethod
     def from_config(cls, transfer: ExpressionTransferConfig) -> LandmarkWarpTransferer:
@@ -186,40 +212,34 @@ class LandmarkWarpTransferer:
 
     def transfer(self, requests: list[TransferRequest]) -> list[np.ndarray]:
         """One RGB uint8 image per request (same size as the carrier)."""
-        return [self.transfer_one(r) for r in requests]
+        out = [self.transfer_with_rule(r) for r in requests]
+        self.last_rules = [rule for _, rule in out]
+        return [img for img, _ in out]
 
     def transfer_one(self, req: TransferRequest) -> np.ndarray:
+        return self.transfer_with_rule(req)[0]
+
+    def rule_for(self, req: TransferRequest) -> str:
+        """The mouth rule a request gets, without rendering: recomputable for any stored candidate from its carrier
+        image and the carrier/S/T landmarks (candidates + sources tables), so every transfer stays traceable."""
+        c_lm = np.asarray(req.carrier_landmarks, np.float64).reshape(68, 2)
+        new_lm = transfer_geometry(c_lm, req.source_landmarks, req.target_landmarks).astype(np.float64)
+        return mouth_rule(np.ascontiguousarray(req.carrier_rgb), c_lm, new_lm) if self.mouth_rules else "warp"
+
+    def transfer_with_rule(self, req: TransferRequest) -> tuple[np.ndarray, str]:
+        """The transferred image and its mouth rule (MOUTH_RULES)."""
         carrier = np.ascontiguousarray(req.carrier_rgb)
         h, w = carrier.shape[:2]
         c_lm = np.asarray(req.carrier_landmarks, np.float64).reshape(68, 2)
         new_lm = transfer_geometry(c_lm, req.source_landmarks, req.target_landmarks).astype(np.float64)
+        rule = mouth_rule(carrier, c_lm, new_lm) if self.mouth_rules else "warp"
         ring = _ring_anchors(np.vstack([c_lm, new_lm]), h, w)
-        src = np.vstack([c_lm, ring, border_anchors(h, w)])
+        warp_src = closing_source_points(c_lm, self.closing_depth) if rule == "close_lips" else c_lm
+        src = np.vstack([warp_src, ring, border_anchors(h, w)])
         dst = np.vstack([new_lm, ring, border_anchors(h, w)])
         out = piecewise_affine_warp(carrier, src, dst, carrier.shape, add_anchors=False)
-        new_area = abs(cv2.contourArea(new_lm[INNER_MOUTH].astype(np.float32)))
-        old_area = abs(cv2.contourArea(c_lm[INNER_MOUTH].astype(np.float32)))
-        if new_area > old_area * 1.15 + self.min_open_gain_px2:
-            out = self._fill_mouth(out, new_lm, req)
-        return out
-
-    def _fill_mouth(self, out: np.ndarray, new_lm: np.ndarray, req: TransferRequest) -> np.ndarray:
-        """Paste T's mouth interior, warped onto the new inner-lip polygon, colour-matched and feathered."""
-        h, w = out.shape[:2]
-        t_rgb = np.ascontiguousarray(req.target_rgb)
-        t_lm = np.asarray(req.target_landmarks, np.float64).reshape(68, 2)
-        # T's mouth region warped onto the new mouth (a similarity fit keeps the rest of T rigid).
-        t_warp = piecewise_affine_warp(t_rgb, t_lm[MOUTH], new_lm[MOUTH], out.shape)
-        lab_out = cv2.cvtColor(out, cv2.COLOR_RGB2LAB).astype(np.float32)
-        lab_t = cv2.cvtColor(t_warp, cv2.COLOR_RGB2LAB).astype(np.float32)
-        ring = _lip_ring(new_lm, h, w)
-        if ring.sum() >= 8:
-            shift = lab_out[ring].mean(axis=0) - lab_t[ring].mean(axis=0)
-            shift[0] *= 0.5  # keep teeth bright: only half the lightness difference
-            lab_t = np.clip(lab_t + shift, 0, 255)
-        fill = cv2.cvtColor(lab_t.astype(np.uint8), cv2.COLOR_LAB2RGB).astype(np.float32)
-        mask = _polygon_mask(new_lm[INNER_MOUTH], h, w).astype(np.float32) / 255.0
-        if self.mouth_feather_px > 0:
-            mask = np.asarray(cv2.GaussianBlur(mask, (0, 0), self.mouth_feather_px), np.float32) * (mask > 0)
-        a = mask[..., None]
-        return np.clip(np.round(out.astype(np.float32) * (1 - a) + fill * a), 0, 255).astype(np.uint8)
+        if rule == "close_lips":
+            out = close_lips(out, new_lm, self.mouth_feather_px)
+        elif rule == "synth_interior":
+            out = synth_interior(out, new_lm, self.mouth_feather_px)
+        return out, rule

@@ -22,7 +22,7 @@ def test_swap_changes_only_the_face_and_carries_the_identity(detector, embedder,
     _, _, src = demo_face("003", "smiling")
     _, _, tgt = demo_face("008", "smiling")
     swapper = ClassicSwapper.from_config(load_config(overrides=["identity_swap.feather_px=9"]).identity_swap)
-    assert swapper.feather_px == 9 and swapper.model_id == "classic_swap_v1" and len(swapper.model_sha256) == 64
+    assert swapper.feather_px == 9 and swapper.model_id == "classic_swap_v2" and len(swapper.model_sha256) == 64
     target = tgt.image.copy()
     out = swapper.swap(src.image, _face(src.landmarks68), target, _face(tgt.landmarks68))
     np.testing.assert_array_equal(target, tgt.image)  # input untouched

@@ -23,7 +23,8 @@ def _h(*parts: object) -> str:
     return hashlib.sha256("\0".join(str(p) for p in parts).encode()).hexdigest()
 
 
-# ---- the previous implementation (commit 91cbe66, stages/pairing.py), unchanged but for its name and return ----
+# ---- the previous implementation (commit 91cbe66, stages/pairing.py), unchanged but for its name, its return and
+# ---- the swap-source rule of issue 10 (a hash of seed, round and T's content among j's photos, not T's expression)
 
 def _drop_duplicates(rows: list[dict], refused: list[dict]) -> list[dict]:
     """The same file content twice: keep it once within an identity, drop it under several identities."""
@@ -94,7 +95,8 @@ def reference_plan_round(sources, cfg, round_index):
             pick = int(_h(seed, round_index, t["file_sha256"], "j")[:12], 16)
             j = others_ids[pick % len(others_ids)]
             carrier = _closest(s, by_identity[j])
-            swap = _closest(t, by_identity[j])
+            swap_pool = sorted(by_identity[j], key=lambda r: r["input_key"])
+            swap = swap_pool[int(_h(seed, round_index, t["file_sha256"], "swap")[:12], 16) % len(swap_pool)]
             cid = _h(fingerprint, round_index, seed, t["file_sha256"], s["file_sha256"], carrier["file_sha256"],
                      swap["file_sha256"])[:16]
             item_seed = int(_h(seed, round_index, cid)[:8], 16) & 0x7FFFFFFF
@@ -150,7 +152,7 @@ def synthetic_sources(n_ids: int, seed: int) -> pa.Table:
         embedding=f32(128), embedding_model=["m"] * n, embedding_model_sha256=["0"] * n, detector_model=["d"] * n,
         detector_model_sha256=["0"] * n, expression_descriptor=[r["desc"].tolist() for r in rows],
         sharpness=[1.0] * n, run_id=["r"] * n, config_fingerprint=["f"] * n)
-    return pa.table({f.name: pa.array(cols[f.name], f.type) for f in SOURCES}, schema=SOURCES)
+    return pa.table({f.name: pa.array(cols.get(f.name, [None] * n), f.type) for f in SOURCES}, schema=SOURCES)
 
 
 @pytest.mark.parametrize("n_ids,seed,extra", [(300, 0, []), (120, 1, ["pairing.max_targets_per_identity=2"]),

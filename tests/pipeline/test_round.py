@@ -88,9 +88,12 @@ def test_manifest_schema_and_traceability(baseline):
             assert hashlib.sha256(data).hexdigest() == t[f"{key}_sha256"]
         assert t["swap_model_sha256"] and t["expression_model_sha256"] and t["identity_model_sha256"]
         thresholds = json.loads(t["thresholds"])
-        assert thresholds["max_leak_similarity"] == cfg.qc.identity.max_leak_similarity
-        assert t["id_sim_rt"] <= thresholds["max_leak_similarity"]
-        assert t["id_sim_rj"] >= thresholds["min_swap_similarity"]
+        # identity thresholds: calibrated from the run's sources (config null), as run.json records them
+        applied = json.loads((Path(store.root) / "run.json").read_text())["identity_calibration"]
+        assert thresholds["max_leak_similarity"] == applied["max_leak_similarity"]
+        if thresholds["max_leak_similarity"] is not None:
+            assert t["id_sim_rt"] <= thresholds["max_leak_similarity"]
+            assert t["id_sim_rj"] >= thresholds["min_swap_similarity"]
         assert t["expr_dist_rt"] <= thresholds["max_expression_distance"]
         assert t["config_fingerprint"] == cfg.data_fingerprint()
     # Every QC decision has exactly one row, and every triple is an accepted QC row.

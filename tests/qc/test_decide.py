@@ -1,71 +1,84 @@
-"""qc/decide.py: thresholds from config, their JSON record, and every check of failed_checks."""
+"""qc/decide.py: one reason code per failed check, each check alone."""
 
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 
 import pytest
 
-from qc.config import QCConfig
-from qc.decide import (
-    REASON_BLURRY,
-    REASON_EXPRESSION_LOST,
-    REASON_IDENTITY_LEAK,
-    REASON_NO_FACE,
-    REASON_SWAP_FAILED,
-    Scores,
-    Thresholds,
-    failed_checks,
-)
+from pipeline.config import load_config
+from qc import decide as d
+from qc.decide import Scores, Thresholds, failed_checks
 
-T = Thresholds(max_leak_similarity=0.9, min_swap_similarity=0.95, max_expression_distance=0.1, min_sharpness=20.0,
-               identity_backend="dlib")
-GOOD = Scores(face_found=True, id_sim_rt=0.5, id_sim_rj=0.99, expr_dist_rt=0.05, sharpness=100.0)
+T = Thresholds.from_config(load_config().qc)
+T_ABS = replace(T, max_leak_similarity=0.92, min_swap_similarity=0.95)
+
+# Scores of a good R: every check passes.
+GOOD = Scores(face_found=True, id_sim_rt=0.80, id_sim_rj=0.98, expr_dist_rt=0.05, sharpness=150.0,
+              id_margin_ji=0.18, id_margin_j=0.10, expr_prob_dist_rt=0.1, expr_prob_dist_ct=0.9,
+              expr_prob_dist_rc=0.8, expr_gain=0.89, r_mouth_aspect=0.01, t_mouth_aspect=0.02, r_teeth=0.0,
+              t_teeth=0.0, r_lip_line=-0.3, mouth_seam=4.0, mouth_sharpness_ratio=0.3)
 
 
-def test_thresholds_from_config_reads_every_section() -> None:
-    qc = QCConfig.model_validate({"identity": {"backend": "arcface", "model": "m", "max_leak_similarity": 0.3,
-                                               "min_swap_similarity": 0.6},
-                                  "expression": {"max_distance": 0.2}, "quality": {"min_sharpness": 7.5}})
-    assert Thresholds.from_config(qc) == Thresholds(0.3, 0.6, 0.2, 7.5, "arcface")
-    assert Thresholds.from_config(QCConfig()) == Thresholds(0.92, 0.95, 0.12, 20.0, "dlib")
-
-
-def test_thresholds_to_json_is_sorted_and_complete() -> None:
-    text = T.to_json()
-    assert json.loads(text) == {"max_leak_similarity": 0.9, "min_swap_similarity": 0.95,
-                                "max_expression_distance": 0.1, "min_sharpness": 20.0, "identity_backend": "dlib"}
-    assert list(json.loads(text)) == sorted(json.loads(text))  # stable record, same text for same thresholds
-    assert text == Thresholds(**json.loads(text)).to_json()
-
-
-def test_no_face_is_the_only_reason_whatever_the_other_scores() -> None:
-    assert failed_checks(Scores(face_found=False, sharpness=1.0, id_sim_rt=1.0), T) == [REASON_NO_FACE]
-
-
-def test_good_scores_pass_and_bounds_are_inclusive() -> None:
+def test_good_scores_pass_with_calibrated_and_absolute_thresholds():
     assert failed_checks(GOOD, T) == []
-    at_bounds = Scores(face_found=True, id_sim_rt=0.9, id_sim_rj=0.95, expr_dist_rt=0.1, sharpness=20.0)
-    assert failed_checks(at_bounds, T) == []
+    assert failed_checks(GOOD, T_ABS) == []
 
 
-@pytest.mark.parametrize(("field", "value", "reason"), [
-    ("sharpness", 19.9, REASON_BLURRY),
-    ("id_sim_rt", 0.91, REASON_IDENTITY_LEAK),
-    ("id_sim_rj", 0.94, REASON_SWAP_FAILED),
-    ("expr_dist_rt", 0.11, REASON_EXPRESSION_LOST),
+@pytest.mark.parametrize("change, reason", [
+    (dict(id_margin_ji=0.01), d.REASON_IDENTITY_LEAK),  # i within the margin of j
+    (dict(id_margin_ji=-0.2, id_margin_j=-0.2), d.REASON_IDENTITY_LEAK),  # R identified as i
+    (dict(id_margin_j=0.0), d.REASON_IDENTITY_AMBIGUOUS),  # a third identity as close as j
+    (dict(expr_dist_rt=0.2), d.REASON_EXPRESSION_LOST),
+    (dict(expr_prob_dist_rt=0.7, expr_gain=0.22, expr_prob_dist_rc=0.5), d.REASON_EXPRESSION_MISMATCH),
+    (dict(expr_prob_dist_rt=0.45, expr_prob_dist_rc=0.05, expr_gain=0.5), d.REASON_LAZY_EDIT),
+    (dict(expr_prob_dist_rt=0.45, expr_prob_dist_rc=0.5, expr_gain=0.2), d.REASON_EXPRESSION_NOT_GAINED),
+    (dict(r_teeth=0.2), d.REASON_GHOST_TEETH),  # teeth over closed lips (both codes: T shows none)
+    (dict(r_lip_line=0.1), d.REASON_GHOST_TEETH),  # the lip line lighter and greyer than the lips
+    (dict(r_mouth_aspect=0.2, r_teeth=0.2), d.REASON_MOUTH_STATE),  # open with teeth, T closed
+    (dict(mouth_seam=30.0), d.REASON_MOUTH_SEAM),
+    (dict(mouth_sharpness_ratio=0.02), d.REASON_MOUTH_BLUR),
+    (dict(sharpness=5.0), d.REASON_BLURRY),
 ])
-def test_each_check_fails_alone(field: str, value: float, reason: str) -> None:
-    scores = Scores(**{**GOOD.__dict__, field: value})
-    assert failed_checks(scores, T) == [reason]
+def test_each_check_fails_alone_with_its_own_code(change, reason):
+    reasons = failed_checks(replace(GOOD, **change), T)
+    assert reasons and reasons[0] == reason, reasons
+    if reason not in (d.REASON_GHOST_TEETH, d.REASON_EXPRESSION_MISMATCH):
+        assert reasons == [reason]
 
 
-def test_every_failed_check_is_listed_in_fixed_order() -> None:
-    bad = Scores(face_found=True, id_sim_rt=0.99, id_sim_rj=0.1, expr_dist_rt=0.9, sharpness=0.0)
-    assert failed_checks(bad, T) == [REASON_BLURRY, REASON_IDENTITY_LEAK, REASON_SWAP_FAILED,
-                                     REASON_EXPRESSION_LOST]
+def test_ghost_teeth_also_disagrees_with_a_closed_toothless_t():
+    assert failed_checks(replace(GOOD, r_teeth=0.2), T) == [d.REASON_GHOST_TEETH, d.REASON_MOUTH_STATE]
 
 
-def test_missing_scores_are_not_judged() -> None:
-    assert failed_checks(Scores(face_found=True), T) == []
-    assert failed_checks(Scores(face_found=True, id_sim_rt=0.99), T) == [REASON_IDENTITY_LEAK]
+def test_absolute_thresholds_apply_when_set_and_not_when_null():
+    leaky = replace(GOOD, id_sim_rt=0.95)
+    assert failed_checks(leaky, T_ABS) == [d.REASON_IDENTITY_LEAK]
+    assert failed_checks(leaky, replace(T_ABS, max_leak_similarity=None)) == []
+    weak = replace(GOOD, id_sim_rj=0.9)
+    assert failed_checks(weak, T_ABS) == [d.REASON_SWAP_FAILED]
+    assert failed_checks(weak, replace(T_ABS, min_swap_similarity=None)) == []
+
+
+def test_no_gain_is_required_when_the_carrier_already_has_ts_expression():
+    lazy_but_fine = replace(GOOD, expr_prob_dist_ct=0.1, expr_prob_dist_rc=0.02, expr_gain=0.0)
+    assert failed_checks(lazy_but_fine, T) == []
+
+
+def test_mouth_states_in_the_band_agree_with_both():
+    half_open = replace(GOOD, r_mouth_aspect=0.08, r_teeth=0.06, t_mouth_aspect=0.15, t_teeth=0.2)
+    assert failed_checks(half_open, T) == []
+    closed_vs_open = replace(GOOD, t_mouth_aspect=0.15, t_teeth=0.2)
+    assert failed_checks(closed_vs_open, T) == [d.REASON_MOUTH_STATE]
+
+
+def test_no_face_is_the_only_reason():
+    assert failed_checks(Scores(face_found=False, sharpness=1.0), T) == [d.REASON_NO_FACE]
+
+
+def test_thresholds_round_trip_through_json():
+    assert Thresholds.from_json(T_ABS.to_json()) == T_ABS
+    old = json.dumps({"max_leak_similarity": 0.92, "min_swap_similarity": 0.95, "max_expression_distance": 0.12,
+                      "min_sharpness": 20.0, "identity_backend": "dlib"})
+    assert Thresholds.from_json(old).max_leak_similarity == 0.92  # rows written before issue 10

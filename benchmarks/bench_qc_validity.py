@@ -1,0 +1,243 @@
+"""Does QC tell good triples from bad? Ground truth built from the London set (102 identities x {neutral, smiling}).
+
+    python benchmarks/bench_qc_validity.py [--london DIR] [--run RUN_URL ...] [--round OUTPUT_ROOT] [--write-results]
+
+- identity AUC: dlib cosine similarity, real same-identity vs different-identity photo pairs;
+- expression AUC: neutral-vs-smiling pairs vs same-expression pairs, always across identities, scored by the
+  landmark descriptor distance (the QC score before issue 10) and by the learned net's total-variation
+  distance (the QC score `expr_prob_dist_rt` after it);
+- artifact check: precision/recall of the mouth checks (qc/mouth.py + qc/decide.py, shipped thresholds) on
+  cases built from the London faces (qc/artifact_cases.py: ghosted teeth over closed lips, pasted seams, blurred
+  mouths) against the untouched photos;
+- acceptance precision of full rounds: for each --run (or a fresh London round with --round), the share of
+  accepted R whose learned expression class agrees with T's.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from pipeline.config import load_config  # noqa: E402
+from qc.decide import (  # noqa: E402
+    REASON_GHOST_TEETH,
+    REASON_MOUTH_BLUR,
+    REASON_MOUTH_SEAM,
+    REASON_MOUTH_STATE,
+    Scores,
+    Thresholds,
+    failed_checks,
+)
+from qc.mouth import mouth_scores  # noqa: E402
+from stages.face.expression import expression_descriptor, expression_distance  # noqa: E402
+
+REPO = Path(__file__).resolve().parent.parent
+LONDON = REPO.parent / "shared" / "faces" / "london"
+MOUTH = {REASON_GHOST_TEETH, REASON_MOUTH_SEAM, REASON_MOUTH_BLUR, REASON_MOUTH_STATE}
+
+
+def auc(pos: np.ndarray, neg: np.ndarray) -> float:
+    """P(score of a positive > score of a negative), ties counted half (Mann-Whitney)."""
+    s = np.concatenate([pos, neg])
+    order = np.argsort(s, kind="mergesort")
+    r = np.empty(len(s))
+    r[order] = np.arange(1, len(s) + 1)
+    _, inv, counts = np.unique(s, return_inverse=True, return_counts=True)
+    sums = np.bincount(inv, weights=r)
+    r = (sums / counts)[inv]  # average ranks of ties
+    n1, n0 = len(pos), len(neg)
+    return float((r[:n1].sum() - n1 * (n1 + 1) / 2) / (n1 * n0))
+
+
+def load_london(root: Path) -> dict:
+    from stages.face.align import ffhq_align
+    from stages.face.dlib_models import DlibDetector, DlibEmbedder
+    from stages.face.image_io import decode_image
+
+    det, emb = DlibDetector(), DlibEmbedder()
+    out: dict = {"ids": [], "exprs": [], "imgs": [], "lms": [], "embs": []}
+    for d in sorted(p for p in root.iterdir() if p.is_dir()):
+        for e in ("neutral", "smiling"):
+            f = d / f"{e}.jpg"
+            if not f.is_file():
+                continue
+            rgb = decode_image(f.read_bytes(), 40_000_000)
+            faces = det.detect(rgb)
+            if len(faces) != 1:
+                continue
+            lm68 = faces[0].landmarks68
+            assert lm68 is not None
+            a = ffhq_align(rgb, lm68, 256)
+            v = np.asarray(emb.embed(rgb, faces[0]), np.float64)
+            for k, x in zip(("ids", "exprs", "imgs", "lms", "embs"), (d.name, e, a.image, a.landmarks68,
+                                                                     v / np.linalg.norm(v)), strict=True):
+                out[k].append(x)
+    return {k: np.asarray(v) if k != "imgs" else np.stack(v) for k, v in out.items()}
+
+
+def identity_auc(data: dict) -> dict:
+    e, ids = data["embs"], data["ids"]
+    s = e @ e.T
+    iu = np.triu_indices(len(ids), 1)
+    same = ids[iu[0]] == ids[iu[1]]
+    return {"identity_auc": auc(s[iu][same], s[iu][~same]), "same_pairs": int(same.sum()),
+            "different_pairs": int((~same).sum())}
+
+
+def _pair_sets(ids: np.ndarray, ex: np.ndarray) -> dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]]:
+    """(a, b, positive) over photo pairs of different identities: every such pair ('all', positive = the two
+    expressions differ), and pairs anchored on a neutral / smiling T (positive = the other photo's expression
+    differs from T's)."""
+    n = len(ids)
+    iu = np.triu_indices(n, 1)
+    cross = ids[iu[0]] != ids[iu[1]]
+    out = {"all": (iu[0][cross], iu[1][cross], ex[iu[0][cross]] != ex[iu[1][cross]])}
+    for anchor in ("neutral", "smiling"):
+        a, b = zip(*[(k, m) for k in range(n) if ex[k] == anchor for m in range(n) if ids[m] != ids[k]],
+                   strict=True)
+        aa, bb = np.asarray(a), np.asarray(b)
+        out[f"T {anchor}"] = (aa, bb, ex[bb] != anchor)
+    return out
+
+
+def expression_auc(data: dict, net=None) -> dict:
+    ids, ex = data["ids"], data["exprs"]
+    sets = _pair_sets(ids, ex)
+    desc = np.stack([expression_descriptor(lm) for lm in data["lms"]])
+    out: dict = {"pairs": {k: int(len(v[0])) for k, v in sets.items()}, "landmark_auc": {}, "learned_auc": {}}
+    for k, (a, b, pos) in sets.items():
+        land = np.array([expression_distance(desc[x], desc[y]) for x, y in zip(a, b, strict=True)])
+        out["landmark_auc"][k] = auc(land[pos], land[~pos])
+    if net is not None:
+        p = net.probabilities(list(data["imgs"]), list(data["lms"])).astype(np.float64)
+        for k, (a, b, pos) in sets.items():
+            tv = 0.5 * np.abs(p[a] - p[b]).sum(axis=1)
+            out["learned_auc"][k] = auc(tv[pos], tv[~pos])
+        smiling = ex == "smiling"
+        happy = p[:, net.classes.index("happy")]
+        out["single_image_happy_auc"] = auc(happy[smiling], happy[~smiling])
+        labels = np.array([net.label(x) for x in p])
+        out["learned_labels"] = {e: {lab: int(((ex == e) & (labels == lab)).sum()) for lab in sorted(set(labels))}
+                                 for e in ("neutral", "smiling")}
+    return out
+
+
+def artifact_cases(data: dict, seed: int = 0) -> list[tuple[str, np.ndarray, int]]:
+    """(kind, image, index of the base face) for every case; kind 'clean' is the untouched photo."""
+    from qc import artifact_cases as ac
+
+    imgs, lms, ex = data["imgs"], data["lms"], data["exprs"]
+    rng = np.random.default_rng(seed)
+    neutral = [k for k in range(len(ex)) if ex[k] == "neutral"]
+    toothy = [k for k in range(len(ex)) if ex[k] == "smiling" and mouth_scores(imgs[k], lms[k]).teeth_share > 0.1]
+    cases: list[tuple[str, np.ndarray, int]] = [("clean", imgs[k], k) for k in range(len(ex))]
+    for n, b in enumerate(neutral):
+        donor = toothy[rng.integers(len(toothy))]
+        cases.append(("ghost_teeth", ac.ghost_teeth(imgs[b], lms[b], imgs[donor], lms[donor],
+                                                    alpha=float(rng.uniform(0.4, 0.7))), b))
+        other = neutral[(n + 7) % len(neutral)]
+        cases.append(("seam", ac.seam(imgs[b], lms[b], imgs[other], gain=float(rng.uniform(0.85, 1.15))), b))
+        cases.append(("blur", ac.blur(imgs[b], lms[b], float(rng.uniform(0.025, 0.05))), b))
+    return cases
+
+
+def artifact_pr(data: dict, thresholds: Thresholds) -> dict:
+    """Mouth checks on the cases, T = the untouched base photo (so only the artifact differs)."""
+    flagged: dict[str, list[bool]] = {}
+    for kind, img, base in artifact_cases(data):
+        lm = data["lms"][base]
+        r, t = mouth_scores(img, lm), mouth_scores(data["imgs"][base], lm)
+        s = Scores(face_found=True, r_mouth_aspect=r.mouth_aspect, t_mouth_aspect=t.mouth_aspect,
+                   r_teeth=r.teeth_share, t_teeth=t.teeth_share, r_lip_line=r.lip_line_whiteness,
+                   mouth_seam=r.seam_score, mouth_sharpness_ratio=r.sharpness_ratio)
+        flagged.setdefault(kind, []).append(bool(set(failed_checks(s, thresholds)) & MOUTH))
+    tp = sum(sum(v) for k, v in flagged.items() if k != "clean")
+    pos = sum(len(v) for k, v in flagged.items() if k != "clean")
+    fp = sum(flagged["clean"])
+    return {"precision": tp / max(tp + fp, 1), "recall": tp / max(pos, 1),
+            "false_alarm_rate": fp / len(flagged["clean"]),
+            "recall_by_kind": {k: float(np.mean(v)) for k, v in flagged.items() if k != "clean"},
+            "cases": {k: len(v) for k, v in flagged.items()}}
+
+
+def acceptance_precision(run_url: str, net) -> dict:
+    """Share of accepted R (latest decision) whose learned class equals T's, from the run's images."""
+    from manifests.artifacts import ArtifactStore
+    from manifests.query import connect
+    from manifests.store import ManifestStore
+    from stages.face.dlib_models import DlibDetector
+    from stages.identity_swap import largest_face
+
+    con = connect(ManifestStore.open(run_url))
+    rows = con.execute("select t.r_path, t.t_path, s.landmarks68, t.expression from triples t join sources s "
+                       "on s.source_id = t.t_source_id order by t.triple_id").fetchall()
+    total = con.execute("select count(*) from qc").fetchall()[0][0]
+    art, det = ArtifactStore(run_url), DlibDetector()
+    agree: list[bool] = []
+    by_expr: dict[str, list[bool]] = {}
+    no_face = 0
+    for r_path, t_path, t_lm, expr in rows:
+        r = art.get(r_path)
+        face = largest_face(det.detect(r))
+        if face is None or face.landmarks68 is None:
+            no_face += 1
+            agree.append(False)
+            continue
+        p = net.probabilities([r, art.get(t_path)], [face.landmarks68, np.asarray(t_lm, np.float32).reshape(68, 2)])
+        ok = net.label(p[0]) == net.label(p[1])
+        agree.append(ok)
+        by_expr.setdefault(expr, []).append(ok)
+    return {"run": run_url, "candidates": int(total), "accepted": len(rows),
+            "acceptance_precision": float(np.mean(agree)) if agree else float("nan"),
+            "by_t_expression": {k: f"{np.mean(v):.3f} of {len(v)}" for k, v in by_expr.items()},
+            "r_without_face": no_face}
+
+
+def fresh_round(output_root: str, london: Path) -> str:
+    from pipeline.run_idi import run_idi
+
+    cfg = load_config(overrides=[f"corpus.root={london}", f"run.output_root={output_root}", "run.name=london",
+                                 "ray.num_cpus=2"])
+    return run_idi(cfg)["timing"]["run_url"]
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--london", default=str(LONDON))
+    ap.add_argument("--run", action="append", default=[], help="judge this run's accepted triples")
+    ap.add_argument("--round", help="run a fresh London round under this output root, then judge it")
+    ap.add_argument("--no-net", action="store_true", help="without the expression net (code before issue 10)")
+    ap.add_argument("--json", help="write the figures as JSON here")
+    args = ap.parse_args()
+    started = time.monotonic()
+    net = None
+    if not args.no_net:
+        from stages.face.learned_expression import LearnedExpression
+        net = LearnedExpression()
+    data = load_london(Path(args.london))
+    res: dict = {"images": len(data["ids"]), "identities": len(set(data["ids"]))}
+    res["identity"] = identity_auc(data)
+    res["expression"] = expression_auc(data, net)
+    res["artifacts"] = artifact_pr(data, Thresholds.from_config(load_config().qc))
+    runs = list(args.run) + ([fresh_round(args.round, Path(args.london))] if args.round else [])
+    if net is not None:
+        res["rounds"] = [acceptance_precision(u, net) for u in runs]
+    res["seconds"] = round(time.monotonic() - started, 1)
+    res["machine"] = f"{platform.machine()}, {os.cpu_count()} cores, load {os.getloadavg()[0]:.1f}"
+    print(json.dumps(res, indent=1, default=str))
+    if args.json:
+        Path(args.json).write_text(json.dumps(res, indent=1, default=str))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,25 @@
+"""QC thresholds are not part of the data fingerprint; the identity model is; run ids did not move."""
+
+from __future__ import annotations
+
+from pipeline.config import load_config
+
+
+def test_qc_thresholds_do_not_change_the_run_id():
+    base = load_config().resolved_run_id()
+    for key in ("qc.expression.max_distance=0.2", "qc.identity.max_leak_similarity=0.8",
+                "qc.identity.min_swap_similarity=0.9", "qc.quality.min_sharpness=5",
+                "qc.expression.max_prob_distance=0.3", "qc.mouth.max_seam=9", "qc.identity.min_margin=0.1"):
+        assert load_config(overrides=[key]).resolved_run_id() == base, key
+
+
+def test_identity_model_and_data_keys_still_change_it():
+    base = load_config().resolved_run_id()
+    assert load_config(overrides=["qc.identity.backend=arcface", "qc.identity.model=arcface_w600k_r50"]
+                       ).resolved_run_id() != base
+    assert load_config(overrides=["run.seed=7"]).resolved_run_id() != base
+
+
+def test_demo_run_id_is_the_one_before_thresholds_left_the_fingerprint():
+    # demo-3987055749 is the embedded default's id at a677ed0, when thresholds were still fingerprinted
+    assert load_config().resolved_run_id() == "demo-3987055749"
