@@ -149,6 +149,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", default="/tmp/generator_honesty", help="strips of examples are written here")
     p.add_argument("--results", default=str(REPO / "benchmarks" / "RESULTS.md"))
     p.add_argument("--no-results", action="store_true")
+    p.add_argument("--skip-transfer-only", action="store_true", help="measure R only, not the transfer alone")
     args = p.parse_args(argv)
     t0 = time.time()
     london = Path(args.london)
@@ -187,7 +188,8 @@ def main(argv: list[str] | None = None) -> int:
                 rules[rule] = rules.get(rule, 0) + 1
             tf = largest_face(det.detect(moved))
             tf = tf if tf is not None and tf.landmarks68 is not None else face_from_landmarks(t.landmarks68)
-            results.setdefault(f"{name}/transfer_only", []).append(_measure(moved, det, emb, t, g, o, learned))
+            if not args.skip_transfer_only:
+                results.setdefault(f"{name}/transfer_only", []).append(_measure(moved, det, emb, t, g, o, learned))
             for src_name, src in (("swap=G", g), ("swap=carrier", o)):
                 r = sw.swap(src.image, face_from_landmarks(src.landmarks68), moved, tf)
                 results.setdefault(f"{name}/{src_name}", []).append(_measure(r, det, emb, t, g, o, learned))
@@ -196,7 +198,7 @@ def main(argv: list[str] | None = None) -> int:
                 strip.append(r)
         if n < 24:
             strips.append(np.hstack(strip))
-        if (n + 1) % 20 == 0:
+        if (n + 1) % 8 == 0:
             print(f"{n + 1}/{len(targets)} {time.time() - t0:.0f}s", file=sys.stderr, flush=True)
     for k in range(0, len(strips), 8):
         cv2.imwrite(str(out_dir / f"strips_{k // 8:02d}.jpg"), np.vstack(strips[k:k + 8])[..., ::-1],
