@@ -27,11 +27,13 @@ def load_london(root: Path = LONDON, size: int = 256, cache: Path | None = None)
     """identity -> expression -> Face for every identity with both photos and exactly one face in each."""
     cache = cache or Path("/tmp") / f"london_faces_{size}.npz"
     if cache.is_file():
-        z = np.load(cache)
+        with np.load(cache) as z:  # each z[key] decompresses the whole array: read every array once
+            arrays = {k: z[k] for k in ("identity", "expression", "image", "landmarks", "embedding")}
         out: dict[str, dict[str, Face]] = {}
-        for k, ident in enumerate(z["identity"]):
-            out.setdefault(str(ident), {})[str(z["expression"][k])] = Face(
-                str(ident), str(z["expression"][k]), z["image"][k], z["landmarks"][k], z["embedding"][k])
+        for k, ident in enumerate(arrays["identity"]):
+            e = str(arrays["expression"][k])
+            out.setdefault(str(ident), {})[e] = Face(str(ident), e, arrays["image"][k], arrays["landmarks"][k],
+                                                     arrays["embedding"][k])
         return out
     from stages.face.dlib_models import DlibDetector, DlibEmbedder
     det, emb = DlibDetector(), DlibEmbedder()
