@@ -44,8 +44,8 @@ def main() -> int:
         images = [p for p in Path(url, "images").rglob("*") if p.is_file()]
         stamps = {p: os.stat(p).st_mtime_ns for p in images}
         store = ManifestStore.open(url)
-        same = redecide(store, load_config(overrides=RULE))
-        strict = redecide(store, load_config(overrides=[*RULE, "qc.expression.max_distance=0.06"]))
+        same = redecide(store, load_config(overrides=RULE).qc)
+        strict = redecide(store, load_config(overrides=[*RULE, "qc.expression.max_distance=0.06"]).qc)
         untouched = {p: os.stat(p).st_mtime_ns for p in images} == stamps
         con = connect(store)
         latest = con.execute("select count(*), count(*) filter (where accepted) from qc").fetchall()[0]

@@ -10,8 +10,9 @@ import pytest
 from manifests.query import connect
 from manifests.store import ManifestStore
 from manifests.synthetic import THRESHOLDS, write_synthetic_run
+from pipeline.cli import qc_main
 from pipeline.config import load_config
-from qc.redecide import current_version, main, redecide
+from qc.redecide import current_version, redecide
 
 SAME_AS_SYNTHETIC = [f"qc.identity.max_leak_similarity={THRESHOLDS['max_leak_similarity']}",
                      f"qc.identity.min_swap_similarity={THRESHOLDS['min_swap_similarity']}",
@@ -31,9 +32,9 @@ def test_redecide_versions_and_views(tmp_path: Path):
     n, acc0 = _count(before, "select count(*) from qc"), _count(before, "select count(*) from triples")
     assert current_version(store) == 0 and 0 < acc0 < n
 
-    same = redecide(store, load_config(overrides=SAME_AS_SYNTHETIC))  # the synthetic run's own rule
+    same = redecide(store, load_config(overrides=SAME_AS_SYNTHETIC).qc)  # the synthetic run's own rule
     assert (same.version, same.candidates, same.accepted, same.changed) == (1, n, acc0, 0)
-    strict = redecide(store, load_config(overrides=[*SAME_AS_SYNTHETIC, "qc.expression.max_distance=0.05"]))
+    strict = redecide(store, load_config(overrides=[*SAME_AS_SYNTHETIC, "qc.expression.max_distance=0.05"]).qc)
     assert strict.version == 2 and strict.accepted < acc0 and strict.changed == acc0 - strict.accepted
 
     con = connect(store)
@@ -50,8 +51,8 @@ def test_cli_refuses_non_qc_keys_and_writes_run_json(tmp_path: Path, capsys):
     out = tmp_path / "runs"
     run_id = write_synthetic_run(str(out / "synthetic-1"), candidates_per_round=20, seed=1)
     with pytest.raises(SystemExit):
-        main(["--output-root", str(out), "--run", run_id, "--set", "run.seed=3"])
-    assert main(["--output-root", str(out), "--run", run_id, *sum((["--set", o] for o in SAME_AS_SYNTHETIC), [])]) == 0
+        qc_main(["redecide", "--output-root", str(out), "--run", run_id, "--set", "run.seed=3"])
+    assert qc_main(["redecide", "--output-root", str(out), "--run", run_id, *sum((["--set", o] for o in SAME_AS_SYNTHETIC), [])]) == 0
     assert "decision version 1" in capsys.readouterr().out
     import json
     info = json.loads((out / "synthetic-1" / "run.json").read_text())
