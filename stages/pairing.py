@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 from collections import defaultdict
 from dataclasses import dataclass
+from typing import Iterator
 
 import numpy as np
 import pyarrow as pa
@@ -132,6 +133,15 @@ def _closest(ref: int, candidates: list[int], expr: list, keys: list[str], desc:
 
 
 def plan_round(sources: pa.Table, cfg: PipelineConfig, round_index: int) -> RoundPlan:
+    chunks, refused = plan_round_chunks(sources, cfg, round_index, chunk_rows=1 << 62)
+    tables = list(chunks)
+    return RoundPlan(pa.concat_tables(tables) if tables else PLAN_SCHEMA.empty_table(), refused)
+
+
+def plan_round_chunks(sources: pa.Table, cfg: PipelineConfig, round_index: int,
+                      chunk_rows: int) -> tuple[Iterator[pa.Table], list[dict]]:
+    """The round's plan (sorted by candidate_id) as PLAN_SCHEMA tables of at most `chunk_rows` rows, made one at a time
+    (the list columns are gathered per chunk), and the refusals."""
     refused: list[dict] = []
     src = sources.select(PLAN_SOURCE_COLUMNS)
     rows = {c: src.column(c).to_pylist() for c in _SCALAR_COLUMNS}
@@ -183,7 +193,11 @@ def plan_round(sources: pa.Table, cfg: PipelineConfig, round_index: int) -> Roun
             item_seed = int(_h(seed, round_index, cid)[:8], 16) & 0x7FFFFFFF
             plan.append((cid, item_seed, identity, j, t, s, carrier, swap))
     plan.sort(key=lambda p: p[0])
-    return RoundPlan(_plan_table(plan, rows, src, round_index), refused)
+
+    def chunks() -> Iterator[pa.Table]:
+        for start in range(0, len(plan), chunk_rows):
+            yield _plan_table(plan[start:start + chunk_rows], rows, src, round_index)
+    return chunks(), refused
 
 
 def _plan_table(plan: list[tuple], rows: dict[str, list], src: pa.Table, round_index: int) -> pa.Table:
