@@ -94,7 +94,7 @@ class StageErrorGuard:
     first_error: str = ""
 
     def check(self, reasons: list[str], details: list[str | None]) -> None:
-        errors = [d or "" for r, d in zip(reasons, details) if r == "stage_error"]
+        errors = [d or "" for r, d in zip(reasons, details, strict=True) if r == "stage_error"]
         self.check_counts(len(reasons), len(errors), errors[0] if errors else None)
 
     def check_counts(self, processed: int, errors: int, first_error: str | None) -> None:

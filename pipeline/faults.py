@@ -43,6 +43,11 @@ def maybe_inject(fault: FaultInjectionConfig | None, at: str, item_id: str | Non
         _claim(fault.marker)  # type: ignore[arg-type]  # validated: pause has a marker
         while True:  # until the test kills us
             time.sleep(3600)
+    if fault.action == "pause_once":  # only the first process to get here pauses (a node kill test)
+        if _claim(fault.marker):  # type: ignore[arg-type]
+            while True:
+                time.sleep(3600)
+        return
     if fault.marker and not _claim(fault.marker):
         return  # fired once already (e.g. before this actor was restarted)
     if fault.action == "raise":

@@ -6,9 +6,9 @@ import json
 import logging
 import time
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass
 from functools import partial
-from typing import Callable
 
 import pyarrow as pa
 import pyarrow.compute as pc
