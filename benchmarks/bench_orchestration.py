@@ -89,13 +89,13 @@ def run_anchor(cfg, url: str, n: int) -> float:
     """Seconds for the plain Ray Data pipeline: plan files -> 3 no-op stages -> write_parquet."""
     import ray
 
-    from pipeline.plan_files import plan_folder
-    from pipeline.ray_adapter import dataset_from_parquet
+    from pipeline.plan_files import failure_url, plan_folder
+    from pipeline.ray_adapter import dataset_from_plan_files
     from stages.noop import NOOP_GENERATION_STAGES
     files = sorted(str(p) for p in Path(plan_folder(url, 0)).glob("*.parquet"))
     out = Path(tempfile.mkdtemp(prefix=f"bench_orch_anchor_{n}_"))
     t0 = time.time()
-    ds = dataset_from_parquet(files)
+    ds = dataset_from_plan_files(files, failure_url(url, 0))
     for cls in NOOP_GENERATION_STAGES:
         res = cls(cfg, url).resources
         ds = ds.map_batches(PlainStage, fn_constructor_args=(cls, cfg, url), batch_size=res.batch_size,

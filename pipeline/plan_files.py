@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import io
 import logging
+import time
 from collections.abc import Iterable
 
 import fsspec
@@ -25,23 +26,47 @@ def plan_folder(run_url: str, round_index: int) -> str:
     return f"{run_url.rstrip('/')}/plan/round-{round_index}"
 
 
-def write_plan_files(chunks: Iterable[pa.Table], done: pa.Array, run_url: str, round_index: int,
-                     storage_options: dict | None = None) -> tuple[list[str], int, int]:
-    """Write each chunk's not-yet-done rows as one Parquet file; returns (file URLs, planned rows, to-do rows)."""
+def plan_file_urls(run_url: str, round_index: int, n_files: int, storage_options: dict | None = None) -> list[str]:
+    """Remove the folder's old files and name the `n_files` files this invocation writes (in this order)."""
     fs, folder = fsspec.core.url_to_fs(plan_folder(run_url, round_index), **(storage_options or {}))
     if fs.exists(folder):
         fs.rm(folder, recursive=True)
-    urls: list[str] = []
+    return [full_url(fs, f"{folder}/part-{k:06d}.parquet") for k in range(n_files)]
+
+
+def failure_url(run_url: str, round_index: int) -> str:
+    """Written when planning fails, so that readers waiting for a plan file stop."""
+    return f"{plan_folder(run_url, round_index)}/_FAILED"
+
+
+def write_plan_files(chunks: Iterable[pa.Table], done: pa.Array, urls: list[str],
+                     storage_options: dict | None = None) -> tuple[int, int]:
+    """Write chunk k's not-yet-done rows to urls[k] (an empty file when none); returns (planned, to-do) rows."""
     planned = todo = 0
-    for chunk in chunks:
+    for url, chunk in zip(urls, chunks, strict=False):
+        fs, path = fsspec.core.url_to_fs(url, **(storage_options or {}))
         planned += chunk.num_rows
         chunk = not_done(chunk, "candidate_id", done)
-        if not chunk.num_rows:
-            continue
         todo += chunk.num_rows
         buf = io.BytesIO()
         pq.write_table(chunk, buf, compression="zstd")
-        path = f"{folder}/part-{len(urls):06d}.parquet"
         atomic_write_bytes(fs, path, buf.getvalue())
-        urls.append(full_url(fs, path))
-    return urls, planned, todo
+    return planned, todo
+
+
+def read_plan_file(url: str, storage_options: dict, failure: str, timeout_s: float = 3600.0) -> pa.Table:
+    """Read one plan file, waiting until the driver has written it (plans stream: the first files are read
+    while later ones are still being planned)."""
+    fs, path = fsspec.core.url_to_fs(url, **storage_options)
+    deadline = time.monotonic() + timeout_s
+    delay = 0.05
+    while not fs.exists(path):
+        if fs.exists(fsspec.core.url_to_fs(failure, **storage_options)[1]):
+            raise RuntimeError(f"planning failed before {url} was written")
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"plan file {url} not written within {timeout_s:.0f} s")
+        time.sleep(delay)
+        delay = min(delay * 2, 1.0)
+        fs.invalidate_cache()
+    with fs.open(path, "rb") as fh:
+        return pq.read_table(fh)

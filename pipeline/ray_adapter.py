@@ -8,15 +8,14 @@ import os
 import time
 import warnings
 
-import fsspec
 import pyarrow as pa
-import pyarrow.parquet as pq
 import ray
 import ray.data
 
 from pipeline.commit import PROGRESS_BARS_ENV
 from pipeline.commit_stage import CommitSpec, commit_batch
 from pipeline.config import PipelineConfig, RayConfig, StageResources
+from pipeline.plan_files import read_plan_file
 from stages.base import Stage, make_stage
 
 log = logging.getLogger(__name__)
@@ -136,24 +135,20 @@ def commit_manifests(ds: ray.data.Dataset, spec: CommitSpec, rows: int) -> ray.d
                           num_cpus=COMMIT_TASK_CPUS)
 
 
-def _read_parquet_files(batch: pa.Table, storage_options: dict) -> pa.Table:
-    tables = []
-    for url in batch.column("url").to_pylist():
-        fs, path = fsspec.core.url_to_fs(url, **storage_options)
-        with fs.open(path, "rb") as fh:
-            tables.append(pq.read_table(fh))
-    return pa.concat_tables(tables)
+def _read_plan_files(batch: pa.Table, storage_options: dict, failure: str) -> pa.Table:
+    return pa.concat_tables([read_plan_file(u, storage_options, failure) for u in batch.column("url").to_pylist()])
 
 
-def dataset_from_parquet(urls: list[str], storage_options: dict | None = None) -> ray.data.Dataset:
-    """Parquet files (local paths or fsspec URLs) as a dataset of one block per file.
+def dataset_from_plan_files(urls: list[str], failure: str, storage_options: dict | None = None) -> ray.data.Dataset:
+    """The round's plan files (local paths or fsspec URLs) as a dataset of one block per file; a read task waits
+    for its file while the driver is still writing later ones (pipeline/plan_files.py).
 
-    Not ray.data.read_parquet: its file-listing task asks for a whole CPU, which a small cluster whose CPUs the
-    stage actors already hold never frees (the round then hangs); these read tasks ask for PLAN_READ_CPUS."""
+    Not ray.data.read_parquet: the files do not all exist yet, and its file-listing task asks for a whole CPU,
+    which a small cluster whose CPUs the stage actors already hold never frees (the round then hangs)."""
     files = ray.data.from_arrow([pa.table({"url": pa.array([u], pa.string())}) for u in urls])
-    return files.map_batches(
-        _read_parquet_files, fn_kwargs={"storage_options": dict(storage_options or {})}, batch_size=1,
-        batch_format="pyarrow", num_cpus=PLAN_READ_CPUS)
+    return files.map_batches(_read_plan_files, fn_kwargs={"storage_options": dict(storage_options or {}),
+                                                          "failure": failure},
+                             batch_size=1, batch_format="pyarrow", num_cpus=PLAN_READ_CPUS)
 
 
 def dataset_from_table(table: pa.Table, rows_per_block: int) -> ray.data.Dataset:

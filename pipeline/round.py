@@ -4,30 +4,38 @@ from __future__ import annotations
 
 import json
 import logging
+import threading
 import time
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import partial
 
+import fsspec
 import pyarrow as pa
 import pyarrow.compute as pc
 
 from manifests.schemas import CANDIDATES, REJECTS
-from manifests.store import ManifestStore, shard_key
+from manifests.store import ManifestStore, atomic_write_bytes, shard_key
 from pipeline.commit import CommitBuffer, Progress, StageErrorGuard
 from pipeline.commit_stage import CommitSpec, table_from_ipc
 from pipeline.config import PipelineConfig
 from pipeline.done import decided_candidates, ingested_keys, not_done
 from pipeline.faults import kill_after_commit
-from pipeline.plan_files import write_plan_files
-from pipeline.ray_adapter import apply_stages, check_wiring, commit_manifests, dataset_from_parquet, dataset_from_table
+from pipeline.plan_files import failure_url, plan_file_urls, write_plan_files
+from pipeline.ray_adapter import (
+    apply_stages,
+    check_wiring,
+    commit_manifests,
+    dataset_from_plan_files,
+    dataset_from_table,
+)
 from qc.stage import QCStage
 from stages.corpus import list_corpus
 from stages.expression_transfer import ExpressionTransferStage
 from stages.identity_swap import IdentitySwapStage
 from stages.ingest import IngestStage
-from stages.pairing import PLAN_SCHEMA, PLAN_SOURCE_COLUMNS, plan_round_chunks
+from stages.pairing import PLAN_SCHEMA, PLAN_SOURCE_COLUMNS, plan_round_stream
 
 log = logging.getLogger(__name__)
 
@@ -218,29 +226,53 @@ def _run_generation(cfg: PipelineConfig, store: ManifestStore, run_root: str, ro
                     stages: list) -> PhaseStats:
     started = time.monotonic()
     run_id = cfg.resolved_run_id()
+    options = dict(cfg.run.storage_options)
     batch = min(s(cfg, run_root).resources.batch_size for s in stages)
     sources = store.read_table("sources", PLAN_SOURCE_COLUMNS)
-    chunks, plan_refused = plan_round_chunks(sources, cfg, round_index,
-                                             plan_block_rows(cfg, sources.num_rows, batch * 2))
-    rejects = store.read_table("rejects", ["item_id", "round", "stage"])
-    refused_done = set(pc.filter(rejects["item_id"], pc.and_(pc.equal(rejects["stage"], "pairing"),
-                                                              pc.equal(rejects["round"], round_index))).to_pylist())
-    del rejects
-    refused = [r for r in plan_refused if r["item_id"] not in refused_done]
+    rows = plan_block_rows(cfg, sources.num_rows, batch * 2)
+    plan = plan_round_stream(sources, cfg, round_index, rows)
+    del sources
+    done = decided_candidates(store, round_index)
+    todo = plan.size - len(done)
+    urls = plan_file_urls(run_root, round_index, -(-plan.size // rows), options)
+    log.info("round %d: %d candidates planned, %d already decided, %d to do (%d plan files of %d rows)", round_index,
+             plan.size, len(done), todo, len(urls), rows)
+    # The plan is written by a thread while Ray Data already reads its first files.
+    written: dict = {}
+
+    def write() -> None:
+        try:
+            written["counts"] = write_plan_files(plan.chunks, done, urls, options)
+        except BaseException as exc:  # noqa: BLE001 - re-raised on the driver thread below
+            written["error"] = exc
+            fs, path = fsspec.core.url_to_fs(failure_url(run_root, round_index), **options)
+            atomic_write_bytes(fs, path, repr(exc).encode())
+
+    writer = threading.Thread(target=write, name=f"plan-r{round_index}", daemon=True)
+    writer.start()
+    try:
+        if todo:
+            check_wiring(stages, PLAN_SCHEMA.names, cfg, run_root)
+            spec = CommitSpec(run_root, options, partial(_generation_split, run_id=run_id,
+                                                         fingerprint=cfg.data_fingerprint()),
+                              "candidate_id", f"gen-r{round_index}-", "reason",
+                              {"phase": "generate", "round": round_index}, cfg.run.fault_injection)
+            failure = failure_url(run_root, round_index)
+            _stream(lambda: apply_stages(dataset_from_plan_files(urls, failure, options), stages, cfg, run_root),
+                    spec, store, cfg, Progress(f"round {round_index}", todo))
+    finally:
+        writer.join()
+    if "error" in written:
+        raise written["error"]
+    refused_done = _pairing_refusals_done(store, round_index)
+    refused = [r for r in plan.refused if r["item_id"] not in refused_done]
     if refused:
         store.commit(shard_key([r["item_id"] for r in refused], f"pairing-r{round_index}-"),
                      {"rejects": _rejects_rows(refused, round_index, run_id)}, {"phase": "pairing"})
-    done = decided_candidates(store, round_index)
-    files, planned, todo = write_plan_files(chunks, done, run_root, round_index, dict(cfg.run.storage_options))
-    del sources, chunks
-    log.info("round %d: %d candidates planned, %d already decided, %d to do (%d plan files)", round_index, planned,
-             planned - todo, todo, len(files))
-    if todo:
-        check_wiring(stages, PLAN_SCHEMA.names, cfg, run_root)
-        spec = CommitSpec(run_root, dict(cfg.run.storage_options),
-                          partial(_generation_split, run_id=run_id, fingerprint=cfg.data_fingerprint()),
-                          "candidate_id", f"gen-r{round_index}-", "reason", {"phase": "generate", "round": round_index},
-                          cfg.run.fault_injection)
-        _stream(lambda: apply_stages(dataset_from_parquet(files, dict(cfg.run.storage_options)), stages, cfg,
-                                     run_root), spec, store, cfg, Progress(f"round {round_index}", todo))
-    return PhaseStats(todo, planned - todo, time.monotonic() - started)
+    return PhaseStats(todo, len(done), time.monotonic() - started)
+
+
+def _pairing_refusals_done(store: ManifestStore, round_index: int) -> set[str]:
+    rejects = store.read_table("rejects", ["item_id", "round", "stage"])
+    return set(pc.filter(rejects["item_id"], pc.and_(pc.equal(rejects["stage"], "pairing"),
+                                                      pc.equal(rejects["round"], round_index))).to_pylist())

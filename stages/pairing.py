@@ -133,26 +133,34 @@ def _closest(ref: int, candidates: list[int], expr: list, keys: list[str], desc:
 
 
 def plan_round(sources: pa.Table, cfg: PipelineConfig, round_index: int) -> RoundPlan:
-    chunks, refused = plan_round_chunks(sources, cfg, round_index, chunk_rows=1 << 62)
-    tables = list(chunks)
-    return RoundPlan(pa.concat_tables(tables) if tables else PLAN_SCHEMA.empty_table(), refused)
+    stream = plan_round_stream(sources, cfg, round_index, chunk_rows=1 << 62)
+    tables = list(stream.chunks)
+    plan = pa.concat_tables(tables).sort_by("candidate_id") if tables else PLAN_SCHEMA.empty_table()
+    return RoundPlan(plan, stream.refused)
 
 
-def plan_round_chunks(sources: pa.Table, cfg: PipelineConfig, round_index: int,
-                      chunk_rows: int) -> tuple[Iterator[pa.Table], list[dict]]:
-    """The round's plan (sorted by candidate_id) as PLAN_SCHEMA tables of at most `chunk_rows` rows, made one at a time
-    (the list columns are gathered per chunk), and the refusals."""
+@dataclass
+class PlanStream:
+    """A round's plan made lazily: `size` candidates (known before the first chunk), `chunks` of at most
+    chunk_rows PLAN_SCHEMA rows in identity order (each chunk sorted by candidate_id), and the refusals, complete
+    once `chunks` is exhausted."""
+
+    size: int
+    chunks: Iterator[pa.Table]
+    refused: list[dict]
+
+
+def plan_round_stream(sources: pa.Table, cfg: PipelineConfig, round_index: int, chunk_rows: int) -> PlanStream:
+    """plan_round, one chunk at a time: the first chunk is ready after its identities are planned, and the list
+    columns (landmarks, embeddings) are gathered per chunk, so no whole-round plan is ever held."""
     refused: list[dict] = []
     src = sources.select(PLAN_SOURCE_COLUMNS)
     rows = {c: src.column(c).to_pylist() for c in _SCALAR_COLUMNS}
-    keys, expr, sha = rows["input_key"], rows["expression"], rows["file_sha256"]
     desc = _descriptors(src.column("expression_descriptor"))
     by_identity: dict[str, list[int]] = defaultdict(list)
     for i in _drop_duplicates(rows, refused):
         by_identity[rows["identity"][i]].append(i)
     identities = sorted(by_identity)
-    fingerprint = cfg.data_fingerprint()
-    seed = cfg.run.seed
     # j is drawn from i's release split (pairing.split_closed) when that split has another identity.
     pools: dict[str, list[str]] = {"": identities}
     pool_of: dict[str, str] = {ident: "" for ident in identities}
@@ -163,6 +171,20 @@ def plan_round_chunks(sources: pa.Table, cfg: PipelineConfig, round_index: int,
                    for ident in members}
         pool_of = {ident: pool_of.get(ident, "") for ident in identities}
     pool_position = {name: {ident: k for k, ident in enumerate(members)} for name, members in pools.items()}
+    max_targets = cfg.pairing.max_targets_per_identity
+    size = sum(min(len(by_identity[i]), max_targets or len(by_identity[i])) for i in identities
+               if len(by_identity[i]) >= 2 and len(pools[pool_of[i]]) > 1)
+    return PlanStream(size, _plan_chunks(identities, by_identity, pools, pool_of, pool_position, rows, src, desc,
+                                         refused, cfg, round_index, chunk_rows), refused)
+
+
+def _plan_chunks(identities: list[str], by_identity: dict[str, list[int]], pools: dict[str, list[str]],
+                 pool_of: dict[str, str], pool_position: dict[str, dict[str, int]], rows: dict[str, list],
+                 src: pa.Table, desc: np.ndarray, refused: list[dict], cfg: PipelineConfig, round_index: int,
+                 chunk_rows: int) -> Iterator[pa.Table]:
+    keys, expr, sha = rows["input_key"], rows["expression"], rows["file_sha256"]
+    fingerprint = cfg.data_fingerprint()
+    seed = cfg.run.seed
     # one entry per planned candidate: (candidate_id, item_seed, identity, j, t, s, carrier, swap)
     plan: list[tuple[str, int, str, str, int, int, int, int]] = []
     for identity in identities:
@@ -192,12 +214,13 @@ def plan_round_chunks(sources: pa.Table, cfg: PipelineConfig, round_index: int,
             cid = _h(fingerprint, round_index, seed, sha[t], sha[s], sha[carrier], sha[swap])[:16]
             item_seed = int(_h(seed, round_index, cid)[:8], 16) & 0x7FFFFFFF
             plan.append((cid, item_seed, identity, j, t, s, carrier, swap))
-    plan.sort(key=lambda p: p[0])
-
-    def chunks() -> Iterator[pa.Table]:
-        for start in range(0, len(plan), chunk_rows):
-            yield _plan_table(plan[start:start + chunk_rows], rows, src, round_index)
-    return chunks(), refused
+            if len(plan) >= chunk_rows:
+                plan.sort(key=lambda p: p[0])
+                yield _plan_table(plan, rows, src, round_index)
+                plan = []
+    if plan:
+        plan.sort(key=lambda p: p[0])
+        yield _plan_table(plan, rows, src, round_index)
 
 
 def _plan_table(plan: list[tuple], rows: dict[str, list], src: pa.Table, round_index: int) -> pa.Table:
