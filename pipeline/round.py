@@ -99,7 +99,7 @@ def _lost_workers(exc: BaseException) -> bool:
     """True if the failure is a dead actor/worker/node or a lost object (not a bug in our code or data)."""
     import ray.exceptions as rex
     lost = (rex.ActorDiedError, rex.ActorUnavailableError, rex.ObjectLostError, rex.NodeDiedError,
-            rex.WorkerCrashedError, rex.OwnerDiedError)
+            rex.WorkerCrashedError, rex.OwnerDiedError, rex.OutOfMemoryError)
     seen: set[int] = set()
     stack: list[BaseException | None] = [exc]
     while stack:
