@@ -129,6 +129,12 @@ class CommitBuffer:
         if self.pending_rows >= self.rows or (self.pending and time.monotonic() - self.last_flush >= self.seconds):
             self.flush()
 
+    def hold(self, batch: pa.Table) -> None:
+        """Keep rows pending without committing anything now."""
+        if batch.num_rows:
+            self.pending.append(batch)
+            self.pending_rows += batch.num_rows
+
     def flush(self, keep: Callable[[pa.Table], pa.Table] | None = None) -> None:
         """Commit pending rows; `keep` may filter them first (used when aborting)."""
         if not self.pending:

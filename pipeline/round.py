@@ -71,11 +71,13 @@ def _consume(ds, spec: CommitSpec, held: CommitBuffer, progress: Progress, guard
         for stats in ds.iter_batches(batch_format="pyarrow", batch_size=None):
             for row in stats.to_pylist():
                 progress.update_counts(row["rows"], Counter(json.loads(row["outcomes"])))
-                if row["held"] is not None:
-                    held.add(table_from_ipc(row["held"]))
                 if row["shard"] is not None:
                     kill_after_commit(spec.prefix)  # testing hook, inert unless its variable is set
                 guard.check_counts(row["rows"], row["stage_errors"], row["first_error"])
+                if row["held"] is not None:
+                    # stage_error rows are committed only once the guard has seen enough items to judge the model
+                    table = table_from_ipc(row["held"])
+                    held.add(table) if guard.processed >= guard.min_items else held.hold(table)
     except Exception:
         held.flush(keep=_drop_stage_errors)
         raise
