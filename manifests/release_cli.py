@@ -32,6 +32,9 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--license", help="licence id for the dataset card (default: release.license)")
     c.add_argument("--batch-size", type=int, default=256)
     c.add_argument("--no-verify", action="store_true", help="skip re-hashing the new release's files")
+    c.add_argument("--ray", action="store_true", help="release the run's manifest files in parallel on Ray Data "
+                   "(ray.address of the config, else a local Ray)")
+    c.add_argument("--num-cpus", type=int, help="CPUs of a local Ray started for --ray (default: all)")
     _common(c)
     v = sub.add_parser("verify", help="re-hash every file of a release; exit 1 on any difference")
     v.add_argument("name")
@@ -99,7 +102,9 @@ def _created(rel: Release) -> str:
     i = rel.info
     per_split = ", ".join(f"{k} {v['triples']}" for k, v in i["stats"]["splits"].items())
     return (f"release {rel.name}: {i['stats']['triples']} triples ({per_split}), {i['stats']['images']} images, "
-            f"{i['stats']['excluded_cross_split']} cross-split triples left out\n  -> {rel.root}")
+            f"{i['stats']['excluded_cross_split']} cross-split triples left out; "
+            f"{i['stats'].get('pool_image_bytes_added', 0) / 1e6:.1f} MB of new images in the shared pool\n"
+            f"  -> {rel.root}")
 
 
 def _print_verify(rel: Release) -> int:
@@ -118,9 +123,16 @@ def main(argv: list[str] | None = None) -> int:
     cfg, output_root, releases_root = _roots(args)
     try:
         if args.cmd == "create":
+            mapper = None
+            if args.ray:
+                from pipeline.publish_on_ray import ray_file_mapper, start_ray
+
+                start_ray(cfg.ray, args.num_cpus)
+                mapper = ray_file_mapper()
             rel = create_release(resolve_run(output_root, args.run), args.name, releases_root,
                                  rounds=args.rounds, splits=_parse_splits(args.split) or dict(cfg.release.splits),
-                                 license=args.license or cfg.release.license, batch_size=args.batch_size)
+                                 license=args.license or cfg.release.license, batch_size=args.batch_size,
+                                 map_files=mapper)
             print(_created(rel))
             if args.no_verify:
                 return 0

@@ -222,3 +222,79 @@ def test_ciep_query_spans_releases(finished_run, release, capsys):
     expect = Counter((RELEASE, r["split"]) for r in _triples(release))
     expect.update(Counter(("round0-only", r["split"]) for r in _triples(open_release(root, "round0-only"))))
     assert got == dict(expect)
+
+
+# -- one image pool per releases root; releases on Ray Data; ids by content, not by run name ----------------
+def _pool_bytes(releases_root: Path) -> tuple[int, int]:
+    files = [p for p in (releases_root / "_pool").rglob("*") if p.is_file()]
+    return len(files), sum(p.stat().st_size for p in files)
+
+
+def test_a_second_release_of_the_same_triples_adds_no_image_bytes(tmp_path: Path):
+    run = tmp_path / "run"
+    write_synthetic_run(str(run), identities=8, candidates_per_round=40)
+    root = tmp_path / "releases"
+    first = create_release(str(run), "first", str(root), splits={"train": 1.0})
+    pool_after_first = _pool_bytes(root)
+    assert pool_after_first[1] == first.info["stats"]["image_bytes"] == first.info["stats"]["pool_image_bytes_added"]
+    second = create_release(str(run), "second", str(root), splits={"train": 1.0})
+    assert _pool_bytes(root) == pool_after_first
+    assert second.info["stats"]["pool_image_bytes_added"] == 0 and second.info["stats"]["image_bytes"] > 0
+    assert not (Path(second.root) / "images").exists()
+    assert verify_release(first).ok and verify_release(second).ok
+    # verify still re-hashes every image a release references: a damaged pool image fails both releases.
+    victim = Path(second.path(_triples(second)[0]["t_file"]))
+    original = victim.read_bytes()
+    data = bytearray(original)
+    data[len(data) // 2] ^= 0xFF
+    victim.write_bytes(bytes(data))
+    for rel in (first, second):
+        assert ("sha256", _triples(second)[0]["t_file"]) in {(p.kind, p.path) for p in verify_release(rel).problems}
+    # Exports read pool images through the release.
+    victim.write_bytes(original)
+    assert verify_release(second).ok
+    assert export_release(second, "imagefolder", str(tmp_path / "imf")).triples == second.info["stats"]["triples"]
+
+
+def test_release_on_ray_data_equals_the_local_one(ray_session, tmp_path: Path):
+    from pipeline.publish_on_ray import ray_file_mapper
+    run = tmp_path / "run"
+    write_synthetic_run(str(run), identities=8, candidates_per_round=60, rounds=2, commit_rows=20)
+    root = tmp_path / "releases"
+    here = create_release(str(run), "here", str(root), splits={"train": 0.5, "test": 0.5})
+    on_ray = create_release(str(run), "onray", str(root), splits={"train": 0.5, "test": 0.5},
+                            map_files=ray_file_mapper())
+    assert len(ManifestStore.open(str(run)).committed_files("triples")) > 2  # several tasks
+    def rows(rel):
+        return sorted(({k: v for k, v in r.items() if k != "release"} for r in _triples(rel)),
+                      key=lambda r: r["triple_id"])
+    assert rows(on_ray) == rows(here)
+    assert on_ray.info["stats"]["excluded_cross_split"] == here.info["stats"]["excluded_cross_split"] > 0
+    assert on_ray.info["stats"]["pool_image_bytes_added"] == 0 and verify_release(on_ray).ok
+
+
+def test_run_name_is_not_part_of_the_data_fingerprint():
+    from pipeline.config import load_config
+    a, b = load_config(overrides=["run.name=alpha"]), load_config(overrides=["run.name=beta"])
+    assert a.data_fingerprint() == b.data_fingerprint() and a.resolved_run_id() != b.resolved_run_id()
+    assert load_config(overrides=["run.seed=99"]).data_fingerprint() != a.data_fingerprint()
+
+
+def test_two_runs_differing_only_in_name_release_the_same_triples(finished_run, release, tmp_path: Path):
+    """A triple's id comes from its content (image hashes, models, seeds, data config), so `ciep release diff`
+    between releases of two runs that made byte-identical triples shows them all in common."""
+    from pipeline.run_idi import run_idi
+    cfg = finished_run.cfg.model_copy(update={"run": finished_run.cfg.run.model_copy(update={"name": "renamed"})})
+    result = run_idi(cfg)
+    assert result["timing"]["run_id"] != finished_run.run_id
+    other = create_release(result["timing"]["run_url"], "renamed-v1", finished_run.releases_root, splits=SPLITS)
+    d = diff_releases(release, other)
+    assert d.added == [] and d.removed == [] and d.common == d.count_a == d.count_b > 0
+    assert all(s["changed"] == 0 for s in d.score_shifts.values())
+    a = {r["triple_id"]: r for r in _triples(release)}
+    for r in _triples(other):
+        assert [r[f"{k}_sha256"] for k in "srt"] == [a[r["triple_id"]][f"{k}_sha256"] for k in "srt"]
+        assert r["run_id"] != a[r["triple_id"]]["run_id"]
+    # Same bytes, one pool: the second release wrote no image.
+    assert other.info["stats"]["pool_image_bytes_added"] == 0
+    assert verify_release(other).ok
