@@ -148,7 +148,7 @@ def test_verify_reports_every_tampered_file(finished_run, tmp_path: Path, capsys
     data[len(data) // 2] ^= 0xFF  # same size, different content
     flipped.write_bytes(bytes(data))
     deleted.unlink()
-    (folder / "images" / "00").mkdir(exist_ok=True)
+    (folder / "images" / "00").mkdir(parents=True, exist_ok=True)  # releases keep no images of their own now
     (folder / "images" / "00" / "extra.png").write_bytes(b"not in the manifest")
     (folder / "README.md").write_text((folder / "README.md").read_text() + "\nedited\n")
     report = verify_release(rel)
