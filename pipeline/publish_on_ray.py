@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 from collections.abc import Callable, Iterator
 from dataclasses import asdict
 
@@ -22,21 +21,16 @@ from manifests.export import ShardMapper
 from manifests.release import FileMapper, Release, ReleaseJob
 from manifests.writers import ShardResult, ShardSpec, Writer
 from pipeline.config import RayConfig
+from pipeline.ray_adapter import init_ray
 
 log = logging.getLogger(__name__)
 
 
 def start_ray(cfg: RayConfig, num_cpus: int | None = None) -> None:
     """Join the configured cluster (or RAY_ADDRESS), else start a local Ray with `num_cpus` CPUs."""
-    if ray.is_initialized():
-        return
-    address = cfg.address or os.environ.get("RAY_ADDRESS")
-    if address:
-        ray.init(address=address, logging_level=logging.WARNING)
-    else:
-        ray.init(address="local", num_cpus=num_cpus or cfg.num_cpus, include_dashboard=False,
-                 logging_level=logging.WARNING)
+    init_ray(cfg.model_copy(update={"num_cpus": num_cpus}) if num_cpus else cfg)
     ray.data.DataContext.get_current().enable_progress_bars = False  # the driver draws one bar per phase
+    logging.getLogger("ray.data").setLevel(logging.WARNING)  # no per-dataset "Starting execution" lines
 
 
 def _stream(items: list[str], fn: Callable[[dict], dict], num_cpus: float) -> Iterator[dict]:
