@@ -13,7 +13,7 @@ throughput per format with a local Ray of 1 and then 2 worker CPUs (fresh proces
 repeated), release creation on Ray with 1 and 2 CPUs, and the image bytes a second release of the same
 triples adds to the releases root's shared pool (measured on disk).
 
-    python benchmarks/bench_export.py --publish 1200 --repeat 2 --append benchmarks/RESULTS.md
+    python benchmarks/bench_export.py --publish 960 --tasks 8 --repeat 2 --append benchmarks/RESULTS.md
 """
 
 from __future__ import annotations
@@ -129,11 +129,11 @@ def _dir_bytes(path: Path) -> tuple[int, int]:
     return len(files), sum(p.stat().st_size for p in files)
 
 
-def run_publish(n: int, repeat: int, workdir: Path) -> dict:
+def run_publish(n: int, repeat: int, workdir: Path, tasks: int = 8) -> dict:
     from manifests.release import create_release
     from manifests.synthetic import write_synthetic_run
 
-    rows = max(8, n // 16)  # 16 shards / run manifest files: work for every CPU
+    rows = max(8, n // tasks)  # run manifest files / export shards: tasks of a few seconds, work for every CPU
     run_dir, releases = workdir / "run", workdir / "releases"
     # identities=n: 2n distinct 256x256 synthetic faces-sized images (smooth noise PNGs), so the pool is not tiny
     write_synthetic_run(str(run_dir), identities=n, candidates_per_round=n, all_accepted=True,
@@ -160,7 +160,7 @@ def run_publish(n: int, repeat: int, workdir: Path) -> dict:
                 measured.append(_run_child("--step", f"ray-{fmt}", "--cpus", str(cpus), "--releases",
                                            str(releases), "--name", "first", "--out", str(out), "--rows", str(rows)))
                 shutil.rmtree(out)
-    return dict(n=n, rows=rows, repeat=repeat, measured=measured, pool=pool)
+    return dict(n=n, rows=rows, tasks=-(-n // rows), repeat=repeat, measured=measured, pool=pool)
 
 
 def publish_markdown(res: dict) -> str:
@@ -172,10 +172,11 @@ def publish_markdown(res: dict) -> str:
     lines = [PUBLISH_HEADING, "",
              f"- machine: {platform.machine()}, {cpu}, {_cores()} CPU cores shared with other jobs (load average "
              f"at the end {load}), local disk; Python {platform.python_version()}",
-             f"- command: `python benchmarks/bench_export.py --publish {res['n']} --repeat {res['repeat']}`",
+             f"- command: `python benchmarks/bench_export.py --publish {res['n']} --tasks {res['tasks']} "
+             f"--repeat {res['repeat']}`",
              f"- data: a synthetic run of {res['n']} accepted triples (real schemas; distinct 256x256 smooth-noise "
              f"PNGs, about 2 per triple), {res['rows']} triples per run manifest file and per export shard, "
-             "so 16 tasks per step",
+             f"so {res['tasks']} tasks per step",
              "- each row: a fresh process starting a local Ray with that many CPUs, worker processes warmed up, "
              "then the step on Ray Data (pipeline/publish_on_ray.py); best and all of the repeats", "",
              "| step | 1 CPU: s (best) | 2 CPUs: s (best) | triples/s 1 CPU | triples/s 2 CPUs | speed-up "
@@ -282,6 +283,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", help=argparse.SUPPRESS)
     p.add_argument("--publish", type=int, metavar="N", help="measure the Ray Data publish path on N triples")
     p.add_argument("--repeat", type=int, default=2, help="repeats per --publish measurement")
+    p.add_argument("--tasks", type=int, default=8, help="tasks (run manifest files, export shards) per --publish step")
     p.add_argument("--cpus", type=int, help=argparse.SUPPRESS)
     p.add_argument("--rows", type=int, help=argparse.SUPPRESS)
     args = p.parse_args(argv)
@@ -290,7 +292,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if args.publish:
         with tempfile.TemporaryDirectory(prefix="bench_publish_", dir=args.workdir) as tmp:
-            res = run_publish(args.publish, args.repeat, Path(tmp))
+            res = run_publish(args.publish, args.repeat, Path(tmp), args.tasks)
         text = publish_markdown(res)
         sys.stdout.write(text)
         if args.append:

@@ -25,6 +25,7 @@ from typing import Any, ClassVar
 import fsspec
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from manifests.release import CARD, Release
@@ -137,13 +138,13 @@ def _value_counts(col: pa.ChunkedArray) -> tuple[list, list]:
 
 def read_shard_rows(release: Release, spec: ShardSpec) -> list[dict]:
     """The manifest rows of one shard, with the derived columns (caption) filled in."""
-    landmark_cols = str(release.info.get("format_version", "1")) >= "2"
+    landmark_cols = int(release.info.get("format_version", 1)) >= 2
     cols = [c for c in _MANIFEST_COLUMNS if landmark_cols or c not in _LANDMARK_COLUMNS]
     rows: list[dict] = []
     for path, start, stop in spec.parts:
         with release.fs.open(path, "rb") as fh:
             t = pq.read_table(fh, columns=cols)
-        t = t.filter(pa.compute.equal(t.column("split"), spec.split)).slice(start, stop - start)
+        t = t.filter(pc.equal(t.column("split"), spec.split)).slice(start, stop - start)
         rows += t.to_pylist()
     for r in rows:
         r["text"] = caption(r["expression"])

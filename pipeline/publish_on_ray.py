@@ -16,9 +16,10 @@ from dataclasses import asdict
 
 import ray
 import ray.data
+import ray.exceptions
 
 from manifests.export import ShardMapper
-from manifests.release import FileMapper, Release, ReleaseJob
+from manifests.release import FileMapper, Release, ReleaseError, ReleaseJob
 from manifests.writers import ShardResult, ShardSpec, Writer
 from pipeline.config import RayConfig
 from pipeline.ray_adapter import init_ray
@@ -38,7 +39,25 @@ def _stream(items: list[str], fn: Callable[[dict], dict], num_cpus: float) -> It
     if not items:
         return
     ds = ray.data.from_items([{"spec": s} for s in items], override_num_blocks=len(items))
-    yield from ds.map(fn, num_cpus=num_cpus).iter_rows()
+    try:
+        yield from ds.map(fn, num_cpus=num_cpus).iter_rows()
+    except Exception as err:
+        raise _release_error(err) or err from None
+
+
+def _release_error(err: BaseException) -> ReleaseError | None:
+    """The ReleaseError a task raised, out of Ray's wrappers (so the CLI prints it as one line)."""
+    seen: set[int] = set()
+    todo: list[BaseException | None] = [err]
+    while todo:
+        e = todo.pop()
+        if e is None or id(e) in seen:
+            continue
+        seen.add(id(e))
+        if isinstance(e, ReleaseError) and not isinstance(e, ray.exceptions.RayTaskError):
+            return e
+        todo += [e.__cause__, e.__context__, getattr(e, "cause", None)]
+    return None
 
 
 def ray_shard_mapper(num_cpus: float = 1.0) -> ShardMapper:

@@ -298,3 +298,32 @@ def test_two_runs_differing_only_in_name_release_the_same_triples(finished_run, 
     # Same bytes, one pool: the second release wrote no image.
     assert other.info["stats"]["pool_image_bytes_added"] == 0
     assert verify_release(other).ok
+
+
+def test_a_bad_image_fails_a_ray_release_with_the_plain_error(ray_session, tmp_path: Path):
+    from pipeline.publish_on_ray import ray_file_mapper
+    run = tmp_path / "run"
+    write_synthetic_run(str(run), identities=8, candidates_per_round=40, commit_rows=10)
+    victim = Path(ManifestStore.open(str(run)).read_table("triples").column("t_path")[0].as_py())
+    victim.write_bytes(victim.read_bytes() + b"!")
+    root = tmp_path / "releases"
+    with pytest.raises(ReleaseError, match="changed since the run wrote it"):
+        create_release(str(run), "v1", str(root), splits={"train": 1.0}, map_files=ray_file_mapper())
+    assert not (root / "v1").exists() and _staging_empty(root) and not list((root / "_claims").iterdir())
+
+
+def test_progress_bars_for_create_verify_export_and_their_switch(tmp_path: Path, monkeypatch, capsys):
+    run = tmp_path / "run"
+    write_synthetic_run(str(run), identities=8, candidates_per_round=40)
+    monkeypatch.setenv("CIEP_PROGRESS_BARS", "1")
+    rel = create_release(str(run), "v1", str(tmp_path / "rel"), splits={"train": 1.0})
+    verify_release(rel)
+    export_release(rel, "webdataset", str(tmp_path / "wds"))
+    err = capsys.readouterr().err
+    for phase, unit in (("release v1", "shard/s"), ("verify v1", "triple/s"), ("export v1 webdataset", "triple/s")):
+        assert phase in err and unit in err, err
+    assert "100%" in err
+    monkeypatch.setenv("CIEP_PROGRESS_BARS", "0")
+    verify_release(rel)
+    export_release(rel, "webdataset", str(tmp_path / "wds2"))
+    assert capsys.readouterr().err == ""
