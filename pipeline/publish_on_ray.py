@@ -16,7 +16,6 @@ from dataclasses import asdict
 
 import ray
 import ray.data
-import ray.exceptions
 
 from manifests.export import ShardMapper
 from manifests.release import FileMapper, Release, ReleaseError, ReleaseJob
@@ -35,29 +34,21 @@ def start_ray(cfg: RayConfig, num_cpus: int | None = None) -> None:
 
 
 def _stream(items: list[str], fn: Callable[[dict], dict], num_cpus: float) -> Iterator[dict]:
-    """fn over {"spec": item} rows, one block (task) per item, results streamed back as they finish."""
+    """fn over {"spec": item} rows, one block (task) per item, results streamed back as they finish.
+
+    A task reports bad input as an "error" field; the first one is raised as ReleaseError once every task has
+    finished, so the caller's cleanup never races a task still writing."""
     if not items:
         return
     ds = ray.data.from_items([{"spec": s} for s in items], override_num_blocks=len(items))
-    try:
-        yield from ds.map(fn, num_cpus=num_cpus).iter_rows()
-    except Exception as err:
-        raise _release_error(err) or err from None
-
-
-def _release_error(err: BaseException) -> ReleaseError | None:
-    """The ReleaseError a task raised, out of Ray's wrappers (so the CLI prints it as one line)."""
-    seen: set[int] = set()
-    todo: list[BaseException | None] = [err]
-    while todo:
-        e = todo.pop()
-        if e is None or id(e) in seen:
-            continue
-        seen.add(id(e))
-        if isinstance(e, ReleaseError) and not isinstance(e, ray.exceptions.RayTaskError):
-            return e
-        todo += [e.__cause__, e.__context__, getattr(e, "cause", None)]
-    return None
+    error = ""
+    for row in ds.map(fn, num_cpus=num_cpus).iter_rows():
+        if row.get("error"):
+            error = error or row["error"]
+        elif not error:
+            yield row
+    if error:
+        raise ReleaseError(error)
 
 
 def ray_shard_mapper(num_cpus: float = 1.0) -> ShardMapper:
@@ -65,8 +56,11 @@ def ray_shard_mapper(num_cpus: float = 1.0) -> ShardMapper:
 
     def mapper(writer: Writer, release: Release, specs: list[ShardSpec]) -> Iterator[ShardResult]:
         def export_shard(row: dict) -> dict:  # the name Ray Data shows: Map(export_shard)
-            res = writer.run_shard(release, ShardSpec.from_json(row["spec"]))
-            return {"result": json.dumps(asdict(res))}
+            try:
+                return {"result": json.dumps(asdict(writer.run_shard(release, ShardSpec.from_json(row["spec"])))),
+                        "error": ""}
+            except ReleaseError as err:  # bad input: reported as itself, not as a Ray traceback
+                return {"result": "", "error": str(err)}
 
         for row in _stream([s.to_json() for s in specs], export_shard, num_cpus):
             yield ShardResult(**json.loads(row["result"]))
@@ -80,7 +74,10 @@ def ray_file_mapper(num_cpus: float = 1.0) -> FileMapper:
     def mapper(task: Callable[[ReleaseJob, str], dict[str, int]], job: ReleaseJob,
                files: list[str]) -> Iterator[dict[str, int]]:
         def release_run_file(row: dict) -> dict:  # the name Ray Data shows: Map(release_run_file)
-            return {"counts": json.dumps(task(job, row["spec"]))}
+            try:
+                return {"counts": json.dumps(task(job, row["spec"])), "error": ""}
+            except ReleaseError as err:  # bad input (e.g. an image changed since the run): reported as itself
+                return {"counts": "", "error": str(err)}
 
         from manifests.progress import progress
 
