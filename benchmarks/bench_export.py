@@ -205,8 +205,10 @@ def publish_markdown(res: dict) -> str:
 
 
 def _run_child(*argv: str) -> dict:
-    out = subprocess.run([sys.executable, __file__, "--child", *argv], check=True, capture_output=True, text=True,
+    out = subprocess.run([sys.executable, __file__, "--child", *argv], capture_output=True, text=True,
                          env={**os.environ, "PYTHONPATH": str(REPO)})
+    if out.returncode:
+        raise RuntimeError(f"child {' '.join(argv[:4])} failed ({out.returncode}):\n{out.stderr[-3000:]}")
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
