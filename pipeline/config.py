@@ -96,9 +96,10 @@ class TrainConfig(Strict):
 
 
 
-# Keys that change how a run executes, not what data it makes.
-_RUN_KEYS_NOT_IN_FINGERPRINT = {"output_root", "run_id", "rounds", "commit_rows", "commit_seconds", "plan_block_rows",
-                                "max_stage_error_rate", "min_items_for_abort", "storage_options",
+# Keys that change how a run executes, not what data it makes. `name` is not data either: two runs that differ
+# only in name make the same candidate (triple) ids and bytes; their run ids still differ (<name>-<fingerprint>).
+_RUN_KEYS_NOT_IN_FINGERPRINT = {"name", "output_root", "run_id", "rounds", "commit_rows", "commit_seconds",
+                                "plan_block_rows", "max_stage_error_rate", "min_items_for_abort", "storage_options",
                                 "fault_injection"}
 
 

@@ -149,8 +149,9 @@ PLAN_READ_CPUS = 0.25
 
 def commit_manifests(ds: ray.data.Dataset, spec: CommitSpec, rows: int) -> ray.data.Dataset:
     """The phase's last stage: each task commits `rows` result rows as one shard and yields one stats row."""
-    return ds.map_batches(commit_batch, fn_kwargs={"spec": spec}, batch_size=rows, batch_format="pyarrow",
-                          num_cpus=COMMIT_TASK_CPUS)
+    # fn_kwargs, not functools.partial: Ray Data names the operator after the function (MapBatches(commit_batch)).
+    return ds.map_batches(commit_batch, fn_kwargs={"spec": spec},  # type: ignore[arg-type]  # kwargs via fn_kwargs
+                          batch_size=rows, batch_format="pyarrow", num_cpus=COMMIT_TASK_CPUS)
 
 
 def _read_plan_files(batch: pa.Table, run: Location, failure: str) -> pa.Table:
@@ -164,8 +165,9 @@ def dataset_from_plan_files(urls: list[str], failure: str, run: Location) -> ray
     Not ray.data.read_parquet: the files do not all exist yet, and its file-listing task asks for a whole CPU,
     which a small cluster whose CPUs the stage actors already hold never frees (the round then hangs)."""
     files = ray.data.from_arrow([pa.table({"url": pa.array([u], pa.string())}) for u in urls])
-    return files.map_batches(_read_plan_files, fn_kwargs={"run": run, "failure": failure},
-                             batch_size=1, batch_format="pyarrow", num_cpus=PLAN_READ_CPUS)
+    return files.map_batches(_read_plan_files,  # type: ignore[arg-type]  # kwargs via fn_kwargs
+                             fn_kwargs={"run": run, "failure": failure}, batch_size=1, batch_format="pyarrow",
+                             num_cpus=PLAN_READ_CPUS)
 
 
 def dataset_from_table(table: pa.Table, rows_per_block: int) -> ray.data.Dataset:
