@@ -105,7 +105,7 @@ def run_anchor(cfg, url: str, n: int) -> float:
                             batch_size=res.batch_size,
                             batch_format="pyarrow", compute=ray.data.ActorPoolStrategy(min_size=1, max_size=1),
                             num_cpus=res.num_cpus)
-    ds.write_parquet(str(out))
+    ds.write_parquet(str(out), ray_remote_args={"num_cpus": 0.25})  # 1 CPU (the default) never frees here
     wall = time.time() - t0
     import pyarrow.parquet as pq
     rows = pq.read_table(str(out), columns=["candidate_id"]).num_rows
