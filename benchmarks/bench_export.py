@@ -7,12 +7,20 @@ then each export format) runs in a fresh child process; its peak RSS (VmHWM) is 
 the RSS after imports (VmHWM is reset after imports), so the difference is what the step itself held.
 
     python benchmarks/bench_export.py [--sizes 500 2000 8000] [--append benchmarks/RESULTS.md]
+
+`--publish N` measures instead the issue-12 publish path on Ray Data for a release of N triples: export
+throughput per format with a local Ray of 1 and then 2 worker CPUs (fresh processes, workers warmed up,
+repeated), release creation on Ray with 1 and 2 CPUs, and the image bytes a second release of the same
+triples adds to the releases root's shared pool (measured on disk).
+
+    python benchmarks/bench_export.py --publish 960 --tasks 8 --repeat 2 --append benchmarks/RESULTS.md
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import logging
 import os
 import platform
 import resource
@@ -29,6 +37,7 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 HEADING = "## Exports"
+PUBLISH_HEADING = "## Publishing on Ray Data (parallel exports and releases, shared image pool)"
 FORMATS = ("hf-parquet", "webdataset", "imagefolder")
 
 
@@ -86,9 +95,120 @@ def child(args: argparse.Namespace) -> dict:
                 peak_rss_mb=_status_mb("VmHWM"))
 
 
+def publish_child(args: argparse.Namespace) -> dict:
+    """One Ray step in this (fresh) process: a local Ray of `--cpus` CPUs, warmed up, then the step timed."""
+    import ray
+    import ray.data
+
+    from pipeline.publish_on_ray import ray_file_mapper, ray_shard_mapper
+    from publish.export import export_release
+    from publish.release import create_release, open_release
+
+    ray.init(address="local", num_cpus=args.cpus, include_dashboard=False, logging_level=logging.ERROR)
+    ctx = ray.data.DataContext.get_current()
+    ctx.enable_progress_bars = False
+    # Start every worker process before timing (Ray starts them lazily, ~1 s each on a loaded machine).
+    ray.data.range(4 * args.cpus, override_num_blocks=4 * args.cpus).map(lambda r: r, num_cpus=1).take_all()
+    start = time.perf_counter()
+    if args.step == "ray-create":
+        rel = create_release(args.run, args.name, args.releases, splits={"train": 1.0}, commit_rows=args.rows,
+                             map_files=ray_file_mapper())
+        n, mb = rel.info["stats"]["triples"], rel.info["stats"]["pool_image_bytes_added"] / 1e6
+    else:
+        fmt = args.step.removeprefix("ray-")
+        stats = export_release(open_release(args.releases, args.name), fmt, args.out, max_shard_rows=args.rows,
+                               map_shards=ray_shard_mapper())
+        n, mb = stats.triples, stats.bytes_written / 1e6
+    seconds = time.perf_counter() - start
+    ray.shutdown()
+    return dict(step=args.step, cpus=args.cpus, triples=n, mb=mb, seconds=seconds)
+
+
+def _dir_bytes(path: Path) -> tuple[int, int]:
+    files = [p for p in path.rglob("*") if p.is_file()]
+    return len(files), sum(p.stat().st_size for p in files)
+
+
+def run_publish(n: int, repeat: int, workdir: Path, tasks: int = 8) -> dict:
+    from manifests.synthetic import write_synthetic_run
+    from publish.release import create_release
+
+    rows = max(8, n // tasks)  # run manifest files / export shards: tasks of a few seconds, work for every CPU
+    run_dir, releases = workdir / "run", workdir / "releases"
+    # identities=n: 2n distinct 256x256 synthetic faces-sized images (smooth noise PNGs), so the pool is not tiny
+    write_synthetic_run(str(run_dir), identities=n, candidates_per_round=n, all_accepted=True,
+                        ingest_rejects=0, commit_rows=rows, image_size=256)
+    measured: list[dict] = []
+    for k in range(repeat):
+        for cpus in (1, 2):
+            root = workdir / f"rel-{k}-{cpus}"
+            measured.append(_run_child("--step", "ray-create", "--cpus", str(cpus), "--run", str(run_dir),
+                                       "--releases", str(root), "--name", "r", "--rows", str(rows)))
+            shutil.rmtree(root)
+    first = create_release(str(run_dir), "first", str(releases), splits={"train": 1.0})
+    pool_first = _dir_bytes(releases / "_pool")
+    second = create_release(str(run_dir), "second", str(releases), splits={"train": 1.0})
+    pool_second = _dir_bytes(releases / "_pool")
+    pool = dict(triples=first.info["stats"]["triples"], images=first.info["stats"]["images"],
+                image_bytes=first.info["stats"]["image_bytes"], pool_after_first=pool_first,
+                pool_after_second=pool_second, second_added=second.info["stats"]["pool_image_bytes_added"],
+                second_folder=_dir_bytes(Path(second.root)))
+    for k in range(repeat):
+        for fmt in FORMATS:
+            for cpus in (1, 2):
+                out = workdir / "out" / f"{fmt}-{cpus}-{k}"
+                measured.append(_run_child("--step", f"ray-{fmt}", "--cpus", str(cpus), "--releases",
+                                           str(releases), "--name", "first", "--out", str(out), "--rows", str(rows)))
+                shutil.rmtree(out)
+    return dict(n=n, rows=rows, tasks=-(-n // rows), repeat=repeat, measured=measured, pool=pool)
+
+
+def publish_markdown(res: dict) -> str:
+    try:
+        cpu = next(line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name"))
+    except (OSError, StopIteration):
+        cpu = platform.processor() or "unknown CPU"
+    load = ", ".join(f"{x:.1f}" for x in os.getloadavg())
+    lines = [PUBLISH_HEADING, "",
+             f"- machine: {platform.machine()}, {cpu}, {_cores()} CPU cores shared with other jobs (load average "
+             f"at the end {load}), local disk; Python {platform.python_version()}",
+             f"- command: `python benchmarks/bench_export.py --publish {res['n']} --tasks {res['tasks']} "
+             f"--repeat {res['repeat']}`",
+             f"- data: a synthetic run of {res['n']} accepted triples (real schemas; distinct 256x256 smooth-noise "
+             f"PNGs, about 2 per triple), {res['rows']} triples per run manifest file and per export shard, "
+             f"so {res['tasks']} tasks per step",
+             "- each row: a fresh process starting a local Ray with that many CPUs, worker processes warmed up, "
+             "then the step on Ray Data (pipeline/publish_on_ray.py); best and all of the repeats", "",
+             "| step | 1 CPU: s (best) | 2 CPUs: s (best) | triples/s 1 CPU | triples/s 2 CPUs | speed-up "
+             "| all runs (s) |",
+             "|---|---:|---:|---:|---:|---:|---|"]
+    steps = list(dict.fromkeys(r["step"] for r in res["measured"]))
+    for step in steps:
+        by = {c: [r for r in res["measured"] if r["step"] == step and r["cpus"] == c] for c in (1, 2)}
+        best = {c: min(r["seconds"] for r in by[c]) for c in (1, 2)}
+        n = by[1][0]["triples"]
+        runs = "; ".join(f"{c} CPU " + ", ".join(f"{r['seconds']:.1f}" for r in by[c]) for c in (1, 2))
+        lines.append(f"| {step.removeprefix('ray-')} | {best[1]:.1f} | {best[2]:.1f} | {n / best[1]:.0f} | "
+                     f"{n / best[2]:.0f} | {best[1] / best[2]:.2f}x | {runs} |")
+    p = res["pool"]
+    lines += ["", "Shared image pool (local `create_release`, two releases of the same run into one releases root):",
+              "",
+              f"- first release: {p['triples']} triples, {p['images']} distinct images, "
+              f"{p['image_bytes'] / 1e6:.1f} MB of images; pool on disk {p['pool_after_first'][0]} files, "
+              f"{p['pool_after_first'][1] / 1e6:.1f} MB",
+              f"- second release of the same triples: pool on disk {p['pool_after_second'][0]} files, "
+              f"{p['pool_after_second'][1] / 1e6:.1f} MB (+{(p['pool_after_second'][1] - p['pool_after_first'][1])} "
+              f"bytes; the release's own count of new image bytes: {p['second_added']}); the second release folder "
+              f"holds {p['second_folder'][0]} files, {p['second_folder'][1] / 1e3:.0f} KB (manifest, card, "
+              "release.json, no image)", ""]
+    return "\n".join(lines)
+
+
 def _run_child(*argv: str) -> dict:
-    out = subprocess.run([sys.executable, __file__, "--child", *argv], check=True, capture_output=True, text=True,
+    out = subprocess.run([sys.executable, __file__, "--child", *argv], capture_output=True, text=True,
                          env={**os.environ, "PYTHONPATH": str(REPO)})
+    if out.returncode:
+        raise RuntimeError(f"child {' '.join(argv[:4])} failed ({out.returncode}):\n{out.stderr[-3000:]}")
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
@@ -163,9 +283,22 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--releases", help=argparse.SUPPRESS)
     p.add_argument("--name", help=argparse.SUPPRESS)
     p.add_argument("--out", help=argparse.SUPPRESS)
+    p.add_argument("--publish", type=int, metavar="N", help="measure the Ray Data publish path on N triples")
+    p.add_argument("--repeat", type=int, default=2, help="repeats per --publish measurement")
+    p.add_argument("--tasks", type=int, default=8, help="tasks (run manifest files, export shards) per --publish step")
+    p.add_argument("--cpus", type=int, help=argparse.SUPPRESS)
+    p.add_argument("--rows", type=int, help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     if args.child:
-        print(json.dumps(child(args)))
+        print(json.dumps(publish_child(args) if args.step.startswith("ray-") else child(args)))
+        return 0
+    if args.publish:
+        with tempfile.TemporaryDirectory(prefix="bench_publish_", dir=args.workdir) as tmp:
+            res = run_publish(args.publish, args.repeat, Path(tmp), args.tasks)
+        text = publish_markdown(res)
+        sys.stdout.write(text)
+        if args.append:
+            replace_section(Path(args.append), PUBLISH_HEADING, text)
         return 0
     sizes = sorted(args.sizes)
     if args.workdir:

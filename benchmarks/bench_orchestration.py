@@ -1,6 +1,8 @@
 """Orchestration overhead: the generation DAG with no-op model stages (stages/noop.py: real image read/write, no
-model) on N items, through the real pipeline: plan_round over committed `sources`, pipeline.ray_adapter actor
-pools, the driver's CommitBuffer and ManifestStore commits (pipeline.round.run_generation).
+model) on N items, through the real pipeline: plan_round over committed `sources` written as Parquet plan files,
+pipeline.ray_adapter actor pools, the worker-side commit stage (pipeline.round.run_generation); then, in the same
+Ray session, the ANCHOR: a plain Ray Data pipeline over the same plan files and the same no-op stages (one
+callable class per stage, same resources) ending in `Dataset.write_parquet` of the same result rows.
 
     python benchmarks/bench_orchestration.py --sizes 1000 10000
 
@@ -72,6 +74,45 @@ def real_images(run_url: str, n: int) -> list[str]:
     return urls
 
 
+class PlainStage:
+    """The anchor's callable class: builds one no-op stage per actor and maps batches through it."""
+
+    def __init__(self, stage_cls, section, context) -> None:
+        from stages.base import make_stage
+        self.stage = make_stage(stage_cls, section, context)
+
+    def __call__(self, batch):
+        return self.stage.process_batch(batch)
+
+
+def run_anchor(cfg, url: str, n: int) -> float:
+    """Seconds for the plain Ray Data pipeline: plan files -> 3 no-op stages -> write_parquet."""
+    import ray
+
+    from core.location import Location
+    from pipeline.plan_files import failure_url, plan_folder
+    from pipeline.ray_adapter import dataset_from_plan_files, stage_context, stage_section
+    from stages.noop import NOOP_GENERATION_STAGES
+    run = Location(url)
+    files = sorted(str(p) for p in Path(plan_folder(run, 0).path).glob("*.parquet"))
+    out = Path(tempfile.mkdtemp(prefix=f"bench_orch_anchor_{n}_"))
+    t0 = time.time()
+    ds = dataset_from_plan_files(files, failure_url(run, 0), run)
+    for cls in NOOP_GENERATION_STAGES:
+        section = stage_section(cls, cfg)
+        res = section.resources
+        ds = ds.map_batches(PlainStage, fn_constructor_args=(cls, section, stage_context(cfg, url)),
+                            batch_size=res.batch_size,
+                            batch_format="pyarrow", compute=ray.data.ActorPoolStrategy(min_size=1, max_size=1),
+                            num_cpus=res.num_cpus)
+    ds.write_parquet(str(out), ray_remote_args={"num_cpus": 0.25})  # 1 CPU (the default) never frees here
+    wall = time.time() - t0
+    import pyarrow.parquet as pq
+    rows = pq.read_table(str(out), columns=["candidate_id"]).num_rows
+    assert rows == n, rows
+    return wall
+
+
 def run_size(n: int, cfg_overrides: list[str], stats_dir: Path) -> dict:
     import pyarrow as pa
 
@@ -97,8 +138,9 @@ def run_size(n: int, cfg_overrides: list[str], stats_dir: Path) -> dict:
     report = stage_report(stats_dir, t0, t1)
     qc_rows = store.read_table("qc", ["candidate_id"]).num_rows
     assert stats.todo == n and qc_rows == n, (stats, qc_rows)
+    anchor = run_anchor(cfg, url, n)
     return dict(n=n, wall=t1 - t0, rss_start=rss[0], rss_peak=max(rss), rss_end=rss[-1], rss=rss, report=report,
-                shards=len(store.markers()))
+                shards=len(store.markers()), anchor=anchor)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -132,6 +174,8 @@ def main(argv: list[str] | None = None) -> int:
               f"end {r['rss_end'] / 2**20:.0f} MiB; at 10/25/50/75/100% of the run: "
               + " / ".join(f"{v:.0f}" for v in at))
         print(format_stage_report(r["report"], ["noop_transfer", "noop_swap", "noop_qc"]))
+        print(f"   anchor (plain Ray Data: plan files -> 3 no-op stages -> write_parquet): {r['anchor']:.1f} s; "
+              f"pipeline / anchor = {r['wall'] / r['anchor']:.2f}x (target <= 1.2x)")
     if len(results) > 1:
         a, b = results[0], results[-1]
         ratio = b["wall"] / a["wall"]

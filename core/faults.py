@@ -31,7 +31,8 @@ class FaultInjectionConfig(Strict):
             for "commit"; "*" matches every item.
     action: "raise"  an exception from the model call, as a broken model would (-> stage_error row);
             "exit"   os._exit(FAULT_EXIT_CODE) of the process (actor or driver), as a crash would;
-            "pause"  create `marker`, then sleep, so a test can SIGKILL the driver at exactly this point.
+            "pause"  create `marker`, then sleep, so a test can SIGKILL the driver at exactly this point;
+            "pause_once" the same in the one process that creates `marker` first; later ones go on.
     marker: local file. With raise/exit the fault fires only in the process that creates it first (O_EXCL),
             so a restarted actor does not fail again on the retried batch; with pause it is the signal.
     Not part of the data fingerprint: a faulted run and its resume are the same run id as a clean one.
@@ -39,13 +40,13 @@ class FaultInjectionConfig(Strict):
 
     at: str
     item: str = "*"
-    action: Literal["raise", "exit", "pause"]
+    action: Literal["raise", "exit", "pause", "pause_once"]
     marker: str | None = None
 
     @model_validator(mode="after")
     def _pause_needs_marker(self) -> FaultInjectionConfig:
-        if self.action == "pause" and not self.marker:
-            raise ValueError("fault_injection.marker is required with action 'pause'")
+        if self.action in ("pause", "pause_once") and not self.marker:
+            raise ValueError(f"fault_injection.marker is required with action {self.action!r}")
         return self
 
 
@@ -73,6 +74,11 @@ def maybe_inject(fault: FaultInjectionConfig | None, at: str, item_id: str | Non
         _claim(fault.marker)  # type: ignore[arg-type]  # validated: pause has a marker
         while True:  # until the test kills us
             time.sleep(3600)
+    if fault.action == "pause_once":  # only the first process to get here pauses (a node kill test)
+        if _claim(fault.marker):  # type: ignore[arg-type]
+            while True:
+                time.sleep(3600)
+        return
     if fault.marker and not _claim(fault.marker):
         return  # fired once already (e.g. before this actor was restarted)
     if fault.action == "raise":

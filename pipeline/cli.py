@@ -100,14 +100,27 @@ def release_main(argv: list[str]) -> int:
 
     args = release_cli.build_parser().parse_args(argv)
     cfg = load_config(args.config)
-    return release_cli.run_cli(args, *output_roots(cfg, args), cfg.release)
+    map_files = None
+    if args.cmd == "create" and args.ray:
+        from pipeline.publish_on_ray import ray_file_mapper, start_ray
+
+        start_ray(cfg.ray, args.num_cpus)
+        map_files = ray_file_mapper()
+    return release_cli.run_cli(args, *output_roots(cfg, args), cfg.release, map_files)
 
 
 def export_main(argv: list[str]) -> int:
     from publish import export
 
     args = export.build_parser().parse_args(argv)
-    return export.run_cli(args, *output_roots(load_config(args.config), args))
+    cfg = load_config(args.config)
+    map_shards = None
+    if args.ray:
+        from pipeline.publish_on_ray import ray_shard_mapper, start_ray
+
+        start_ray(cfg.ray, args.num_cpus)
+        map_shards = ray_shard_mapper()
+    return export.run_cli(args, *output_roots(cfg, args), map_shards)
 
 
 def report_main(argv: list[str]) -> int:

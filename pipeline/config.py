@@ -61,6 +61,8 @@ class RunConfig(Strict):
     # A manifest shard is committed every commit_rows rows or commit_seconds, whichever comes first.
     commit_rows: int = Field(256, ge=1)
     commit_seconds: float = Field(30.0, gt=0)
+    # Rows per round-plan Parquet file, which Ray Data reads as one block (pipeline/plan_files.py).
+    plan_block_rows: int = Field(256, ge=1)
     fault_injection: FaultInjectionConfig | None = None  # testing hook, see FaultInjectionConfig
 
 
@@ -69,8 +71,9 @@ class RayConfig(Strict):
     num_cpus: int | None = None  # only when starting a local Ray
     # CPUs kept free for Ray Data's read and write tasks when sizing actor pools.
     reserve_cpus: float = Field(0.5, ge=0)
-    # A stage actor that dies (crash, OOM kill, lost node) is restarted and its batch retried on the new actor
-    # up to this many times; a batch that kills its actor every time then fails the job instead of looping.
+    # A stage actor that dies (crash, OOM kill, lost node) fails the phase's dataset; the phase is then started
+    # again from the committed manifests (fresh actors) up to this many times, so a batch that kills its actor
+    # every time fails the job instead of looping (pipeline/round.py _with_phase_retries).
     max_task_retries: int = Field(3, ge=0)
 
 
@@ -93,9 +96,10 @@ class TrainConfig(Strict):
 
 
 
-# Keys that change how a run executes, not what data it makes.
-_RUN_KEYS_NOT_IN_FINGERPRINT = {"output_root", "run_id", "rounds", "commit_rows", "commit_seconds",
-                                "max_stage_error_rate", "min_items_for_abort", "storage_options",
+# Keys that change how a run executes, not what data it makes. `name` is not data either: two runs that differ
+# only in name make the same candidate (triple) ids and bytes; their run ids still differ (<name>-<fingerprint>).
+_RUN_KEYS_NOT_IN_FINGERPRINT = {"name", "output_root", "run_id", "rounds", "commit_rows", "commit_seconds",
+                                "plan_block_rows", "max_stage_error_rate", "min_items_for_abort", "storage_options",
                                 "fault_injection"}
 
 

@@ -15,7 +15,10 @@ import ray.data
 
 from core.config import StageResources
 from core.location import Location
+from pipeline.commit import PROGRESS_BARS_ENV
+from pipeline.commit_stage import CommitSpec, commit_batch
 from pipeline.config import PipelineConfig, RayConfig
+from pipeline.plan_files import read_plan_file
 from stages.base import Stage, StageContext, StageSection, make_stage
 
 log = logging.getLogger(__name__)
@@ -34,7 +37,9 @@ def init_ray(cfg: RayConfig) -> None:
         # address="local" always starts a fresh local Ray, never a stale one recorded in /tmp/ray.
         ray.init(address="local", num_cpus=cfg.num_cpus, include_dashboard=False, **kwargs)
     ctx = ray.data.DataContext.get_current()
-    ctx.enable_progress_bars = os.environ.get("CIEP_PROGRESS_BARS", "0") == "1"
+    # The driver draws one bar per phase (pipeline/commit.py Progress); Ray Data's per-operator bars are shown too
+    # with CIEP_PROGRESS_BARS=ray.
+    ctx.enable_progress_bars = os.environ.get(PROGRESS_BARS_ENV, "0") == "ray"
     log.info("Ray cluster resources: %s", ray.cluster_resources())
 
 
@@ -107,29 +112,62 @@ def apply_stages(ds: ray.data.Dataset, stage_classes: list[type[Stage]], config:
         log.info("stage %s: %d actor(s) x %.2f CPU, %.2f GPU, batch %d", cls.name, size, res.num_cpus,
                  res.num_gpus, res.batch_size)
         with warnings.catch_warnings():
-            # Ray 2.60 has no named parameter for max_restarts / max_task_retries yet; **ray_remote_args is the
-            # documented way and works through the pinned version (the deprecation names Ray 2.64).
+            # Ray 2.60 has no named parameter for max_restarts yet; **ray_remote_args is the documented way and
+            # works through the pinned version (the deprecation names Ray 2.64).
             warnings.filterwarnings("ignore", message="`ray_remote_args` is deprecated")
             ds = _map_stage(ds, cls, res, size, config, run_root)
     return ds
 
 
+def named_actor_class(stage_cls: type[Stage]) -> type[StageActor]:
+    """A StageActor subclass named after the stage, so Ray Data shows `MapBatches(<stage name>)`."""
+    return type(stage_cls.name, (StageActor,), {"__module__": __name__, "__qualname__": stage_cls.name})
+
+
 def _map_stage(ds: ray.data.Dataset, cls: type[Stage], res: StageResources, size: int, config: PipelineConfig,
                run_root: str) -> ray.data.Dataset:
     return ds.map_batches(
-        StageActor,
+        named_actor_class(cls),
         fn_constructor_args=(cls, stage_section(cls, config), stage_context(config, run_root)),
         batch_size=res.batch_size,
         batch_format="pyarrow",
         compute=ray.data.ActorPoolStrategy(min_size=1, max_size=size),
         num_cpus=res.num_cpus,
         num_gpus=res.num_gpus or None,
-        # Ray Data's defaults are max_restarts=-1 and max_task_retries=-1: a dead actor is restarted and
-        # its batch retried forever. Restarts stay unlimited; retries are bounded so that an item that
-        # crashes its actor every time fails the job instead of looping (tests/hardening/test_faults.py).
-        max_restarts=-1,
-        max_task_retries=config.ray.max_task_retries,
+        # No actor restarts: Ray cannot promise to restart an actor whose constructor arguments are in the object
+        # store (ray-project/ray#53727), and Ray Data passes every actor's UDF that way. A dead actor (crash,
+        # OOM kill, lost node) fails the dataset instead; pipeline/round.py then starts the phase again from the
+        # committed manifests, up to ray.max_task_retries times.
+        max_restarts=0,
     )
+
+
+# Commit tasks mostly wait on storage; a small CPU share keeps them from competing with the stage actors.
+COMMIT_TASK_CPUS = 0.25
+PLAN_READ_CPUS = 0.25
+
+
+def commit_manifests(ds: ray.data.Dataset, spec: CommitSpec, rows: int) -> ray.data.Dataset:
+    """The phase's last stage: each task commits `rows` result rows as one shard and yields one stats row."""
+    # fn_kwargs, not functools.partial: Ray Data names the operator after the function (MapBatches(commit_batch)).
+    return ds.map_batches(commit_batch, fn_kwargs={"spec": spec},  # type: ignore[arg-type]  # kwargs via fn_kwargs
+                          batch_size=rows, batch_format="pyarrow", num_cpus=COMMIT_TASK_CPUS)
+
+
+def _read_plan_files(batch: pa.Table, run: Location, failure: str) -> pa.Table:
+    return pa.concat_tables([read_plan_file(u, run, failure) for u in batch.column("url").to_pylist()])
+
+
+def dataset_from_plan_files(urls: list[str], failure: str, run: Location) -> ray.data.Dataset:
+    """The round's plan files (local paths or fsspec URLs) as a dataset of one block per file; a read task waits
+    for its file while the driver is still writing later ones (pipeline/plan_files.py).
+
+    Not ray.data.read_parquet: the files do not all exist yet, and its file-listing task asks for a whole CPU,
+    which a small cluster whose CPUs the stage actors already hold never frees (the round then hangs)."""
+    files = ray.data.from_arrow([pa.table({"url": pa.array([u], pa.string())}) for u in urls])
+    return files.map_batches(_read_plan_files,  # type: ignore[arg-type]  # kwargs via fn_kwargs
+                             fn_kwargs={"run": run, "failure": failure}, batch_size=1, batch_format="pyarrow",
+                             num_cpus=PLAN_READ_CPUS)
 
 
 def dataset_from_table(table: pa.Table, rows_per_block: int) -> ray.data.Dataset:

@@ -2,25 +2,42 @@
 
 from __future__ import annotations
 
+import json
 import logging
+import threading
 import time
+from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from core.faults import kill_after_commit
+from core.location import Location
 from manifests.schemas import CANDIDATES, QC, REJECTS, with_columns
-from manifests.store import ManifestStore, shard_key
+from manifests.store import ManifestStore, atomic_write_bytes, shard_key
 from pipeline.commit import CommitBuffer, Progress, StageErrorGuard
+from pipeline.commit_stage import CommitSpec, table_from_ipc
 from pipeline.config import PipelineConfig
-from pipeline.ray_adapter import apply_stages, check_wiring, dataset_from_table, stage_section
+from pipeline.done import decided_candidates, ingested_keys, not_done
+from pipeline.plan_files import failure_url, plan_file_urls, write_plan_files
+from pipeline.ray_adapter import (
+    apply_stages,
+    check_wiring,
+    commit_manifests,
+    dataset_from_plan_files,
+    dataset_from_table,
+    stage_section,
+)
 from qc.redecide import current_version
 from qc.stage import QCStage
 from stages.corpus import list_corpus
 from stages.expression_transfer import ExpressionTransferStage
 from stages.identity_swap import IdentitySwapStage
 from stages.ingest import IngestStage
-from stages.pairing import RoundPlan, plan_round
+from stages.pairing import PLAN_SCHEMA, PLAN_SOURCE_COLUMNS, PlanStream, RoundPlan, plan_round, plan_round_stream
 
 log = logging.getLogger(__name__)
 
@@ -50,89 +67,157 @@ def _drop_stage_errors(table: pa.Table) -> pa.Table:
     return table.filter(pc.fill_null(pc.not_equal(table["reject_reason"], "stage_error"), True))
 
 
-def _consume(ds, buffer: CommitBuffer, progress: Progress, guard: StageErrorGuard, outcome_col: str) -> None:
+def _consume(ds, spec: CommitSpec, held: CommitBuffer, progress: Progress, guard: StageErrorGuard) -> None:
+    """Read the commit stage's stats rows: progress, the abort guard, and the held stage_error rows."""
     try:
-        for batch in ds.iter_batches(batch_format="pyarrow", batch_size=None):
-            progress.update([r or "ok" for r in batch.column(outcome_col).to_pylist()])
-            buffer.add(batch)
-            guard.check(batch.column("reject_reason").to_pylist(), batch.column("reject_detail").to_pylist())
+        for stats in ds.iter_batches(batch_format="pyarrow", batch_size=None):
+            for row in stats.to_pylist():
+                progress.update_counts(row["rows"], Counter(json.loads(row["outcomes"])))
+                if row["shard"] is not None:
+                    kill_after_commit(spec.prefix)  # testing hook, inert unless its variable is set
+                guard.check_counts(row["rows"], row["stage_errors"], row["first_error"])
+                if row["held"] is not None:
+                    # stage_error rows are committed only once the guard has seen enough items to judge the model
+                    table = table_from_ipc(row["held"])
+                    held.add(table) if guard.processed >= guard.min_items else held.hold(table)
     except Exception:
-        buffer.flush(keep=_drop_stage_errors)
+        held.flush(keep=_drop_stage_errors)
         raise
-    buffer.flush()
+    finally:
+        progress.close()
+    held.flush()
+
+
+def _stream(make_dataset: Callable[[], object], spec: CommitSpec, store: ManifestStore, cfg: PipelineConfig,
+            progress: Progress) -> None:
+    """Run the phase's dataset through the commit stage and consume its stats."""
+    held = CommitBuffer(store, spec.split, spec.id_column, spec.prefix, cfg.run.commit_rows, cfg.run.commit_seconds,
+                        spec.info, kill_hook=False)
+    ds = commit_manifests(make_dataset(), spec, cfg.run.commit_rows)  # type: ignore[arg-type]
+    _consume(ds, spec, held, progress, _guard(cfg))
+
+
+# -- retries of a whole phase -----------------------------------------------------------------------
+
+def _lost_workers(exc: BaseException) -> bool:
+    """True if the failure is a dead actor/worker/node or a lost object (not a bug in our code or data)."""
+    import ray.exceptions as rex
+    lost = (rex.ActorDiedError, rex.ActorUnavailableError, rex.ObjectLostError, rex.NodeDiedError,
+            rex.WorkerCrashedError, rex.OwnerDiedError, rex.OutOfMemoryError)
+    seen: set[int] = set()
+    stack: list[BaseException | None] = [exc]
+    while stack:
+        e = stack.pop()
+        if e is None or id(e) in seen:
+            continue
+        seen.add(id(e))
+        if isinstance(e, lost) or (isinstance(e, rex.RayActorError) and not isinstance(e, rex.RayTaskError)):
+            return True
+        if isinstance(e, rex.RayTaskError):
+            stack.append(getattr(e, "cause", None))
+        stack.extend([e.__cause__, e.__context__])
+    return False
+
+
+def _with_phase_retries(cfg: PipelineConfig, phase: str, run: Callable[[], PhaseStats]) -> PhaseStats:
+    """Run a phase; when actors, workers or a node die, start the phase again from what is committed.
+
+    Stage actors are created with max_restarts=0 (pipeline/ray_adapter.py): Ray cannot promise to restart an actor
+    whose constructor arguments live in the object store (ray-project/ray#53727), and Ray Data passes every
+    actor's UDF that way. A fresh dataset gets fresh actors instead; committed shards are never redone and a
+    shard is named by its ids, so the result is exactly that of an uninterrupted run. After
+    ray.max_task_retries restarts the error is raised (an item that kills its actor every time)."""
+    attempts = cfg.ray.max_task_retries + 1
+    for attempt in range(1, attempts + 1):
+        try:
+            return run()
+        except Exception as exc:
+            if attempt == attempts or not _lost_workers(exc):
+                raise
+            log.warning("%s: workers lost (%s: %s); restarting the phase from the committed manifests "
+                        "(attempt %d of %d)", phase, type(exc).__name__, str(exc).splitlines()[0][:300],
+                        attempt + 1, attempts)
+    raise AssertionError("unreachable")
 
 
 # -- ingest ------------------------------------------------------------------------------------------
 
+def _ingest_split(t: pa.Table, run_id: str) -> dict[str, pa.Table]:
+    ok = t.filter(pc.equal(t["status"], "ok"))
+    bad = t.filter(pc.not_equal(t["status"], "ok"))
+    rejects = pa.table({
+        "item_id": bad["input_key"], "round": pa.array([0] * bad.num_rows, pa.int32()),
+        "stage": bad["reject_stage"], "reason": bad["reject_reason"], "detail": bad["reject_detail"],
+        "identity": bad["identity"], "path": bad["path"],
+        "run_id": pa.array([run_id] * bad.num_rows, pa.string())})
+    return {"sources": ok, "rejects": rejects}
+
+
 def run_ingest(cfg: PipelineConfig, store: ManifestStore, run_root: str) -> PhaseStats:
     """Ingest every corpus image not yet in `sources` or `rejects` (stage ingest)."""
+    return _with_phase_retries(cfg, "ingest", lambda: _run_ingest(cfg, store, run_root))
+
+
+def _run_ingest(cfg: PipelineConfig, store: ManifestStore, run_root: str) -> PhaseStats:
     started = time.monotonic()
     run_id = cfg.resolved_run_id()
     listing = list_corpus(cfg.corpus)
-    done = store.read_column_set("sources", "input_key")
-    rejects = store.read_table("rejects", ["item_id", "stage"])
-    done |= set(pc.filter(rejects["item_id"], pc.equal(rejects["stage"], "ingest")).to_pylist())
-    refused = [r for r in listing.refused if r["input_key"] not in done]
+    done = ingested_keys(store)
+    done_keys = set(done.to_pylist()) if listing.refused else set()
+    refused = [r for r in listing.refused if r["input_key"] not in done_keys]
     if refused:
         store.commit(shard_key([r["input_key"] for r in refused], "ingest-refused-"),
                      {"rejects": _rejects_rows(refused, 0, run_id)}, {"phase": "ingest"})
-    todo = listing.items.filter(pc.invert(pc.is_in(listing.items["input_key"], pa.array(sorted(done), pa.string()))))
+    todo = not_done(listing.items, "input_key", done)
     log.info("ingest: %d images listed, %d already done, %d to do", listing.items.num_rows + len(listing.refused),
              len(done), todo.num_rows)
     if todo.num_rows:
         check_wiring([IngestStage], todo.column_names, cfg, run_root)
-        ds = apply_stages(dataset_from_table(todo, cfg.ingest.resources.batch_size * 2), [IngestStage], cfg, run_root)
-
-        def split(t: pa.Table) -> dict[str, pa.Table]:
-            ok = t.filter(pc.equal(t["status"], "ok"))
-            bad = t.filter(pc.not_equal(t["status"], "ok"))
-            rejects = pa.table({
-                "item_id": bad["input_key"], "round": pa.array([0] * bad.num_rows, pa.int32()),
-                "stage": bad["reject_stage"], "reason": bad["reject_reason"], "detail": bad["reject_detail"],
-                "identity": bad["identity"], "path": bad["path"],
-                "run_id": pa.array([run_id] * bad.num_rows, pa.string())})
-            return {"sources": ok, "rejects": rejects}
-
-        buffer = CommitBuffer(store, split, "input_key", "ingest-", cfg.run.commit_rows, cfg.run.commit_seconds,
-                              {"phase": "ingest"})
-        _consume(ds, buffer, Progress("ingest", todo.num_rows), _guard(cfg), "reject_reason")
+        spec = CommitSpec(_run_folder(cfg, run_root), partial(_ingest_split, run_id=run_id),
+                          "input_key", "ingest-", "reject_reason", {"phase": "ingest"}, cfg.run.fault_injection)
+        _stream(lambda: apply_stages(dataset_from_table(todo, cfg.ingest.resources.batch_size * 2), [IngestStage],
+                                     cfg, run_root), spec, store, cfg, Progress("ingest", todo.num_rows))
     return PhaseStats(todo.num_rows, len(done), time.monotonic() - started)
 
 
 # -- generation --------------------------------------------------------------------------------------
 
-def _generation_split(run_id: str, fingerprint: str, decision_version: int = 0):
-    def split(t: pa.Table) -> dict[str, pa.Table]:
-        n = t.num_rows
-        if "decision_version" in t.column_names:  # rows join the run's current decision version
-            t = t.drop_columns(["decision_version"])
-        t = t.append_column("decision_version", pa.array([decision_version] * n, pa.int32()))
-        t = t.append_column("run_id", pa.array([run_id] * n, pa.string()))
-        t = t.append_column("config_fingerprint", pa.array([fingerprint] * n, pa.string()))
-        candidates = t.select([f.name for f in CANDIDATES])
-        qc = with_columns(t, QC)
-        acc = t.filter(t["accepted"])
-        triples = pa.table({
-            "triple_id": acc["candidate_id"], "round": acc["round"], "identity_i": acc["identity_i"],
-            "identity_j": acc["identity_j"], "expression": acc["expression"],
-            "s_source_id": acc["s_source_id"], "s_path": acc["s_aligned_path"], "s_sha256": acc["s_aligned_sha256"],
-            "r_path": acc["reference_path"], "r_sha256": acc["reference_sha256"],
-            "t_source_id": acc["target_source_id"], "t_path": acc["t_aligned_path"],
-            "t_sha256": acc["t_aligned_sha256"], "s_embedding": acc["s_embedding"],
-            "id_sim_rt": acc["id_sim_rt"], "id_sim_rj": acc["id_sim_rj"], "expr_dist_rt": acc["expr_dist_rt"],
-            "sharpness": acc["sharpness"], "seed": acc["seed"], "expression_model": acc["expression_model"],
-            "expression_model_sha256": acc["expression_model_sha256"], "swap_model": acc["swap_model"],
-            "swap_model_sha256": acc["swap_model_sha256"], "identity_model": acc["identity_model"],
-            "identity_model_sha256": acc["identity_model_sha256"], "thresholds": acc["thresholds"],
-            "run_id": acc["run_id"], "config_fingerprint": acc["config_fingerprint"],
-            "decision_version": acc["decision_version"]})
-        bad = t.filter(pc.equal(t["status"], "rejected"))
-        rejects = pa.table({
-            "item_id": bad["candidate_id"], "round": bad["round"], "stage": bad["reject_stage"],
-            "reason": bad["reject_reason"], "detail": bad["reject_detail"], "identity": bad["identity_i"],
-            "path": bad["t_aligned_path"], "run_id": bad["run_id"]})
-        return {"candidates": candidates, "triples": triples, "rejects": rejects, "qc": qc}
-    return split
+def _generation_split(t: pa.Table, run_id: str, fingerprint: str, decision_version: int = 0) -> dict[str, pa.Table]:
+    """Candidates, qc (every score), triples and rejects of a batch; rows join the run's current decision version."""
+    n = t.num_rows
+    if "decision_version" in t.column_names:  # rows join the run's current decision version
+        t = t.drop_columns(["decision_version"])
+    t = t.append_column("decision_version", pa.array([decision_version] * n, pa.int32()))
+    t = t.append_column("run_id", pa.array([run_id] * n, pa.string()))
+    t = t.append_column("config_fingerprint", pa.array([fingerprint] * n, pa.string()))
+    candidates = t.select([f.name for f in CANDIDATES])
+    qc = with_columns(t, QC)
+    acc = t.filter(t["accepted"])
+    triples = pa.table({
+        "triple_id": acc["candidate_id"], "round": acc["round"], "identity_i": acc["identity_i"],
+        "identity_j": acc["identity_j"], "expression": acc["expression"],
+        "s_source_id": acc["s_source_id"], "s_path": acc["s_aligned_path"], "s_sha256": acc["s_aligned_sha256"],
+        "r_path": acc["reference_path"], "r_sha256": acc["reference_sha256"],
+        "t_source_id": acc["target_source_id"], "t_path": acc["t_aligned_path"],
+        "t_sha256": acc["t_aligned_sha256"], "s_embedding": acc["s_embedding"],
+        "id_sim_rt": acc["id_sim_rt"], "id_sim_rj": acc["id_sim_rj"], "expr_dist_rt": acc["expr_dist_rt"],
+        "sharpness": acc["sharpness"], "seed": acc["seed"], "expression_model": acc["expression_model"],
+        "expression_model_sha256": acc["expression_model_sha256"], "swap_model": acc["swap_model"],
+        "swap_model_sha256": acc["swap_model_sha256"], "identity_model": acc["identity_model"],
+        "identity_model_sha256": acc["identity_model_sha256"], "thresholds": acc["thresholds"],
+        "run_id": acc["run_id"], "config_fingerprint": acc["config_fingerprint"],
+        "decision_version": acc["decision_version"]})
+    bad = t.filter(pc.equal(t["status"], "rejected"))
+    rejects = pa.table({
+        "item_id": bad["candidate_id"], "round": bad["round"], "stage": bad["reject_stage"],
+        "reason": bad["reject_reason"], "detail": bad["reject_detail"], "identity": bad["identity_i"],
+        "path": bad["t_aligned_path"], "run_id": bad["run_id"]})
+    return {"candidates": candidates, "triples": triples, "rejects": rejects, "qc": qc}
+
+
+def plan_block_rows(cfg: PipelineConfig, n_sources: int, min_rows: int) -> int:
+    """Rows per plan file (one Ray Data block): run.plan_block_rows, smaller for small rounds (>= 8 blocks)."""
+    return max(min_rows, min(cfg.run.plan_block_rows, -(-n_sources // 8)))
 
 
 def plan_for(cfg: PipelineConfig, sources: pa.Table, round_index: int) -> RoundPlan:
@@ -141,33 +226,78 @@ def plan_for(cfg: PipelineConfig, sources: pa.Table, round_index: int) -> RoundP
                       splits=dict(cfg.release.splits))
 
 
+def plan_stream_for(cfg: PipelineConfig, sources: pa.Table, round_index: int, chunk_rows: int) -> PlanStream:
+    """stages.pairing.plan_round_stream with this run's pairing section, seed, fingerprint and release splits."""
+    return plan_round_stream(sources, cfg.pairing, round_index, chunk_rows, seed=cfg.run.seed,
+                             fingerprint=cfg.data_fingerprint(), splits=dict(cfg.release.splits))
+
+
+def _run_folder(cfg: PipelineConfig, run_root: str) -> Location:
+    """The run folder as a Location with run.storage_options (what the commit stage and plan files reach)."""
+    return Location(run_root, dict(cfg.run.storage_options))
+
+
 def run_generation(cfg: PipelineConfig, store: ManifestStore, run_root: str, round_index: int,
                    stages: list | None = None) -> PhaseStats:
-    """Plan the round from `sources`, then stream the plan items not yet decided through the stages
-    (GENERATION_STAGES unless given: benchmarks/bench_orchestration.py passes stages/noop.py's)."""
-    stages = stages or GENERATION_STAGES
+    """Plan the round from `sources` into Parquet, then stream the plan items not yet decided through the stages
+    (GENERATION_STAGES unless given: benchmarks/bench_orchestration.py passes stages/noop.py's) and the commit
+    stage."""
+    return _with_phase_retries(cfg, f"round {round_index}",
+                               lambda: _run_generation(cfg, store, run_root, round_index, stages or GENERATION_STAGES))
+
+
+def _run_generation(cfg: PipelineConfig, store: ManifestStore, run_root: str, round_index: int,
+                    stages: list) -> PhaseStats:
     started = time.monotonic()
     run_id = cfg.resolved_run_id()
-    plan = plan_for(cfg, store.read_table("sources"), round_index)
-    rejects = store.read_table("rejects", ["item_id", "round", "stage"])
-    refused_done = set(pc.filter(rejects["item_id"], pc.and_(pc.equal(rejects["stage"], "pairing"),
-                                                              pc.equal(rejects["round"], round_index))).to_pylist())
+    run = _run_folder(cfg, run_root)
+    batch = min(stage_section(s, cfg).resources.batch_size for s in stages)
+    sources = store.read_table("sources", [*PLAN_SOURCE_COLUMNS, "expression_probs"])
+    rows = plan_block_rows(cfg, sources.num_rows, batch * 2)
+    plan = plan_stream_for(cfg, sources, round_index, rows)
+    del sources
+    done = decided_candidates(store, round_index)
+    todo = plan.size - len(done)
+    urls = plan_file_urls(run, round_index, -(-plan.size // rows))
+    log.info("round %d: %d candidates planned, %d already decided, %d to do (%d plan files of %d rows)", round_index,
+             plan.size, len(done), todo, len(urls), rows)
+    # The plan is written by a thread while Ray Data already reads its first files.
+    written: dict = {}
+
+    def write() -> None:
+        try:
+            written["counts"] = write_plan_files(plan.chunks, done, urls, run)
+        except BaseException as exc:  # noqa: BLE001 - re-raised on the driver thread below
+            written["error"] = exc
+            failed = Location(failure_url(run, round_index), run.storage_options)
+            atomic_write_bytes(failed.fs, failed.path, repr(exc).encode())
+
+    writer = threading.Thread(target=write, name=f"plan-r{round_index}", daemon=True)
+    writer.start()
+    try:
+        if todo:
+            check_wiring(stages, PLAN_SCHEMA.names, cfg, run_root)
+            split = partial(_generation_split, run_id=run_id, fingerprint=cfg.data_fingerprint(),
+                            decision_version=current_version(store))
+            spec = CommitSpec(run, split,
+                              "candidate_id", f"gen-r{round_index}-", "reason",
+                              {"phase": "generate", "round": round_index}, cfg.run.fault_injection)
+            failure = failure_url(run, round_index)
+            _stream(lambda: apply_stages(dataset_from_plan_files(urls, failure, run), stages, cfg, run_root),
+                    spec, store, cfg, Progress(f"round {round_index}", todo))
+    finally:
+        writer.join()
+    if "error" in written:
+        raise written["error"]
+    refused_done = _pairing_refusals_done(store, round_index)
     refused = [r for r in plan.refused if r["item_id"] not in refused_done]
     if refused:
         store.commit(shard_key([r["item_id"] for r in refused], f"pairing-r{round_index}-"),
                      {"rejects": _rejects_rows(refused, round_index, run_id)}, {"phase": "pairing"})
-    qc_done = store.read_table("qc", ["candidate_id", "round"])
-    done = set(pc.filter(qc_done["candidate_id"], pc.equal(qc_done["round"], round_index)).to_pylist())
-    todo = plan.plan.filter(pc.invert(pc.is_in(plan.plan["candidate_id"], pa.array(sorted(done), pa.string()))))
-    log.info("round %d: %d candidates planned, %d already decided, %d to do", round_index, plan.plan.num_rows,
-             len(done), todo.num_rows)
-    if todo.num_rows:
-        check_wiring(stages, todo.column_names, cfg, run_root)
-        batch = min(stage_section(s, cfg).resources.batch_size for s in stages)
-        ds = apply_stages(dataset_from_table(todo, batch * 2), stages, cfg, run_root)
-        version = current_version(store)
-        buffer = CommitBuffer(store, _generation_split(run_id, cfg.data_fingerprint(), version), "candidate_id",
-                              f"gen-r{round_index}-", cfg.run.commit_rows, cfg.run.commit_seconds,
-                              {"phase": "generate", "round": round_index})
-        _consume(ds, buffer, Progress(f"round {round_index}", todo.num_rows), _guard(cfg), "reason")
-    return PhaseStats(todo.num_rows, len(done), time.monotonic() - started)
+    return PhaseStats(todo, len(done), time.monotonic() - started)
+
+
+def _pairing_refusals_done(store: ManifestStore, round_index: int) -> set[str]:
+    rejects = store.read_table("rejects", ["item_id", "round", "stage"])
+    return set(pc.filter(rejects["item_id"], pc.and_(pc.equal(rejects["stage"], "pairing"),
+                                                      pc.equal(rejects["round"], round_index))).to_pylist())

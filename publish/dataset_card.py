@@ -120,13 +120,16 @@ def render_card(info: dict) -> str:
         out.append(f"| `{s}` | " + " | ".join(_fmt(d[k]) for k in ("min", "p10", "median", "mean", "p90", "max"))
                    + " |")
     out += ["", "## Features", "",
-            "`source`, `reference`, `target` are images (PNG, the aligned crops); `s_embedding` is S's identity "
+            "`source`, `reference`, `target` are images (PNG, the aligned crops); `text` is the caption; "
+            "`target_mask` is T's face mask (convex hull of its landmarks) and `s_landmarks68`, `t_landmarks68` "
+            "the 68 (x, y) landmarks of S and T in crop pixels; `s_embedding` is S's identity "
             "embedding from ingest; `id_sim_rt`, `id_sim_rj`, `expr_dist_rt`, `sharpness` are R's QC scores; "
             "`thresholds` (JSON) the rules applied; the `*_sha256` columns identify every image; model ids "
             "and hashes say what made each R.", "",
             "## Files and verification", "",
             "`manifests/triples/*.parquet` lists every triple with the relative path, size and sha256 of its "
-            "three images (stored once each under `images/<aa>/<sha256>.png`); `release.json` holds the "
+            "three images (stored once each, content-addressed, in the releases root's shared pool "
+            "`../_pool/images/<aa>/<sha256>.png`: copy it along with this folder); `release.json` holds the "
             "lineage, statistics and the sha256 of every manifest file and of this card. Check a copy with "
             f"`ciep release verify {info['name']}`; export it with `ciep export {info['name']} --format "
             "hf-parquet` (then `datasets.load_dataset(\"parquet\", data_dir=...)`), `webdataset` or "

@@ -5,19 +5,23 @@ Layout under a releases root (default `<output_root>/releases`):
     <name>/README.md                     dataset card (Hugging Face YAML header + prose)
     <name>/manifests/triples/...         release manifest (run triple + split + file facts), commit markers
     <name>/manifests/lineage/...         the run's lineage rows for the released rounds
-    <name>/images/<aa>/<sha256>.png      every image the manifest names, content-addressed
+    _pool/images/<aa>/<sha256>.png       every image any release names, content-addressed, shared by all
+                                         releases of this root (publish/image_pool.py); a release's
+                                         manifest names them `../_pool/images/...` (format 1 releases kept
+                                         their own `<name>/images/`, still readable)
     _claims/<name>.json                  exclusive-create marker: whoever creates it owns the name
     _staging/<name>-<uuid>/              where a local release is built before one atomic rename
 
 A name is claimed with an exclusive create, so of two concurrent creates one wins and the other fails with
-ReleaseExistsError. Images are copied (hash-checked on the way) one at a time, the manifest is written in
-batches, and on a local filesystem the finished folder is published by a single rename.
+ReleaseExistsError. Images go into the pool hash-checked (one task per run manifest file; tasks run in
+parallel on Ray Data through pipeline.publish_on_ray), the manifest is written in batches, and on a local
+filesystem the finished folder is published by a single rename. A release is self-contained together with
+its releases root's pool: copy `<name>/` and `_pool/` together.
 """
 
 from __future__ import annotations
 
 import getpass
-import hashlib
 import json
 import logging
 import os
@@ -25,12 +29,14 @@ import posixpath
 import re
 import socket
 import uuid
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
-from functools import lru_cache
 
 import fsspec
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.dataset as pads
+import pyarrow.parquet as pq
 from fsspec.implementations.local import LocalFileSystem
 
 from core.config import StorageOptions
@@ -42,6 +48,8 @@ from manifests.scan import iter_batches, release_arrow_memory
 from manifests.schemas import QC_SCORES
 from manifests.store import COMMITS_DIR, ManifestStore, atomic_write_bytes, exclusive_create_bytes, shard_key
 from publish.dataset_card import render_card
+from publish.image_pool import ImagePool, PoolError
+from publish.progress import progress
 from publish.release_schema import IMAGE_ROLES, RELEASE_FORMAT_VERSION, RELEASE_TABLES, RELEASE_TRIPLES
 from publish.release_stats import release_lineage, release_stats, run_qc_summary
 from qc.redecide import current_version
@@ -97,7 +105,8 @@ class Release:
         return ManifestStore(self.fs, self.root, schemas=dict(RELEASE_TABLES))
 
     def path(self, rel: str) -> str:
-        return f"{self.root}/{rel}"
+        """A manifest path (relative to the release folder; pool images are `../_pool/...`) made absolute."""
+        return posixpath.normpath(f"{self.root}/{rel}")
 
     def read_bytes(self, rel: str) -> bytes:
         return self.fs.cat_file(self.path(rel))
@@ -148,52 +157,123 @@ def release_stores(root: Location | str, names: list[str],
 
 
 # -- creating --------------------------------------------------------------------------------------------
-@lru_cache(maxsize=16)
-def _fs_for_protocol(protocol: str) -> fsspec.AbstractFileSystem:
-    return fsspec.filesystem(protocol)
+@dataclass(frozen=True)
+class ReleaseJob:
+    """What every release task needs (picklable: tasks may run in other processes or on other nodes)."""
+
+    run_fs: fsspec.AbstractFileSystem
+    run_root: str
+    fs: fsspec.AbstractFileSystem  # of the releases root
+    releases_root: str
+    staging: str  # the release folder being built
+    name: str
+    splits: dict[str, float]
+    rounds: tuple[int, ...] | None
+    batch_size: int
+    commit_rows: int
+    decision_version: int = 0  # > 0 when re-decided (qc/redecide.py): only that decision's triples
 
 
-def _source_fs(url: str, run_fs: fsspec.AbstractFileSystem) -> tuple[fsspec.AbstractFileSystem, str]:
-    """Filesystem and path of an image URL recorded in a run manifest (plain paths: local files)."""
-    if "://" not in url:
-        return (run_fs if isinstance(run_fs, LocalFileSystem) else _fs_for_protocol("file")), url
-    protocol = url.split("://", 1)[0]
-    if protocol in (run_fs.protocol if isinstance(run_fs.protocol, tuple) else (run_fs.protocol,)):
-        return run_fs, run_fs._strip_protocol(url)
-    fs = _fs_for_protocol(protocol)
-    return fs, fs._strip_protocol(url)
+_LANDMARKS: dict[tuple[str, str], tuple[pa.Array, pa.ChunkedArray]] = {}
 
 
-def image_rel_path(sha256: str, source_path: str) -> str:
-    ext = posixpath.splitext(source_path)[1].lower() or ".png"
-    return f"images/{sha256[:2]}/{sha256}{ext}"
+def _source_landmarks(run_fs: fsspec.AbstractFileSystem, run_root: str) -> tuple[pa.Array, pa.ChunkedArray]:
+    """(source_id, landmarks68) of a run's sources, read once per process (small columns, in Arrow)."""
+    key = (str(run_fs.protocol), run_root)
+    if key not in _LANDMARKS:
+        t = ManifestStore(run_fs, run_root).read_table("sources", ["source_id", "landmarks68"])
+        _LANDMARKS.clear()  # one run at a time per process
+        _LANDMARKS[key] = (t.column("source_id").combine_chunks(), t.column("landmarks68"))
+    return _LANDMARKS[key]
 
 
-@dataclass
-class _Build:
-    """State of one release being built: where, what is copied, what was left out."""
+def _landmarks_for(ids: pa.Array, lookup: tuple[pa.Array, pa.ChunkedArray]) -> pa.Array:
+    idx = pc.index_in(ids, value_set=lookup[0])
+    if not len(lookup[0]):
+        return pa.nulls(len(ids), pa.list_(pa.float32()))
+    return lookup[1].take(idx).combine_chunks().cast(pa.list_(pa.float32()))
 
-    fs: fsspec.AbstractFileSystem
-    root: str
-    copied: dict[str, tuple[str, int]] = field(default_factory=dict)  # sha256 -> (rel path, bytes)
-    excluded_cross_split: int = 0
 
-    def copy_image(self, run_fs: fsspec.AbstractFileSystem, url: str, sha256: str) -> tuple[str, int]:
-        """Copy one image into the release (once per content hash), checking its hash on the way."""
-        if sha256 in self.copied:
-            return self.copied[sha256]
-        src_fs, src = _source_fs(url, run_fs)
-        try:
-            data = src_fs.cat_file(src)
-        except FileNotFoundError:
-            raise ReleaseError(f"image {url} named by the run manifest is missing") from None
-        actual = hashlib.sha256(data).hexdigest()
-        if actual != sha256:
-            raise ReleaseError(f"image {url} changed since the run wrote it: sha256 {actual}, manifest {sha256}")
-        rel = image_rel_path(sha256, src)
-        atomic_write_bytes(self.fs, f"{self.root}/{rel}", data)
-        self.copied[sha256] = (rel, len(data))
-        return self.copied[sha256]
+def release_run_file(job: ReleaseJob, path: str) -> dict[str, int]:
+    """Release the triples of one run manifest file: keep split-closed triples, put their images in the pool,
+    commit release manifest shards (named by their triple ids). Returns small counts for the driver."""
+    store = ManifestStore(job.fs, job.staging, schemas=dict(RELEASE_TABLES))
+    pool = ImagePool(job.fs, job.releases_root)
+    lookup = _source_landmarks(job.run_fs, job.run_root)
+    flt = pads.field("round").isin(list(job.rounds)) if job.rounds else None
+    if job.decision_version:
+        latest = pads.field("decision_version") == job.decision_version
+        flt = latest if flt is None else flt & latest
+    split_cache: dict[str, str] = {}
+    pending: list[pa.Table] = []
+    counts = dict(triples=0, excluded_cross_split=0)
+
+    def split(identity: str) -> str:
+        if identity not in split_cache:
+            split_cache[identity] = split_of(identity, job.splits)
+        return split_cache[identity]
+
+    def commit() -> None:
+        table = pa.concat_tables(pending)
+        store.commit(shard_key(table.column("triple_id").to_pylist(), "t-"), {"triples": table})
+        pending.clear()
+        release_arrow_memory()
+
+    with job.run_fs.open(path, "rb") as fh:
+        for batch in pq.ParquetFile(fh).iter_batches(batch_size=job.batch_size):
+            table = pa.Table.from_batches([batch])
+            if flt is not None:
+                table = table.filter(flt)
+            keep, split_col = [], []
+            for k, (i, j) in enumerate(zip(table.column("identity_i").to_pylist(),
+                                           table.column("identity_j").to_pylist(), strict=True)):
+                if split(i) != split(j):
+                    counts["excluded_cross_split"] += 1
+                    continue
+                keep.append(k)
+                split_col.append(split(i))
+            if not keep:
+                continue
+            table = table.take(keep)
+            extra: dict[str, pa.Array] = {"split": pa.array(split_col, pa.string()),
+                                          "release": pa.array([job.name] * len(keep), pa.string())}
+            for key in IMAGE_ROLES:
+                try:
+                    put = [pool.put(job.run_fs, url, sha) for url, sha in
+                           zip(table.column(f"{key}_path").to_pylist(), table.column(f"{key}_sha256").to_pylist(),
+                               strict=True)]
+                except PoolError as err:
+                    raise ReleaseError(str(err)) from None
+                extra[f"{key}_file"] = pa.array([c[0] for c in put], pa.string())
+                extra[f"{key}_bytes"] = pa.array([c[1] for c in put], pa.int64())
+            for key in ("s", "t"):
+                extra[f"{key}_landmarks68"] = _landmarks_for(table.column(f"{key}_source_id").combine_chunks(),
+                                                             lookup)
+            for col, arr in extra.items():
+                table = table.append_column(col, arr)
+            pending.append(table.select(RELEASE_TRIPLES.names).cast(RELEASE_TRIPLES))
+            counts["triples"] += len(keep)
+            if sum(t.num_rows for t in pending) >= job.commit_rows:
+                commit()
+    if pending:
+        commit()
+    counts.update(images_added=pool.images_added, images_reused=pool.images_reused,
+                  image_bytes_added=pool.bytes_added)
+    return counts
+
+
+# How release tasks are run: (task, job, run manifest files) -> one count dict per file. The default runs
+# them here one after another; pipeline/publish_on_ray.py runs them as Ray Data tasks across the cluster.
+FileMapper = Callable[[Callable[[ReleaseJob, str], dict[str, int]], ReleaseJob, list[str]], Iterable[dict[str, int]]]
+
+
+def map_files_here(task: Callable[[ReleaseJob, str], dict[str, int]], job: ReleaseJob,
+                   files: list[str]) -> Iterator[dict[str, int]]:
+    with progress(len(files), f"release {job.name}", "shard") as bar:
+        for path in files:
+            out = task(job, path)
+            bar.update(1)
+            yield out
 
 
 def _claim(fs: fsspec.AbstractFileSystem, root: str, name: str) -> str:
@@ -226,61 +306,15 @@ def _file_digest(fs: fsspec.AbstractFileSystem, path: str) -> dict:
     return {"sha256": digest, "bytes": size}
 
 
-def _write_triples(build: _Build, run_store: ManifestStore, name: str, rounds: list[int] | None,
-                   splits: dict[str, float], batch_size: int, commit_rows: int) -> None:
-    """Stream the run's triples into release manifest shards (Arrow all the way: no per-row Python dicts)."""
-    store = ManifestStore(build.fs, build.root, schemas=dict(RELEASE_TABLES))
-    flt = pads.field("round").isin(rounds) if rounds else None
-    version = current_version(run_store)
-    if version:  # re-decided (qc/redecide.py): only the latest decision's triples
-        latest = pads.field("decision_version") == version
-        flt = latest if flt is None else flt & latest
-    split_cache: dict[str, str] = {}
-    pending: list[pa.Table] = []
 
-    def split(identity: str) -> str:
-        if identity not in split_cache:
-            split_cache[identity] = split_of(identity, splits)
-        return split_cache[identity]
-
-    def commit() -> None:
-        table = pa.concat_tables(pending)
-        store.commit(shard_key(table.column("triple_id").to_pylist(), "t-"), {"triples": table})
-        pending.clear()
-        release_arrow_memory()
-
-    for batch in iter_batches(run_store, "triples", filter=flt, batch_size=batch_size):
-        keep, split_col = [], []
-        for k, (i, j) in enumerate(zip(batch.column("identity_i").to_pylist(),
-                                       batch.column("identity_j").to_pylist(), strict=False)):
-            if split(i) != split(j):
-                build.excluded_cross_split += 1
-                continue
-            keep.append(k)
-            split_col.append(split(i))
-        if not keep:
-            continue
-        table = pa.Table.from_batches([batch]).take(keep)
-        extra: dict[str, pa.Array] = {"split": pa.array(split_col, pa.string()),
-                                      "release": pa.array([name] * len(keep), pa.string())}
-        for key in IMAGE_ROLES:
-            paths, shas = table.column(f"{key}_path").to_pylist(), table.column(f"{key}_sha256").to_pylist()
-            copied = [build.copy_image(run_store.fs, url, sha) for url, sha in zip(paths, shas, strict=True)]
-            extra[f"{key}_file"] = pa.array([c[0] for c in copied], pa.string())
-            extra[f"{key}_bytes"] = pa.array([c[1] for c in copied], pa.int64())
-        for col, arr in extra.items():
-            table = table.append_column(col, arr)
-        pending.append(table.select(RELEASE_TRIPLES.names).cast(RELEASE_TRIPLES))
-        if sum(t.num_rows for t in pending) >= commit_rows:
-            commit()
-    if pending:
-        commit()
+def _write_lineage(fs: fsspec.AbstractFileSystem, staging: str, run_store: ManifestStore,
+                   rounds: list[int] | None) -> None:
     lineage = run_store.read_table("lineage")
     if rounds and lineage.num_rows:
         keep = [r for r in lineage.to_pylist() if r["round"] in rounds or r["data_round"] in rounds]
         lineage = pa.Table.from_pylist(keep, schema=lineage.schema)
     if lineage.num_rows:
-        store.commit("lineage", {"lineage": lineage})
+        ManifestStore(fs, staging, schemas=dict(RELEASE_TABLES)).commit("lineage", {"lineage": lineage})
 
 
 def _check_unique_ids(run_store: ManifestStore, rounds: list[int] | None) -> None:
@@ -304,11 +338,13 @@ def _publish(fs: fsspec.AbstractFileSystem, staging: str, final: str) -> None:
 def create_release(run_url: Location | str, name: str, releases_root: Location | str, *,
                    rounds: list[int] | None = None, splits: dict[str, float] | None = None,
                    license: str = "cc-by-4.0", batch_size: int = 256, commit_rows: int = 4096,
-                   storage_options: StorageOptions | None = None) -> Release:
+                   storage_options: StorageOptions | None = None, map_files: FileMapper | None = None) -> Release:
     """Snapshot the accepted triples of a run (optionally some rounds) as the immutable release `name`.
 
-    The run's triples are read `batch_size` rows at a time and written as manifest shards of about
-    `commit_rows` rows; images are copied one by one."""
+    One task per run manifest file (`map_files`: here, one after another, by default; on Ray Data with
+    pipeline.publish_on_ray) reads it `batch_size` rows at a time, puts its images in the releases root's
+    shared pool (an image already there costs no bytes) and writes manifest shards of about `commit_rows`
+    rows."""
     validate_name(name)
     splits = dict(splits or {"train": 0.8, "validation": 0.1, "test": 0.1})
     if abs(sum(splits.values()) - 1.0) > 1e-6 or any(v < 0 for v in splits.values()):
@@ -325,16 +361,23 @@ def create_release(run_url: Location | str, name: str, releases_root: Location |
     claim = _claim(fs, root, name)
     local = isinstance(fs, LocalFileSystem)
     staging = f"{root}/{STAGING_DIR}/{name}-{uuid.uuid4().hex[:12]}" if local else final
-    build = _Build(fs, staging)
+    job = ReleaseJob(run_store.fs, run_store.root, fs, root, staging, name, splits,
+                     tuple(sorted(set(rounds))) if rounds else None, batch_size, commit_rows,
+                     current_version(run_store))
     try:
-        _write_triples(build, run_store, name, sorted(set(rounds)) if rounds else None, splits, batch_size,
-                       commit_rows)
+        totals: dict[str, int] = {}
+        for counts in (map_files or map_files_here)(release_run_file, job, run_store.committed_files("triples")):
+            for k, v in counts.items():
+                totals[k] = totals.get(k, 0) + v
+        _write_lineage(fs, staging, run_store, sorted(set(rounds)) if rounds else None)
         store = ManifestStore(fs, staging, schemas=dict(RELEASE_TABLES))
         stats = release_stats(store, list(splits))
         if stats["triples"] == 0:
             raise ReleaseError(f"run {run_info.get('run_id')} has no accepted triples"
                                + (f" in rounds {rounds}" if rounds else "") + " that fit one split")
-        stats.update(excluded_cross_split=build.excluded_cross_split)
+        stats.update(excluded_cross_split=totals.get("excluded_cross_split", 0),
+                     pool_images_added=totals.get("images_added", 0),
+                     pool_image_bytes_added=totals.get("image_bytes_added", 0))
         config = run_info.get("config", {})
         info = dict(
             name=name, format_version=RELEASE_FORMAT_VERSION, created_at=now_iso(), created_by=_user(),
@@ -358,8 +401,8 @@ def create_release(run_url: Location | str, name: str, releases_root: Location |
             fs.rm(staging, recursive=True)
         fs.rm_file(claim)
         raise
-    log.info("release %s: %d triples, %d images (%.1f MB) -> %s", name, stats["triples"], stats["images"],
-             stats["image_bytes"] / 1e6, final)
+    log.info("release %s: %d triples, %d images (%.1f MB, %.1f MB new in the pool) -> %s", name, stats["triples"],
+             stats["images"], stats["image_bytes"] / 1e6, stats["pool_image_bytes_added"] / 1e6, final)
     return open_release(releases, name)
 
 
@@ -390,7 +433,7 @@ class VerifyReport:
 
 def _check(fs: fsspec.AbstractFileSystem, root: str, rel: str, sha256: str, size: int | None,
            report: VerifyReport) -> None:
-    path = f"{root}/{rel}"
+    path = posixpath.normpath(f"{root}/{rel}")
     try:
         d = _file_digest(fs, path)
     except FileNotFoundError:
@@ -418,14 +461,17 @@ def verify_release(release: Release, batch_size: int = 1024) -> VerifyReport:
         return report  # the manifest itself is not trustworthy: its image list would be too
     expected: set[str] = set()
     cols = [f"{k}_{c}" for k in IMAGE_ROLES for c in ("file", "sha256", "bytes")]
-    for batch in iter_batches(release.store, "triples", columns=cols, batch_size=batch_size):
-        for row in batch.to_pylist():
-            for key in IMAGE_ROLES:
-                rel = row[f"{key}_file"]
-                if rel in expected:
-                    continue
-                expected.add(rel)
-                _check(fs, root, rel, row[f"{key}_sha256"], row[f"{key}_bytes"], report)
+    total = release.info.get("stats", {}).get("triples")
+    with progress(total, f"verify {release.name}", "triple") as bar:
+        for batch in iter_batches(release.store, "triples", columns=cols, batch_size=batch_size):
+            for row in batch.to_pylist():
+                for key in IMAGE_ROLES:
+                    rel = row[f"{key}_file"]
+                    if rel in expected:
+                        continue
+                    expected.add(rel)
+                    _check(fs, root, rel, row[f"{key}_sha256"], row[f"{key}_bytes"], report)
+            bar.update(batch.num_rows)
     for path in sorted(fs.find(f"{root}/images")):
         if path[len(root) + 1:] not in expected:
             report.problems.append(Problem(path[len(root) + 1:], "unexpected"))

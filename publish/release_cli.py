@@ -10,6 +10,7 @@ import sys
 from core.location import Location
 from manifests.runs import find_run
 from publish.release import (
+    FileMapper,
     Release,
     ReleaseDiff,
     ReleaseError,
@@ -41,6 +42,9 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--license", help="licence id for the dataset card (default: release.license)")
     c.add_argument("--batch-size", type=int, default=256)
     c.add_argument("--no-verify", action="store_true", help="skip re-hashing the new release's files")
+    c.add_argument("--ray", action="store_true", help="release the run's manifest files in parallel on Ray Data "
+                   "(ray.address of the config, else a local Ray)")
+    c.add_argument("--num-cpus", type=int, help="CPUs of a local Ray started for --ray (default: all)")
     _common(c)
     v = sub.add_parser("verify", help="re-hash every file of a release; exit 1 on any difference")
     v.add_argument("name")
@@ -102,7 +106,9 @@ def _created(rel: Release) -> str:
     i = rel.info
     per_split = ", ".join(f"{k} {v['triples']}" for k, v in i["stats"]["splits"].items())
     return (f"release {rel.name}: {i['stats']['triples']} triples ({per_split}), {i['stats']['images']} images, "
-            f"{i['stats']['excluded_cross_split']} cross-split triples left out\n  -> {rel.root}")
+            f"{i['stats']['excluded_cross_split']} cross-split triples left out; "
+            f"{i['stats'].get('pool_image_bytes_added', 0) / 1e6:.1f} MB of new images in the shared pool\n"
+            f"  -> {rel.root}")
 
 
 def _print_verify(rel: Release) -> int:
@@ -116,13 +122,16 @@ def _print_verify(rel: Release) -> int:
     return 0 if report.ok else 1
 
 
-def run_cli(args: argparse.Namespace, output_root: Location, releases_root: Location, release: ReleaseConfig) -> int:
-    """Run a parsed `ciep release` command (wired in pipeline/cli.py) against these storage locations."""
+def run_cli(args: argparse.Namespace, output_root: Location, releases_root: Location, release: ReleaseConfig,
+            map_files: FileMapper | None = None) -> int:
+    """Run a parsed `ciep release` command (wired in pipeline/cli.py) against these storage locations;
+    `map_files` runs release tasks elsewhere (pipeline/publish_on_ray.py with --ray), else here."""
     try:
         if args.cmd == "create":
             rel = create_release(find_run(output_root, args.run), args.name, releases_root,
                                  rounds=args.rounds, splits=_parse_splits(args.split) or dict(release.splits),
-                                 license=args.license or release.license, batch_size=args.batch_size)
+                                 license=args.license or release.license, batch_size=args.batch_size,
+                                 map_files=map_files)
             print(_created(rel))
             if args.no_verify:
                 return 0

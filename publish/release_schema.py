@@ -21,7 +21,9 @@ class ReleaseConfig(Strict):
         return v
 
 
-RELEASE_FORMAT_VERSION = "1"
+# 2: images live in the releases root's shared pool (publish/image_pool.py), `*_file` paths relative to the
+# release folder ("../_pool/images/..."); S and T landmarks copied from the run's sources.
+RELEASE_FORMAT_VERSION = "2"
 
 # The release manifest: every column of a run's triple (paths there are the run's, kept for provenance),
 # plus where each image lives inside the release (content-addressed), its size, and the triple's split.
@@ -35,6 +37,8 @@ RELEASE_TRIPLES = pa.schema(
         pa.field("r_bytes", pa.int64(), nullable=False),
         pa.field("t_file", pa.string(), nullable=False),
         pa.field("t_bytes", pa.int64(), nullable=False),
+        pa.field("s_landmarks68", pa.list_(pa.float32())),  # 68 (x, y) in S's aligned-crop pixels, or null
+        pa.field("t_landmarks68", pa.list_(pa.float32())),  # the same for T
     ],
     metadata={b"ciep.table": b"release_triples", b"ciep.schema_version": RELEASE_FORMAT_VERSION.encode()},
 )
@@ -44,6 +48,8 @@ RELEASE_TABLES: dict[str, pa.Schema] = {**TABLES, "triples": RELEASE_TRIPLES}
 
 # Image roles: manifest prefix -> exported column name.
 IMAGE_ROLES: dict[str, str] = {"s": "source", "r": "reference", "t": "target"}
+# Export columns computed at export time, not read from the release manifest.
+DERIVED_COLUMNS = ("text", "target_mask")
 
 # The row every export writes (hf-parquet columns, webdataset .json, imagefolder metadata), in order.
 # (name, kind): kind is an Arrow type or "image".
@@ -57,6 +63,10 @@ EXPORT_COLUMNS: list[tuple[str, pa.DataType | str]] = [
     ("identity_i", pa.string()),
     ("identity_j", pa.string()),
     ("expression", pa.string()),
+    ("text", pa.string()),  # caption, the same in every format
+    ("target_mask", _IMAGE),  # T's face mask (convex hull of its 68 landmarks, 8-bit L PNG), null without landmarks
+    ("s_landmarks68", pa.list_(pa.float32())),  # 136 floats: 68 (x, y) in the aligned crop, or null
+    ("t_landmarks68", pa.list_(pa.float32())),
     ("s_embedding", pa.list_(pa.float32())),
     ("id_sim_rt", pa.float32()),
     ("id_sim_rj", pa.float32()),

@@ -74,3 +74,25 @@ class NoopQCStage(_NoopImageStage):
 
 
 NOOP_GENERATION_STAGES = [NoopTransferStage, NoopSwapStage, NoopQCStage]
+
+
+class DryGenerationStage(RowwiseStage):
+    """No image at all: fills every generation column (expression transfer, swap, QC) for a dry run of the
+    orchestration at scale (benchmarks/bench_plan_stream.py). Accepts about half the items, by candidate id."""
+
+    name = "dry_generation"
+    input_columns = ("candidate_id",)
+    output_fields = (*ExpressionTransferStage.output_fields, *IdentitySwapStage.output_fields, *QC_FIELDS)
+    config_section = "qc"  # the qc section's resources
+
+    def process_row(self, row: dict[str, Any]) -> dict[str, Any]:
+        accepted = int(hashlib.sha256(row["candidate_id"].encode()).hexdigest()[0], 16) < 8
+        reason = "accepted" if accepted else "identity_leak"
+        out: dict[str, Any] = {f.name: None for f in self.output_fields}
+        out.update(expression_backend="dry", expression_model="dry", expression_model_sha256=NOOP_SHA,
+                   transfer_path="dry", transfer_sha256=NOOP_SHA, swap_backend="dry", swap_model="dry",
+                   swap_model_sha256=NOOP_SHA, reference_path="dry", reference_sha256=NOOP_SHA, accepted=accepted,
+                   reason=reason, reasons=[] if accepted else [reason], face_found=True, id_sim_rt=0.5,
+                   id_sim_rj=0.95, expr_dist_rt=0.05, sharpness=100.0, identity_backend="dry", identity_model="dry",
+                   identity_model_sha256=NOOP_SHA, thresholds=json.dumps({}))
+        return out

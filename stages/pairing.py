@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 from collections import defaultdict
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import numpy as np
@@ -165,12 +166,33 @@ def with_predicted_labels(labels: list, sources: pa.Table) -> list:
 def plan_round(sources: pa.Table, cfg: PairingConfig, round_index: int, *, seed: int, fingerprint: str,
                splits: dict[str, float]) -> RoundPlan:
     """The round's candidates; `splits` are the release splits j is kept in (cfg.split_closed)."""
+    stream = plan_round_stream(sources, cfg, round_index, chunk_rows=1 << 62, seed=seed, fingerprint=fingerprint,
+                               splits=splits)
+    tables = list(stream.chunks)
+    plan = pa.concat_tables(tables).sort_by("candidate_id") if tables else PLAN_SCHEMA.empty_table()
+    return RoundPlan(plan, stream.refused)
+
+
+@dataclass
+class PlanStream:
+    """A round's plan made lazily: `size` candidates (known before the first chunk), `chunks` of at most
+    chunk_rows PLAN_SCHEMA rows in identity order (each chunk sorted by candidate_id), and the refusals, complete
+    once `chunks` is exhausted."""
+
+    size: int
+    chunks: Iterator[pa.Table]
+    refused: list[dict]
+
+
+def plan_round_stream(sources: pa.Table, cfg: PairingConfig, round_index: int, chunk_rows: int, *, seed: int,
+                      fingerprint: str, splits: dict[str, float]) -> PlanStream:
+    """plan_round, one chunk at a time: the first chunk is ready after its identities are planned, and the list
+    columns (landmarks, embeddings) are gathered per chunk, so no whole-round plan is ever held."""
     refused: list[dict] = []
     src = sources.select(PLAN_SOURCE_COLUMNS)
     rows = {c: src.column(c).to_pylist() for c in _SCALAR_COLUMNS}
-    keys, sha = rows["input_key"], rows["file_sha256"]
     # S and carrier choice: the corpus label, else the expression net's (ingest); never used for the swap source
-    expr = with_predicted_labels(rows["expression"], sources)
+    rows["pairing_expression"] = with_predicted_labels(rows["expression"], sources)
     desc = _descriptors(src.column("expression_descriptor"))
     by_identity: dict[str, list[int]] = defaultdict(list)
     for i in _drop_duplicates(rows, refused):
@@ -186,6 +208,18 @@ def plan_round(sources: pa.Table, cfg: PairingConfig, round_index: int, *, seed:
                    for ident in members}
         pool_of = {ident: pool_of.get(ident, "") for ident in identities}
     pool_position = {name: {ident: k for k, ident in enumerate(members)} for name, members in pools.items()}
+    max_targets = cfg.max_targets_per_identity
+    size = sum(min(len(by_identity[i]), max_targets or len(by_identity[i])) for i in identities
+               if len(by_identity[i]) >= 2 and len(pools[pool_of[i]]) > 1)
+    return PlanStream(size, _plan_chunks(identities, by_identity, pools, pool_of, pool_position, rows, src, desc,
+                                         refused, cfg, round_index, chunk_rows, seed, fingerprint), refused)
+
+
+def _plan_chunks(identities: list[str], by_identity: dict[str, list[int]], pools: dict[str, list[str]],
+                 pool_of: dict[str, str], pool_position: dict[str, dict[str, int]], rows: dict[str, list],
+                 src: pa.Table, desc: np.ndarray, refused: list[dict], cfg: PairingConfig, round_index: int,
+                 chunk_rows: int, seed: int, fingerprint: str) -> Iterator[pa.Table]:
+    keys, expr, sha = rows["input_key"], rows["pairing_expression"], rows["file_sha256"]
     # one entry per planned candidate: (candidate_id, item_seed, identity, j, t, s, carrier, swap)
     plan: list[tuple[str, int, str, str, int, int, int, int]] = []
     for identity in identities:
@@ -215,8 +249,13 @@ def plan_round(sources: pa.Table, cfg: PairingConfig, round_index: int, *, seed:
             cid = _h(fingerprint, round_index, seed, sha[t], sha[s], sha[carrier], sha[swap])[:16]
             item_seed = int(_h(seed, round_index, cid)[:8], 16) & 0x7FFFFFFF
             plan.append((cid, item_seed, identity, j, t, s, carrier, swap))
-    plan.sort(key=lambda p: p[0])
-    return RoundPlan(_plan_table(plan, rows, src, round_index), refused)
+            if len(plan) >= chunk_rows:
+                plan.sort(key=lambda p: p[0])
+                yield _plan_table(plan, rows, src, round_index)
+                plan = []
+    if plan:
+        plan.sort(key=lambda p: p[0])
+        yield _plan_table(plan, rows, src, round_index)
 
 
 def _plan_table(plan: list[tuple], rows: dict[str, list], src: pa.Table, round_index: int) -> pa.Table:

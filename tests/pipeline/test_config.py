@@ -49,13 +49,25 @@ def test_resources_do_not_change_the_run_id():
     assert load_config(overrides=["run.seed=7"]).resolved_run_id() != base.resolved_run_id()
 
 
-def test_run_id_is_unchanged_by_the_split_of_config_sections():
-    """Run ids recorded before the config sections moved next to their stages (issue 9) still resolve the same."""
+def test_run_id_is_unchanged_by_the_split_of_config_sections(monkeypatch):
+    """Run ids recorded before the config sections moved next to their stages (issue 9) still resolve the same.
+
+    Issue 12 then took run.name out of the data fingerprint on purpose (triple ids do not depend on the run's
+    name), which changes every run id once; with name put back, the pre-split ids are still reproduced."""
+    import pipeline.config
     from pipeline.config import load_config
 
-    assert load_config().resolved_run_id() == "demo-3987055749"
+    assert load_config().resolved_run_id() == "demo-03116028b8"
+    with monkeypatch.context() as m:
+        m.setattr(pipeline.config, "_RUN_KEYS_NOT_IN_FINGERPRINT",
+                  pipeline.config._RUN_KEYS_NOT_IN_FINGERPRINT - {"name"})
+        assert load_config().resolved_run_id() == "demo-3987055749"
     overrides = ["qc.identity.backend=arcface", "qc.identity.model=arcface_w600k_r50", "ingest.crop_size=128",
                  "identity_swap.mask_regions=[skin,nose]", "corpus.storage_options={endpoint_url: http://x, key: K}",
                  "release.splits={train: 0.5, test: 0.5}", "expression_transfer.prompt=hi",
                  "pairing.split_closed=false", "models.hash_overrides={a: b}"]
-    assert load_config(overrides=overrides).resolved_run_id() == "demo-c8ad149007"
+    assert load_config(overrides=overrides).resolved_run_id() == "demo-19834787da"
+    with monkeypatch.context() as m:
+        m.setattr(pipeline.config, "_RUN_KEYS_NOT_IN_FINGERPRINT",
+                  pipeline.config._RUN_KEYS_NOT_IN_FINGERPRINT - {"name"})
+        assert load_config(overrides=overrides).resolved_run_id() == "demo-c8ad149007"

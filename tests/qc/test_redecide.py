@@ -52,7 +52,8 @@ def test_cli_refuses_non_qc_keys_and_writes_run_json(tmp_path: Path, capsys):
     run_id = write_synthetic_run(str(out / "synthetic-1"), candidates_per_round=20, seed=1)
     with pytest.raises(SystemExit):
         qc_main(["redecide", "--output-root", str(out), "--run", run_id, "--set", "run.seed=3"])
-    assert qc_main(["redecide", "--output-root", str(out), "--run", run_id, *sum((["--set", o] for o in SAME_AS_SYNTHETIC), [])]) == 0
+    sets = [arg for o in SAME_AS_SYNTHETIC for arg in ("--set", o)]
+    assert qc_main(["redecide", "--output-root", str(out), "--run", run_id, *sets]) == 0
     assert "decision version 1" in capsys.readouterr().out
     import json
     info = json.loads((out / "synthetic-1" / "run.json").read_text())

@@ -34,6 +34,20 @@ def _triples(rel) -> list[dict]:
     return rel.store.read_table("triples").to_pylist()
 
 
+def _change_image_everywhere(run: Path, role: str) -> None:
+    """Append a byte to the first `role` image of the run and to every other file of the run with its content: the
+    shared pool reuses an image it already holds by content (without reading the run's copy again), and the
+    synthetic run reaches the same content through several paths, so changing one path would be caught or not
+    depending on which parallel task puts that content first."""
+    triples = ManifestStore.open(str(run)).read_table("triples")
+    sha = triples.column(f"{role}_sha256")[0].as_py()
+    paths = {p for k in ("s", "r", "t")
+             for p, h in zip(triples.column(f"{k}_path").to_pylist(), triples.column(f"{k}_sha256").to_pylist(),
+                             strict=True) if h == sha}
+    for p in paths:
+        Path(p).write_bytes(Path(p).read_bytes() + b"!")
+
+
 def _staging_empty(root: Path) -> bool:
     return not (root / "_staging").exists() or not list((root / "_staging").iterdir())
 
@@ -160,7 +174,7 @@ def test_verify_reports_every_tampered_file(finished_run, tmp_path: Path, capsys
     data[len(data) // 2] ^= 0xFF  # same size, different content
     flipped.write_bytes(bytes(data))
     deleted.unlink()
-    (folder / "images" / "00").mkdir(exist_ok=True)
+    (folder / "images" / "00").mkdir(parents=True, exist_ok=True)  # releases keep no images of their own now
     (folder / "images" / "00" / "extra.png").write_bytes(b"not in the manifest")
     (folder / "README.md").write_text((folder / "README.md").read_text() + "\nedited\n")
     report = verify_release(rel)
@@ -234,3 +248,107 @@ def test_ciep_query_spans_releases(finished_run, release, capsys):
     expect = Counter((RELEASE, r["split"]) for r in _triples(release))
     expect.update(Counter(("round0-only", r["split"]) for r in _triples(open_release(root, "round0-only"))))
     assert got == dict(expect)
+
+
+# -- one image pool per releases root; releases on Ray Data; ids by content, not by run name ----------------
+def _pool_bytes(releases_root: Path) -> tuple[int, int]:
+    files = [p for p in (releases_root / "_pool").rglob("*") if p.is_file()]
+    return len(files), sum(p.stat().st_size for p in files)
+
+
+def test_a_second_release_of_the_same_triples_adds_no_image_bytes(tmp_path: Path):
+    run = tmp_path / "run"
+    write_synthetic_run(str(run), identities=8, candidates_per_round=40)
+    root = tmp_path / "releases"
+    first = create_release(str(run), "first", str(root), splits={"train": 1.0})
+    pool_after_first = _pool_bytes(root)
+    assert pool_after_first[1] == first.info["stats"]["image_bytes"] == first.info["stats"]["pool_image_bytes_added"]
+    second = create_release(str(run), "second", str(root), splits={"train": 1.0})
+    assert _pool_bytes(root) == pool_after_first
+    assert second.info["stats"]["pool_image_bytes_added"] == 0 and second.info["stats"]["image_bytes"] > 0
+    assert not (Path(second.root) / "images").exists()
+    assert verify_release(first).ok and verify_release(second).ok
+    # verify still re-hashes every image a release references: a damaged pool image fails both releases.
+    victim = Path(second.path(_triples(second)[0]["t_file"]))
+    original = victim.read_bytes()
+    data = bytearray(original)
+    data[len(data) // 2] ^= 0xFF
+    victim.write_bytes(bytes(data))
+    for rel in (first, second):
+        assert ("sha256", _triples(second)[0]["t_file"]) in {(p.kind, p.path) for p in verify_release(rel).problems}
+    # Exports read pool images through the release.
+    victim.write_bytes(original)
+    assert verify_release(second).ok
+    assert export_release(second, "imagefolder", str(tmp_path / "imf")).triples == second.info["stats"]["triples"]
+
+
+def test_release_on_ray_data_equals_the_local_one(ray_session, tmp_path: Path):
+    from pipeline.publish_on_ray import ray_file_mapper
+    run = tmp_path / "run"
+    write_synthetic_run(str(run), identities=8, candidates_per_round=60, rounds=2, commit_rows=20)
+    root = tmp_path / "releases"
+    here = create_release(str(run), "here", str(root), splits={"train": 0.5, "test": 0.5})
+    on_ray = create_release(str(run), "onray", str(root), splits={"train": 0.5, "test": 0.5},
+                            map_files=ray_file_mapper())
+    assert len(ManifestStore.open(str(run)).committed_files("triples")) > 2  # several tasks
+    def rows(rel):
+        return sorted(({k: v for k, v in r.items() if k != "release"} for r in _triples(rel)),
+                      key=lambda r: r["triple_id"])
+    assert rows(on_ray) == rows(here)
+    assert on_ray.info["stats"]["excluded_cross_split"] == here.info["stats"]["excluded_cross_split"] > 0
+    assert on_ray.info["stats"]["pool_image_bytes_added"] == 0 and verify_release(on_ray).ok
+
+
+def test_run_name_is_not_part_of_the_data_fingerprint():
+    from pipeline.config import load_config
+    a, b = load_config(overrides=["run.name=alpha"]), load_config(overrides=["run.name=beta"])
+    assert a.data_fingerprint() == b.data_fingerprint() and a.resolved_run_id() != b.resolved_run_id()
+    assert load_config(overrides=["run.seed=99"]).data_fingerprint() != a.data_fingerprint()
+
+
+def test_two_runs_differing_only_in_name_release_the_same_triples(finished_run, release, tmp_path: Path):
+    """A triple's id comes from its content (image hashes, models, seeds, data config), so `ciep release diff`
+    between releases of two runs that made byte-identical triples shows them all in common."""
+    from pipeline.run_idi import run_idi
+    cfg = finished_run.cfg.model_copy(update={"run": finished_run.cfg.run.model_copy(update={"name": "renamed"})})
+    result = run_idi(cfg)
+    assert result["timing"]["run_id"] != finished_run.run_id
+    other = create_release(result["timing"]["run_url"], "renamed-v1", finished_run.releases_root, splits=SPLITS)
+    d = diff_releases(release, other)
+    assert d.added == [] and d.removed == [] and d.common == d.count_a == d.count_b > 0
+    assert all(s["changed"] == 0 for s in d.score_shifts.values())
+    a = {r["triple_id"]: r for r in _triples(release)}
+    for r in _triples(other):
+        assert [r[f"{k}_sha256"] for k in "srt"] == [a[r["triple_id"]][f"{k}_sha256"] for k in "srt"]
+        assert r["run_id"] != a[r["triple_id"]]["run_id"]
+    # Same bytes, one pool: the second release wrote no image.
+    assert other.info["stats"]["pool_image_bytes_added"] == 0
+    assert verify_release(other).ok
+
+
+def test_a_bad_image_fails_a_ray_release_with_the_plain_error(ray_session, tmp_path: Path):
+    from pipeline.publish_on_ray import ray_file_mapper
+    run = tmp_path / "run"
+    write_synthetic_run(str(run), identities=8, candidates_per_round=40, commit_rows=10)
+    _change_image_everywhere(run, "t")
+    root = tmp_path / "releases"
+    with pytest.raises(ReleaseError, match="changed since the run wrote it"):
+        create_release(str(run), "v1", str(root), splits={"train": 1.0}, map_files=ray_file_mapper())
+    assert not (root / "v1").exists() and _staging_empty(root) and not list((root / "_claims").iterdir())
+
+
+def test_progress_bars_for_create_verify_export_and_their_switch(tmp_path: Path, monkeypatch, capsys):
+    run = tmp_path / "run"
+    write_synthetic_run(str(run), identities=8, candidates_per_round=40)
+    monkeypatch.setenv("CIEP_PROGRESS_BARS", "1")
+    rel = create_release(str(run), "v1", str(tmp_path / "rel"), splits={"train": 1.0})
+    verify_release(rel)
+    export_release(rel, "webdataset", str(tmp_path / "wds"))
+    err = capsys.readouterr().err
+    for phase, unit in (("release v1", "shard/s"), ("verify v1", "triple/s"), ("export v1 webdataset", "triple/s")):
+        assert phase in err and unit in err, err
+    assert "100%" in err
+    monkeypatch.setenv("CIEP_PROGRESS_BARS", "0")
+    verify_release(rel)
+    export_release(rel, "webdataset", str(tmp_path / "wds2"))
+    assert capsys.readouterr().err == ""

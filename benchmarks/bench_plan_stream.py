@@ -1,0 +1,139 @@
+"""Dry run at scale (no images): N synthetic sources committed by a child process, then in a fresh driver process
+the real `pipeline.round.run_generation` with one image-free stage (stages/noop.py DryGenerationStage): read
+sources, plan the round into Parquet plan files, stream them through Ray Data and the worker-side commit stage.
+Measures the time from planning start to the first committed shard (the first items processed) and the driver's
+peak RSS up to `--watch` seconds after it, then stops (a 1M-item dry run to the end is not the point).
+
+    python benchmarks/bench_plan_stream.py --sources 100000 1000000
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import psutil
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def make_sources(out: str, n: int, per_identity: int) -> None:
+    from bench_planner import synthetic_sources
+
+    from manifests.store import ManifestStore
+    store = ManifestStore.open(out)
+    for i in range(0, n, 50_000):
+        sources = synthetic_sources(min(50_000, n - i), per_identity, seed=i)
+        ids = sources["identity"].to_pylist()  # distinct identities per block
+        import pyarrow as pa
+        sources = sources.set_column(sources.schema.get_field_index("identity"), "identity",
+                                     pa.array([f"b{i}-{x}" for x in ids]))
+        store.commit(f"ingest-{i:09d}", {"sources": sources})
+
+
+def driver(out: str, watch: float) -> dict:
+    """Runs in a fresh process: the generation phase until `watch` s after the first commit."""
+    from manifests.store import ManifestStore
+    from pipeline.config import load_config
+    from pipeline.ray_adapter import init_ray
+    from pipeline.round import run_generation
+    from stages.noop import DryGenerationStage
+
+    proc = psutil.Process()
+    cfg = load_config(overrides=[f"run.output_root={Path(out).parent}", f"run.run_id={Path(out).name}"])
+    init_ray(cfg.ray)
+    store = ManifestStore.open(out)
+    result: dict = {"rss_after_ray_mib": proc.memory_info().rss / 2**20}
+    peak = [0]
+    stop = threading.Event()
+    commits = Path(out) / "manifests" / "_commits"
+    plan_dir = Path(out) / "plan" / "round-0"
+
+    def monitor(t0: float) -> None:
+        first = None
+        while not stop.is_set():
+            peak[0] = max(peak[0], proc.memory_info().rss)
+            now = time.monotonic()
+            if "first_plan_file_s" not in result and plan_dir.exists() and any(plan_dir.iterdir()):
+                result["first_plan_file_s"] = now - t0
+            if first is None and any(p.name.startswith("gen-r0-") for p in commits.iterdir()):
+                first = now
+                result["first_commit_s"] = now - t0
+            if first is not None and now - first >= watch:
+                result["peak_rss_mib"] = peak[0] / 2**20
+                result["plan_files"] = len(list(plan_dir.iterdir()))
+                result["committed_shards_at_stop"] = sum(1 for p in commits.iterdir() if p.name.startswith("gen-"))
+                print(json.dumps(result), flush=True)
+                import ray
+                node = ray._private.worker._global_node
+                if node is not None:
+                    node.kill_all_processes(check_alive=False, allow_graceful=False)
+                os._exit(0)
+            time.sleep(0.05)
+
+    t0 = time.monotonic()
+
+    class PlanDone(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            if "candidates planned" in record.getMessage() and "plan_written_s" not in result:
+                result["plan_written_s"] = time.monotonic() - t0
+                result["rss_at_plan_written_mib"] = proc.memory_info().rss / 2**20
+    logging.getLogger("pipeline.round").addHandler(PlanDone())
+    logging.getLogger("pipeline.round").setLevel(logging.INFO)
+    threading.Thread(target=monitor, args=(t0,), daemon=True).start()
+    run_generation(cfg, store, out, 0, stages=[DryGenerationStage])
+    stop.set()
+    result.update(peak_rss_mib=peak[0] / 2**20, finished_s=time.monotonic() - t0)
+    print(json.dumps(result), flush=True)
+    return result
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--sources", type=int, nargs="+", default=[100_000])
+    p.add_argument("--per-identity", type=int, default=10)
+    p.add_argument("--watch", type=float, default=20.0, help="seconds to keep streaming after the first commit")
+    p.add_argument("--child", choices=["sources", "driver"])
+    p.add_argument("--out")
+    args = p.parse_args(argv)
+    if args.child == "sources":
+        make_sources(args.out, args.sources[0], args.per_identity)
+        return 0
+    if args.child == "driver":
+        driver(args.out, args.watch)
+        return 0
+    env = dict(os.environ, PYTHONPATH=str(REPO), CIEP_PROGRESS_BARS="0")
+    print(f"machine: {os.cpu_count()} cores, {psutil.virtual_memory().total / 2**30:.0f} GiB RAM; "
+          f"load {os.getloadavg()[0]:.1f}")
+    for n in args.sources:
+        out = os.path.join(tempfile.mkdtemp(prefix=f"bench_stream_{n}_"), f"dry{n}")
+        t = time.monotonic()
+        subprocess.run([sys.executable, __file__, "--child", "sources", "--sources", str(n), "--out", out,
+                        "--per-identity", str(args.per_identity)], check=True, env=env)
+        made = time.monotonic() - t
+        res = subprocess.run([sys.executable, __file__, "--child", "driver", "--out", out, "--watch",
+                              str(args.watch)], check=True, env=env, capture_output=True, text=True)
+        line = [x for x in res.stdout.splitlines() if x.startswith("{")][-1]
+        r = json.loads(line)
+        print(f"{n} sources ({made:.0f} s to make): first plan file {r.get('first_plan_file_s', float('nan')):.1f} s, "
+              f"plan written {r.get('plan_written_s', float('nan')):.1f} s (RSS then "
+              f"{r.get('rss_at_plan_written_mib', float('nan')):.0f} MiB), "
+              f"first committed shard {r.get('first_commit_s', float('nan')):.1f} s after planning start; driver "
+              f"RSS after ray.init {r['rss_after_ray_mib']:.0f} MiB, peak {r['peak_rss_mib']:.0f} MiB; "
+              f"{r.get('plan_files')} plan files; load {os.getloadavg()[0]:.1f}", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

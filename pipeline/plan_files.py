@@ -1,0 +1,80 @@
+"""The round plan as Parquet under the run folder (plan/round-<r>/part-<k>.parquet), read back by Ray Data.
+
+The driver writes the plan in chunks of a few hundred rows as it makes them (stages.pairing.plan_round_chunks),
+leaving out candidates already decided, and never hands Ray Data an in-memory list. Files are rewritten on
+every invocation (the plan is deterministic), so a resumed run reads exactly its remaining work.
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+import time
+from collections.abc import Iterable
+
+import fsspec
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from core.location import Location
+from manifests.store import atomic_write_bytes
+from pipeline.done import not_done
+
+log = logging.getLogger(__name__)
+
+
+def plan_folder(run: Location, round_index: int) -> Location:
+    return run.join("plan", f"round-{round_index}")
+
+
+def _file(url: str, run: Location) -> tuple[fsspec.AbstractFileSystem, str]:
+    """The filesystem and path of a plan-file URL, reached with the run folder's options."""
+    where = Location(url, run.storage_options)
+    return where.fs, where.path
+
+
+def plan_file_urls(run: Location, round_index: int, n_files: int) -> list[str]:
+    """Remove the folder's old files and name the `n_files` files this invocation writes (in this order)."""
+    folder = plan_folder(run, round_index)
+    if folder.exists():
+        folder.fs.rm(folder.path, recursive=True)
+    return [folder.full_url(folder.sub_path(f"part-{k:06d}.parquet")) for k in range(n_files)]
+
+
+def failure_url(run: Location, round_index: int) -> str:
+    """Written when planning fails, so that readers waiting for a plan file stop."""
+    folder = plan_folder(run, round_index)
+    return folder.full_url(folder.sub_path("_FAILED"))
+
+
+def write_plan_files(chunks: Iterable[pa.Table], done: pa.Array, urls: list[str], run: Location) -> tuple[int, int]:
+    """Write chunk k's not-yet-done rows to urls[k] (an empty file when none); returns (planned, to-do) rows."""
+    planned = todo = 0
+    for url, chunk in zip(urls, chunks, strict=False):
+        fs, path = _file(url, run)
+        planned += chunk.num_rows
+        chunk = not_done(chunk, "candidate_id", done)
+        todo += chunk.num_rows
+        buf = io.BytesIO()
+        pq.write_table(chunk, buf, compression="zstd")
+        atomic_write_bytes(fs, path, buf.getvalue())
+    return planned, todo
+
+
+def read_plan_file(url: str, run: Location, failure: str, timeout_s: float = 3600.0) -> pa.Table:
+    """Read one plan file, waiting until the driver has written it (plans stream: the first files are read
+    while later ones are still being planned)."""
+    fs, path = _file(url, run)
+    failure_path = _file(failure, run)[1]
+    deadline = time.monotonic() + timeout_s
+    delay = 0.05
+    while not fs.exists(path):
+        if fs.exists(failure_path):
+            raise RuntimeError(f"planning failed before {url} was written")
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"plan file {url} not written within {timeout_s:.0f} s")
+        time.sleep(delay)
+        delay = min(delay * 2, 1.0)
+        fs.invalidate_cache()
+    with fs.open(path, "rb") as fh:
+        return pq.read_table(fh)

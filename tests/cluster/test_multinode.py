@@ -1,0 +1,142 @@
+"""A round on a real multi-node Ray cluster on this machine (a head with no CPUs and two worker nodes, each its own
+raylet: ray.cluster_utils.Cluster), output root on a real S3 server (moto on 127.0.0.1): the triples equal a
+single-node run's; then the same with one worker node killed mid-round (the node whose QC actor holds an item),
+which must still give exactly the single-node triples, every candidate decided once."""
+
+from __future__ import annotations
+
+import logging
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from manifests.store import ManifestStore
+from pipeline.run_idi import run_idi
+from tests.conftest import REPO, london_identities, make_corpus
+from tests.hardening.test_s3 import ACCESS_KEY, REGION, SECRET_KEY, _free_port, _opts_yaml
+from tests.pipeline.test_round import round_config, triples_content
+
+pytestmark = pytest.mark.slow
+
+BUCKET = "ciep-cluster"
+N_IDS = 4  # 8 images -> 8 candidates
+# Small CPU shares so that both worker nodes host actors of every stage, and one node can finish the round alone.
+RESOURCES = [f"{s}.resources.{k}={v}" for s in ("expression_transfer", "identity_swap", "qc")
+             for k, v in (("num_cpus", 0.25), ("batch_size", 2))] + ["ingest.resources.concurrency=2",
+                                                                     "run.commit_rows=2"]
+
+
+@pytest.fixture(scope="module")
+def s3():
+    import s3fs
+    from moto.server import ThreadedMotoServer
+    logging.getLogger("werkzeug").setLevel(logging.ERROR)
+    port = _free_port()
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+    server.start()
+    try:
+        endpoint = f"http://127.0.0.1:{port}"
+        opts = dict(endpoint_url=endpoint, key=ACCESS_KEY, secret=SECRET_KEY, client_kwargs={"region_name": REGION})
+        fs = s3fs.S3FileSystem(**opts)
+        fs.mkdir(BUCKET)
+        yield opts, fs
+    finally:
+        server.stop()
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory) -> Path:
+    return make_corpus(tmp_path_factory.mktemp("mn") / "corpus", london_identities()[:N_IDS])
+
+
+@pytest.fixture(scope="module")
+def single_node(corpus, tmp_path_factory, ray_session):
+    cfg = round_config(corpus, tmp_path_factory.mktemp("single"), *RESOURCES)
+    result = run_idi(cfg)
+    assert result["summary"]["triples"] >= 2
+    return cfg, triples_content(ManifestStore.open(result["timing"]["run_url"]))
+
+
+@pytest.fixture(scope="module")
+def cluster():
+    from ray.cluster_utils import Cluster
+    c = Cluster(initialize_head=True, connect=False, head_node_args={"num_cpus": 0, "include_dashboard": False})
+    try:
+        workers = [c.add_node(num_cpus=1) for _ in range(2)]
+        c.wait_for_nodes()
+        yield c, workers
+    finally:
+        c.shutdown()
+
+
+def _driver(corpus: Path, out: str, opts: dict, address: str, *extra: str) -> subprocess.Popen:
+    sets = [f"corpus.root={corpus}", f"run.output_root={out}", "run.name=test", f"ray.address={address}",
+            f"run.storage_options={_opts_yaml(opts)}", *RESOURCES, *extra]
+    args = [sys.executable, str(REPO / "pipeline" / "run_idi.py")] + [a for s in sets for a in ("--set", s)]
+    env = dict(os.environ, CIEP_PROGRESS_BARS="0")
+    return subprocess.Popen(args, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            start_new_session=True)
+
+
+def _s3_store(cfg, out: str, opts: dict) -> ManifestStore:
+    return ManifestStore.open(f"{out}/{cfg.resolved_run_id()}", opts)
+
+
+def _node_of(pid: int, workers) -> object:
+    """The worker node whose raylet is an ancestor of process `pid`."""
+    raylets = {n.all_processes["raylet"][0].process.pid: n for n in workers}
+    while pid > 1:
+        if pid in raylets:
+            return raylets[pid]
+        with open(f"/proc/{pid}/status") as fh:
+            pid = int(next(line for line in fh if line.startswith("PPid:")).split()[1])
+    raise AssertionError("the paused actor runs on no worker node")
+
+
+def test_round_on_two_nodes_with_s3_equals_single_node(single_node, cluster, s3, corpus):
+    cfg, expected = single_node
+    c, _ = cluster
+    opts, _fs = s3
+    out = f"s3://{BUCKET}/runs-a"
+    proc = _driver(corpus, out, opts, c.address)
+    log = proc.communicate(timeout=600)[0].decode(errors="replace")
+    assert proc.returncode == 0, log[-4000:]
+    store = _s3_store(cfg, out, opts)
+    assert triples_content(store) == expected
+    qc = store.read_table("qc", ["candidate_id"]).column("candidate_id").to_pylist()
+    assert len(qc) == len(set(qc)) == 2 * N_IDS
+    assert "53727" not in log  # no actor whose restart Ray cannot promise
+
+
+def test_worker_node_killed_mid_round_gives_the_single_node_triples(single_node, cluster, s3, corpus, tmp_path):
+    cfg, expected = single_node
+    c, workers = cluster
+    opts, _fs = s3
+    out = f"s3://{BUCKET}/runs-b"
+    marker = tmp_path / "qc.paused"
+    proc = _driver(corpus, out, opts, c.address,
+                   f"run.fault_injection={{at: qc, item: '*', action: pause_once, marker: '{marker}'}}")
+    try:
+        deadline = time.monotonic() + 400
+        while not marker.exists():
+            assert proc.poll() is None, proc.stdout.read().decode(errors="replace")[-4000:]  # type: ignore[union-attr]
+            assert time.monotonic() < deadline, "no QC actor reached an item"
+            time.sleep(0.2)
+        time.sleep(0.5)  # the marker is written before the pid is flushed
+        victim = _node_of(int(marker.read_text()), workers)
+        c.remove_node(victim, allow_graceful=False)
+        log = proc.communicate(timeout=600)[0].decode(errors="replace")
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, 9)
+            proc.wait()
+    assert proc.returncode == 0, log[-4000:]
+    assert "workers lost" in log, log[-4000:]  # the kill landed mid-round and the phase was restarted
+    store = _s3_store(cfg, out, opts)
+    assert triples_content(store) == expected
+    qc = store.read_table("qc", ["candidate_id"]).column("candidate_id").to_pylist()
+    assert len(qc) == len(set(qc)) == 2 * N_IDS

@@ -1,0 +1,90 @@
+"""The worker-side commit stage and the streamed plan files, without Ray: shards, held stage errors, exactly-once
+on a retried batch, and a plan file read before it is written."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from functools import partial
+from pathlib import Path
+
+import pyarrow as pa
+import pytest
+
+from core.location import Location
+from manifests.store import ManifestStore
+from pipeline.commit_stage import CommitSpec, commit_batch, table_from_ipc
+from pipeline.done import ingested_keys
+from pipeline.plan_files import failure_url, plan_file_urls, read_plan_file, write_plan_files
+from pipeline.round import _ingest_split
+
+
+def _ingest_rows(keys: list[str], reasons: list[str | None]) -> pa.Table:
+    from manifests.schemas import SOURCES
+    n = len(keys)
+    cols = {f.name: pa.nulls(n, f.type) for f in SOURCES}
+    cols.update(input_key=pa.array(keys), source_id=pa.array([f"s{k}" for k in keys]),
+                identity=pa.array(["id"] * n), path=pa.array([f"/c/{k}" for k in keys]),
+                file_sha256=pa.array(["0" * 64] * n), aligned_path=pa.array(["/a"] * n),
+                aligned_sha256=pa.array(["0" * 64] * n))
+    status = ["ok" if r is None else "rejected" for r in reasons]
+    cols.update(status=pa.array(status), reject_stage=pa.array([None if r is None else "ingest" for r in reasons],
+                                                               pa.string()),
+                reject_reason=pa.array(reasons, pa.string()),
+                reject_detail=pa.array([None if r is None else f"{r} detail" for r in reasons], pa.string()))
+    return pa.table(cols)
+
+
+def _spec(run: Path) -> CommitSpec:
+    return CommitSpec(Location(str(run)), partial(_ingest_split, run_id="r"), "input_key", "ingest-", "reject_reason",
+                      {"phase": "ingest"})
+
+
+def test_commit_batch_commits_one_shard_and_holds_stage_errors(tmp_path):
+    run = tmp_path / "run"
+    batch = _ingest_rows(["a", "b", "c", "d"], [None, "no_face", "stage_error", None])
+    stats = commit_batch(batch, _spec(run)).to_pylist()[0]
+    assert stats["rows"] == 4 and stats["stage_errors"] == 1 and stats["first_error"] == "stage_error detail"
+    assert json.loads(stats["outcomes"]) == {"ok": 2, "no_face": 1, "stage_error": 1}
+    held = table_from_ipc(stats["held"])
+    assert held.column("input_key").to_pylist() == ["c"]
+    store = ManifestStore.open(str(run))
+    assert [m["shard"] for m in store.markers()] == [stats["shard"]]
+    assert sorted(ingested_keys(store).to_pylist()) == ["a", "b", "d"]  # the stage_error item is not done
+    # a retried task (same batch) rewrites the same shard: still one marker, every row once
+    again = commit_batch(batch, _spec(run)).to_pylist()[0]
+    assert again["shard"] == stats["shard"] and len(store.markers()) == 1
+    assert store.read_table("sources").num_rows == 2 and store.read_table("rejects").num_rows == 1
+
+
+def test_batch_of_only_stage_errors_commits_nothing(tmp_path):
+    run = tmp_path / "run"
+    stats = commit_batch(_ingest_rows(["x", "y"], ["stage_error", "stage_error"]), _spec(run)).to_pylist()[0]
+    assert stats["shard"] is None and stats["stage_errors"] == 2
+    assert ManifestStore.open(str(run)).markers() == []
+
+
+def test_plan_file_is_read_once_the_driver_writes_it(tmp_path):
+    run = Location(str(tmp_path / "run"))
+    urls = plan_file_urls(run, 0, 2)
+    chunks = [pa.table({"candidate_id": ["c1", "c2"]}), pa.table({"candidate_id": ["c3"]})]
+    got: list[pa.Table] = []
+    reader = threading.Thread(target=lambda: got.append(read_plan_file(urls[1], run, failure_url(run, 0), 30)))
+    reader.start()
+    time.sleep(0.3)
+    assert not got  # waiting for the file
+    planned, todo = write_plan_files(chunks, pa.array(["c2"]), urls, run)
+    reader.join(10)
+    assert (planned, todo) == (3, 2)
+    assert got[0].column("candidate_id").to_pylist() == ["c3"]
+    assert read_plan_file(urls[0], run, failure_url(run, 0)).column("candidate_id").to_pylist() == ["c1"]
+
+
+def test_plan_reader_stops_when_planning_failed(tmp_path):
+    run = Location(str(tmp_path / "run"))
+    (url,) = plan_file_urls(run, 0, 1)
+    Path(failure_url(run, 0)).parent.mkdir(parents=True, exist_ok=True)
+    Path(failure_url(run, 0)).write_text("boom")
+    with pytest.raises(RuntimeError, match="planning failed"):
+        read_plan_file(url, run, failure_url(run, 0), 5)
