@@ -7,7 +7,7 @@ import hashlib
 import json
 import sys
 
-from manifests.release import (Release, ReleaseDiff, ReleaseError, create_release, default_releases_root,
+from manifests.release import (Release, ReleaseDiff, ReleaseError, ReleaseNotFoundError, create_release, default_releases_root,
                                diff_releases, list_releases, open_release, verify_release)
 from manifests.runs import resolve_run
 from pipeline.config import PipelineConfig, load_config
@@ -143,6 +143,9 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"{r['name']:<20} {r['created_at']}  {r['stats']['triples']:>7} triples ({splits})  "
                       f"run {r['source']['run_id']} rounds {r['source']['rounds']}")
         return 0
+    except (ReleaseNotFoundError, FileNotFoundError) as err:  # no such release or run: EXIT_NOT_FOUND, as for runs
+        print(f"ciep release {args.cmd}: {err}", file=sys.stderr)
+        return 5
     except ReleaseError as err:
         print(f"ciep release {args.cmd}: {err}", file=sys.stderr)
         return 1

@@ -11,6 +11,7 @@ from manifests.query import NAMED_QUERIES, connect, format_table, run_query
 from manifests.runs import resolve_run
 from manifests.store import ManifestStore
 from pipeline.config import ConfigError, load_config, quiet_credential_loggers
+from pipeline.exits import EXIT_NOT_FOUND, UsageError, report
 
 # subcommand -> (module, help). Each module exposes main(argv: list[str]) -> int.
 SUBCOMMANDS: dict[str, tuple[str, str]] = {
@@ -21,6 +22,22 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "export": ("manifests.export", "export a release for trainers (hf-parquet, webdataset, imagefolder)"),
     "report": ("qc.report", "self-contained HTML QC report of a run or release"),
 }
+
+
+def _query(con, sql: str) -> tuple[list[str], list[tuple]]:
+    """run_query with one-line usage errors: a mistyped named query, or SQL DuckDB cannot run."""
+    import duckdb
+
+    if sql not in NAMED_QUERIES and len(sql.split()) == 1:
+        import difflib
+
+        close = difflib.get_close_matches(sql, list(NAMED_QUERIES), n=1)
+        raise UsageError(f"no named query {sql!r}" + (f" (did you mean {close[0]!r}?)" if close else "")
+                         + f"; named queries: {', '.join(NAMED_QUERIES)}; or give SQL text")
+    try:
+        return run_query(con, sql)
+    except duckdb.Error as err:
+        raise UsageError(f"SQL error: {' '.join(str(err).split())}") from None
 
 
 def query_main(argv: list[str]) -> int:
@@ -42,7 +59,7 @@ def query_main(argv: list[str]) -> int:
     else:
         opts = dict(cfg.run.storage_options)
         con = connect(ManifestStore.open(resolve_run(root, args.run, opts), opts))
-    cols, rows = run_query(con, args.sql)
+    cols, rows = _query(con, args.sql)
     if args.format == "table":
         print(format_table(cols, rows))
     elif args.format == "csv":
@@ -73,9 +90,14 @@ def main(argv: list[str] | None = None) -> int:
             return query_main(rest)
         module = importlib.import_module(SUBCOMMANDS[name][0])
         return int(module.main(rest) or 0)
-    except (ConfigError, FileNotFoundError) as err:
+    except ConfigError as err:
         print(f"ciep {name}: {err}", file=sys.stderr)
         return 2
+    except FileNotFoundError as err:  # no such run or release (same status for both)
+        print(f"ciep {name}: {' '.join(str(err).split())}", file=sys.stderr)
+        return EXIT_NOT_FOUND
+    except Exception as err:  # noqa: BLE001 - one line and an exit status (pipeline/exits.py)
+        return report(f"ciep {name}", err)
 
 
 if __name__ == "__main__":

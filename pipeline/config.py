@@ -102,6 +102,13 @@ class FaultInjectionConfig(Strict):
     item: str = "*"
     action: Literal["raise", "exit", "pause"]
     marker: str | None = None
+    # action "raise" only: what is raised ("fault": a model bug, a permanent stage_error; the others are the
+    # transient errors of stages/errors.py: a full disk, an I/O error, a storage timeout, MemoryError);
+    # `fraction` of the matching items (chosen by a hash of item and point), only while the item's attempt is
+    # at most `max_attempt` (None: every attempt). `at` may be a glob over stage names ("*": every stage).
+    error: Literal["fault", "enospc", "eio", "timeout", "memory"] = "fault"
+    fraction: float = Field(1.0, ge=0, le=1)
+    max_attempt: int | None = Field(None, ge=1)
 
     @model_validator(mode="after")
     def _pause_needs_marker(self) -> "FaultInjectionConfig":
@@ -121,6 +128,9 @@ class RunConfig(Strict):
     # A model that fails on more than this share of items (and at least min_items_for_abort) stops the job.
     max_stage_error_rate: float = Field(0.5, ge=0, le=1)
     min_items_for_abort: int = Field(8, ge=1)
+    # An item that failed with a transient error (stages/errors.py) is retried by the next rerun, up to this
+    # many attempts in all; the last failure is then recorded as a stage_error reject (attempt = max_attempts).
+    max_attempts: int = Field(3, ge=1)
     # A manifest shard is committed every commit_rows rows or commit_seconds, whichever comes first.
     commit_rows: int = Field(256, ge=1)
     commit_seconds: float = Field(30.0, gt=0)
@@ -165,6 +175,11 @@ class PairingConfig(Strict):
     # Pick the swap-source identity j from i's release split (release.splits), so that no triple straddles
     # two splits and releases keep every triple; falls back to any identity when i's split has no other.
     split_closed: bool = True
+    # Identities whose mean embeddings have cosine >= this are one person under several names
+    # (stages/identity_clusters.py): j is never drawn from i's cluster and releases split by cluster. Default
+    # for dlib (London set, `ciep calibrate-identity`: different people max 0.949, same person median 0.988);
+    # ArcFace needs its own value. null: no clustering.
+    same_person_similarity: float | None = Field(0.96, ge=-1, le=1)
 
 
 class ExpressionTransferConfig(Strict):
@@ -294,7 +309,7 @@ class ReleaseConfig(Strict):
 
 # Keys that change how a run executes, not what data it makes.
 _RUN_KEYS_NOT_IN_FINGERPRINT = {"output_root", "run_id", "rounds", "commit_rows", "commit_seconds",
-                                "max_stage_error_rate", "min_items_for_abort", "storage_options",
+                                "max_stage_error_rate", "min_items_for_abort", "storage_options", "max_attempts",
                                 "fault_injection"}
 
 
@@ -398,4 +413,25 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
         raise ConfigError(f"config {source} must be a mapping at the top level")
     if overrides:
         data = _deep_update(data, parse_overrides(overrides))
+        try:
+            return PipelineConfig.model_validate(data)
+        except ValidationError as err:
+            raise ConfigError(_format_override_errors(err, source, overrides)) from None
     return config_from_dict(data, source)
+
+
+def _format_override_errors(err: ValidationError, source: str, overrides: list[str]) -> str:
+    """Errors of a config with --set overrides: each one blamed on the override that set the key, else the file."""
+    keys = {pair.split("=", 1)[0]: pair for pair in overrides}
+    by_override, in_file = [], []
+    for e in err.errors():
+        loc = ".".join(str(p) for p in e["loc"]) or "<root>"
+        pair = next((p for k, p in keys.items() if loc == k or loc.startswith(k + ".") or k.startswith(loc + ".")),
+                    None)
+        (by_override if pair else in_file).append(f"  {loc}: {e['msg']}" + (f" (from --set {pair})" if pair else ""))
+    lines = []
+    if by_override:
+        lines += ["invalid --set override:"] + by_override
+    if in_file:
+        lines += [f"invalid config {source}:"] + in_file
+    return "\n".join(lines)

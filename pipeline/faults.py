@@ -8,7 +8,9 @@ marker (manifests/store.py `before_marker`, wired in pipeline/run_idi.py). No Ra
 
 from __future__ import annotations
 
+import errno
 import fnmatch
+import hashlib
 import os
 import signal
 import time
@@ -23,6 +25,39 @@ class InjectedFault(RuntimeError):
     """The exception raised by action "raise"; it stands for a model failing on one item."""
 
 
+class InjectedTransientFault(TimeoutError):
+    """error "timeout": a storage or network call timing out (transient, stages/errors.py)."""
+
+
+def _error(fault: FaultInjectionConfig, at: str, item_id: str) -> BaseException:
+    where = f"injected fault at {at} on item {item_id}"
+    if fault.error == "enospc":
+        return OSError(errno.ENOSPC, f"No space left on device ({where})")
+    if fault.error == "eio":
+        return OSError(errno.EIO, f"Input/output error ({where})")
+    if fault.error == "timeout":
+        return InjectedTransientFault(where)
+    if fault.error == "memory":
+        return MemoryError(where)
+    return InjectedFault(where)
+
+
+def targets(fault: FaultInjectionConfig | None, at: str, item_id: str | None, attempt: int | None = None) -> bool:
+    """True if `fault` is aimed at point `at`, this item (pattern and fraction) and this attempt."""
+    if fault is None or item_id is None:
+        return False
+    if fault.at != at and (at == "commit" or not fnmatch.fnmatchcase(at, fault.at)):
+        return False
+    if not fnmatch.fnmatchcase(item_id, fault.item):
+        return False
+    if fault.max_attempt is not None and (attempt or 1) > fault.max_attempt:
+        return False
+    if fault.fraction < 1.0:
+        h = int(hashlib.sha256(f"{at}\0{item_id}".encode()).hexdigest()[:8], 16) / 0x100000000
+        return h < fault.fraction
+    return True
+
+
 def _claim(marker: str) -> bool:
     """Create the marker exclusively; True for the one process that created it."""
     os.makedirs(os.path.dirname(os.path.abspath(marker)), exist_ok=True)
@@ -35,9 +70,9 @@ def _claim(marker: str) -> bool:
     return True
 
 
-def maybe_inject(fault: FaultInjectionConfig | None, at: str, item_id: str | None) -> None:
-    """Act if `fault` targets point `at` and `item_id`; otherwise return."""
-    if fault is None or fault.at != at or item_id is None or not fnmatch.fnmatchcase(item_id, fault.item):
+def maybe_inject(fault: FaultInjectionConfig | None, at: str, item_id: str | None, attempt: int | None = None) -> None:
+    """Act if `fault` targets point `at`, `item_id` and `attempt` (see `targets`); otherwise return."""
+    if fault is None or not targets(fault, at, item_id, attempt):
         return
     if fault.action == "pause":
         _claim(fault.marker)  # type: ignore[arg-type]  # validated: pause has a marker
@@ -46,7 +81,7 @@ def maybe_inject(fault: FaultInjectionConfig | None, at: str, item_id: str | Non
     if fault.marker and not _claim(fault.marker):
         return  # fired once already (e.g. before this actor was restarted)
     if fault.action == "raise":
-        raise InjectedFault(f"injected fault at {at} on item {item_id}")
+        raise _error(fault, at, item_id)
     os._exit(FAULT_EXIT_CODE)
 
 
