@@ -317,6 +317,9 @@ def main(argv: list[str] | None = None) -> int:
         release = resolve_release(args.release, releases_root)
         out = args.out or f"{output_root.rstrip('/')}/exports/{release.name}/{args.format}"
         stats = export_release(release, args.format, out, overwrite=args.overwrite, **options)
+    except FileNotFoundError as err:  # ReleaseNotFoundError: no such release, same status as a missing run
+        print(f"ciep export: {err}", file=sys.stderr)
+        return 5
     except ReleaseError as err:
         print(f"ciep export: {err}", file=sys.stderr)
         return 1

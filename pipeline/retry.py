@@ -28,7 +28,7 @@ def next_attempts(store: ManifestStore, ids: pa.Array | pa.ChunkedArray, round_i
     mask = pc.and_(pc.equal(past["round"], round_index), pc.is_in(past["stage"], pa.array(stages, pa.string())))
     past = past.filter(mask)
     last: dict[str, int] = {}
-    for item, a in zip(past["item_id"].to_pylist(), past["attempt"].to_pylist()):
+    for item, a in zip(past["item_id"].to_pylist(), past["attempt"].to_pylist(), strict=True):
         last[item] = max(last.get(item, 0), a)
     return pa.array([last.get(i, 0) + 1 for i in ids.to_pylist()], pa.int32())
 
@@ -57,8 +57,8 @@ def retrying_split(split: Callable[[pa.Table], dict[str, pa.Table]], id_column: 
         retry, final = t.filter(mask), t.filter(pc.invert(mask))
         out = split(final)
         if ATTEMPT_COLUMN in final.column_names:
-            attempt_of = dict(zip(final[id_column].to_pylist(), final[ATTEMPT_COLUMN].to_pylist()))
-            transient_of = dict(zip(final[id_column].to_pylist(), final[TRANSIENT_COLUMN].to_pylist())) \
+            attempt_of = dict(zip(final[id_column].to_pylist(), final[ATTEMPT_COLUMN].to_pylist(), strict=True))
+            transient_of = dict(zip(final[id_column].to_pylist(), final[TRANSIENT_COLUMN].to_pylist(), strict=True)) \
                 if TRANSIENT_COLUMN in final.column_names else {}
             for name, table in list(out.items()):
                 key = ID_OF_TABLE.get(name)
@@ -89,7 +89,8 @@ def pending_retries(store: ManifestStore) -> dict[str, int]:
     decided = store.read_column_set("sources", "input_key") | store.read_column_set("rejects", "item_id") \
         | store.read_column_set("qc", "candidate_id")
     out: dict[str, set[str]] = {}
-    for item, r, stage in zip(att["item_id"].to_pylist(), att["round"].to_pylist(), att["stage"].to_pylist()):
+    cols = (att["item_id"].to_pylist(), att["round"].to_pylist(), att["stage"].to_pylist())
+    for item, r, stage in zip(*cols, strict=True):
         if item not in decided:
             out.setdefault("ingest" if stage == "ingest" else f"round {r}", set()).add(item)
     return {k: len(v) for k, v in sorted(out.items())}

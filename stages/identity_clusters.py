@@ -60,7 +60,7 @@ def cluster_identities(members: dict[str, list[int]], emb: np.ndarray, threshold
         cent /= np.maximum(np.linalg.norm(cent, axis=1, keepdims=True), 1e-12)
         sim = cent @ cent.T
         np.fill_diagonal(sim, -np.inf)
-        for a, b in zip(*np.nonzero(sim >= threshold)):
+        for a, b in zip(*np.nonzero(sim >= threshold), strict=True):
             if a < b:
                 ra, rb = find(names[a]), find(names[b])
                 if ra != rb:

@@ -154,6 +154,8 @@ def plan_round(sources: pa.Table, cfg: PipelineConfig, round_index: int) -> Roun
     keys, expr, sha = rows["input_key"], rows["expression"], rows["file_sha256"]
     desc = _descriptors(src.column("expression_descriptor"))
     emb = embedding_matrix(src.column("embedding"))
+    if emb.size:  # cosine everywhere (ingest writes L2-normalised embeddings; this makes sure)
+        emb = emb / np.maximum(np.linalg.norm(emb, axis=1, keepdims=True), 1e-12)
     by_identity: dict[str, list[int]] = defaultdict(list)
     for i in _drop_duplicates(rows, refused, emb):
         by_identity[rows["identity"][i]].append(i)
@@ -193,7 +195,7 @@ def plan_round(sources: pa.Table, cfg: PipelineConfig, round_index: int) -> Roun
         if not n_others:
             for r in members:
                 refused.append(dict(item_id=keys[r], stage="pairing", reason="no_other_identity",
-                                    detail="the corpus has a single identity (person)", identity=identity,
+                                    detail="the corpus has a single identity", identity=identity,
                                     path=rows["path"][r]))
             continue
         targets = members[: cfg.pairing.max_targets_per_identity] if cfg.pairing.max_targets_per_identity else members

@@ -19,7 +19,6 @@ from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.compute as pc
 import pytest
 from PIL import Image
 
@@ -69,7 +68,8 @@ def baseline(corpus: Path, tmp_path_factory, ray_session):
 def _can_mount() -> bool:
     probe = Path(f"/tmp/ciep-mount-probe-{os.getpid()}")
     probe.mkdir(exist_ok=True)
-    ok = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64k", "tmpfs", str(probe)], capture_output=True).returncode == 0
+    ok = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64k", "tmpfs", str(probe)],
+                        capture_output=True).returncode == 0
     if ok:
         subprocess.run(["umount", str(probe)], check=True)
     probe.rmdir()
@@ -108,6 +108,7 @@ def test_disk_full_then_rerun_after_space_is_freed_gives_every_triple(baseline, 
         assert not stray.exists()
         for table in TABLES:
             assert _decided(store, table).equals(baseline[2][table]), f"{table} differs from the clean run"
+        con = connect(store)  # the views list the files committed when they were made
         assert con.execute("select count(*) from qc where attempt = 2").fetchone()[0] == failed
         assert con.execute("select count(*) from triples").fetchone()[0] == 2 * N_IDS
     finally:
@@ -351,8 +352,10 @@ def test_folder_listing_as_a_user_who_cannot_read_a_folder(tmp_path):
         for p in [base, *base.rglob("*")]:
             os.chmod(p, 0o755 if p.is_dir() else 0o644)
         os.chmod(base / "corpus" / "locked", 0o000)
-        code = ("import json, os, sys; os.setgid(65534); os.setuid(65534); "
-                "from pipeline.config import CorpusConfig; from stages.corpus import list_corpus; "
+        # imports first (the interpreter's own files may be readable by root only), then become `nobody`
+        code = ("import json, os, sys; from pipeline.config import CorpusConfig; "
+                "from stages.corpus import list_corpus; "
+                "os.setgid(65534); os.setuid(65534); "
                 f"l = list_corpus(CorpusConfig(root={str(base / 'corpus')!r})); "
                 "print(json.dumps([(r['input_key'], r['reason']) for r in l.refused]))")
         proc = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True,
