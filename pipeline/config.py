@@ -108,6 +108,7 @@ class FaultInjectionConfig(Strict):
     # at most `max_attempt` (None: every attempt). `at` may be a glob over stage names ("*": every stage).
     error: Literal["fault", "enospc", "eio", "timeout", "memory"] = "fault"
     fraction: float = Field(1.0, ge=0, le=1)
+    seed: int = 0  # salt of the hash that picks the `fraction`
     max_attempt: int | None = Field(None, ge=1)
 
     @model_validator(mode="after")

@@ -53,7 +53,7 @@ def targets(fault: FaultInjectionConfig | None, at: str, item_id: str | None, at
     if fault.max_attempt is not None and (attempt or 1) > fault.max_attempt:
         return False
     if fault.fraction < 1.0:
-        h = int(hashlib.sha256(f"{at}\0{item_id}".encode()).hexdigest()[:8], 16) / 0x100000000
+        h = int(hashlib.sha256(f"{fault.seed}\0{at}\0{item_id}".encode()).hexdigest()[:8], 16) / 0x100000000
         return h < fault.fraction
     return True
 

@@ -95,9 +95,9 @@ def run_ingest(cfg: PipelineConfig, store: ManifestStore, run_root: str,
                 "run_id": pa.array([run_id] * bad.num_rows, pa.string())})
             return {"sources": ok, "rejects": rejects}
 
-        split = retrying_split(split, "input_key", "identity", "path",
-                               lambda t: pa.array([0] * t.num_rows, pa.int32()), run_id, cfg.run.max_attempts)
-        buffer = CommitBuffer(store, split, "input_key", "ingest-", cfg.run.commit_rows, cfg.run.commit_seconds, {"phase": "ingest"})
+        retrying = retrying_split(split, "input_key", "identity", "path",
+                                  lambda t: pa.array([0] * t.num_rows, pa.int32()), run_id, cfg.run.max_attempts)
+        buffer = CommitBuffer(store, retrying, "input_key", "ingest-", cfg.run.commit_rows, cfg.run.commit_seconds, {"phase": "ingest"})
         _consume(ds, buffer, Progress("ingest", todo.num_rows), _guard(cfg), "reject_reason")
     return PhaseStats(todo.num_rows, len(done), time.monotonic() - started)
 
