@@ -291,7 +291,7 @@ def test_labels_are_slugs_with_the_raw_name_kept_and_query_output_stays_one_row_
 
 # -- case 3: a grown corpus ------------------------------------------------------------------------------------
 
-def test_grown_corpus_is_a_new_data_version_equal_to_a_fresh_run(baseline, tmp_path):
+def test_grown_corpus_is_a_new_data_version_equal_to_a_fresh_run(tmp_path, ray_session):
     corpus = make_corpus(tmp_path / "corpus", london_identities()[:N_IDS - 1])
     out = tmp_path / "runs"
     first = run_idi(round_config(corpus, out))
@@ -302,10 +302,11 @@ def test_grown_corpus_is_a_new_data_version_equal_to_a_fresh_run(baseline, tmp_p
     assert grown["timing"]["run_id"] != first["timing"]["run_id"]
     assert grown["timing"]["run_id"].startswith(first["timing"]["run_id"] + "-c")
     store = ManifestStore.open(grown["timing"]["run_url"])
-    # equal to a fresh run of the grown corpus (baseline: the same identities, a fresh output root)
-    for table in ("candidates", "qc", "triples"):
+    fresh = ManifestStore.open(run_idi(round_config(corpus, tmp_path / "fresh"))["timing"]["run_url"])
+    for table in ("sources", "candidates", "qc", "triples"):  # equal to a fresh run of the grown corpus
         got = _decided(store, table).drop_columns(["run_id"])
-        assert got.equals(baseline[2][table].drop_columns(["run_id"])), table
+        assert got.equals(_decided(fresh, table).drop_columns(["run_id"])), table
+    assert store.read_table("triples").num_rows == 2 * N_IDS
     targets = store.read_table("candidates", ["target_source_id"])["target_source_id"].to_pylist()
     assert len(targets) == len(set(targets)), "no target used twice"
     assert _decided(first_store, "triples").equals(before), "the first version is left as it was"
