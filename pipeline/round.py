@@ -54,8 +54,10 @@ def _consume(ds, buffer: CommitBuffer, progress: Progress, guard: StageErrorGuar
     try:
         for batch in ds.iter_batches(batch_format="pyarrow", batch_size=None):
             progress.update([r or "ok" for r in batch.column(outcome_col).to_pylist()])
-            buffer.add(batch)
+            # checked before the batch can be committed (add() flushes after commit_seconds): an aborting batch's
+            # stage_error rows never reach the manifest
             guard.check(batch.column("reject_reason").to_pylist(), batch.column("reject_detail").to_pylist())
+            buffer.add(batch)
     except Exception:
         buffer.flush(keep=_drop_stage_errors)
         raise
