@@ -81,7 +81,7 @@ def maybe_inject(fault: FaultInjectionConfig | None, at: str, item_id: str | Non
     if fault.marker and not _claim(fault.marker):
         return  # fired once already (e.g. before this actor was restarted)
     if fault.action == "raise":
-        raise _error(fault, at, item_id)
+        raise _error(fault, at, item_id or "")
     os._exit(FAULT_EXIT_CODE)
 
 
