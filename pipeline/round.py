@@ -14,8 +14,9 @@ from manifests.store import ManifestStore, shard_key
 from pipeline.commit import CommitBuffer, Progress, StageErrorGuard
 from pipeline.config import PipelineConfig
 from pipeline.ray_adapter import apply_stages, check_wiring, dataset_from_table, stage_section
+from pipeline.retry import next_attempts, retrying_split, with_attempt_column
 from qc.stage import QCStage
-from stages.corpus import list_corpus
+from stages.corpus import CorpusListing, list_corpus
 from stages.expression_transfer import ExpressionTransferStage
 from stages.identity_swap import IdentitySwapStage
 from stages.ingest import IngestStage
@@ -53,8 +54,10 @@ def _consume(ds, buffer: CommitBuffer, progress: Progress, guard: StageErrorGuar
     try:
         for batch in ds.iter_batches(batch_format="pyarrow", batch_size=None):
             progress.update([r or "ok" for r in batch.column(outcome_col).to_pylist()])
-            buffer.add(batch)
+            # checked before the batch can be committed (add() flushes after commit_seconds): an aborting batch's
+            # stage_error rows never reach the manifest
             guard.check(batch.column("reject_reason").to_pylist(), batch.column("reject_detail").to_pylist())
+            buffer.add(batch)
     except Exception:
         buffer.flush(keep=_drop_stage_errors)
         raise
@@ -63,11 +66,12 @@ def _consume(ds, buffer: CommitBuffer, progress: Progress, guard: StageErrorGuar
 
 # -- ingest ------------------------------------------------------------------------------------------
 
-def run_ingest(cfg: PipelineConfig, store: ManifestStore, run_root: str) -> PhaseStats:
+def run_ingest(cfg: PipelineConfig, store: ManifestStore, run_root: str,
+               listing: CorpusListing | None = None) -> PhaseStats:
     """Ingest every corpus image not yet in `sources` or `rejects` (stage ingest)."""
     started = time.monotonic()
     run_id = cfg.resolved_run_id()
-    listing = list_corpus(cfg.corpus)
+    listing = listing or list_corpus(cfg.corpus)
     done = store.read_column_set("sources", "input_key")
     rejects = store.read_table("rejects", ["item_id", "stage"])
     done |= set(pc.filter(rejects["item_id"], pc.equal(rejects["stage"], "ingest")).to_pylist())
@@ -78,6 +82,7 @@ def run_ingest(cfg: PipelineConfig, store: ManifestStore, run_root: str) -> Phas
     todo = listing.items.filter(pc.invert(pc.is_in(listing.items["input_key"], pa.array(sorted(done), pa.string()))))
     log.info("ingest: %d images listed, %d already done, %d to do", listing.items.num_rows + len(listing.refused),
              len(done), todo.num_rows)
+    todo = with_attempt_column(todo, next_attempts(store, todo["input_key"], 0, ("ingest",)))
     if todo.num_rows:
         check_wiring([IngestStage], todo.column_names, cfg, run_root)
         ds = apply_stages(dataset_from_table(todo, cfg.ingest.resources.batch_size * 2), [IngestStage], cfg, run_root)
@@ -92,7 +97,9 @@ def run_ingest(cfg: PipelineConfig, store: ManifestStore, run_root: str) -> Phas
                 "run_id": pa.array([run_id] * bad.num_rows, pa.string())})
             return {"sources": ok, "rejects": rejects}
 
-        buffer = CommitBuffer(store, split, "input_key", "ingest-", cfg.run.commit_rows, cfg.run.commit_seconds,
+        retrying = retrying_split(split, "input_key", "identity", "path",
+                                  lambda t: pa.array([0] * t.num_rows, pa.int32()), run_id, cfg.run.max_attempts)
+        buffer = CommitBuffer(store, retrying, "input_key", "ingest-", cfg.run.commit_rows, cfg.run.commit_seconds,
                               {"phase": "ingest"})
         _consume(ds, buffer, Progress("ingest", todo.num_rows), _guard(cfg), "reject_reason")
     return PhaseStats(todo.num_rows, len(done), time.monotonic() - started)
@@ -146,6 +153,10 @@ def run_generation(cfg: PipelineConfig, store: ManifestStore, run_root: str, rou
     started = time.monotonic()
     run_id = cfg.resolved_run_id()
     plan = plan_for(cfg, store.read_table("sources"), round_index)
+    if plan.clusters is not None and plan.clusters.cluster_of:  # same rows every round: one shard, overwritten
+        model = next(iter(store.read_table("sources", ["embedding_model"])["embedding_model"].to_pylist()), None)
+        store.commit("identity-clusters", {"identity_clusters": plan.clusters.table(
+            cfg.pairing.same_person_similarity, model, run_id)}, {"phase": "pairing"})
     rejects = store.read_table("rejects", ["item_id", "round", "stage"])
     refused_done = set(pc.filter(rejects["item_id"], pc.and_(pc.equal(rejects["stage"], "pairing"),
                                                               pc.equal(rejects["round"], round_index))).to_pylist())
@@ -158,12 +169,15 @@ def run_generation(cfg: PipelineConfig, store: ManifestStore, run_root: str, rou
     todo = plan.plan.filter(pc.invert(pc.is_in(plan.plan["candidate_id"], pa.array(sorted(done), pa.string()))))
     log.info("round %d: %d candidates planned, %d already decided, %d to do", round_index, plan.plan.num_rows,
              len(done), todo.num_rows)
+    todo = with_attempt_column(todo, next_attempts(store, todo["candidate_id"], round_index,
+                                                   tuple(s.name for s in stages)))
     if todo.num_rows:
         check_wiring(stages, todo.column_names, cfg, run_root)
         batch = min(stage_section(s, cfg).resources.batch_size for s in stages)
         ds = apply_stages(dataset_from_table(todo, batch * 2), stages, cfg, run_root)
-        buffer = CommitBuffer(store, _generation_split(run_id, cfg.data_fingerprint()), "candidate_id",
-                              f"gen-r{round_index}-", cfg.run.commit_rows, cfg.run.commit_seconds,
-                              {"phase": "generate", "round": round_index})
+        split = retrying_split(_generation_split(run_id, cfg.data_fingerprint()), "candidate_id", "identity_i",
+                               "t_aligned_path", lambda t: t["round"], run_id, cfg.run.max_attempts)
+        buffer = CommitBuffer(store, split, "candidate_id", f"gen-r{round_index}-", cfg.run.commit_rows,
+                              cfg.run.commit_seconds, {"phase": "generate", "round": round_index})
         _consume(ds, buffer, Progress(f"round {round_index}", todo.num_rows), _guard(cfg), "reason")
     return PhaseStats(todo.num_rows, len(done), time.monotonic() - started)

@@ -53,7 +53,8 @@ CLAIMS_DIR = "_claims"
 STAGING_DIR = "_staging"
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 SPLIT_RULE = ("identity-closed: an identity goes to a split by sha256('ciep-split:' + identity) against the "
-              "cumulative split ratios (stable across releases); a triple is kept only when its identity i "
+              "cumulative split ratios (identity: its cluster's name when the run found one person under several "
+              "names, table identity_clusters) (stable across releases); a triple is kept only when its identity i "
               "(S, T) and identity j (R) fall in the same split, so no identity appears in two splits")
 
 
@@ -232,10 +233,13 @@ def _write_triples(build: _Build, run_store: ManifestStore, name: str, rounds: l
     flt = pads.field("round").isin(rounds) if rounds else None
     split_cache: dict[str, str] = {}
     pending: list[pa.Table] = []
+    # one person under several identity names (the run's identity_clusters table) goes to one split
+    clusters = run_store.read_table("identity_clusters", ["identity", "cluster"])
+    cluster_of = dict(zip(clusters["identity"].to_pylist(), clusters["cluster"].to_pylist(), strict=True))
 
     def split(identity: str) -> str:
         if identity not in split_cache:
-            split_cache[identity] = split_of(identity, splits)
+            split_cache[identity] = split_of(cluster_of.get(identity, identity), splits)
         return split_cache[identity]
 
     def commit() -> None:

@@ -14,7 +14,8 @@ from manifests.schemas import QC_FIELDS
 from qc.config import QCConfig
 from qc.decide import ACCEPTED, Scores, Thresholds, failed_checks
 from qc.identity import cosine_similarity
-from stages.base import STATUS_OK, Stage, rows_to_table
+from stages.base import STATUS_OK, TRANSIENT_COLUMN, Stage, rows_to_table
+from stages.errors import is_transient
 from stages.face.backends import build_detector, build_embedder
 from stages.face.expression import expression_descriptor, expression_distance
 from stages.face.quality import sharpness
@@ -59,11 +60,13 @@ class QCStage(Stage):
             return dict(base, accepted=False, reason=reason, reasons=[reason], face_found=None,
                         id_sim_rt=None, id_sim_rj=None, expr_dist_rt=None, sharpness=None)
         try:
-            maybe_inject(self.context.fault, self.name, row.get("candidate_id"))  # testing hook
+            maybe_inject(self.context.fault, self.name, row.get("candidate_id"),  # testing hook
+                         row.get("attempt"))
             s = self.score(row)
         except Exception as exc:  # noqa: BLE001 - a QC model failure on one item is a reject row
             log.warning("qc failed on %s: %s", row.get("candidate_id"), exc)
             row.update(status="rejected", reject_stage=self.name, reject_reason="stage_error",
+                       **{TRANSIENT_COLUMN: is_transient(exc)},
                        reject_detail=f"{type(exc).__name__}: {exc}\n{traceback.format_exc(limit=3)}"[:2000])
             return dict(base, accepted=False, reason="stage_error", reasons=["stage_error"], face_found=None,
                         id_sim_rt=None, id_sim_rj=None, expr_dist_rt=None, sharpness=None)
