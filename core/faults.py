@@ -8,14 +8,16 @@ marker (manifests/store.py `before_marker`, wired in pipeline/run_idi.py). No Ra
 
 from __future__ import annotations
 
+import errno
 import fnmatch
+import hashlib
 import os
 import signal
 import time
 from collections import Counter
 from typing import Literal
 
-from pydantic import model_validator
+from pydantic import Field, model_validator
 
 from core.config import Strict
 
@@ -42,6 +44,14 @@ class FaultInjectionConfig(Strict):
     item: str = "*"
     action: Literal["raise", "exit", "pause", "pause_once"]
     marker: str | None = None
+    # action "raise" only: what is raised ("fault": a model bug, a permanent stage_error; the others are the
+    # transient errors of stages/errors.py: a full disk, an I/O error, a storage timeout, MemoryError);
+    # `fraction` of the matching items (chosen by a hash of item and point), only while the item's attempt is
+    # at most `max_attempt` (None: every attempt). `at` may be a glob over stage names ("*": every stage).
+    error: Literal["fault", "enospc", "eio", "timeout", "memory"] = "fault"
+    fraction: float = Field(1.0, ge=0, le=1)
+    seed: int = 0  # salt of the hash that picks the `fraction`
+    max_attempt: int | None = Field(None, ge=1)
 
     @model_validator(mode="after")
     def _pause_needs_marker(self) -> FaultInjectionConfig:
@@ -52,6 +62,39 @@ class FaultInjectionConfig(Strict):
 
 class InjectedFault(RuntimeError):
     """The exception raised by action "raise"; it stands for a model failing on one item."""
+
+
+class InjectedTransientFault(TimeoutError):
+    """error "timeout": a storage or network call timing out (transient, stages/errors.py)."""
+
+
+def _error(fault: FaultInjectionConfig, at: str, item_id: str) -> BaseException:
+    where = f"injected fault at {at} on item {item_id}"
+    if fault.error == "enospc":
+        return OSError(errno.ENOSPC, f"No space left on device ({where})")
+    if fault.error == "eio":
+        return OSError(errno.EIO, f"Input/output error ({where})")
+    if fault.error == "timeout":
+        return InjectedTransientFault(where)
+    if fault.error == "memory":
+        return MemoryError(where)
+    return InjectedFault(where)
+
+
+def targets(fault: FaultInjectionConfig | None, at: str, item_id: str | None, attempt: int | None = None) -> bool:
+    """True if `fault` is aimed at point `at`, this item (pattern and fraction) and this attempt."""
+    if fault is None or item_id is None:
+        return False
+    if fault.at != at and (at == "commit" or not fnmatch.fnmatchcase(at, fault.at)):
+        return False
+    if not fnmatch.fnmatchcase(item_id, fault.item):
+        return False
+    if fault.max_attempt is not None and (attempt or 1) > fault.max_attempt:
+        return False
+    if fault.fraction < 1.0:
+        h = int(hashlib.sha256(f"{fault.seed}\0{at}\0{item_id}".encode()).hexdigest()[:8], 16) / 0x100000000
+        return h < fault.fraction
+    return True
 
 
 def _claim(marker: str) -> bool:
@@ -66,9 +109,9 @@ def _claim(marker: str) -> bool:
     return True
 
 
-def maybe_inject(fault: FaultInjectionConfig | None, at: str, item_id: str | None) -> None:
-    """Act if `fault` targets point `at` and `item_id`; otherwise return."""
-    if fault is None or fault.at != at or item_id is None or not fnmatch.fnmatchcase(item_id, fault.item):
+def maybe_inject(fault: FaultInjectionConfig | None, at: str, item_id: str | None, attempt: int | None = None) -> None:
+    """Act if `fault` targets point `at`, `item_id` and `attempt` (see `targets`); otherwise return."""
+    if fault is None or not targets(fault, at, item_id, attempt):
         return
     if fault.action == "pause":
         _claim(fault.marker)  # type: ignore[arg-type]  # validated: pause has a marker
@@ -82,7 +125,7 @@ def maybe_inject(fault: FaultInjectionConfig | None, at: str, item_id: str | Non
     if fault.marker and not _claim(fault.marker):
         return  # fired once already (e.g. before this actor was restarted)
     if fault.action == "raise":
-        raise InjectedFault(f"injected fault at {at} on item {item_id}")
+        raise _error(fault, at, item_id or "")
     os._exit(FAULT_EXIT_CODE)
 
 

@@ -114,11 +114,15 @@ def run_query(con: duckdb.DuckDBPyConnection, sql_or_name: str):
     return cols, cur.fetchall()
 
 
+_ESCAPES = {c: f"\\x{c:02x}" for c in range(32)} | {10: "\\n", 13: "\\r", 9: "\\t", 127: "\\x7f"}
+
+
 def format_table(cols: list[str], rows: list[tuple]) -> str:
     def fmt(v) -> str:
         if isinstance(v, float):
             return f"{v:.4f}"
-        return "NULL" if v is None else str(v)
+        # one row per line whatever a file name holds: control characters shown escaped
+        return "NULL" if v is None else str(v).translate(_ESCAPES)
     cells = [[fmt(v) for v in r] for r in rows]
     widths = [max([len(c)] + [len(r[i]) for r in cells]) for i, c in enumerate(cols)]
     line = "  ".join(c.ljust(w) for c, w in zip(cols, widths, strict=False))

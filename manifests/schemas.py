@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pyarrow as pa
 
-SCHEMA_VERSION = "1"
+SCHEMA_VERSION = "2"  # 2: attempt/transient columns, raw_name, attempts and identity_clusters tables
 
 _f32_list = pa.list_(pa.float32())
 
@@ -40,6 +40,8 @@ SOURCES = _versioned("sources", [
     pa.field("expression_probs", _f32_list),  # 7-class expression net (stages/face/expression_net.py)
     pa.field("expression_net_model", pa.string()),
     pa.field("expression_net_sha256", pa.string()),
+    pa.field("raw_name", pa.string()),  # v2: the file name as listed (the expression label is normalised)
+    pa.field("attempt", pa.int32()),  # v2: which attempt made the row (1 unless transient errors were retried)
 ])
 
 # One row per item refused anywhere, with its reason code.
@@ -51,6 +53,33 @@ REJECTS = _versioned("rejects", [
     pa.field("detail", pa.string()),
     pa.field("identity", pa.string()),
     pa.field("path", pa.string()),
+    pa.field("run_id", pa.string()),
+    pa.field("attempt", pa.int32()),  # v2
+    pa.field("transient", pa.bool_()),  # v2: a stage_error from a transient error, retried max_attempts times
+])
+
+# v2: one row per failed attempt that a rerun retries (a transient stage error, stages/errors.py). Not a
+# decision: the item stays undecided (in no other table) until an attempt succeeds or the last one fails.
+ATTEMPTS = _versioned("attempts", [
+    pa.field("item_id", pa.string(), nullable=False),  # input_key for ingest, candidate_id later
+    pa.field("round", pa.int32(), nullable=False),
+    pa.field("stage", pa.string(), nullable=False),
+    pa.field("attempt", pa.int32(), nullable=False),
+    pa.field("detail", pa.string()),
+    pa.field("identity", pa.string()),
+    pa.field("path", pa.string()),
+    pa.field("run_id", pa.string()),
+])
+
+# v2: identities that are one person under several names (embedding similarity), clustered; releases split by
+# cluster. One row per identity with usable sources.
+IDENTITY_CLUSTERS = _versioned("identity_clusters", [
+    pa.field("identity", pa.string(), nullable=False),
+    pa.field("cluster", pa.string(), nullable=False),  # the cluster's first identity in sorted order
+    pa.field("cluster_size", pa.int32(), nullable=False),
+    pa.field("max_similarity", pa.float32()),  # highest centroid cosine to another identity of the cluster
+    pa.field("threshold", pa.float32()),
+    pa.field("embedding_model", pa.string()),
     pa.field("run_id", pa.string()),
 ])
 
@@ -83,6 +112,7 @@ CANDIDATES = _versioned("candidates", [
     pa.field("reject_detail", pa.string()),
     pa.field("run_id", pa.string()),
     pa.field("config_fingerprint", pa.string()),
+    pa.field("attempt", pa.int32()),  # v2
 ])
 
 # One QC decision per candidate: every score kept, one reason per failed check.
@@ -118,6 +148,7 @@ QC = _versioned("qc", [
     pa.field("expression_net_model", pa.string()),
     pa.field("expression_net_sha256", pa.string()),
     pa.field("decision_version", pa.int32()),
+    pa.field("attempt", pa.int32()),  # v2
 ])
 
 # QC scores carried from qc into triples and releases, in report order.
@@ -179,15 +210,22 @@ TABLES: dict[str, pa.Schema] = {
     "qc": QC,
     "triples": TRIPLES,
     "lineage": LINEAGE,
+    "attempts": ATTEMPTS,
+    "identity_clusters": IDENTITY_CLUSTERS,
 }
+
+# Nullable columns added in schema version 2: a writer that does not know them gets nulls.
+ADDED_IN_V2 = frozenset({"raw_name", "attempt", "transient"})
 
 
 def conform(table: pa.Table, schema: pa.Schema) -> pa.Table:
     """Select and cast a table's columns to a manifest schema; a missing column is an error."""
-    missing = [f.name for f in schema if f.name not in table.column_names]
+    missing = [f.name for f in schema if f.name not in table.column_names
+               and not (f.name in ADDED_IN_V2 and f.nullable)]
     if missing:
         raise ValueError(f"table for {schema.metadata[b'ciep.table'].decode()} lacks columns {missing}")
-    return pa.Table.from_arrays([table.column(f.name).cast(f.type) for f in schema], schema=schema)
+    return pa.Table.from_arrays([table.column(f.name).cast(f.type) if f.name in table.column_names
+                                 else pa.nulls(table.num_rows, f.type) for f in schema], schema=schema)
 
 
 def with_columns(table: pa.Table, schema: pa.Schema) -> pa.Table:

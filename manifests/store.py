@@ -54,11 +54,18 @@ def atomic_write_bytes(fs: fsspec.AbstractFileSystem, path: str, data: bytes) ->
     if isinstance(fs, LocalFileSystem):
         fs.makedirs(posixpath.dirname(path), exist_ok=True)
         tmp = f"{path}.tmp-{uuid.uuid4().hex}"
-        with open(tmp, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
+        try:
+            with open(tmp, "wb") as fh:
+                fh.write(data)
+                fh.flush()
+                os.fsync(fh.fileno())
+            os.replace(tmp, path)
+        except BaseException:
+            try:  # a failed write (full disk, ...) leaves no temp file; a killed one is swept (pipeline/preflight.py)
+                os.remove(tmp)
+            except OSError:
+                pass
+            raise
     else:
         # Object stores publish a single PUT whole or not at all.
         fs.pipe_file(path, data)

@@ -16,6 +16,7 @@ import logging
 import sys
 from collections.abc import Callable
 
+import duckdb
 import fsspec
 
 from core.location import Location
@@ -23,6 +24,7 @@ from manifests.query import NAMED_QUERIES, connect, format_table, run_query
 from manifests.runs import find_run
 from manifests.store import ManifestStore
 from pipeline.config import ConfigError, PipelineConfig, load_config, quiet_credential_loggers
+from pipeline.exits import EXIT_NOT_FOUND, UsageError, report
 
 # The run's own commands: module -> main(argv: list[str]) -> int.
 RUN_COMMANDS: dict[str, tuple[str, str]] = {
@@ -37,6 +39,20 @@ def output_roots(cfg: PipelineConfig, args: argparse.Namespace) -> tuple[Locatio
     output_root = Location(getattr(args, "output_root", None) or cfg.run.output_root, options)
     releases = getattr(args, "releases_root", None)
     return output_root, Location(releases, options) if releases else output_root.join("releases")
+
+
+def _query(con: duckdb.DuckDBPyConnection, sql: str) -> tuple[list[str], list[tuple]]:
+    """run_query with one-line usage errors: a mistyped named query, or SQL DuckDB cannot run."""
+    if sql not in NAMED_QUERIES and len(sql.split()) == 1:
+        import difflib
+
+        close = difflib.get_close_matches(sql, list(NAMED_QUERIES), n=1)
+        raise UsageError(f"no named query {sql!r}" + (f" (did you mean {close[0]!r}?)" if close else "")
+                         + f"; named queries: {', '.join(NAMED_QUERIES)}; or give SQL text")
+    try:
+        return run_query(con, sql)
+    except duckdb.Error as err:
+        raise UsageError(f"SQL error: {' '.join(str(err).split())}") from None
 
 
 def query_main(argv: list[str]) -> int:
@@ -56,7 +72,7 @@ def query_main(argv: list[str]) -> int:
         con = connect(release_stores(output_root, args.release))
     else:
         con = connect(ManifestStore.open(find_run(output_root, args.run)))
-    cols, rows = run_query(con, args.sql)
+    cols, rows = _query(con, args.sql)
     if args.format == "table":
         print(format_table(cols, rows))
     elif args.format == "csv":
@@ -186,9 +202,14 @@ def main(argv: list[str] | None = None) -> int:
     name, rest = argv[0], argv[1:]
     try:
         return commands[name][0](rest)
-    except (ConfigError, FileNotFoundError) as err:
+    except ConfigError as err:
         print(f"ciep {name}: {err}", file=sys.stderr)
         return 2
+    except FileNotFoundError as err:  # no such run or release (same status for both)
+        print(f"ciep {name}: {' '.join(str(err).split())}", file=sys.stderr)
+        return EXIT_NOT_FOUND
+    except Exception as err:  # noqa: BLE001 - one line and an exit status (pipeline/exits.py)
+        return report(f"ciep {name}", err)
 
 
 if __name__ == "__main__":

@@ -58,6 +58,9 @@ class RunConfig(Strict):
     # A model that fails on more than this share of items (and at least min_items_for_abort) stops the job.
     max_stage_error_rate: float = Field(0.5, ge=0, le=1)
     min_items_for_abort: int = Field(8, ge=1)
+    # An item that failed with a transient error (stages/errors.py) is retried by the next rerun, up to this
+    # many attempts in all; the last failure is then recorded as a stage_error reject (attempt = max_attempts).
+    max_attempts: int = Field(3, ge=1)
     # A manifest shard is committed every commit_rows rows or commit_seconds, whichever comes first.
     commit_rows: int = Field(256, ge=1)
     commit_seconds: float = Field(30.0, gt=0)
@@ -100,7 +103,7 @@ class TrainConfig(Strict):
 # only in name make the same candidate (triple) ids and bytes; their run ids still differ (<name>-<fingerprint>).
 _RUN_KEYS_NOT_IN_FINGERPRINT = {"name", "output_root", "run_id", "rounds", "commit_rows", "commit_seconds",
                                 "plan_block_rows", "max_stage_error_rate", "min_items_for_abort", "storage_options",
-                                "fault_injection"}
+                                "max_attempts", "fault_injection"}
 
 
 def _qc_fingerprint(qc: dict) -> dict:
@@ -222,4 +225,26 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
         raise ConfigError(f"config {source} must be a mapping at the top level")
     if overrides:
         data = _deep_update(data, parse_overrides(overrides))
+        try:
+            return PipelineConfig.model_validate(data)
+        except ValidationError as err:
+            raise ConfigError(_format_override_errors(err, source, overrides)) from None
     return config_from_dict(data, source)
+
+
+def _format_override_errors(err: ValidationError, source: str, overrides: list[str]) -> str:
+    """Errors of a config with --set overrides: each one blamed on the override that set the key, else the file."""
+    keys = {pair.split("=", 1)[0]: pair for pair in overrides}
+    by_override: list[str] = []
+    in_file: list[str] = []
+    for e in err.errors():
+        loc = ".".join(str(p) for p in e["loc"]) or "<root>"
+        pair = next((p for k, p in keys.items() if loc == k or loc.startswith(k + ".") or k.startswith(loc + ".")),
+                    None)
+        (by_override if pair else in_file).append(f"  {loc}: {e['msg']}" + (f" (from --set {pair})" if pair else ""))
+    lines = []
+    if by_override:
+        lines += ["invalid --set override:"] + by_override
+    if in_file:
+        lines += [f"invalid config {source}:"] + in_file
+    return "\n".join(lines)

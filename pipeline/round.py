@@ -31,9 +31,17 @@ from pipeline.ray_adapter import (
     dataset_from_table,
     stage_section,
 )
+from pipeline.retry import (
+    ATTEMPT_COLUMN,
+    attempts_for,
+    failed_attempts,
+    next_attempts,
+    retrying_split,
+    with_attempt_column,
+)
 from qc.redecide import current_version
 from qc.stage import QCStage
-from stages.corpus import list_corpus
+from stages.corpus import CorpusListing, list_corpus
 from stages.expression_transfer import ExpressionTransferStage
 from stages.identity_swap import IdentitySwapStage
 from stages.ingest import IngestStage
@@ -142,6 +150,14 @@ def _with_phase_retries(cfg: PipelineConfig, phase: str, run: Callable[[], Phase
 
 # -- ingest ------------------------------------------------------------------------------------------
 
+def _round_zero(t: pa.Table) -> pa.Array:
+    return pa.array([0] * t.num_rows, pa.int32())
+
+
+def _round_column(t: pa.Table) -> pa.ChunkedArray:
+    return t["round"]
+
+
 def _ingest_split(t: pa.Table, run_id: str) -> dict[str, pa.Table]:
     ok = t.filter(pc.equal(t["status"], "ok"))
     bad = t.filter(pc.not_equal(t["status"], "ok"))
@@ -153,15 +169,17 @@ def _ingest_split(t: pa.Table, run_id: str) -> dict[str, pa.Table]:
     return {"sources": ok, "rejects": rejects}
 
 
-def run_ingest(cfg: PipelineConfig, store: ManifestStore, run_root: str) -> PhaseStats:
+def run_ingest(cfg: PipelineConfig, store: ManifestStore, run_root: str,
+               listing: CorpusListing | None = None) -> PhaseStats:
     """Ingest every corpus image not yet in `sources` or `rejects` (stage ingest)."""
-    return _with_phase_retries(cfg, "ingest", lambda: _run_ingest(cfg, store, run_root))
+    return _with_phase_retries(cfg, "ingest", lambda: _run_ingest(cfg, store, run_root, listing))
 
 
-def _run_ingest(cfg: PipelineConfig, store: ManifestStore, run_root: str) -> PhaseStats:
+def _run_ingest(cfg: PipelineConfig, store: ManifestStore, run_root: str,
+                listing: CorpusListing | None) -> PhaseStats:
     started = time.monotonic()
     run_id = cfg.resolved_run_id()
-    listing = list_corpus(cfg.corpus)
+    listing = listing or list_corpus(cfg.corpus)
     done = ingested_keys(store)
     done_keys = set(done.to_pylist()) if listing.refused else set()
     refused = [r for r in listing.refused if r["input_key"] not in done_keys]
@@ -171,9 +189,12 @@ def _run_ingest(cfg: PipelineConfig, store: ManifestStore, run_root: str) -> Pha
     todo = not_done(listing.items, "input_key", done)
     log.info("ingest: %d images listed, %d already done, %d to do", listing.items.num_rows + len(listing.refused),
              len(done), todo.num_rows)
+    todo = with_attempt_column(todo, next_attempts(store, todo["input_key"], 0, ("ingest",)))
     if todo.num_rows:
         check_wiring([IngestStage], todo.column_names, cfg, run_root)
-        spec = CommitSpec(_run_folder(cfg, run_root), partial(_ingest_split, run_id=run_id),
+        split = retrying_split(partial(_ingest_split, run_id=run_id), "input_key", "identity", "path",
+                               _round_zero, run_id, cfg.run.max_attempts)
+        spec = CommitSpec(_run_folder(cfg, run_root), split,
                           "input_key", "ingest-", "reject_reason", {"phase": "ingest"}, cfg.run.fault_injection)
         _stream(lambda: apply_stages(dataset_from_table(todo, cfg.ingest.resources.batch_size * 2), [IngestStage],
                                      cfg, run_root), spec, store, cfg, Progress("ingest", todo.num_rows))
@@ -256,17 +277,23 @@ def _run_generation(cfg: PipelineConfig, store: ManifestStore, run_root: str, ro
     rows = plan_block_rows(cfg, sources.num_rows, batch * 2)
     plan = plan_stream_for(cfg, sources, round_index, rows)
     del sources
+    if plan.clusters is not None and plan.clusters.cluster_of:  # same rows every round: one shard, overwritten
+        model = next(iter(store.read_table("sources", ["embedding_model"])["embedding_model"].to_pylist()), None)
+        store.commit("identity-clusters", {"identity_clusters": plan.clusters.table(
+            cfg.pairing.same_person_similarity, model, run_id)}, {"phase": "pairing"})
     done = decided_candidates(store, round_index)
     todo = plan.size - len(done)
     urls = plan_file_urls(run, round_index, -(-plan.size // rows))
     log.info("round %d: %d candidates planned, %d already decided, %d to do (%d plan files of %d rows)", round_index,
              plan.size, len(done), todo, len(urls), rows)
-    # The plan is written by a thread while Ray Data already reads its first files.
+    # The plan is written by a thread while Ray Data already reads its first files; each item carries its attempt.
+    failed = failed_attempts(store, round_index, tuple(s.name for s in stages))
     written: dict = {}
 
     def write() -> None:
         try:
-            written["counts"] = write_plan_files(plan.chunks, done, urls, run)
+            chunks = (with_attempt_column(c, attempts_for(c["candidate_id"], failed)) for c in plan.chunks)
+            written["counts"] = write_plan_files(chunks, done, urls, run)
         except BaseException as exc:  # noqa: BLE001 - re-raised on the driver thread below
             written["error"] = exc
             failed = Location(failure_url(run, round_index), run.storage_options)
@@ -276,9 +303,11 @@ def _run_generation(cfg: PipelineConfig, store: ManifestStore, run_root: str, ro
     writer.start()
     try:
         if todo:
-            check_wiring(stages, PLAN_SCHEMA.names, cfg, run_root)
-            split = partial(_generation_split, run_id=run_id, fingerprint=cfg.data_fingerprint(),
-                            decision_version=current_version(store))
+            check_wiring(stages, [*PLAN_SCHEMA.names, ATTEMPT_COLUMN], cfg, run_root)
+            split = retrying_split(partial(_generation_split, run_id=run_id, fingerprint=cfg.data_fingerprint(),
+                                           decision_version=current_version(store)),
+                                   "candidate_id", "identity_i", "t_aligned_path", _round_column, run_id,
+                                   cfg.run.max_attempts)
             spec = CommitSpec(run, split,
                               "candidate_id", f"gen-r{round_index}-", "reason",
                               {"phase": "generate", "round": round_index}, cfg.run.fault_injection)

@@ -16,6 +16,7 @@ import pyarrow.compute as pc
 from manifests.schemas import LINEAGE
 from manifests.store import ManifestStore
 from pipeline.config import ConfigError, PipelineConfig
+from pipeline.retry import pending_retries
 from pipeline.round import run_generation
 
 log = logging.getLogger(__name__)
@@ -57,6 +58,13 @@ def _record_generated_with(store: ManifestStore, round_index: int, adapter: str 
         store.commit(f"lineage-r{round_index}-generated", {"lineage": pa.concat_tables(rows)}, {"phase": "lineage"})
 
 
+def _trained_adapter(store: ManifestStore, round_index: int) -> str | None:
+    """The adapter_path of round_index's committed `trained_on` lineage row (written after training ended)."""
+    lin = store.read_table("lineage", ["round", "kind", "adapter_path"])
+    lin = lin.filter(pc.and_(pc.equal(lin["round"], round_index), pc.equal(lin["kind"], "trained_on")))
+    return lin["adapter_path"][0].as_py() if lin.num_rows else None
+
+
 def _train_next(cfg: PipelineConfig, store: ManifestStore, run_url: str, round_index: int,
                 adapter: str | None) -> str | None:
     """Train the adapter for round_index + 1 on round_index's accepted triples; returns its folder."""
@@ -68,12 +76,17 @@ def _train_next(cfg: PipelineConfig, store: ManifestStore, run_url: str, round_i
         log.warning("round %d accepted no triples: round %d keeps the same adapter", round_index, round_index + 1)
         return adapter
     out = adapter_url(run_url, round_index + 1)
+    done = _trained_adapter(store, round_index + 1)
+    if done is not None:  # a finished round's adapter is never retrained (its lineage row stays as written)
+        log.info("round %d: adapter already trained (%s), not retraining", round_index + 1, done)
+        return done
     base_model = cfg.expression_transfer.base_model
     if not base_model:
         raise ConfigError("expression_transfer.base_model is required to train the next round's adapter")
     result = train_adapter(triples.to_pylist(), "refined", base_model, adapter, out,
                            cfg.train, expression_cfg=cfg.expression_transfer,
-                           run_name=f"{cfg.resolved_run_id()}-round-{round_index + 1}")
+                           run_name=f"{cfg.resolved_run_id()}-round-{round_index + 1}",
+                           storage_options=dict(cfg.run.storage_options))
     detail = json.dumps(dict(steps=result.steps, start_step=result.start_step, mode=result.mode,
                              first_loss=result.losses[0] if result.losses else None,
                              last_loss=result.losses[-1] if result.losses else None, init_adapter=adapter))
@@ -93,6 +106,9 @@ def run_rounds(cfg: PipelineConfig, store: ManifestStore, run_url: str) -> int:
     items = 0
     for r in range(cfg.run.rounds):
         items += run_generation(round_config(cfg, r, adapter), store, run_url, r).todo
+        if pending_retries(store).get(f"round {r}"):
+            log.warning("round %d has items left to retry (transient errors): later rounds wait for a rerun", r)
+            break
         _record_generated_with(store, r, adapter, cfg.resolved_run_id())
         if trains and r + 1 < cfg.run.rounds:
             adapter = _train_next(cfg, store, run_url, r, adapter)

@@ -21,12 +21,16 @@ from manifests.runs import now_iso, read_run_info, write_run_info  # noqa: E402
 from manifests.store import ManifestStore  # noqa: E402
 from pipeline.commit import StageFailureError  # noqa: E402
 from pipeline.config import ConfigError, PipelineConfig, load_config, quiet_credential_loggers  # noqa: E402
+from pipeline.exits import EXIT_TRANSIENT, report  # noqa: E402
+from pipeline.preflight import check_output_root, list_corpus_or_fail, pin_data_version, sweep_temp_files  # noqa: E402
 from pipeline.ray_adapter import init_ray  # noqa: E402
+from pipeline.retry import pending_retries  # noqa: E402
 from pipeline.round import run_ingest  # noqa: E402
 from pipeline.rounds import run_rounds  # noqa: E402
 from pipeline.summary import format_summary, summarize  # noqa: E402
 from qc.identity_calibration import identity_calibration_record  # noqa: E402
 from qc.redecide import current_version, redecide, thresholds_differ  # noqa: E402
+from stages.corpus import CorpusListing  # noqa: E402
 
 log = logging.getLogger("ciep")
 
@@ -35,7 +39,7 @@ class RunConflictError(RuntimeError):
     """The run id exists with a different data-defining config."""
 
 
-def prepare_run(cfg: PipelineConfig) -> tuple[str, ManifestStore, dict]:
+def prepare_run(cfg: PipelineConfig, corpus_digest: str | None = None) -> tuple[str, ManifestStore, dict]:
     """Create or reopen the run folder; refuse to mix configs under one run id."""
     run_id = cfg.resolved_run_id()
     run = cfg.run_location()
@@ -49,40 +53,54 @@ def prepare_run(cfg: PipelineConfig) -> tuple[str, ManifestStore, dict]:
     if not info:
         info = dict(run_id=run_id, created_at=now_iso(), config_fingerprint=fingerprint,
                     config=cfg.redacted_dump(), invocations=[])
+    if corpus_digest and not info.get("corpus_digest"):
+        info["corpus_digest"] = corpus_digest  # the corpus version this run id holds (pipeline/preflight.py)
     store = ManifestStore.open(run)
     if cfg.run.fault_injection is not None:  # testing hook (core/faults.py)
         store.before_marker = lambda shard: maybe_inject(cfg.run.fault_injection, "commit", shard)
     store.sweep_orphans()
+    sweep_temp_files(run)
     return url, store, info
 
 
 def run_idi(cfg: PipelineConfig) -> dict:
     """Ingest, then run cfg.run.rounds rounds; returns the summary read back from the manifests.
 
-    Holds the run folder's lock (manifests/lock.py) throughout: a second driver on the same run id gets
-    RunLockedError before touching anything; the lock of a killed driver is taken over."""
+    The corpus is listed and the output root checked first (before Ray starts or a run folder exists); the run
+    id is pinned to the corpus version (pipeline/preflight.py pin_data_version). Holds the run folder's lock
+    (manifests/lock.py) throughout: a second driver on the same run id gets RunLockedError before touching
+    anything; the lock of a killed driver is taken over."""
     quiet_credential_loggers()
+    listing = list_corpus_or_fail(cfg)
+    check_output_root(cfg)
+    cfg = pin_data_version(cfg, listing)
     with RunLock(cfg.run_location()):
-        return _run_idi_locked(cfg)
+        return _run_idi_locked(cfg, listing)
 
 
-def _run_idi_locked(cfg: PipelineConfig) -> dict:
+def _run_idi_locked(cfg: PipelineConfig, listing: CorpusListing) -> dict:
     started = time.monotonic()
-    url, store, info = prepare_run(cfg)
+    url, store, info = prepare_run(cfg, listing.digest)
     info["updated_at"] = now_iso()
     write_run_info(cfg.run_location(), info)
     init_ray(cfg.ray)
-    ingest = run_ingest(cfg, store, url)
+    ingest = run_ingest(cfg, store, url, listing)
     info["identity_calibration"] = identity_calibration_record(cfg.qc, store)
     write_run_info(cfg.run_location(), info)
-    items = ingest.todo + run_rounds(cfg, store, url)
+    items = ingest.todo
+    if pending_retries(store).get("ingest"):  # a plan is made from a complete ingest only (pipeline/retry.py)
+        log.warning("ingest has items left to retry (transient errors): no round is planned until a rerun")
+    else:
+        items += run_rounds(cfg, store, url)
     if thresholds_differ(store, cfg.qc):  # QC thresholds changed since the last decision: re-decide, no regeneration
         redecide(store, cfg.qc)
         info.setdefault("decisions", []).append(dict(at=now_iso(), decision_version=current_version(store),
                                                      reason="thresholds changed"))
     store.compact()  # many small commit shards -> few large ones, for DuckDB (no-op on small runs)
+    sweep_temp_files(cfg.run_location())
     wall = time.monotonic() - started
     summary = summarize(store)
+    summary["pending_retries"] = pending_retries(store)
     timing = dict(run_id=info["run_id"], run_url=url, wall_s=wall, items=items)
     info["invocations"].append(dict(finished_at=now_iso(), wall_s=round(wall, 2), items=items))
     info["updated_at"] = now_iso()
@@ -96,6 +114,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--config", help="YAML config (local path or fsspec URL); default configs/demo.yaml")
     p.add_argument("--rounds", type=int, help="number of IDI rounds (overrides run.rounds)")
     p.add_argument("--run-id", help="run id (overrides run.run_id)")
+    p.add_argument("--allow-partial", action="store_true",
+                   help="exit 0 even when items that failed with transient errors are left for a rerun")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="override a config key, e.g. --set qc.expression.max_distance=0.2")
     return p
@@ -117,9 +137,16 @@ def main(argv: list[str] | None = None) -> int:
     try:
         result = run_idi(cfg)
     except (RunLockedError, RunConflictError, StageFailureError) as err:
-        print(f"run_idi: {type(err).__name__}: {err}", file=sys.stderr)
-        return 1
+        return report("run_idi", err)
+    except Exception as err:  # noqa: BLE001 - one line and an exit status (pipeline/exits.py), not a traceback
+        return report("run_idi", err)
     print(format_summary(result["summary"], result["timing"]))
+    pending = result["summary"].get("pending_retries")
+    if pending and not args.allow_partial:
+        print(f"run_idi: finished with items that failed with transient errors and are left to retry "
+              f"({', '.join(f'{k}: {v}' for k, v in pending.items())}); rerun to retry them "
+              f"(--allow-partial exits 0)", file=sys.stderr)
+        return EXIT_TRANSIENT
     return 0
 
 

@@ -56,6 +56,9 @@ def format_summary(summary: dict, timing: dict) -> str:
         for label, m in r["median_scores"].items():
             lines.append(f"  median scores ({label}): " + ", ".join(f"{k}={v}" for k, v in m.items()))
     lines.append(f"triples in the run: {summary['triples']}")
+    if summary.get("pending_retries"):
+        lines.append("left to retry (transient errors; rerun): "
+                     + ", ".join(f"{k}: {v}" for k, v in summary["pending_retries"].items()))
     lines.append(f"wall time {timing['wall_s']:.1f}s; this invocation processed {timing['items']} items "
                  f"({timing['items'] / max(timing['wall_s'], 1e-9):.2f} items/s end to end)")
     return "\n".join(lines)

@@ -134,7 +134,7 @@ def _save_checkpoint(output_url: str, adapter: Any, optimizer: torch.optim.Optim
     storage.write_bytes(storage.join(url, "state.json"), json.dumps(state).encode())
     # the pointer is written last: a checkpoint is used only once all its files exist
     storage.write_bytes(storage.join(output_url, "checkpoints", LATEST), json.dumps({"checkpoint": name}).encode())
-    fs, root = url_to_fs(storage.join(output_url, "checkpoints"))
+    fs, root = url_to_fs(storage.join(output_url, "checkpoints"), **storage._default_options)
     old = sorted(p for p in fs.ls(root, detail=False) if p.rstrip("/").rsplit("/", 1)[-1].startswith("step-"))
     for path in old[:-keep]:
         fs.rm(path, recursive=True)
@@ -199,6 +199,7 @@ def train_loop_per_worker(config: dict) -> None:
     tc = TrainConfig.model_validate(config["train"])
     et = ExpressionTransferConfig.model_validate(config["expression_transfer"])
     mode, output_url = config["mode"], config["output_url"]
+    storage.set_storage_options(config.get("storage_options"))
     ctx = ray.train.get_context()
     rank = ctx.get_world_rank()
     device = ray.train.torch.get_device()
@@ -304,7 +305,8 @@ def train_loop_per_worker(config: dict) -> None:
 # ---- driver ------------------------------------------------------------------------------------------
 def train_adapter(triples: Any, mode: Mode, base_model: str, init_adapter: str | None, output_url: str,
                   train_cfg: TrainConfig, *, expression_cfg: ExpressionTransferConfig | None = None,
-                  storage_path: str | None = None, run_name: str | None = None) -> TrainResult:
+                  storage_path: str | None = None, run_name: str | None = None,
+                  storage_options: dict | None = None) -> TrainResult:
     """Train (or resume training) an adapter with Ray Train; returns where it was written and the loss history.
 
     triples: ray.data.Dataset or list of row dicts (columns in the module docstring).
@@ -330,7 +332,8 @@ def train_adapter(triples: Any, mode: Mode, base_model: str, init_adapter: str |
         num_cpus=min(1.0, train_cfg.cpus_per_worker))
     loop_config = {"train": train_cfg.model_dump(mode="json"), "expression_transfer": et.model_dump(mode="json"),
                    "mode": mode, "base_model": base_model, "init_adapter": init_adapter, "init_adapter_id": init_id,
-                   "output_url": output_url}
+                   "output_url": output_url, "storage_options": dict(storage_options or {})}
+    storage.set_storage_options(storage_options)
     trainer = TorchTrainer(
         train_loop_per_worker, train_loop_config=loop_config, datasets={"train": ds},
         scaling_config=ScalingConfig(num_workers=train_cfg.num_workers, use_gpu=train_cfg.use_gpu,

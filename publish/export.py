@@ -201,6 +201,9 @@ def run_cli(args: argparse.Namespace, output_root: Location, releases_root: Loca
             output_root.join("exports", release.name, args.format)
         stats = export_release(release, args.format, out, overwrite=args.overwrite, max_shard_rows=args.shard_rows,
                                min_shards=args.min_shards, map_shards=map_shards, storage_options=None, **options)
+    except FileNotFoundError as err:  # ReleaseNotFoundError: no such release, same status as a missing run
+        print(f"ciep export: {err}", file=sys.stderr)
+        return 5
     except ReleaseError as err:
         print(f"ciep export: {err}", file=sys.stderr)
         return 1

@@ -62,7 +62,8 @@ CLAIMS_DIR = "_claims"
 STAGING_DIR = "_staging"
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 SPLIT_RULE = ("identity-closed: an identity goes to a split by sha256('ciep-split:' + identity) against the "
-              "cumulative split ratios (stable across releases); a triple is kept only when its identity i "
+              "cumulative split ratios (identity: its cluster's name when the run found one person under several "
+              "names, table identity_clusters) (stable across releases); a triple is kept only when its identity i "
               "(S, T) and identity j (R) fall in the same split, so no identity appears in two splits")
 
 
@@ -172,6 +173,8 @@ class ReleaseJob:
     batch_size: int
     commit_rows: int
     decision_version: int = 0  # > 0 when re-decided (qc/redecide.py): only that decision's triples
+    # one person under several identity names (the run's identity_clusters table) goes to one split
+    cluster_of: dict[str, str] = field(default_factory=dict)
 
 
 _LANDMARKS: dict[tuple[str, str], tuple[pa.Array, pa.ChunkedArray]] = {}
@@ -210,7 +213,7 @@ def release_run_file(job: ReleaseJob, path: str) -> dict[str, int]:
 
     def split(identity: str) -> str:
         if identity not in split_cache:
-            split_cache[identity] = split_of(identity, job.splits)
+            split_cache[identity] = split_of(job.cluster_of.get(identity, identity), job.splits)
         return split_cache[identity]
 
     def commit() -> None:
@@ -306,7 +309,6 @@ def _file_digest(fs: fsspec.AbstractFileSystem, path: str) -> dict:
     return {"sha256": digest, "bytes": size}
 
 
-
 def _write_lineage(fs: fsspec.AbstractFileSystem, staging: str, run_store: ManifestStore,
                    rounds: list[int] | None) -> None:
     lineage = run_store.read_table("lineage")
@@ -315,6 +317,12 @@ def _write_lineage(fs: fsspec.AbstractFileSystem, staging: str, run_store: Manif
         lineage = pa.Table.from_pylist(keep, schema=lineage.schema)
     if lineage.num_rows:
         ManifestStore(fs, staging, schemas=dict(RELEASE_TABLES)).commit("lineage", {"lineage": lineage})
+
+
+def _clusters(run_store: ManifestStore) -> dict[str, str]:
+    """identity -> its cluster (one person under several names), from the run's identity_clusters table."""
+    t = run_store.read_table("identity_clusters", ["identity", "cluster"])
+    return dict(zip(t["identity"].to_pylist(), t["cluster"].to_pylist(), strict=True))
 
 
 def _check_unique_ids(run_store: ManifestStore, rounds: list[int] | None) -> None:
@@ -363,7 +371,7 @@ def create_release(run_url: Location | str, name: str, releases_root: Location |
     staging = f"{root}/{STAGING_DIR}/{name}-{uuid.uuid4().hex[:12]}" if local else final
     job = ReleaseJob(run_store.fs, run_store.root, fs, root, staging, name, splits,
                      tuple(sorted(set(rounds))) if rounds else None, batch_size, commit_rows,
-                     current_version(run_store))
+                     current_version(run_store), _clusters(run_store))
     try:
         totals: dict[str, int] = {}
         for counts in (map_files or map_files_here)(release_run_file, job, run_store.committed_files("triples")):

@@ -14,6 +14,7 @@ from publish.release import (
     Release,
     ReleaseDiff,
     ReleaseError,
+    ReleaseNotFoundError,
     create_release,
     diff_releases,
     list_releases,
@@ -154,6 +155,9 @@ def run_cli(args: argparse.Namespace, output_root: Location, releases_root: Loca
                 print(f"{r['name']:<20} {r['created_at']}  {r['stats']['triples']:>7} triples ({splits})  "
                       f"run {r['source']['run_id']} rounds {r['source']['rounds']}")
         return 0
+    except (ReleaseNotFoundError, FileNotFoundError) as err:  # no such release or run: EXIT_NOT_FOUND, as for runs
+        print(f"ciep release {args.cmd}: {err}", file=sys.stderr)
+        return 5
     except ReleaseError as err:
         print(f"ciep release {args.cmd}: {err}", file=sys.stderr)
         return 1

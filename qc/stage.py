@@ -27,7 +27,8 @@ from qc.identity import cosine_similarity
 from qc.identity_calibration import resolve_thresholds
 from qc.identity_gallery import IdentityGallery
 from qc.mouth import mouth_aspect, mouth_scores, teeth_share
-from stages.base import STATUS_OK, Stage, rows_to_table
+from stages.base import STATUS_OK, TRANSIENT_COLUMN, Stage, rows_to_table
+from stages.errors import is_transient
 from stages.face.backends import build_detector, build_embedder
 from stages.face.expression import expression_descriptor, expression_distance
 from stages.face.learned_expression import LearnedExpression
@@ -110,11 +111,13 @@ class QCStage(Stage):
             reason = row.get("reject_reason") or "rejected_upstream"
             return dict(base, accepted=False, reason=reason, reasons=[reason])
         try:
-            maybe_inject(self.context.fault, self.name, row.get("candidate_id"))  # testing hook
+            maybe_inject(self.context.fault, self.name, row.get("candidate_id"),  # testing hook
+                         row.get("attempt"))
             s, extra = self.score(row)
         except Exception as exc:  # noqa: BLE001 - a QC model failure on one item is a reject row
             log.warning("qc failed on %s: %s", row.get("candidate_id"), exc)
             row.update(status="rejected", reject_stage=self.name, reject_reason="stage_error",
+                       **{TRANSIENT_COLUMN: is_transient(exc)},
                        reject_detail=f"{type(exc).__name__}: {exc}\n{traceback.format_exc(limit=3)}"[:2000])
             return dict(base, accepted=False, reason="stage_error", reasons=["stage_error"])
         reasons = failed_checks(s, self.thresholds)

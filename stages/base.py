@@ -18,6 +18,7 @@ import pyarrow as pa
 from core.config import StageResources, StorageOptions
 from core.faults import FaultInjectionConfig, maybe_inject
 from core.location import Location
+from stages.errors import is_transient
 from stages.face.backends import IdentityModelConfig
 from stages.onnx.model_files import ModelsConfig
 
@@ -30,6 +31,8 @@ STATUS_OK = "ok"
 STATUS_REJECTED = "rejected"
 # Columns every row carries between the generation stages.
 STATUS_COLUMNS = ("status", "reject_stage", "reject_reason", "reject_detail")
+# True on a stage_error row whose exception is transient (stages/errors.py): a rerun retries the item.
+TRANSIENT_COLUMN = "error_transient"
 
 
 class RowRejected(Exception):
@@ -124,7 +127,7 @@ class RowwiseStage(Stage):
         rows = batch.to_pylist()
         ok = [r for r in rows if r.get("status") in (None, STATUS_OK)]
         fault = self.context.fault
-        if fault is not None and fault.at == self.name:  # testing hook only (core/faults.py)
+        if fault is not None:  # testing hook only (core/faults.py; `at` may be a glob over stage names)
             ok = [r for r in ok if not self._inject_fault(fault, r)]
         results = self.process_rows(ok) if ok else []
         for row, result in zip(ok, results, strict=False):
@@ -142,7 +145,7 @@ class RowwiseStage(Stage):
     def _inject_fault(self, fault: FaultInjectionConfig, row: dict[str, Any]) -> bool:
         """Run the configured test fault for this row; True if it raised (the row is then a stage_error)."""
         try:
-            maybe_inject(fault, self.name, row.get("candidate_id") or row.get("input_key"))
+            maybe_inject(fault, self.name, row.get("candidate_id") or row.get("input_key"), row.get("attempt"))
         except Exception as exc:  # noqa: BLE001 - exactly what a model raising on this row would give
             self._reject(row, exc)
             return True
@@ -150,9 +153,11 @@ class RowwiseStage(Stage):
 
     def _reject(self, row: dict[str, Any], exc: Exception) -> None:
         row.update(self.empty_outputs())
+        row[TRANSIENT_COLUMN] = False
         if isinstance(exc, RowRejected):
             reason, detail = exc.reason, exc.detail
         else:
+            row[TRANSIENT_COLUMN] = is_transient(exc)
             log.warning("stage %s failed on one item: %s: %s", self.name, type(exc).__name__, exc)
             reason = "stage_error"
             detail = f"{type(exc).__name__}: {exc}\n" + "".join(traceback.format_exception(exc, limit=3))
@@ -172,7 +177,7 @@ def rows_to_table(rows: list[dict[str, Any]], input_schema: pa.Schema, added: pa
             fields.append(f)
             names.add(f.name)
     for c, t in (("status", pa.string()), ("reject_stage", pa.string()), ("reject_reason", pa.string()),
-                 ("reject_detail", pa.string())):
+                 ("reject_detail", pa.string()), (TRANSIENT_COLUMN, pa.bool_())):
         if c not in names:
             fields.append(pa.field(c, t))
     schema = pa.schema(fields)

@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
+import hashlib
 import io
+import os
 import posixpath
 import re
-from dataclasses import dataclass
+import unicodedata
+from dataclasses import dataclass, field
 
 import fsspec
 import pyarrow as pa
 import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
+from fsspec.implementations.local import LocalFileSystem
 
 from core.config import StorageOptions, Strict, storage_options_field
 from manifests.store import full_url
@@ -30,6 +34,7 @@ WORK_ITEM_SCHEMA = pa.schema([
     pa.field("identity", pa.string(), nullable=False),
     pa.field("expression", pa.string()),
     pa.field("path", pa.string(), nullable=False),
+    pa.field("raw_name", pa.string()),  # the file name as listed; `expression` is its normalised label
 ])
 
 _TRAILING_INDEX = re.compile(r"[_\-]\d+$")
@@ -39,15 +44,33 @@ _TRAILING_INDEX = re.compile(r"[_\-]\d+$")
 class CorpusListing:
     items: pa.Table  # WORK_ITEM_SCHEMA
     refused: list[dict]  # {input_key, identity, path, reason, detail}
+    # what defines this corpus version: every listed key (and size) and refusal, or the index file's bytes
+    digest: str = field(default="")
 
 
 class CorpusError(ValueError):
     """The corpus root or index cannot be read at all."""
 
 
-def _label_from_name(name: str) -> str:
+def normalize_label(raw: str) -> str | None:
+    """An expression label as a slug: Unicode NFC, ASCII-folded ("José Ñ" -> "jose n"), lower case, runs of other
+    characters (spaces, newlines, punctuation) as one "_". Labels of only non-Latin letters keep them (NFC)."""
+    text = unicodedata.normalize("NFC", raw)
+    folded = unicodedata.normalize("NFKD", text).encode("ascii", "ignore").decode("ascii")
+    slug = re.sub(r"[^a-z0-9]+", "_", folded.lower()).strip("_")
+    if not slug:
+        slug = re.sub(r"[\W_]+", "_", text.lower()).strip("_")
+    return slug or None
+
+
+def _label_from_name(name: str) -> str | None:
     stem = posixpath.splitext(name)[0]
-    return _TRAILING_INDEX.sub("", stem).lower()
+    label = normalize_label(stem)
+    return _TRAILING_INDEX.sub("", label) if label else None
+
+
+def _digest(parts: list[str]) -> str:
+    return hashlib.sha256("\n".join(sorted(parts)).encode()).hexdigest()[:12]
 
 
 def list_corpus(cfg: CorpusConfig) -> CorpusListing:
@@ -57,27 +80,92 @@ def list_corpus(cfg: CorpusConfig) -> CorpusListing:
         raise CorpusError(f"corpus root {cfg.root!r} does not exist or is not a folder")
     if cfg.index:
         return _list_index(fs, root, cfg)
-    rows, refused = [], []
+    return _list_folders(fs, root, cfg)
+
+
+def _local_target(fs: fsspec.AbstractFileSystem, path: str) -> str | None:
+    """The resolved target of a local symlink, else None (object stores have no links)."""
+    if isinstance(fs, LocalFileSystem) and os.path.islink(path):
+        return os.path.realpath(path)
+    return None
+
+
+def _inside(path: str, root: str) -> bool:
+    real_root = os.path.realpath(root)
+    return path == real_root or path.startswith(real_root.rstrip("/") + "/")
+
+
+def _list_folders(fs: fsspec.AbstractFileSystem, root: str, cfg: CorpusConfig) -> CorpusListing:
+    """Every entry under the root gets an item or a refusal with a reason, except names starting with "." or
+    "_" (hidden and tool folders, e.g. .DS_Store). Symlinks are followed when they resolve inside the root."""
+    rows, refused, parts = [], [], []
     exts = tuple(e.lower() for e in cfg.extensions)
+
+    def refuse(key: str, identity: str | None, path: str, reason: str, detail: str) -> None:
+        refused.append(dict(input_key=key, identity=identity, path=path, reason=reason, detail=detail))
+        parts.append(f"{key}\0{reason}")
+
     for ident_dir in sorted(fs.ls(root, detail=True), key=lambda d: d["name"]):
-        if ident_dir["type"] != "directory":
-            continue
         identity = posixpath.basename(ident_dir["name"].rstrip("/"))
         if identity.startswith((".", "_")):
             continue
-        for entry in sorted(fs.ls(ident_dir["name"], detail=True), key=lambda d: d["name"]):
-            name = posixpath.basename(entry["name"])
-            if entry["type"] != "file" or name.startswith("."):
+        dir_path, dir_type = ident_dir["name"], ident_dir["type"]
+        target = _local_target(fs, dir_path)
+        if target is not None:
+            if not _inside(target, root):
+                refuse(f"{identity}/", identity, dir_path, "path_outside_corpus",
+                       f"symlink to {target!r}, outside the corpus root {root!r}")
                 continue
+            dir_type = "directory" if os.path.isdir(target) else "file" if os.path.isfile(target) else "missing"
+        if dir_type != "directory":
+            refuse(identity, None, full_url(fs, dir_path), "not_in_identity_folder",
+                   f"{dir_type} directly under the corpus root; images go in <root>/<identity>/")
+            continue
+        try:
+            entries = sorted(fs.ls(dir_path, detail=True), key=lambda d: d["name"])
+        except (PermissionError, OSError) as err:
+            refuse(f"{identity}/", identity, full_url(fs, dir_path), "unreadable_folder",
+                   f"{type(err).__name__}: {err}")
+            continue
+        if isinstance(fs, LocalFileSystem) and not os.access(dir_path, os.R_OK | os.X_OK):
+            refuse(f"{identity}/", identity, full_url(fs, dir_path), "unreadable_folder", "no read permission")
+            continue
+        listed = 0
+        for entry in entries:
+            name = posixpath.basename(entry["name"].rstrip("/"))
+            if name.startswith("."):
+                continue
+            listed += 1
             key = f"{identity}/{name}"
             url = full_url(fs, entry["name"])
+            kind, size = entry["type"], entry.get("size")
+            target = _local_target(fs, entry["name"])
+            if target is not None:
+                if not _inside(target, root):
+                    refuse(key, identity, url, "path_outside_corpus",
+                           f"symlink to {target!r}, outside the corpus root {root!r}")
+                    continue
+                if not os.path.exists(target):
+                    refuse(key, identity, url, "missing_file", f"dangling symlink to {target!r}")
+                    continue
+                kind = "directory" if os.path.isdir(target) else "file"
+                size = os.path.getsize(target)
+            if kind == "directory":
+                refuse(key, identity, url, "nested_folder",
+                       "a folder inside an identity folder (only <root>/<identity>/<file> is read)")
+                continue
+            if kind != "file":
+                refuse(key, identity, url, "not_a_file", f"entry of type {kind!r}")
+                continue
             if not name.lower().endswith(exts):
-                refused.append(dict(input_key=key, identity=identity, path=url, reason="unsupported_extension",
-                                    detail=f"extension not in {list(exts)}"))
+                refuse(key, identity, url, "unsupported_extension", f"extension not in {list(exts)}")
                 continue
             label = _label_from_name(name) if cfg.expression_from_filename else None
-            rows.append(dict(input_key=key, identity=identity, expression=label, path=url))
-    return CorpusListing(pa.Table.from_pylist(rows, schema=WORK_ITEM_SCHEMA), refused)
+            rows.append(dict(input_key=key, identity=identity, expression=label, path=url, raw_name=name))
+            parts.append(f"{key}\0{size}")
+        if not listed:
+            refuse(f"{identity}/", identity, full_url(fs, dir_path), "empty_identity", "identity folder has no files")
+    return CorpusListing(pa.Table.from_pylist(rows, schema=WORK_ITEM_SCHEMA), refused, _digest(parts))
 
 
 def _read_index(fs: fsspec.AbstractFileSystem, index_url: str, storage_options: dict) -> pa.Table:
@@ -104,6 +192,7 @@ def _read_index(fs: fsspec.AbstractFileSystem, index_url: str, storage_options: 
 def _list_index(fs: fsspec.AbstractFileSystem, root: str, cfg: CorpusConfig) -> CorpusListing:
     assert cfg.index is not None  # called only when the corpus has an index
     table = _read_index(fs, cfg.index, cfg.storage_options)
+    digest = _digest([f"{r}" for r in table.to_pylist()])
     has_expr = "expression" in table.column_names
     rows, refused = [], []
     seen: set[str] = set()
@@ -137,6 +226,6 @@ def _list_index(fs: fsspec.AbstractFileSystem, root: str, cfg: CorpusConfig) -> 
             refused.append(dict(input_key=key, identity=identity, path=rel, reason="path_outside_corpus",
                                 detail=f"resolves to {norm!r}, outside the corpus root {root!r}"))
             continue
-        rows.append(dict(input_key=key, identity=identity, expression=str(expr).lower() if expr else None,
-                         path=full_url(fs, norm)))
-    return CorpusListing(pa.Table.from_pylist(rows, schema=WORK_ITEM_SCHEMA), refused)
+        rows.append(dict(input_key=key, identity=identity, expression=normalize_label(str(expr)) if expr else None,
+                         path=full_url(fs, norm), raw_name=posixpath.basename(rel)))
+    return CorpusListing(pa.Table.from_pylist(rows, schema=WORK_ITEM_SCHEMA), refused, digest)

@@ -36,7 +36,7 @@ class IngestConfig(Strict):
     resources: StageResources = StageResources()
 
 
-_INPUTS = ("input_key", "identity", "expression", "path")
+_INPUTS = ("input_key", "identity", "expression", "path", "raw_name", "attempt")
 
 
 def source_id_for(identity: str, input_key: str, file_sha256: str) -> str:
@@ -81,6 +81,8 @@ class IngestStage(RowwiseStage):
         except ImageRejected as rej:
             raise RowRejected(rej.reason, rej.detail) from None
         faces = self.detector.detect(rgb)
+        if not faces and hasattr(self.detector, "detect_small_faces"):
+            faces = self.detector.detect_small_faces(rgb)  # small faces: classed face_too_small below
         if not faces:
             raise RowRejected("no_face", f"no face found in {rgb.shape[1]}x{rgb.shape[0]} image")
         usable = [f for f in faces if f.short_side >= ing.min_face_size]

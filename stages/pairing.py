@@ -20,6 +20,7 @@ from pydantic import Field
 from core.config import Strict
 from core.splits import split_of
 from stages.face.expression import DESCRIPTOR_NAMES, WEIGHTS
+from stages.identity_clusters import IdentityClusters, cluster_identities, embedding_matrix
 
 
 class PairingConfig(Strict):
@@ -27,6 +28,11 @@ class PairingConfig(Strict):
     # Pick the swap-source identity j from i's release split (release.splits), so that no triple straddles
     # two splits and releases keep every triple; falls back to any identity when i's split has no other.
     split_closed: bool = True
+    # Identities whose mean embeddings have cosine >= this are one person under several names
+    # (stages/identity_clusters.py): j is never drawn from i's cluster and releases split by cluster. Default
+    # for dlib (London set, `ciep calibrate-identity`: different people max 0.949, same person median 0.988);
+    # ArcFace needs its own value. null: no clustering.
+    same_person_similarity: float | None = Field(0.96, ge=-1, le=1)
 
 
 PLAN_SCHEMA = pa.schema([
@@ -68,6 +74,7 @@ PLAN_SOURCE_COLUMNS = ["source_id", "input_key", "identity", "expression", "path
 class RoundPlan:
     plan: pa.Table  # PLAN_SCHEMA
     refused: list[dict]  # rejects rows: item_id, stage, reason, detail, identity, path
+    clusters: IdentityClusters | None = None  # identities that are one person (stages/identity_clusters.py)
 
 
 def _h(*parts: object) -> str:
@@ -79,28 +86,42 @@ _SCALAR_COLUMNS = ("source_id", "input_key", "identity", "expression", "path", "
                    "aligned_sha256")
 
 
-def _drop_duplicates(rows: dict[str, list], refused: list[dict]) -> list[int]:
-    """The same file content twice: keep it once within an identity, drop it under several identities.
+def _drop_duplicates(rows: dict[str, list], refused: list[dict], emb: np.ndarray | None = None) -> list[int]:
+    """The same file content twice: keep one copy, reject the others as duplicate_image.
 
+    Within one identity the first path in sorted order is kept. Across identities the copy is kept in the
+    identity it most resembles: the highest cosine between the copy's embedding and that identity's other
+    images (those with other content); ties, and identities with no other image, fall back to the first path
+    in sorted order. So a real identity's image copied into another folder survives where it belongs.
     Returns the kept row indices sorted by input_key."""
     keys, identity, sha, path = rows["input_key"], rows["identity"], rows["file_sha256"], rows["path"]
     by_sha: dict[str, list[int]] = defaultdict(list)
     for i, h in enumerate(sha):
         by_sha[h].append(i)
+    by_identity: dict[str, list[int]] = defaultdict(list)
+    for i, ident in enumerate(identity):
+        by_identity[ident].append(i)
     kept = []
-    for group in by_sha.values():
+    for h, group in by_sha.items():
         group.sort(key=lambda i: keys[i])
-        identities = {identity[i] for i in group}
-        if len(identities) > 1:
-            for i in group:
-                refused.append(dict(item_id=keys[i], stage="pairing", reason="duplicate_image",
-                                    detail=f"same file content under identities {sorted(identities)}",
-                                    identity=identity[i], path=path[i]))
-            continue
-        kept.append(group[0])
-        for i in group[1:]:
+        keep = group[0]
+        identities = sorted({identity[i] for i in group})
+        if len(identities) > 1 and emb is not None and emb.size:
+            def resemblance(i: int, h: str = h) -> float:
+                others = [o for o in by_identity[identity[i]] if sha[o] != h]
+                return float(max(emb[others] @ emb[i])) if others else float("-inf")
+            score = {i: resemblance(i) for i in group}
+            best = max(score.values())
+            keep = min((i for i in group if score[i] == best), key=lambda i: keys[i])
+        kept.append(keep)
+        for i in group:
+            if i == keep:
+                continue
+            where = f" under identity {identity[keep]!r}, which it resembles most" if identity[i] != identity[keep] \
+                else ""
             refused.append(dict(item_id=keys[i], stage="pairing", reason="duplicate_image",
-                                detail=f"same file content as {keys[group[0]]}", identity=identity[i], path=path[i]))
+                                detail=f"same file content as {keys[keep]} (kept{where})", identity=identity[i],
+                                path=path[i]))
     return sorted(kept, key=lambda i: keys[i])
 
 
@@ -170,7 +191,7 @@ def plan_round(sources: pa.Table, cfg: PairingConfig, round_index: int, *, seed:
                                splits=splits)
     tables = list(stream.chunks)
     plan = pa.concat_tables(tables).sort_by("candidate_id") if tables else PLAN_SCHEMA.empty_table()
-    return RoundPlan(plan, stream.refused)
+    return RoundPlan(plan, stream.refused, stream.clusters)
 
 
 @dataclass
@@ -182,6 +203,7 @@ class PlanStream:
     size: int
     chunks: Iterator[pa.Table]
     refused: list[dict]
+    clusters: IdentityClusters | None = None
 
 
 def plan_round_stream(sources: pa.Table, cfg: PairingConfig, round_index: int, chunk_rows: int, *, seed: int,
@@ -194,30 +216,45 @@ def plan_round_stream(sources: pa.Table, cfg: PairingConfig, round_index: int, c
     # S and carrier choice: the corpus label, else the expression net's (ingest); never used for the swap source
     rows["pairing_expression"] = with_predicted_labels(rows["expression"], sources)
     desc = _descriptors(src.column("expression_descriptor"))
+    emb = embedding_matrix(src.column("embedding"))
+    if emb.size:  # cosine everywhere (ingest writes L2-normalised embeddings; this makes sure)
+        emb = emb / np.maximum(np.linalg.norm(emb, axis=1, keepdims=True), 1e-12)
     by_identity: dict[str, list[int]] = defaultdict(list)
-    for i in _drop_duplicates(rows, refused):
+    for i in _drop_duplicates(rows, refused, emb):
         by_identity[rows["identity"][i]].append(i)
     identities = sorted(by_identity)
+    clusters = cluster_identities(by_identity, emb, cfg.same_person_similarity)
+    cluster_of = clusters.cluster_of
     # j is drawn from i's release split (pairing.split_closed) when that split has another identity.
     pools: dict[str, list[str]] = {"": identities}
     pool_of: dict[str, str] = {ident: "" for ident in identities}
     if cfg.split_closed:
         for ident in identities:
-            pools.setdefault(split_of(ident, dict(splits)), []).append(ident)
+            pools.setdefault(split_of(cluster_of[ident], dict(splits)), []).append(ident)
         pool_of = {ident: name for name, members in pools.items() if name and len(members) > 1
                    for ident in members}
         pool_of = {ident: pool_of.get(ident, "") for ident in identities}
     pool_position = {name: {ident: k for k, ident in enumerate(members)} for name, members in pools.items()}
+    # j is never the same person: other identities of i's cluster are left out of its pool (only identities of a
+    # multi-identity cluster get an explicit list; the rest draw from their sorted pool minus themselves)
+    others_of: dict[str, list[str]] = {}
+    for ident in identities:
+        if clusters.size_of[cluster_of[ident]] > 1:
+            others = [x for x in pools[pool_of[ident]] if cluster_of[x] != cluster_of[ident]]
+            # i's split holds only its own person: draw from every identity
+            others_of[ident] = others or [x for x in identities if cluster_of[x] != cluster_of[ident]]
     max_targets = cfg.max_targets_per_identity
     size = sum(min(len(by_identity[i]), max_targets or len(by_identity[i])) for i in identities
-               if len(by_identity[i]) >= 2 and len(pools[pool_of[i]]) > 1)
-    return PlanStream(size, _plan_chunks(identities, by_identity, pools, pool_of, pool_position, rows, src, desc,
-                                         refused, cfg, round_index, chunk_rows, seed, fingerprint), refused)
+               if len(by_identity[i]) >= 2
+               and (len(others_of[i]) if i in others_of else len(pools[pool_of[i]]) - 1) > 0)
+    return PlanStream(size, _plan_chunks(identities, by_identity, pools, pool_of, pool_position, others_of, rows,
+                                         src, desc, refused, cfg, round_index, chunk_rows, seed, fingerprint),
+                      refused, clusters)
 
 
 def _plan_chunks(identities: list[str], by_identity: dict[str, list[int]], pools: dict[str, list[str]],
-                 pool_of: dict[str, str], pool_position: dict[str, dict[str, int]], rows: dict[str, list],
-                 src: pa.Table, desc: np.ndarray, refused: list[dict], cfg: PairingConfig, round_index: int,
+                 pool_of: dict[str, str], pool_position: dict[str, dict[str, int]],
+                 others_of: dict[str, list[str]], rows: dict[str, list], src: pa.Table, desc: np.ndarray, refused: list[dict], cfg: PairingConfig, round_index: int,
                  chunk_rows: int, seed: int, fingerprint: str) -> Iterator[pa.Table]:
     keys, expr, sha = rows["input_key"], rows["pairing_expression"], rows["file_sha256"]
     # one entry per planned candidate: (candidate_id, item_seed, identity, j, t, s, carrier, swap)
@@ -225,6 +262,8 @@ def _plan_chunks(identities: list[str], by_identity: dict[str, list[int]], pools
     for identity in identities:
         pool = pools[pool_of[identity]]
         position = pool_position[pool_of[identity]][identity]
+        same_person = identity in others_of
+        others = others_of.get(identity, [])
         members = by_identity[identity]
         if len(members) < 2:
             r = members[0]
@@ -232,7 +271,7 @@ def _plan_chunks(identities: list[str], by_identity: dict[str, list[int]], pools
                                 detail="identity has one usable image: no S for it (still used as a swap source)",
                                 identity=identity, path=rows["path"][r]))
             continue
-        n_others = len(pool) - 1  # j is drawn from the sorted pool without this identity
+        n_others = len(others) if same_person else len(pool) - 1  # j: the sorted pool without i('s cluster)
         if not n_others:
             for r in members:
                 refused.append(dict(item_id=keys[r], stage="pairing", reason="no_other_identity",
@@ -243,7 +282,7 @@ def _plan_chunks(identities: list[str], by_identity: dict[str, list[int]], pools
         for t in targets:
             s = _most_different(t, [m for m in members if m != t], expr, keys, desc)
             pick = int(_h(seed, round_index, sha[t], "j")[:12], 16) % n_others
-            j = pool[pick if pick < position else pick + 1]
+            j = others[pick] if same_person else pool[pick if pick < position else pick + 1]
             carrier = _closest(s, by_identity[j], expr, keys, desc)
             swap = _swap_source(sha[t], by_identity[j], keys, seed, round_index)
             cid = _h(fingerprint, round_index, seed, sha[t], sha[s], sha[carrier], sha[swap])[:16]

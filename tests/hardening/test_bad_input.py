@@ -121,8 +121,9 @@ def build_corpus(root: Path) -> tuple[Path, dict[str, tuple[str, str]]]:
 
     dup = (DEMO_CORPUS / dup_src / "neutral.jpg").read_bytes()
     files["dup_a/a.jpg"] = files["dup_b/b.jpg"] = dup
-    expect["dup_a/a.jpg"] = expect["dup_b/b.jpg"] = ("same image under two identities",
-                                                     "source+pairing:duplicate_image")
+    # issue 11: one copy is kept (here neither identity has another image: the first path in sorted order)
+    expect["dup_a/a.jpg"] = ("same image under two identities, kept copy", "source+pairing:single_image_identity")
+    expect["dup_b/b.jpg"] = ("same image under two identities, other copy", "source+pairing:duplicate_image")
     files["single/only.jpg"] = (DEMO_CORPUS / single_src / "neutral.jpg").read_bytes()
     expect["single/only.jpg"] = ("identity with one image", "source+pairing:single_image_identity")
 

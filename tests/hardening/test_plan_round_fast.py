@@ -26,25 +26,35 @@ def _h(*parts: object) -> str:
 # ---- the previous implementation (commit 91cbe66, stages/pairing.py), unchanged but for its name, its return and
 # ---- the swap-source rule of issue 10 (a hash of seed, round and T's content among j's photos, not T's expression)
 
+def _cos(a, b) -> float:
+    a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
+    return float(a @ b / (np.linalg.norm(a) * np.linalg.norm(b)))
+
+
 def _drop_duplicates(rows: list[dict], refused: list[dict]) -> list[dict]:
-    """The same file content twice: keep it once within an identity, drop it under several identities."""
+    """The same file content twice: keep one copy (issue 11 rule: across identities, the copy whose identity's
+    other images it resembles most, ties to the first path), reject the others."""
     by_sha: dict[str, list[dict]] = defaultdict(list)
     for r in rows:
         by_sha[r["file_sha256"]].append(r)
     kept = []
-    for _sha, group in by_sha.items():
+    for sha, group in by_sha.items():
         group.sort(key=lambda r: r["input_key"])
-        identities = {r["identity"] for r in group}
-        if len(identities) > 1:
-            for r in group:
-                refused.append(dict(item_id=r["input_key"], stage="pairing", reason="duplicate_image",
-                                    detail=f"same file content under identities {sorted(identities)}",
-                                    identity=r["identity"], path=r["path"]))
-            continue
-        kept.append(group[0])
-        for r in group[1:]:
+        keep = group[0]
+        if len({r["identity"] for r in group}) > 1:
+            def score(r: dict, sha: str = sha) -> float:
+                others = [o for o in rows if o["identity"] == r["identity"] and o["file_sha256"] != sha]
+                return max(_cos(o["embedding"], r["embedding"]) for o in others) if others else float("-inf")
+            best = max(score(r) for r in group)
+            keep = next(r for r in group if score(r) == best)
+        kept.append(keep)
+        for r in group:
+            if r is keep:
+                continue
+            where = f" under identity {keep['identity']!r}, which it resembles most" \
+                if r["identity"] != keep["identity"] else ""
             refused.append(dict(item_id=r["input_key"], stage="pairing", reason="duplicate_image",
-                                detail=f"same file content as {group[0]['input_key']}",
+                                detail=f"same file content as {keep['input_key']} (kept{where})",
                                 identity=r["identity"], path=r["path"]))
     return sorted(kept, key=lambda r: r["input_key"])
 

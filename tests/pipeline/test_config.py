@@ -52,8 +52,9 @@ def test_resources_do_not_change_the_run_id():
 def test_run_id_is_unchanged_by_the_split_of_config_sections(monkeypatch):
     """Run ids recorded before the config sections moved next to their stages (issue 9) still resolve the same.
 
-    Issue 12 then took run.name out of the data fingerprint on purpose (triple ids do not depend on the run's
-    name), which changes every run id once; with name put back, the pre-split ids are still reproduced."""
+    Two later changes moved every run id once, on purpose: issue 11 added `pairing.same_person_similarity` (a
+    data-defining field) and issue 12 took run.name out of the data fingerprint (triple ids do not depend on the
+    run's name). With name put back, the ids computed on branch i11 (pre-split layout) are reproduced."""
     import pipeline.config
     from pipeline.config import load_config
 
@@ -61,7 +62,7 @@ def test_run_id_is_unchanged_by_the_split_of_config_sections(monkeypatch):
     with monkeypatch.context() as m:
         m.setattr(pipeline.config, "_RUN_KEYS_NOT_IN_FINGERPRINT",
                   pipeline.config._RUN_KEYS_NOT_IN_FINGERPRINT - {"name"})
-        assert load_config().resolved_run_id() == "demo-3987055749"
+        assert load_config().resolved_run_id() == "demo-7569febb66"
     overrides = ["qc.identity.backend=arcface", "qc.identity.model=arcface_w600k_r50", "ingest.crop_size=128",
                  "identity_swap.mask_regions=[skin,nose]", "corpus.storage_options={endpoint_url: http://x, key: K}",
                  "release.splits={train: 0.5, test: 0.5}", "expression_transfer.prompt=hi",
@@ -70,4 +71,4 @@ def test_run_id_is_unchanged_by_the_split_of_config_sections(monkeypatch):
     with monkeypatch.context() as m:
         m.setattr(pipeline.config, "_RUN_KEYS_NOT_IN_FINGERPRINT",
                   pipeline.config._RUN_KEYS_NOT_IN_FINGERPRINT - {"name"})
-        assert load_config(overrides=overrides).resolved_run_id() == "demo-c8ad149007"
+        assert load_config(overrides=overrides).resolved_run_id() == "demo-8bb9d2527b"
