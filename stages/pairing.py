@@ -254,7 +254,8 @@ def plan_round_stream(sources: pa.Table, cfg: PairingConfig, round_index: int, c
 
 def _plan_chunks(identities: list[str], by_identity: dict[str, list[int]], pools: dict[str, list[str]],
                  pool_of: dict[str, str], pool_position: dict[str, dict[str, int]],
-                 others_of: dict[str, list[str]], rows: dict[str, list], src: pa.Table, desc: np.ndarray, refused: list[dict], cfg: PairingConfig, round_index: int,
+                 others_of: dict[str, list[str]], rows: dict[str, list], src: pa.Table, desc: np.ndarray,
+                 refused: list[dict], cfg: PairingConfig, round_index: int,
                  chunk_rows: int, seed: int, fingerprint: str) -> Iterator[pa.Table]:
     keys, expr, sha = rows["input_key"], rows["pairing_expression"], rows["file_sha256"]
     # one entry per planned candidate: (candidate_id, item_seed, identity, j, t, s, carrier, swap)
