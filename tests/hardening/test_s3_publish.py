@@ -66,7 +66,9 @@ def test_release_export_report_query_on_s3_with_a_custom_endpoint(s3_output, cap
     info = json.loads(fs.cat_file(f"{BUCKET}/runs/releases/s3rel/release.json"))
     triples = info["stats"]["triples"]
     assert triples > 0 and info["source"]["run_url"] == f"s3://{BUCKET}/runs/{run_id}"
-    assert len(fs.find(f"{BUCKET}/runs/releases/s3rel/images")) == info["stats"]["images"]
+    # images go to the releases root's shared content-addressed pool (publish/image_pool.py), none in the release
+    assert len(fs.find(f"{BUCKET}/runs/releases/_pool/images")) == info["stats"]["images"] > 0
+    assert not fs.find(f"{BUCKET}/runs/releases/s3rel/images")
     capsys.readouterr()
     assert ciep(["release", "verify", "s3rel", *common]) == 0
     assert "OK: every file matches" in capsys.readouterr().out
