@@ -154,8 +154,9 @@ QC = _versioned("qc", [
 # QC scores carried from qc into triples and releases, in report order.
 QC_SCORES = ("id_sim_rt", "id_sim_rj", "expr_dist_rt", "sharpness")
 
-# The columns the QC stage adds to a row: the qc table without its keys, nullable while rows are in flight.
-QC_FIELDS = tuple(f.with_nullable(True) for f in QC if f.name not in ("candidate_id", "round", "run_id"))
+# The columns the QC stage adds to a row: the qc table without its keys and the attempt (carried from the work
+# item), nullable while rows are in flight.
+QC_FIELDS = tuple(f.with_nullable(True) for f in QC if f.name not in ("candidate_id", "round", "run_id", "attempt"))
 
 # Accepted training triples {S, R, T}: what trainers read.
 TRIPLES = _versioned("triples", [

@@ -54,8 +54,8 @@ def _retry_mask(t: pa.Table, max_attempts: int) -> pa.ChunkedArray:
     if TRANSIENT_COLUMN not in t.column_names or ATTEMPT_COLUMN not in t.column_names:
         return pc.equal(pa.chunked_array([pa.array([False] * t.num_rows)]), True)
     transient = pc.fill_null(t[TRANSIENT_COLUMN], False)
-    return pc.and_(pc.and_(pc.equal(t["status"], "rejected"), transient),
-                   pc.less(t[ATTEMPT_COLUMN], max_attempts))
+    mask = pc.and_(pc.and_(pc.equal(t["status"], "rejected"), transient), pc.less(t[ATTEMPT_COLUMN], max_attempts))
+    return pc.fill_null(mask, False)  # a null status or attempt never makes a row retryable (nor drops it)
 
 
 def retrying_split(split: Callable[[pa.Table], dict[str, pa.Table]], id_column: str, identity_column: str,

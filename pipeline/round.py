@@ -287,12 +287,12 @@ def _run_generation(cfg: PipelineConfig, store: ManifestStore, run_root: str, ro
     log.info("round %d: %d candidates planned, %d already decided, %d to do (%d plan files of %d rows)", round_index,
              plan.size, len(done), todo, len(urls), rows)
     # The plan is written by a thread while Ray Data already reads its first files; each item carries its attempt.
-    failed = failed_attempts(store, round_index, tuple(s.name for s in stages))
+    past_failures = failed_attempts(store, round_index, tuple(s.name for s in stages))
     written: dict = {}
 
     def write() -> None:
         try:
-            chunks = (with_attempt_column(c, attempts_for(c["candidate_id"], failed)) for c in plan.chunks)
+            chunks = (with_attempt_column(c, attempts_for(c["candidate_id"], past_failures)) for c in plan.chunks)
             written["counts"] = write_plan_files(chunks, done, urls, run)
         except BaseException as exc:  # noqa: BLE001 - re-raised on the driver thread below
             written["error"] = exc
