@@ -111,7 +111,8 @@ def test_job_submit_without_the_token_is_refused(ray_head, tmp_path: Path):
     proc = subprocess.run([str(ray_bin), "job", "list", "--address", address], env=no_token,
                           capture_output=True, text=True, timeout=120)
     assert proc.returncode != 0
-    # The head answers 401 and the job client says why (ray/_private/authentication/authentication_constants.py
-    # TOKEN_AUTH_ENABLED_BUT_NO_TOKEN_FOUND_ERROR_MESSAGE): refused for the missing token, not for anything else.
+    # The job client refuses for the missing token, not for anything else (Ray 2.60: raised as
+    # ray.exceptions.AuthenticationError by the token loader before any request is sent).
     out = proc.stdout + proc.stderr
-    assert "Token authentication is enabled but no authentication token was found" in out, out[-3000:]
+    assert "AuthenticationError: Token authentication is enabled but Ray couldn't find an authentication token" \
+        in out, out[-3000:]
