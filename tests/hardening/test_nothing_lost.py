@@ -78,7 +78,8 @@ def _can_mount() -> bool:
 
 # -- case 1: a full disk, then space freed and the run rerun ---------------------------------------------------
 
-@pytest.mark.xfail(reason="merge of issues 11 and 12 (worker-side commits + retries): fails on the merged tree, see the issue notes", strict=False)
+@pytest.mark.xfail(reason="fails since issues 11 and 12 were merged (worker-side commits + retries); "
+                          "see the issue notes", strict=False)
 @pytest.mark.skipif(not _can_mount(), reason="needs root to mount a small tmpfs")
 def test_disk_full_then_rerun_after_space_is_freed_gives_every_triple(baseline, corpus, tmp_path):
     out = tmp_path / "runs"
@@ -118,7 +119,8 @@ def test_disk_full_then_rerun_after_space_is_freed_gives_every_triple(baseline, 
 
 # -- case 1: transient faults on 20 % of the items in every stage ---------------------------------------------
 
-@pytest.mark.xfail(reason="merge of issues 11 and 12 (worker-side commits + retries): fails on the merged tree, see the issue notes", strict=False)
+@pytest.mark.xfail(reason="fails since issues 11 and 12 were merged (worker-side commits + retries); "
+                          "see the issue notes", strict=False)
 def test_transient_faults_on_a_fifth_of_the_items_of_every_stage_then_rerun(baseline, corpus, tmp_path):
     from core.faults import FaultInjectionConfig, targets
 
@@ -158,7 +160,8 @@ def test_transient_faults_on_a_fifth_of_the_items_of_every_stage_then_rerun(base
     assert con.execute("select count(*) from rejects where reason = 'stage_error'").fetchone()[0] == 0
 
 
-@pytest.mark.xfail(reason="merge of issues 11 and 12 (worker-side commits + retries): fails on the merged tree, see the issue notes", strict=False)
+@pytest.mark.xfail(reason="fails since issues 11 and 12 were merged (worker-side commits + retries); "
+                          "see the issue notes", strict=False)
 def test_transient_error_on_its_last_attempt_becomes_a_transient_stage_error_reject(baseline, corpus, tmp_path):
     out = tmp_path / "runs"
     victim = baseline[2]["qc"]["candidate_id"][0].as_py()
@@ -293,7 +296,8 @@ def test_labels_are_slugs_with_the_raw_name_kept_and_query_output_stays_one_row_
 
 # -- case 3: a grown corpus ------------------------------------------------------------------------------------
 
-@pytest.mark.xfail(reason="merge of issues 11 and 12 (worker-side commits + retries): fails on the merged tree, see the issue notes", strict=False)
+@pytest.mark.xfail(reason="fails since issues 11 and 12 were merged (worker-side commits + retries); "
+                          "see the issue notes", strict=False)
 def test_grown_corpus_is_a_new_data_version_equal_to_a_fresh_run(tmp_path, ray_session):
     corpus = make_corpus(tmp_path / "corpus", london_identities()[:N_IDS - 1])
     out = tmp_path / "runs"

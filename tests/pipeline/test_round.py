@@ -120,7 +120,8 @@ def test_two_fresh_runs_give_identical_triples(baseline, corpus8: Path, tmp_path
     assert triples_content(ManifestStore.open(other["timing"]["run_url"])) == triples_content(store)
 
 
-@pytest.mark.xfail(reason="merge of issues 11 and 12 (worker-side commits + retries): fails on the merged tree, see the issue notes", strict=False)
+@pytest.mark.xfail(reason="fails since issues 11 and 12 were merged (worker-side commits + retries); "
+                          "see the issue notes", strict=False)
 def test_resume_after_sigkill_mid_round_gives_the_same_triples(baseline, corpus8: Path, tmp_path: Path):
     cfg, store, _ = baseline
     out = tmp_path / "runs_killed"
