@@ -50,6 +50,7 @@ from stages.face.classic_swap import ClassicSwapper  # noqa: E402
 from stages.face.dlib_models import DlibDetector, DlibEmbedder  # noqa: E402
 from stages.face.expression import expression_descriptor, expression_distance  # noqa: E402
 from stages.face.landmark_warp import LandmarkWarpTransferer  # noqa: E402
+from stages.face.learned_expression import LearnedExpression  # noqa: E402
 from stages.face.mouth import TEETH_SHARE, is_open, teeth_share  # noqa: E402
 from stages.face.protocols import TransferRequest  # noqa: E402
 from stages.identity_swap import face_from_landmarks, largest_face  # noqa: E402
@@ -79,28 +80,11 @@ def _pipeline_pick(t_file: Path, j_files: list[Path], seed: int = 1234, round_in
     return int(h[:12], 16) % len(j_files)
 
 
-class LearnedExpression:
-    """The learned 7-class net when the project has it (stages/face/expression_net.py), else unavailable."""
-
-    def __init__(self) -> None:
-        try:
-            from stages.face import expression_net
-        except ImportError:
-            self.net: Any = None
-            return
-        self.mod = expression_net
-        self.net = expression_net.ExpressionNet.load()
-        self.classes = list(expression_net.EXPRESSION_CLASSES)
-
-    @property
-    def available(self) -> bool:
-        return self.net is not None and {"neutral", "happy"} <= set(self.classes)
-
-    def happy_share(self, rgb: np.ndarray, lm: np.ndarray) -> float:
-        """P(happy) / (P(happy) + P(neutral)) for one face."""
-        p = np.asarray(self.net.probabilities(self.mod.expression_crop(rgb, lm)[None]))[0]
-        h, n = p[self.classes.index("happy")], p[self.classes.index("neutral")]
-        return float(h / max(h + n, 1e-9))
+def happy_share(learned: LearnedExpression, rgb: np.ndarray, lm: np.ndarray) -> float:
+    """P(happy) / (P(happy) + P(neutral)) for one face, by the learned expression net."""
+    p = learned.probabilities([rgb], [lm])[0]
+    h, n = p[learned.classes.index("happy")], p[learned.classes.index("neutral")]
+    return float(h / max(h + n, 1e-9))
 
 
 def _measure(r: np.ndarray, det: DlibDetector, emb: DlibEmbedder, t: Face, g: Face, o: Face,
@@ -119,11 +103,10 @@ def _measure(r: np.ndarray, det: DlibDetector, emb: DlibEmbedder, t: Face, g: Fa
         ghost_teeth=(not is_open(t.landmarks68)) and teeth_share(r, lm) > TEETH_SHARE,
         t_closed=not is_open(t.landmarks68),
         sim_rj=float(e @ (g.embedding + o.embedding) / 2), sim_rt=float(e @ t.embedding))
-    if learned.available:
-        p = learned.happy_share(r, lm)
-        row["learned_agree"] = (p > 0.5) == (t.expression == "smiling")
-        row["learned_gt_agree"] = (p > 0.5) == (learned.happy_share(g.image, g.landmarks68) > 0.5)
-        row["learned_t_agree"] = (p > 0.5) == (learned.happy_share(t.image, t.landmarks68) > 0.5)
+    p = happy_share(learned, r, lm)
+    row["learned_agree"] = (p > 0.5) == (t.expression == "smiling")
+    row["learned_gt_agree"] = (p > 0.5) == (happy_share(learned, g.image, g.landmarks68) > 0.5)
+    row["learned_t_agree"] = (p > 0.5) == (happy_share(learned, t.image, t.landmarks68) > 0.5)
     return row
 
 
@@ -205,7 +188,7 @@ def main(argv: list[str] | None = None) -> int:
                     [cv2.IMWRITE_JPEG_QUALITY, 85])
     summary = {name: _summary(rows) for name, rows in results.items()}
     report = {"targets": len(targets), "identities": len(ids), "before": args.before,
-              "learned_net": learned.available, "mouth_rules_after": rules, "seconds": round(time.time() - t0, 1),
+              "learned_net": learned.model_id, "mouth_rules_after": rules, "seconds": round(time.time() - t0, 1),
               "variants": summary}
     print(json.dumps(report, indent=1))
     if not args.no_results:
