@@ -1,9 +1,9 @@
-"""TESTING HOOKS: inject a real fault (exception, process exit, pause, SIGKILL after a commit) at a chosen point.
+"""TESTING HOOKS: inject a real fault (exception, process exit, pause) at a chosen point.
 
 Configured by `run.fault_injection` (FaultInjectionConfig below) and used only by the fault tests in
 tests/hardening/. With the field unset (always, outside those tests) `maybe_inject` returns at once. Stages call
-it for every ok row (stages/base.py, qc/stage.py); the driver calls it between a shard's files and its commit
-marker (manifests/store.py `before_marker`, wired in pipeline/run_idi.py). No Ray import: stages use it.
+it for every ok row (stages/base.py, qc/stage.py); the commit stage calls it between a shard's files and its
+commit marker (manifests/store.py `before_marker`, wired in pipeline/commit_stage.py). No Ray import.
 """
 
 from __future__ import annotations
@@ -12,9 +12,7 @@ import errno
 import fnmatch
 import hashlib
 import os
-import signal
 import time
-from collections import Counter
 from typing import Literal
 
 from pydantic import Field, model_validator
@@ -25,10 +23,10 @@ FAULT_EXIT_CODE = 86
 
 
 class FaultInjectionConfig(Strict):
-    """TESTING HOOK (tests/hardening only): make one stage, or the driver's commit, fail on a chosen item.
+    """TESTING HOOK (tests/hardening only): make one stage, or a commit, fail on a chosen item.
 
     at:     a stage name (ingest, expression_transfer, identity_swap, qc, or any RowwiseStage) or "commit"
-            (the driver, after a manifest shard's files are written and before its commit marker).
+            (the commit stage, after a manifest shard's files are written and before its commit marker).
     item:   fnmatch pattern over the item id: input_key in ingest, candidate_id after pairing, the shard name
             for "commit"; "*" matches every item.
     action: "raise"  an exception from the model call, as a broken model would (-> stage_error row);
@@ -127,22 +125,3 @@ def maybe_inject(fault: FaultInjectionConfig | None, at: str, item_id: str | Non
     if fault.action == "raise":
         raise _error(fault, at, item_id or "")
     os._exit(FAULT_EXIT_CODE)
-
-
-# Driver-side hook, set by environment so that a test can kill a child driver at an exact point:
-# "<shard prefix>:<N>" (e.g. "gen-r0-:2") SIGKILLs the driver right after its N-th commit of shards with that
-# prefix (pipeline/commit.py). Unset in normal use.
-KILL_AFTER_COMMITS_ENV = "CIEP_FAULT_KILL_AFTER_COMMITS"
-_commits_seen: Counter = Counter()
-
-
-def kill_after_commit(prefix: str) -> None:
-    """SIGKILL this process after the N-th commit of `prefix` shards, when KILL_AFTER_COMMITS_ENV asks."""
-    spec = os.environ.get(KILL_AFTER_COMMITS_ENV)
-    if not spec:
-        return
-    wanted, _, n = spec.rpartition(":")
-    if prefix == wanted:
-        _commits_seen[prefix] += 1
-        if _commits_seen[prefix] >= int(n):
-            os.kill(os.getpid(), signal.SIGKILL)

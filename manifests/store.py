@@ -134,6 +134,8 @@ class ManifestStore:
     # -- reading -----------------------------------------------------------------------------------
     def markers(self) -> list[dict]:
         pattern = f"{self.manifests_dir}/{COMMITS_DIR}/*.json"
+        # other processes (the commit workers) add markers: never answer from a cached listing (s3fs caches them)
+        self.fs.invalidate_cache(f"{self.manifests_dir}/{COMMITS_DIR}")
         paths = sorted(self.fs.glob(pattern))
         # one batched read: object stores fetch the markers concurrently instead of one GET after another
         contents = self.fs.cat(paths, on_error="return") if paths else {}

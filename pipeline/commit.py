@@ -12,7 +12,6 @@ from dataclasses import dataclass, field
 
 import pyarrow as pa
 
-from core.faults import kill_after_commit
 from manifests.store import ManifestStore, shard_key
 
 log = logging.getLogger(__name__)
@@ -113,9 +112,8 @@ class CommitBuffer:
     """Accumulate output batches; commit a shard every `rows` rows or `seconds` seconds."""
 
     def __init__(self, store: ManifestStore, split: TableSplitter, id_column: str, prefix: str,
-                 rows: int = 256, seconds: float = 30.0, info: dict | None = None, kill_hook: bool = True) -> None:
+                 rows: int = 256, seconds: float = 30.0, info: dict | None = None) -> None:
         self.store, self.split, self.id_column, self.prefix = store, split, id_column, prefix
-        self.kill_hook = kill_hook
         self.rows, self.seconds, self.info = rows, seconds, info or {}
         self.pending: list[pa.Table] = []
         self.pending_rows = 0
@@ -149,6 +147,4 @@ class CommitBuffer:
             shard = shard_key(part.column(self.id_column).to_pylist(), self.prefix)
             self.store.commit(shard, self.split(part), self.info)
             self.committed_rows += part.num_rows
-            if self.kill_hook:
-                kill_after_commit(self.prefix)  # testing hook, inert unless its variable is set
 

@@ -2,9 +2,11 @@
 (files, then commit marker: manifests/store.py) and returns one small stats row; result rows never reach the driver.
 
 A shard's name is a hash of the ids it holds (`shard_key`), so a retried task rewrites the same shard: exactly
-once. Rows that failed with `stage_error` are not committed here: they go back to the driver in the stats row
-(`held`, Arrow IPC), which commits them only while the stage-error abort guard is satisfied (pipeline/commit.py),
-so a broken model never leaves its items marked done. Nothing here imports Ray: pipeline/ray_adapter.py maps it.
+once. Rows that failed with `stage_error` for good are not committed here: they go back to the driver in the
+stats row (`held`, Arrow IPC), which commits them only while the stage-error abort guard is satisfied
+(pipeline/commit.py), so a broken model never leaves its items marked done. Rows that failed transiently before
+their last attempt are not decisions: the split (pipeline/retry.py `retrying_split`) commits them here as
+`attempts` rows, and they never reach the guard. Nothing here imports Ray: pipeline/ray_adapter.py maps it.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ import pyarrow.compute as pc
 from core.faults import FaultInjectionConfig, maybe_inject
 from core.location import Location
 from manifests.store import ManifestStore, shard_key
+from pipeline.retry import retry_mask
 
 TableSplitter = Callable[[pa.Table], dict[str, pa.Table]]
 
@@ -45,6 +48,7 @@ class CommitSpec:
     outcome_column: str
     info: dict = field(default_factory=dict)
     fault: FaultInjectionConfig | None = None  # testing hook: pause/raise/exit between files and marker
+    max_attempts: int | None = None  # transient failures before this attempt are committed (as retries), not held
 
 
 _stores: dict[str, ManifestStore] = {}
@@ -78,9 +82,17 @@ def table_from_ipc(data: bytes) -> pa.Table:
     return pa.ipc.open_stream(pa.py_buffer(data)).read_all()
 
 
-def commit_batch(batch: pa.Table, spec: CommitSpec) -> pa.Table:
-    """Commit the batch's non-error rows as one shard; return its stats row (COMMIT_STATS)."""
+def held_mask(batch: pa.Table, max_attempts: int | None) -> pa.ChunkedArray:
+    """The rows the driver must judge: stage errors, except transient ones that will be retried."""
     errors = stage_error_mask(batch)
+    if max_attempts is None:
+        return errors
+    return pc.and_(errors, pc.invert(retry_mask(batch, max_attempts)))
+
+
+def commit_batch(batch: pa.Table, spec: CommitSpec) -> pa.Table:
+    """Commit the batch's non-held rows as one shard; return its stats row (COMMIT_STATS)."""
+    errors = held_mask(batch, spec.max_attempts)
     held = batch.filter(errors)
     ok = batch.filter(pc.invert(errors))
     shard = None

@@ -58,6 +58,10 @@ def write_plan_files(chunks: Iterable[pa.Table], done: pa.Array, urls: list[str]
         buf = io.BytesIO()
         pq.write_table(chunk, buf, compression="zstd")
         atomic_write_bytes(fs, path, buf.getvalue())
+    # run the planner to its end even past the last file: it records its refusals (pairing rejects) as it goes
+    extra = sum(chunk.num_rows for chunk in chunks)
+    if extra:
+        raise RuntimeError(f"the planner made {extra} rows more than the {len(urls)} plan files were sized for")
     return planned, todo
 
 

@@ -50,7 +50,8 @@ def with_attempt_column(table: pa.Table, attempts: pa.Array) -> pa.Table:
     return table.append_column(ATTEMPT_COLUMN, attempts)
 
 
-def _retry_mask(t: pa.Table, max_attempts: int) -> pa.ChunkedArray:
+def retry_mask(t: pa.Table, max_attempts: int) -> pa.ChunkedArray:
+    """Rows that failed transiently before their last attempt: `attempts` rows, not decisions."""
     if TRANSIENT_COLUMN not in t.column_names or ATTEMPT_COLUMN not in t.column_names:
         return pc.equal(pa.chunked_array([pa.array([False] * t.num_rows)]), True)
     transient = pc.fill_null(t[TRANSIENT_COLUMN], False)
@@ -63,7 +64,7 @@ def retrying_split(split: Callable[[pa.Table], dict[str, pa.Table]], id_column: 
                    max_attempts: int) -> Callable[[pa.Table], dict[str, pa.Table]]:
     """Wrap a phase's splitter: retryable rows become `attempts` rows; decided rows get attempt / transient."""
     def wrapped(t: pa.Table) -> dict[str, pa.Table]:
-        mask = _retry_mask(t, max_attempts)
+        mask = retry_mask(t, max_attempts)
         retry, final = t.filter(mask), t.filter(pc.invert(mask))
         out = split(final)
         if ATTEMPT_COLUMN in final.column_names:

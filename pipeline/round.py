@@ -14,7 +14,6 @@ from functools import partial
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from core.faults import kill_after_commit
 from core.location import Location
 from manifests.schemas import CANDIDATES, QC, REJECTS, with_columns
 from manifests.store import ManifestStore, atomic_write_bytes, shard_key
@@ -81,8 +80,6 @@ def _consume(ds, spec: CommitSpec, held: CommitBuffer, progress: Progress, guard
         for stats in ds.iter_batches(batch_format="pyarrow", batch_size=None):
             for row in stats.to_pylist():
                 progress.update_counts(row["rows"], Counter(json.loads(row["outcomes"])))
-                if row["shard"] is not None:
-                    kill_after_commit(spec.prefix)  # testing hook, inert unless its variable is set
                 guard.check_counts(row["rows"], row["stage_errors"], row["first_error"])
                 if row["held"] is not None:
                     # stage_error rows are committed only once the guard has seen enough items to judge the model
@@ -100,7 +97,7 @@ def _stream(make_dataset: Callable[[], object], spec: CommitSpec, store: Manifes
             progress: Progress) -> None:
     """Run the phase's dataset through the commit stage and consume its stats."""
     held = CommitBuffer(store, spec.split, spec.id_column, spec.prefix, cfg.run.commit_rows, cfg.run.commit_seconds,
-                        spec.info, kill_hook=False)
+                        spec.info)
     ds = commit_manifests(make_dataset(), spec, cfg.run.commit_rows)  # type: ignore[arg-type]
     _consume(ds, spec, held, progress, _guard(cfg))
 
@@ -195,7 +192,8 @@ def _run_ingest(cfg: PipelineConfig, store: ManifestStore, run_root: str,
         split = retrying_split(partial(_ingest_split, run_id=run_id), "input_key", "identity", "path",
                                _round_zero, run_id, cfg.run.max_attempts)
         spec = CommitSpec(_run_folder(cfg, run_root), split,
-                          "input_key", "ingest-", "reject_reason", {"phase": "ingest"}, cfg.run.fault_injection)
+                          "input_key", "ingest-", "reject_reason", {"phase": "ingest"}, cfg.run.fault_injection,
+                          cfg.run.max_attempts)
         _stream(lambda: apply_stages(dataset_from_table(todo, cfg.ingest.resources.batch_size * 2), [IngestStage],
                                      cfg, run_root), spec, store, cfg, Progress("ingest", todo.num_rows))
     return PhaseStats(todo.num_rows, len(done), time.monotonic() - started)
@@ -310,7 +308,8 @@ def _run_generation(cfg: PipelineConfig, store: ManifestStore, run_root: str, ro
                                    cfg.run.max_attempts)
             spec = CommitSpec(run, split,
                               "candidate_id", f"gen-r{round_index}-", "reason",
-                              {"phase": "generate", "round": round_index}, cfg.run.fault_injection)
+                              {"phase": "generate", "round": round_index}, cfg.run.fault_injection,
+                              cfg.run.max_attempts)
             failure = failure_url(run, round_index)
             _stream(lambda: apply_stages(dataset_from_plan_files(urls, failure, run), stages, cfg, run_root),
                     spec, store, cfg, Progress(f"round {round_index}", todo))

@@ -168,8 +168,6 @@ def bad_run(tmp_path_factory, ray_session):
     return cfg, ManifestStore.open(result["timing"]["run_url"]), result, expect
 
 
-@pytest.mark.xfail(reason="fails since issues 11 and 12 were merged (worker-side commits + retries); "
-                          "see the issue notes", strict=False)
 def test_every_bad_input_has_its_reason_and_the_round_finishes(bad_run):
     cfg, store, result, expect = bad_run
     con = connect(store)

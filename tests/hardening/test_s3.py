@@ -87,8 +87,6 @@ def s3_run(s3, ray_session, tmp_path_factory):
     return cfg, result, handler_stream
 
 
-@pytest.mark.xfail(reason="fails since issues 11 and 12 were merged (worker-side commits + retries); "
-                          "see the issue notes", strict=False)
 def test_round_on_s3_writes_and_reads_everything_there(s3, s3_run):
     endpoint, opts, fs = s3
     cfg, result, _ = s3_run
@@ -113,8 +111,6 @@ def test_round_on_s3_writes_and_reads_everything_there(s3, s3_run):
     assert run_idi(cfg)["timing"]["items"] == 0
 
 
-@pytest.mark.xfail(reason="fails since issues 11 and 12 were merged (worker-side commits + retries); "
-                          "see the issue notes", strict=False)
 def test_ciep_query_with_credentials_from_the_environment(s3, s3_run, tmp_path: Path):
     endpoint, _, _ = s3
     cfg, result, _ = s3_run

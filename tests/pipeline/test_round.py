@@ -9,6 +9,7 @@ import os
 import signal
 import subprocess
 import sys
+import time
 from collections import Counter
 from pathlib import Path
 
@@ -22,6 +23,7 @@ from manifests.store import ManifestStore
 from pipeline.config import load_config
 from pipeline.run_idi import run_idi
 from tests.conftest import REPO, london_identities, make_corpus
+from tests.hardening.conftest import uncommitted_files
 
 pytestmark = pytest.mark.slow
 
@@ -120,29 +122,34 @@ def test_two_fresh_runs_give_identical_triples(baseline, corpus8: Path, tmp_path
     assert triples_content(ManifestStore.open(other["timing"]["run_url"])) == triples_content(store)
 
 
-@pytest.mark.xfail(reason="fails since issues 11 and 12 were merged (worker-side commits + retries); "
-                          "see the issue notes", strict=False)
 def test_resume_after_sigkill_mid_round_gives_the_same_triples(baseline, corpus8: Path, tmp_path: Path):
     cfg, store, _ = baseline
     out = tmp_path / "runs_killed"
+    marker = tmp_path / "commit-paused.marker"
+    # One commit worker pauses between a generation shard's files and its marker (the others go on); once
+    # other shards are committed the test SIGKILLs the driver's whole process group (its own local Ray):
+    # the round dies mid-commit with a written-but-uncommitted shard on disk.
+    fault = f"run.fault_injection={{at: commit, item: 'gen-r0-*', action: pause_once, marker: '{marker}'}}"
     args = [sys.executable, str(REPO / "pipeline" / "run_idi.py"), "--set", f"corpus.root={corpus8}",
-            "--set", f"run.output_root={out}", "--set", "run.name=test", "--set", "run.commit_rows=2"]
-    # The driver SIGKILLs itself right after its 2nd generation shard commit: a deterministic point mid-round.
-    # It runs its own local Ray in its own process group, which we then
-    # kill by id so that nothing it started survives.
-    env = dict(os.environ, CIEP_FAULT_KILL_AFTER_COMMITS="gen-r0-:2")
+            "--set", f"run.output_root={out}", "--set", "run.name=test", "--set", "run.commit_rows=2",
+            "--set", fault]
     proc = subprocess.Popen(args, cwd=REPO, start_new_session=True, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.PIPE, env=env)
+                            stderr=subprocess.PIPE)
+    killed_store = ManifestStore.open(str(out / cfg.resolved_run_id()))
     try:
-        proc.wait(timeout=300)
+        deadline = time.monotonic() + 300
+        while time.monotonic() < deadline and proc.poll() is None:
+            if marker.exists() and killed_store.fs.exists(killed_store.manifests_dir) \
+                    and killed_store.read_column_set("qc", "candidate_id"):
+                break
+            time.sleep(0.2)
+        assert proc.poll() is None, proc.stderr.read().decode(errors="replace")[-3000:]  # type: ignore[union-attr]
     finally:
         try:
             os.killpg(proc.pid, signal.SIGKILL)
         except ProcessLookupError:
             pass
         proc.wait()
-    assert proc.returncode == -signal.SIGKILL, proc.stderr.read().decode(errors="replace")[-3000:]
-    killed_store = ManifestStore.open(str(out / cfg.resolved_run_id()))
     partial = killed_store.read_column_set("qc", "candidate_id")
     assert 0 < len(partial) < 16, "the kill should land mid-round"
     resumed = run_idi(round_config(corpus8, out, "run.commit_rows=2"))
@@ -150,6 +157,7 @@ def test_resume_after_sigkill_mid_round_gives_the_same_triples(baseline, corpus8
     assert triples_content(killed_store) == triples_content(store)
     qc = killed_store.read_table("qc", ["candidate_id"]).column("candidate_id").to_pylist()
     assert len(qc) == len(set(qc)) == 16
+    assert uncommitted_files(killed_store) == []
 
 
 def test_ciep_query_cli_reads_the_run(baseline):
