@@ -24,13 +24,13 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from london_faces import EXPRESSIONS
 from results_md import replace_section
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 HEADING = "## Expression net (face-api FaceExpressionNet, ONNX on CPU)"
-EXPRESSIONS = ("neutral", "smiling")
 PADDINGS = (0.2, 0.0, 0.1, 0.4)  # 0.2 = face-api's FaceLandmarks.align default
 
 
@@ -57,29 +57,15 @@ def pair_auc(dist: np.ndarray) -> float:
 
 def load_faces(london: Path) -> tuple[list[str], list[np.ndarray], list[np.ndarray], int]:
     """(identities, images, landmarks) with both photos usable, and how many identities were skipped."""
-    from stages.face.dlib_models import DlibDetector
-    from stages.face.image_io import decode_image
-
-    det = DlibDetector()
-    idents, images, landmarks, skipped = [], [], [], 0
-    for folder in sorted(p for p in london.iterdir() if p.is_dir()):
-        pair_rgb, pair_lm = [], []
+    from london_faces import detected_london
+    idents, images, landmarks = [], [], []
+    for ident, photos in detected_london(london):
+        idents.append(ident)
         for expr in EXPRESSIONS:
-            path = folder / f"{expr}.jpg"
-            if not path.is_file():
-                break
-            rgb = decode_image(path.read_bytes(), 40_000_000)
-            faces = det.detect(rgb)
-            if not faces or faces[0].landmarks68 is None:
-                break
-            pair_rgb.append(rgb)
-            pair_lm.append(faces[0].landmarks68)
-        if len(pair_rgb) != 2:
-            skipped += 1
-            continue
-        idents.append(folder.name)
-        images += pair_rgb
-        landmarks += pair_lm
+            rgb, face = photos[expr]
+            images.append(rgb)
+            landmarks.append(face.landmarks68)
+    skipped = sum(1 for p in london.iterdir() if p.is_dir()) - len(idents)
     return idents, images, landmarks, skipped
 
 

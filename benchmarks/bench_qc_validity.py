@@ -26,6 +26,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from pipeline.config import load_config  # noqa: E402
 from qc.decide import (  # noqa: E402
@@ -59,26 +60,18 @@ def auc(pos: np.ndarray, neg: np.ndarray) -> float:
 
 
 def load_london(root: Path) -> dict:
-    from stages.face.align import ffhq_align
-    from stages.face.dlib_models import DlibDetector, DlibEmbedder
-    from stages.face.image_io import decode_image
+    from london_faces import detected_london
 
-    det, emb = DlibDetector(), DlibEmbedder()
+    from stages.face.align import ffhq_align
+    from stages.face.dlib_models import DlibEmbedder
+
+    emb = DlibEmbedder()
     out: dict = {"ids": [], "exprs": [], "imgs": [], "lms": [], "embs": []}
-    for d in sorted(p for p in root.iterdir() if p.is_dir()):
-        for e in ("neutral", "smiling"):
-            f = d / f"{e}.jpg"
-            if not f.is_file():
-                continue
-            rgb = decode_image(f.read_bytes(), 40_000_000)
-            faces = det.detect(rgb)
-            if len(faces) != 1:
-                continue
-            lm68 = faces[0].landmarks68
-            assert lm68 is not None
-            a = ffhq_align(rgb, lm68, 256)
-            v = np.asarray(emb.embed(rgb, faces[0]), np.float64)
-            for k, x in zip(("ids", "exprs", "imgs", "lms", "embs"), (d.name, e, a.image, a.landmarks68,
+    for ident, photos in detected_london(root):
+        for e, (rgb, face) in photos.items():
+            a = ffhq_align(rgb, face.landmarks68, 256)
+            v = np.asarray(emb.embed(rgb, face), np.float64)
+            for k, x in zip(("ids", "exprs", "imgs", "lms", "embs"), (ident, e, a.image, a.landmarks68,
                                                                      v / np.linalg.norm(v)), strict=True):
                 out[k].append(x)
     return {k: np.asarray(v) if k != "imgs" else np.stack(v) for k, v in out.items()}

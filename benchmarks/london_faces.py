@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -23,6 +25,26 @@ class Face:
     embedding: np.ndarray  # (128,) float32 dlib identity embedding
 
 
+def detected_london(root: Path = LONDON) -> Iterator[tuple[str, dict[str, tuple[np.ndarray, Any]]]]:
+    """(identity, {expression: (RGB photo, its one dlib face)}) for every identity whose neutral and smiling
+    photos each hold exactly one face (all 102 of the London set), in folder order."""
+    from stages.face.dlib_models import DlibDetector
+    det = DlibDetector()
+    for d in sorted(p for p in root.iterdir() if p.is_dir()):
+        entry: dict[str, tuple[np.ndarray, Any]] = {}
+        for e in EXPRESSIONS:
+            f = d / f"{e}.jpg"
+            if not f.is_file():
+                break
+            rgb = decode_image(f.read_bytes(), 40_000_000)
+            found = det.detect(rgb)
+            if len(found) != 1 or found[0].landmarks68 is None:
+                break
+            entry[e] = (rgb, found[0])
+        if len(entry) == len(EXPRESSIONS):
+            yield d.name, entry
+
+
 def load_london(root: Path = LONDON, size: int = 256, cache: Path | None = None) -> dict[str, dict[str, Face]]:
     """identity -> expression -> Face for every identity with both photos and exactly one face in each."""
     cache = cache or Path("/tmp") / f"london_faces_{size}.npz"
@@ -35,26 +57,15 @@ def load_london(root: Path = LONDON, size: int = 256, cache: Path | None = None)
             out.setdefault(str(ident), {})[e] = Face(str(ident), e, arrays["image"][k], arrays["landmarks"][k],
                                                      arrays["embedding"][k])
         return out
-    from stages.face.dlib_models import DlibDetector, DlibEmbedder
-    det, emb = DlibDetector(), DlibEmbedder()
+    from stages.face.dlib_models import DlibEmbedder
+    emb = DlibEmbedder()
     faces: dict[str, dict[str, Face]] = {}
-    for d in sorted(p for p in root.iterdir() if p.is_dir()):
-        entry: dict[str, Face] = {}
-        for e in EXPRESSIONS:
-            f = d / f"{e}.jpg"
-            if not f.is_file():
-                break
-            rgb = decode_image(f.read_bytes(), 40_000_000)
-            found = det.detect(rgb)
-            if len(found) != 1:
-                break
-            lm68 = found[0].landmarks68
-            assert lm68 is not None, "the dlib detector gives 68 landmarks"
-            a = ffhq_align(rgb, lm68, size)
-            entry[e] = Face(d.name, e, a.image, np.asarray(a.landmarks68, np.float32),
-                            np.asarray(emb.embed(rgb, found[0]), np.float32))
-        if len(entry) == len(EXPRESSIONS):
-            faces[d.name] = entry
+    for ident, photos in detected_london(root):
+        faces[ident] = {}
+        for e, (rgb, face) in photos.items():
+            a = ffhq_align(rgb, face.landmarks68, size)
+            faces[ident][e] = Face(ident, e, a.image, np.asarray(a.landmarks68, np.float32),
+                                   np.asarray(emb.embed(rgb, face), np.float32))
     flat = [f for e in faces.values() for f in e.values()]
     np.savez(cache, identity=np.array([f.identity for f in flat]), expression=np.array([f.expression for f in flat]),
              image=np.stack([f.image for f in flat]), landmarks=np.stack([f.landmarks68 for f in flat]),

@@ -5,7 +5,6 @@ which must still give exactly the single-node triples, every candidate decided o
 
 from __future__ import annotations
 
-import logging
 import os
 import subprocess
 import sys
@@ -17,8 +16,8 @@ import pytest
 from manifests.store import ManifestStore
 from pipeline.run_idi import run_idi
 from tests.conftest import REPO, london_identities, make_corpus
-from tests.hardening.test_s3 import ACCESS_KEY, REGION, SECRET_KEY, _free_port, _opts_yaml
 from tests.pipeline.test_round import round_config, triples_content
+from tests.s3_server import moto_s3, opts_yaml
 
 pytestmark = pytest.mark.slow
 
@@ -32,20 +31,8 @@ RESOURCES = [f"{s}.resources.{k}={v}" for s in ("expression_transfer", "identity
 
 @pytest.fixture(scope="module")
 def s3():
-    import s3fs
-    from moto.server import ThreadedMotoServer
-    logging.getLogger("werkzeug").setLevel(logging.ERROR)
-    port = _free_port()
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
-    server.start()
-    try:
-        endpoint = f"http://127.0.0.1:{port}"
-        opts = dict(endpoint_url=endpoint, key=ACCESS_KEY, secret=SECRET_KEY, client_kwargs={"region_name": REGION})
-        fs = s3fs.S3FileSystem(**opts)
-        fs.mkdir(BUCKET)
-        yield opts, fs
-    finally:
-        server.stop()
+    with moto_s3(BUCKET) as server:
+        yield server.opts, server.fs
 
 
 @pytest.fixture(scope="module")
@@ -75,7 +62,7 @@ def cluster():
 
 def _driver(corpus: Path, out: str, opts: dict, address: str, *extra: str) -> subprocess.Popen:
     sets = [f"corpus.root={corpus}", f"run.output_root={out}", "run.name=test", f"ray.address={address}",
-            f"run.storage_options={_opts_yaml(opts)}", *RESOURCES, *extra]
+            f"run.storage_options={opts_yaml(opts)}", *RESOURCES, *extra]
     args = [sys.executable, str(REPO / "pipeline" / "run_idi.py")] + [a for s in sets for a in ("--set", s)]
     env = dict(os.environ, CIEP_PROGRESS_BARS="0")
     return subprocess.Popen(args, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,

@@ -22,45 +22,21 @@ from manifests.store import ManifestStore
 from pipeline.config import load_config
 from pipeline.run_idi import run_idi
 from tests.conftest import DEMO_CORPUS, REPO, london_identities
+from tests.s3_server import ACCESS_KEY, REGION, SECRET_KEY, moto_s3, opts_yaml
 
 pytestmark = pytest.mark.slow
 
-ACCESS_KEY = "AKIACIEPFAKE7Q3ZK9XW"
-SECRET_KEY = "ciepFakeSecret/Zx81qLw0v9PpK2mN4bV6cX8zA"
 BUCKET = "ciep-hardening"
-REGION = "eu-west-1"
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture(scope="module")
 def s3():
     """A moto S3 server in this process, on 127.0.0.1; a bucket holding 3 London identities."""
-    import s3fs
-    from moto.server import ThreadedMotoServer
-    logging.getLogger("werkzeug").setLevel(logging.ERROR)
-    port = _free_port()
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
-    server.start()
-    try:
-        endpoint = f"http://127.0.0.1:{port}"
-        opts = dict(endpoint_url=endpoint, key=ACCESS_KEY, secret=SECRET_KEY, client_kwargs={"region_name": REGION})
-        fs = s3fs.S3FileSystem(**opts)
-        fs.mkdir(BUCKET)
+    with moto_s3(BUCKET) as server:
         for ident in london_identities()[:3]:
             for f in sorted((DEMO_CORPUS / ident).iterdir()):
-                fs.pipe_file(f"{BUCKET}/corpus/{ident}/{f.name}", f.read_bytes())
-        yield endpoint, opts, fs
-    finally:
-        server.stop()
-
-
-def _opts_yaml(opts: dict) -> str:
-    return yaml.safe_dump(opts, default_flow_style=True).strip()
+                server.fs.pipe_file(f"{BUCKET}/corpus/{ident}/{f.name}", f.read_bytes())
+        yield server.endpoint, server.opts, server.fs
 
 
 @pytest.fixture(scope="module")
@@ -68,8 +44,8 @@ def s3_run(s3, ray_session, tmp_path_factory):
     endpoint, opts, fs = s3
     # credentials from config here (they travel to the actors inside the config); the CLI test below uses env
     cfg = load_config(overrides=[f"corpus.root=s3://{BUCKET}/corpus", f"run.output_root=s3://{BUCKET}/runs",
-                                 "run.name=s3", f"corpus.storage_options={_opts_yaml(opts)}",
-                                 f"run.storage_options={_opts_yaml(opts)}", "run.commit_rows=4"])
+                                 "run.name=s3", f"corpus.storage_options={opts_yaml(opts)}",
+                                 f"run.storage_options={opts_yaml(opts)}", "run.commit_rows=4"])
     assert ACCESS_KEY not in repr(cfg) and SECRET_KEY not in repr(cfg)
     handler_stream = tmp_path_factory.mktemp("logs") / "driver.log"
     handler = logging.FileHandler(handler_stream)

@@ -4,8 +4,6 @@ every `ciep` command must reach it through `run.storage_options` from the config
 from __future__ import annotations
 
 import json
-import logging
-import socket
 from pathlib import Path
 
 import pytest
@@ -14,39 +12,23 @@ import yaml
 from core.location import Location
 from manifests.synthetic import write_synthetic_run
 from pipeline.cli import main as ciep
+from tests.s3_server import moto_s3
 
 BUCKET = "ciep-publish"
 ACCESS_KEY = "AKIACIEPPUBLISHFAKE01"
 SECRET_KEY = "ciepPublishFakeSecret/0123456789abcdef"
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 @pytest.fixture(scope="module")
 def s3_output(tmp_path_factory: pytest.TempPathFactory):
     """A moto S3 server on 127.0.0.1 with a synthetic run under s3://BUCKET/runs; a config that points at it."""
-    import s3fs
-    from moto.server import ThreadedMotoServer
-    logging.getLogger("werkzeug").setLevel(logging.ERROR)
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=_free_port(), verbose=False)
-    server.start()
-    try:
-        endpoint = f"http://127.0.0.1:{server._port}"
-        opts = dict(endpoint_url=endpoint, key=ACCESS_KEY, secret=SECRET_KEY,
-                    client_kwargs={"region_name": "eu-west-1"})
-        fs = s3fs.S3FileSystem(**opts)
-        fs.mkdir(BUCKET)
-        run_id = write_synthetic_run(Location(f"s3://{BUCKET}/runs/synthetic-0", opts), identities=8,
+    with moto_s3(BUCKET, key=ACCESS_KEY, secret=SECRET_KEY) as server:
+        run_id = write_synthetic_run(Location(f"s3://{BUCKET}/runs/synthetic-0", server.opts), identities=8,
                                      candidates_per_round=24)
         config = tmp_path_factory.mktemp("s3cfg") / "s3.yaml"
-        config.write_text(yaml.safe_dump({"run": {"output_root": f"s3://{BUCKET}/runs", "storage_options": opts}}))
-        yield fs, str(config), run_id
-    finally:
-        server.stop()
+        config.write_text(yaml.safe_dump({"run": {"output_root": f"s3://{BUCKET}/runs",
+                                                  "storage_options": server.opts}}))
+        yield server.fs, str(config), run_id
 
 
 def _json(capsys: pytest.CaptureFixture[str]) -> list[dict]:

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import hashlib
 import os
-import socket
 from pathlib import Path
 
 import pytest
@@ -19,6 +18,7 @@ from pipeline.run_idi import run_idi
 from stages.eadapter import storage
 from stages.eadapter.tiny import build_tiny_sd
 from tests.conftest import london_identities, make_corpus
+from tests.s3_server import moto_s3
 
 
 def _files(folder: Path) -> dict[str, tuple[str, int]]:
@@ -74,21 +74,12 @@ def test_checkpoint_files_are_written_atomically(tmp_path: Path, monkeypatch):
 @pytest.mark.slow
 def test_checkpoint_writes_use_the_runs_storage_options(tmp_path: Path, monkeypatch):
     import s3fs
-    from moto.server import ThreadedMotoServer
 
     for var in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_ENDPOINT_URL"):
         monkeypatch.delenv(var, raising=False)
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
-    server.start()
-    try:
-        opts = dict(endpoint_url=f"http://127.0.0.1:{port}", key="AKIAIDEMFAKE", secret="fake/secret",
-                    client_kwargs={"region_name": "eu-west-1"})
-        s3fs.S3FileSystem(**opts).mkdir("ckpt")
+    with moto_s3("ckpt", key="AKIAIDEMFAKE", secret="fake/secret") as server:
         s3fs.S3FileSystem.clear_instance_cache()
-        storage.set_storage_options(opts)
+        storage.set_storage_options(server.opts)
         try:
             storage.write_bytes("s3://ckpt/run/adapters/round-1/checkpoints/latest.json", b'{"checkpoint": "x"}')
             assert storage.exists("s3://ckpt/run/adapters/round-1/checkpoints/latest.json")
@@ -97,5 +88,3 @@ def test_checkpoint_writes_use_the_runs_storage_options(tmp_path: Path, monkeypa
         finally:
             storage.set_storage_options(None)
         assert os.environ.get("AWS_ACCESS_KEY_ID") is None
-    finally:
-        server.stop()

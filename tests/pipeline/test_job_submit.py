@@ -27,9 +27,10 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-@pytest.fixture
-def ray_head(tmp_path: Path):
+@pytest.fixture(scope="module")
+def ray_head(tmp_path_factory):
     """A Ray head with token auth, in its own process group so teardown ends exactly what we started."""
+    tmp_path = tmp_path_factory.mktemp("head")
     ray_bin = Path(sys.executable).parent / "ray"
     env = dict(os.environ, HOME=str(tmp_path / "home"), RAY_AUTH_MODE="token", RAY_USAGE_STATS_ENABLED="0")
     env.pop("RAY_ADDRESS", None)
@@ -66,7 +67,8 @@ def ray_head(tmp_path: Path):
             time.sleep(1)
         yield address, env, ray_bin
     finally:
-        for sig, grace in ((signal.SIGTERM, 30), (signal.SIGKILL, 10)):  # graceful, then whatever is left
+        # graceful, then whatever is left (`ray start --block` often outlives SIGTERM: waiting longer gains nothing)
+        for sig, grace in ((signal.SIGTERM, 5), (signal.SIGKILL, 10)):
             try:
                 os.killpg(head.pid, sig)
             except ProcessLookupError:
