@@ -50,6 +50,7 @@ def failure_url(run: Location, round_index: int) -> str:
 def write_plan_files(chunks: Iterable[pa.Table], done: pa.Array, urls: list[str], run: Location) -> tuple[int, int]:
     """Write chunk k's not-yet-done rows to urls[k] (an empty file when none); returns (planned, to-do) rows."""
     planned = todo = 0
+    chunks = iter(chunks)  # one pass: the leftover check below continues where the files stop
     for url, chunk in zip(urls, chunks, strict=False):
         fs, path = _file(url, run)
         planned += chunk.num_rows

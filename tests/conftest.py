@@ -21,8 +21,8 @@ NOBODY = 65534  # the uid/gid the permission tests become
 def nobody_can_use_this_python() -> bool:
     """True if, as `nobody`, this interpreter can read its installed packages (a venv in a 0700 temp folder
     cannot): the tests that become `nobody` need that, as any other user of a shared install would."""
-    code = (f"import os, sysconfig; os.setgid({NOBODY}); os.setuid({NOBODY}); "
-            "os.listdir(sysconfig.get_paths()['purelib']); import fsspec.implementations.chained")
+    code = ("import os, sysconfig, fsspec; lib = sysconfig.get_paths()['purelib']; "
+            f"os.setgid({NOBODY}); os.setuid({NOBODY}); os.listdir(lib); import fsspec.implementations.chained")
     if os.geteuid() != 0:
         return False
     return subprocess.run([sys.executable, "-c", code], capture_output=True).returncode == 0
