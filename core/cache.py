@@ -45,7 +45,7 @@ def ensure_local_folder(url: str, cache_dir: str | Path | None = None) -> Path:
 
     The copy is made in a temporary folder and renamed into place, so a half-finished copy is never used.
     """
-    where = Location(url)  # no options: base-model folders are local or reached through the environment
+    where = Location.of(url)  # no options: base-model folders are local or reached through the environment
     if where.is_local:
         return Path(where.path)
     root = Path(cache_dir) if cache_dir else default_cache_dir()

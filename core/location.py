@@ -25,7 +25,7 @@ class Location:
     storage_options: StorageOptions = field(default_factory=dict, repr=False, compare=False)
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "url", self.url.rstrip("/") or "/")
+        object.__setattr__(self, "url", os.fspath(self.url).rstrip("/") or "/")  # a pathlib.Path works too
 
     @classmethod
     def of(cls, where: Location | str | os.PathLike[str]) -> Location:
