@@ -101,7 +101,7 @@ def run_anchor(cfg, url: str, n: int) -> float:
     for cls in NOOP_GENERATION_STAGES:
         section = stage_section(cls, cfg)
         res = section.resources
-        ds = ds.map_batches(PlainStage, fn_constructor_args=(cls, section, stage_context(cfg, url)),
+        ds = ds.map_batches(PlainStage, fn_constructor_args=(cls, section, stage_context(cfg, run)),
                             batch_size=res.batch_size,
                             batch_format="pyarrow", compute=ray.data.ActorPoolStrategy(min_size=1, max_size=1),
                             num_cpus=res.num_cpus)

@@ -11,9 +11,9 @@ import uuid
 from pathlib import Path
 
 import fsspec
-from fsspec.core import url_to_fs
 
 from core.hashing import sha256_bytes
+from core.location import Location
 
 log = logging.getLogger(__name__)
 
@@ -36,27 +36,8 @@ def cache_file(fs: fsspec.AbstractFileSystem, remote: str, origin: str, cache_di
     return dest
 
 
-
-
-def is_local(url: str) -> bool:
-    fs, _ = url_to_fs(url)
-    return "file" in (fs.protocol if isinstance(fs.protocol, tuple) else (fs.protocol,))
-
-
-
-
-def local_path(url: str) -> str:
-    """The local path of a file:// URL or plain path."""
-    _, path = url_to_fs(url)
-    return path
-
-
-
-
 def default_cache_dir() -> Path:
     return Path(os.environ.get("CIEP_CACHE_DIR", Path.home() / ".cache" / "ciep"))
-
-
 
 
 def ensure_local_folder(url: str, cache_dir: str | Path | None = None) -> Path:
@@ -64,14 +45,15 @@ def ensure_local_folder(url: str, cache_dir: str | Path | None = None) -> Path:
 
     The copy is made in a temporary folder and renamed into place, so a half-finished copy is never used.
     """
-    if is_local(url):
-        return Path(local_path(url))
+    where = Location.of(url)  # no options: base-model folders are local or reached through the environment
+    if where.is_local:
+        return Path(where.path)
     root = Path(cache_dir) if cache_dir else default_cache_dir()
     dest = root / "folders" / sha256_bytes(url.encode())[:20]
     if dest.is_dir():
         return dest
     dest.parent.mkdir(parents=True, exist_ok=True)
-    fs, path = url_to_fs(url)
+    fs, path = where.fs, where.path
     if not fs.isdir(path):
         raise FileNotFoundError(f"model folder {url} does not exist")
     tmp = Path(tempfile.mkdtemp(prefix=".partial-", dir=dest.parent))

@@ -5,6 +5,7 @@ of a place (run folder, releases root, export target, corpus) reaches the same e
 
 from __future__ import annotations
 
+import os
 import posixpath
 from dataclasses import dataclass, field
 from functools import cached_property
@@ -24,14 +25,15 @@ class Location:
     storage_options: StorageOptions = field(default_factory=dict, repr=False, compare=False)
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "url", self.url.rstrip("/") or "/")
+        object.__setattr__(self, "url", os.fspath(self.url).rstrip("/") or "/")  # a pathlib.Path works too
 
     @classmethod
-    def of(cls, where: Location | str, storage_options: StorageOptions | None = None) -> Location:
-        """`where` itself if it is a Location, else a Location of the URL with these options."""
+    def of(cls, where: Location | str | os.PathLike[str]) -> Location:
+        """`where` itself if it is a Location, else a Location of the path or URL with no options (local files,
+        or a store reached through the environment's defaults)."""
         if isinstance(where, Location):
             return where
-        return cls(str(where), dict(storage_options or {}))
+        return cls(os.fspath(where))
 
     @cached_property
     def _resolved(self) -> tuple[fsspec.AbstractFileSystem, str]:
@@ -62,6 +64,11 @@ class Location:
             sub.__dict__["_resolved"] = (self.fs, posixpath.join(self.path, *parts))
         return sub
 
+    def at(self, url: str) -> Location:
+        """Another place reached with this location's options: a file URL recorded under it (a manifest's image
+        path, a corpus file), an index file, a target given on the command line."""
+        return Location(url, self.storage_options)
+
     def sub_path(self, *parts: str) -> str:
         """The path on `fs` of a file under this location."""
         return posixpath.join(self.path, *parts)
@@ -76,6 +83,14 @@ class Location:
     def read_bytes(self, *parts: str) -> bytes:
         data: bytes = self.fs.cat_file(self.sub_path(*parts))
         return data
+
+    def open(self, *parts: str, mode: str = "rb") -> Any:
+        """Open a file under this location (the location itself with no parts); like `fsspec.open`, writing
+        creates the parent folder."""
+        path = self.sub_path(*parts)
+        if "r" not in mode:
+            self.fs.makedirs(self.fs._parent(path), exist_ok=True)
+        return self.fs.open(path, mode)
 
     def open_url(self, url: str, mode: str = "rb") -> Any:
         """Open a URL recorded under this location (a manifest's image path) with this location's options."""

@@ -30,7 +30,6 @@ import fsspec
 import psutil
 from fsspec.implementations.local import LocalFileSystem
 
-from core.config import StorageOptions
 from core.location import Location
 
 log = logging.getLogger(__name__)
@@ -72,16 +71,15 @@ def holder_alive(holder: dict) -> bool | None:
 
 @dataclass
 class RunLock:
-    """`with RunLock(run_location):` holds the run folder for the block (a URL and storage_options work too)."""
+    """`with RunLock(run_location):` holds the run folder for the block (a plain path or URL: no options)."""
 
     run_url: Location | str
-    storage_options: StorageOptions | None = None
     fs: fsspec.AbstractFileSystem = field(init=False, repr=False)
     path: str = field(init=False)
     token: str = field(init=False, default="")
 
     def __post_init__(self) -> None:
-        run = Location.of(self.run_url, self.storage_options)
+        run = Location.of(self.run_url)
         self.fs, self.path = run.fs, run.sub_path(LOCK_NAME)
 
     @property

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 from datetime import datetime, timezone
 
-from core.config import StorageOptions
 from core.location import Location
 from manifests.store import atomic_write_bytes
 
@@ -18,22 +17,22 @@ def now_iso() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="seconds")
 
 
-def read_run_info(url: Location | str, storage_options: StorageOptions | None = None) -> dict:
-    run = Location.of(url, storage_options)
+def read_run_info(url: Location | str) -> dict:
+    run = Location.of(url)
     if not run.exists("run.json"):
         return {}
     info: dict = json.loads(run.read_bytes("run.json"))
     return info
 
 
-def write_run_info(url: Location | str, info: dict, storage_options: StorageOptions | None = None) -> None:
-    run = Location.of(url, storage_options)
+def write_run_info(url: Location | str, info: dict) -> None:
+    run = Location.of(url)
     atomic_write_bytes(run.fs, run.sub_path("run.json"), json.dumps(info, indent=2, sort_keys=True).encode())
 
 
-def list_runs(output_root: Location | str, storage_options: StorageOptions | None = None) -> list[dict]:
+def list_runs(output_root: Location | str) -> list[dict]:
     """Every run under output_root with its run.json, least recently updated first."""
-    out = Location.of(output_root, storage_options)
+    out = Location.of(output_root)
     if not out.fs.exists(out.path):
         return []
     runs = []
@@ -55,8 +54,3 @@ def find_run(output_root: Location, run_id: str | None) -> Location:
     if not runs:
         raise FileNotFoundError(f"no runs under {output_root.url!r}; run `python pipeline/run_idi.py` first")
     return output_root.join(str(runs[-1]["_url"]).rsplit("/", 1)[-1])
-
-
-def resolve_run(output_root: Location | str, run_id: str | None, storage_options: StorageOptions | None = None) -> str:
-    """URL of the named run, or of the most recently updated one."""
-    return find_run(Location.of(output_root, storage_options), run_id).url

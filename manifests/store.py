@@ -29,7 +29,6 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from fsspec.implementations.local import LocalFileSystem
 
-from core.config import StorageOptions
 from core.location import Location
 from manifests.schemas import TABLES, conform
 
@@ -102,9 +101,9 @@ class ManifestStore:
     schemas: dict[str, pa.Schema] = field(default_factory=lambda: dict(TABLES), repr=False)
 
     @classmethod
-    def open(cls, run_url: Location | str, storage_options: StorageOptions | None = None,
-             schemas: dict[str, pa.Schema] | None = None) -> ManifestStore:
-        run = Location.of(run_url, storage_options)
+    def open(cls, run_url: Location | str, schemas: dict[str, pa.Schema] | None = None) -> ManifestStore:
+        """The store of a run folder (a Location carries its storage options; a plain path or URL has none)."""
+        run = Location.of(run_url)
         return cls(run.fs, run.path, schemas=dict(schemas or TABLES))
 
     @property

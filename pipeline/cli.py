@@ -17,13 +17,13 @@ import sys
 from collections.abc import Callable
 
 import duckdb
-import fsspec
 
+from core.config import ConfigError, quiet_credential_loggers
 from core.location import Location
 from manifests.query import NAMED_QUERIES, connect, format_table, run_query
 from manifests.runs import find_run
 from manifests.store import ManifestStore
-from pipeline.config import ConfigError, PipelineConfig, load_config, quiet_credential_loggers
+from pipeline.config import PipelineConfig, load_config
 from pipeline.exits import EXIT_NOT_FOUND, UsageError, report
 
 # The run's own commands: module -> main(argv: list[str]) -> int.
@@ -35,10 +35,11 @@ RUN_COMMANDS: dict[str, tuple[str, str]] = {
 
 def output_roots(cfg: PipelineConfig, args: argparse.Namespace) -> tuple[Location, Location]:
     """(output root, releases root) from --output-root/--releases-root or the config, with run.storage_options."""
-    options = dict(cfg.run.storage_options)
-    output_root = Location(getattr(args, "output_root", None) or cfg.run.output_root, options)
+    configured = cfg.run.location  # the one place the run's storage options become a Location
+    given = getattr(args, "output_root", None)
+    output_root = configured.at(given) if given else configured
     releases = getattr(args, "releases_root", None)
-    return output_root, Location(releases, options) if releases else output_root.join("releases")
+    return output_root, configured.at(releases) if releases else output_root.join("releases")
 
 
 def _query(con: duckdb.DuckDBPyConnection, sql: str) -> tuple[list[str], list[tuple]]:
@@ -106,7 +107,7 @@ def calibrate_main(argv: list[str]) -> int:
         sys.stderr.write("ciep calibrate-identity: no pair of absolute thresholds separates this corpus; "
                          "leave qc.identity.max_leak_similarity/min_swap_similarity null (gallery margin test)\n")
     if args.json:
-        with fsspec.open(args.json, "w") as fh:
+        with Location(args.json).open(mode="w") as fh:
             json.dump(result.to_dict(), fh, indent=1)
     return 0
 

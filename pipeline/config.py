@@ -11,17 +11,13 @@ import hashlib
 import json
 from pathlib import Path
 
-import fsspec
 import yaml
 from pydantic import Field, ValidationError, model_validator
 
-# Re-exported: the run's modules and tests import these from here.
 from core.config import (
     ConfigError,
-    StageResources,
     StorageOptions,
     Strict,
-    quiet_credential_loggers,
     redact_secrets,
     storage_options_field,
     without_secrets,
@@ -29,7 +25,7 @@ from core.config import (
 from core.faults import FaultInjectionConfig
 from core.location import Location
 from publish.release_schema import ReleaseConfig
-from qc.config import ExpressionQCConfig, IdentityQCConfig, QCConfig, QualityQCConfig
+from qc.config import QCConfig
 from stages.corpus import CorpusConfig
 from stages.expression_transfer import ExpressionTransferConfig
 from stages.identity_swap import IdentitySwapConfig
@@ -37,11 +33,8 @@ from stages.ingest import IngestConfig
 from stages.onnx.model_files import ModelsConfig
 from stages.pairing import PairingConfig
 
-__all__ = ["ConfigError", "CorpusConfig", "ExpressionQCConfig", "ExpressionTransferConfig", "FaultInjectionConfig",
-           "IdentityQCConfig", "IdentitySwapConfig", "IngestConfig", "ModelsConfig", "PairingConfig",
-           "PipelineConfig", "QCConfig", "QualityQCConfig", "RayConfig", "ReleaseConfig", "RunConfig",
-           "StageResources", "StorageOptions", "TrainConfig", "config_from_dict", "load_config", "parse_overrides",
-           "quiet_credential_loggers", "redact_secrets"]
+__all__ = ["DEFAULT_CONFIG_PATH", "PipelineConfig", "RayConfig", "RunConfig", "TrainConfig", "config_from_dict",
+           "load_config", "parse_overrides"]
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_CONFIG_PATH = REPO_ROOT / "configs" / "demo.yaml"
@@ -67,6 +60,11 @@ class RunConfig(Strict):
     # Rows per round-plan Parquet file, which Ray Data reads as one block (pipeline/plan_files.py).
     plan_block_rows: int = Field(256, ge=1)
     fault_injection: FaultInjectionConfig | None = None  # testing hook, see FaultInjectionConfig
+
+    @property
+    def location(self) -> Location:
+        """output_root with storage_options: run folders, manifests, images, releases and reports under it."""
+        return Location(self.output_root, dict(self.storage_options))
 
 
 class RayConfig(Strict):
@@ -95,8 +93,6 @@ class TrainConfig(Strict):
     # classifier-free guidance training: each of identity / expression / text is dropped with this probability
     cond_drop_prob: float = Field(0.05, ge=0, le=1)
     keep_checkpoints: int = Field(2, ge=1)
-
-
 
 
 # Keys that change how a run executes, not what data it makes. `name` is not data either: two runs that differ
@@ -167,7 +163,7 @@ class PipelineConfig(Strict):
 
     def output_location(self) -> Location:
         """run.output_root with run.storage_options."""
-        return Location(self.run.output_root, dict(self.run.storage_options))
+        return self.run.location
 
     def run_location(self) -> Location:
         """This run's folder under run.output_root, with run.storage_options."""
@@ -215,7 +211,7 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
     """Load a YAML config (default: the embedded demo config) and apply KEY=VALUE overrides."""
     source = str(path or DEFAULT_CONFIG_PATH)
     try:
-        with fsspec.open(source, "r") as fh:
+        with Location(source).open(mode="r") as fh:
             data = yaml.safe_load(fh) or {}
     except FileNotFoundError:
         raise ConfigError(f"config file not found: {source}") from None

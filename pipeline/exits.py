@@ -36,7 +36,7 @@ def one_line(exc: BaseException) -> str:
 
 def exit_code_for(exc: BaseException) -> int:
     """The exit status an uncaught error of a run or command maps to."""
-    from pipeline.config import ConfigError
+    from core.config import ConfigError
 
     if isinstance(exc, (ConfigError, UsageError)):
         return EXIT_USAGE

@@ -29,7 +29,7 @@ def plan_folder(run: Location, round_index: int) -> Location:
 
 def _file(url: str, run: Location) -> tuple[fsspec.AbstractFileSystem, str]:
     """The filesystem and path of a plan-file URL, reached with the run folder's options."""
-    where = Location(url, run.storage_options)
+    where = run.at(url)
     return where.fs, where.path
 
 

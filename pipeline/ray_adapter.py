@@ -79,12 +79,12 @@ class StageActor:
         return out
 
 
-def stage_context(config: PipelineConfig, run_root: str) -> StageContext:
-    """What every stage of this run shares: the run folder (with run.storage_options), ids, models, test hook."""
-    return StageContext(run=Location(run_root, dict(config.run.storage_options)), run_id=config.resolved_run_id(),
-                        fingerprint=config.data_fingerprint(), detector=config.ingest, models=config.models,
-                        identity=config.qc.identity, corpus_storage_options=dict(config.corpus.storage_options),
-                        fault=config.run.fault_injection)
+def stage_context(config: PipelineConfig, run: Location) -> StageContext:
+    """What every stage of this run shares: the run folder (with run.storage_options), ids, models, the corpus
+    (with corpus.storage_options), test hook."""
+    return StageContext(run=run, run_id=config.resolved_run_id(), fingerprint=config.data_fingerprint(),
+                        detector=config.ingest, models=config.models, identity=config.qc.identity,
+                        corpus=config.corpus.location, fault=config.run.fault_injection)
 
 
 def stage_section(cls: type[Stage], config: PipelineConfig) -> StageSection:
@@ -93,7 +93,7 @@ def stage_section(cls: type[Stage], config: PipelineConfig) -> StageSection:
     return section
 
 
-def check_wiring(stage_classes: list[type[Stage]], columns: list[str], config: PipelineConfig, run_root: str) -> None:
+def check_wiring(stage_classes: list[type[Stage]], columns: list[str]) -> None:
     """Fail before running if a stage needs a column that nothing upstream produces."""
     available = set(columns)
     for cls in stage_classes:
@@ -104,8 +104,8 @@ def check_wiring(stage_classes: list[type[Stage]], columns: list[str], config: P
 
 
 def apply_stages(ds: ray.data.Dataset, stage_classes: list[type[Stage]], config: PipelineConfig,
-                 run_root: str) -> ray.data.Dataset:
-    """Chain the stages as streaming map_batches over actor pools."""
+                 run: Location) -> ray.data.Dataset:
+    """Chain the stages as streaming map_batches over actor pools (`run`: the run folder they write under)."""
     for cls in stage_classes:
         res: StageResources = stage_section(cls, config).resources
         size = pool_size(res, len(stage_classes), config.ray.reserve_cpus)
@@ -115,7 +115,7 @@ def apply_stages(ds: ray.data.Dataset, stage_classes: list[type[Stage]], config:
             # Ray 2.60 has no named parameter for max_restarts yet; **ray_remote_args is the documented way and
             # works through the pinned version (the deprecation names Ray 2.64).
             warnings.filterwarnings("ignore", message="`ray_remote_args` is deprecated")
-            ds = _map_stage(ds, cls, res, size, config, run_root)
+            ds = _map_stage(ds, cls, res, size, config, run)
     return ds
 
 
@@ -125,10 +125,10 @@ def named_actor_class(stage_cls: type[Stage]) -> type[StageActor]:
 
 
 def _map_stage(ds: ray.data.Dataset, cls: type[Stage], res: StageResources, size: int, config: PipelineConfig,
-               run_root: str) -> ray.data.Dataset:
+               run: Location) -> ray.data.Dataset:
     return ds.map_batches(
         named_actor_class(cls),
-        fn_constructor_args=(cls, stage_section(cls, config), stage_context(config, run_root)),
+        fn_constructor_args=(cls, stage_section(cls, config), stage_context(config, run)),
         batch_size=res.batch_size,
         batch_format="pyarrow",
         compute=ray.data.ActorPoolStrategy(min_size=1, max_size=size),

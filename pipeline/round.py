@@ -188,14 +188,15 @@ def _run_ingest(cfg: PipelineConfig, store: ManifestStore, run_root: str,
              len(done), todo.num_rows)
     todo = with_attempt_column(todo, next_attempts(store, todo["input_key"], 0, ("ingest",)))
     if todo.num_rows:
-        check_wiring([IngestStage], todo.column_names, cfg, run_root)
+        check_wiring([IngestStage], todo.column_names)
+        run = _run_folder(cfg, run_root)
         split = retrying_split(partial(_ingest_split, run_id=run_id), "input_key", "identity", "path",
                                _round_zero, run_id, cfg.run.max_attempts)
-        spec = CommitSpec(_run_folder(cfg, run_root), split,
+        spec = CommitSpec(run, split,
                           "input_key", "ingest-", "reject_reason", {"phase": "ingest"}, cfg.run.fault_injection,
                           cfg.run.max_attempts)
         _stream(lambda: apply_stages(dataset_from_table(todo, cfg.ingest.resources.batch_size * 2), [IngestStage],
-                                     cfg, run_root), spec, store, cfg, Progress("ingest", todo.num_rows))
+                                     cfg, run), spec, store, cfg, Progress("ingest", todo.num_rows))
     return PhaseStats(todo.num_rows, len(done), time.monotonic() - started)
 
 
@@ -252,8 +253,8 @@ def plan_stream_for(cfg: PipelineConfig, sources: pa.Table, round_index: int, ch
 
 
 def _run_folder(cfg: PipelineConfig, run_root: str) -> Location:
-    """The run folder as a Location with run.storage_options (what the commit stage and plan files reach)."""
-    return Location(run_root, dict(cfg.run.storage_options))
+    """The run folder as a Location with run.storage_options (what the stages, commit stage and plan files reach)."""
+    return cfg.run.location.at(run_root)
 
 
 def run_generation(cfg: PipelineConfig, store: ManifestStore, run_root: str, round_index: int,
@@ -294,14 +295,14 @@ def _run_generation(cfg: PipelineConfig, store: ManifestStore, run_root: str, ro
             written["counts"] = write_plan_files(chunks, done, urls, run)
         except BaseException as exc:  # noqa: BLE001 - re-raised on the driver thread below
             written["error"] = exc
-            failed = Location(failure_url(run, round_index), run.storage_options)
+            failed = run.at(failure_url(run, round_index))
             atomic_write_bytes(failed.fs, failed.path, repr(exc).encode())
 
     writer = threading.Thread(target=write, name=f"plan-r{round_index}", daemon=True)
     writer.start()
     try:
         if todo:
-            check_wiring(stages, [*PLAN_SCHEMA.names, ATTEMPT_COLUMN], cfg, run_root)
+            check_wiring(stages, [*PLAN_SCHEMA.names, ATTEMPT_COLUMN])
             split = retrying_split(partial(_generation_split, run_id=run_id, fingerprint=cfg.data_fingerprint(),
                                            decision_version=current_version(store)),
                                    "candidate_id", "identity_i", "t_aligned_path", _round_column, run_id,
@@ -311,7 +312,7 @@ def _run_generation(cfg: PipelineConfig, store: ManifestStore, run_root: str, ro
                               {"phase": "generate", "round": round_index}, cfg.run.fault_injection,
                               cfg.run.max_attempts)
             failure = failure_url(run, round_index)
-            _stream(lambda: apply_stages(dataset_from_plan_files(urls, failure, run), stages, cfg, run_root),
+            _stream(lambda: apply_stages(dataset_from_plan_files(urls, failure, run), stages, cfg, run),
                     spec, store, cfg, Progress(f"round {round_index}", todo))
     finally:
         writer.join()

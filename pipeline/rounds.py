@@ -13,9 +13,10 @@ import logging
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from core.config import ConfigError
 from manifests.schemas import LINEAGE
 from manifests.store import ManifestStore
-from pipeline.config import ConfigError, PipelineConfig
+from pipeline.config import PipelineConfig
 from pipeline.retry import pending_retries
 from pipeline.round import run_generation
 
@@ -83,10 +84,9 @@ def _train_next(cfg: PipelineConfig, store: ManifestStore, run_url: str, round_i
     base_model = cfg.expression_transfer.base_model
     if not base_model:
         raise ConfigError("expression_transfer.base_model is required to train the next round's adapter")
-    result = train_adapter(triples.to_pylist(), "refined", base_model, adapter, out,
+    result = train_adapter(triples.to_pylist(), "refined", base_model, adapter, cfg.run.location.at(out),
                            cfg.train, expression_cfg=cfg.expression_transfer,
-                           run_name=f"{cfg.resolved_run_id()}-round-{round_index + 1}",
-                           storage_options=dict(cfg.run.storage_options))
+                           run_name=f"{cfg.resolved_run_id()}-round-{round_index + 1}")
     detail = json.dumps(dict(steps=result.steps, start_step=result.start_step, mode=result.mode,
                              first_loss=result.losses[0] if result.losses else None,
                              last_loss=result.losses[-1] if result.losses else None, init_adapter=adapter))

@@ -15,12 +15,13 @@ from pathlib import Path
 if __package__ in (None, ""):  # run as a script: make the repo root importable
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from core.config import ConfigError, quiet_credential_loggers  # noqa: E402
 from core.faults import maybe_inject  # noqa: E402
 from manifests.lock import RunLock, RunLockedError  # noqa: E402
 from manifests.runs import now_iso, read_run_info, write_run_info  # noqa: E402
 from manifests.store import ManifestStore  # noqa: E402
 from pipeline.commit import StageFailureError  # noqa: E402
-from pipeline.config import ConfigError, PipelineConfig, load_config, quiet_credential_loggers  # noqa: E402
+from pipeline.config import PipelineConfig, load_config  # noqa: E402
 from pipeline.exits import EXIT_TRANSIENT, report  # noqa: E402
 from pipeline.preflight import check_output_root, list_corpus_or_fail, pin_data_version, sweep_temp_files  # noqa: E402
 from pipeline.ray_adapter import init_ray  # noqa: E402

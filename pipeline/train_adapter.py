@@ -11,9 +11,9 @@ mode "base":    identity from S, expression from R = augmented T (flip, colour j
 mode "refined": identity from S, expression from R, target T (IDI triples)
 
 Loss: epsilon (or v, if the base scheduler says so) MSE with DDPMScheduler.add_noise; only adapter weights train.
-Checkpoints go to <output_url>/checkpoints/step-XXXXXXXX/{adapter/, optimizer.pt, state.json} and
-<output_url>/checkpoints/latest.json; a new call with the same output_url resumes from the latest one.
-The final adapter is <output_url>/adapter (EAdapter.save_pretrained), the loss history <output_url>/train_log.json.
+Checkpoints go to <output>/checkpoints/step-XXXXXXXX/{adapter/, optimizer.pt, state.json} and
+<output>/checkpoints/latest.json; a new call with the same output resumes from the latest one.
+The final adapter is <output>/adapter (EAdapter.save_pretrained), the loss history <output>/train_log.json.
 """
 
 from __future__ import annotations
@@ -30,14 +30,14 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-import fsspec
 import numpy as np
 import torch
-from fsspec.core import url_to_fs
 from PIL import Image
 
-from pipeline.config import ExpressionTransferConfig, TrainConfig, load_config
+from core.location import Location
+from pipeline.config import TrainConfig, load_config
 from stages.eadapter import storage
+from stages.expression_transfer import ExpressionTransferConfig
 
 log = logging.getLogger(__name__)
 
@@ -64,8 +64,8 @@ class TrainResult:
 
 
 # ---- data --------------------------------------------------------------------------------------------
-def _read_rgb(url: str, size: int) -> tuple[np.ndarray, tuple[int, int]]:
-    with fsspec.open(url, "rb") as fh:
+def _read_rgb(files: Location, url: str, size: int) -> tuple[np.ndarray, tuple[int, int]]:
+    with files.open_url(url) as fh:
         img = Image.open(io.BytesIO(fh.read())).convert("RGB")
     orig = img.size
     return np.asarray(img.resize((size, size), Image.Resampling.BICUBIC)), orig
@@ -82,16 +82,19 @@ def _landmarks(value: Any, orig: tuple[int, int], size: int) -> np.ndarray | Non
     return lm * np.array([size / orig[0], size / orig[1]], np.float32)
 
 
-def decode_triples(batch: dict[str, np.ndarray], mode: Mode, resolution: int) -> dict[str, np.ndarray]:
-    """Ray Data map_batches function: image URLs -> T pixels, masked expression template, S embedding."""
+def decode_triples(batch: dict[str, np.ndarray], mode: Mode, resolution: int,
+                   files: Location | None = None) -> dict[str, np.ndarray]:
+    """Ray Data map_batches function: image URLs (read with `files`' storage options) -> T pixels, masked
+    expression template, S embedding."""
     from stages.eadapter.conditions import masked_face
 
+    files = files or Location(".")
     n = len(batch["t_path"])
     targets, templates, embeds = [], [], []
     for i in range(n):
-        t_img, t_orig = _read_rgb(str(batch["t_path"][i]), resolution)
+        t_img, t_orig = _read_rgb(files, str(batch["t_path"][i]), resolution)
         if mode == "refined":
-            r_img, r_orig = _read_rgb(str(batch["r_path"][i]), resolution)
+            r_img, r_orig = _read_rgb(files, str(batch["r_path"][i]), resolution)
             lm = _landmarks(batch["r_landmarks"][i], r_orig, resolution) if "r_landmarks" in batch else None
         else:
             r_img = t_img
@@ -115,30 +118,32 @@ def _as_dataset(triples: Any, mode: Mode) -> Any:
 
 
 # ---- checkpoints -------------------------------------------------------------------------------------
-def latest_checkpoint(output_url: str) -> str | None:
-    """URL of the newest complete checkpoint under output_url, or None."""
-    ptr = storage.join(output_url, "checkpoints", LATEST)
-    if not storage.exists(ptr):
+def latest_checkpoint(output: Location | str) -> str | None:
+    """URL of the newest complete checkpoint under the output folder, or None."""
+    checkpoints = Location.of(output).join("checkpoints")
+    if not checkpoints.exists(LATEST):
         return None
-    name = json.loads(storage.read_bytes(ptr))["checkpoint"]
-    return storage.join(output_url, "checkpoints", name)
+    name = json.loads(checkpoints.read_bytes(LATEST))["checkpoint"]
+    return checkpoints.join(name).url
 
 
-def _save_checkpoint(output_url: str, adapter: Any, optimizer: torch.optim.Optimizer, state: dict, keep: int) -> str:
+def _save_checkpoint(output: Location, adapter: Any, optimizer: torch.optim.Optimizer, state: dict, keep: int) -> str:
     name = f"step-{state['step']:08d}"
-    url = storage.join(output_url, "checkpoints", name)
-    adapter.save_pretrained(storage.join(url, "adapter"))
+    checkpoints = output.join("checkpoints")
+    folder = checkpoints.join(name)
+    adapter.save_pretrained(folder.join("adapter"))
     buf = io.BytesIO()
     torch.save(optimizer.state_dict(), buf)
-    storage.write_bytes(storage.join(url, "optimizer.pt"), buf.getvalue())
-    storage.write_bytes(storage.join(url, "state.json"), json.dumps(state).encode())
+    storage.write_bytes(folder.join("optimizer.pt"), buf.getvalue())
+    storage.write_bytes(folder.join("state.json"), json.dumps(state).encode())
     # the pointer is written last: a checkpoint is used only once all its files exist
-    storage.write_bytes(storage.join(output_url, "checkpoints", LATEST), json.dumps({"checkpoint": name}).encode())
-    fs, root = url_to_fs(storage.join(output_url, "checkpoints"), **storage._default_options)
-    old = sorted(p for p in fs.ls(root, detail=False) if p.rstrip("/").rsplit("/", 1)[-1].startswith("step-"))
+    storage.write_bytes(checkpoints.join(LATEST), json.dumps({"checkpoint": name}).encode())
+    fs = checkpoints.fs
+    old = sorted(p for p in fs.ls(checkpoints.path, detail=False)
+                 if p.rstrip("/").rsplit("/", 1)[-1].startswith("step-"))
     for path in old[:-keep]:
         fs.rm(path, recursive=True)
-    return url
+    return folder.url
 
 
 # ---- the per-worker loop -----------------------------------------------------------------------------
@@ -198,21 +203,21 @@ def train_loop_per_worker(config: dict) -> None:
 
     tc = TrainConfig.model_validate(config["train"])
     et = ExpressionTransferConfig.model_validate(config["expression_transfer"])
-    mode, output_url = config["mode"], config["output_url"]
-    storage.set_storage_options(config.get("storage_options"))
+    mode, output = config["mode"], config["output"]
     ctx = ray.train.get_context()
     rank = ctx.get_world_rank()
     device = ray.train.torch.get_device()
     base = load_base_model(config["base_model"], device=device, dtype=torch.float32, image_encoder=et.image_encoder,
                            cache_dir=et.cache_dir)
 
-    resume = latest_checkpoint(output_url)
+    resume_url = latest_checkpoint(output)
+    resume = output.at(resume_url) if resume_url else None  # the checkpoint, with the output's options
     state: dict[str, Any] = {"step": 0, "losses": []}
     if resume:
-        adapter = EAdapter.from_pretrained(storage.join(resume, "adapter"))
-        state = json.loads(storage.read_bytes(storage.join(resume, "state.json")))
+        adapter = EAdapter.from_pretrained(resume.join("adapter"))
+        state = json.loads(resume.read_bytes("state.json"))
     elif config["init_adapter"]:
-        adapter = EAdapter.from_pretrained(config["init_adapter"])
+        adapter = EAdapter.from_pretrained(output.at(config["init_adapter"]))
     else:
         adapter = EAdapter.create(base.unet, base.image_encoder.config, identity_dim=et.identity_dim,
                                   identity_tokens=et.identity_tokens, expression_tokens=et.expression_tokens,
@@ -235,7 +240,7 @@ def train_loop_per_worker(config: dict) -> None:
                                           parallel_strategy_kwargs={"find_unused_parameters": True})
     optimizer = torch.optim.AdamW(params, lr=tc.learning_rate, weight_decay=tc.weight_decay)
     if resume:
-        optimizer.load_state_dict(torch.load(io.BytesIO(storage.read_bytes(storage.join(resume, "optimizer.pt"))),
+        optimizer.load_state_dict(torch.load(io.BytesIO(resume.read_bytes("optimizer.pt")),
                                              weights_only=True))
 
     noise_scheduler = DDPMScheduler.from_config(base.scheduler_config)
@@ -285,7 +290,7 @@ def train_loop_per_worker(config: dict) -> None:
         losses.append(float(loss.detach()))
         if step % tc.checkpoint_every == 0 or step == tc.steps:
             if rank == 0:
-                _save_checkpoint(output_url, adapter, optimizer, {"step": step, "losses": losses, "mode": mode},
+                _save_checkpoint(output, adapter, optimizer, {"step": step, "losses": losses, "mode": mode},
                                  tc.keep_checkpoints)
             # a report is a barrier across workers (about a second on Ray Train v2): only at checkpoints
             ray.train.report({"step": step, "loss": float(np.mean(losses[-tc.checkpoint_every:]))})
@@ -293,21 +298,24 @@ def train_loop_per_worker(config: dict) -> None:
             break
 
     if rank == 0:
-        adapter_url = storage.join(output_url, "adapter")
-        digest = adapter.save_pretrained(adapter_url)
+        adapter_folder = output.join("adapter")
+        adapter_url = adapter_folder.url
+        digest = adapter.save_pretrained(adapter_folder)
         log_doc = {"adapter_url": adapter_url, "adapter_id": adapter.adapter_id, "adapter_sha256": digest,
                    "mode": mode, "steps": step, "start_step": start_step, "losses": losses,
-                   "checkpoint_url": latest_checkpoint(output_url) or "",
+                   "checkpoint_url": latest_checkpoint(output) or "",
                    "train_seconds": time.perf_counter() - started}
-        storage.write_bytes(storage.join(output_url, "train_log.json"), json.dumps(log_doc).encode())
+        storage.write_bytes(output.join("train_log.json"), json.dumps(log_doc).encode())
 
 
 # ---- driver ------------------------------------------------------------------------------------------
-def train_adapter(triples: Any, mode: Mode, base_model: str, init_adapter: str | None, output_url: str,
+def train_adapter(triples: Any, mode: Mode, base_model: str, init_adapter: str | None, output: Location | str,
                   train_cfg: TrainConfig, *, expression_cfg: ExpressionTransferConfig | None = None,
-                  storage_path: str | None = None, run_name: str | None = None,
-                  storage_options: dict | None = None) -> TrainResult:
+                  storage_path: str | None = None, run_name: str | None = None) -> TrainResult:
     """Train (or resume training) an adapter with Ray Train; returns where it was written and the loss history.
+
+    output: the folder for checkpoints and the adapter; a Location carries the storage options that reach it
+    (the run's: also used for the triples' images and init_adapter), a plain path or URL has none.
 
     triples: ray.data.Dataset or list of row dicts (columns in the module docstring).
     expression_cfg: prompt, image encoder, cache dir and the architecture of a fresh adapter (init_adapter None).
@@ -319,6 +327,7 @@ def train_adapter(triples: Any, mode: Mode, base_model: str, init_adapter: str |
 
     if mode not in ("base", "refined"):
         raise ValueError(f"mode must be 'base' or 'refined', got {mode!r}")
+    out = Location.of(output)
     et = expression_cfg or ExpressionTransferConfig(backend="eadapter", base_model=base_model)
     if not ray.is_initialized():
         ray.init(include_dashboard=False, log_to_driver=False)
@@ -326,14 +335,13 @@ def train_adapter(triples: Any, mode: Mode, base_model: str, init_adapter: str |
     if init_adapter:
         from stages.eadapter.model import EAdapter
 
-        init_id = EAdapter.from_pretrained(init_adapter).adapter_id  # fails early on a bad/tampered adapter
+        init_id = EAdapter.from_pretrained(out.at(init_adapter)).adapter_id  # fails early on a bad/tampered adapter
     ds = _as_dataset(triples, mode).map_batches(
-        decode_triples, fn_kwargs={"mode": mode, "resolution": train_cfg.resolution}, batch_size=16,
+        decode_triples, fn_kwargs={"mode": mode, "resolution": train_cfg.resolution, "files": out}, batch_size=16,
         num_cpus=min(1.0, train_cfg.cpus_per_worker))
     loop_config = {"train": train_cfg.model_dump(mode="json"), "expression_transfer": et.model_dump(mode="json"),
                    "mode": mode, "base_model": base_model, "init_adapter": init_adapter, "init_adapter_id": init_id,
-                   "output_url": output_url, "storage_options": dict(storage_options or {})}
-    storage.set_storage_options(storage_options)
+                   "output": out}
     trainer = TorchTrainer(
         train_loop_per_worker, train_loop_config=loop_config, datasets={"train": ds},
         scaling_config=ScalingConfig(num_workers=train_cfg.num_workers, use_gpu=train_cfg.use_gpu,
@@ -341,7 +349,7 @@ def train_adapter(triples: Any, mode: Mode, base_model: str, init_adapter: str |
         run_config=RunConfig(name=run_name or f"eadapter-{mode}",
                              storage_path=storage_path or str(Path(tempfile.gettempdir()) / "ciep_ray_train")))
     trainer.fit()
-    doc = json.loads(storage.read_bytes(storage.join(output_url, "train_log.json")))
+    doc = json.loads(out.read_bytes("train_log.json"))
     return TrainResult(**doc)
 
 

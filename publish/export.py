@@ -32,7 +32,6 @@ import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 
-from core.config import StorageOptions
 from core.location import Location
 from manifests.store import atomic_write_bytes
 from publish.progress import progress
@@ -125,11 +124,11 @@ def _prepare(writer: Writer, plan: dict, out: str, overwrite: bool) -> None:
 
 
 def export_release(release: Release, fmt: str, out: Location | str, *, overwrite: bool = False,
-                   storage_options: StorageOptions | None = None, max_shard_rows: int | None = None,
+                   max_shard_rows: int | None = None,
                    min_shards: int | None = None, map_shards: ShardMapper | None = None,
                    **options: int) -> ExportStats:
     """Write `release` as `fmt` under `out` (empty, absent, or an unfinished export of the same to resume)."""
-    target = Location.of(out, storage_options)
+    target = Location.of(out)
     writer = make_writer(fmt, target, **options)
     rows = int(max_shard_rows or writer.default_shard_rows)
     least = int(writer.min_shards if min_shards is None else min_shards)
@@ -184,7 +183,7 @@ def resolve_release(name_or_url: str, releases_root: Location | str) -> Release:
     """A release by name under releases_root, or by its own folder/URL (reached with releases_root's options)."""
     root = Location.of(releases_root)
     if "/" in name_or_url or "://" in name_or_url:
-        return open_release_url(name_or_url, root.storage_options)
+        return open_release_url(root.at(name_or_url))
     return open_release(root, name_or_url)
 
 
@@ -197,10 +196,10 @@ def run_cli(args: argparse.Namespace, output_root: Location, releases_root: Loca
         options["jpeg_quality"] = args.jpeg_quality
     try:
         release = resolve_release(args.release, releases_root)
-        out = Location.of(args.out, output_root.storage_options) if args.out else \
+        out = output_root.at(args.out) if args.out else \
             output_root.join("exports", release.name, args.format)
         stats = export_release(release, args.format, out, overwrite=args.overwrite, max_shard_rows=args.shard_rows,
-                               min_shards=args.min_shards, map_shards=map_shards, storage_options=None, **options)
+                               min_shards=args.min_shards, map_shards=map_shards, **options)
     except FileNotFoundError as err:  # ReleaseNotFoundError: no such release, same status as a missing run
         print(f"ciep export: {err}", file=sys.stderr)
         return 5

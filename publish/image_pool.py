@@ -14,34 +14,30 @@ from __future__ import annotations
 import hashlib
 import posixpath
 from dataclasses import dataclass
-from functools import lru_cache
 
 import fsspec
 from fsspec.implementations.local import LocalFileSystem
 
+from core.location import Location
 from manifests.store import atomic_write_bytes
 
 POOL_DIR = "_pool"
+LOCAL_FILES = Location("/")  # plain paths in a manifest of a run on an object store
 
 
 class PoolError(RuntimeError):
     """An image could not be put in the pool (missing or changed since the run wrote it)."""
 
 
-@lru_cache(maxsize=16)
-def _fs_for_protocol(protocol: str) -> fsspec.AbstractFileSystem:
-    return fsspec.filesystem(protocol)
-
-
 def source_fs(url: str, run_fs: fsspec.AbstractFileSystem) -> tuple[fsspec.AbstractFileSystem, str]:
     """Filesystem and path of an image URL recorded in a run manifest (plain paths: local files)."""
     if "://" not in url:
-        return (run_fs if isinstance(run_fs, LocalFileSystem) else _fs_for_protocol("file")), url
+        return (run_fs if isinstance(run_fs, LocalFileSystem) else LOCAL_FILES.fs), url
     protocol = url.split("://", 1)[0]
     if protocol in (run_fs.protocol if isinstance(run_fs.protocol, tuple) else (run_fs.protocol,)):
         return run_fs, run_fs._strip_protocol(url)
-    fs = _fs_for_protocol(protocol)
-    return fs, fs._strip_protocol(url)
+    where = Location(url)  # another store than the run's: reached with no options, as recorded
+    return where.fs, where.path
 
 
 def pool_rel_path(sha256: str, source_path: str) -> str:

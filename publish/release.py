@@ -39,7 +39,6 @@ import pyarrow.dataset as pads
 import pyarrow.parquet as pq
 from fsspec.implementations.local import LocalFileSystem
 
-from core.config import StorageOptions
 from core.hashing import sha256_fs_file
 from core.location import Location
 from core.splits import split_of
@@ -117,8 +116,8 @@ class Release:
         return list(self.info.get("splits", {}))
 
 
-def open_release(releases_root: Location | str, name: str, storage_options: StorageOptions | None = None) -> Release:
-    root = Location.of(releases_root, storage_options)
+def open_release(releases_root: Location | str, name: str) -> Release:
+    root = Location.of(releases_root)
     folder = root.sub_path(validate_name(name))
     try:
         info = json.loads(root.fs.cat_file(f"{folder}/{RELEASE_INFO}"))
@@ -127,9 +126,9 @@ def open_release(releases_root: Location | str, name: str, storage_options: Stor
     return Release(name, root.fs, folder, info)
 
 
-def open_release_url(url: Location | str, storage_options: StorageOptions | None = None) -> Release:
+def open_release_url(url: Location | str) -> Release:
     """A release given by its own folder (anything holding a release.json)."""
-    where = Location.of(url, storage_options)
+    where = Location.of(url)
     fs, folder = where.fs, where.path
     try:
         info = json.loads(fs.cat_file(f"{folder}/{RELEASE_INFO}"))
@@ -138,20 +137,19 @@ def open_release_url(url: Location | str, storage_options: StorageOptions | None
     return Release(info.get("name", posixpath.basename(folder)), fs, folder, info)
 
 
-def list_releases(releases_root: Location | str, storage_options: StorageOptions | None = None) -> list[dict]:
+def list_releases(releases_root: Location | str) -> list[dict]:
     """release.json of every published release, oldest first."""
-    root = Location.of(releases_root, storage_options)
+    root = Location.of(releases_root)
     if not root.fs.exists(root.path):
         return []
     out = [json.loads(root.fs.cat_file(p)) for p in root.fs.glob(f"{root.path}/*/{RELEASE_INFO}")]
     return sorted(out, key=lambda i: (i.get("created_at", ""), i.get("name", "")))
 
 
-def release_stores(root: Location | str, names: list[str],
-                   storage_options: StorageOptions | None = None) -> dict[str, ManifestStore]:
+def release_stores(root: Location | str, names: list[str]) -> dict[str, ManifestStore]:
     """Manifest stores of named releases, for `manifests.query.connect`. `root` is a releases root or an
     output root (whose `releases/` folder is then used)."""
-    releases_root = Location.of(root, storage_options)
+    releases_root = Location.of(root)
     if names and not releases_root.exists(names[0], RELEASE_INFO):
         releases_root = releases_root.join("releases")
     return {name: open_release(releases_root, name).store for name in names}
@@ -346,7 +344,7 @@ def _publish(fs: fsspec.AbstractFileSystem, staging: str, final: str) -> None:
 def create_release(run_url: Location | str, name: str, releases_root: Location | str, *,
                    rounds: list[int] | None = None, splits: dict[str, float] | None = None,
                    license: str = "cc-by-4.0", batch_size: int = 256, commit_rows: int = 4096,
-                   storage_options: StorageOptions | None = None, map_files: FileMapper | None = None) -> Release:
+                   map_files: FileMapper | None = None) -> Release:
     """Snapshot the accepted triples of a run (optionally some rounds) as the immutable release `name`.
 
     One task per run manifest file (`map_files`: here, one after another, by default; on Ray Data with
@@ -357,8 +355,8 @@ def create_release(run_url: Location | str, name: str, releases_root: Location |
     splits = dict(splits or {"train": 0.8, "validation": 0.1, "test": 0.1})
     if abs(sum(splits.values()) - 1.0) > 1e-6 or any(v < 0 for v in splits.values()):
         raise ReleaseError(f"split ratios must be non-negative and sum to 1, got {splits}")
-    run = Location.of(run_url, storage_options)
-    releases = Location.of(releases_root, storage_options)
+    run = Location.of(run_url)
+    releases = Location.of(releases_root)
     run_info = read_run_info(run)
     if not run_info:
         raise ReleaseNotFoundError(f"no run at {run.url!r} (run.json missing)")

@@ -18,7 +18,6 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from core.config import StorageOptions
 from core.location import Location
 from manifests.query import connect
 from manifests.runs import find_run, now_iso, read_run_info
@@ -85,8 +84,8 @@ def _file_reader(where: Location) -> Callable[[str], bytes | None]:
     return read
 
 
-def load_run(url: Location | str, storage_options: StorageOptions | None = None) -> ReportData:
-    run = Location.of(url, storage_options)
+def load_run(url: Location | str) -> ReportData:
+    run = Location.of(url)
     info = read_run_info(run)
     con = connect(ManifestStore.open(run))
     items = _items(_dicts(con.execute(_RUN_SQL)))
@@ -284,13 +283,13 @@ def render_report(data: ReportData, max_items: int = 36) -> str:
 
 
 # -- CLI -------------------------------------------------------------------------------------------------
-def load_target(target: str, output_root: Location | str, releases_root: Location | str, kind: str | None,
-                storage_options: StorageOptions | None = None) -> ReportData:
-    """A run id or release name (under the roots), or a run/release folder reached with the roots' options."""
-    outputs = Location.of(output_root, storage_options)
-    releases = Location.of(releases_root, outputs.storage_options)
+def load_target(target: str, output_root: Location | str, releases_root: Location | str,
+                kind: str | None) -> ReportData:
+    """A run id or release name (under the roots), or a run/release folder reached with the output root's options."""
+    outputs = Location.of(output_root)
+    releases = Location.of(releases_root)
     if "/" in target or "://" in target:
-        where = Location(target, outputs.storage_options)
+        where = outputs.at(target)
         if kind != "run" and where.exists("release.json"):
             return load_release(open_release_url(where))
         if read_run_info(where):
@@ -324,7 +323,7 @@ def run_cli(args: argparse.Namespace, output_root: Location, releases_root: Loca
     else:
         data = load_run(find_run(output_root, None))
     page = render_report(data, args.max_items)
-    out = Location.of(args.out, output_root.storage_options) if args.out else \
+    out = output_root.at(args.out) if args.out else \
         output_root.join("reports", f"{data.name}.html")
     atomic_write_bytes(out.fs, out.path, page.encode())
     print(f"report of {data.kind} {data.name}: {len(data.items)} rows, {len(page) / 1e6:.1f} MB -> {out.url}")

@@ -14,9 +14,9 @@ import logging
 from dataclasses import asdict, dataclass, field
 from typing import Protocol
 
-import fsspec
 import numpy as np
 
+from core.location import Location
 from qc.config import QCConfig
 from qc.identity_calibration import calibrate_from_embeddings
 from stages.corpus import CorpusConfig, list_corpus
@@ -112,10 +112,11 @@ def _percentiles(x: np.ndarray) -> dict[str, float]:
     return {f"p{k}": float(v) for k, v in zip(PERCENTILES, np.percentile(x, PERCENTILES), strict=False)}
 
 
-def _read_rgb(url: str, storage_options: dict, max_pixels: int) -> np.ndarray | None:
+def _read_rgb(corpus: Location, url: str, max_pixels: int) -> np.ndarray | None:
+    """The image at `url`, read with the corpus's storage options (None if it does not decode)."""
     from stages.face.image_io import ImageRejected, decode_image
 
-    with fsspec.open(url, "rb", **storage_options) as fh:
+    with corpus.open_url(url) as fh:
         data = fh.read()
     try:
         return decode_image(data, max_pixels)
@@ -130,7 +131,9 @@ def calibrate_identity(cfg: CalibrationSections, corpus_root: str, far: float = 
 
     if not 0 <= far < 1:
         raise ValueError("far must be in [0, 1)")
-    listing = list_corpus(cfg.corpus.model_copy(update={"root": corpus_root, "index": None})).items
+    corpus_cfg = cfg.corpus.model_copy(update={"root": corpus_root, "index": None})
+    listing = list_corpus(corpus_cfg).items
+    corpus_files = corpus_cfg.location  # built once: every image is read with the corpus's options
     corpus: dict[str, list[str]] = {}
     for identity, path in zip(listing["identity"].to_pylist(), listing["path"].to_pylist(), strict=False):
         corpus.setdefault(identity, []).append(path)
@@ -143,7 +146,7 @@ def calibrate_identity(cfg: CalibrationSections, corpus_root: str, far: float = 
     missing = 0
     for identity, paths in corpus.items():
         for path in paths:
-            rgb = _read_rgb(path, dict(cfg.corpus.storage_options), cfg.ingest.max_pixels)
+            rgb = _read_rgb(corpus_files, path, cfg.ingest.max_pixels)
             faces = detector.detect(rgb) if rgb is not None else []
             if rgb is None or not faces:
                 missing += 1

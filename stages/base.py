@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, Protocol
 
 import pyarrow as pa
 
-from core.config import StageResources, StorageOptions
+from core.config import StageResources
 from core.faults import FaultInjectionConfig, maybe_inject
 from core.location import Location
 from stages.errors import is_transient
@@ -61,7 +61,7 @@ class StageContext:
     detector: IngestConfig  # the ingest section: the face detector every stage uses
     models: ModelsConfig = field(default_factory=ModelsConfig)  # where ONNX model files come from
     identity: IdentityModelConfig = field(default_factory=IdentityModelConfig)  # the embedder ingest and QC use
-    corpus_storage_options: StorageOptions = field(default_factory=dict, repr=False)  # reading corpus files
+    corpus: Location | None = None  # the corpus root, whose options read the corpus files (None: no options)
     fault: FaultInjectionConfig | None = None  # testing hook only (core/faults.py)
 
 

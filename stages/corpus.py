@@ -17,6 +17,7 @@ import pyarrow.parquet as pq
 from fsspec.implementations.local import LocalFileSystem
 
 from core.config import StorageOptions, Strict, storage_options_field
+from core.location import Location
 from manifests.store import full_url
 
 
@@ -27,6 +28,11 @@ class CorpusConfig(Strict):
     expression_from_filename: bool = True
     extensions: tuple[str, ...] = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff", ".gif")
     storage_options: StorageOptions = storage_options_field()
+
+    @property
+    def location(self) -> Location:
+        """The corpus root with storage_options: every listing and corpus-file read goes through it."""
+        return Location(self.root, dict(self.storage_options))
 
 
 WORK_ITEM_SCHEMA = pa.schema([
@@ -74,12 +80,12 @@ def _digest(parts: list[str]) -> str:
 
 
 def list_corpus(cfg: CorpusConfig) -> CorpusListing:
-    fs, root = fsspec.core.url_to_fs(cfg.root, **cfg.storage_options)
-    root = root.rstrip("/")
+    corpus = cfg.location
+    fs, root = corpus.fs, corpus.path
     if not fs.exists(root) or not fs.isdir(root):
         raise CorpusError(f"corpus root {cfg.root!r} does not exist or is not a folder")
     if cfg.index:
-        return _list_index(fs, root, cfg)
+        return _list_index(corpus, cfg)
     return _list_folders(fs, root, cfg)
 
 
@@ -168,9 +174,9 @@ def _list_folders(fs: fsspec.AbstractFileSystem, root: str, cfg: CorpusConfig) -
     return CorpusListing(pa.Table.from_pylist(rows, schema=WORK_ITEM_SCHEMA), refused, _digest(parts))
 
 
-def _read_index(fs: fsspec.AbstractFileSystem, index_url: str, storage_options: dict) -> pa.Table:
+def _read_index(corpus: Location, index_url: str) -> pa.Table:
     try:
-        with fsspec.open(index_url, "rb", **storage_options) as fh:
+        with corpus.open_url(index_url) as fh:
             data = fh.read()
     except FileNotFoundError:
         raise CorpusError(f"corpus index {index_url!r} not found") from None
@@ -189,9 +195,10 @@ def _read_index(fs: fsspec.AbstractFileSystem, index_url: str, storage_options: 
     return table
 
 
-def _list_index(fs: fsspec.AbstractFileSystem, root: str, cfg: CorpusConfig) -> CorpusListing:
+def _list_index(corpus: Location, cfg: CorpusConfig) -> CorpusListing:
     assert cfg.index is not None  # called only when the corpus has an index
-    table = _read_index(fs, cfg.index, cfg.storage_options)
+    fs, root = corpus.fs, corpus.path
+    table = _read_index(corpus, cfg.index)
     digest = _digest([f"{r}" for r in table.to_pylist()])
     has_expr = "expression" in table.column_names
     rows, refused = [], []
@@ -218,7 +225,7 @@ def _list_index(fs: fsspec.AbstractFileSystem, root: str, cfg: CorpusConfig) -> 
                 refused.append(dict(input_key=key, identity=identity, path=rel, reason="foreign_url",
                                     detail=f"scheme {scheme!r} differs from the corpus root's {root_protocol!r}"))
                 continue
-            rel_path = fsspec.core.url_to_fs(rel)[1]
+            rel_path = fs._strip_protocol(rel)  # same filesystem as the root (checked above)
         else:
             rel_path = rel if rel.startswith("/") else f"{root}/{rel}"
         norm = posixpath.normpath(rel_path)

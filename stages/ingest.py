@@ -5,12 +5,12 @@ from __future__ import annotations
 import hashlib
 from typing import Any, Literal
 
-import fsspec
 import numpy as np
 import pyarrow as pa
 from pydantic import Field
 
 from core.config import StageResources, Strict
+from core.location import Location
 from manifests.artifacts import ArtifactStore
 from manifests.schemas import SOURCES
 from stages.base import RowRejected, RowwiseStage
@@ -56,14 +56,15 @@ class IngestStage(RowwiseStage):
         self.embedder = build_embedder(self.context.identity, self.context.models)
         self.expression = LearnedExpression()
         self.artifacts = ArtifactStore(self.context.run)
-        self.storage_options = dict(self.context.corpus_storage_options)
+        self.corpus = self.context.corpus or Location(".")
         self.fingerprint = self.context.fingerprint
         self.run_id = self.context.run_id
 
     def _read(self, url: str) -> bytes:
         ing = self.config
         try:
-            fs, path = fsspec.core.url_to_fs(url, **self.storage_options)
+            file = self.corpus.at(url)
+            fs, path = file.fs, file.path
             size = fs.size(path)
             if size is not None and size > ing.max_file_bytes:
                 raise RowRejected("file_too_large", f"{size} bytes > ingest.max_file_bytes={ing.max_file_bytes}")

@@ -21,6 +21,7 @@ from torch import nn
 from transformers import CLIPVisionConfig
 
 from core.hashing import sha256_bytes
+from core.location import Location
 from stages.eadapter import storage
 from stages.eadapter.attention import EAdapterAttnProcessor, TextOnlyAttnProcessor
 from stages.eadapter.layers import PROCESSOR_SUFFIX, cross_attention_layers, select_layers
@@ -191,26 +192,31 @@ class EAdapter(nn.Module):
         self._weights_sha256 = None
         self.config.weights_sha256 = None
 
-    def save_pretrained(self, url: str | Path) -> str:
-        """Write eadapter.safetensors + eadapter_config.json (with the weights' sha256) to a folder or URL."""
+    def save_pretrained(self, url: Location | str | Path) -> str:
+        """Write eadapter.safetensors + eadapter_config.json (with the weights' sha256) to a folder or URL (a
+        Location: with its storage options)."""
+        folder = Location.of(url)
         data = self._serialise()
         digest = sha256_bytes(data)
         self._weights_sha256 = digest
         self.config.weights_sha256 = digest
-        storage.write_bytes(storage.join(url, WEIGHTS_NAME), data)
-        storage.write_bytes(storage.join(url, CONFIG_NAME), self.config.to_json().encode())
+        storage.write_bytes(folder.join(WEIGHTS_NAME), data)
+        storage.write_bytes(folder.join(CONFIG_NAME), self.config.to_json().encode())
         return digest
 
     @classmethod
-    def from_pretrained(cls, url: str | Path) -> EAdapter:
-        """Load a folder or fsspec URL written by save_pretrained; the weights' sha256 is verified."""
-        url = str(url)
-        cfg_url, w_url = storage.join(url, CONFIG_NAME), storage.join(url, WEIGHTS_NAME)
-        for what, u in (("config", cfg_url), ("weights", w_url)):
-            if not storage.exists(u):
-                raise FileNotFoundError(f"E-Adapter {what} file missing: {u} (write it with EAdapter.save_pretrained)")
-        config = EAdapterConfig.from_json(storage.read_bytes(cfg_url).decode())
-        data = storage.read_bytes(w_url)
+    def from_pretrained(cls, url: Location | str | Path) -> EAdapter:
+        """Load a folder or fsspec URL (a Location: with its storage options) written by save_pretrained; the
+        weights' sha256 is verified."""
+        folder = Location.of(url)
+        cfg_file, w_file = folder.join(CONFIG_NAME), folder.join(WEIGHTS_NAME)
+        cfg_url, w_url = cfg_file.url, w_file.url
+        for what, f in (("config", cfg_file), ("weights", w_file)):
+            if not storage.exists(f):
+                raise FileNotFoundError(
+                    f"E-Adapter {what} file missing: {f.url} (write it with EAdapter.save_pretrained)")
+        config = EAdapterConfig.from_json(storage.read_bytes(cfg_file).decode())
+        data = storage.read_bytes(w_file)
         digest = sha256_bytes(data)
         if not config.weights_sha256:
             raise EAdapterIntegrityError(f"{cfg_url} records no weights_sha256")

@@ -1,11 +1,15 @@
-"""fsspec helpers for model folders: remote-folder caching and small-file IO (hashing: core/hashing.py)."""
+"""fsspec helpers for adapter and checkpoint files: small-file IO through a `Location` (hashing: core/hashing.py).
+
+A `Location` carries the storage options that reach the file (the run's, while training: pipeline/train_adapter.py
+builds it once from run.storage_options); a plain path or URL is reached with no options.
+"""
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
-import fsspec
-from fsspec.core import url_to_fs
+from core.location import Location
 
 
 def join(url: str | Path, *parts: str) -> str:
@@ -13,33 +17,21 @@ def join(url: str | Path, *parts: str) -> str:
     return "/".join([str(url).rstrip("/"), *parts])
 
 
-# fsspec options for read_bytes / write_bytes / exists when a call passes none: the run's storage options while
-# training (pipeline/train_adapter.py sets them on the driver and in every Ray Train worker).
-_default_options: dict = {}
+def read_bytes(where: Location | str | os.PathLike[str]) -> bytes:
+    return Location.of(where).read_bytes()
 
 
-def set_storage_options(options: dict | None) -> None:
-    """Use these fsspec options for the adapter and checkpoint files of this process."""
-    global _default_options
-    _default_options = dict(options or {})
-
-
-def read_bytes(url: str, storage_options: dict | None = None) -> bytes:
-    with fsspec.open(url, "rb", **(storage_options if storage_options is not None else _default_options)) as fh:
-        return fh.read()
-
-
-def write_bytes(url: str, data: bytes, storage_options: dict | None = None) -> None:
+def write_bytes(where: Location | str | os.PathLike[str], data: bytes) -> None:
     """Write a file atomically (temp file + rename locally, one PUT on object stores)."""
     from manifests.store import atomic_write_bytes
 
-    fs, path = url_to_fs(url, **(storage_options if storage_options is not None else _default_options))
+    file = Location.of(where)
+    fs, path = file.fs, file.path
     parent = path.rsplit("/", 1)[0] if "/" in path else ""
     if parent:
         fs.makedirs(parent, exist_ok=True)
     atomic_write_bytes(fs, path, data)
 
 
-def exists(url: str, storage_options: dict | None = None) -> bool:
-    fs, path = url_to_fs(url, **(storage_options if storage_options is not None else _default_options))
-    return fs.exists(path)
+def exists(where: Location | str | os.PathLike[str]) -> bool:
+    return Location.of(where).exists()

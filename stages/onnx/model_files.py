@@ -19,6 +19,7 @@ from pydantic import Field
 from core.cache import cache_file
 from core.config import ConfigError, StorageOptions, Strict, storage_options_field
 from core.hashing import sha256_file
+from core.location import Location
 from stages.onnx.registry import get_spec
 
 
@@ -30,6 +31,11 @@ class ModelsConfig(Strict):
     providers: tuple[str, ...] = ("CUDAExecutionProvider", "CPUExecutionProvider")
     # name -> sha256 accepted instead of the registry's; recorded in the manifest when used.
     hash_overrides: dict[str, str] = Field(default_factory=dict)
+
+    @property
+    def location(self) -> Location:
+        """models.root with storage_options: where model files are looked up."""
+        return Location(self.root, dict(self.storage_options))
 
 
 log = logging.getLogger(__name__)
@@ -73,7 +79,8 @@ def resolve_model(models: ModelsConfig, name: str) -> ResolvedModel:
     """Locate `name`'s file under models.root, copy it locally if remote, and verify its sha256."""
     spec = get_spec(name)
     root = models.root
-    fs, root_path = fsspec.core.url_to_fs(root, **models.storage_options)
+    where = models.location
+    fs, root_path = where.fs, where.path
     local = _is_local(fs)
     if local:
         root_path = str(Path(root_path).expanduser())

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+from core.location import Location
 from manifests.store import ManifestStore
 from pipeline.run_idi import run_idi
 from tests.conftest import REPO, london_identities, make_corpus
@@ -70,7 +71,7 @@ def _driver(corpus: Path, out: str, opts: dict, address: str, *extra: str) -> su
 
 
 def _s3_store(cfg, out: str, opts: dict) -> ManifestStore:
-    return ManifestStore.open(f"{out}/{cfg.resolved_run_id()}", opts)
+    return ManifestStore.open(Location(f"{out}/{cfg.resolved_run_id()}", opts))
 
 
 def _node_of(pid: int, workers) -> object:

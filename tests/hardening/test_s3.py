@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from core.location import Location
 from manifests.lock import LOCK_NAME, RunLock, RunLockedError
 from manifests.query import connect
 from manifests.store import ManifestStore
@@ -70,7 +71,7 @@ def test_round_on_s3_writes_and_reads_everything_there(s3, s3_run):
     assert url == f"s3://{BUCKET}/runs/{cfg.resolved_run_id()}"
     s = result["summary"]
     assert s["sources"] == 6 and s["rounds"][0]["planned"] == 6 and s["triples"] >= 1, s
-    store = ManifestStore.open(url, opts)
+    store = ManifestStore.open(Location(url, opts))
     triples = store.read_table("triples").to_pylist()
     for t in triples:
         for k in ("s", "r", "t"):
@@ -107,10 +108,10 @@ def test_ciep_query_with_credentials_from_the_environment(s3, s3_run, tmp_path: 
 
 def test_run_lock_on_s3_is_a_conditional_put(s3):
     _, opts, fs = s3
-    url = f"s3://{BUCKET}/runs/lock-test"
-    first = RunLock(url, opts).acquire()
+    url = Location(f"s3://{BUCKET}/runs/lock-test", opts)
+    first = RunLock(url).acquire()
     with pytest.raises(RunLockedError, match=f"pid {os.getpid()}"):
-        RunLock(url, opts).acquire()
+        RunLock(url).acquire()
     first.release()
     assert not fs.exists(f"{BUCKET}/runs/lock-test/{LOCK_NAME}")
     # a lock left by a dead driver on this host is taken over (a PUT conditional on the stale lock's ETag)
@@ -118,7 +119,7 @@ def test_run_lock_on_s3_is_a_conditional_put(s3):
     dead.wait()
     fs.pipe_file(f"{BUCKET}/runs/lock-test/{LOCK_NAME}",
                  json.dumps(dict(host=socket.gethostname(), pid=dead.pid, pid_started=0.0, token="t")).encode())
-    RunLock(url, opts).acquire().release()
+    RunLock(url).acquire().release()
 
 
 def test_credentials_appear_nowhere(s3, s3_run, capfd):

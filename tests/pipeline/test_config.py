@@ -2,7 +2,8 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.config import DEFAULT_CONFIG_PATH, ConfigError, load_config
+from core.config import ConfigError
+from pipeline.config import DEFAULT_CONFIG_PATH, load_config
 
 
 def test_demo_config_loads_and_has_stable_run_id():

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from core.location import Location
 from manifests.query import connect
 from manifests.store import ManifestStore
 from pipeline.config import load_config
@@ -79,12 +80,8 @@ def test_checkpoint_writes_use_the_runs_storage_options(tmp_path: Path, monkeypa
         monkeypatch.delenv(var, raising=False)
     with moto_s3("ckpt", key="AKIAIDEMFAKE", secret="fake/secret") as server:
         s3fs.S3FileSystem.clear_instance_cache()
-        storage.set_storage_options(server.opts)
-        try:
-            storage.write_bytes("s3://ckpt/run/adapters/round-1/checkpoints/latest.json", b'{"checkpoint": "x"}')
-            assert storage.exists("s3://ckpt/run/adapters/round-1/checkpoints/latest.json")
-            assert storage.read_bytes("s3://ckpt/run/adapters/round-1/checkpoints/latest.json") == \
-                b'{"checkpoint": "x"}'
-        finally:
-            storage.set_storage_options(None)
+        latest = Location("s3://ckpt/run/adapters/round-1/checkpoints/latest.json", server.opts)
+        storage.write_bytes(latest, b'{"checkpoint": "x"}')
+        assert storage.exists(latest)
+        assert storage.read_bytes(latest) == b'{"checkpoint": "x"}'
         assert os.environ.get("AWS_ACCESS_KEY_ID") is None
