@@ -60,7 +60,7 @@ class ExpressionTransferStage(RowwiseStage):
     config: ExpressionTransferConfig
 
     def setup(self) -> None:
-        self.transferer = build_expression_transferer(self.config)
+        self.transferer = build_expression_transferer(self.config, self.context.run)
         self.artifacts = ArtifactStore(self.context.run)
 
     def _request(self, row: dict[str, Any]) -> TransferRequest:

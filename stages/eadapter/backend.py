@@ -9,6 +9,7 @@ import numpy as np
 import torch
 from PIL import Image
 
+from core.location import Location
 from stages.eadapter.base_model import BaseModel, load_base_model, resolve_device
 from stages.eadapter.conditions import EmbedderLike, embed_identity, masked_face
 from stages.eadapter.image_encoder import ExpressionEncoder
@@ -30,10 +31,11 @@ def default_embedder() -> EmbedderLike:
     return DlibEmbedder.from_config()
 
 
-def build_adapter(et: ExpressionTransferConfig, base: BaseModel) -> EAdapter:
-    """The configured adapter, or (adapter: null) a fresh one from et.adapter_seed, named "eadapter-fresh"."""
+def build_adapter(et: ExpressionTransferConfig, base: BaseModel, storage: Location | None = None) -> EAdapter:
+    """The configured adapter (reached with `storage`'s options: a trained round's adapter lives under the run
+    folder), or (adapter: null) a fresh one from et.adapter_seed, named "eadapter-fresh"."""
     if et.adapter:
-        return EAdapter.from_pretrained(et.adapter)
+        return EAdapter.from_pretrained(storage.at(et.adapter) if storage is not None else et.adapter)
     return EAdapter.create(base.unet, base.image_encoder.config, identity_dim=et.identity_dim,
                            identity_tokens=et.identity_tokens, expression_tokens=et.expression_tokens,
                            expression_features=et.expression_features, identity_layers=et.identity_layers,
@@ -66,7 +68,8 @@ class EAdapterTransferer:
         self.model_sha256 = hashlib.sha256(parts.encode()).hexdigest()
 
     @classmethod
-    def from_config(cls, et: ExpressionTransferConfig, embedder: EmbedderLike | None = None) -> EAdapterTransferer:
+    def from_config(cls, et: ExpressionTransferConfig, embedder: EmbedderLike | None = None,
+                    storage: Location | None = None) -> EAdapterTransferer:
         """Load base model + adapter from the expression_transfer section; fp16 on CUDA, fp32 on CPU."""
         if not et.base_model:
             raise ValueError("expression_transfer.base_model is required with backend 'eadapter'")
@@ -74,7 +77,8 @@ class EAdapterTransferer:
         dtype = torch.float16 if device.type == "cuda" else torch.float32
         base = load_base_model(et.base_model, device=device, dtype=dtype, image_encoder=et.image_encoder,
                                cache_dir=et.cache_dir)
-        return cls(base, build_adapter(et, base), embedder if embedder is not None else default_embedder(), et)
+        return cls(base, build_adapter(et, base, storage), embedder if embedder is not None else default_embedder(),
+                   et)
 
     def lineage(self) -> dict[str, Any]:
         """What produced the images, for manifest rows."""

@@ -8,6 +8,7 @@ from core.config import Strict
 from stages.face.protocols import ExpressionTransferer, FaceDetector, IdentityEmbedder, IdentitySwapper
 
 if TYPE_CHECKING:
+    from core.location import Location
     from stages.expression_transfer import ExpressionTransferConfig
     from stages.identity_swap import IdentitySwapConfig
     from stages.ingest import IngestConfig
@@ -45,9 +46,11 @@ def build_swapper(swap: IdentitySwapConfig, models: ModelsConfig) -> IdentitySwa
     return ClassicSwapper.from_config(swap)
 
 
-def build_expression_transferer(transfer: ExpressionTransferConfig) -> ExpressionTransferer:
+def build_expression_transferer(transfer: ExpressionTransferConfig,
+                                storage: Location | None = None) -> ExpressionTransferer:
+    """The configured transferer; `storage` (the run folder) gives the options that reach `transfer.adapter`."""
     if transfer.backend == "eadapter":
         from stages.eadapter.backend import EAdapterTransferer
-        return EAdapterTransferer.from_config(transfer)
+        return EAdapterTransferer.from_config(transfer, storage=storage)
     from stages.face.landmark_warp import LandmarkWarpTransferer
     return LandmarkWarpTransferer.from_config(transfer)

@@ -10,12 +10,14 @@ import numpy as np
 import pytest
 from tiny_sd import make_requests, toy_embedder
 
+from core.location import Location
 from pipeline.config import PipelineConfig, config_from_dict
 from stages.eadapter.backend import EAdapterTransferer
 from stages.eadapter.base_model import BaseModelMissingError
 from stages.eadapter.model import EAdapter
 from stages.eadapter.spec import EAdapterMismatchError
 from stages.face.protocols import ExpressionTransferer
+from tests.s3_server import moto_s3
 
 
 def _cfg(base: str | Path, **et: object) -> PipelineConfig:
@@ -51,6 +53,19 @@ def test_saved_adapter_and_precomputed_prompt_embeds(tiny_sd_embeds: Path, tmp_p
     assert loaded.model_sha256 == fresh.model_sha256
     requests = make_requests(2, size=64)
     assert all(np.array_equal(a, b) for a, b in zip(fresh.transfer(requests), loaded.transfer(requests), strict=False))
+
+
+def test_adapter_on_s3_is_reached_with_the_run_folders_options(tiny_sd: Path, monkeypatch) -> None:
+    """A later round's adapter lives under the run folder: the stage loads it with the run's storage options."""
+    for var in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_ENDPOINT_URL"):
+        monkeypatch.delenv(var, raising=False)
+    fresh = EAdapterTransferer.from_config(_cfg(tiny_sd).expression_transfer, embedder=toy_embedder)
+    with moto_s3("adapters") as server:
+        run = Location("s3://adapters/runs/r1", server.opts)
+        fresh.adapter.save_pretrained(run.join("adapters", "round-1"))
+        cfg = _cfg(tiny_sd, adapter="s3://adapters/runs/r1/adapters/round-1").expression_transfer
+        loaded = EAdapterTransferer.from_config(cfg, embedder=toy_embedder, storage=run)
+        assert loaded.adapter_sha256 == fresh.adapter_sha256
 
 
 def test_img2img_strength_and_fsspec_base(tiny_sd: Path, tmp_path: Path) -> None:

@@ -151,7 +151,7 @@ def test_resume_after_sigkill_mid_round_gives_the_same_triples(baseline, corpus8
             pass
         proc.wait()
     partial = killed_store.read_column_set("qc", "candidate_id")
-    assert 0 < len(partial) < 16, "the kill should land mid-round"
+    assert 0 < len(partial) < 16, f"the kill should land mid-round: {len(partial)} decided, paused: {marker.exists()}"
     resumed = run_idi(round_config(corpus8, out, "run.commit_rows=2"))
     assert resumed["timing"]["items"] == 16 - len(partial)
     assert triples_content(killed_store) == triples_content(store)
