@@ -12,6 +12,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 
 
 @dataclass
@@ -43,9 +44,65 @@ def embedding_matrix(column: pa.ChunkedArray) -> np.ndarray:
     return values.reshape(n, -1)
 
 
+def normalised_rows(column: pa.ChunkedArray | pa.Array, rows: np.ndarray | list[int]) -> np.ndarray:
+    """The L2-normalised float64 embeddings of `rows` of a list<float32> column: the same values, bit for bit, as
+    those rows of `embedding_matrix(column)` normalised row by row (every operation is per row)."""
+    taken = column.take(pa.array(np.asarray(rows, np.int64)))
+    emb = embedding_matrix(taken if isinstance(taken, pa.ChunkedArray) else pa.chunked_array([taken]))
+    if emb.size:
+        emb = emb / np.maximum(np.linalg.norm(emb, axis=1, keepdims=True), 1e-12)
+    return emb
+
+
 def cluster_identities(members: dict[str, list[int]], emb: np.ndarray, threshold: float | None) -> IdentityClusters:
     """Cluster identities (name -> row indices into `emb`) by centroid cosine >= threshold (None: no clustering)."""
     names = sorted(members)
+    cent = None
+    if threshold is not None and len(names) > 1 and emb.size:
+        cent = np.stack([emb[members[n]].mean(axis=0) for n in names])
+    return cluster_centroids(names, cent, threshold)
+
+
+def cluster_embedding_rows(names: list[str], order: np.ndarray, starts: np.ndarray, column: pa.ChunkedArray,
+                           threshold: float | None) -> IdentityClusters:
+    """cluster_identities for identities `names` (sorted) whose rows of the embedding `column` are
+    order[starts[k]:starts[k + 1]]: centroids identity by identity, never the whole (n, d) matrix."""
+    cent = None
+    if threshold is not None and len(names) > 1 and len(column) and pc.max(pc.list_value_length(column)).as_py():
+        cent = np.stack([normalised_rows(column, order[starts[k]:starts[k + 1]]).mean(axis=0)
+                         for k in range(len(names))])
+    return cluster_centroids(names, cent, threshold)
+
+
+# Up to this many identities the whole similarity matrix is computed at once; beyond, blocks of rows are
+# prefiltered in float32 (with a margin far above its rounding error) and the candidate pairs recomputed in float64.
+EXACT_MATRIX_IDENTITIES = 4096
+_BLOCK_ROWS = 512
+_FLOAT32_MARGIN = 1e-3
+
+
+def _similar_pairs(cent: np.ndarray, threshold: float) -> list[tuple[int, int]]:
+    """Pairs a < b of unit centroids with cosine >= threshold, in bounded memory."""
+    n = len(cent)
+    c32 = cent.astype(np.float32)
+    pairs: list[tuple[int, int]] = []
+    for a0 in range(0, n, _BLOCK_ROWS):
+        a1 = min(n, a0 + _BLOCK_ROWS)
+        s32 = c32[a0:a1] @ c32[a0:].T  # only b >= a0: each pair once
+        rows, cols = np.nonzero(s32 >= threshold - _FLOAT32_MARGIN)
+        a, b = rows + a0, cols + a0
+        keep = a < b
+        a, b = a[keep], b[keep]
+        if len(a):
+            exact = np.einsum("ij,ij->i", cent[a], cent[b])
+            hit = exact >= threshold
+            pairs.extend(zip(a[hit].tolist(), b[hit].tolist(), strict=True))
+    return pairs
+
+
+def cluster_centroids(names: list[str], cent: np.ndarray | None, threshold: float | None) -> IdentityClusters:
+    """Union identities (sorted names; `cent` their mean embeddings, None: no clustering) whose L2-normalised
+    centroids have cosine >= threshold."""
     parent = {n: n for n in names}
 
     def find(x: str) -> str:
@@ -55,19 +112,32 @@ def cluster_identities(members: dict[str, list[int]], emb: np.ndarray, threshold
         return x
 
     best: dict[str, float | None] = {n: None for n in names}
-    if threshold is not None and len(names) > 1 and emb.size:
-        cent = np.stack([emb[members[n]].mean(axis=0) for n in names])
-        cent /= np.maximum(np.linalg.norm(cent, axis=1, keepdims=True), 1e-12)
-        sim = cent @ cent.T
-        np.fill_diagonal(sim, -np.inf)
-        for a, b in zip(*np.nonzero(sim >= threshold), strict=True):
-            if a < b:
-                ra, rb = find(names[a]), find(names[b])
-                if ra != rb:
-                    parent[max(ra, rb)] = min(ra, rb)
+    if threshold is not None and cent is not None:
+        cent = cent / np.maximum(np.linalg.norm(cent, axis=1, keepdims=True), 1e-12)
+        sim = None
+        if len(names) <= EXACT_MATRIX_IDENTITIES:
+            sim = cent @ cent.T
+            np.fill_diagonal(sim, -np.inf)
+            pairs = [(a, b) for a, b in zip(*np.nonzero(sim >= threshold), strict=True) if a < b]
+        else:
+            pairs = _similar_pairs(cent, threshold)
+        for a, b in pairs:
+            ra, rb = find(names[a]), find(names[b])
+            if ra != rb:
+                parent[max(ra, rb)] = min(ra, rb)
+        groups: dict[str, list[int]] = {}
         for k, n in enumerate(names):
-            row = [sim[k, m] for m in range(len(names)) if m != k and find(names[m]) == find(n)]
-            best[n] = float(max(row)) if row else None
+            groups.setdefault(find(n), []).append(k)
+        for idx in groups.values():
+            if len(idx) < 2:
+                continue
+            if sim is not None:
+                sub = sim[np.ix_(idx, idx)]
+            else:
+                sub = cent[idx] @ cent[idx].T
+                np.fill_diagonal(sub, -np.inf)
+            for k, value in zip(idx, sub.max(axis=1).tolist(), strict=True):
+                best[names[k]] = float(value)
     cluster_of = {n: find(n) for n in names}
     size_of: dict[str, int] = {}
     for c in cluster_of.values():
