@@ -66,19 +66,31 @@ def cluster_identities(members: dict[str, list[int]], emb: np.ndarray, threshold
 def cluster_embedding_rows(names: list[str], order: np.ndarray, starts: np.ndarray, column: pa.ChunkedArray,
                            threshold: float | None) -> IdentityClusters:
     """cluster_identities for identities `names` (sorted) whose rows of the embedding `column` are
-    order[starts[k]:starts[k + 1]]: centroids identity by identity, never the whole (n, d) matrix."""
+    order[starts[k]:starts[k + 1]]: the same centroids, bit for bit, computed a bounded block of identities at a
+    time (identities with the same number of rows together), never the whole (n, d) matrix."""
     cent = None
     if threshold is not None and len(names) > 1 and len(column) and pc.max(pc.list_value_length(column)).as_py():
-        cent = np.stack([normalised_rows(column, order[starts[k]:starts[k + 1]]).mean(axis=0)
-                         for k in range(len(names))])
+        sizes = np.diff(starts)
+        for size in np.unique(sizes).tolist():
+            same = np.flatnonzero(sizes == size)
+            step = max(1, _CENTROID_ROWS // size)
+            for c0 in range(0, len(same), step):
+                part = same[c0:c0 + step]
+                emb = normalised_rows(column, order[(starts[part][:, None] + np.arange(size)).reshape(-1)])
+                if cent is None:
+                    cent = np.empty((len(names), emb.shape[1]))
+                # the mean over axis 1 of (identities, rows, d) equals each identity's emb[rows].mean(axis=0)
+                cent[part] = emb.reshape(len(part), size, -1).mean(axis=1)
     return cluster_centroids(names, cent, threshold)
 
 
-# Up to this many identities the whole similarity matrix is computed at once; beyond, blocks of rows are
-# prefiltered in float32 (with a margin far above its rounding error) and the candidate pairs recomputed in float64.
+# Up to this many identities the whole similarity matrix is computed at once, as it always was. Beyond, blocks of
+# rows are prefiltered in float32 (with a margin far above its rounding error) and the pairs that pass are computed
+# in float64. Still O(identities^2) work: ~100 s for 100k identities on 2 busy cores (benchmarks/RESULTS.md).
 EXACT_MATRIX_IDENTITIES = 4096
+_CENTROID_ROWS = 65_536
 _BLOCK_ROWS = 512
-_FLOAT32_MARGIN = 1e-3
+_MARGIN = 1e-3
 
 
 def _similar_pairs(cent: np.ndarray, threshold: float) -> list[tuple[int, int]]:
@@ -87,15 +99,12 @@ def _similar_pairs(cent: np.ndarray, threshold: float) -> list[tuple[int, int]]:
     c32 = cent.astype(np.float32)
     pairs: list[tuple[int, int]] = []
     for a0 in range(0, n, _BLOCK_ROWS):
-        a1 = min(n, a0 + _BLOCK_ROWS)
-        s32 = c32[a0:a1] @ c32[a0:].T  # only b >= a0: each pair once
-        rows, cols = np.nonzero(s32 >= threshold - _FLOAT32_MARGIN)
+        s = c32[a0:a0 + _BLOCK_ROWS] @ c32[a0:].T  # only b >= a0: each pair once
+        rows, cols = np.nonzero(s >= threshold - _MARGIN)
         a, b = rows + a0, cols + a0
-        keep = a < b
-        a, b = a[keep], b[keep]
+        a, b = a[a < b], b[a < b]
         if len(a):
-            exact = np.einsum("ij,ij->i", cent[a], cent[b])
-            hit = exact >= threshold
+            hit = np.einsum("ij,ij->i", cent[a], cent[b]) >= threshold
             pairs.extend(zip(a[hit].tolist(), b[hit].tolist(), strict=True))
     return pairs
 
