@@ -9,6 +9,7 @@ Both read the same committed `sources` files in the same order, so a row index m
 
 from __future__ import annotations
 
+import ctypes
 from collections.abc import Iterator
 
 import fsspec
@@ -73,7 +74,25 @@ def _planner_batches(fs: fsspec.AbstractFileSystem, files: list[str], columns: l
         for start in range(0, table.num_rows, _BATCH_ROWS):
             yield table.slice(start, _BATCH_ROWS)
         del table
-        release_arrow_memory()
+        _release_memory()
+
+
+def _release_memory() -> None:
+    """Hand freed memory back to the OS: Arrow's pool, and glibc's heap (reading file after file otherwise leaves
+    hundreds of MB of freed-but-kept pages at 1M sources)."""
+    release_arrow_memory()
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):  # not glibc
+        pass
+
+
+def _rows(fs: fsspec.AbstractFileSystem, files: list[str]) -> int:
+    total = 0
+    for path in files:
+        with fs.open(path, "rb") as fh:
+            total += pq.ParquetFile(fh).metadata.num_rows
+    return total
 
 
 def plan_sources(store: ManifestStore) -> tuple[PlanInputs, RayFeatures]:
@@ -82,4 +101,6 @@ def plan_sources(store: ManifestStore) -> tuple[PlanInputs, RayFeatures]:
     files = store.committed_files("sources")
     features = RayFeatures(_features_table.remote(store.fs, files))
     columns = PLANNER_COLUMNS + ["expression_probs"]
-    return PlanInputs.from_batches(_planner_batches(store.fs, files, columns)), features
+    inputs = PlanInputs.from_batches(_planner_batches(store.fs, files, columns), _rows(store.fs, files))
+    _release_memory()
+    return inputs, features

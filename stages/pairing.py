@@ -170,6 +170,44 @@ def _concat(chunks: list[pa.Array], kind: pa.DataType) -> pa.Array:
     return pa.concat_arrays([c.cast(kind) for c in chunks]) if chunks else pa.array([], kind)
 
 
+def _fixed_bytes(array: pa.Array) -> np.ndarray:
+    """A string column as numpy fixed-width bytes (UTF-8), from Arrow's buffers when all values have one length."""
+    n = len(array)
+    lengths = pc.binary_length(array).to_numpy(zero_copy_only=False) if n else np.zeros(0)
+    if n and not array.null_count and lengths.min() == lengths.max() > 0:
+        width = int(lengths[0])
+        offsets = np.frombuffer(array.buffers()[1], np.int32)[array.offset:array.offset + n + 1]
+        data = np.frombuffer(array.buffers()[2], np.uint8)[offsets[0]:offsets[-1]]
+        return data.view(f"S{width}").copy()
+    return np.array([x.encode() for x in array.to_pylist()], np.bytes_)
+
+
+class _Filler:
+    """numpy rows added batch by batch: into one preallocated array when the total is known, else concatenated."""
+
+    def __init__(self, rows: int | None) -> None:
+        self.rows, self.at = rows, 0
+        self.parts: list[np.ndarray] = []
+        self.array: np.ndarray | None = None
+
+    def add(self, values: np.ndarray) -> None:
+        if self.rows is not None and self.array is None and not self.parts:
+            self.array = np.empty((self.rows, *values.shape[1:]), values.dtype)
+        if self.array is not None and (values.dtype.itemsize > self.array.dtype.itemsize
+                                       or self.at + len(values) > len(self.array)):
+            self.parts, self.array = [self.array[:self.at]], None  # wider strings, or more rows than announced
+        if self.array is None:
+            self.parts.append(values)
+        else:
+            self.array[self.at:self.at + len(values)] = values
+        self.at += len(values)
+
+    def result(self, empty: np.ndarray) -> np.ndarray:
+        if self.array is not None:
+            return self.array[:self.at] if self.at < len(self.array) else self.array
+        return np.concatenate(self.parts) if self.parts else empty
+
+
 @dataclass
 class PlanInputs:
     """What the planner decides from, per source row (in the order read), a few dozen bytes each: no Python
@@ -188,38 +226,37 @@ class PlanInputs:
         return len(self.keys)
 
     @classmethod
-    def from_batches(cls, batches: Iterable[pa.RecordBatch | pa.Table]) -> PlanInputs:
+    def from_batches(cls, batches: Iterable[pa.RecordBatch | pa.Table], rows: int | None = None) -> PlanInputs:
         """From record batches (or tables) with PLANNER_COLUMNS (and expression_probs when the sources have it),
-        read one after another: only the compact columns of every batch are kept."""
+        read one after another: only the compact columns of every batch are kept (`rows`, the total when known,
+        lets them be filled in place instead of concatenated at the end)."""
         keys: list[pa.Array] = []
         paths: list[pa.Array] = []
         idents: list[pa.Array] = []
-        labels: list[np.ndarray] = []
-        shas: list[np.ndarray] = []
-        descs: list[np.ndarray] = []
+        labels, shas, descs = _Filler(rows), _Filler(rows), _Filler(rows)
         codes: dict[str, int] = {}
         for batch in batches:
-            if isinstance(batch, pa.Table):
-                batch = batch.combine_chunks()
-            one = pa.Table.from_batches([batch]) if isinstance(batch, pa.RecordBatch) else batch
+            one = batch.combine_chunks() if isinstance(batch, pa.Table) else pa.Table.from_batches([batch])
             if not one.num_rows:
                 continue
-            keys.append(one.column("input_key").combine_chunks())
-            paths.append(one.column("path").combine_chunks())
-            idents.append(one.column("identity").combine_chunks())
+            keys.append(one.column("input_key").chunk(0))
+            paths.append(one.column("path").chunk(0))
+            idents.append(one.column("identity").chunk(0))
             named = with_predicted_labels(one.column("expression").to_pylist(), one)
-            labels.append(np.array([codes.setdefault(x, len(codes) + 1) if x else 0 for x in named], np.int32))
-            shas.append(np.array([x.encode() for x in one.column("file_sha256").to_pylist()], np.bytes_))
-            descs.append(_descriptors(one.column("expression_descriptor"), np.float32))
+            labels.add(np.array([codes.setdefault(x, len(codes) + 1) if x else 0 for x in named], np.int32))
+            shas.add(_fixed_bytes(one.column("file_sha256").chunk(0)))
+            descs.add(_descriptors(one.column("expression_descriptor"), np.float32))
+            del one, named
         key_array = _concat(keys, pa.string())
+        del keys
         ident = _concat(idents, pa.string())
+        del idents
         names = sorted(pc.unique(ident).to_pylist())
         code = pc.index_in(ident, value_set=pa.array(names, pa.string())).to_numpy(zero_copy_only=False)
         rank = (pc.rank(key_array, tiebreaker="dense").to_numpy() if len(key_array) else np.zeros(0, np.uint64))
         return cls(key_array, _concat(paths, pa.string()), rank.astype(np.int64), code.astype(np.int32), names,
-                   np.concatenate(labels) if labels else np.zeros(0, np.int32),
-                   np.concatenate(shas) if shas else np.zeros(0, np.bytes_),
-                   np.concatenate(descs) if descs else np.zeros((0, len(DESCRIPTOR_NAMES)), np.float32))
+                   labels.result(np.zeros(0, np.int32)), shas.result(np.zeros(0, np.bytes_)),
+                   descs.result(np.zeros((0, len(DESCRIPTOR_NAMES)), np.float32)))
 
     def key(self, row: int) -> str:
         return self.keys[row].as_py()
@@ -271,6 +308,22 @@ class TableFeatures:
         return cluster_embedding_rows(names, order, starts, self.table.column("embedding"), threshold)
 
 
+def _digest64(sha: np.ndarray, chunk: int = 1 << 16) -> np.ndarray:
+    """A 64-bit digest of each fixed-width bytes value (equal values, equal digests)."""
+    n, width = len(sha), sha.dtype.itemsize
+    out = np.zeros(n, np.uint64)
+    words = -(-width // 8)
+    for c0 in range(0, n if width else 0, chunk):
+        part = sha[c0:c0 + chunk]
+        padded = np.zeros((len(part), words * 8), np.uint8)
+        padded[:, :width] = part.view(np.uint8).reshape(len(part), width)
+        mixed = np.zeros(len(part), np.uint64)
+        for w in range(words):  # mix the words so that hex digests use all their bits
+            mixed = (mixed * np.uint64(0x9E3779B97F4A7C15)) ^ padded[:, 8 * w:8 * w + 8].copy().view(np.uint64)[:, 0]
+        out[c0:c0 + chunk] = mixed
+    return out
+
+
 def _drop_duplicates(inp: PlanInputs, refused: list[dict], features: SourceFeatures) -> np.ndarray:
     """The same file content twice: keep one copy, reject the others as duplicate_image.
 
@@ -282,25 +335,35 @@ def _drop_duplicates(inp: PlanInputs, refused: list[dict], features: SourceFeatu
     n = len(inp)
     if not n:
         return np.zeros(0, np.int64)
-    _, first, inverse, counts = np.unique(inp.sha, return_index=True, return_inverse=True, return_counts=True)
-    inverse = inverse.reshape(-1)
-    kept = counts[inverse] == 1
+    sha = inp.sha
+    # candidates by a 64-bit digest of the content hash (8 bytes a row to sort, not the strings), then exact groups
+    _, inverse, counts = np.unique(_digest64(sha), return_inverse=True, return_counts=True)
+    maybe = np.flatnonzero(counts[inverse.reshape(-1)] > 1)
+    del inverse, counts
+    by_sha: dict[bytes, list[int]] = {}
+    for i in maybe.tolist():  # in row order: groups in order of first occurrence
+        by_sha.setdefault(sha[i].tobytes(), []).append(i)
+    groups = [g for g in by_sha.values() if len(g) > 1]
+    kept = np.ones(n, bool)
+    kept[[i for g in groups for i in g]] = False
+    first = np.arange(n)  # a row's first occurrence of its content (the tie-break of equal input_keys)
+    group_of: dict[int, int] = {}
+    for g, group in enumerate(groups):
+        first[group] = group[0]
+        group_of.update((i, g) for i in group)
     keys, identity = inp.key_rank, inp.identity_code
-    groups: dict[int, list[int]] = {}
-    for i in np.flatnonzero(~kept).tolist():  # rows of duplicate groups, groups in order of first occurrence
-        groups.setdefault(int(inverse[i]), []).append(i)
     rows_of: dict[int, list[int]] = {}  # identity code -> its rows (before dropping), in row order
     queries: list[tuple[int, list[int]]] = []
-    for group in groups.values():
+    for g, group in enumerate(groups):
         group.sort(key=lambda i: keys[i])
         if len({identity[i] for i in group}) > 1:
             for i in group:
                 if identity[i] not in rows_of:
                     rows_of[identity[i]] = np.flatnonzero(identity == identity[i]).tolist()
-                queries.append((i, [o for o in rows_of[identity[i]] if inverse[o] != inverse[i]]))
+                queries.append((i, [o for o in rows_of[identity[i]] if group_of.get(o) != g]))
     scores = features.resemblance(queries) if queries else None
     score_of = dict(zip((q[0] for q in queries), scores, strict=True)) if scores is not None else None
-    for group in groups.values():
+    for group in groups:
         keep = group[0]
         if score_of is not None and len({identity[i] for i in group}) > 1:
             best = max(score_of[i] for i in group)
@@ -316,7 +379,7 @@ def _drop_duplicates(inp: PlanInputs, refused: list[dict], features: SourceFeatu
                                 identity=inp.identity(i), path=inp.path(i)))
     rows = np.flatnonzero(kept)
     # sorted by input_key; equal keys (never in practice) in order of first occurrence of their content, as before
-    return rows[np.lexsort((first[inverse[rows]], keys[rows]))]
+    return rows[np.lexsort((first[rows], keys[rows]))]
 
 
 def plan_round(sources: pa.Table, cfg: PairingConfig, round_index: int, *, seed: int, fingerprint: str,
