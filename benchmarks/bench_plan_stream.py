@@ -93,6 +93,9 @@ def driver(out: str, watch: float, overrides: list[str]) -> dict:
 
     class PlanDone(logging.Handler):
         def emit(self, record: logging.LogRecord) -> None:
+            if "sources read for planning" in record.getMessage():
+                result["sources_read_s"] = time.monotonic() - t0
+                result["rss_at_sources_read_mib"] = proc.memory_info().rss / 2**20
             if "candidates planned" in record.getMessage() and "plan_written_s" not in result:
                 result["plan_written_s"] = time.monotonic() - t0
                 result["rss_at_plan_written_mib"] = proc.memory_info().rss / 2**20
@@ -138,8 +141,10 @@ def main(argv: list[str] | None = None) -> int:
             raise SystemExit(f"driver failed ({res.returncode})")
         line = [x for x in res.stdout.splitlines() if x.startswith("{")][-1]
         r = json.loads(line)
-        print(f"{n} sources ({made:.0f} s to make): first plan file {r.get('first_plan_file_s', float('nan')):.1f} s, "
-              f"plan written {r.get('plan_written_s', float('nan')):.1f} s (RSS then "
+        print(f"{n} sources ({made:.0f} s to make): sources read {r.get('sources_read_s', float('nan')):.1f} s (RSS "
+              f"then {r.get('rss_at_sources_read_mib', float('nan')):.0f} MiB), first plan file "
+              f"{r.get('first_plan_file_s', float('nan')):.1f} s, "
+              f"planned (duplicates, clusters, size) {r.get('plan_written_s', float('nan')):.1f} s (RSS then "
               f"{r.get('rss_at_plan_written_mib', float('nan')):.0f} MiB), "
               f"first committed shard {r.get('first_commit_s', float('nan')):.1f} s after planning start; driver "
               f"RSS after ray.init {r['rss_after_ray_mib']:.0f} MiB, peak {r['peak_rss_mib']:.0f} MiB; "

@@ -275,6 +275,7 @@ def _run_generation(cfg: PipelineConfig, store: ManifestStore, run_root: str, ro
     batch = min(stage_section(s, cfg).resources.batch_size for s in stages)
     # the driver keeps the planner's compact columns; landmarks, embeddings and paths stay in the object store
     inputs, features = plan_sources(store)
+    log.info("round %d: %d sources read for planning in %.1f s", round_index, len(inputs), time.monotonic() - started)
     rows = plan_block_rows(cfg, len(inputs), batch * 2)
     plan = plan_stream_for(cfg, inputs, features, round_index, rows)
     if plan.clusters is not None and plan.clusters.cluster_of:  # same rows every round: one shard, overwritten
@@ -285,8 +286,8 @@ def _run_generation(cfg: PipelineConfig, store: ManifestStore, run_root: str, ro
     done = decided_candidates(store, round_index)
     todo = plan.size - len(done)
     urls = plan_file_urls(run, round_index, -(-plan.size // rows))
-    log.info("round %d: %d candidates planned, %d already decided, %d to do (%d plan files of %d rows)", round_index,
-             plan.size, len(done), todo, len(urls), rows)
+    log.info("round %d: %d candidates planned, %d already decided, %d to do (%d plan files of %d rows; %.1f s)",
+             round_index, plan.size, len(done), todo, len(urls), rows, time.monotonic() - started)
     # The plan is written by a thread while Ray Data already reads its first files; each item carries its attempt.
     past_failures = failed_attempts(store, round_index, tuple(s.name for s in stages))
     written: dict = {}
