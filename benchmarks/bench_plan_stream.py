@@ -51,6 +51,8 @@ def driver(out: str, watch: float, overrides: list[str]) -> dict:
     from stages.noop import DryGenerationStage
 
     proc = psutil.Process()
+    if os.environ.get("BENCH_SWITCH_INTERVAL"):  # experiment: GIL switch interval of the driver (default 0.005 s)
+        sys.setswitchinterval(float(os.environ["BENCH_SWITCH_INTERVAL"]))
     cfg = load_config(overrides=[f"run.output_root={Path(out).parent}", f"run.run_id={Path(out).name}", *overrides])
     init_ray(cfg.ray)
     store = ManifestStore.open(out)

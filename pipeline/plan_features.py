@@ -21,7 +21,7 @@ import ray
 from manifests.scan import release_arrow_memory
 from manifests.schemas import SOURCES
 from manifests.store import ManifestStore
-from stages.identity_clusters import IdentityClusters, cluster_embedding_rows
+from stages.identity_clusters import IdentityClusters, cluster_centroids, cluster_embedding_rows
 from stages.pairing import FEATURE_COLUMNS, PLANNER_COLUMNS, PlanInputs, resemblance
 
 # The features task mostly reads storage; like the plan read tasks, it must not wait for a whole CPU.
@@ -64,6 +64,8 @@ class RayFeatures:
 
     def clusters(self, names: list[str], order: np.ndarray, starts: np.ndarray,
                  threshold: float | None) -> IdentityClusters:
+        if threshold is None or len(names) < 2:  # no clustering: no need to wait for the features table
+            return cluster_centroids(names, None, threshold)
         return ray.get(_clusters.remote(self.ref, names, order, starts, threshold))
 
 
