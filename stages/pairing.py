@@ -1,8 +1,10 @@
 """Plan a round: targets T, their S, and a swap-source identity j != i, all deterministic from the seed.
 
-Runs on the driver over the `sources` table (small columns only). A target's candidate id is a hash of
-the content hashes of every image it uses, the round, the seed and the data-defining config, so a rerun
-plans exactly the same rows.
+Runs on the driver over compact per-source arrays (PlanInputs: no Python object per source); the embedding work
+(duplicates, identity clusters) goes through SourceFeatures, and the plan streams as source rows (PLAN_INDEX_SCHEMA)
+that gather_plan turns into PLAN_SCHEMA rows where the landmarks and embeddings are (pipeline/plan_features.py).
+A target's candidate id is a hash of the content hashes of every image it uses, the round, the seed and the
+data-defining config, so a rerun plans exactly the same rows.
 """
 
 from __future__ import annotations
