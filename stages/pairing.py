@@ -175,6 +175,8 @@ def _concat(chunks: list[pa.Array], kind: pa.DataType) -> pa.Array:
 def _fixed_bytes(array: pa.Array) -> np.ndarray:
     """A string column as numpy fixed-width bytes (UTF-8), from Arrow's buffers when all values have one length."""
     n = len(array)
+    if array.type != pa.string():
+        array = array.cast(pa.string())  # int32 offsets below
     lengths = pc.binary_length(array).to_numpy(zero_copy_only=False) if n else np.zeros(0)
     if n and not array.null_count and lengths.min() == lengths.max() > 0:
         width = int(lengths[0])
