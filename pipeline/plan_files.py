@@ -52,6 +52,7 @@ def failure_url(run: Location, round_index: int) -> str:
 def write_plan_files(chunks: Iterable[pa.Table], done: pa.Array, urls: list[str], run: Location) -> tuple[int, int]:
     """Write chunk k's not-yet-done rows to urls[k] (an empty file when none); returns (planned, to-do) rows."""
     planned = todo = 0
+    chunks = iter(chunks)  # a list too: the rows past the last file are counted from where the files stopped
     for url, chunk in zip(urls, chunks, strict=False):
         fs, path = _file(url, run)
         planned += chunk.num_rows
