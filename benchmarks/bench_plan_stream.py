@@ -42,7 +42,7 @@ def make_sources(out: str, n: int, per_identity: int) -> None:
         store.commit(f"ingest-{i:09d}", {"sources": sources})
 
 
-def driver(out: str, watch: float) -> dict:
+def driver(out: str, watch: float, overrides: list[str]) -> dict:
     """Runs in a fresh process: the generation phase until `watch` s after the first commit."""
     from manifests.store import ManifestStore
     from pipeline.config import load_config
@@ -51,7 +51,9 @@ def driver(out: str, watch: float) -> dict:
     from stages.noop import DryGenerationStage
 
     proc = psutil.Process()
-    cfg = load_config(overrides=[f"run.output_root={Path(out).parent}", f"run.run_id={Path(out).name}"])
+    if os.environ.get("BENCH_SWITCH_INTERVAL"):  # experiment: GIL switch interval of the driver (default 0.005 s)
+        sys.setswitchinterval(float(os.environ["BENCH_SWITCH_INTERVAL"]))
+    cfg = load_config(overrides=[f"run.output_root={Path(out).parent}", f"run.run_id={Path(out).name}", *overrides])
     init_ray(cfg.ray)
     store = ManifestStore.open(out)
     result: dict = {"rss_after_ray_mib": proc.memory_info().rss / 2**20}
@@ -60,11 +62,18 @@ def driver(out: str, watch: float) -> dict:
     commits = Path(out) / "manifests" / "_commits"
     plan_dir = Path(out) / "plan" / "round-0"
 
+    loads: list[float] = []
+
     def monitor(t0: float) -> None:
         first = None
+        last_load = 0.0
         while not stop.is_set():
             peak[0] = max(peak[0], proc.memory_info().rss)
             now = time.monotonic()
+            if now - last_load >= 1.0:  # the 1-minute load average while measuring
+                loads.append(os.getloadavg()[0])
+                last_load = now
+                result["load_min_max"] = [min(loads), max(loads)]
             if "first_plan_file_s" not in result and plan_dir.exists() and any(plan_dir.iterdir()):
                 result["first_plan_file_s"] = now - t0
             if first is None and any(p.name.startswith("gen-r0-") for p in commits.iterdir()):
@@ -86,6 +95,9 @@ def driver(out: str, watch: float) -> dict:
 
     class PlanDone(logging.Handler):
         def emit(self, record: logging.LogRecord) -> None:
+            if "sources read for planning" in record.getMessage():
+                result["sources_read_s"] = time.monotonic() - t0
+                result["rss_at_sources_read_mib"] = proc.memory_info().rss / 2**20
             if "candidates planned" in record.getMessage() and "plan_written_s" not in result:
                 result["plan_written_s"] = time.monotonic() - t0
                 result["rss_at_plan_written_mib"] = proc.memory_info().rss / 2**20
@@ -104,6 +116,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--sources", type=int, nargs="+", default=[100_000])
     p.add_argument("--per-identity", type=int, default=10)
     p.add_argument("--watch", type=float, default=20.0, help="seconds to keep streaming after the first commit")
+    p.add_argument("--override", action="append", default=[], help="config override for the driver (repeatable)")
     p.add_argument("--child", choices=["sources", "driver"])
     p.add_argument("--out")
     args = p.parse_args(argv)
@@ -111,7 +124,7 @@ def main(argv: list[str] | None = None) -> int:
         make_sources(args.out, args.sources[0], args.per_identity)
         return 0
     if args.child == "driver":
-        driver(args.out, args.watch)
+        driver(args.out, args.watch, args.override)
         return 0
     env = dict(os.environ, PYTHONPATH=str(REPO), CIEP_PROGRESS_BARS="0")
     print(f"machine: {os.cpu_count()} cores, {psutil.virtual_memory().total / 2**30:.0f} GiB RAM; "
@@ -123,15 +136,21 @@ def main(argv: list[str] | None = None) -> int:
                         "--per-identity", str(args.per_identity)], check=True, env=env)
         made = time.monotonic() - t
         res = subprocess.run([sys.executable, __file__, "--child", "driver", "--out", out, "--watch",
-                              str(args.watch)], check=True, env=env, capture_output=True, text=True)
+                              str(args.watch), *(f"--override={o}" for o in args.override)], env=env,
+                             capture_output=True, text=True)
+        if res.returncode:
+            print(res.stdout[-3000:], res.stderr[-6000:], sep="\n")
+            raise SystemExit(f"driver failed ({res.returncode})")
         line = [x for x in res.stdout.splitlines() if x.startswith("{")][-1]
         r = json.loads(line)
-        print(f"{n} sources ({made:.0f} s to make): first plan file {r.get('first_plan_file_s', float('nan')):.1f} s, "
-              f"plan written {r.get('plan_written_s', float('nan')):.1f} s (RSS then "
+        print(f"{n} sources ({made:.0f} s to make): sources read {r.get('sources_read_s', float('nan')):.1f} s (RSS "
+              f"then {r.get('rss_at_sources_read_mib', float('nan')):.0f} MiB), first plan file "
+              f"{r.get('first_plan_file_s', float('nan')):.1f} s, "
+              f"planned (duplicates, clusters, size) {r.get('plan_written_s', float('nan')):.1f} s (RSS then "
               f"{r.get('rss_at_plan_written_mib', float('nan')):.0f} MiB), "
               f"first committed shard {r.get('first_commit_s', float('nan')):.1f} s after planning start; driver "
               f"RSS after ray.init {r['rss_after_ray_mib']:.0f} MiB, peak {r['peak_rss_mib']:.0f} MiB; "
-              f"{r.get('plan_files')} plan files; load {os.getloadavg()[0]:.1f}", flush=True)
+              f"{r.get('plan_files')} plan files; load while measuring {r.get('load_min_max')}", flush=True)
     return 0
 
 

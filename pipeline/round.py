@@ -21,6 +21,7 @@ from pipeline.commit import CommitBuffer, Progress, StageErrorGuard
 from pipeline.commit_stage import CommitSpec, table_from_ipc
 from pipeline.config import PipelineConfig
 from pipeline.done import decided_candidates, ingested_keys, not_done
+from pipeline.plan_features import plan_sources
 from pipeline.plan_files import failure_url, plan_file_urls, write_plan_files
 from pipeline.ray_adapter import (
     apply_stages,
@@ -44,7 +45,7 @@ from stages.corpus import CorpusListing, list_corpus
 from stages.expression_transfer import ExpressionTransferStage
 from stages.identity_swap import IdentitySwapStage
 from stages.ingest import IngestStage
-from stages.pairing import PLAN_SCHEMA, PLAN_SOURCE_COLUMNS, PlanStream, RoundPlan, plan_round, plan_round_stream
+from stages.pairing import PLAN_SCHEMA, PlanInputs, PlanStream, RoundPlan, SourceFeatures, plan_round, plan_round_stream
 
 log = logging.getLogger(__name__)
 
@@ -246,9 +247,10 @@ def plan_for(cfg: PipelineConfig, sources: pa.Table, round_index: int) -> RoundP
                       splits=dict(cfg.release.splits))
 
 
-def plan_stream_for(cfg: PipelineConfig, sources: pa.Table, round_index: int, chunk_rows: int) -> PlanStream:
+def plan_stream_for(cfg: PipelineConfig, inputs: PlanInputs, features: SourceFeatures, round_index: int,
+                    chunk_rows: int) -> PlanStream:
     """stages.pairing.plan_round_stream with this run's pairing section, seed, fingerprint and release splits."""
-    return plan_round_stream(sources, cfg.pairing, round_index, chunk_rows, seed=cfg.run.seed,
+    return plan_round_stream(inputs, features, cfg.pairing, round_index, chunk_rows, seed=cfg.run.seed,
                              fingerprint=cfg.data_fingerprint(), splits=dict(cfg.release.splits))
 
 
@@ -272,19 +274,21 @@ def _run_generation(cfg: PipelineConfig, store: ManifestStore, run_root: str, ro
     run_id = cfg.resolved_run_id()
     run = _run_folder(cfg, run_root)
     batch = min(stage_section(s, cfg).resources.batch_size for s in stages)
-    sources = store.read_table("sources", [*PLAN_SOURCE_COLUMNS, "expression_probs"])
-    rows = plan_block_rows(cfg, sources.num_rows, batch * 2)
-    plan = plan_stream_for(cfg, sources, round_index, rows)
-    del sources
+    # the driver keeps the planner's compact columns; landmarks, embeddings and paths stay in the object store
+    inputs, features = plan_sources(store)
+    log.info("round %d: %d sources read for planning in %.1f s", round_index, len(inputs), time.monotonic() - started)
+    rows = plan_block_rows(cfg, len(inputs), batch * 2)
+    plan = plan_stream_for(cfg, inputs, features, round_index, rows)
     if plan.clusters is not None and plan.clusters.cluster_of:  # same rows every round: one shard, overwritten
-        model = next(iter(store.read_table("sources", ["embedding_model"])["embedding_model"].to_pylist()), None)
+        models = store.read_table("sources", ["embedding_model"])["embedding_model"]
+        model = models[0].as_py() if len(models) else None
         store.commit("identity-clusters", {"identity_clusters": plan.clusters.table(
             cfg.pairing.same_person_similarity, model, run_id)}, {"phase": "pairing"})
     done = decided_candidates(store, round_index)
     todo = plan.size - len(done)
     urls = plan_file_urls(run, round_index, -(-plan.size // rows))
-    log.info("round %d: %d candidates planned, %d already decided, %d to do (%d plan files of %d rows)", round_index,
-             plan.size, len(done), todo, len(urls), rows)
+    log.info("round %d: %d candidates planned, %d already decided, %d to do (%d plan files of %d rows; %.1f s)",
+             round_index, plan.size, len(done), todo, len(urls), rows, time.monotonic() - started)
     # The plan is written by a thread while Ray Data already reads its first files; each item carries its attempt.
     past_failures = failed_attempts(store, round_index, tuple(s.name for s in stages))
     written: dict = {}
@@ -312,7 +316,7 @@ def _run_generation(cfg: PipelineConfig, store: ManifestStore, run_root: str, ro
                               {"phase": "generate", "round": round_index}, cfg.run.fault_injection,
                               cfg.run.max_attempts)
             failure = failure_url(run, round_index)
-            _stream(lambda: apply_stages(dataset_from_plan_files(urls, failure, run), stages, cfg, run),
+            _stream(lambda: apply_stages(dataset_from_plan_files(urls, failure, run, features.ref), stages, cfg, run),
                     spec, store, cfg, Progress(f"round {round_index}", todo))
     finally:
         writer.join()

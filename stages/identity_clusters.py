@@ -12,6 +12,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 
 
 @dataclass
@@ -43,9 +44,74 @@ def embedding_matrix(column: pa.ChunkedArray) -> np.ndarray:
     return values.reshape(n, -1)
 
 
+def normalised_rows(column: pa.ChunkedArray | pa.Array, rows: np.ndarray | list[int]) -> np.ndarray:
+    """The L2-normalised float64 embeddings of `rows` of a list<float32> column: the same values, bit for bit, as
+    those rows of `embedding_matrix(column)` normalised row by row (every operation is per row)."""
+    taken = column.take(pa.array(np.asarray(rows, np.int64)))
+    emb = embedding_matrix(taken if isinstance(taken, pa.ChunkedArray) else pa.chunked_array([taken]))
+    if emb.size:
+        emb = emb / np.maximum(np.linalg.norm(emb, axis=1, keepdims=True), 1e-12)
+    return emb
+
+
 def cluster_identities(members: dict[str, list[int]], emb: np.ndarray, threshold: float | None) -> IdentityClusters:
     """Cluster identities (name -> row indices into `emb`) by centroid cosine >= threshold (None: no clustering)."""
     names = sorted(members)
+    cent = None
+    if threshold is not None and len(names) > 1 and emb.size:
+        cent = np.stack([emb[members[n]].mean(axis=0) for n in names])
+    return cluster_centroids(names, cent, threshold)
+
+
+def cluster_embedding_rows(names: list[str], order: np.ndarray, starts: np.ndarray, column: pa.ChunkedArray,
+                           threshold: float | None) -> IdentityClusters:
+    """cluster_identities for identities `names` (sorted) whose rows of the embedding `column` are
+    order[starts[k]:starts[k + 1]]: the same centroids, bit for bit, computed a bounded block of identities at a
+    time (identities with the same number of rows together), never the whole (n, d) matrix."""
+    cent = None
+    if threshold is not None and len(names) > 1 and len(column) and pc.max(pc.list_value_length(column)).as_py():
+        sizes = np.diff(starts)
+        for size in np.unique(sizes).tolist():
+            same = np.flatnonzero(sizes == size)
+            step = max(1, _CENTROID_ROWS // size)
+            for c0 in range(0, len(same), step):
+                part = same[c0:c0 + step]
+                emb = normalised_rows(column, order[(starts[part][:, None] + np.arange(size)).reshape(-1)])
+                if cent is None:
+                    cent = np.empty((len(names), emb.shape[1]))
+                # the mean over axis 1 of (identities, rows, d) equals each identity's emb[rows].mean(axis=0)
+                cent[part] = emb.reshape(len(part), size, -1).mean(axis=1)
+    return cluster_centroids(names, cent, threshold)
+
+
+# Up to this many identities the whole similarity matrix is computed at once, as it always was. Beyond, blocks of
+# rows are prefiltered in float32 (with a margin far above its rounding error) and the pairs that pass are computed
+# in float64. Still O(identities^2) work: ~100 s for 100k identities on 2 busy cores (benchmarks/RESULTS.md).
+EXACT_MATRIX_IDENTITIES = 4096
+_CENTROID_ROWS = 65_536
+_BLOCK_ROWS = 512
+_MARGIN = 1e-3
+
+
+def _similar_pairs(cent: np.ndarray, threshold: float) -> list[tuple[int, int]]:
+    """Pairs a < b of unit centroids with cosine >= threshold, in bounded memory."""
+    n = len(cent)
+    c32 = cent.astype(np.float32)
+    pairs: list[tuple[int, int]] = []
+    for a0 in range(0, n, _BLOCK_ROWS):
+        s = c32[a0:a0 + _BLOCK_ROWS] @ c32[a0:].T  # only b >= a0: each pair once
+        rows, cols = np.nonzero(s >= threshold - _MARGIN)
+        a, b = rows + a0, cols + a0
+        a, b = a[a < b], b[a < b]
+        if len(a):
+            hit = np.einsum("ij,ij->i", cent[a], cent[b]) >= threshold
+            pairs.extend(zip(a[hit].tolist(), b[hit].tolist(), strict=True))
+    return pairs
+
+
+def cluster_centroids(names: list[str], cent: np.ndarray | None, threshold: float | None) -> IdentityClusters:
+    """Union identities (sorted names; `cent` their mean embeddings, None: no clustering) whose L2-normalised
+    centroids have cosine >= threshold."""
     parent = {n: n for n in names}
 
     def find(x: str) -> str:
@@ -55,19 +121,32 @@ def cluster_identities(members: dict[str, list[int]], emb: np.ndarray, threshold
         return x
 
     best: dict[str, float | None] = {n: None for n in names}
-    if threshold is not None and len(names) > 1 and emb.size:
-        cent = np.stack([emb[members[n]].mean(axis=0) for n in names])
-        cent /= np.maximum(np.linalg.norm(cent, axis=1, keepdims=True), 1e-12)
-        sim = cent @ cent.T
-        np.fill_diagonal(sim, -np.inf)
-        for a, b in zip(*np.nonzero(sim >= threshold), strict=True):
-            if a < b:
-                ra, rb = find(names[a]), find(names[b])
-                if ra != rb:
-                    parent[max(ra, rb)] = min(ra, rb)
+    if threshold is not None and cent is not None:
+        cent = cent / np.maximum(np.linalg.norm(cent, axis=1, keepdims=True), 1e-12)
+        sim = None
+        if len(names) <= EXACT_MATRIX_IDENTITIES:
+            sim = cent @ cent.T
+            np.fill_diagonal(sim, -np.inf)
+            pairs = [(a, b) for a, b in zip(*np.nonzero(sim >= threshold), strict=True) if a < b]
+        else:
+            pairs = _similar_pairs(cent, threshold)
+        for a, b in pairs:
+            ra, rb = find(names[a]), find(names[b])
+            if ra != rb:
+                parent[max(ra, rb)] = min(ra, rb)
+        groups: dict[str, list[int]] = {}
         for k, n in enumerate(names):
-            row = [sim[k, m] for m in range(len(names)) if m != k and find(names[m]) == find(n)]
-            best[n] = float(max(row)) if row else None
+            groups.setdefault(find(n), []).append(k)
+        for idx in groups.values():
+            if len(idx) < 2:
+                continue
+            if sim is not None:
+                sub = sim[np.ix_(idx, idx)]
+            else:
+                sub = cent[idx] @ cent[idx].T
+                np.fill_diagonal(sub, -np.inf)
+            for k, value in zip(idx, sub.max(axis=1).tolist(), strict=True):
+                best[names[k]] = float(value)
     cluster_of = {n: find(n) for n in names}
     size_of: dict[str, int] = {}
     for c in cluster_of.values():

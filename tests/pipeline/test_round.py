@@ -122,13 +122,43 @@ def test_two_fresh_runs_give_identical_triples(baseline, corpus8: Path, tmp_path
     assert triples_content(ManifestStore.open(other["timing"]["run_url"])) == triples_content(store)
 
 
+def _kill_session(sid: int) -> None:
+    """SIGKILL every process of the driver's session at once. Not os.killpg alone: Ray's workers run in process
+    groups of their own (same session), so they outlived the driver's group for a moment and commit tasks in
+    flight could still land shards after `partial` was read."""
+    import psutil
+    victims = []
+    for p in psutil.process_iter():
+        try:
+            if os.getsid(p.pid) == sid:
+                victims.append(p.pid)
+        except (ProcessLookupError, PermissionError, psutil.Error):
+            continue
+    for pid in victims:
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+    # the driver is the caller's child (reaped by proc.wait()); the rest are gone once they no longer exist
+    psutil.wait_procs([p for p in map(_process, victims) if p is not None and p.pid != sid], timeout=30)
+
+
+def _process(pid: int):
+    import psutil
+    try:
+        return psutil.Process(pid)
+    except psutil.Error:
+        return None
+
+
 def test_resume_after_sigkill_mid_round_gives_the_same_triples(baseline, corpus8: Path, tmp_path: Path):
     cfg, store, _ = baseline
     out = tmp_path / "runs_killed"
     marker = tmp_path / "commit-paused.marker"
     # One commit worker pauses between a generation shard's files and its marker (the others go on); once
-    # other shards are committed the test SIGKILLs the driver's whole process group (its own local Ray):
-    # the round dies mid-commit with a written-but-uncommitted shard on disk.
+    # other shards are committed the test SIGKILLs the driver's whole session (its own local Ray):
+    # the round dies mid-commit with a written-but-uncommitted shard on disk. Its Ray workers die with it (the whole
+    # session: they are in process groups of their own), so nothing commits after `partial` is read.
     fault = f"run.fault_injection={{at: commit, item: 'gen-r0-*', action: pause_once, marker: '{marker}'}}"
     args = [sys.executable, str(REPO / "pipeline" / "run_idi.py"), "--set", f"corpus.root={corpus8}",
             "--set", f"run.output_root={out}", "--set", "run.name=test", "--set", "run.commit_rows=2",
@@ -145,10 +175,7 @@ def test_resume_after_sigkill_mid_round_gives_the_same_triples(baseline, corpus8
             time.sleep(0.2)
         assert proc.poll() is None, proc.stderr.read().decode(errors="replace")[-3000:]  # type: ignore[union-attr]
     finally:
-        try:
-            os.killpg(proc.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
+        _kill_session(proc.pid)
         proc.wait()
     partial = killed_store.read_column_set("qc", "candidate_id")
     assert 0 < len(partial) < 16, f"the kill should land mid-round: {len(partial)} decided, paused: {marker.exists()}"

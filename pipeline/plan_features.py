@@ -1,0 +1,108 @@
+"""The planner's inputs at scale: the driver keeps only the compact columns pairing decides from
+(stages.pairing.PlanInputs, read file by file), and the big ones (landmarks, embeddings, descriptors, paths) live in
+one Arrow table in Ray's object store, built by a task. The embedding work of pairing (duplicate resolution,
+identity clusters) runs in tasks next to that table, and the plan files carry source rows that the read tasks turn
+into full plan rows (stages.pairing.gather_plan; `ray.get` of the table is zero-copy on a node).
+
+Both read the same committed `sources` files in the same order, so a row index means the same source in both.
+"""
+
+from __future__ import annotations
+
+import ctypes
+from collections.abc import Iterator
+
+import fsspec
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import ray
+
+from manifests.scan import release_arrow_memory
+from manifests.schemas import SOURCES
+from manifests.store import ManifestStore
+from stages.identity_clusters import IdentityClusters, cluster_centroids, cluster_embedding_rows
+from stages.pairing import FEATURE_COLUMNS, PLANNER_COLUMNS, PlanInputs, resemblance
+
+# The features task mostly reads storage; like the plan read tasks, it must not wait for a whole CPU.
+FEATURES_TASK_CPUS = 0.25
+_BATCH_ROWS = 65_536
+
+
+def _read(fs: fsspec.AbstractFileSystem, path: str, columns: list[str]) -> pa.Table:
+    with fs.open(path, "rb") as fh:
+        return pq.read_table(fh, columns=columns, schema=SOURCES)
+
+
+@ray.remote(num_cpus=FEATURES_TASK_CPUS)
+def _features_table(fs: fsspec.AbstractFileSystem, files: list[str]) -> pa.Table:
+    """FEATURE_COLUMNS of the `files`, in order, one chunk per column (fast `take`)."""
+    table = pa.concat_tables([_read(fs, f, FEATURE_COLUMNS) for f in files]) if files \
+        else SOURCES.empty_table().select(FEATURE_COLUMNS)
+    return table.combine_chunks()
+
+
+@ray.remote(num_cpus=FEATURES_TASK_CPUS)
+def _resemblance(features: pa.Table, queries: list[tuple[int, list[int]]]) -> list[float] | None:
+    return resemblance(features.column("embedding"), queries)
+
+
+@ray.remote(num_cpus=FEATURES_TASK_CPUS)
+def _clusters(features: pa.Table, names: list[str], order: np.ndarray, starts: np.ndarray,
+              threshold: float | None) -> IdentityClusters:
+    return cluster_embedding_rows(names, order, starts, features.column("embedding"), threshold)
+
+
+class RayFeatures:
+    """stages.pairing.SourceFeatures over the features table in the object store (`ref`)."""
+
+    def __init__(self, ref: ray.ObjectRef) -> None:
+        self.ref = ref
+
+    def resemblance(self, queries: list[tuple[int, list[int]]]) -> list[float] | None:
+        return ray.get(_resemblance.remote(self.ref, queries))
+
+    def clusters(self, names: list[str], order: np.ndarray, starts: np.ndarray,
+                 threshold: float | None) -> IdentityClusters:
+        if threshold is None or len(names) < 2:  # no clustering: no need to wait for the features table
+            return cluster_centroids(names, None, threshold)
+        return ray.get(_clusters.remote(self.ref, names, order, starts, threshold))
+
+
+def _planner_batches(fs: fsspec.AbstractFileSystem, files: list[str], columns: list[str]) -> Iterator[pa.Table]:
+    """The planner's columns, one committed file at a time (as ManifestStore.read_table reads them)."""
+    for path in files:
+        table = _read(fs, path, columns)
+        for start in range(0, table.num_rows, _BATCH_ROWS):
+            yield table.slice(start, _BATCH_ROWS)
+        del table
+        _release_memory()
+
+
+def _release_memory() -> None:
+    """Hand freed memory back to the OS: Arrow's pool, and glibc's heap (reading file after file otherwise leaves
+    hundreds of MB of freed-but-kept pages at 1M sources)."""
+    release_arrow_memory()
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):  # not glibc
+        pass
+
+
+def _rows(fs: fsspec.AbstractFileSystem, files: list[str]) -> int:
+    total = 0
+    for path in files:
+        with fs.open(path, "rb") as fh:
+            total += pq.ParquetFile(fh).metadata.num_rows
+    return total
+
+
+def plan_sources(store: ManifestStore) -> tuple[PlanInputs, RayFeatures]:
+    """The committed sources as the planner's compact inputs (on the driver) and the features table (a task; the
+    driver never holds it)."""
+    files = store.committed_files("sources")
+    features = RayFeatures(_features_table.remote(store.fs, files))
+    columns = PLANNER_COLUMNS + ["expression_probs"]
+    inputs = PlanInputs.from_batches(_planner_batches(store.fs, files, columns), _rows(store.fs, files))
+    _release_memory()
+    return inputs, features
