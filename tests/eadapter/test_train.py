@@ -25,19 +25,19 @@ def local_ray() -> None:
 
 def test_base_training_overfits_resumes_and_feeds_refined(local_ray: None, tiny_sd: Path, tmp_path: Path) -> None:
     out = str(tmp_path / "base")
-    cfg = TrainConfig(steps=200, batch_size=2, learning_rate=3e-3, checkpoint_every=100, cpus_per_worker=1.0)
+    cfg = TrainConfig(steps=100, batch_size=2, learning_rate=3e-3, checkpoint_every=50, cpus_per_worker=1.0)
     result = train_adapter(demo_triples(4), "base", str(tiny_sd), None, out, cfg, storage_path=str(tmp_path / "ray"))
-    assert result.steps == 200 and result.start_step == 0 and len(result.losses) == 200
+    assert result.steps == 100 and result.start_step == 0 and len(result.losses) == 100
     first, last = result.mean_loss(first=20), result.mean_loss(last=20)
     assert last < 0.85 * first, (first, last)
     adapter = EAdapter.from_pretrained(result.adapter_url)
     assert adapter.adapter_sha256 == result.adapter_sha256
     assert adapter.config.provenance["kind"] == "trained" and adapter.config.provenance["mode"] == "base"
-    assert latest_checkpoint(out).endswith("step-00000200")
+    assert latest_checkpoint(out).endswith("step-00000100")
 
-    resumed = train_adapter(demo_triples(4), "base", str(tiny_sd), None, out, cfg.model_copy(update={"steps": 210}),
+    resumed = train_adapter(demo_triples(4), "base", str(tiny_sd), None, out, cfg.model_copy(update={"steps": 105}),
                             storage_path=str(tmp_path / "ray"))
-    assert resumed.start_step == 200 and resumed.steps == 210 and resumed.losses[:200] == result.losses
+    assert resumed.start_step == 100 and resumed.steps == 105 and resumed.losses[:100] == result.losses
     assert resumed.adapter_sha256 != result.adapter_sha256
 
     refined = train_adapter(demo_triples(3, refined=True), "refined", str(tiny_sd), resumed.adapter_url,

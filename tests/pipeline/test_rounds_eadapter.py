@@ -1,11 +1,13 @@
 """Two IDI rounds with the eadapter backend through Ray: round 1 generates with the adapter trained on
-round 0's accepted triples, and lineage rows say so. The base model is a tiny random SD-shaped folder
-built here and loaded through the same path a real SD1.5 folder takes. Its random images are not faces,
-so round 0 bootstraps with landmark_warp (expression_transfer.bootstrap_backend) to have accepted triples
-to train on, and round 1's swap goes onto T's landmarks (identity_swap.target_landmarks_fallback)."""
+round 0's accepted triples, and lineage rows say so; a rerun of the finished run retrains nothing. The base
+model is a tiny random SD-shaped folder built here and loaded through the same path a real SD1.5 folder takes.
+Its random images are not faces, so round 0 bootstraps with landmark_warp (expression_transfer.bootstrap_backend)
+to have accepted triples to train on, and round 1's swap goes onto T's landmarks
+(identity_swap.target_landmarks_fallback)."""
 
 from __future__ import annotations
 
+import hashlib
 from pathlib import Path
 
 import pytest
@@ -19,6 +21,11 @@ from stages.eadapter.tiny import build_tiny_sd
 from tests.conftest import london_identities, make_corpus
 
 pytestmark = pytest.mark.slow
+
+
+def _files(folder: Path) -> dict[str, tuple[str, int]]:
+    return {str(p.relative_to(folder)): (hashlib.sha256(p.read_bytes()).hexdigest(), p.stat().st_mtime_ns)
+            for p in sorted(folder.rglob("*")) if p.is_file()}
 
 
 def test_two_rounds_train_and_record_lineage(tmp_path: Path, ray_session):
@@ -57,3 +64,15 @@ def test_two_rounds_train_and_record_lineage(tmp_path: Path, ray_session):
     # Each candidate records its seed and the expression model hash.
     assert con.execute("select count(*) from candidates where seed is null or expression_model_sha256 is null"
                        ).fetchone()[0] == 0
+    # Issue 11, case 10: rerunning the finished run does nothing: no retraining, no new weights or checkpoints,
+    # the trained_on lineage row unchanged, no temp file left.
+    adapter_dir = Path(adapter_url(url, 1))
+    before = _files(adapter_dir)
+    assert any(k.startswith("adapter/") for k in before) and any(k.startswith("checkpoints/") for k in before)
+    again = run_idi(cfg)
+    assert again["timing"]["items"] == 0
+    assert _files(adapter_dir) == before, "the adapter, its checkpoints and log are untouched"
+    assert connect(ManifestStore.open(url)).execute(
+        "select round, adapter_id, adapter_sha256, adapter_path, data_round, triples from lineage "
+        "where kind = 'trained_on'").fetchall() == trained
+    assert not list(adapter_dir.rglob("*.tmp-*"))
