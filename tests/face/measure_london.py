@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from pathlib import Path
 
 import cv2
@@ -21,13 +22,13 @@ from stages.face.align import ffhq_align
 from stages.face.classic_swap import ClassicSwapper
 from stages.face.dlib_models import DlibDetector, DlibEmbedder
 from stages.face.expression import expression_descriptor, expression_distance
-from stages.face.image_io import decode_image
 from stages.face.landmark_warp import LandmarkWarpTransferer
 from stages.face.protocols import TransferRequest
 from stages.face.quality import sharpness
 from stages.face.types import DetectedFace, keypoints5_from_68
 
-EXPRESSIONS = ("neutral", "smiling")
+sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benchmarks"))
+from london_faces import EXPRESSIONS, detected_london  # noqa: E402
 
 
 def _stats(x: list[float] | np.ndarray) -> dict[str, float]:
@@ -65,21 +66,12 @@ def main() -> None:
     transferer, swapper = LandmarkWarpTransferer(), ClassicSwapper(feather_px=11)
 
     faces: dict[str, dict[str, dict]] = {}
-    for d in sorted(p for p in root.iterdir() if p.is_dir()):
-        entry = {}
-        for e in EXPRESSIONS:
-            f = d / f"{e}.jpg"
-            if not f.is_file():
-                break
-            rgb = decode_image(f.read_bytes(), 40_000_000)
-            found = det.detect(rgb)
-            if len(found) != 1:
-                break
-            aligned = ffhq_align(rgb, found[0].landmarks68, args.crop)
-            entry[e] = dict(aligned=aligned, embedding=emb.embed(rgb, found[0]),
-                            descriptor=expression_descriptor(aligned.landmarks68))
-        if len(entry) == 2:
-            faces[d.name] = entry
+    for ident, photos in detected_london(root):  # the benchmarks' one detection loop (one face per photo)
+        faces[ident] = {}
+        for e, (rgb, face) in photos.items():
+            aligned = ffhq_align(rgb, face.landmarks68, args.crop)
+            faces[ident][e] = dict(aligned=aligned, embedding=emb.embed(rgb, face),
+                                   descriptor=expression_descriptor(aligned.landmarks68))
     ids = sorted(faces)
 
     # Expression distances and identity similarities of real photos.
