@@ -4,8 +4,9 @@
 
 - identity AUC: dlib cosine similarity, real same-identity vs different-identity photo pairs;
 - expression AUC: neutral-vs-smiling pairs vs same-expression pairs, always across identities, scored by the
-  landmark descriptor distance (the QC score before issue 10) and by the learned net's total-variation
-  distance (the QC score `expr_prob_dist_rt` after it);
+  landmark descriptor distance (the QC score before issue 10), by the learned net's total-variation
+  distance (`expr_prob_dist_rt`) and by R's contrast on the axis from S's expression to T's
+  (`expr_contrast_st`, the shipped check; S = T's identity in the other expression);
 - artifact check: precision/recall of the mouth checks (qc/mouth.py + qc/decide.py, shipped thresholds) on
   cases built from the London faces (qc/artifact_cases.py: ghosted teeth over closed lips, pasted seams, blurred
   mouths) against the untouched photos;
@@ -115,12 +116,34 @@ def expression_auc(data: dict, net=None) -> dict:
         for k, (a, b, pos) in sets.items():
             tv = 0.5 * np.abs(p[a] - p[b]).sum(axis=1)
             out["learned_auc"][k] = auc(tv[pos], tv[~pos])
+        out["contrast_auc"] = contrast_auc(ids, ex, p)
         smiling = ex == "smiling"
         happy = p[:, net.classes.index("happy")]
         out["single_image_happy_auc"] = auc(happy[smiling], happy[~smiling])
         labels = np.array([net.label(x) for x in p])
         out["learned_labels"] = {e: {lab: int(((ex == e) & (labels == lab)).sum()) for lab in sorted(set(labels))}
                                  for e in ("neutral", "smiling")}
+    return out
+
+
+def contrast_auc(ids: np.ndarray, ex: np.ndarray, p: np.ndarray) -> dict:
+    """The shipped QC's expression score, `expr_contrast_st`, on every (T, S, R): T a photo of identity i, S i's
+    other photo, R a real photo of another identity; positive = R has T's expression. Also by T's expression."""
+    from qc.expression_score import expression_contrast
+
+    n = len(ids)
+    other = {k: m for k in range(n) for m in range(n) if m != k and ids[m] == ids[k]}
+    t_idx, r_idx = (a.ravel() for a in np.meshgrid(np.arange(n), np.arange(n), indexing="ij"))
+    cross = ids[t_idx] != ids[r_idx]
+    t_idx, r_idx = t_idx[cross], r_idx[cross]
+    c = np.array([expression_contrast(p[r], p[other[t]], p[t]) for r, t in zip(r_idx, t_idx, strict=True)])
+    pos = ex[r_idx] == ex[t_idx]
+    out = {"all": auc(c[pos], c[~pos]), "triples": int(len(c)),
+           "passes_with_t_expression": float(np.mean(c[pos] >= 0)),
+           "passes_with_s_expression": float(np.mean(c[~pos] >= 0))}
+    for anchor in ("neutral", "smiling"):
+        m = ex[t_idx] == anchor
+        out[f"T {anchor}"] = auc(c[m & pos], c[m & ~pos])
     return out
 
 

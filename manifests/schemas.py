@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pyarrow as pa
 
-SCHEMA_VERSION = "2"  # 2: attempt/transient columns, raw_name, attempts and identity_clusters tables
+SCHEMA_VERSION = "3"  # 2: attempt/transient columns, raw_name, attempts and identity_clusters tables; 3: qc contrast
 
 _f32_list = pa.list_(pa.float32())
 
@@ -149,6 +149,8 @@ QC = _versioned("qc", [
     pa.field("expression_net_sha256", pa.string()),
     pa.field("decision_version", pa.int32()),
     pa.field("attempt", pa.int32()),  # v2
+    pa.field("expr_contrast_st", pa.float32()),  # v3: R on the axis from S's expression to T's
+    pa.field("s_expr_probs", _f32_list),  # v3
 ])
 
 # QC scores carried from qc into triples and releases, in report order.

@@ -161,7 +161,7 @@ def run_sheet_items(run_url: str, accepted: int = 8, rejected: int = 4) -> list[
     sql = """select q.candidate_id, q.round, q.accepted, q.reason, q.reasons, q.id_sim_rt, q.id_sim_rj,
                     q.expr_dist_rt, q.sharpness, q.face_found, s.aligned_path, c.reference_path, t.aligned_path,
                     c.identity_i, c.identity_j, c.expression, q.thresholds, q.id_margin_ji, q.expr_prob_dist_rt,
-                    q.expr_gain, q.r_expr_label, q.t_expr_label, q.expr_prob_dist_ct
+                    q.expr_gain, q.r_expr_label, q.t_expr_label, q.expr_prob_dist_ct, q.expr_contrast_st
              from qc q join candidates c using (candidate_id)
              join sources s on s.source_id = c.s_source_id join sources t on t.source_id = c.target_source_id
              where q.accepted = ? and c.reference_path is not null
@@ -179,8 +179,9 @@ def run_sheet_items(run_url: str, accepted: int = 8, rejected: int = 4) -> list[
                     picked.append(by_expr[e].pop(0))
         for r in picked:
             gain = f"{r[19]:.2f}" if r[19] is not None and (r[22] or 0) >= 0.25 else "n/a"  # only when due
-            cap = (f"leak {r[5]:.2f} swap {r[6]:.2f} margin {r[17] or 0:.2f} | net: R {r[20]}, T {r[21]}, "
-                   f"tv {r[18] or 0:.2f}, gain {gain}") if r[9] else "no face in R"
+            contrast = f"{r[23]:.1f}" if r[23] is not None else "n/a"
+            cap = (f"leak {r[5]:.2f} swap {r[6]:.2f} margin {r[17] or 0:.2f} | R {r[20]}, T {r[21]}, "
+                   f"tv {r[18] or 0:.2f}, gain {gain}, c {contrast}") if r[9] else "no face in R"
             items.append(SheetItem(item_id=r[0], round=r[1], accepted=r[2], reason=r[3], reasons=list(r[4] or []),
                                    id_sim_rt=r[5], id_sim_rj=r[6], expr_dist_rt=r[7], sharpness=r[8],
                                    face_found=r[9], s=r[10], r=r[11], t=r[12], identity_i=r[13], identity_j=r[14],

@@ -38,6 +38,11 @@ class ExpressionQCConfig(Strict):
     min_carrier_distance: float = Field(0.25, ge=0, le=1)
     # A lazy edit: R's probabilities within this distance of the carrier's (while a gain was required).
     max_lazy_distance: float = Field(0.1, ge=0, le=1)
+    # Contrast with S (identity i in its other expression), qc/expression_score.py::expression_contrast: R must
+    # lie at least this far past the S/T midpoint towards T, in centred log-probability units (0 = nearer T's
+    # expression than S's). The QC score that separates same from different expressions best on the London set
+    # (pair AUC 0.90, benchmarks/bench_qc_validity.py); it needs no absolute scale, so it holds across corpora.
+    min_contrast: float = Field(0.0)
 
 
 class MouthQCConfig(Strict):

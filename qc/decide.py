@@ -21,6 +21,7 @@ REASON_EXPRESSION_LOST = "expression_lost"  # landmark descriptor distance R-T t
 REASON_EXPRESSION_MISMATCH = "expression_mismatch"  # learned expression probabilities R-T too far apart
 REASON_LAZY_EDIT = "lazy_edit"  # R kept the carrier's expression
 REASON_EXPRESSION_NOT_GAINED = "expression_not_gained"  # R not enough closer to T than the carrier was
+REASON_EXPRESSION_NEARER_S = "expression_nearer_s"  # R's expression nearer S's (i's other expression) than T's
 REASON_GHOST_TEETH = "ghost_teeth"  # teeth-like pixels over closed lips
 REASON_MOUTH_STATE = "mouth_state_mismatch"  # open/closed or teeth visible differs from T
 REASON_MOUTH_SEAM = "mouth_seam"
@@ -40,6 +41,7 @@ class Thresholds:
     min_expression_gain: float = 0.3
     min_carrier_distance: float = 0.25
     max_lazy_distance: float = 0.1
+    min_expression_contrast: float = 0.0
     mouth_open_aspect: float = 0.12
     mouth_closed_aspect: float = 0.06
     teeth_visible: float = 0.10
@@ -55,9 +57,9 @@ class Thresholds:
         e, m = qc.expression, qc.mouth
         return cls(qc.identity.max_leak_similarity, qc.identity.min_swap_similarity, e.max_distance,
                    qc.quality.min_sharpness, qc.identity.backend, qc.identity.min_margin, e.max_prob_distance,
-                   e.min_gain, e.min_carrier_distance, e.max_lazy_distance, m.open_aspect, m.closed_aspect,
-                   m.teeth_visible, m.teeth_absent, m.max_teeth_closed, m.max_lip_line_whiteness, m.max_seam,
-                   m.min_sharpness_ratio)
+                   e.min_gain, e.min_carrier_distance, e.max_lazy_distance, e.min_contrast, m.open_aspect,
+                   m.closed_aspect, m.teeth_visible, m.teeth_absent, m.max_teeth_closed, m.max_lip_line_whiteness,
+                   m.max_seam, m.min_sharpness_ratio)
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), sort_keys=True)
@@ -81,6 +83,7 @@ class Scores:
     expr_prob_dist_ct: float | None = None  # carrier vs T
     expr_prob_dist_rc: float | None = None  # R vs carrier
     expr_gain: float | None = None  # (d_ct - d_rt) / d_ct
+    expr_contrast_st: float | None = None  # R past the S/T midpoint towards T (qc/expression_score.py)
     r_mouth_aspect: float | None = None
     t_mouth_aspect: float | None = None
     r_teeth: float | None = None
@@ -114,6 +117,8 @@ def _expression(s: Scores, t: Thresholds) -> list[str]:
             out.append(REASON_LAZY_EDIT)
         elif s.expr_gain is not None and s.expr_gain < t.min_expression_gain:
             out.append(REASON_EXPRESSION_NOT_GAINED)
+    if s.expr_contrast_st is not None and s.expr_contrast_st < t.min_expression_contrast:
+        out.append(REASON_EXPRESSION_NEARER_S)
     return out
 
 

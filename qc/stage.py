@@ -2,9 +2,10 @@
 
 Scores (every one a column): identity (cosine R-T, R-j, gallery margins over i and over every other identity
 of the run), expression (landmark descriptor distance R-T; learned 7-class probabilities of R, T and the
-carrier, their total-variation distances and R's gain over the carrier), mouth (open/closed, teeth, lip-line
-whiteness, seam, sharpness) and image sharpness. Identity thresholds left null in config are calibrated from
-the run's sources (qc/identity_calibration.py); the thresholds applied are recorded per row.
+carrier, their total-variation distances, R's gain over the carrier and R's contrast on the axis from S's
+expression to T's), mouth (open/closed, teeth, lip-line whiteness, seam, sharpness) and image sharpness.
+Identity thresholds left null in config are calibrated from the run's sources (qc/identity_calibration.py);
+the thresholds applied are recorded per row.
 """
 
 from __future__ import annotations
@@ -43,8 +44,8 @@ _SCORE_NULLS = {f.name: None for f in QC_FIELDS if f.name not in ("accepted", "r
 class QCStage(Stage):
     name = "qc"
     input_columns = ("reference_path", "t_embedding", "j_embedding", "t_descriptor", "t_aligned_path",
-                     "t_landmarks68", "carrier_aligned_path", "carrier_landmarks68", "identity_i", "identity_j",
-                     "status", "reject_reason")
+                     "t_landmarks68", "s_aligned_path", "s_landmarks68", "carrier_aligned_path", "carrier_landmarks68",
+                     "identity_i", "identity_j", "status", "reject_reason")
     output_fields = QC_FIELDS
 
     config_section = "qc"
@@ -62,7 +63,7 @@ class QCStage(Stage):
         self._cache: dict[str, tuple[np.ndarray, float, float]] = {}  # aligned path -> (probs, aspect, teeth)
 
     def _source_scores(self, path: str, landmarks: list[float]) -> tuple[np.ndarray, float, float]:
-        """T's or the carrier's expression probabilities, mouth aspect and teeth share (cached per actor)."""
+        """T's, S's or the carrier's expression probabilities, mouth aspect and teeth share (cached per actor)."""
         if path not in self._cache:
             rgb = self.artifacts.get(path)
             lm = np.asarray(landmarks, np.float32).reshape(68, 2)
@@ -85,8 +86,11 @@ class QCStage(Stage):
         c_probs = None
         if row.get("carrier_aligned_path") and row.get("carrier_landmarks68"):
             c_probs = self._source_scores(row["carrier_aligned_path"], row["carrier_landmarks68"])[0]
+        s_probs = None
+        if row.get("s_aligned_path") and row.get("s_landmarks68"):
+            s_probs = self._source_scores(row["s_aligned_path"], row["s_landmarks68"])[0]
         r_probs = self.expression.probabilities([r_rgb], [face.landmarks68])[0]
-        ex = expression_scores(self.expression, r_probs, t_probs, c_probs)
+        ex = expression_scores(self.expression, r_probs, t_probs, c_probs, s_probs)
         ms = mouth_scores(r_rgb, face.landmarks68)
         scores = Scores(
             face_found=True, id_sim_rt=cosine_similarity(emb, row["t_embedding"]),
@@ -94,12 +98,12 @@ class QCStage(Stage):
             expr_dist_rt=expression_distance(expression_descriptor(face.landmarks68), row["t_descriptor"]),
             sharpness=sharpness(r_rgb), id_margin_ji=gm.margin_ji, id_margin_j=gm.margin_j,
             expr_prob_dist_rt=ex.dist_rt, expr_prob_dist_ct=ex.dist_ct, expr_prob_dist_rc=ex.dist_rc,
-            expr_gain=ex.gain, r_mouth_aspect=ms.mouth_aspect, t_mouth_aspect=t_aspect, r_teeth=ms.teeth_share,
-            t_teeth=t_teeth, r_lip_line=ms.lip_line_whiteness, mouth_seam=ms.seam_score,
-            mouth_sharpness_ratio=ms.sharpness_ratio)
+            expr_gain=ex.gain, expr_contrast_st=ex.contrast_st, r_mouth_aspect=ms.mouth_aspect,
+            t_mouth_aspect=t_aspect, r_teeth=ms.teeth_share, t_teeth=t_teeth, r_lip_line=ms.lip_line_whiteness,
+            mouth_seam=ms.seam_score, mouth_sharpness_ratio=ms.sharpness_ratio)
         extra = dict(id_nearest_other=gm.nearest_other, r_expr_probs=ex.r_probs, t_expr_probs=ex.t_probs,
-                     carrier_expr_probs=ex.carrier_probs, r_expr_label=ex.r_label, t_expr_label=ex.t_label,
-                     carrier_expr_label=ex.carrier_label)
+                     carrier_expr_probs=ex.carrier_probs, s_expr_probs=ex.s_probs, r_expr_label=ex.r_label,
+                     t_expr_label=ex.t_label, carrier_expr_label=ex.carrier_label)
         return scores, extra
 
     def decide(self, row: dict[str, Any]) -> dict[str, Any]:

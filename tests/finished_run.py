@@ -45,7 +45,8 @@ def get_finished_run(tmp_path_factory: pytest.TempPathFactory) -> FinishedRun:
         # are about releases, exports and reports, and need both splits and both rounds to hold triples.
         cfg = load_config(overrides=[f"corpus.root={corpus}", f"run.output_root={out}", "run.name=reltest",
                                      "run.rounds=2", "qc.expression.max_prob_distance=1.0",
-                                     "qc.expression.max_lazy_distance=0.0", "qc.expression.min_gain=-1.0"])
+                                     "qc.expression.max_lazy_distance=0.0", "qc.expression.min_gain=-1.0",
+                                     "qc.expression.min_contrast=-1000"])
         result = run_idi(cfg)
         assert result["summary"]["triples"] >= 6, result["summary"]
         _CACHE["run"] = FinishedRun(cfg, str(out), result["timing"]["run_id"], result["timing"]["run_url"])

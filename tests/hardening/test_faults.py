@@ -140,12 +140,14 @@ def _wait_for_file(path: Path, proc: subprocess.Popen, timeout: float = 240) -> 
     raise AssertionError("kill point not reached in time")
 
 
-@pytest.mark.parametrize("point", ["ingest", "identity_swap", "qc", "commit"])
+# One kill point per phase: ingest (phase 1) and a commit worker paused between a shard's files and its marker
+# (phase 2, the hardest point: written but uncommitted). Pausing inside identity_swap or qc instead adds no new
+# path (the driver dies, the stage's actors with it; nothing of the paused batch was written) and took 60 s of CI.
+@pytest.mark.parametrize("point", ["ingest", "commit"])
 def test_driver_sigkilled_then_rerun_gives_the_uninterrupted_result(baseline, corpus, tmp_path, point):
     cfg0, _, base = baseline
     ids = _candidate_ids(baseline)
-    item = {"ingest": sorted(base["sources"].column("input_key").to_pylist())[3], "identity_swap": ids[3],
-            "qc": ids[5], "commit": "gen-r0-*"}[point]
+    item = {"ingest": sorted(base["sources"].column("input_key").to_pylist())[3], "commit": "gen-r0-*"}[point]
     marker = tmp_path / f"{point}.paused"
     out = tmp_path / "runs"
     import ray

@@ -17,8 +17,8 @@ T_ABS = replace(T, max_leak_similarity=0.92, min_swap_similarity=0.95)
 # Scores of a good R: every check passes.
 GOOD = Scores(face_found=True, id_sim_rt=0.80, id_sim_rj=0.98, expr_dist_rt=0.05, sharpness=150.0,
               id_margin_ji=0.18, id_margin_j=0.10, expr_prob_dist_rt=0.1, expr_prob_dist_ct=0.9,
-              expr_prob_dist_rc=0.8, expr_gain=0.89, r_mouth_aspect=0.01, t_mouth_aspect=0.02, r_teeth=0.0,
-              t_teeth=0.0, r_lip_line=-0.3, mouth_seam=4.0, mouth_sharpness_ratio=0.3)
+              expr_prob_dist_rc=0.8, expr_gain=0.89, expr_contrast_st=3.0, r_mouth_aspect=0.01,
+              t_mouth_aspect=0.02, r_teeth=0.0, t_teeth=0.0, r_lip_line=-0.3, mouth_seam=4.0, mouth_sharpness_ratio=0.3)
 
 
 def test_good_scores_pass_with_calibrated_and_absolute_thresholds():
@@ -34,6 +34,7 @@ def test_good_scores_pass_with_calibrated_and_absolute_thresholds():
     (dict(expr_prob_dist_rt=0.7, expr_gain=0.22, expr_prob_dist_rc=0.5), d.REASON_EXPRESSION_MISMATCH),
     (dict(expr_prob_dist_rt=0.45, expr_prob_dist_rc=0.05, expr_gain=0.5), d.REASON_LAZY_EDIT),
     (dict(expr_prob_dist_rt=0.45, expr_prob_dist_rc=0.5, expr_gain=0.2), d.REASON_EXPRESSION_NOT_GAINED),
+    (dict(expr_contrast_st=-0.4), d.REASON_EXPRESSION_NEARER_S),  # R on S's side of the S/T midpoint
     (dict(r_teeth=0.2), d.REASON_GHOST_TEETH),  # teeth over closed lips (both codes: T shows none)
     (dict(r_lip_line=0.1), d.REASON_GHOST_TEETH),  # the lip line lighter and greyer than the lips
     (dict(r_mouth_aspect=0.2, r_teeth=0.2), d.REASON_MOUTH_STATE),  # open with teeth, T closed

@@ -18,7 +18,6 @@ from pipeline.config import load_config
 from qc.decide import REASON_IDENTITY_LEAK, Scores, failed_checks
 from qc.identity_calibration import resolve_thresholds
 from qc.identity_gallery import IdentityGallery
-from stages.face.image_io import decode_image
 from tests.conftest import LONDON
 
 N_PAIRS = 10
@@ -27,22 +26,10 @@ pytestmark = pytest.mark.skipif(not LONDON.is_dir(), reason="London set not pres
 
 
 @pytest.fixture(scope="module")
-def london(detector, embedder) -> dict[str, dict[str, np.ndarray]]:
+def london(london_faces) -> dict[str, dict[str, np.ndarray]]:
     """identity -> expression -> unit dlib embedding, for every London identity with both photos."""
-    out: dict[str, dict[str, np.ndarray]] = {}
-    for d in sorted(p for p in LONDON.iterdir() if p.is_dir()):
-        embs = {}
-        for e in ("neutral", "smiling"):
-            f = d / f"{e}.jpg"
-            if f.is_file():
-                rgb = decode_image(f.read_bytes(), 40_000_000)
-                faces = detector.detect(rgb)
-                if len(faces) == 1:
-                    v = np.asarray(embedder.embed(rgb, faces[0]), np.float64)
-                    embs[e] = v / np.linalg.norm(v)
-        if len(embs) == 2:
-            out[d.name] = embs
-    return out
+    return {i: {e: f.embedding.astype(np.float64) / np.linalg.norm(f.embedding) for e, f in faces.items()}
+            for i, faces in london_faces.items()}
 
 
 @pytest.fixture(scope="module")
