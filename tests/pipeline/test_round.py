@@ -115,13 +115,6 @@ def test_rerun_of_a_finished_round_does_nothing(baseline):
     assert triples_content(store) == before
 
 
-def test_two_fresh_runs_give_identical_triples(baseline, corpus8: Path, tmp_path: Path):
-    cfg, store, _ = baseline
-    other = run_idi(round_config(corpus8, tmp_path / "runs_b"))
-    assert other["timing"]["run_id"] == cfg.resolved_run_id()
-    assert triples_content(ManifestStore.open(other["timing"]["run_url"])) == triples_content(store)
-
-
 def _kill_session(sid: int) -> None:
     """SIGKILL every process of the driver's session at once. Not os.killpg alone: Ray's workers run in process
     groups of their own (same session), so they outlived the driver's group for a moment and commit tasks in
