@@ -79,8 +79,10 @@ def _drop_stage_errors(table: pa.Table) -> pa.Table:
                                      True))
 
 
-def _consume(stats: Iterable[pa.Table], held: CommitBuffer, progress: Progress, guard: StageErrorGuard) -> None:
-    """Read the commit stage's stats rows: progress, the abort guard, and the held stage_error rows."""
+def _consume(stats: Iterable[pa.Table], held: CommitBuffer, progress: Progress, guard: StageErrorGuard,
+             flush: bool = True) -> None:
+    """Read the commit stage's stats rows: progress, the abort guard, and the held stage_error rows (committed at
+    the end unless `flush` is False)."""
     try:
         for table in stats:
             for row in table.to_pylist():
@@ -95,7 +97,29 @@ def _consume(stats: Iterable[pa.Table], held: CommitBuffer, progress: Progress, 
         raise
     finally:
         progress.close()
-    held.flush()
+    if flush:
+        held.flush()
+
+
+@dataclass
+class _Phase:
+    """One phase across its restarts: one abort guard, and the decisions on items run alone (pipeline/isolate.py),
+    committed when the phase ends unless the guard stopped it (so a model that kills its worker on every item
+    leaves no item decided, as with stage_error); until then its restarts count them as done."""
+
+    guard: StageErrorGuard
+    alone: CommitBuffer | None = None
+
+    def done(self, committed: pa.Array) -> pa.Array:
+        """The ids decided: `committed` and those decided alone, not committed yet."""
+        if self.alone is None or not self.alone.pending:
+            return committed
+        ids = [c for t in self.alone.pending for c in t[self.alone.id_column].chunks]
+        return pc.unique(pa.concat_arrays([committed.cast(pa.string()), *[c.cast(pa.string()) for c in ids]]))
+
+    def commit_alone(self) -> None:
+        if self.alone is not None:
+            self.alone.flush()
 
 
 def _held(spec: CommitSpec, store: ManifestStore, cfg: PipelineConfig) -> CommitBuffer:
@@ -104,24 +128,25 @@ def _held(spec: CommitSpec, store: ManifestStore, cfg: PipelineConfig) -> Commit
 
 
 def _stream(make_dataset: Callable[[InFlight], object], spec: CommitSpec, store: ManifestStore,
-            cfg: PipelineConfig, progress: Progress, guard: StageErrorGuard, iso: Isolation) -> None:
+            cfg: PipelineConfig, progress: Progress, phase: _Phase, iso: Isolation) -> None:
     """Run the phase's dataset through the commit stage and consume its stats. When a stage actor dies, the batch
     it was on runs one item at a time (pipeline/isolate.py) before the error goes up to _with_phase_retries."""
     in_flight = InFlight.start(spec.id_column)
     try:
         ds = commit_manifests(make_dataset(in_flight), spec, cfg.run.commit_rows)  # type: ignore[arg-type]
-        _consume(ds.iter_batches(batch_format="pyarrow", batch_size=None), _held(spec, store, cfg), progress, guard)
+        _consume(ds.iter_batches(batch_format="pyarrow", batch_size=None), _held(spec, store, cfg), progress,
+                 phase.guard)
     except Exception as exc:
         batch = in_flight.crashed_batch(exc) if lost_workers(exc) else None
         if batch is not None:
-            _run_crashed_batch(batch, exc, spec, store, cfg, guard, iso)
+            _run_crashed_batch(batch, exc, spec, store, cfg, phase, iso)
         raise
     finally:
         in_flight.close()
 
 
 def _run_crashed_batch(batch: tuple[str, list[str]], exc: Exception, spec: CommitSpec, store: ManifestStore,
-                       cfg: PipelineConfig, guard: StageErrorGuard, iso: Isolation) -> None:
+                       cfg: PipelineConfig, phase: _Phase, iso: Isolation) -> None:
     """Decide the undecided items of the batch a stage actor died on one at a time; raise PoisonIsolatedError when
     one of them killed its worker again (else return: the death was not an item's doing)."""
     stage, ids = batch
@@ -130,9 +155,10 @@ def _run_crashed_batch(batch: tuple[str, list[str]], exc: Exception, spec: Commi
                 stage, len(ids), type(exc).__name__, str(exc).splitlines()[0][:200], len(todo))
     crashed: set[str] = set()
     if todo:
+        phase.alone = phase.alone or _held(spec, store, cfg)
         with IsolatedActors(iso) as actors:
-            _consume(run_alone(actors, spec, todo, crashed), _held(spec, store, cfg),
-                     Progress(f"{stage}: one item at a time", len(todo)), guard)
+            _consume(run_alone(actors, spec, todo, crashed), phase.alone,
+                     Progress(f"{stage}: one item at a time", len(todo)), phase.guard, flush=False)
     if crashed:
         raise PoisonIsolatedError(f"{len(crashed)} item(s) killed their {stage} worker when run alone: "
                                   f"{', '.join(sorted(crashed))}") from exc
@@ -140,7 +166,7 @@ def _run_crashed_batch(batch: tuple[str, list[str]], exc: Exception, spec: Commi
 
 # -- retries of a whole phase -----------------------------------------------------------------------
 
-def _with_phase_retries(cfg: PipelineConfig, phase: str, run: Callable[[StageErrorGuard], PhaseStats]) -> PhaseStats:
+def _with_phase_retries(cfg: PipelineConfig, name: str, run: Callable[[_Phase], PhaseStats]) -> PhaseStats:
     """Run a phase; when actors, workers or a node die, start the phase again from what is committed.
 
     Stage actors are created with max_restarts=0 (pipeline/ray_adapter.py): Ray cannot promise to restart an actor
@@ -150,11 +176,23 @@ def _with_phase_retries(cfg: PipelineConfig, phase: str, run: Callable[[StageErr
     ray.max_task_retries (then the error is raised) unless the batch of the dead actor, run one item at a time,
     named items that kill their worker (PoisonIsolatedError): those are decided, so that restart is progress. One
     abort guard spans the phase, so a model that kills its worker on every item stops the job."""
-    guard = _guard(cfg)
+    phase = _Phase(_guard(cfg))
+    try:
+        stats = _restarting(cfg, name, run, phase)
+    except StageFailureError:
+        raise  # nothing run alone is committed: a fixed rerun retries those items
+    except Exception:
+        phase.commit_alone()
+        raise
+    phase.commit_alone()
+    return stats
+
+
+def _restarting(cfg: PipelineConfig, name: str, run: Callable[[_Phase], PhaseStats], phase: _Phase) -> PhaseStats:
     restarts = 0
     while True:
         try:
-            return run(guard)
+            return run(phase)
         except Exception as exc:
             if isinstance(exc, StageFailureError) or not lost_workers(exc):  # the guard stopped the phase
                 raise
@@ -163,7 +201,7 @@ def _with_phase_retries(cfg: PipelineConfig, phase: str, run: Callable[[StageErr
                 if restarts > cfg.ray.max_task_retries:
                     raise
             log.warning("%s: workers lost (%s: %s); restarting the phase from the committed manifests "
-                        "(%d of %d restarts after unattributed losses)", phase, type(exc).__name__,
+                        "(%d of %d restarts after unattributed losses)", name, type(exc).__name__,
                         str(exc).splitlines()[0][:300], restarts, cfg.ray.max_task_retries)
 
 
@@ -197,15 +235,15 @@ def _ingest_split(t: pa.Table, run_id: str) -> dict[str, pa.Table]:
 def run_ingest(cfg: PipelineConfig, store: ManifestStore, run_root: str,
                listing: CorpusListing | None = None) -> PhaseStats:
     """Ingest every corpus image not yet in `sources` or `rejects` (stage ingest)."""
-    return _with_phase_retries(cfg, "ingest", lambda guard: _run_ingest(cfg, store, run_root, listing, guard))
+    return _with_phase_retries(cfg, "ingest", lambda phase: _run_ingest(cfg, store, run_root, listing, phase))
 
 
 def _run_ingest(cfg: PipelineConfig, store: ManifestStore, run_root: str,
-                listing: CorpusListing | None, guard: StageErrorGuard) -> PhaseStats:
+                listing: CorpusListing | None, phase: _Phase) -> PhaseStats:
     started = time.monotonic()
     run_id = cfg.resolved_run_id()
     listing = listing or list_corpus(cfg.corpus)
-    done = ingested_keys(store)
+    done = phase.done(ingested_keys(store))
     done_keys = set(done.to_pylist()) if listing.refused else set()
     refused = [r for r in listing.refused if r["input_key"] not in done_keys]
     if refused:
@@ -225,10 +263,10 @@ def _run_ingest(cfg: PipelineConfig, store: ManifestStore, run_root: str,
                           cfg.run.max_attempts)
         iso = Isolation([IngestStage], cfg, run,
                         lambda ids: todo.filter(pc.is_in(todo["input_key"], value_set=pa.array(ids, pa.string()))),
-                        lambda ids: _undecided(ids, ingested_keys(store)))
+                        lambda ids: _undecided(ids, phase.done(ingested_keys(store))))
         _stream(lambda in_flight: apply_stages(dataset_from_table(todo, cfg.ingest.resources.batch_size * 2),
                                                [IngestStage], cfg, run, in_flight),
-                spec, store, cfg, Progress("ingest", todo.num_rows), guard, iso)
+                spec, store, cfg, Progress("ingest", todo.num_rows), phase, iso)
     return PhaseStats(todo.num_rows, len(done), time.monotonic() - started)
 
 
@@ -295,12 +333,12 @@ def run_generation(cfg: PipelineConfig, store: ManifestStore, run_root: str, rou
     """Plan the round from `sources` into Parquet, then stream the plan items not yet decided through the stages
     (GENERATION_STAGES unless given: benchmarks/bench_orchestration.py passes stages/noop.py's) and the commit
     stage."""
-    return _with_phase_retries(cfg, f"round {round_index}", lambda guard: _run_generation(
-        cfg, store, run_root, round_index, stages or GENERATION_STAGES, guard))
+    return _with_phase_retries(cfg, f"round {round_index}", lambda phase: _run_generation(
+        cfg, store, run_root, round_index, stages or GENERATION_STAGES, phase))
 
 
 def _run_generation(cfg: PipelineConfig, store: ManifestStore, run_root: str, round_index: int,
-                    stages: list, guard: StageErrorGuard) -> PhaseStats:
+                    stages: list, phase: _Phase) -> PhaseStats:
     started = time.monotonic()
     run_id = cfg.resolved_run_id()
     run = _run_folder(cfg, run_root)
@@ -315,7 +353,7 @@ def _run_generation(cfg: PipelineConfig, store: ManifestStore, run_root: str, ro
         model = models[0].as_py() if len(models) else None
         store.commit("identity-clusters", {"identity_clusters": plan.clusters.table(
             cfg.pairing.same_person_similarity, model, run_id)}, {"phase": "pairing"})
-    done = decided_candidates(store, round_index)
+    done = phase.done(decided_candidates(store, round_index))
     todo = plan.size - len(done)
     urls = plan_file_urls(run, round_index, -(-plan.size // rows))
     log.info("round %d: %d candidates planned, %d already decided, %d to do (%d plan files of %d rows; %.1f s)",
@@ -348,10 +386,10 @@ def _run_generation(cfg: PipelineConfig, store: ManifestStore, run_root: str, ro
                               cfg.run.max_attempts)
             failure = failure_url(run, round_index)
             iso = Isolation(stages, cfg, run, lambda ids: plan_rows_of(urls, ids, run, failure, features.ref),
-                            lambda ids: _undecided(ids, decided_candidates(store, round_index)))
+                            lambda ids: _undecided(ids, phase.done(decided_candidates(store, round_index))))
             _stream(lambda in_flight: apply_stages(dataset_from_plan_files(urls, failure, run, features.ref), stages,
                                                    cfg, run, in_flight),
-                    spec, store, cfg, Progress(f"round {round_index}", todo), guard, iso)
+                    spec, store, cfg, Progress(f"round {round_index}", todo), phase, iso)
     finally:
         writer.join()
     if "error" in written:
