@@ -46,7 +46,7 @@ class Isolation:
     config: PipelineConfig
     run: Location
     rows_of: Callable[[list[str]], pa.Table]  # the first stage's input rows of these ids, with their attempt
-    undecided: Callable[[list[str]], list[str]]  # those of these ids that no committed row decides
+    undecided: Callable[[list[str]], list[str]]  # those of these ids the phase has not decided yet
 
 
 @dataclass
