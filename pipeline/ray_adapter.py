@@ -160,8 +160,8 @@ def _map_stage(ds: ray.data.Dataset, cls: type[Stage], res: StageResources, size
         num_gpus=res.num_gpus or None,
         # No actor restarts: Ray cannot promise to restart an actor whose constructor arguments are in the object
         # store (ray-project/ray#53727), and Ray Data passes every actor's UDF that way. A dead actor (crash,
-        # OOM kill, lost node) fails the dataset instead; pipeline/round.py then starts the phase again from the
-        # committed manifests, up to ray.max_task_retries times.
+        # OOM kill, lost node) fails the dataset instead; pipeline/round.py runs the batch it was on one item at a
+        # time (pipeline/isolate.py), then starts the phase again from the committed manifests.
         max_restarts=0,
     )
 
