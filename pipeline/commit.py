@@ -103,7 +103,7 @@ class StageErrorGuard:
         self.first_error = self.first_error or (first_error or "")
         if self.processed >= self.min_items and self.errors / self.processed > self.max_rate:
             raise StageFailureError(
-                f"{self.errors} of {self.processed} items failed with stage_error (limit "
+                f"{self.errors} of {self.processed} items failed with stage_error or worker_crashed (limit "
                 f"run.max_stage_error_rate={self.max_rate}); the model is likely broken. First error:\n"
                 f"{self.first_error}")
 

@@ -2,11 +2,12 @@
 (files, then commit marker: manifests/store.py) and returns one small stats row; result rows never reach the driver.
 
 A shard's name is a hash of the ids it holds (`shard_key`), so a retried task rewrites the same shard: exactly
-once. Rows that failed with `stage_error` for good are not committed here: they go back to the driver in the
-stats row (`held`, Arrow IPC), which commits them only while the stage-error abort guard is satisfied
-(pipeline/commit.py), so a broken model never leaves its items marked done. Rows that failed transiently before
-their last attempt are not decisions: the split (pipeline/retry.py `retrying_split`) commits them here as
-`attempts` rows, and they never reach the guard. Nothing here imports Ray: pipeline/ray_adapter.py maps it.
+once. Rows that failed with `stage_error` (or `worker_crashed`, pipeline/isolate.py) for good are not committed
+here: they go back to the driver in the stats row (`held`, Arrow IPC), which commits them only while the
+stage-error abort guard is satisfied (pipeline/commit.py), so a broken model never leaves its items marked done.
+Rows that failed transiently before their last attempt are not decisions: the split (pipeline/retry.py
+`retrying_split`) commits them here as `attempts` rows, and they never reach the guard. Nothing here imports Ray:
+pipeline/ray_adapter.py maps it.
 """
 
 from __future__ import annotations
@@ -25,6 +26,11 @@ from manifests.store import ManifestStore, shard_key
 from pipeline.retry import retry_mask
 
 TableSplitter = Callable[[pa.Table], dict[str, pa.Table]]
+
+# An item whose worker died every time it ran alone (pipeline/isolate.py): decided like a stage error.
+WORKER_CRASHED = "worker_crashed"
+# Reject reasons the driver judges (abort guard) before they are committed: a model failing, a worker dying.
+HELD_REASONS = ("stage_error", WORKER_CRASHED)
 
 # One row per committed batch: what the driver needs for progress and the abort guard.
 COMMIT_STATS = pa.schema([
@@ -66,9 +72,10 @@ def _store(spec: CommitSpec) -> ManifestStore:
 
 
 def stage_error_mask(batch: pa.Table) -> pa.ChunkedArray:
+    """Rows rejected for a HELD_REASONS reason."""
     if "reject_reason" not in batch.column_names:
         return pa.chunked_array([pa.array([False] * batch.num_rows)])
-    return pc.fill_null(pc.equal(batch["reject_reason"], "stage_error"), False)
+    return pc.fill_null(pc.is_in(batch["reject_reason"], value_set=pa.array(HELD_REASONS)), False)
 
 
 def table_to_ipc(table: pa.Table) -> bytes:

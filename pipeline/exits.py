@@ -37,9 +37,12 @@ def one_line(exc: BaseException) -> str:
 def exit_code_for(exc: BaseException) -> int:
     """The exit status an uncaught error of a run or command maps to."""
     from core.config import ConfigError
+    from pipeline.commit import StageFailureError
 
     if isinstance(exc, (ConfigError, UsageError)):
         return EXIT_USAGE
+    if isinstance(exc, StageFailureError):  # a broken model, even one whose crashes (transient) it counted
+        return EXIT_FAILED
     if isinstance(exc, LocationError):
         return EXIT_LOCATION
     if isinstance(exc, FileNotFoundError) and exc.errno is None:  # our own lookups (run / release): no errno

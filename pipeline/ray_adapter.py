@@ -10,6 +10,7 @@ import warnings
 from typing import Any
 
 import pyarrow as pa
+import pyarrow.compute as pc
 import ray
 import ray.data
 
@@ -18,6 +19,7 @@ from core.location import Location
 from pipeline.commit import PROGRESS_BARS_ENV
 from pipeline.commit_stage import CommitSpec, commit_batch
 from pipeline.config import PipelineConfig, RayConfig
+from pipeline.in_flight import InFlight
 from pipeline.plan_files import read_plan_file
 from stages.base import Stage, StageContext, StageSection, make_stage
 from stages.pairing import gather_plan
@@ -61,15 +63,35 @@ STAGE_STATS_ENV = "CIEP_STAGE_STATS_DIR"
 
 
 class StageActor:
-    """A Ray Data callable class: builds its stage (and loads its models) once per actor."""
+    """A Ray Data callable class: builds its stage (and loads its models) once per actor. With `in_flight` it
+    records each batch's ids while it processes them (pipeline/in_flight.py)."""
 
-    def __init__(self, stage_cls: type[Stage], section: StageSection, context: StageContext) -> None:
+    def __init__(self, stage_cls: type[Stage], section: StageSection, context: StageContext,
+                 in_flight: InFlight | None = None) -> None:
         logging.basicConfig(level=logging.WARNING)
         self.stage = make_stage(stage_cls, section, context)
+        self.in_flight = in_flight
+        self.actor_id = ray.get_runtime_context().get_actor_id() if in_flight is not None else None
         stats_dir = os.environ.get(STAGE_STATS_ENV)
         self._stats_path = os.path.join(stats_dir, f"{stage_cls.name}-{os.getpid()}.jsonl") if stats_dir else None
 
     def __call__(self, batch: pa.Table) -> pa.Table:
+        if self.in_flight is None or self.actor_id is None:
+            return self._process(batch)
+        self.in_flight.begin(self.actor_id, self.stage.name, batch.column(self.in_flight.id_column).to_pylist())
+        out = self._process(batch)
+        self.in_flight.end(self.actor_id)
+        return out
+
+    def process(self, batch: pa.Table) -> pa.Table:
+        """The batch through the stage (the method pipeline/isolate.py calls on a plain actor)."""
+        return self._process(batch)
+
+    def ready(self) -> bool:
+        """Returns once the constructor (model loading) has finished."""
+        return True
+
+    def _process(self, batch: pa.Table) -> pa.Table:
         if self._stats_path is None:
             return self.stage.process_batch(batch)
         start = time.time()
@@ -105,8 +127,9 @@ def check_wiring(stage_classes: list[type[Stage]], columns: list[str]) -> None:
 
 
 def apply_stages(ds: ray.data.Dataset, stage_classes: list[type[Stage]], config: PipelineConfig,
-                 run: Location) -> ray.data.Dataset:
-    """Chain the stages as streaming map_batches over actor pools (`run`: the run folder they write under)."""
+                 run: Location, in_flight: InFlight | None = None) -> ray.data.Dataset:
+    """Chain the stages as streaming map_batches over actor pools (`run`: the run folder they write under;
+    `in_flight`: where the actors record the batch they are on)."""
     for cls in stage_classes:
         res: StageResources = stage_section(cls, config).resources
         size = pool_size(res, len(stage_classes), config.ray.reserve_cpus)
@@ -116,7 +139,7 @@ def apply_stages(ds: ray.data.Dataset, stage_classes: list[type[Stage]], config:
             # Ray 2.60 has no named parameter for max_restarts yet; **ray_remote_args is the documented way and
             # works through the pinned version (the deprecation names Ray 2.64).
             warnings.filterwarnings("ignore", message="`ray_remote_args` is deprecated")
-            ds = _map_stage(ds, cls, res, size, config, run)
+            ds = _map_stage(ds, cls, res, size, config, run, in_flight)
     return ds
 
 
@@ -126,10 +149,10 @@ def named_actor_class(stage_cls: type[Stage]) -> type[StageActor]:
 
 
 def _map_stage(ds: ray.data.Dataset, cls: type[Stage], res: StageResources, size: int, config: PipelineConfig,
-               run: Location) -> ray.data.Dataset:
+               run: Location, in_flight: InFlight | None) -> ray.data.Dataset:
     return ds.map_batches(
         named_actor_class(cls),
-        fn_constructor_args=(cls, stage_section(cls, config), stage_context(config, run)),
+        fn_constructor_args=(cls, stage_section(cls, config), stage_context(config, run), in_flight),
         batch_size=res.batch_size,
         batch_format="pyarrow",
         compute=ray.data.ActorPoolStrategy(min_size=1, max_size=size),
@@ -137,8 +160,8 @@ def _map_stage(ds: ray.data.Dataset, cls: type[Stage], res: StageResources, size
         num_gpus=res.num_gpus or None,
         # No actor restarts: Ray cannot promise to restart an actor whose constructor arguments are in the object
         # store (ray-project/ray#53727), and Ray Data passes every actor's UDF that way. A dead actor (crash,
-        # OOM kill, lost node) fails the dataset instead; pipeline/round.py then starts the phase again from the
-        # committed manifests, up to ray.max_task_retries times.
+        # OOM kill, lost node) fails the dataset instead; pipeline/round.py runs the batch it was on one item at a
+        # time (pipeline/isolate.py), then starts the phase again from the committed manifests.
         max_restarts=0,
     )
 
@@ -161,6 +184,25 @@ def _read_plan_files(batch: pa.Table, run: Location, failure: str, features: ray
     if features is None:
         return plan
     return gather_plan(plan, ray.get(features) if isinstance(features, ray.ObjectRef) else features)
+
+
+def _plan_rows_of(urls: list[str], ids: list[str], run: Location, failure: str,
+                  features: ray.ObjectRef | None) -> pa.Table:
+    wanted = pa.array(ids, pa.string())
+    parts = [t.filter(pc.is_in(t["candidate_id"], value_set=wanted))
+             for t in (read_plan_file(u, run, failure) for u in urls)]
+    plan = pa.concat_tables(parts)
+    if features is None:
+        return plan
+    return gather_plan(plan, ray.get(features) if isinstance(features, ray.ObjectRef) else features)
+
+
+def plan_rows_of(urls: list[str], ids: list[str], run: Location, failure: str,
+                 features: ray.ObjectRef | None = None) -> pa.Table:
+    """The plan rows (PLAN_SCHEMA + attempt) of these candidate ids, read from the round's plan files and gathered
+    in a task next to the features table, as dataset_from_plan_files gives them to the first stage."""
+    task = ray.remote(num_cpus=PLAN_READ_CPUS)(_plan_rows_of)
+    return ray.get(task.remote(urls, ids, run, failure, features))
 
 
 def dataset_from_plan_files(urls: list[str], failure: str, run: Location,

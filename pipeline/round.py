@@ -7,7 +7,7 @@ import logging
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from functools import partial
 
@@ -17,10 +17,12 @@ import pyarrow.compute as pc
 from core.location import Location
 from manifests.schemas import CANDIDATES, QC, REJECTS, with_columns
 from manifests.store import ManifestStore, atomic_write_bytes, shard_key
-from pipeline.commit import CommitBuffer, Progress, StageErrorGuard
-from pipeline.commit_stage import CommitSpec, table_from_ipc
+from pipeline.commit import CommitBuffer, Progress, StageErrorGuard, StageFailureError
+from pipeline.commit_stage import HELD_REASONS, CommitSpec, table_from_ipc
 from pipeline.config import PipelineConfig
 from pipeline.done import decided_candidates, ingested_keys, not_done
+from pipeline.in_flight import InFlight, lost_workers
+from pipeline.isolate import IsolatedActors, Isolation, PoisonIsolatedError, run_alone
 from pipeline.plan_features import plan_sources
 from pipeline.plan_files import failure_url, plan_file_urls, write_plan_files
 from pipeline.ray_adapter import (
@@ -29,6 +31,7 @@ from pipeline.ray_adapter import (
     commit_manifests,
     dataset_from_plan_files,
     dataset_from_table,
+    plan_rows_of,
     stage_section,
 )
 from pipeline.retry import (
@@ -71,79 +74,141 @@ def _guard(cfg: PipelineConfig) -> StageErrorGuard:
 
 
 def _drop_stage_errors(table: pa.Table) -> pa.Table:
-    """When aborting, keep stage_error rows out of the manifest so a fixed rerun retries them."""
-    return table.filter(pc.fill_null(pc.not_equal(table["reject_reason"], "stage_error"), True))
+    """When aborting, keep stage_error (and worker_crashed) rows out of the manifest so a fixed rerun retries them."""
+    return table.filter(pc.fill_null(pc.invert(pc.is_in(table["reject_reason"], value_set=pa.array(HELD_REASONS))),
+                                     True))
 
 
-def _consume(ds, spec: CommitSpec, held: CommitBuffer, progress: Progress, guard: StageErrorGuard) -> None:
-    """Read the commit stage's stats rows: progress, the abort guard, and the held stage_error rows."""
+def _consume(stats: Iterable[pa.Table], held: CommitBuffer, progress: Progress, guard: StageErrorGuard,
+             flush: bool = True) -> None:
+    """Read the commit stage's stats rows: progress, the abort guard, and the held stage_error rows (committed at
+    the end unless `flush` is False)."""
     try:
-        for stats in ds.iter_batches(batch_format="pyarrow", batch_size=None):
-            for row in stats.to_pylist():
+        for table in stats:
+            for row in table.to_pylist():
                 progress.update_counts(row["rows"], Counter(json.loads(row["outcomes"])))
                 guard.check_counts(row["rows"], row["stage_errors"], row["first_error"])
                 if row["held"] is not None:
                     # stage_error rows are committed only once the guard has seen enough items to judge the model
-                    table = table_from_ipc(row["held"])
-                    held.add(table) if guard.processed >= guard.min_items else held.hold(table)
+                    held_rows = table_from_ipc(row["held"])
+                    held.add(held_rows) if guard.processed >= guard.min_items else held.hold(held_rows)
     except Exception:
         held.flush(keep=_drop_stage_errors)
         raise
     finally:
         progress.close()
-    held.flush()
+    if flush:
+        held.flush()
 
 
-def _stream(make_dataset: Callable[[], object], spec: CommitSpec, store: ManifestStore, cfg: PipelineConfig,
-            progress: Progress) -> None:
-    """Run the phase's dataset through the commit stage and consume its stats."""
-    held = CommitBuffer(store, spec.split, spec.id_column, spec.prefix, cfg.run.commit_rows, cfg.run.commit_seconds,
+@dataclass
+class _Phase:
+    """One phase across its restarts: one abort guard, and the decisions on items run alone (pipeline/isolate.py),
+    committed when the phase ends unless the guard stopped it (so a model that kills its worker on every item
+    leaves no item decided, as with stage_error); until then its restarts count them as done."""
+
+    guard: StageErrorGuard
+    alone: CommitBuffer | None = None
+
+    def done(self, committed: pa.Array) -> pa.Array:
+        """The ids decided: `committed` and those decided alone, not committed yet."""
+        if self.alone is None or not self.alone.pending:
+            return committed
+        ids = [c for t in self.alone.pending for c in t[self.alone.id_column].chunks]
+        return pc.unique(pa.concat_arrays([committed.cast(pa.string()), *[c.cast(pa.string()) for c in ids]]))
+
+    def commit_alone(self) -> None:
+        if self.alone is not None:
+            self.alone.flush()
+
+
+def _held(spec: CommitSpec, store: ManifestStore, cfg: PipelineConfig) -> CommitBuffer:
+    return CommitBuffer(store, spec.split, spec.id_column, spec.prefix, cfg.run.commit_rows, cfg.run.commit_seconds,
                         spec.info)
-    ds = commit_manifests(make_dataset(), spec, cfg.run.commit_rows)  # type: ignore[arg-type]
-    _consume(ds, spec, held, progress, _guard(cfg))
+
+
+def _stream(make_dataset: Callable[[InFlight], object], spec: CommitSpec, store: ManifestStore,
+            cfg: PipelineConfig, progress: Progress, phase: _Phase, iso: Isolation) -> None:
+    """Run the phase's dataset through the commit stage and consume its stats. When a stage actor dies, the batch
+    it was on runs one item at a time (pipeline/isolate.py) before the error goes up to _with_phase_retries."""
+    in_flight = InFlight.start(spec.id_column)
+    try:
+        ds = commit_manifests(make_dataset(in_flight), spec, cfg.run.commit_rows)  # type: ignore[arg-type]
+        _consume(ds.iter_batches(batch_format="pyarrow", batch_size=None), _held(spec, store, cfg), progress,
+                 phase.guard)
+    except Exception as exc:
+        batch = in_flight.crashed_batch(exc) if lost_workers(exc) else None
+        if batch is not None:
+            _run_crashed_batch(batch, exc, spec, store, cfg, phase, iso)
+        raise
+    finally:
+        in_flight.close()
+
+
+def _run_crashed_batch(batch: tuple[str, list[str]], exc: Exception, spec: CommitSpec, store: ManifestStore,
+                       cfg: PipelineConfig, phase: _Phase, iso: Isolation) -> None:
+    """Decide the undecided items of the batch a stage actor died on one at a time; raise PoisonIsolatedError when
+    one of them killed its worker again (else return: the death was not an item's doing)."""
+    stage, ids = batch
+    todo = iso.undecided(ids)
+    log.warning("a %s actor died on a batch of %d items (%s: %s); running the %d undecided ones one at a time",
+                stage, len(ids), type(exc).__name__, str(exc).splitlines()[0][:200], len(todo))
+    crashed: set[str] = set()
+    if todo:
+        phase.alone = phase.alone or _held(spec, store, cfg)
+        with IsolatedActors(iso) as actors:
+            _consume(run_alone(actors, spec, todo, crashed), phase.alone,
+                     Progress(f"{stage}: one item at a time", len(todo)), phase.guard, flush=False)
+    if crashed:
+        raise PoisonIsolatedError(f"{len(crashed)} item(s) killed their {stage} worker when run alone: "
+                                  f"{', '.join(sorted(crashed))}") from exc
 
 
 # -- retries of a whole phase -----------------------------------------------------------------------
 
-def _lost_workers(exc: BaseException) -> bool:
-    """True if the failure is a dead actor/worker/node or a lost object (not a bug in our code or data)."""
-    import ray.exceptions as rex
-    lost = (rex.ActorDiedError, rex.ActorUnavailableError, rex.ObjectLostError, rex.NodeDiedError,
-            rex.WorkerCrashedError, rex.OwnerDiedError, rex.OutOfMemoryError)
-    seen: set[int] = set()
-    stack: list[BaseException | None] = [exc]
-    while stack:
-        e = stack.pop()
-        if e is None or id(e) in seen:
-            continue
-        seen.add(id(e))
-        if isinstance(e, lost) or (isinstance(e, rex.RayActorError) and not isinstance(e, rex.RayTaskError)):
-            return True
-        if isinstance(e, rex.RayTaskError):
-            stack.append(getattr(e, "cause", None))
-        stack.extend([e.__cause__, e.__context__])
-    return False
-
-
-def _with_phase_retries(cfg: PipelineConfig, phase: str, run: Callable[[], PhaseStats]) -> PhaseStats:
+def _with_phase_retries(cfg: PipelineConfig, name: str, run: Callable[[_Phase], PhaseStats]) -> PhaseStats:
     """Run a phase; when actors, workers or a node die, start the phase again from what is committed.
 
     Stage actors are created with max_restarts=0 (pipeline/ray_adapter.py): Ray cannot promise to restart an actor
     whose constructor arguments live in the object store (ray-project/ray#53727), and Ray Data passes every
     actor's UDF that way. A fresh dataset gets fresh actors instead; committed shards are never redone and a
-    shard is named by its ids, so the result is exactly that of an uninterrupted run. After
-    ray.max_task_retries restarts the error is raised (an item that kills its actor every time)."""
-    attempts = cfg.ray.max_task_retries + 1
-    for attempt in range(1, attempts + 1):
+    shard is named by its ids, so the result is exactly that of an uninterrupted run. A restart counts against
+    ray.max_task_retries (then the error is raised) unless the batch of the dead actor, run one item at a time,
+    named items that kill their worker (PoisonIsolatedError): those are decided, so that restart is progress. One
+    abort guard spans the phase, so a model that kills its worker on every item stops the job."""
+    phase = _Phase(_guard(cfg))
+    try:
+        stats = _restarting(cfg, name, run, phase)
+    except StageFailureError:
+        raise  # nothing run alone is committed: a fixed rerun retries those items
+    except Exception:
+        phase.commit_alone()
+        raise
+    phase.commit_alone()
+    return stats
+
+
+def _restarting(cfg: PipelineConfig, name: str, run: Callable[[_Phase], PhaseStats], phase: _Phase) -> PhaseStats:
+    restarts = 0
+    while True:
         try:
-            return run()
+            return run(phase)
         except Exception as exc:
-            if attempt == attempts or not _lost_workers(exc):
+            if isinstance(exc, StageFailureError) or not lost_workers(exc):  # the guard stopped the phase
                 raise
+            if not isinstance(exc, PoisonIsolatedError):
+                restarts += 1
+                if restarts > cfg.ray.max_task_retries:
+                    raise
             log.warning("%s: workers lost (%s: %s); restarting the phase from the committed manifests "
-                        "(attempt %d of %d)", phase, type(exc).__name__, str(exc).splitlines()[0][:300],
-                        attempt + 1, attempts)
-    raise AssertionError("unreachable")
+                        "(%d of %d restarts after unattributed losses)", name, type(exc).__name__,
+                        str(exc).splitlines()[0][:300], restarts, cfg.ray.max_task_retries)
+
+
+def _undecided(ids: list[str], done: pa.Array) -> list[str]:
+    """The ids not in `done`, in their order."""
+    table = not_done(pa.table({"id": pa.array(ids, pa.string())}), "id", done)
+    return table["id"].to_pylist()
 
 
 # -- ingest ------------------------------------------------------------------------------------------
@@ -170,15 +235,15 @@ def _ingest_split(t: pa.Table, run_id: str) -> dict[str, pa.Table]:
 def run_ingest(cfg: PipelineConfig, store: ManifestStore, run_root: str,
                listing: CorpusListing | None = None) -> PhaseStats:
     """Ingest every corpus image not yet in `sources` or `rejects` (stage ingest)."""
-    return _with_phase_retries(cfg, "ingest", lambda: _run_ingest(cfg, store, run_root, listing))
+    return _with_phase_retries(cfg, "ingest", lambda phase: _run_ingest(cfg, store, run_root, listing, phase))
 
 
 def _run_ingest(cfg: PipelineConfig, store: ManifestStore, run_root: str,
-                listing: CorpusListing | None) -> PhaseStats:
+                listing: CorpusListing | None, phase: _Phase) -> PhaseStats:
     started = time.monotonic()
     run_id = cfg.resolved_run_id()
     listing = listing or list_corpus(cfg.corpus)
-    done = ingested_keys(store)
+    done = phase.done(ingested_keys(store))
     done_keys = set(done.to_pylist()) if listing.refused else set()
     refused = [r for r in listing.refused if r["input_key"] not in done_keys]
     if refused:
@@ -196,8 +261,12 @@ def _run_ingest(cfg: PipelineConfig, store: ManifestStore, run_root: str,
         spec = CommitSpec(run, split,
                           "input_key", "ingest-", "reject_reason", {"phase": "ingest"}, cfg.run.fault_injection,
                           cfg.run.max_attempts)
-        _stream(lambda: apply_stages(dataset_from_table(todo, cfg.ingest.resources.batch_size * 2), [IngestStage],
-                                     cfg, run), spec, store, cfg, Progress("ingest", todo.num_rows))
+        iso = Isolation([IngestStage], cfg, run,
+                        lambda ids: todo.filter(pc.is_in(todo["input_key"], value_set=pa.array(ids, pa.string()))),
+                        lambda ids: _undecided(ids, phase.done(ingested_keys(store))))
+        _stream(lambda in_flight: apply_stages(dataset_from_table(todo, cfg.ingest.resources.batch_size * 2),
+                                               [IngestStage], cfg, run, in_flight),
+                spec, store, cfg, Progress("ingest", todo.num_rows), phase, iso)
     return PhaseStats(todo.num_rows, len(done), time.monotonic() - started)
 
 
@@ -264,12 +333,12 @@ def run_generation(cfg: PipelineConfig, store: ManifestStore, run_root: str, rou
     """Plan the round from `sources` into Parquet, then stream the plan items not yet decided through the stages
     (GENERATION_STAGES unless given: benchmarks/bench_orchestration.py passes stages/noop.py's) and the commit
     stage."""
-    return _with_phase_retries(cfg, f"round {round_index}",
-                               lambda: _run_generation(cfg, store, run_root, round_index, stages or GENERATION_STAGES))
+    return _with_phase_retries(cfg, f"round {round_index}", lambda phase: _run_generation(
+        cfg, store, run_root, round_index, stages or GENERATION_STAGES, phase))
 
 
 def _run_generation(cfg: PipelineConfig, store: ManifestStore, run_root: str, round_index: int,
-                    stages: list) -> PhaseStats:
+                    stages: list, phase: _Phase) -> PhaseStats:
     started = time.monotonic()
     run_id = cfg.resolved_run_id()
     run = _run_folder(cfg, run_root)
@@ -284,7 +353,7 @@ def _run_generation(cfg: PipelineConfig, store: ManifestStore, run_root: str, ro
         model = models[0].as_py() if len(models) else None
         store.commit("identity-clusters", {"identity_clusters": plan.clusters.table(
             cfg.pairing.same_person_similarity, model, run_id)}, {"phase": "pairing"})
-    done = decided_candidates(store, round_index)
+    done = phase.done(decided_candidates(store, round_index))
     todo = plan.size - len(done)
     urls = plan_file_urls(run, round_index, -(-plan.size // rows))
     log.info("round %d: %d candidates planned, %d already decided, %d to do (%d plan files of %d rows; %.1f s)",
@@ -316,8 +385,11 @@ def _run_generation(cfg: PipelineConfig, store: ManifestStore, run_root: str, ro
                               {"phase": "generate", "round": round_index}, cfg.run.fault_injection,
                               cfg.run.max_attempts)
             failure = failure_url(run, round_index)
-            _stream(lambda: apply_stages(dataset_from_plan_files(urls, failure, run, features.ref), stages, cfg, run),
-                    spec, store, cfg, Progress(f"round {round_index}", todo))
+            iso = Isolation(stages, cfg, run, lambda ids: plan_rows_of(urls, ids, run, failure, features.ref),
+                            lambda ids: _undecided(ids, phase.done(decided_candidates(store, round_index))))
+            _stream(lambda in_flight: apply_stages(dataset_from_plan_files(urls, failure, run, features.ref), stages,
+                                                   cfg, run, in_flight),
+                    spec, store, cfg, Progress(f"round {round_index}", todo), phase, iso)
     finally:
         writer.join()
     if "error" in written:

@@ -39,7 +39,11 @@ def summarize(store: ManifestStore) -> dict:
                     "qc": {"in": total, "out": accepted}},
             accepted=accepted, reasons=reasons, median_scores=medians))
     triples = fetch_one(con, "select count(*) from triples")[0]
-    return dict(sources=sources, ingest_rejects=ingest_rejects, rounds=rounds, triples=triples)
+    # items whose worker died every time they ran alone (pipeline/isolate.py), by the stage they crashed in
+    crashed = dict(con.execute("select stage, count(*) from rejects where reason = 'worker_crashed' group by 1 "
+                               "order by 1").fetchall())
+    return dict(sources=sources, ingest_rejects=ingest_rejects, rounds=rounds, triples=triples,
+                worker_crashed=crashed)
 
 
 def format_summary(summary: dict, timing: dict) -> str:
@@ -56,6 +60,9 @@ def format_summary(summary: dict, timing: dict) -> str:
         for label, m in r["median_scores"].items():
             lines.append(f"  median scores ({label}): " + ", ".join(f"{k}={v}" for k, v in m.items()))
     lines.append(f"triples in the run: {summary['triples']}")
+    if summary.get("worker_crashed"):
+        lines.append("killed their worker on every attempt (rejected as worker_crashed): "
+                     + ", ".join(f"{k}: {v}" for k, v in summary["worker_crashed"].items()))
     if summary.get("pending_retries"):
         lines.append("left to retry (transient errors; rerun): "
                      + ", ".join(f"{k}: {v}" for k, v in summary["pending_retries"].items()))

@@ -55,3 +55,19 @@ def test_permanent(exc):
 
 def test_a_transient_cause_makes_the_wrapper_transient():
     assert classify(_wrapped()) == TRANSIENT
+
+
+def test_the_abort_guard_stopping_on_dead_workers_is_exit_1_not_3():
+    """A model that kills its worker on every item: the guard's StageFailureError is raised while the lost actor
+    (transient) is being handled, so it carries that context; it is still a broken model (exit 1)."""
+    from pipeline.commit import StageFailureError
+    from pipeline.exits import EXIT_FAILED, exit_code_for
+
+    try:
+        try:
+            raise rex.ActorDiedError()
+        except rex.ActorDiedError:
+            raise StageFailureError("8 of 8 items failed with stage_error or worker_crashed") from None
+    except StageFailureError as exc:
+        assert exc.__context__ is not None and classify(exc) == TRANSIENT
+        assert exit_code_for(exc) == EXIT_FAILED
