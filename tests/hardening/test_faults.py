@@ -78,7 +78,7 @@ def test_actor_exiting_mid_batch_is_restarted_and_every_item_appears_once(baseli
 
 def test_item_that_kills_its_actor_every_time_is_rejected_after_max_attempts_within_one_run(
         baseline, corpus, tmp_path, capsys):
-    """A poison item (its worker process dies whenever it is processed) in a batch of 4: the batch the dead actor
+    """A poison item (its worker process dies whenever it is processed) in a batch of 2: the batch the dead actor
     was on runs again one item at a time (pipeline/isolate.py). The poison item kills its worker alone on attempt
     1 (an `attempts` row) and on attempt 2 = run.max_attempts (one `worker_crashed` reject); its batch mates are
     decided alone, exactly as in the clean run; the phase then restarts without spending a retry
@@ -88,7 +88,7 @@ def test_item_that_kills_its_actor_every_time_is_rejected_after_max_attempts_wit
     victim = _candidate_ids(baseline)[0]
     out = tmp_path / "runs"
     sets = [f"corpus.root={corpus}", f"run.output_root={out}", "run.name=hard", "run.max_attempts=2",
-            "ray.max_task_retries=0", "expression_transfer.resources.batch_size=4",
+            "ray.max_task_retries=0", "expression_transfer.resources.batch_size=2",
             _fault("expression_transfer", victim, "exit")]
     args = [a for s in sets for a in ("--set", s)]
     started = time.monotonic()
@@ -121,7 +121,7 @@ def test_item_that_kills_its_actor_every_time_is_rejected_after_max_attempts_wit
     assert alone - {victim}, "the poison item's batch mates should have been run alone"
     assert uncommitted_files(store) == []
     assert not (out / baseline[0].resolved_run_id() / LOCK_NAME).exists()
-    assert seconds < 240
+    assert seconds < 600  # bounded: no endless restart loop
     # a rerun decides nothing new and exits 0
     before = {t: rows_that_matter(store, t) for t in (*TABLES, "rejects")}
     assert main(args) == 0
