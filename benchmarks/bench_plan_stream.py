@@ -1,10 +1,13 @@
 """Dry run at scale (no images): N synthetic sources committed by a child process, then in a fresh driver process
 the real `pipeline.round.run_generation` with one image-free stage (stages/noop.py DryGenerationStage): read
 sources, plan the round into Parquet plan files, stream them through Ray Data and the worker-side commit stage.
-Measures the time from planning start to the first committed shard (the first items processed) and the driver's
-peak RSS up to `--watch` seconds after it, then stops (a 1M-item dry run to the end is not the point).
+Measures, from planning start, the first item out of the generation stage (the end of the stage's first batch,
+from the actors' STAGE_STATS_ENV lines) and the first committed shard (the commit stage's first 256 rows), when the
+planner's clustering ran, and the driver's peak RSS up to `--watch` seconds after the first commit, then stops (a
+1M-item dry run to the end is not the point). BENCH_TIMELINE=1 adds the first start/end of every Ray task kind
+(`ray.timeline`); `--cache DIR` makes the sources once and hard-links them into each run.
 
-    python benchmarks/bench_plan_stream.py --sources 100000 1000000
+    python benchmarks/bench_plan_stream.py --sources 100000 1000000 --cache /tmp/plan_stream_sources
 """
 
 from __future__ import annotations
