@@ -1,10 +1,13 @@
 """Dry run at scale (no images): N synthetic sources committed by a child process, then in a fresh driver process
 the real `pipeline.round.run_generation` with one image-free stage (stages/noop.py DryGenerationStage): read
 sources, plan the round into Parquet plan files, stream them through Ray Data and the worker-side commit stage.
-Measures the time from planning start to the first committed shard (the first items processed) and the driver's
-peak RSS up to `--watch` seconds after it, then stops (a 1M-item dry run to the end is not the point).
+Measures, from planning start, the first item out of the generation stage (the end of the stage's first batch,
+from the actors' STAGE_STATS_ENV lines) and the first committed shard (the commit stage's first 256 rows), when the
+planner's clustering ran, and the driver's peak RSS up to `--watch` seconds after the first commit, then stops (a
+1M-item dry run to the end is not the point). BENCH_TIMELINE=1 adds the first start/end of every Ray task kind
+(`ray.timeline`); `--cache DIR` makes the sources once and hard-links them into each run.
 
-    python benchmarks/bench_plan_stream.py --sources 100000 1000000
+    python benchmarks/bench_plan_stream.py --sources 100000 1000000 --cache /tmp/plan_stream_sources
 """
 
 from __future__ import annotations
@@ -42,14 +45,45 @@ def make_sources(out: str, n: int, per_identity: int) -> None:
         store.commit(f"ingest-{i:09d}", {"sources": sources})
 
 
+def _first_stage_batch(stats_dir: Path) -> tuple[float, float] | None:
+    """Wall-clock (start, end) of the first batch the generation stage finished (STAGE_STATS_ENV lines)."""
+    ends = []
+    for f in stats_dir.glob("*.jsonl"):
+        for line in f.read_text().splitlines():
+            if line.strip():
+                row = json.loads(line)
+                ends.append((row["end"], row["start"]))
+    return (min(ends)[1], min(ends)[0]) if ends else None
+
+
+def _timeline_firsts(t0_wall: float) -> dict[str, list[float]]:
+    """Per Ray task/actor event name: [first start, first end, count] in seconds after planning start."""
+    import ray
+    firsts: dict[str, list[float]] = {}
+    for ev in ray.timeline():
+        if ev.get("ph") != "X" or "ts" not in ev:
+            continue
+        start = ev["ts"] / 1e6 - t0_wall
+        end = start + ev.get("dur", 0) / 1e6
+        name = str(ev.get("name", "?"))
+        if name not in firsts:
+            firsts[name] = [start, end, 0]
+        f = firsts[name]
+        f[0], f[1], f[2] = min(f[0], start), min(f[1], end), f[2] + 1
+    return {k: [round(v[0], 1), round(v[1], 1), int(v[2])] for k, v in sorted(firsts.items(), key=lambda x: x[1][0])}
+
+
 def driver(out: str, watch: float, overrides: list[str]) -> dict:
     """Runs in a fresh process: the generation phase until `watch` s after the first commit."""
     from manifests.store import ManifestStore
     from pipeline.config import load_config
-    from pipeline.ray_adapter import init_ray
+    from pipeline.ray_adapter import STAGE_STATS_ENV, init_ray
     from pipeline.round import run_generation
     from stages.noop import DryGenerationStage
 
+    stats_dir = Path(out).parent / "stage_stats"
+    stats_dir.mkdir(exist_ok=True)
+    os.environ[STAGE_STATS_ENV] = str(stats_dir)  # before Ray starts: the actors inherit it
     proc = psutil.Process()
     if os.environ.get("BENCH_SWITCH_INTERVAL"):  # experiment: GIL switch interval of the driver (default 0.005 s)
         sys.setswitchinterval(float(os.environ["BENCH_SWITCH_INTERVAL"]))
@@ -83,6 +117,12 @@ def driver(out: str, watch: float, overrides: list[str]) -> dict:
                 result["peak_rss_mib"] = peak[0] / 2**20
                 result["plan_files"] = len(list(plan_dir.iterdir()))
                 result["committed_shards_at_stop"] = sum(1 for p in commits.iterdir() if p.name.startswith("gen-"))
+                first_batch = _first_stage_batch(stats_dir)
+                if first_batch is not None:
+                    result["first_stage_batch_start_s"] = first_batch[0] - t0_wall
+                    result["first_item_s"] = first_batch[1] - t0_wall
+                if os.environ.get("BENCH_TIMELINE"):
+                    result["timeline"] = _timeline_firsts(t0_wall)
                 print(json.dumps(result), flush=True)
                 import ray
                 node = ray._private.worker._global_node
@@ -91,7 +131,29 @@ def driver(out: str, watch: float, overrides: list[str]) -> dict:
                 os._exit(0)
             time.sleep(0.05)
 
-    t0 = time.monotonic()
+    t0, t0_wall = time.monotonic(), time.time()
+    from pipeline import plan_features
+    original = plan_features.RayFeatures.clusters  # timed: when the planner's clustering starts and ends
+
+    def timed_clusters(self, *args, **kwargs):  # type: ignore[no-untyped-def]
+        started = time.monotonic()
+        try:
+            return original(self, *args, **kwargs)
+        finally:
+            result["clusters_s"] = [started - t0, time.monotonic() - t0]
+    plan_features.RayFeatures.clusters = timed_clusters  # type: ignore[method-assign]
+
+    if os.environ.get("BENCH_PLANNER_PAUSE"):  # experiment: the planner thread sleeps between plan files
+        import pipeline.round
+        pause, write_files = float(os.environ["BENCH_PLANNER_PAUSE"]), pipeline.round.write_plan_files
+
+        def paused(chunks, *args, **kwargs):  # type: ignore[no-untyped-def]
+            def slow():  # type: ignore[no-untyped-def]
+                for chunk in chunks:
+                    yield chunk
+                    time.sleep(pause)
+            return write_files(slow(), *args, **kwargs)
+        pipeline.round.write_plan_files = paused  # type: ignore[assignment]
 
     class PlanDone(logging.Handler):
         def emit(self, record: logging.LogRecord) -> None:
@@ -117,6 +179,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--per-identity", type=int, default=10)
     p.add_argument("--watch", type=float, default=20.0, help="seconds to keep streaming after the first commit")
     p.add_argument("--override", action="append", default=[], help="config override for the driver (repeatable)")
+    p.add_argument("--cache", help="keep the synthetic sources here and reuse them (hard-linked into each run)")
     p.add_argument("--child", choices=["sources", "driver"])
     p.add_argument("--out")
     args = p.parse_args(argv)
@@ -131,9 +194,16 @@ def main(argv: list[str] | None = None) -> int:
           f"load {os.getloadavg()[0]:.1f}")
     for n in args.sources:
         out = os.path.join(tempfile.mkdtemp(prefix=f"bench_stream_{n}_"), f"dry{n}")
+        made_at = os.path.join(args.cache, f"sources_{n}_{args.per_identity}") if args.cache else out
         t = time.monotonic()
-        subprocess.run([sys.executable, __file__, "--child", "sources", "--sources", str(n), "--out", out,
-                        "--per-identity", str(args.per_identity)], check=True, env=env)
+        if not os.path.exists(made_at):
+            subprocess.run([sys.executable, __file__, "--child", "sources", "--sources", str(n), "--out",
+                            made_at + ".tmp" if args.cache else out, "--per-identity", str(args.per_identity)],
+                           check=True, env=env)
+            if args.cache:
+                os.rename(made_at + ".tmp", made_at)
+        if args.cache:  # the run only adds files (atomic writes): hard links keep the cached sources intact
+            subprocess.run(["cp", "-al", made_at, out], check=True)
         made = time.monotonic() - t
         res = subprocess.run([sys.executable, __file__, "--child", "driver", "--out", out, "--watch",
                               str(args.watch), *(f"--override={o}" for o in args.override)], env=env,
@@ -151,6 +221,12 @@ def main(argv: list[str] | None = None) -> int:
               f"first committed shard {r.get('first_commit_s', float('nan')):.1f} s after planning start; driver "
               f"RSS after ray.init {r['rss_after_ray_mib']:.0f} MiB, peak {r['peak_rss_mib']:.0f} MiB; "
               f"{r.get('plan_files')} plan files; load while measuring {r.get('load_min_max')}", flush=True)
+        print(f"  clustering {r.get('clusters_s')} s; first item out of the generation stage "
+              f"{r.get('first_item_s', float('nan')):.1f} s (its batch started at "
+              f"{r.get('first_stage_batch_start_s', float('nan')):.1f} s)", flush=True)
+        if "timeline" in r:
+            for name, (start, end, count) in r["timeline"].items():
+                print(f"  timeline {name}: first start {start} s, first end {end} s, {count} events", flush=True)
     return 0
 
 

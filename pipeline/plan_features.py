@@ -35,38 +35,45 @@ def _read(fs: fsspec.AbstractFileSystem, path: str, columns: list[str]) -> pa.Ta
 
 
 @ray.remote(num_cpus=FEATURES_TASK_CPUS)
-def _features_table(fs: fsspec.AbstractFileSystem, files: list[str]) -> pa.Table:
-    """FEATURE_COLUMNS of the `files`, in order, one chunk per column (fast `take`)."""
-    table = pa.concat_tables([_read(fs, f, FEATURE_COLUMNS) for f in files]) if files \
-        else SOURCES.empty_table().select(FEATURE_COLUMNS)
+def _features_table(fs: fsspec.AbstractFileSystem, files: list[str], columns: list[str]) -> pa.Table:
+    """`columns` of the `files`, in order, one chunk per column (fast `take`)."""
+    table = pa.concat_tables([_read(fs, f, columns) for f in files]) if files \
+        else SOURCES.empty_table().select(columns)
     return table.combine_chunks()
 
 
 @ray.remote(num_cpus=FEATURES_TASK_CPUS)
-def _resemblance(features: pa.Table, queries: list[tuple[int, list[int]]]) -> list[float] | None:
-    return resemblance(features.column("embedding"), queries)
+def _resemblance(embeddings: pa.Table, queries: list[tuple[int, list[int]]]) -> list[float] | None:
+    return resemblance(embeddings.column("embedding"), queries)
 
 
 @ray.remote(num_cpus=FEATURES_TASK_CPUS)
-def _clusters(features: pa.Table, names: list[str], order: np.ndarray, starts: np.ndarray,
+def _clusters(embeddings: pa.Table, names: list[str], order: np.ndarray, starts: np.ndarray,
               threshold: float | None) -> IdentityClusters:
-    return cluster_embedding_rows(names, order, starts, features.column("embedding"), threshold)
+    return cluster_embedding_rows(names, order, starts, embeddings.column("embedding"), threshold)
 
 
 class RayFeatures:
-    """stages.pairing.SourceFeatures over the features table in the object store (`ref`)."""
+    """stages.pairing.SourceFeatures over the features table in the object store, in two parts read by two tasks
+    at once: the embeddings (`embeddings`, all that duplicates and clusters need, so that the planner waits for
+    them only) and the other FEATURE_COLUMNS; `refs` are both (their columns together are the features table)."""
 
-    def __init__(self, ref: ray.ObjectRef) -> None:
-        self.ref = ref
+    def __init__(self, embeddings: ray.ObjectRef, rest: ray.ObjectRef) -> None:
+        self.embeddings = embeddings
+        self.refs = [rest, embeddings]
+
+    def wait_embeddings(self) -> None:
+        """Until the embeddings table exists (the tasks that read the features have their workers by then)."""
+        ray.wait([self.embeddings], fetch_local=False)
 
     def resemblance(self, queries: list[tuple[int, list[int]]]) -> list[float] | None:
-        return ray.get(_resemblance.remote(self.ref, queries))
+        return ray.get(_resemblance.remote(self.embeddings, queries))
 
     def clusters(self, names: list[str], order: np.ndarray, starts: np.ndarray,
                  threshold: float | None) -> IdentityClusters:
-        if threshold is None or len(names) < 2:  # no clustering: no need to wait for the features table
+        if threshold is None or len(names) < 2:  # no clustering: no need to wait for the embeddings
             return cluster_centroids(names, None, threshold)
-        return ray.get(_clusters.remote(self.ref, names, order, starts, threshold))
+        return ray.get(_clusters.remote(self.embeddings, names, order, starts, threshold))
 
 
 def _planner_batches(fs: fsspec.AbstractFileSystem, files: list[str], columns: list[str]) -> Iterator[pa.Table]:
@@ -101,7 +108,9 @@ def plan_sources(store: ManifestStore) -> tuple[PlanInputs, RayFeatures]:
     """The committed sources as the planner's compact inputs (on the driver) and the features table (a task; the
     driver never holds it)."""
     files = store.committed_files("sources")
-    features = RayFeatures(_features_table.remote(store.fs, files))
+    embeddings = _features_table.remote(store.fs, files, ["embedding"])  # first: the planner waits for it
+    rest = _features_table.remote(store.fs, files, [c for c in FEATURE_COLUMNS if c != "embedding"])
+    features = RayFeatures(embeddings, rest)
     columns = PLANNER_COLUMNS + ["expression_probs"]
     inputs = PlanInputs.from_batches(_planner_batches(store.fs, files, columns), _rows(store.fs, files))
     _release_memory()

@@ -49,22 +49,35 @@ def failure_url(run: Location, round_index: int) -> str:
     return folder.full_url(folder.sub_path("_FAILED"))
 
 
-def write_plan_files(chunks: Iterable[pa.Table], done: pa.Array, urls: list[str], run: Location) -> tuple[int, int]:
-    """Write chunk k's not-yet-done rows to urls[k] (an empty file when none); returns (planned, to-do) rows."""
-    planned = todo = 0
+def _write(table: pa.Table, url: str, run: Location) -> None:
+    fs, path = _file(url, run)
+    buf = io.BytesIO()
+    pq.write_table(table, buf, compression="zstd")
+    atomic_write_bytes(fs, path, buf.getvalue())
+
+
+def write_plan_files(chunks: Iterable[pa.Table], done: pa.Array, urls: list[str], run: Location,
+                     empty: pa.Table | None = None) -> tuple[int, int]:
+    """Write chunk k's not-yet-done rows to urls[k] (an empty file when none); returns (planned, to-do) rows.
+    With `empty`, the urls past the last chunk get it (the files were named for an upper bound of the plan);
+    without, there must be a chunk for every url."""
+    planned = todo = written = 0
     chunks = iter(chunks)  # one pass: the leftover check below continues where the files stop
     for url, chunk in zip(urls, chunks, strict=False):
-        fs, path = _file(url, run)
         planned += chunk.num_rows
         chunk = not_done(chunk, "candidate_id", done)
         todo += chunk.num_rows
-        buf = io.BytesIO()
-        pq.write_table(chunk, buf, compression="zstd")
-        atomic_write_bytes(fs, path, buf.getvalue())
+        _write(chunk, url, run)
+        written += 1
     # run the planner to its end even past the last file: it records its refusals (pairing rejects) as it goes
     extra = sum(chunk.num_rows for chunk in chunks)
     if extra:
         raise RuntimeError(f"the planner made {extra} rows more than the {len(urls)} plan files were sized for")
+    if written < len(urls):
+        if empty is None:
+            raise RuntimeError(f"the planner made {written} chunks for {len(urls)} plan files")
+        for url in urls[written:]:
+            _write(empty, url, run)
     return planned, todo
 
 

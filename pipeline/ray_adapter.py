@@ -20,6 +20,7 @@ from pipeline.commit import PROGRESS_BARS_ENV
 from pipeline.commit_stage import CommitSpec, commit_batch
 from pipeline.config import PipelineConfig, RayConfig
 from pipeline.in_flight import InFlight
+from pipeline.plan_datasource import Features, PlanFilesDatasource, features_table
 from pipeline.plan_files import read_plan_file
 from stages.base import Stage, StageContext, StageSection, make_stage
 from stages.pairing import gather_plan
@@ -178,27 +179,16 @@ def commit_manifests(ds: ray.data.Dataset, spec: CommitSpec, rows: int) -> ray.d
                           batch_size=rows, batch_format="pyarrow", num_cpus=COMMIT_TASK_CPUS)
 
 
-def _read_plan_files(batch: pa.Table, run: Location, failure: str, features: ray.ObjectRef | None) -> pa.Table:
-    plan = pa.concat_tables([read_plan_file(u, run, failure) for u in batch.column("url").to_pylist()])
-    # plan files name each image by its source row; its columns come from the features table (zero-copy get)
-    if features is None:
-        return plan
-    return gather_plan(plan, ray.get(features) if isinstance(features, ray.ObjectRef) else features)
-
-
 def _plan_rows_of(urls: list[str], ids: list[str], run: Location, failure: str,
-                  features: ray.ObjectRef | None) -> pa.Table:
+                  features: Features | None) -> pa.Table:
     wanted = pa.array(ids, pa.string())
-    parts = [t.filter(pc.is_in(t["candidate_id"], value_set=wanted))
-             for t in (read_plan_file(u, run, failure) for u in urls)]
-    plan = pa.concat_tables(parts)
-    if features is None:
-        return plan
-    return gather_plan(plan, ray.get(features) if isinstance(features, ray.ObjectRef) else features)
+    plan = pa.concat_tables([t.filter(pc.is_in(t["candidate_id"], value_set=wanted))
+                             for t in (read_plan_file(u, run, failure) for u in urls)])
+    return plan if features is None else gather_plan(plan, features_table(features))
 
 
 def plan_rows_of(urls: list[str], ids: list[str], run: Location, failure: str,
-                 features: ray.ObjectRef | None = None) -> pa.Table:
+                 features: Features | None = None) -> pa.Table:
     """The plan rows (PLAN_SCHEMA + attempt) of these candidate ids, read from the round's plan files and gathered
     in a task next to the features table, as dataset_from_plan_files gives them to the first stage."""
     task = ray.remote(num_cpus=PLAN_READ_CPUS)(_plan_rows_of)
@@ -206,18 +196,18 @@ def plan_rows_of(urls: list[str], ids: list[str], run: Location, failure: str,
 
 
 def dataset_from_plan_files(urls: list[str], failure: str, run: Location,
-                            features: ray.ObjectRef | None = None) -> ray.data.Dataset:
+                            features: Features | None = None) -> ray.data.Dataset:
     """The round's plan files (local paths or fsspec URLs) as a dataset of one block per file; a read task waits
     for its file while the driver is still writing later ones (pipeline/plan_files.py). With `features` (the
-    object-store table of pipeline/plan_features.py) the files hold stages.pairing.PLAN_INDEX_SCHEMA rows and the
-    read task gathers their PLAN_SCHEMA columns; without, they hold PLAN_SCHEMA rows.
+    object-store table of pipeline/plan_features.py, or its parts) the files hold stages.pairing.PLAN_INDEX_SCHEMA
+    rows and the read task gathers their PLAN_SCHEMA columns; without, they hold PLAN_SCHEMA rows.
 
     Not ray.data.read_parquet: the files do not all exist yet, and its file-listing task asks for a whole CPU,
-    which a small cluster whose CPUs the stage actors already hold never frees (the round then hangs)."""
-    files = ray.data.from_arrow([pa.table({"url": pa.array([u], pa.string())}) for u in urls])
-    return files.map_batches(_read_plan_files,  # type: ignore[arg-type]  # kwargs via fn_kwargs
-                             fn_kwargs={"run": run, "failure": failure, "features": features}, batch_size=1,
-                             batch_format="pyarrow", num_cpus=PLAN_READ_CPUS)
+    which a small cluster whose CPUs the stage actors already hold never frees (the round then hangs). Not
+    ray.data.from_arrow of the file names either: it runs one metadata task per file before the dataset exists
+    (pipeline/plan_datasource.py)."""
+    return ray.data.read_datasource(PlanFilesDatasource(urls, failure, run, features),
+                                    override_num_blocks=max(1, len(urls)), num_cpus=PLAN_READ_CPUS)
 
 
 def dataset_from_table(table: pa.Table, rows_per_block: int) -> ray.data.Dataset:

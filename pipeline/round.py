@@ -23,7 +23,7 @@ from pipeline.config import PipelineConfig
 from pipeline.done import decided_candidates, ingested_keys, not_done
 from pipeline.in_flight import InFlight, lost_workers
 from pipeline.isolate import IsolatedActors, Isolation, PoisonIsolatedError, run_alone
-from pipeline.plan_features import plan_sources
+from pipeline.plan_features import RayFeatures, plan_sources
 from pipeline.plan_files import failure_url, plan_file_urls, write_plan_files
 from pipeline.ray_adapter import (
     apply_stages,
@@ -48,7 +48,17 @@ from stages.corpus import CorpusListing, list_corpus
 from stages.expression_transfer import ExpressionTransferStage
 from stages.identity_swap import IdentitySwapStage
 from stages.ingest import IngestStage
-from stages.pairing import PLAN_SCHEMA, PlanInputs, PlanStream, RoundPlan, SourceFeatures, plan_round, plan_round_stream
+from stages.pairing import (
+    PLAN_INDEX_SCHEMA,
+    PLAN_SCHEMA,
+    PlanInputs,
+    PlanStream,
+    RoundPlan,
+    SourceFeatures,
+    plan_round,
+    plan_round_stream,
+    planned_size_bound,
+)
 
 log = logging.getLogger(__name__)
 
@@ -347,34 +357,23 @@ def _run_generation(cfg: PipelineConfig, store: ManifestStore, run_root: str, ro
     inputs, features = plan_sources(store)
     log.info("round %d: %d sources read for planning in %.1f s", round_index, len(inputs), time.monotonic() - started)
     rows = plan_block_rows(cfg, len(inputs), batch * 2)
-    plan = plan_stream_for(cfg, inputs, features, round_index, rows)
-    if plan.clusters is not None and plan.clusters.cluster_of:  # same rows every round: one shard, overwritten
-        models = store.read_table("sources", ["embedding_model"])["embedding_model"]
-        model = models[0].as_py() if len(models) else None
-        store.commit("identity-clusters", {"identity_clusters": plan.clusters.table(
-            cfg.pairing.same_person_similarity, model, run_id)}, {"phase": "pairing"})
     done = phase.done(decided_candidates(store, round_index))
-    todo = plan.size - len(done)
-    urls = plan_file_urls(run, round_index, -(-plan.size // rows))
-    log.info("round %d: %d candidates planned, %d already decided, %d to do (%d plan files of %d rows; %.1f s)",
-             round_index, plan.size, len(done), todo, len(urls), rows, time.monotonic() - started)
-    # The plan is written by a thread while Ray Data already reads its first files; each item carries its attempt.
+    # The plan files are named before the plan is made, for an upper bound of its size (exact unless duplicates or
+    # one-person clusters drop targets; the files past the plan's end are written empty), so that Ray Data starts
+    # its actors while a thread resolves duplicates, clusters identities and writes the plan.
+    bound = planned_size_bound(inputs, cfg.pairing)
+    urls = plan_file_urls(run, round_index, -(-bound // rows))
     past_failures = failed_attempts(store, round_index, tuple(s.name for s in stages))
-    written: dict = {}
-
-    def write() -> None:
-        try:
-            chunks = (with_attempt_column(c, attempts_for(c["candidate_id"], past_failures)) for c in plan.chunks)
-            written["counts"] = write_plan_files(chunks, done, urls, run)
-        except BaseException as exc:  # noqa: BLE001 - re-raised on the driver thread below
-            written["error"] = exc
-            failed = run.at(failure_url(run, round_index))
-            atomic_write_bytes(failed.fs, failed.path, repr(exc).encode())
-
-    writer = threading.Thread(target=write, name=f"plan-r{round_index}", daemon=True)
-    writer.start()
+    planner = _Planner(cfg, store, run, round_index, inputs, features, rows, done, urls, past_failures, started)
+    planner.start()
+    if len(done):  # a resumed round: wait for the exact size, so that a finished round starts no actor
+        planner.sized.wait()
+    # Ray Data's actors and read tasks start once the tasks reading the features have their workers (on a small
+    # busy machine a worker started after them took 15 s) and the embeddings that the planner waits for exist.
+    features.wait_embeddings()
+    todo = (planner.plan.size if planner.plan is not None else bound) - len(done)
     try:
-        if todo:
+        if todo > 0 and planner.error is None:
             check_wiring(stages, [*PLAN_SCHEMA.names, ATTEMPT_COLUMN])
             split = retrying_split(partial(_generation_split, run_id=run_id, fingerprint=cfg.data_fingerprint(),
                                            decision_version=current_version(store)),
@@ -385,21 +384,70 @@ def _run_generation(cfg: PipelineConfig, store: ManifestStore, run_root: str, ro
                               {"phase": "generate", "round": round_index}, cfg.run.fault_injection,
                               cfg.run.max_attempts)
             failure = failure_url(run, round_index)
-            iso = Isolation(stages, cfg, run, lambda ids: plan_rows_of(urls, ids, run, failure, features.ref),
+            iso = Isolation(stages, cfg, run, lambda ids: plan_rows_of(urls, ids, run, failure, features.refs),
                             lambda ids: _undecided(ids, phase.done(decided_candidates(store, round_index))))
-            _stream(lambda in_flight: apply_stages(dataset_from_plan_files(urls, failure, run, features.ref), stages,
+            _stream(lambda in_flight: apply_stages(dataset_from_plan_files(urls, failure, run, features.refs), stages,
                                                    cfg, run, in_flight),
                     spec, store, cfg, Progress(f"round {round_index}", todo), phase, iso)
-    finally:
-        writer.join()
-    if "error" in written:
-        raise written["error"]
+    except Exception:
+        planner.join()
+        if planner.error is not None:  # the readers stopped because planning failed: that is the error
+            raise planner.error from None
+        raise
+    planner.join()
+    if planner.error is not None:
+        raise planner.error
+    assert planner.plan is not None and planner.counts is not None
     refused_done = _pairing_refusals_done(store, round_index)
-    refused = [r for r in plan.refused if r["item_id"] not in refused_done]
+    refused = [r for r in planner.plan.refused if r["item_id"] not in refused_done]
     if refused:
         store.commit(shard_key([r["item_id"] for r in refused], f"pairing-r{round_index}-"),
                      {"rejects": _rejects_rows(refused, round_index, run_id)}, {"phase": "pairing"})
-    return PhaseStats(todo, len(done), time.monotonic() - started)
+    return PhaseStats(planner.counts[1], len(done), time.monotonic() - started)
+
+
+class _Planner(threading.Thread):
+    """Plans the round (duplicates, identity clusters, then chunk by chunk) and writes its plan files while the
+    driver streams them; `sized` is set once the plan's size is known (or planning failed: `error`)."""
+
+    def __init__(self, cfg: PipelineConfig, store: ManifestStore, run: Location, round_index: int,
+                 inputs: PlanInputs, features: RayFeatures, rows: int, done: pa.Array, urls: list[str],
+                 past_failures: dict[str, int], started: float) -> None:
+        super().__init__(name=f"plan-r{round_index}", daemon=True)
+        self.cfg, self.store, self.run_folder, self.round_index = cfg, store, run, round_index
+        self.inputs, self.features, self.rows, self.done, self.urls = inputs, features, rows, done, urls
+        self.past_failures = past_failures
+        self.started_at = started  # the round's start, for the log
+        self.sized = threading.Event()
+        self.plan: PlanStream | None = None
+        self.counts: tuple[int, int] | None = None
+        self.error: BaseException | None = None
+
+    def run(self) -> None:
+        cfg, r = self.cfg, self.round_index
+        try:
+            plan = plan_stream_for(cfg, self.inputs, self.features, r, self.rows)
+            self.plan = plan
+            if plan.clusters is not None and plan.clusters.cluster_of:  # same rows every round: one shard
+                models = self.store.read_table("sources", ["embedding_model"])["embedding_model"]
+                model = models[0].as_py() if len(models) else None
+                self.store.commit("identity-clusters", {"identity_clusters": plan.clusters.table(
+                    cfg.pairing.same_person_similarity, model, cfg.resolved_run_id())}, {"phase": "pairing"})
+            log.info("round %d: %d candidates planned, %d already decided, %d to do (%d plan files of %d rows; "
+                     "%.1f s)", r, plan.size, len(self.done), plan.size - len(self.done), len(self.urls), self.rows,
+                     time.monotonic() - self.started_at)
+            self.sized.set()
+            chunks = (with_attempt_column(c, attempts_for(c["candidate_id"], self.past_failures))
+                      for c in plan.chunks)
+            self.counts = write_plan_files(chunks, self.done, self.urls, self.run_folder,
+                                           empty=with_attempt_column(PLAN_INDEX_SCHEMA.empty_table(),
+                                                                     pa.array([], pa.int32())))
+        except BaseException as exc:  # noqa: BLE001 - re-raised on the driver thread
+            self.error = exc
+            failed = self.run_folder.at(failure_url(self.run_folder, r))
+            atomic_write_bytes(failed.fs, failed.path, repr(exc).encode())
+        finally:
+            self.sized.set()
 
 
 def _pairing_refusals_done(store: ManifestStore, round_index: int) -> set[str]:

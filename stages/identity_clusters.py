@@ -3,11 +3,14 @@
 Each identity's centroid is the L2-normalised mean of its sources' (L2-normalised) embeddings; two identities
 whose centroids have cosine >= `threshold` are the same person, and clusters are the connected components. A
 cluster is named by its first identity in sorted order. Pairing never draws j from i's cluster and releases
-split by cluster, so one person never lands in two splits. Pure numpy: runs on the driver.
+split by cluster, so one person never lands in two splits. Pure numpy (the pair search on a few threads); runs
+where the embeddings are (pipeline/plan_features.py: a Ray task next to them).
 """
 
 from __future__ import annotations
 
+import os
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import numpy as np
@@ -84,29 +87,51 @@ def cluster_embedding_rows(names: list[str], order: np.ndarray, starts: np.ndarr
     return cluster_centroids(names, cent, threshold)
 
 
-# Up to this many identities the whole similarity matrix is computed at once, as it always was. Beyond, blocks of
-# rows are prefiltered in float32 (with a margin far above its rounding error) and the pairs that pass are computed
-# in float64. Still O(identities^2) work: ~100 s for 100k identities on 2 busy cores (benchmarks/RESULTS.md).
+# Up to this many identities the whole similarity matrix is computed at once, as it always was. Beyond, tiles of
+# rows x columns are prefiltered in float32 (with a margin far above its rounding error), a tile whose maximum is
+# below the margin is skipped, and the pairs that pass are computed in float64. Still O(identities^2) work, spread
+# over a few threads (numpy's matmul releases the GIL): benchmarks/RESULTS.md has the times.
 EXACT_MATRIX_IDENTITIES = 4096
 _CENTROID_ROWS = 65_536
 _BLOCK_ROWS = 512
+_TILE_COLUMNS = 4096  # a 512 x 4096 float32 tile (8 MiB) is compared while it is still in cache
 _MARGIN = 1e-3
+_MAX_THREADS = 8
 
 
-def _similar_pairs(cent: np.ndarray, threshold: float) -> list[tuple[int, int]]:
-    """Pairs a < b of unit centroids with cosine >= threshold, in bounded memory."""
-    n = len(cent)
-    c32 = cent.astype(np.float32)
+def _pair_threads() -> int:
+    """Threads for the pair search: the CPUs this process may run on (at most _MAX_THREADS)."""
+    try:
+        cpus = len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        cpus = os.cpu_count() or 1
+    return max(1, min(_MAX_THREADS, cpus))
+
+
+def _block_pairs(cent: np.ndarray, c32: np.ndarray, a0: int, threshold: float) -> list[tuple[int, int]]:
+    """Pairs a < b with a in rows a0:a0 + _BLOCK_ROWS and float64 cosine >= threshold."""
+    rows32 = c32[a0:a0 + _BLOCK_ROWS]
     pairs: list[tuple[int, int]] = []
-    for a0 in range(0, n, _BLOCK_ROWS):
-        s = c32[a0:a0 + _BLOCK_ROWS] @ c32[a0:].T  # only b >= a0: each pair once
+    for b0 in range(a0, len(c32), _TILE_COLUMNS):  # only b >= a0: each pair once
+        s = rows32 @ c32[b0:b0 + _TILE_COLUMNS].T
+        if s.max() < threshold - _MARGIN:
+            continue
         rows, cols = np.nonzero(s >= threshold - _MARGIN)
-        a, b = rows + a0, cols + a0
+        a, b = rows + a0, cols + b0
         a, b = a[a < b], b[a < b]
         if len(a):
             hit = np.einsum("ij,ij->i", cent[a], cent[b]) >= threshold
             pairs.extend(zip(a[hit].tolist(), b[hit].tolist(), strict=True))
     return pairs
+
+
+def _similar_pairs(cent: np.ndarray, threshold: float) -> list[tuple[int, int]]:
+    """Pairs a < b of unit centroids with cosine >= threshold, in bounded memory (per thread: one tile)."""
+    c32 = cent.astype(np.float32)
+    starts = range(0, len(cent), _BLOCK_ROWS)
+    with ThreadPoolExecutor(_pair_threads()) as pool:
+        blocks = pool.map(lambda a0: _block_pairs(cent, c32, a0, threshold), starts)
+        return [pair for block in blocks for pair in block]
 
 
 def cluster_centroids(names: list[str], cent: np.ndarray | None, threshold: float | None) -> IdentityClusters:

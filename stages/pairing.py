@@ -399,6 +399,18 @@ def plan_round(sources: pa.Table, cfg: PairingConfig, round_index: int, *, seed:
     return RoundPlan(plan, stream.refused, stream.clusters)
 
 
+def planned_size_bound(inputs: PlanInputs, cfg: PairingConfig) -> int:
+    """At least the number of candidates plan_round_stream plans, known before duplicates are resolved and
+    identities clustered (no embedding needed): equal to it unless duplicate files or one-person clusters leave an
+    identity fewer images or no j."""
+    counts = np.bincount(inputs.identity_code, minlength=len(inputs.identity_names))
+    if np.count_nonzero(counts) < 2:  # one identity: no j for anyone
+        return 0
+    targets = counts[counts >= 2]
+    cap = cfg.max_targets_per_identity
+    return int(np.minimum(targets, cap).sum() if cap else targets.sum())
+
+
 @dataclass
 class PlanStream:
     """A round's plan made lazily: `size` candidates (known before the first chunk), `chunks` of at most

@@ -52,6 +52,7 @@ def test_block_pair_search_finds_the_same_clusters(monkeypatch):
     exact = ic.cluster_centroids(names, cent, 0.96)
     monkeypatch.setattr(ic, "EXACT_MATRIX_IDENTITIES", 10)
     monkeypatch.setattr(ic, "_BLOCK_ROWS", 7)
+    monkeypatch.setattr(ic, "_TILE_COLUMNS", 11)  # tiles that skip, and tiles that straddle the diagonal
     blocked = ic.cluster_centroids(names, cent, 0.96)
     assert blocked.cluster_of == exact.cluster_of and blocked.size_of == exact.size_of
     assert blocked.max_similarity.keys() == exact.max_similarity.keys()

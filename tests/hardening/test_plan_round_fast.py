@@ -16,7 +16,7 @@ from manifests.schemas import SOURCES
 from pipeline.config import load_config
 from pipeline.round import plan_for
 from stages.face.expression import expression_distance
-from stages.pairing import PLAN_SCHEMA, PLAN_SOURCE_COLUMNS
+from stages.pairing import PLAN_SCHEMA, PLAN_SOURCE_COLUMNS, PLANNER_COLUMNS, PlanInputs, planned_size_bound
 
 
 def _h(*parts: object) -> str:
@@ -193,3 +193,17 @@ def test_fast_plan_round_equals_the_reference_on_parquet_read_sources(tmp_path):
     fast = plan_for(cfg, read, 0)
     ref_rows, ref_refused = reference_plan_round(read, cfg, 0)
     assert fast.plan.equals(pa.Table.from_pylist(ref_rows, schema=PLAN_SCHEMA)) and fast.refused == ref_refused
+
+
+@pytest.mark.parametrize("n_ids,seed,extra", [(300, 0, []), (120, 1, ["pairing.max_targets_per_identity=2"]),
+                                              (1, 2, []), (0, 3, []), (2, 6, [])])
+def test_size_bound_is_at_least_the_plan_and_exact_without_duplicates(n_ids, seed, extra):
+    """run_generation names the plan files before duplicates and clusters are known, from planned_size_bound."""
+    cfg = load_config(overrides=[*extra])
+    sources = synthetic_sources(n_ids, seed)
+    first = np.unique(np.asarray(sources["file_sha256"].to_pylist(), dtype=object), return_index=True)[1]
+    unique = sources.take(pa.array(np.sort(first)))  # one copy of each file: nothing for duplicates to drop
+    for table, exact in ((sources, False), (unique, True)):
+        size = plan_for(cfg, table, 0).plan.num_rows
+        bound = planned_size_bound(PlanInputs.from_batches([table.select(PLANNER_COLUMNS)]), cfg.pairing)
+        assert bound == size if exact else bound >= size

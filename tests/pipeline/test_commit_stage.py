@@ -88,3 +88,15 @@ def test_plan_reader_stops_when_planning_failed(tmp_path):
     Path(failure_url(run, 0)).write_text("boom")
     with pytest.raises(RuntimeError, match="planning failed"):
         read_plan_file(url, run, failure_url(run, 0), 5)
+
+
+def test_plan_files_past_the_plan_are_written_empty(tmp_path):
+    run = Location(str(tmp_path / "run"))
+    urls = plan_file_urls(run, 0, 3)  # named for an upper bound of the plan: 3 files, 2 chunks
+    empty = pa.table({"candidate_id": pa.array([], pa.string())})
+    planned, todo = write_plan_files([pa.table({"candidate_id": ["c1"]}), pa.table({"candidate_id": ["c2"]})],
+                                     pa.array([], pa.string()), urls, run, empty=empty)
+    assert (planned, todo) == (2, 2)
+    assert read_plan_file(urls[2], run, failure_url(run, 0)).num_rows == 0
+    with pytest.raises(RuntimeError, match="1 chunks for 2 plan files"):  # without `empty`: one chunk per file
+        write_plan_files([pa.table({"candidate_id": ["c1"]})], pa.array([], pa.string()), urls[:2], run)
