@@ -172,6 +172,11 @@ def test_resume_after_sigkill_mid_round_gives_the_same_triples(baseline, corpus8
         proc.wait()
     partial = killed_store.read_column_set("qc", "candidate_id")
     assert 0 < len(partial) < 16, f"the kill should land mid-round: {len(partial)} decided, paused: {marker.exists()}"
+    # killed between a shard's files and its marker: the files are there, DuckDB must not see them
+    orphans = uncommitted_files(killed_store)
+    hidden = {r for f in orphans if "/qc/" in f for r in pq.read_table(f).column("candidate_id").to_pylist()}
+    assert hidden, f"the kill should land inside a commit: {orphans}"
+    assert not hidden & {r[0] for r in connect(killed_store).execute("select candidate_id from qc").fetchall()}
     resumed = run_idi(round_config(corpus8, out, "run.commit_rows=2"))
     assert resumed["timing"]["items"] == 16 - len(partial)
     assert triples_content(killed_store) == triples_content(store)

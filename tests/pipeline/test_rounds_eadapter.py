@@ -17,6 +17,7 @@ from manifests.store import ManifestStore
 from pipeline.config import load_config
 from pipeline.rounds import adapter_url
 from pipeline.run_idi import run_idi
+from stages.eadapter.model import EAdapter
 from stages.eadapter.tiny import build_tiny_sd
 from tests.conftest import london_identities, make_corpus
 
@@ -53,6 +54,8 @@ def test_two_rounds_train_and_record_lineage(tmp_path: Path, ray_session):
     assert len(trained) == 1
     t_round, t_id, t_sha, t_path, data_round, n = trained[0]
     assert (t_round, data_round) == (1, 0) and t_path.startswith(adapter_url(url, 1))
+    prov = EAdapter.from_pretrained(t_path).config.provenance
+    assert prov["kind"] == "trained" and prov["mode"] == "refined"
     assert n == con.execute("select count(*) from triples where round = 0").fetchone()[0]
     # Round 1's data was made with exactly the adapter trained on round 0; round 0's by the bootstrap backend.
     assert gen[1][3] == t_path and gen[0][3] is None
