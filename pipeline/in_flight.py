@@ -1,9 +1,9 @@
 """Which batch each stage actor is working on, so that the batch a dead actor was on can be named.
 
-A phase's stage actors report each batch's ids to one small registry actor before they process it and clear the
-entry after (pipeline/ray_adapter.py StageActor). When an actor dies, Ray Data fails the phase with an
-ActorDiedError naming that actor; its entry is still open and holds the crashed batch: the only items that can
-have killed it. pipeline/isolate.py then runs those items one at a time.
+Stage actors report each batch's ids to one small registry actor (one per driver job, shared by its phases)
+before they process it and clear the entry after (pipeline/ray_adapter.py StageActor). When an actor dies, Ray
+Data fails the phase with an ActorDiedError naming that actor; its entry is still open and holds the crashed
+batch: the only items that can have killed it. pipeline/isolate.py then runs those items one at a time.
 """
 
 from __future__ import annotations
@@ -62,6 +62,14 @@ class _Registry:
     def batch_of(self, actor_id: str) -> tuple[str, list[str]] | None:
         return self.open.get(actor_id)
 
+    def ping(self) -> bool:
+        return True
+
+
+# One registry per driver job, shared by its phases: a new actor per phase put a worker start on every phase's
+# critical path (the first batch waits for `begin`). Entries are keyed by actor id, so phases never mix.
+_REGISTRIES: dict[str, Any] = {}
+
 
 @dataclass(frozen=True)
 class InFlight:
@@ -72,7 +80,19 @@ class InFlight:
 
     @staticmethod
     def start(id_column: str) -> InFlight:
-        return InFlight(_Registry.remote(), id_column)  # type: ignore[attr-defined]  # a @ray.remote class
+        """The driver job's registry (started on first use, and again if it died with its node)."""
+        import ray.exceptions as rex
+        context = ray.get_runtime_context()
+        job = f"{context.gcs_address}/{context.get_job_id()}"  # job ids repeat across Ray sessions of a process
+        registry = _REGISTRIES.get(job)
+        if registry is not None:
+            try:
+                ray.get(registry.ping.remote(), timeout=30)
+            except (rex.RayError, TimeoutError):
+                registry = None
+        if registry is None:
+            registry = _REGISTRIES[job] = _Registry.remote()  # type: ignore[attr-defined]  # a @ray.remote class
+        return InFlight(registry, id_column)
 
     def begin(self, actor_id: str, stage: str, ids: list[str]) -> None:
         """Record the batch before it is processed (waits, so the entry exists if the process dies next)."""
@@ -93,6 +113,3 @@ class InFlight:
             if batch is not None:
                 return batch[0], list(batch[1])
         return None
-
-    def close(self) -> None:
-        ray.kill(self.registry)

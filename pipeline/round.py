@@ -151,8 +151,6 @@ def _stream(make_dataset: Callable[[InFlight], object], spec: CommitSpec, store:
         if batch is not None:
             _run_crashed_batch(batch, exc, spec, store, cfg, phase, iso)
         raise
-    finally:
-        in_flight.close()
 
 
 def _run_crashed_batch(batch: tuple[str, list[str]], exc: Exception, spec: CommitSpec, store: ManifestStore,

@@ -31,19 +31,17 @@ class _Worker:
 def test_the_batch_of_the_dead_actor_is_named_and_finished_batches_are_not(ray_session):
     ray = ray_session
     in_flight = InFlight.start("candidate_id")
-    try:
-        worker_cls = ray.remote(num_cpus=0, max_restarts=0)(_Worker)
-        good, bad = worker_cls.remote(in_flight), worker_cls.remote(in_flight)
-        assert ray.get(good.process.remote(["a", "b"], "p")) == 2  # finished: its entry is cleared
-        with pytest.raises(ray.exceptions.ActorDiedError) as info:
-            ray.get(bad.process.remote(["c", "p", "d"], "p"))
-        assert lost_workers(info.value)
-        assert dead_actor_ids(info.value) == [bad._actor_id.hex()]
-        assert in_flight.crashed_batch(info.value) == ("stage_x", ["c", "p", "d"])
-        assert in_flight.crashed_batch(RuntimeError("no actor named")) is None
-        assert not lost_workers(RuntimeError("a bug"))
-    finally:
-        in_flight.close()
+    assert InFlight.start("candidate_id").registry._actor_id == in_flight.registry._actor_id  # one per driver job
+    worker_cls = ray.remote(num_cpus=0, max_restarts=0)(_Worker)
+    good, bad = worker_cls.remote(in_flight), worker_cls.remote(in_flight)
+    assert ray.get(good.process.remote(["a", "b"], "p")) == 2  # finished: its entry is cleared
+    with pytest.raises(ray.exceptions.ActorDiedError) as info:
+        ray.get(bad.process.remote(["c", "p", "d"], "p"))
+    assert lost_workers(info.value)
+    assert dead_actor_ids(info.value) == [bad._actor_id.hex()]
+    assert in_flight.crashed_batch(info.value) == ("stage_x", ["c", "p", "d"])
+    assert in_flight.crashed_batch(RuntimeError("no actor named")) is None
+    assert not lost_workers(RuntimeError("a bug"))
 
 
 def test_crash_row_is_a_transient_worker_crashed_reject_of_that_stage():
