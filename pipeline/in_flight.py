@@ -81,14 +81,13 @@ class InFlight:
     @staticmethod
     def start(id_column: str) -> InFlight:
         """The driver job's registry (started on first use, and again if it died with its node)."""
-        import ray.exceptions as rex
         context = ray.get_runtime_context()
         job = f"{context.gcs_address}/{context.get_job_id()}"  # job ids repeat across Ray sessions of a process
         registry = _REGISTRIES.get(job)
         if registry is not None:
             try:
                 ray.get(registry.ping.remote(), timeout=30)
-            except (rex.RayError, TimeoutError):
+            except Exception:  # noqa: BLE001 - dead with its node, or a handle of an earlier Ray session
                 registry = None
         if registry is None:
             registry = _REGISTRIES[job] = _Registry.remote()  # type: ignore[attr-defined]  # a @ray.remote class
