@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from bench_qc_validity import auc  # benchmarks/ is on sys.path (tests/qc/conftest.py)
 
 from pipeline.config import load_config
 from qc.decide import REASON_EXPRESSION_NEARER_S, Scores, Thresholds, failed_checks
@@ -13,16 +14,6 @@ from stages.face.learned_expression import LearnedExpression
 from tests.conftest import LONDON
 
 pytestmark = pytest.mark.skipif(not LONDON.is_dir(), reason="London set not present")
-
-
-def _auc(pos: np.ndarray, neg: np.ndarray) -> float:
-    """P(a positive scores above a negative), ties half (Mann-Whitney)."""
-    s = np.concatenate([pos, neg])
-    ranks = np.empty(len(s))
-    ranks[np.argsort(s, kind="mergesort")] = np.arange(1, len(s) + 1)
-    _, inv, counts = np.unique(s, return_inverse=True, return_counts=True)
-    ranks = (np.bincount(inv, weights=ranks) / counts)[inv]
-    return float((ranks[:len(pos)].sum() - len(pos) * (len(pos) + 1) / 2) / (len(pos) * len(neg)))
 
 
 def test_contrast_is_the_signed_position_past_the_midpoint():
@@ -61,8 +52,8 @@ def test_london_pair_auc_of_the_contrast_reaches_0_90(london_probs):
     positive = ex[r_idx] == ex[t_idx]
     contrast = np.array([expression_contrast(p[r], p[s], p[t]) for r, s, t in zip(r_idx, s_idx, t_idx, strict=True)])
     distance = np.array([total_variation(p[r], p[t]) for r, t in zip(r_idx, t_idx, strict=True)])
-    auc_contrast = _auc(contrast[positive], contrast[~positive])
-    auc_distance = _auc(-distance[positive], -distance[~positive])
+    auc_contrast = auc(contrast[positive], contrast[~positive])
+    auc_distance = auc(-distance[positive], -distance[~positive])
     assert len(ids) == 204 and positive.sum() == (~positive).sum() == 20604
     assert auc_contrast >= 0.90, auc_contrast
     assert auc_distance < auc_contrast - 0.05, (auc_distance, auc_contrast)
