@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
+from multiprocessing import get_context
 from pathlib import Path
 from typing import Any
 
@@ -30,19 +33,48 @@ def detected_london(root: Path = LONDON) -> Iterator[tuple[str, dict[str, tuple[
     photos each hold exactly one face (all 102 of the London set), in folder order."""
     from stages.face.dlib_models import DlibDetector
     det = DlibDetector()
-    for d in sorted(p for p in root.iterdir() if p.is_dir()):
-        entry: dict[str, tuple[np.ndarray, Any]] = {}
-        for e in EXPRESSIONS:
-            f = d / f"{e}.jpg"
-            if not f.is_file():
-                break
-            rgb = decode_image(f.read_bytes(), 40_000_000)
-            found = det.detect(rgb)
-            if len(found) != 1 or found[0].landmarks68 is None:
-                break
-            entry[e] = (rgb, found[0])
-        if len(entry) == len(EXPRESSIONS):
+    for d in _identity_folders(root):
+        entry = _detected(det, d)
+        if entry is not None:
             yield d.name, entry
+
+
+def _identity_folders(root: Path) -> list[Path]:
+    return sorted(p for p in root.iterdir() if p.is_dir())
+
+
+def _detected(det: Any, folder: Path) -> dict[str, tuple[np.ndarray, Any]] | None:
+    """{expression: (RGB photo, its one face)}, or None unless every expression's photo holds exactly one face."""
+    entry: dict[str, tuple[np.ndarray, Any]] = {}
+    for e in EXPRESSIONS:
+        f = folder / f"{e}.jpg"
+        if not f.is_file():
+            return None
+        rgb = decode_image(f.read_bytes(), 40_000_000)
+        found = det.detect(rgb)
+        if len(found) != 1 or found[0].landmarks68 is None:
+            return None
+        entry[e] = (rgb, found[0])
+    return entry
+
+
+_MODELS: dict[str, Any] = {}  # a pool process's detector and embedder, loaded on its first folder
+
+
+def _aligned_faces(folder: Path, size: int) -> dict[str, Face] | None:
+    """One identity folder detected, FFHQ-aligned at `size` and embedded (run in a pool process)."""
+    from stages.face.dlib_models import DlibDetector, DlibEmbedder
+    if not _MODELS:
+        _MODELS.update(det=DlibDetector(), emb=DlibEmbedder())
+    photos = _detected(_MODELS["det"], folder)
+    if photos is None:
+        return None
+    faces = {}
+    for e, (rgb, face) in photos.items():
+        a = ffhq_align(rgb, face.landmarks68, size)
+        faces[e] = Face(folder.name, e, a.image, np.asarray(a.landmarks68, np.float32),
+                        np.asarray(_MODELS["emb"].embed(rgb, face), np.float32))
+    return faces
 
 
 def load_london(root: Path = LONDON, size: int = 256, cache: Path | None = None) -> dict[str, dict[str, Face]]:
@@ -57,15 +89,11 @@ def load_london(root: Path = LONDON, size: int = 256, cache: Path | None = None)
             out.setdefault(str(ident), {})[e] = Face(str(ident), e, arrays["image"][k], arrays["landmarks"][k],
                                                      arrays["embedding"][k])
         return out
-    from stages.face.dlib_models import DlibEmbedder
-    emb = DlibEmbedder()
-    faces: dict[str, dict[str, Face]] = {}
-    for ident, photos in detected_london(root):
-        faces[ident] = {}
-        for e, (rgb, face) in photos.items():
-            a = ffhq_align(rgb, face.landmarks68, size)
-            faces[ident][e] = Face(ident, e, a.image, np.asarray(a.landmarks68, np.float32),
-                                   np.asarray(emb.embed(rgb, face), np.float32))
+    folders = _identity_folders(root)
+    # dlib is single-threaded: one spawned process per core (not forked: the caller may hold Ray's threads)
+    with ProcessPoolExecutor(min(2, os.cpu_count() or 1), mp_context=get_context("spawn")) as pool:
+        found = list(pool.map(_aligned_faces, folders, [size] * len(folders), chunksize=4))
+    faces = {d.name: f for d, f in zip(folders, found, strict=True) if f is not None}
     flat = [f for e in faces.values() for f in e.values()]
     np.savez(cache, identity=np.array([f.identity for f in flat]), expression=np.array([f.expression for f in flat]),
              image=np.stack([f.image for f in flat]), landmarks=np.stack([f.landmarks68 for f in flat]),

@@ -68,6 +68,14 @@ def finished_run(tmp_path_factory, ray_session):
 
 
 @pytest.fixture(scope="session")
+def baseline_run(tmp_path_factory, ray_session):
+    """One clean one-round run of 3 identities (made once per test session) for the fault, nothing-lost and
+    multi-node tests."""
+    from tests.baseline_run import get_baseline_run
+    return get_baseline_run(tmp_path_factory)
+
+
+@pytest.fixture(scope="session")
 def release(finished_run):
     from tests.finished_run import get_release
     return get_release(finished_run)

@@ -1,7 +1,8 @@
 """A round on a real multi-node Ray cluster on this machine (a head with no CPUs and two worker nodes, each its own
 raylet: ray.cluster_utils.Cluster), output root on a real S3 server (moto on 127.0.0.1): the triples equal a
-single-node run's; then the same with one worker node killed mid-round (the node whose QC actor holds an item),
-which must still give exactly the single-node triples, every candidate decided once."""
+single-node run's (the session's clean run of the same corpus, tests/baseline_run.py); then the same with one
+worker node killed mid-round (the node whose QC actor holds an item), which must still give exactly the single-node
+triples, every candidate decided once."""
 
 from __future__ import annotations
 
@@ -15,15 +16,14 @@ import pytest
 
 from core.location import Location
 from manifests.store import ManifestStore
-from pipeline.run_idi import run_idi
-from tests.conftest import REPO, london_identities, make_corpus
+from tests.baseline_run import N_IDS
+from tests.conftest import REPO
 from tests.pipeline.test_round import round_config, triples_content
 from tests.s3_server import moto_s3, opts_yaml
 
 pytestmark = pytest.mark.slow
 
 BUCKET = "ciep-cluster"
-N_IDS = 4  # 8 images -> 8 candidates
 # Small CPU shares so that both worker nodes host actors of every stage, and one node can finish the round alone.
 RESOURCES = [f"{s}.resources.{k}={v}" for s in ("expression_transfer", "identity_swap", "qc")
              for k, v in (("num_cpus", 0.25), ("batch_size", 2))] + ["ingest.resources.concurrency=2",
@@ -37,16 +37,16 @@ def s3():
 
 
 @pytest.fixture(scope="module")
-def corpus(tmp_path_factory) -> Path:
-    return make_corpus(tmp_path_factory.mktemp("mn") / "corpus", london_identities()[:N_IDS])
+def corpus(baseline_run) -> Path:
+    return baseline_run.corpus
 
 
 @pytest.fixture(scope="module")
-def single_node(corpus, tmp_path_factory, ray_session):
-    cfg = round_config(corpus, tmp_path_factory.mktemp("single"), *RESOURCES)
-    result = run_idi(cfg)
-    assert result["summary"]["triples"] >= 2
-    return cfg, triples_content(ManifestStore.open(result["timing"]["run_url"]))
+def single_node(baseline_run, tmp_path_factory):
+    """The config the cluster runs use (for their run id) and the single-node triples they must equal."""
+    cfg = round_config(baseline_run.corpus, tmp_path_factory.mktemp("unused"), *RESOURCES)
+    assert triples_content(baseline_run.store), "the single-node run made triples"
+    return cfg, triples_content(baseline_run.store)
 
 
 @pytest.fixture(scope="module")

@@ -22,27 +22,24 @@ from manifests.query import connect
 from manifests.store import ManifestStore
 from pipeline.commit import StageFailureError
 from pipeline.run_idi import run_idi
-from tests.conftest import REPO, london_identities, make_corpus
+from tests.baseline_run import N_IDS
+from tests.conftest import REPO
 from tests.hardening.conftest import round_config, rows_that_matter, uncommitted_files
 
 pytestmark = pytest.mark.slow
 
-N_IDS = 3  # 6 images -> 6 candidates
 TABLES = ("sources", "candidates", "qc", "triples")
 
 
 @pytest.fixture(scope="module")
-def corpus(tmp_path_factory) -> Path:
-    return make_corpus(tmp_path_factory.mktemp("faults") / "corpus", london_identities()[:N_IDS])
+def corpus(baseline_run) -> Path:
+    return baseline_run.corpus
 
 
 @pytest.fixture(scope="module")
-def baseline(corpus: Path, tmp_path_factory, ray_session):
-    cfg = round_config(corpus, tmp_path_factory.mktemp("clean"))
-    result = run_idi(cfg)
-    store = ManifestStore.open(result["timing"]["run_url"])
-    assert result["summary"]["triples"] >= 1
-    return cfg, store, {t: rows_that_matter(store, t) for t in TABLES}
+def baseline(baseline_run):
+    store = baseline_run.store
+    return baseline_run.cfg, store, {t: rows_that_matter(store, t) for t in TABLES}
 
 
 def _candidate_ids(baseline) -> list[str]:

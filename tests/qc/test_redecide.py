@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 from pathlib import Path
 
 import pytest
@@ -60,19 +61,20 @@ def test_cli_refuses_non_qc_keys_and_writes_run_json(tmp_path: Path, capsys):
     assert info["decisions"][-1]["decision_version"] == 1
 
 
-@pytest.mark.usefixtures("ray_session")
-def test_rerun_with_a_changed_threshold_redecides_without_touching_images(small_corpus: Path, tmp_path: Path):
+def test_rerun_with_a_changed_threshold_redecides_without_touching_images(baseline_run, tmp_path: Path):
     from pipeline.run_idi import run_idi
+    from tests.hardening.conftest import round_config
 
-    base = [f"corpus.root={small_corpus}", f"run.output_root={tmp_path / 'runs'}", "run.name=redecide"]
-    first = run_idi(load_config(overrides=base))
-    url = first["timing"]["run_url"]
+    # a finished run (a copy of the session's clean run, so that its own manifests stay as they are)
+    first = baseline_run.cfg.resolved_run_id()
+    url = str(tmp_path / "runs" / first)
+    shutil.copytree(baseline_run.store.root, url)
     images = sorted(p for p in Path(url, "images").rglob("*") if p.is_file())
     assert images
     stamps = {p: os.stat(p).st_mtime_ns for p in images}
     # the README's example: a changed QC threshold reruns the same run id and only re-decides
-    second = run_idi(load_config(overrides=[*base, "qc.expression.max_distance=0.01"]))
-    assert second["timing"]["run_id"] == first["timing"]["run_id"]
+    second = run_idi(round_config(baseline_run.corpus, tmp_path / "runs", "qc.expression.max_distance=0.01"))
+    assert second["timing"]["run_id"] == first
     assert second["timing"]["items"] == 0  # nothing ingested or generated again
     assert sorted(p for p in Path(url, "images").rglob("*") if p.is_file()) == images
     assert {p: os.stat(p).st_mtime_ns for p in images} == stamps
