@@ -159,7 +159,8 @@ class PlanFilesDatasource(LazyDatasource):
 
 class TableDatasource(LazyDatasource):
     """An in-memory table, put once in the object store, as blocks of `rows_per_block` rows in table order; a read
-    task slices a run of consecutive blocks out of it (`parallelism` tasks at most, in table order)."""
+    task slices a run of consecutive blocks out of it (`parallelism` tasks at most, in table order; Ray Data joins
+    the blocks of one task into one)."""
 
     def __init__(self, table: pa.Table, rows_per_block: int) -> None:
         self.table = ray.put(table)

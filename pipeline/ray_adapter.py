@@ -220,23 +220,31 @@ def dataset_from_plan_files(urls: list[str], failure: str, run: Location, featur
     return _lazy_dataset(PlanFilesDatasource(urls, failure, run, features, reads), len(urls))
 
 
-# Ingest's read tasks: each slices this many blocks out of the table in the object store.
+# Ingest's read tasks (pipeline/plan_datasource.py TableDatasource): one per block up to this many blocks...
+TABLE_READ_TASKS = 1024
+# ... then runs of at most this many consecutive blocks per task.
 TABLE_BLOCKS_PER_READ = 32
 
 
+def table_read_tasks(blocks: int) -> int:
+    """How many read tasks dataset_from_table makes for a table of `blocks` blocks."""
+    return -(-blocks // min(TABLE_BLOCKS_PER_READ, max(1, blocks // TABLE_READ_TASKS)))
+
+
 def dataset_from_table(table: pa.Table, rows_per_block: int) -> ray.data.Dataset:
-    """A dataset of blocks of `rows_per_block` rows, read in table order, so that the first stage can start before
-    the whole input is read and its actors share the input in small batches. Not `ray.data.from_arrow` of the
-    blocks: it runs one metadata task per block before the dataset exists (pipeline/plan_datasource.py
-    TableDatasource). Ray Data joins the blocks a read task yields into one (up to its target block size), so a
-    streaming repartition cuts them again; one read task at a time keeps the runs of blocks in table order."""
+    """A dataset of small blocks in table order, so that the first stage can start before the whole input is read
+    and its actors share the input. Not `ray.data.from_arrow` of the blocks: it runs one metadata task per block
+    before the dataset exists (pipeline/plan_datasource.py TableDatasource).
+
+    Ray Data joins the blocks one read task yields into one block, so a table of up to TABLE_READ_TASKS blocks
+    keeps blocks of `rows_per_block` rows (one task each); a larger one has blocks of up to TABLE_BLOCKS_PER_READ
+    times that, thousands of them (the actors still take `batch_size` rows at a time). Rows are in table order
+    within a block; the tasks start in table order and, as with the plan files, may finish out of it."""
     source = TableDatasource(table, rows_per_block)
-    ds = _lazy_dataset(source, -(-source.num_blocks() // TABLE_BLOCKS_PER_READ), concurrency=1)
-    return ds.repartition(target_num_rows_per_block=source.rows_per_block, strict=True)
+    return _lazy_dataset(source, table_read_tasks(source.num_blocks()))
 
 
-def _lazy_dataset(source: LazyDatasource, read_tasks: int, concurrency: int | None = None) -> ray.data.Dataset:
+def _lazy_dataset(source: LazyDatasource, read_tasks: int) -> ray.data.Dataset:
     """The datasource's dataset in `read_tasks` small-CPU read tasks (a whole CPU each would wait for ever on a
-    cluster whose CPUs the stage actors hold), `concurrency` of them at a time when given."""
-    return ray.data.read_datasource(source, override_num_blocks=max(1, read_tasks), num_cpus=PLAN_READ_CPUS,
-                                    concurrency=concurrency)
+    cluster whose CPUs the stage actors hold)."""
+    return ray.data.read_datasource(source, override_num_blocks=max(1, read_tasks), num_cpus=PLAN_READ_CPUS)

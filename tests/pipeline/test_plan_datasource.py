@@ -15,7 +15,7 @@ import ray
 from core.location import Location
 from pipeline.plan_datasource import ReadAhead, TableDatasource
 from pipeline.plan_files import failure_url, plan_file_urls, write_plan_files
-from pipeline.ray_adapter import TABLE_BLOCKS_PER_READ, dataset_from_plan_files, dataset_from_table
+from pipeline.ray_adapter import dataset_from_plan_files, dataset_from_table, table_read_tasks
 
 
 def listing(n: int) -> pa.Table:
@@ -44,28 +44,30 @@ def test_ingest_dataset_is_lazy_and_keeps_its_blocks(ray_session, monkeypatch):
     def no_from_arrow(*args: object, **kwargs: object) -> None:
         raise AssertionError("from_arrow runs one task per block before the dataset exists")
     monkeypatch.setattr(ray.data, "from_arrow", no_from_arrow)
-    # 1M rows: made from the table's size alone (one object in the store, no task until the dataset runs)
+    # 1M rows: made from the table's size alone (one object in the store, no task until the dataset runs),
+    # 3,907 read tasks of 32 blocks
     big = TableDatasource(listing(1_000_000), 8)
-    assert len(big.get_read_tasks(-(-big.num_blocks() // TABLE_BLOCKS_PER_READ))) == 3907
-    table = listing(1000)
+    tasks = big.get_read_tasks(table_read_tasks(big.num_blocks()))
+    assert len(tasks) == 3907 and {t.metadata.num_rows for t in tasks[:-1]} == {256}
+    table = listing(200)
     ds = dataset_from_table(table, 8)
     refs = [entry for bundle in ds.iter_internal_ref_bundles() for entry in bundle.block_refs]
     blocks = ray.get(refs)
-    assert [b.num_rows for b in blocks] == [8] * 125
-    # the same rows, each block a run of the table's rows in order
+    assert [b.num_rows for b in blocks] == [8] * 25
+    # up to 1,024 blocks: one task per block, so the blocks are those of the table, the same rows in order
     ordered = sorted(blocks, key=lambda b: b["input_key"][0].as_py().split("/img_")[1])
     assert pa.concat_tables(ordered).to_pylist() == table.to_pylist()
 
 
 def test_planner_writes_a_bounded_window_ahead_of_the_readers(tmp_path: Path, ray_session):
     run = Location(str(tmp_path / "run"))
-    urls, failure = plan_file_urls(run, 0, 20), failure_url(run, 0)
+    urls, failure = plan_file_urls(run, 0, 12), failure_url(run, 0)
     ahead = ReadAhead(len(urls), 2)
     assert ReadAhead(2, 2).reads is None  # a round of `ahead` files or fewer starts no actor
     planned: list[int] = []
 
     def chunks():  # type: ignore[no-untyped-def]
-        for k in range(20):
+        for k in range(12):
             planned.append(k)
             yield pa.table({"candidate_id": [f"c{k:03d}-{i}" for i in range(3)]})
 
@@ -77,16 +79,16 @@ def test_planner_writes_a_bounded_window_ahead_of_the_readers(tmp_path: Path, ra
         time.sleep(0.05)
     time.sleep(0.5)
     assert planned == [0, 1]  # no reader yet: the first `ahead` files only
-    ahead.reads.reading(10)  # type: ignore[union-attr]  # a reader asks for a later file first
+    ahead.reads.reading(6)  # type: ignore[union-attr]  # a reader asks for a later file first
     deadline = time.monotonic() + 30
-    while len(planned) < 13 and time.monotonic() < deadline:
+    while len(planned) < 9 and time.monotonic() < deadline:
         time.sleep(0.05)
     time.sleep(0.5)
-    assert len(planned) == 13  # up to file 12 = 10 + ahead
+    assert len(planned) == 9  # up to file 8 = 6 + ahead
     rows = dataset_from_plan_files(urls, failure, run, None, ahead.reads).take_all()
     writer.join(timeout=60)
     assert not writer.is_alive()
-    assert sorted(r["candidate_id"] for r in rows) == [f"c{k:03d}-{i}" for k in range(20) for i in range(3)]
+    assert sorted(r["candidate_id"] for r in rows) == [f"c{k:03d}-{i}" for k in range(12) for i in range(3)]
 
 
 @pytest.mark.parametrize("reads", [0, 5])
