@@ -220,15 +220,16 @@ def dataset_from_plan_files(urls: list[str], failure: str, run: Location, featur
     return _lazy_dataset(PlanFilesDatasource(urls, failure, run, features, reads), len(urls))
 
 
-# Ingest's read tasks (pipeline/plan_datasource.py TableDatasource): one per block up to this many blocks...
+# Ingest's read tasks (pipeline/plan_datasource.py TableDatasource): one per block up to this many blocks, then
+# runs of consecutive blocks, so that Ray Data's start (it stores every read task, ~1-5 ms each here) stays short...
 TABLE_READ_TASKS = 1024
-# ... then runs of at most this many consecutive blocks per task.
-TABLE_BLOCKS_PER_READ = 32
+# ... and runs of at most this many blocks, so that the actors still share a large table in thousands of blocks.
+TABLE_BLOCKS_PER_READ = 128
 
 
 def table_read_tasks(blocks: int) -> int:
     """How many read tasks dataset_from_table makes for a table of `blocks` blocks."""
-    return -(-blocks // min(TABLE_BLOCKS_PER_READ, max(1, blocks // TABLE_READ_TASKS)))
+    return -(-blocks // min(TABLE_BLOCKS_PER_READ, max(1, -(-blocks // TABLE_READ_TASKS))))
 
 
 def dataset_from_table(table: pa.Table, rows_per_block: int) -> ray.data.Dataset:
@@ -237,8 +238,8 @@ def dataset_from_table(table: pa.Table, rows_per_block: int) -> ray.data.Dataset
     before the dataset exists (pipeline/plan_datasource.py TableDatasource).
 
     Ray Data joins the blocks one read task yields into one block, so a table of up to TABLE_READ_TASKS blocks
-    keeps blocks of `rows_per_block` rows (one task each); a larger one has blocks of up to TABLE_BLOCKS_PER_READ
-    times that, thousands of them (the actors still take `batch_size` rows at a time). Rows are in table order
+    keeps blocks of `rows_per_block` rows (one task each); a larger one has about TABLE_READ_TASKS blocks of up to
+    TABLE_BLOCKS_PER_READ times that (the actors still take `batch_size` rows at a time). Rows are in table order
     within a block; the tasks start in table order and, as with the plan files, may finish out of it."""
     source = TableDatasource(table, rows_per_block)
     return _lazy_dataset(source, table_read_tasks(source.num_blocks()))

@@ -45,15 +45,15 @@ def test_ingest_dataset_is_lazy_and_keeps_its_blocks(ray_session, monkeypatch):
         raise AssertionError("from_arrow runs one task per block before the dataset exists")
     monkeypatch.setattr(ray.data, "from_arrow", no_from_arrow)
     # 1M rows: made from the table's size alone (one object in the store, no task until the dataset runs),
-    # 3,907 read tasks of 32 blocks
+    # 1,017 read tasks of 123 blocks
     big = TableDatasource(listing(1_000_000), 8)
     tasks = big.get_read_tasks(table_read_tasks(big.num_blocks()))
-    assert len(tasks) == 3907 and {t.metadata.num_rows for t in tasks[:-1]} == {256}
+    assert len(tasks) == 1017 and {t.metadata.num_rows for t in tasks[:-1]} == {984}
     table = listing(200)
-    ds = dataset_from_table(table, 8)
+    ds = dataset_from_table(table, 50)
     refs = [entry for bundle in ds.iter_internal_ref_bundles() for entry in bundle.block_refs]
     blocks = ray.get(refs)
-    assert [b.num_rows for b in blocks] == [8] * 25
+    assert [b.num_rows for b in blocks] == [50] * 4
     # up to 1,024 blocks: one task per block, so the blocks are those of the table, the same rows in order
     ordered = sorted(blocks, key=lambda b: b["input_key"][0].as_py().split("/img_")[1])
     assert pa.concat_tables(ordered).to_pylist() == table.to_pylist()
