@@ -20,7 +20,14 @@ from pipeline.commit import PROGRESS_BARS_ENV
 from pipeline.commit_stage import CommitSpec, commit_batch
 from pipeline.config import PipelineConfig, RayConfig
 from pipeline.in_flight import InFlight
-from pipeline.plan_datasource import Features, PlanFilesDatasource, features_table
+from pipeline.plan_datasource import (
+    Features,
+    LazyDatasource,
+    PlanFilesDatasource,
+    PlanReads,
+    TableDatasource,
+    features_table,
+)
 from pipeline.plan_files import read_plan_file
 from stages.base import Stage, StageContext, StageSection, make_stage
 from stages.pairing import gather_plan
@@ -188,29 +195,57 @@ def _plan_rows_of(urls: list[str], ids: list[str], run: Location, failure: str,
 
 
 def plan_rows_of(urls: list[str], ids: list[str], run: Location, failure: str,
-                 features: Features | None = None) -> pa.Table:
+                 features: Features | None = None, reads: PlanReads | None = None) -> pa.Table:
     """The plan rows (PLAN_SCHEMA + attempt) of these candidate ids, read from the round's plan files and gathered
-    in a task next to the features table, as dataset_from_plan_files gives them to the first stage."""
+    in a task next to the features table, as dataset_from_plan_files gives them to the first stage (`reads`: the
+    round's ReadAhead, told that every file is asked for)."""
+    if reads is not None and urls:
+        reads.reading(len(urls) - 1)
     task = ray.remote(num_cpus=PLAN_READ_CPUS)(_plan_rows_of)
     return ray.get(task.remote(urls, ids, run, failure, features))
 
 
-def dataset_from_plan_files(urls: list[str], failure: str, run: Location,
-                            features: Features | None = None) -> ray.data.Dataset:
+def dataset_from_plan_files(urls: list[str], failure: str, run: Location, features: Features | None = None,
+                            reads: PlanReads | None = None) -> ray.data.Dataset:
     """The round's plan files (local paths or fsspec URLs) as a dataset of one block per file; a read task waits
     for its file while the driver is still writing later ones (pipeline/plan_files.py). With `features` (the
     object-store table of pipeline/plan_features.py, or its parts) the files hold stages.pairing.PLAN_INDEX_SCHEMA
-    rows and the read task gathers their PLAN_SCHEMA columns; without, they hold PLAN_SCHEMA rows.
+    rows and the read task gathers their PLAN_SCHEMA columns; without, they hold PLAN_SCHEMA rows. With `reads`, a
+    read task reports the file it asks for, so that the planner writes only a few files ahead (ReadAhead).
 
     Not ray.data.read_parquet: the files do not all exist yet, and its file-listing task asks for a whole CPU,
     which a small cluster whose CPUs the stage actors already hold never frees (the round then hangs). Not
     ray.data.from_arrow of the file names either: it runs one metadata task per file before the dataset exists
     (pipeline/plan_datasource.py)."""
-    return ray.data.read_datasource(PlanFilesDatasource(urls, failure, run, features),
-                                    override_num_blocks=max(1, len(urls)), num_cpus=PLAN_READ_CPUS)
+    return _lazy_dataset(PlanFilesDatasource(urls, failure, run, features, reads), len(urls))
+
+
+# Ingest's read tasks (pipeline/plan_datasource.py TableDatasource): one per block up to this many blocks, then
+# runs of consecutive blocks, so that Ray Data's start (it stores every read task, ~1-5 ms each here) stays short...
+TABLE_READ_TASKS = 1024
+# ... and runs of at most this many blocks, so that the actors still share a large table in thousands of blocks.
+TABLE_BLOCKS_PER_READ = 128
+
+
+def table_read_tasks(blocks: int) -> int:
+    """How many read tasks dataset_from_table makes for a table of `blocks` blocks."""
+    return -(-blocks // min(TABLE_BLOCKS_PER_READ, max(1, -(-blocks // TABLE_READ_TASKS))))
 
 
 def dataset_from_table(table: pa.Table, rows_per_block: int) -> ray.data.Dataset:
-    """A dataset of several blocks, so that the first stage can start before the whole input is read."""
-    blocks = [table.slice(i, rows_per_block) for i in range(0, table.num_rows, rows_per_block)] or [table]
-    return ray.data.from_arrow(blocks)
+    """A dataset of small blocks in table order, so that the first stage can start before the whole input is read
+    and its actors share the input. Not `ray.data.from_arrow` of the blocks: it runs one metadata task per block
+    before the dataset exists (pipeline/plan_datasource.py TableDatasource).
+
+    Ray Data joins the blocks one read task yields into one block, so a table of up to TABLE_READ_TASKS blocks
+    keeps blocks of `rows_per_block` rows (one task each); a larger one has about TABLE_READ_TASKS blocks of up to
+    TABLE_BLOCKS_PER_READ times that (the actors still take `batch_size` rows at a time). Rows are in table order
+    within a block; the tasks start in table order and, as with the plan files, may finish out of it."""
+    source = TableDatasource(table, rows_per_block)
+    return _lazy_dataset(source, table_read_tasks(source.num_blocks()))
+
+
+def _lazy_dataset(source: LazyDatasource, read_tasks: int) -> ray.data.Dataset:
+    """The datasource's dataset in `read_tasks` small-CPU read tasks (a whole CPU each would wait for ever on a
+    cluster whose CPUs the stage actors hold)."""
+    return ray.data.read_datasource(source, override_num_blocks=max(1, read_tasks), num_cpus=PLAN_READ_CPUS)

@@ -23,6 +23,7 @@ from pipeline.config import PipelineConfig
 from pipeline.done import decided_candidates, ingested_keys, not_done
 from pipeline.in_flight import InFlight, lost_workers
 from pipeline.isolate import IsolatedActors, Isolation, PoisonIsolatedError, run_alone
+from pipeline.plan_datasource import ReadAhead
 from pipeline.plan_features import RayFeatures, plan_sources
 from pipeline.plan_files import failure_url, plan_file_urls, write_plan_files
 from pipeline.ray_adapter import (
@@ -331,6 +332,10 @@ def plan_stream_for(cfg: PipelineConfig, inputs: PlanInputs, features: SourceFea
                              fingerprint=cfg.data_fingerprint(), splits=dict(cfg.release.splits))
 
 
+# How many plan files the planner may write ahead of the furthest one a read task has asked for (ReadAhead).
+PLAN_WRITE_AHEAD_FILES = 32
+
+
 def _run_folder(cfg: PipelineConfig, run_root: str) -> Location:
     """The run folder as a Location with run.storage_options (what the stages, commit stage and plan files reach)."""
     return cfg.run.location.at(run_root)
@@ -362,7 +367,9 @@ def _run_generation(cfg: PipelineConfig, store: ManifestStore, run_root: str, ro
     bound = planned_size_bound(inputs, cfg.pairing)
     urls = plan_file_urls(run, round_index, -(-bound // rows))
     past_failures = failed_attempts(store, round_index, tuple(s.name for s in stages))
-    planner = _Planner(cfg, store, run, round_index, inputs, features, rows, done, urls, past_failures, started)
+    ahead = ReadAhead(len(urls), PLAN_WRITE_AHEAD_FILES)
+    planner = _Planner(cfg, store, run, round_index, inputs, features, rows, done, urls, past_failures, started,
+                       ahead)
     planner.start()
     if len(done):  # a resumed round: wait for the exact size, so that a finished round starts no actor
         planner.sized.wait()
@@ -382,17 +389,19 @@ def _run_generation(cfg: PipelineConfig, store: ManifestStore, run_root: str, ro
                               {"phase": "generate", "round": round_index}, cfg.run.fault_injection,
                               cfg.run.max_attempts)
             failure = failure_url(run, round_index)
-            iso = Isolation(stages, cfg, run, lambda ids: plan_rows_of(urls, ids, run, failure, features.refs),
+            iso = Isolation(stages, cfg, run,
+                            lambda ids: plan_rows_of(urls, ids, run, failure, features.refs, ahead.reads),
                             lambda ids: _undecided(ids, phase.done(decided_candidates(store, round_index))))
-            _stream(lambda in_flight: apply_stages(dataset_from_plan_files(urls, failure, run, features.refs), stages,
-                                                   cfg, run, in_flight),
+            _stream(lambda in_flight: apply_stages(dataset_from_plan_files(urls, failure, run, features.refs,
+                                                                           ahead.reads),
+                                                   stages, cfg, run, in_flight),
                     spec, store, cfg, Progress(f"round {round_index}", todo), phase, iso)
     except Exception:
-        planner.join()
+        planner.finish()
         if planner.error is not None:  # the readers stopped because planning failed: that is the error
             raise planner.error from None
         raise
-    planner.join()
+    planner.finish()
     if planner.error is not None:
         raise planner.error
     assert planner.plan is not None and planner.counts is not None
@@ -406,15 +415,16 @@ def _run_generation(cfg: PipelineConfig, store: ManifestStore, run_root: str, ro
 
 class _Planner(threading.Thread):
     """Plans the round (duplicates, identity clusters, then chunk by chunk) and writes its plan files while the
-    driver streams them; `sized` is set once the plan's size is known (or planning failed: `error`)."""
+    driver streams them, a few files ahead of the readers (`ahead`); `sized` is set once the plan's size is known
+    (or planning failed: `error`)."""
 
     def __init__(self, cfg: PipelineConfig, store: ManifestStore, run: Location, round_index: int,
                  inputs: PlanInputs, features: RayFeatures, rows: int, done: pa.Array, urls: list[str],
-                 past_failures: dict[str, int], started: float) -> None:
+                 past_failures: dict[str, int], started: float, ahead: ReadAhead) -> None:
         super().__init__(name=f"plan-r{round_index}", daemon=True)
         self.cfg, self.store, self.run_folder, self.round_index = cfg, store, run, round_index
         self.inputs, self.features, self.rows, self.done, self.urls = inputs, features, rows, done, urls
-        self.past_failures = past_failures
+        self.past_failures, self.ahead = past_failures, ahead
         self.started_at = started  # the round's start, for the log
         self.sized = threading.Event()
         self.plan: PlanStream | None = None
@@ -436,7 +446,7 @@ class _Planner(threading.Thread):
                      time.monotonic() - self.started_at)
             self.sized.set()
             chunks = (with_attempt_column(c, attempts_for(c["candidate_id"], self.past_failures))
-                      for c in plan.chunks)
+                      for c in self.ahead.paced(plan.chunks))
             self.counts = write_plan_files(chunks, self.done, self.urls, self.run_folder,
                                            empty=with_attempt_column(PLAN_INDEX_SCHEMA.empty_table(),
                                                                      pa.array([], pa.int32())))
@@ -446,6 +456,11 @@ class _Planner(threading.Thread):
             atomic_write_bytes(failed.fs, failed.path, repr(exc).encode())
         finally:
             self.sized.set()
+
+    def finish(self) -> None:
+        """Wait for the rest of the plan, written at once (the stream has ended or failed)."""
+        self.ahead.release()
+        self.join()
 
 
 def _pairing_refusals_done(store: ManifestStore, round_index: int) -> set[str]:
