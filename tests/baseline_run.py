@@ -1,6 +1,7 @@
-"""One real clean round of 3 London identities per test session (6 images, 6 candidates), shared by the fault,
-nothing-lost and multi-node tests: each makes its own faulty, resumed or distributed runs of the same corpus and
-compares them with this one. The module-level cache makes the run happen once however many folders ask."""
+"""One real clean round of 3 London identities per test session (6 images, 6 candidates), shared by the
+round, fault, nothing-lost, redecide and multi-node tests: each makes its own faulty, resumed or distributed runs
+of the same corpus and compares them with this one. The module-level cache makes the run happen once however many
+folders ask."""
 
 from __future__ import annotations
 
@@ -24,6 +25,7 @@ class BaselineRun:
     corpus: Path
     cfg: PipelineConfig
     store: ManifestStore
+    result: dict  # what run_idi returned (summary, timing)
 
 
 def get_baseline_run(tmp_path_factory: pytest.TempPathFactory) -> BaselineRun:
@@ -34,5 +36,5 @@ def get_baseline_run(tmp_path_factory: pytest.TempPathFactory) -> BaselineRun:
         cfg = round_config(corpus, tmp_path_factory.mktemp("clean"))
         result = run_idi(cfg)
         assert result["summary"]["rounds"][0]["planned"] == 2 * N_IDS and result["summary"]["triples"] >= 1
-        _CACHE["run"] = BaselineRun(corpus, cfg, ManifestStore.open(result["timing"]["run_url"]))
+        _CACHE["run"] = BaselineRun(corpus, cfg, ManifestStore.open(result["timing"]["run_url"]), result)
     return _CACHE["run"]

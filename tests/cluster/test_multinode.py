@@ -24,10 +24,11 @@ from tests.s3_server import moto_s3, opts_yaml
 pytestmark = pytest.mark.slow
 
 BUCKET = "ciep-cluster"
-# Small CPU shares so that both worker nodes host actors of every stage, and one node can finish the round alone.
+# Small CPU shares and two actors a stage, so that both worker nodes host actors of every stage, and one node can
+# finish the round alone.
 RESOURCES = [f"{s}.resources.{k}={v}" for s in ("expression_transfer", "identity_swap", "qc")
-             for k, v in (("num_cpus", 0.25), ("batch_size", 2))] + ["ingest.resources.concurrency=2",
-                                                                     "run.commit_rows=2"]
+             for k, v in (("num_cpus", 0.25), ("batch_size", 2), ("concurrency", 2))] + [
+    "ingest.resources.concurrency=2", "run.commit_rows=2"]
 
 
 @pytest.fixture(scope="module")
