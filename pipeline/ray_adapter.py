@@ -54,25 +54,15 @@ def init_ray(cfg: RayConfig) -> None:
     log.info("Ray cluster resources: %s", ray.cluster_resources())
 
 
-# An actor spends seconds loading its models before its first batch: "auto" pools start one more actor only for
-# this many more batches of the phase's work (a phase of a few batches runs faster on one actor than on several).
-BATCHES_PER_ACTOR = 4
-
-
-def pool_size(res: StageResources, stages_sharing: int, reserve_cpus: float, items: int | None = None) -> int:
-    """Max actors for a stage so that all stages of a phase plus Ray Data's own tasks fit the cluster and, with
-    `items` (the phase's work), each actor has BATCHES_PER_ACTOR batches to do."""
+def pool_size(res: StageResources, stages_sharing: int, reserve_cpus: float) -> int:
+    """Max actors for a stage so that all stages of a phase plus Ray Data's own tasks fit the cluster."""
     if res.concurrency != "auto":
         return int(res.concurrency)
     resources = ray.cluster_resources()
     if res.num_gpus > 0:
-        fits = max(1, int(resources.get("GPU", 0) // res.num_gpus))
-    else:
-        free_cpus = max(resources.get("CPU", 1.0) - reserve_cpus, res.num_cpus)
-        fits = max(1, int(free_cpus // (res.num_cpus * stages_sharing)))
-    if items is None:
-        return fits
-    return max(1, min(fits, -(-items // (res.batch_size * BATCHES_PER_ACTOR))))
+        return max(1, int(resources.get("GPU", 0) // res.num_gpus))
+    free_cpus = max(resources.get("CPU", 1.0) - reserve_cpus, res.num_cpus)
+    return max(1, int(free_cpus // (res.num_cpus * stages_sharing)))
 
 
 # Benchmarks set this (before Ray starts, so actors inherit it) to get one JSON line per batch per actor:
@@ -145,13 +135,12 @@ def check_wiring(stage_classes: list[type[Stage]], columns: list[str]) -> None:
 
 
 def apply_stages(ds: ray.data.Dataset, stage_classes: list[type[Stage]], config: PipelineConfig,
-                 run: Location, in_flight: InFlight | None = None, items: int | None = None) -> ray.data.Dataset:
+                 run: Location, in_flight: InFlight | None = None) -> ray.data.Dataset:
     """Chain the stages as streaming map_batches over actor pools (`run`: the run folder they write under;
-    `in_flight`: where the actors record the batch they are on; `items`: how many rows the phase has to do, which
-    bounds the pools)."""
+    `in_flight`: where the actors record the batch they are on)."""
     for cls in stage_classes:
         res: StageResources = stage_section(cls, config).resources
-        size = pool_size(res, len(stage_classes), config.ray.reserve_cpus, items)
+        size = pool_size(res, len(stage_classes), config.ray.reserve_cpus)
         log.info("stage %s: %d actor(s) x %.2f CPU, %.2f GPU, batch %d", cls.name, size, res.num_cpus,
                  res.num_gpus, res.batch_size)
         with warnings.catch_warnings():

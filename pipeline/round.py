@@ -274,7 +274,7 @@ def _run_ingest(cfg: PipelineConfig, store: ManifestStore, run_root: str,
                         lambda ids: todo.filter(pc.is_in(todo["input_key"], value_set=pa.array(ids, pa.string()))),
                         lambda ids: _undecided(ids, phase.done(ingested_keys(store))))
         _stream(lambda in_flight: apply_stages(dataset_from_table(todo, cfg.ingest.resources.batch_size * 2),
-                                               [IngestStage], cfg, run, in_flight, todo.num_rows),
+                                               [IngestStage], cfg, run, in_flight),
                 spec, store, cfg, Progress("ingest", todo.num_rows), phase, iso)
     return PhaseStats(todo.num_rows, len(done), time.monotonic() - started)
 
@@ -394,7 +394,7 @@ def _run_generation(cfg: PipelineConfig, store: ManifestStore, run_root: str, ro
                             lambda ids: _undecided(ids, phase.done(decided_candidates(store, round_index))))
             _stream(lambda in_flight: apply_stages(dataset_from_plan_files(urls, failure, run, features.refs,
                                                                            ahead.reads),
-                                                   stages, cfg, run, in_flight, todo),
+                                                   stages, cfg, run, in_flight),
                     spec, store, cfg, Progress(f"round {round_index}", todo), phase, iso)
     except Exception:
         planner.finish()
