@@ -69,8 +69,8 @@ def finished_run(tmp_path_factory, ray_session):
 
 @pytest.fixture(scope="session")
 def baseline_run(tmp_path_factory, ray_session):
-    """One clean one-round run of 3 identities (made once per test session) for the fault, nothing-lost and
-    multi-node tests."""
+    """One clean one-round run of 3 identities (made once per test session) for the round, fault, nothing-lost,
+    redecide and multi-node tests."""
     from tests.baseline_run import get_baseline_run
     return get_baseline_run(tmp_path_factory)
 
