@@ -39,6 +39,7 @@ sys.path.insert(0, str(REPO))
 HEADING = "## Exports"
 PUBLISH_HEADING = "## Publishing on Ray Data (parallel exports and releases, shared image pool)"
 FORMATS = ("hf-parquet", "webdataset", "imagefolder")
+STEPS = ("create", *FORMATS)
 
 
 def _status_mb(key: str) -> float:
@@ -129,7 +130,14 @@ def _dir_bytes(path: Path) -> tuple[int, int]:
     return len(files), sum(p.stat().st_size for p in files)
 
 
-def run_publish(n: int, repeat: int, workdir: Path, tasks: int = 8) -> dict:
+def _settled() -> None:
+    """Write back and let the disk finish what earlier steps left (dirty pages, a removed export's freed blocks:
+    this disk is mounted with `discard`), so a step is not charged for the one before it."""
+    os.sync()
+    time.sleep(1.0)
+
+
+def run_publish(n: int, repeat: int, workdir: Path, tasks: int = 8, steps: tuple[str, ...] = STEPS) -> dict:
     from manifests.synthetic import write_synthetic_run
     from publish.release import create_release
 
@@ -139,9 +147,14 @@ def run_publish(n: int, repeat: int, workdir: Path, tasks: int = 8) -> dict:
     write_synthetic_run(str(run_dir), identities=n, candidates_per_round=n, all_accepted=True,
                         ingest_rejects=0, commit_rows=rows, image_size=256)
     measured: list[dict] = []
+
+    def cpu_order(k: int) -> tuple[int, int]:  # alternate, so that neither CPU count always runs first
+        return (1, 2) if k % 2 == 0 else (2, 1)
+
     for k in range(repeat):
-        for cpus in (1, 2):
+        for cpus in cpu_order(k) if "create" in steps else ():
             root = workdir / f"rel-{k}-{cpus}"
+            _settled()
             measured.append(_run_child("--step", "ray-create", "--cpus", str(cpus), "--run", str(run_dir),
                                        "--releases", str(root), "--name", "r", "--rows", str(rows)))
             shutil.rmtree(root)
@@ -154,13 +167,14 @@ def run_publish(n: int, repeat: int, workdir: Path, tasks: int = 8) -> dict:
                 pool_after_second=pool_second, second_added=second.info["stats"]["pool_image_bytes_added"],
                 second_folder=_dir_bytes(Path(second.root)))
     for k in range(repeat):
-        for fmt in FORMATS:
-            for cpus in (1, 2):
+        for fmt in (f for f in FORMATS if f in steps):
+            for cpus in cpu_order(k):
                 out = workdir / "out" / f"{fmt}-{cpus}-{k}"
+                _settled()
                 measured.append(_run_child("--step", f"ray-{fmt}", "--cpus", str(cpus), "--releases",
                                            str(releases), "--name", "first", "--out", str(out), "--rows", str(rows)))
                 shutil.rmtree(out)
-    return dict(n=n, rows=rows, tasks=-(-n // rows), repeat=repeat, measured=measured, pool=pool)
+    return dict(n=n, rows=rows, tasks=-(-n // rows), repeat=repeat, measured=measured, pool=pool, steps=steps)
 
 
 def publish_markdown(res: dict) -> str:
@@ -173,12 +187,14 @@ def publish_markdown(res: dict) -> str:
              f"- machine: {platform.machine()}, {cpu}, {_cores()} CPU cores shared with other jobs (load average "
              f"at the end {load}), local disk; Python {platform.python_version()}",
              f"- command: `python benchmarks/bench_export.py --publish {res['n']} --tasks {res['tasks']} "
-             f"--repeat {res['repeat']}`",
+             f"--repeat {res['repeat']}"
+             + ("" if res["steps"] == STEPS else f" --steps {' '.join(res['steps'])}") + "`",
              f"- data: a synthetic run of {res['n']} accepted triples (real schemas; distinct 256x256 smooth-noise "
              f"PNGs, about 2 per triple), {res['rows']} triples per run manifest file and per export shard, "
              f"so {res['tasks']} tasks per step",
              "- each row: a fresh process starting a local Ray with that many CPUs, worker processes warmed up, "
-             "then the step on Ray Data (pipeline/publish_on_ray.py); best and all of the repeats", "",
+             "then the step on Ray Data (pipeline/publish_on_ray.py); best and all of the repeats (1 and 2 CPUs "
+             "in alternating order; `sync` before every step, so none pays for the previous one's writes)", "",
              "| step | 1 CPU: s (best) | 2 CPUs: s (best) | triples/s 1 CPU | triples/s 2 CPUs | speed-up "
              "| all runs (s) |",
              "|---|---:|---:|---:|---:|---:|---|"]
@@ -285,6 +301,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", help=argparse.SUPPRESS)
     p.add_argument("--publish", type=int, metavar="N", help="measure the Ray Data publish path on N triples")
     p.add_argument("--repeat", type=int, default=2, help="repeats per --publish measurement")
+    p.add_argument("--steps", nargs="+", choices=STEPS, default=list(STEPS), help="--publish steps to measure")
     p.add_argument("--tasks", type=int, default=8, help="tasks (run manifest files, export shards) per --publish step")
     p.add_argument("--cpus", type=int, help=argparse.SUPPRESS)
     p.add_argument("--rows", type=int, help=argparse.SUPPRESS)
@@ -294,7 +311,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if args.publish:
         with tempfile.TemporaryDirectory(prefix="bench_publish_", dir=args.workdir) as tmp:
-            res = run_publish(args.publish, args.repeat, Path(tmp), args.tasks)
+            res = run_publish(args.publish, args.repeat, Path(tmp), args.tasks, tuple(args.steps))
         text = publish_markdown(res)
         sys.stdout.write(text)
         if args.append:
