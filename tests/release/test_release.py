@@ -149,6 +149,8 @@ def test_a_failed_create_leaves_nothing_and_frees_the_name(tmp_path: Path):
     with pytest.raises(ReleaseError, match="changed since the run wrote it"):
         create_release(str(run), "v1", str(root), splits={"train": 1.0})
     assert not (root / "v1").exists() and _staging_empty(root)
+    # the images the task had written before it failed were never committed: not named, no temporary file left
+    assert not [p for p in (root / "_pool").rglob("*") if p.is_file()]
     victim.write_bytes(original)
     assert create_release(str(run), "v1", str(root), splits={"train": 1.0}).info["stats"]["triples"] > 0
 
@@ -262,6 +264,7 @@ def test_a_second_release_of_the_same_triples_adds_no_image_bytes(tmp_path: Path
     root = tmp_path / "releases"
     first = create_release(str(run), "first", str(root), splits={"train": 1.0})
     pool_after_first = _pool_bytes(root)
+    assert not list(root.rglob("*.tmp-*"))
     assert pool_after_first[1] == first.info["stats"]["image_bytes"] == first.info["stats"]["pool_image_bytes_added"]
     second = create_release(str(run), "second", str(root), splits={"train": 1.0})
     assert _pool_bytes(root) == pool_after_first
