@@ -185,10 +185,11 @@ def publish_markdown(res: dict) -> str:
     load = ", ".join(f"{x:.1f}" for x in os.getloadavg())
     lines = [PUBLISH_HEADING, "",
              f"- machine: {platform.machine()}, {cpu}, {_cores()} CPU cores shared with other jobs (load average "
-             f"at the end {load}), local disk; Python {platform.python_version()}",
+             f"at the end {load}), files under {res['workdir']}; Python {platform.python_version()}",
              f"- command: `python benchmarks/bench_export.py --publish {res['n']} --tasks {res['tasks']} "
              f"--repeat {res['repeat']}"
-             + ("" if res["steps"] == STEPS else f" --steps {' '.join(res['steps'])}") + "`",
+             + ("" if res["steps"] == STEPS else f" --steps {' '.join(res['steps'])}")
+             + (f" --workdir {res['workdir']}" if res["workdir"] != tempfile.gettempdir() else "") + "`",
              f"- data: a synthetic run of {res['n']} accepted triples (real schemas; distinct 256x256 smooth-noise "
              f"PNGs, about 2 per triple), {res['rows']} triples per run manifest file and per export shard, "
              f"so {res['tasks']} tasks per step",
@@ -312,6 +313,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.publish:
         with tempfile.TemporaryDirectory(prefix="bench_publish_", dir=args.workdir) as tmp:
             res = run_publish(args.publish, args.repeat, Path(tmp), args.tasks, tuple(args.steps))
+        res["workdir"] = args.workdir or tempfile.gettempdir()
         text = publish_markdown(res)
         sys.stdout.write(text)
         if args.append:

@@ -48,11 +48,16 @@ def shard_key(ids: Iterable[str], prefix: str = "") -> str:
     return f"{prefix}{h}"
 
 
+def temp_path(path: str) -> str:
+    """Where an atomic write of `path` on a local disk writes first (swept by pipeline/preflight.py if left)."""
+    return f"{path}.tmp-{uuid.uuid4().hex}"
+
+
 def atomic_write_bytes(fs: fsspec.AbstractFileSystem, path: str, data: bytes) -> None:
     """Write a file so that readers see either nothing or all of it."""
     if isinstance(fs, LocalFileSystem):
         fs.makedirs(posixpath.dirname(path), exist_ok=True)
-        tmp = f"{path}.tmp-{uuid.uuid4().hex}"
+        tmp = temp_path(path)
         try:
             with open(tmp, "wb") as fh:
                 fh.write(data)

@@ -17,14 +17,13 @@ import ctypes
 import hashlib
 import os
 import posixpath
-import uuid
 from dataclasses import dataclass, field
 
 import fsspec
 from fsspec.implementations.local import LocalFileSystem
 
 from core.location import Location
-from manifests.store import atomic_write_bytes
+from manifests.store import atomic_write_bytes, temp_path
 
 POOL_DIR = "_pool"
 LOCAL_FILES = Location("/")  # plain paths in a manifest of a run on an object store
@@ -98,7 +97,7 @@ class ImagePool:
             raise PoolError(f"image {url} changed since the run wrote it: sha256 {actual}, manifest {sha256}")
         if isinstance(self.fs, LocalFileSystem):
             self.fs.makedirs(posixpath.dirname(path), exist_ok=True)
-            tmp = f"{path}.tmp-{uuid.uuid4().hex}"
+            tmp = temp_path(path)
             with open(tmp, "wb") as fh:
                 fh.write(data)
             self.pending[path] = (tmp, len(data))

@@ -198,8 +198,19 @@ def _landmarks_for(ids: pa.Array, lookup: tuple[pa.Array, pa.ChunkedArray]) -> p
 def release_run_file(job: ReleaseJob, path: str) -> dict[str, int]:
     """Release the triples of one run manifest file: keep split-closed triples, put their images in the pool,
     commit release manifest shards (named by their triple ids). Returns small counts for the driver."""
-    store = ManifestStore(job.fs, job.staging, schemas=dict(RELEASE_TABLES))
     pool = ImagePool(job.fs, job.releases_root)
+    try:
+        counts = _release_triples(job, path, pool)
+    finally:
+        pool.discard()  # nothing left after a success; a failure leaves no temporary file
+    counts.update(images_added=pool.images_added, images_reused=pool.images_reused,
+                  image_bytes_added=pool.bytes_added)
+    return counts
+
+
+def _release_triples(job: ReleaseJob, path: str, pool: ImagePool) -> dict[str, int]:
+    """release_run_file's work; the caller owns the pool (its unflushed images are discarded on any exit)."""
+    store = ManifestStore(job.fs, job.staging, schemas=dict(RELEASE_TABLES))
     lookup = _source_landmarks(job.run_fs, job.run_root)
     flt = pads.field("round").isin(list(job.rounds)) if job.rounds else None
     if job.decision_version:
@@ -221,49 +232,44 @@ def release_run_file(job: ReleaseJob, path: str) -> dict[str, int]:
         pending.clear()
         release_arrow_memory()
 
-    try:
-        with job.run_fs.open(path, "rb") as fh:
-            for batch in pq.ParquetFile(fh).iter_batches(batch_size=job.batch_size):
-                table = pa.Table.from_batches([batch])
-                if flt is not None:
-                    table = table.filter(flt)
-                keep, split_col = [], []
-                for k, (i, j) in enumerate(zip(table.column("identity_i").to_pylist(),
-                                               table.column("identity_j").to_pylist(), strict=True)):
-                    if split(i) != split(j):
-                        counts["excluded_cross_split"] += 1
-                        continue
-                    keep.append(k)
-                    split_col.append(split(i))
-                if not keep:
+    with job.run_fs.open(path, "rb") as fh:
+        for batch in pq.ParquetFile(fh).iter_batches(batch_size=job.batch_size):
+            table = pa.Table.from_batches([batch])
+            if flt is not None:
+                table = table.filter(flt)
+            keep, split_col = [], []
+            for k, (i, j) in enumerate(zip(table.column("identity_i").to_pylist(),
+                                           table.column("identity_j").to_pylist(), strict=True)):
+                if split(i) != split(j):
+                    counts["excluded_cross_split"] += 1
                     continue
-                table = table.take(keep)
-                extra: dict[str, pa.Array] = {"split": pa.array(split_col, pa.string()),
-                                              "release": pa.array([job.name] * len(keep), pa.string())}
-                for key in IMAGE_ROLES:
-                    try:
-                        put = [pool.put(job.run_fs, url, sha) for url, sha in
-                               zip(table.column(f"{key}_path").to_pylist(), table.column(f"{key}_sha256").to_pylist(),
-                                   strict=True)]
-                    except PoolError as err:
-                        raise ReleaseError(str(err)) from None
-                    extra[f"{key}_file"] = pa.array([c[0] for c in put], pa.string())
-                    extra[f"{key}_bytes"] = pa.array([c[1] for c in put], pa.int64())
-                for key in ("s", "t"):
-                    extra[f"{key}_landmarks68"] = _landmarks_for(table.column(f"{key}_source_id").combine_chunks(),
-                                                                 lookup)
-                for col, arr in extra.items():
-                    table = table.append_column(col, arr)
-                pending.append(table.select(RELEASE_TRIPLES.names).cast(RELEASE_TRIPLES))
-                counts["triples"] += len(keep)
-                if sum(t.num_rows for t in pending) >= job.commit_rows:
-                    commit()
-        if pending:
-            commit()
-    finally:
-        pool.discard()  # nothing left after a success; a failure leaves no temporary file
-    counts.update(images_added=pool.images_added, images_reused=pool.images_reused,
-                  image_bytes_added=pool.bytes_added)
+                keep.append(k)
+                split_col.append(split(i))
+            if not keep:
+                continue
+            table = table.take(keep)
+            extra: dict[str, pa.Array] = {"split": pa.array(split_col, pa.string()),
+                                          "release": pa.array([job.name] * len(keep), pa.string())}
+            for key in IMAGE_ROLES:
+                try:
+                    put = [pool.put(job.run_fs, url, sha) for url, sha in
+                           zip(table.column(f"{key}_path").to_pylist(), table.column(f"{key}_sha256").to_pylist(),
+                               strict=True)]
+                except PoolError as err:
+                    raise ReleaseError(str(err)) from None
+                extra[f"{key}_file"] = pa.array([c[0] for c in put], pa.string())
+                extra[f"{key}_bytes"] = pa.array([c[1] for c in put], pa.int64())
+            for key in ("s", "t"):
+                extra[f"{key}_landmarks68"] = _landmarks_for(table.column(f"{key}_source_id").combine_chunks(),
+                                                             lookup)
+            for col, arr in extra.items():
+                table = table.append_column(col, arr)
+            pending.append(table.select(RELEASE_TRIPLES.names).cast(RELEASE_TRIPLES))
+            counts["triples"] += len(keep)
+            if sum(t.num_rows for t in pending) >= job.commit_rows:
+                commit()
+    if pending:
+        commit()
     return counts
 
 
