@@ -1,7 +1,7 @@
 """The learned expression model (stages/face/expression_net.py) on the London set: smile-vs-neutral ranking and
 CPU time per face.
 
-    python benchmarks/bench_expression_net.py [--london ../shared/faces/london] [--append benchmarks/RESULTS.md]
+    python benchmarks/bench_expression_net.py [--london data/faces/london] [--append benchmarks/RESULTS.md]
 
 Every photo (102 identities x {neutral, smiling}) goes through dlib (HOG detector + 68 landmarks, the project's
 ingest), `expression_crop` (face-api's aligned box: landmarks' bounding box + 20 %) and ExpressionNet.
@@ -259,7 +259,7 @@ def _cpu_name() -> str:
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--london", type=Path, default=REPO.parent / "shared" / "faces" / "london")
+    p.add_argument("--london", type=Path, default=REPO / "data" / "faces" / "london")
     p.add_argument("--append", help="write the markdown section into this file (e.g. benchmarks/RESULTS.md)")
     args = p.parse_args(argv)
     if not args.london.is_dir():

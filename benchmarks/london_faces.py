@@ -16,7 +16,7 @@ from stages.face.align import ffhq_align
 from stages.face.image_io import decode_image
 
 EXPRESSIONS = ("neutral", "smiling")
-LONDON = Path(__file__).resolve().parents[2] / "shared" / "faces" / "london"
+LONDON = Path(__file__).resolve().parents[1] / "data" / "faces" / "london"
 
 
 @dataclass

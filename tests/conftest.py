@@ -12,7 +12,7 @@ import pytest
 
 REPO = Path(__file__).resolve().parent.parent
 DEMO_CORPUS = REPO / "data" / "demo_corpus"
-LONDON = REPO.parent / "shared" / "faces" / "london"
+LONDON = REPO / "data" / "faces" / "london"
 
 
 NOBODY = 65534  # the uid/gid the permission tests become

@@ -56,7 +56,7 @@ def _face_from_landmarks(lm: np.ndarray) -> DetectedFace:
 
 def main() -> None:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--london", default=str(Path(__file__).resolve().parents[3] / "shared" / "faces" / "london"))
+    ap.add_argument("--london", default=str(Path(__file__).resolve().parents[2] / "data" / "faces" / "london"))
     ap.add_argument("--triples", type=int, default=20)
     ap.add_argument("--crop", type=int, default=256)
     ap.add_argument("--out", default="/tmp/measure_london")
