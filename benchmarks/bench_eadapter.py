@@ -31,11 +31,11 @@ if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
 from pipeline.config import config_from_dict  # noqa: E402
+from stages.config import ExpressionTransferConfig  # noqa: E402
 from stages.eadapter.backend import EAdapterTransferer  # noqa: E402
 from stages.eadapter.base_model import BaseModel  # noqa: E402
 from stages.eadapter.model import EAdapter  # noqa: E402
 from stages.eadapter.text import TextConditioner  # noqa: E402
-from stages.expression_transfer import ExpressionTransferConfig  # noqa: E402
 from stages.face.protocols import TransferRequest  # noqa: E402
 from stages.face.types import DetectedFace  # noqa: E402
 

@@ -53,7 +53,7 @@ from stages.face.landmark_warp import LandmarkWarpTransferer  # noqa: E402
 from stages.face.learned_expression import LearnedExpression  # noqa: E402
 from stages.face.mouth import TEETH_SHARE, is_open, teeth_share  # noqa: E402
 from stages.face.protocols import TransferRequest  # noqa: E402
-from stages.identity_swap import face_from_landmarks, largest_face  # noqa: E402
+from stages.face.types import face_from_landmarks, largest_face  # noqa: E402
 
 OTHER = {"neutral": "smiling", "smiling": "neutral"}
 LEARNED_LABEL = {"neutral": "neutral", "smiling": "happy"}

@@ -191,7 +191,7 @@ def acceptance_precision(run_url: str, net) -> dict:
     from manifests.query import connect
     from manifests.store import ManifestStore
     from stages.face.dlib_models import DlibDetector
-    from stages.identity_swap import largest_face
+    from stages.face.types import largest_face
 
     con = connect(ManifestStore.open(run_url))
     rows = con.execute("select t.r_path, t.t_path, s.landmarks68, t.expression from triples t join sources s "

@@ -1,8 +1,9 @@
 """The run configuration, loaded from YAML: composes each package's own section. Unknown keys and bad values are
 errors that name the key.
 
-Each stage (and QC, publishing) declares its section next to its code; this module only adds the run's own
-sections (run, ray, train) and puts them together. Same YAML shape, same fingerprint, same run id.
+The stages' sections live at the bottom of stages/ (stages/config.py), QC's and publishing's next to their code; this
+module only adds the run's own sections (run, ray, train) and puts them together. Same YAML shape, same
+fingerprint, same run id.
 """
 
 from __future__ import annotations
@@ -26,11 +27,7 @@ from core.faults import FaultInjectionConfig
 from core.location import Location
 from publish.release_schema import ReleaseConfig
 from qc.config import QCConfig
-from stages.corpus import CorpusConfig
-from stages.expression_transfer import ExpressionTransferConfig
-from stages.identity_swap import IdentitySwapConfig
-from stages.ingest import IngestConfig
-from stages.onnx.model_files import ModelsConfig
+from stages.config import CorpusConfig, ExpressionTransferConfig, IdentitySwapConfig, IngestConfig, ModelsConfig
 from stages.pairing import PairingConfig
 
 __all__ = ["DEFAULT_CONFIG_PATH", "PipelineConfig", "RayConfig", "RunConfig", "TrainConfig", "config_from_dict",

@@ -36,8 +36,8 @@ from PIL import Image
 
 from core.location import Location
 from pipeline.config import TrainConfig, load_config
+from stages.config import ExpressionTransferConfig
 from stages.eadapter import storage
-from stages.expression_transfer import ExpressionTransferConfig
 
 log = logging.getLogger(__name__)
 

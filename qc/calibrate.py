@@ -19,9 +19,9 @@ import numpy as np
 from core.location import Location
 from qc.config import QCConfig
 from qc.identity_calibration import calibrate_from_embeddings
-from stages.corpus import CorpusConfig, list_corpus
-from stages.ingest import IngestConfig
-from stages.onnx.model_files import ModelsConfig
+from stages.config import CorpusConfig, IngestConfig, ModelsConfig
+from stages.corpus import list_corpus
+from stages.face.backends import build_detector, build_embedder
 
 log = logging.getLogger(__name__)
 
@@ -127,8 +127,6 @@ def _read_rgb(corpus: Location, url: str, max_pixels: int) -> np.ndarray | None:
 def calibrate_identity(cfg: CalibrationSections, corpus_root: str, far: float = 0.01,
                        frr: float = 0.01) -> CalibrationResult:
     """Genuine/impostor similarity distributions and the threshold at `far` for build_embedder(cfg)."""
-    from stages.face.backends import build_detector, build_embedder
-
     if not 0 <= far < 1:
         raise ValueError("far must be in [0, 1)")
     corpus_cfg = cfg.corpus.model_copy(update={"root": corpus_root, "index": None})

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pydantic import Field
 
 from core.config import StageResources, Strict
-from stages.face.backends import IdentityModelConfig
+from stages.config import IdentityModelConfig
 
 
 class IdentityQCConfig(IdentityModelConfig):

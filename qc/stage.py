@@ -34,7 +34,7 @@ from stages.face.backends import build_detector, build_embedder
 from stages.face.expression import expression_descriptor, expression_distance
 from stages.face.learned_expression import LearnedExpression
 from stages.face.quality import sharpness
-from stages.identity_swap import largest_face
+from stages.face.types import largest_face
 
 log = logging.getLogger(__name__)
 

@@ -11,19 +11,15 @@ import logging
 import traceback
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, ClassVar, Protocol
+from typing import Any, ClassVar, Protocol
 
 import pyarrow as pa
 
 from core.config import StageResources
 from core.faults import FaultInjectionConfig, maybe_inject
 from core.location import Location
+from stages.config import IdentityModelConfig, IngestConfig, ModelsConfig
 from stages.errors import is_transient
-from stages.face.backends import IdentityModelConfig
-from stages.onnx.model_files import ModelsConfig
-
-if TYPE_CHECKING:
-    from stages.ingest import IngestConfig
 
 log = logging.getLogger(__name__)
 

@@ -16,24 +16,9 @@ import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 from fsspec.implementations.local import LocalFileSystem
 
-from core.config import StorageOptions, Strict, storage_options_field
 from core.location import Location
 from manifests.store import full_url
-
-
-class CorpusConfig(Strict):
-    root: str = "data/demo_corpus"  # <root>/<identity>/<file>
-    index: str | None = None  # Parquet or CSV with identity, path[, expression]; paths relative to root
-    # Without an index, the expression label is the file stem minus a trailing _<digits> ("smiling_02").
-    expression_from_filename: bool = True
-    extensions: tuple[str, ...] = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff", ".gif")
-    storage_options: StorageOptions = storage_options_field()
-
-    @property
-    def location(self) -> Location:
-        """The corpus root with storage_options: every listing and corpus-file read goes through it."""
-        return Location(self.root, dict(self.storage_options))
-
+from stages.config import CorpusConfig
 
 WORK_ITEM_SCHEMA = pa.schema([
     pa.field("input_key", pa.string(), nullable=False),

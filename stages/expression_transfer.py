@@ -2,46 +2,16 @@
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Any
 
 import pyarrow as pa
-from pydantic import Field
 
-from core.config import StageResources, Strict
 from manifests.artifacts import ArtifactStore
 from stages.base import RowwiseStage
+from stages.config import ExpressionTransferConfig
 from stages.face.backends import build_expression_transferer
 from stages.face.protocols import TransferRequest
-from stages.pairing import landmarks_array
-
-
-class ExpressionTransferConfig(Strict):
-    backend: Literal["landmark_warp", "eadapter"] = "landmark_warp"
-    # Round 0 may use this backend instead (e.g. landmark_warp to bootstrap the first refined adapter when no
-    # good base adapter exists yet); later rounds use `backend` with the adapter trained on the round before.
-    bootstrap_backend: Literal["landmark_warp"] | None = None
-    # eadapter backend
-    base_model: str | None = None  # local/fsspec folder in diffusers layout
-    adapter: str | None = None  # folder written by EAdapter.save_pretrained
-    num_inference_steps: int = Field(30, ge=1)
-    guidance_scale: float = Field(5.0, ge=0)
-    identity_scale: float = Field(1.0, ge=0)
-    expression_scale: float = Field(1.0, ge=0)
-    prompt: str = "a photo of a face"
-    device: Literal["auto", "cpu", "cuda"] = "auto"
-    image_encoder: str | None = None  # CLIPVisionModelWithProjection folder; default <base_model>/image_encoder
-    cache_dir: str | None = None  # local copies of fsspec base models; default $CIEP_CACHE_DIR or ~/.cache/ciep
-    resolution: int | None = Field(None, ge=16)  # generation size; default unet sample_size * VAE factor
-    strength: float = Field(1.0, gt=0, le=1)  # 1: from pure noise; < 1: img2img from the carrier crop
-    # architecture of a fresh adapter (adapter: null, or training without init_adapter)
-    identity_dim: int = Field(128, ge=1)  # 128: dlib face recognition, 512: ArcFace
-    identity_tokens: int = Field(4, ge=1)
-    expression_tokens: int = Field(16, ge=1)
-    expression_features: Literal["hidden_states", "image_embeds"] = "hidden_states"
-    identity_layers: tuple[str, ...] = ("*attn2",)  # glob patterns over cross-attention layer names
-    expression_layers: tuple[str, ...] = ("up_blocks.*attn2",)  # the expression-sensitive layers
-    adapter_seed: int = 0
-    resources: StageResources = StageResources()
+from stages.face.types import landmarks_array
 
 
 class ExpressionTransferStage(RowwiseStage):

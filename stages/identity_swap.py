@@ -2,62 +2,16 @@
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
 import pyarrow as pa
-from pydantic import Field, field_validator
 
-from core.config import StageResources, Strict
 from manifests.artifacts import ArtifactStore
 from stages.base import RowRejected, RowwiseStage
+from stages.config import IdentitySwapConfig
 from stages.face.backends import build_detector, build_swapper
-from stages.face.types import DetectedFace, keypoints5_from_68
-from stages.pairing import landmarks_array
-
-
-class IdentitySwapConfig(Strict):
-    backend: Literal["classic", "onnx"] = "classic"
-    model: str | None = None  # registry name for backend onnx, e.g. inswapper_128
-    feather_px: int = Field(11, ge=1)
-    # When no face is detected in the expression-transfer output, swap onto T's landmarks instead of
-    # rejecting (transfers are rendered in T's aligned frame); recorded per row as swap_target_face.
-    target_landmarks_fallback: bool = False
-    # onnx backend: ArcFace that makes the swap source embedding (default: the swapper's registry embedder,
-    # arcface_w600k_r50; deliberately not qc.identity.model, so QC can judge with another network).
-    embedder_model: str | None = None
-    converter_model: str | None = None  # embedding converter for simswap (default: its registry converter)
-    # FaceFusion-style paste-back for hyperswap/simswap: box mask blur (share of crop) and padding in %
-    # (top, right, bottom, left); optional occlusion (XSeg) and region (BiSeNet) masks when named.
-    mask_blur: float = Field(0.3, ge=0, le=1)
-    mask_padding: tuple[int, int, int, int] = (0, 0, 0, 0)
-    occluder_model: str | None = None  # e.g. xseg_3
-    parser_model: str | None = None  # e.g. bisenet_resnet_34
-    mask_regions: tuple[str, ...] = ("skin", "left-eyebrow", "right-eyebrow", "left-eye", "right-eye",
-                                     "glasses", "nose", "mouth", "upper-lip", "lower-lip")
-    resources: StageResources = StageResources()
-
-    @field_validator("mask_regions")
-    @classmethod
-    def _known_regions(cls, v: tuple[str, ...]) -> tuple[str, ...]:
-        known = {"skin", "left-eyebrow", "right-eyebrow", "left-eye", "right-eye", "glasses", "nose", "mouth",
-                 "upper-lip", "lower-lip"}
-        bad = sorted(set(v) - known)
-        if bad or not v:
-            raise ValueError(f"unknown mask regions {bad}; choose from {sorted(known)}")
-        return v
-
-
-def face_from_landmarks(lm68: np.ndarray) -> DetectedFace:
-    """A DetectedFace for a crop whose 68 landmarks are already known."""
-    x0, y0 = lm68.min(axis=0)
-    x1, y1 = lm68.max(axis=0)
-    return DetectedFace(box=np.array([x0, y0, x1, y1], np.float32), score=1.0,
-                        keypoints5=keypoints5_from_68(lm68), landmarks68=lm68.astype(np.float32))
-
-
-def largest_face(faces: list[DetectedFace]) -> DetectedFace | None:
-    return max(faces, key=lambda f: f.short_side) if faces else None
+from stages.face.types import face_from_landmarks, landmarks_array, largest_face
 
 
 class IdentitySwapStage(RowwiseStage):

@@ -3,38 +3,22 @@
 from __future__ import annotations
 
 import hashlib
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
 import pyarrow as pa
-from pydantic import Field
 
-from core.config import StageResources, Strict
 from core.location import Location
 from manifests.artifacts import ArtifactStore
 from manifests.schemas import SOURCES
 from stages.base import RowRejected, RowwiseStage
+from stages.config import IngestConfig
 from stages.face.align import ffhq_align
 from stages.face.backends import build_detector, build_embedder
 from stages.face.expression import expression_descriptor
 from stages.face.image_io import ImageRejected, decode_image
 from stages.face.learned_expression import LearnedExpression
 from stages.face.quality import sharpness
-
-
-class IngestConfig(Strict):
-    detector: Literal["dlib", "scrfd"] = "dlib"
-    crop_size: int = Field(256, ge=64, le=2048)
-    min_face_size: int = Field(48, ge=8)  # px, shorter side of the detected box in the original image
-    max_pixels: int = Field(40_000_000, ge=1)  # decompression-bomb guard, checked before decoding
-    max_file_bytes: int = Field(64 * 1024 * 1024, ge=1)
-    detector_upsample: int = Field(0, ge=0, le=2)
-    scrfd_model: str | None = None  # registry name, used with detector: scrfd
-    scrfd_input_size: int = Field(640, ge=32)  # square SCRFD input (letterboxed), multiple of 32
-    scrfd_threshold: float = Field(0.5, gt=0, lt=1)
-    scrfd_nms_threshold: float = Field(0.4, gt=0, lt=1)
-    resources: StageResources = StageResources()
-
 
 _INPUTS = ("input_key", "identity", "expression", "path", "raw_name", "attempt")
 

@@ -3,22 +3,20 @@
 from __future__ import annotations
 
 import hashlib
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 import torch
 from PIL import Image
 
 from core.location import Location
+from stages.config import ExpressionTransferConfig
 from stages.eadapter.base_model import BaseModel, load_base_model, resolve_device
 from stages.eadapter.conditions import EmbedderLike, embed_identity, masked_face
 from stages.eadapter.image_encoder import ExpressionEncoder
 from stages.eadapter.model import EAdapter
 from stages.eadapter.sampler import encode, generate, initial_noise, make_scheduler
 from stages.face.protocols import TransferRequest
-
-if TYPE_CHECKING:
-    from stages.expression_transfer import ExpressionTransferConfig
 
 
 def default_embedder() -> EmbedderLike:

@@ -8,7 +8,7 @@ import cv2
 import numpy as np
 
 from stages.face.protocols import IdentityEmbedder
-from stages.face.types import DetectedFace, keypoints5_from_68
+from stages.face.types import DetectedFace, face_from_landmarks
 
 # An IdentityEmbedder, or any callable with the same signature as its embed().
 EmbedderLike = IdentityEmbedder | Callable[[np.ndarray, DetectedFace], np.ndarray]
@@ -34,13 +34,6 @@ def masked_face(rgb: np.ndarray, landmarks: np.ndarray | None) -> np.ndarray:
     h, w = rgb.shape[:2]
     mask = face_hull_mask(landmarks, h, w) if landmarks is not None else ellipse_mask(h, w)
     return (rgb * mask[..., None]).astype(np.uint8)
-
-
-def face_from_landmarks(landmarks: np.ndarray, score: float = 1.0) -> DetectedFace:
-    """A DetectedFace for a crop whose 68 landmarks are already known (no detector run)."""
-    lm = np.asarray(landmarks, np.float32).reshape(68, 2)
-    box = np.array([*lm.min(axis=0), *lm.max(axis=0)], np.float32)
-    return DetectedFace(box=box, score=score, keypoints5=keypoints5_from_68(lm), landmarks68=lm)
 
 
 def embed_identity(embedder: EmbedderLike, rgb: np.ndarray, landmarks: np.ndarray) -> np.ndarray:

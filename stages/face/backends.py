@@ -2,24 +2,9 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Literal
-
-from core.config import Strict
+from core.location import Location
+from stages.config import ExpressionTransferConfig, IdentityModelConfig, IdentitySwapConfig, IngestConfig, ModelsConfig
 from stages.face.protocols import ExpressionTransferer, FaceDetector, IdentityEmbedder, IdentitySwapper
-
-if TYPE_CHECKING:
-    from core.location import Location
-    from stages.expression_transfer import ExpressionTransferConfig
-    from stages.identity_swap import IdentitySwapConfig
-    from stages.ingest import IngestConfig
-    from stages.onnx.model_files import ModelsConfig
-
-
-class IdentityModelConfig(Strict):
-    """Which identity embedder ingest and QC use (the `qc.identity` section adds QC's thresholds to it)."""
-
-    backend: Literal["dlib", "arcface"] = "dlib"
-    model: str | None = None  # registry name for arcface, e.g. arcface_w600k_r50
 
 
 def build_detector(ingest: IngestConfig, models: ModelsConfig) -> FaceDetector:

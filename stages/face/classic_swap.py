@@ -3,16 +3,13 @@
 from __future__ import annotations
 
 import hashlib
-from typing import TYPE_CHECKING
 
 import cv2
 import numpy as np
 
+from stages.config import IdentitySwapConfig
 from stages.face.landmark_warp import piecewise_affine_warp
 from stages.face.types import DetectedFace
-
-if TYPE_CHECKING:
-    from stages.identity_swap import IdentitySwapConfig
 
 ALGORITHM = ("classic_swap_v2: piecewise-affine source->target landmarks, Reinhard LAB colour transfer in the face "
              "mask, eyebrows..jaw convex hull eroded and Gaussian-feathered, seamlessClone NORMAL_CLONE then alpha "

@@ -5,16 +5,13 @@ from __future__ import annotations
 
 import importlib.util
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import dlib
 import numpy as np
 
 from core.hashing import sha256_file
+from stages.config import IngestConfig
 from stages.face.types import DetectedFace, keypoints5_from_68
-
-if TYPE_CHECKING:
-    from stages.ingest import IngestConfig
 
 LANDMARKS_68_FILE = "shape_predictor_68_face_landmarks.dat"
 RECOGNITION_FILE = "dlib_face_recognition_resnet_model_v1.dat"

@@ -8,12 +8,12 @@ image; a single cv2.remap then samples it. Seamless (no per-triangle mask seams)
 from __future__ import annotations
 
 import hashlib
-from typing import TYPE_CHECKING
 
 import cv2
 import numpy as np
 from scipy.spatial import Delaunay
 
+from stages.config import ExpressionTransferConfig
 from stages.face.mouth import (
     OPEN_ASPECT,
     TEETH_SHARE,
@@ -24,9 +24,6 @@ from stages.face.mouth import (
     teeth_share,
 )
 from stages.face.protocols import TransferRequest
-
-if TYPE_CHECKING:
-    from stages.expression_transfer import ExpressionTransferConfig
 
 ALGORITHM = ("landmark_warp_v2: delta transfer on similarity-normalised landmarks with T's absolute inner-lip "
              "opening, Delaunay piecewise-affine remap with fixed border/ring anchors; mouth rules (stages.face.mouth, "

@@ -1,4 +1,4 @@
-"""Plain data that face models hand each other: a detected face with its landmarks."""
+"""Plain data that face models hand each other (a detected face with its landmarks) and its geometry helpers."""
 
 from __future__ import annotations
 
@@ -35,3 +35,21 @@ def keypoints5_from_68(lm: np.ndarray) -> np.ndarray:
         lm[48],
         lm[54],
     ]).astype(np.float32)
+
+
+def landmarks_array(flat: list[float]) -> np.ndarray:
+    """(N, 2) float32 points from a flat [x0, y0, x1, y1, ...] list (how manifests store landmarks)."""
+    return np.asarray(flat, dtype=np.float32).reshape(-1, 2)
+
+
+def face_from_landmarks(landmarks: np.ndarray, score: float = 1.0) -> DetectedFace:
+    """A DetectedFace for a crop whose 68 landmarks are already known (no detector run): their bounding box
+    and the 5 keypoints derived from them."""
+    lm = np.asarray(landmarks, np.float32).reshape(68, 2)
+    box = np.array([*lm.min(axis=0), *lm.max(axis=0)], np.float32)
+    return DetectedFace(box=box, score=score, keypoints5=keypoints5_from_68(lm), landmarks68=lm)
+
+
+def largest_face(faces: list[DetectedFace]) -> DetectedFace | None:
+    """The face with the longest short side (the first of equals), None when there is none."""
+    return max(faces, key=lambda f: f.short_side) if faces else None

@@ -8,8 +8,9 @@ import numpy as np
 from insightface.model_zoo.arcface_onnx import ArcFaceONNX
 from insightface.utils import face_align
 
+from stages.config import ModelsConfig
 from stages.face.types import DetectedFace
-from stages.onnx.model_files import ModelsConfig, ResolvedModel, resolve_model
+from stages.onnx.model_files import ResolvedModel, resolve_model
 from stages.onnx.sessions import batch_dim_is_dynamic, get_insightface_model, resolve_providers
 
 DEFAULT_MODEL = "arcface_w600k_r50"

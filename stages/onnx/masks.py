@@ -7,7 +7,8 @@ from collections.abc import Sequence
 import cv2
 import numpy as np
 
-from stages.onnx.model_files import ModelsConfig, ResolvedModel, resolve_model
+from stages.config import ModelsConfig
+from stages.onnx.model_files import ResolvedModel, resolve_model
 from stages.onnx.registry import FACE_MASK_REGIONS, get_spec
 from stages.onnx.sessions import get_session, resolve_providers
 

@@ -14,29 +14,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import fsspec
-from pydantic import Field
 
 from core.cache import cache_file
-from core.config import ConfigError, StorageOptions, Strict, storage_options_field
+from core.config import ConfigError
 from core.hashing import sha256_file
-from core.location import Location
+from stages.config import ModelsConfig
 from stages.onnx.registry import get_spec
-
-
-class ModelsConfig(Strict):
-    root: str = "models"  # folder or fsspec URL holding ONNX files
-    # remote model files are copied here once (local folder); never part of the data fingerprint
-    cache_dir: str = "~/.cache/ciep/models"
-    storage_options: StorageOptions = storage_options_field()
-    providers: tuple[str, ...] = ("CUDAExecutionProvider", "CPUExecutionProvider")
-    # name -> sha256 accepted instead of the registry's; recorded in the manifest when used.
-    hash_overrides: dict[str, str] = Field(default_factory=dict)
-
-    @property
-    def location(self) -> Location:
-        """models.root with storage_options: where model files are looked up."""
-        return Location(self.root, dict(self.storage_options))
-
 
 log = logging.getLogger(__name__)
 

@@ -3,17 +3,14 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING
 
 import numpy as np
 from insightface.model_zoo.scrfd import SCRFD
 
+from stages.config import IngestConfig, ModelsConfig
 from stages.face.types import DetectedFace
-from stages.onnx.model_files import ModelsConfig, ResolvedModel, resolve_model
+from stages.onnx.model_files import ResolvedModel, resolve_model
 from stages.onnx.sessions import get_insightface_model, resolve_providers
-
-if TYPE_CHECKING:
-    from stages.ingest import IngestConfig
 
 # (rgb, box x0 y0 x1 y1) -> (68, 2) iBUG landmarks
 Landmarker = Callable[[np.ndarray, np.ndarray], np.ndarray]

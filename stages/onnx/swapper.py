@@ -14,23 +14,20 @@ from __future__ import annotations
 import copy
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
 import cv2
 import numpy as np
 from insightface.model_zoo.inswapper import INSwapper
 from insightface.utils import face_align
 
+from stages.config import IdentitySwapConfig, ModelsConfig
 from stages.face.types import DetectedFace
 from stages.onnx.arcface import ArcFaceEmbedder, l2_normalize
 from stages.onnx.masks import FaceParser, Occluder
-from stages.onnx.model_files import ModelsConfig, ResolvedModel, resolve_model
+from stages.onnx.model_files import ResolvedModel, resolve_model
 from stages.onnx.registry import ModelSpec, get_spec
 from stages.onnx.sessions import batch_dim_is_dynamic, get_insightface_model, get_session, resolve_providers
 from stages.onnx.warp import box_mask, paste_back, warp_face
-
-if TYPE_CHECKING:
-    from stages.identity_swap import IdentitySwapConfig
 
 # (source_rgb, source_face, target_rgb, target_face)
 SwapItem = tuple[np.ndarray, DetectedFace, np.ndarray, DetectedFace]

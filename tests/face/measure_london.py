@@ -25,7 +25,7 @@ from stages.face.expression import expression_descriptor, expression_distance
 from stages.face.landmark_warp import LandmarkWarpTransferer
 from stages.face.protocols import TransferRequest
 from stages.face.quality import sharpness
-from stages.face.types import DetectedFace, keypoints5_from_68
+from stages.face.types import face_from_landmarks
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benchmarks"))
 from london_faces import EXPRESSIONS, detected_london  # noqa: E402
@@ -45,13 +45,6 @@ def _share(x: list[float], thr: float, below: bool, strict: bool = False) -> flo
         return float("nan")
     hit = (a < thr if strict else a <= thr) if below else a > thr
     return round(float(hit.mean()), 4)
-
-
-def _face_from_landmarks(lm: np.ndarray) -> DetectedFace:
-    x0, y0 = lm.min(axis=0)
-    x1, y1 = lm.max(axis=0)
-    return DetectedFace(box=np.array([x0, y0, x1, y1], np.float32), score=1.0, keypoints5=keypoints5_from_68(lm),
-                        landmarks68=lm.astype(np.float32))
 
 
 def main() -> None:
@@ -107,7 +100,7 @@ def main() -> None:
         if not found:
             no_face += 1
             continue
-        r = swapper.swap(src["aligned"].image, _face_from_landmarks(src["aligned"].landmarks68), moved,
+        r = swapper.swap(src["aligned"].image, face_from_landmarks(src["aligned"].landmarks68), moved,
                          max(found, key=lambda f: f.short_side))
         r_faces = det.detect(r)
         if not r_faces:

@@ -9,7 +9,7 @@ from stages.face.classic_swap import ClassicSwapper
 from stages.face.landmark_warp import LandmarkWarpTransferer
 from stages.face.mouth import OPEN_ASPECT, TEETH_SHARE, mouth_aspect, polygon_mask, teeth_share
 from stages.face.protocols import TransferRequest
-from stages.identity_swap import face_from_landmarks
+from stages.face.types import face_from_landmarks
 
 
 def _detected(detector, rgb):

@@ -18,7 +18,8 @@ from PIL import Image
 from manifests.query import connect
 from manifests.store import ManifestStore
 from pipeline.run_idi import run_idi
-from stages.corpus import CorpusConfig, list_corpus
+from stages.config import CorpusConfig
+from stages.corpus import list_corpus
 from tests.conftest import DEMO_CORPUS, london_identities
 from tests.hardening.conftest import round_config
 

@@ -378,7 +378,7 @@ def test_folder_listing_as_a_user_who_cannot_read_a_folder(tmp_path):
             os.chmod(p, 0o755 if p.is_dir() else 0o644)
         os.chmod(base / "corpus" / "locked", 0o000)
         # imports first (the interpreter's own files may be readable by root only), then become `nobody`
-        code = ("import json, os, sys; from stages.corpus import CorpusConfig; "
+        code = ("import json, os, sys; from stages.config import CorpusConfig; "
                 "from stages.corpus import list_corpus; "
                 "os.setgid(65534); os.setuid(65534); "
                 f"l = list_corpus(CorpusConfig(root={str(base / 'corpus')!r})); "
@@ -393,7 +393,7 @@ def test_folder_listing_as_a_user_who_cannot_read_a_folder(tmp_path):
 
 
 def test_listing_digest_changes_with_the_corpus(tmp_path):
-    from stages.corpus import CorpusConfig
+    from stages.config import CorpusConfig
 
     corpus = make_corpus(tmp_path / "c", london_identities()[:2])
     a = list_corpus(CorpusConfig(root=str(corpus))).digest

@@ -4,11 +4,20 @@
 
 Checked on the source with `ast`, over every import statement anywhere in a module (top level, inside functions,
 under `if TYPE_CHECKING:`), so a lazy import cannot hide an upward dependency.
+
+Inside `stages/` (its rooms):
+- the backend packages `stages/face/`, `stages/onnx/`, `stages/eadapter/` import from `stages/` only each other and
+  the bottom modules `stages/config.py` (the config sections) and `stages/errors.py`, never a stage module;
+- nothing below `pipeline/` imports the planner (`stages/pairing.py`, `stages/identity_clusters.py`,
+  `pipeline/planning/`) except the planner itself: a helper it holds belongs in a module below it;
+- `stages/config.py` imports only `core`, pydantic and the standard library;
+- the modules of `stages/` import each other without a cycle.
 """
 
 from __future__ import annotations
 
 import ast
+import sys
 from pathlib import Path
 
 import pytest
@@ -63,3 +72,166 @@ def test_the_check_sees_lazy_relative_and_type_checking_imports(tmp_path: Path) 
     assert violations("stages", tmp_path) == ["stages/face/m.py:5 imports pipeline.config",
                                               "stages/face/m.py:7 imports publish.release",
                                               "stages/face/m.py:8 imports qc"]
+
+
+# --- rules inside stages/ ------------------------------------------------------------------------------------------
+
+BACKEND_PACKAGES = ("stages/face", "stages/onnx", "stages/eadapter")
+BACKENDS_MAY_IMPORT = ("stages.face", "stages.onnx", "stages.eadapter", "stages.config", "stages.errors")
+PLANNER = ("stages.pairing", "stages.identity_clusters", "pipeline.planning")
+PLANNER_FILES = ("stages/pairing.py", "stages/identity_clusters.py")
+STAGE_CONFIG = ("stages/config.py", "stages/config")  # one module, or one package of per-family modules
+STAGE_CONFIG_MAY_IMPORT = {"core", "pydantic", "__future__", *sys.stdlib_module_names}
+
+
+def module_name(path: Path, root: Path = ROOT) -> str:
+    parts = path.relative_to(root).with_suffix("").parts
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def imported_names(path: Path, root: Path = ROOT) -> list[tuple[int, str]]:
+    """(line, dotted name) of everything each import reaches: `import a.b` gives a.b, `from a import b` gives a.b
+    (the submodule b, or the name b in module a), so `from stages import ingest` is seen as stages.ingest."""
+    tree = ast.parse(path.read_text(), filename=str(path))
+    package = module_name(path, root).split(".")
+    if path.name != "__init__.py":
+        package = package[:-1]
+    out = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            out += [(node.lineno, alias.name) for alias in node.names]
+        elif isinstance(node, ast.ImportFrom):
+            base = package[: len(package) - node.level + 1] if node.level else []
+            module = ".".join(base + ([node.module] if node.module else []))
+            out += [(node.lineno, f"{module}.{alias.name}") for alias in node.names]
+    return out
+
+
+def _within(name: str, prefixes: tuple[str, ...]) -> bool:
+    return any(name == p or name.startswith(p + ".") for p in prefixes)
+
+
+def _files(root: Path, *places: str) -> list[Path]:
+    found: list[Path] = []
+    for place in places:
+        where = root / place
+        found += sorted(where.rglob("*.py")) if where.is_dir() else [where] if where.is_file() else []
+    return found
+
+
+def backend_violations(root: Path = ROOT) -> list[str]:
+    """Imports of stage modules (or anything in stages/ but the backends and the bottom modules) by a backend."""
+    return [f"{path.relative_to(root)}:{line} imports {name}"
+            for path in _files(root, *BACKEND_PACKAGES) for line, name in imported_names(path, root)
+            if _within(name, ("stages",)) and not _within(name, BACKENDS_MAY_IMPORT)]
+
+
+def planner_violations(root: Path = ROOT) -> list[str]:
+    """Imports of the planner from below pipeline/ (the planner's own modules excepted)."""
+    below = [path for pkg in LAYERS[:-1] for path in _files(root, pkg)
+             if path.relative_to(root).as_posix() not in PLANNER_FILES]
+    return [f"{path.relative_to(root)}:{line} imports {name}"
+            for path in below for line, name in imported_names(path, root) if _within(name, PLANNER)]
+
+
+def stage_config_violations(root: Path = ROOT) -> list[str]:
+    """Imports of stages/config(.py | /) that are not core, pydantic, the standard library or itself."""
+    return [f"{path.relative_to(root)}:{line} imports {name}"
+            for path in _files(root, *STAGE_CONFIG) for line, name in imported_names(path, root)
+            if name.split(".")[0] not in STAGE_CONFIG_MAY_IMPORT and not _within(name, ("stages.config",))]
+
+
+def import_cycles(package: str, root: Path = ROOT) -> list[list[str]]:
+    """The import cycles among a package's modules (strongly connected components of its import graph)."""
+    paths = {module_name(path, root): path for path in _files(root, package)}
+    graph: dict[str, set[str]] = {}
+    for name, path in paths.items():
+        graph[name] = set()
+        for _, target in imported_names(path, root):
+            while target and target not in paths:  # the name in a module -> the module; a module -> its package
+                target = target.rpartition(".")[0]
+            if target and target != name:
+                graph[name].add(target)
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    cycles: list[list[str]] = []
+
+    def visit(v: str) -> None:  # Tarjan
+        index[v] = low[v] = len(index)
+        stack.append(v)
+        for w in sorted(graph[v]):
+            if w not in index:
+                visit(w)
+                low[v] = min(low[v], low[w])
+            elif w in stack:
+                low[v] = min(low[v], index[w])
+        if low[v] == index[v]:
+            component = []
+            while True:
+                w = stack.pop()
+                component.append(w)
+                if w == v:
+                    break
+            if len(component) > 1:
+                cycles.append(sorted(component))
+
+    for v in sorted(graph):
+        if v not in index:
+            visit(v)
+    return cycles
+
+
+def test_backends_never_import_a_stage_module() -> None:
+    assert all((ROOT / pkg / "__init__.py").exists() for pkg in BACKEND_PACKAGES)
+    assert backend_violations() == []
+
+
+def test_nothing_imports_the_planner_for_a_helper() -> None:
+    assert planner_violations() == []
+
+
+def test_stage_config_imports_only_core() -> None:
+    assert _files(ROOT, *STAGE_CONFIG)
+    assert stage_config_violations() == []
+
+
+def test_stages_has_no_import_cycle() -> None:
+    assert import_cycles("stages") == []
+
+
+def test_the_stages_rules_see_violations(tmp_path: Path) -> None:
+    def write(rel: str, text: str) -> None:
+        (tmp_path / rel).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / rel).write_text(text)
+
+    write("stages/face/m.py",
+          "from typing import TYPE_CHECKING\n"
+          "from stages.config import IngestConfig\n"      # allowed: the config sections
+          "from stages.errors import is_transient\n"      # allowed: bottom module
+          "from stages.onnx.scrfd import ScrfdDetector\n"  # allowed: another backend package
+          "from . import types\n"                          # allowed: own package
+          "if TYPE_CHECKING:\n    from stages.ingest import IngestStage\n"
+          "def f():\n    from stages import base\n    from ..pairing import landmarks_array\n")
+    write("stages/eadapter/n.py", "import stages.identity_swap\n")
+    assert backend_violations(tmp_path) == ["stages/face/m.py:7 imports stages.ingest.IngestStage",
+                                            "stages/face/m.py:9 imports stages.base",
+                                            "stages/face/m.py:10 imports stages.pairing.landmarks_array",
+                                            "stages/eadapter/n.py:1 imports stages.identity_swap"]
+    write("stages/pairing.py", "from stages.identity_clusters import IdentityClusters\n")  # the planner itself
+    write("stages/identity_swap.py", "from stages.pairing import landmarks_array\n")
+    write("qc/stage.py", "def f():\n    from stages import pairing\n")
+    write("pipeline/round.py", "from stages.pairing import plan_round\n")  # the driver runs the planner
+    assert planner_violations(tmp_path) == ["stages/face/m.py:10 imports stages.pairing.landmarks_array",
+                                            "stages/identity_swap.py:1 imports stages.pairing.landmarks_array",
+                                            "qc/stage.py:2 imports stages.pairing"]
+    write("stages/config.py",
+          "from __future__ import annotations\nfrom typing import Literal\nfrom pydantic import Field\n"
+          "from core.config import Strict\nimport numpy\n"
+          "def f():\n    from stages.face.types import DetectedFace\n")
+    assert stage_config_violations(tmp_path) == ["stages/config.py:5 imports numpy",
+                                                 "stages/config.py:7 imports stages.face.types.DetectedFace"]
+    assert import_cycles("stages", tmp_path) == []
+    write("stages/a.py", "from typing import TYPE_CHECKING\nif TYPE_CHECKING:\n    from stages.b import B\n")
+    write("stages/b.py", "def f():\n    from stages import a\n")  # lazy and TYPE_CHECKING arrows count
+    assert import_cycles("stages", tmp_path) == [["stages.a", "stages.b"]]

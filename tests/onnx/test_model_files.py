@@ -9,8 +9,9 @@ import fsspec
 import pytest
 
 from core.hashing import sha256_file
+from stages.config import ModelsConfig
 from stages.onnx import model_files, registry
-from stages.onnx.model_files import ModelFileNotFound, ModelHashMismatch, ModelsConfig, resolve_model
+from stages.onnx.model_files import ModelFileNotFound, ModelHashMismatch, resolve_model
 
 
 def test_missing_file_names_file_and_folder(tmp_path):
