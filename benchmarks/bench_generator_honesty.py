@@ -6,7 +6,7 @@ it). Ground truth: j's real photo with T's label (G). R is made by transfer + sw
 the swap source being
   - G (the old pairing rule: j's photo closest to T's expression),
   - the carrier (j's other photo: the sensitivity test; an honest generator barely changes),
-  - the photo stages.pairing now draws (a hash of seed, round and T, blind to expression),
+  - the photo the planner (pipeline/planning/rules.py) now draws (a hash of seed, round and T, blind to expression),
 for the generator before issue 10 (landmark_warp_v1 + classic_swap_v1, loaded from git at --before) and now.
 
 Measured on R (dlib landmarks detected on R, as QC does):
@@ -73,7 +73,7 @@ def _module_at(commit: str, path: str, name: str, tmp: Path) -> ModuleType:
 
 
 def _pipeline_pick(t_file: Path, j_files: list[Path], seed: int = 1234, round_index: int = 0) -> int:
-    """stages.pairing._swap_source on the real file hashes: index into j_files (sorted by input key)."""
+    """pipeline.planning.rules.swap_source on the real file hashes: index into j_files (sorted by input key)."""
     def sha(p: Path) -> str:
         return hashlib.sha256(p.read_bytes()).hexdigest()
     h = hashlib.sha256("\0".join(str(p) for p in (seed, round_index, sha(t_file), "swap")).encode()).hexdigest()

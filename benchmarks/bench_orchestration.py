@@ -94,18 +94,18 @@ def run_anchor(cfg, url: str, n: int) -> float:
     import ray
 
     from core.location import Location
-    from pipeline.plan_files import failure_url, plan_folder
+    from pipeline.planning.files import failure_url, plan_folder
     from pipeline.ray_adapter import dataset_from_plan_files, stage_context, stage_section
     from stages.noop import NOOP_GENERATION_STAGES
     run = Location(url)
     files = sorted(str(p) for p in Path(plan_folder(run, 0).path).glob("*.parquet"))
     out = Path(tempfile.mkdtemp(prefix=f"bench_orch_anchor_{n}_"))
     t0 = time.time()
-    # the plan files name images by source row (stages.pairing.PLAN_INDEX_SCHEMA): the anchor's read tasks gather
-    # them from the same features table the pipeline's do (pipeline/plan_features.py)
+    # the plan files name images by source row (PLAN_INDEX_SCHEMA): the anchor's read tasks gather
+    # them from the same features table the pipeline's do (pipeline/planning/ray_features.py)
+    from manifests.schemas import PLAN_FEATURE_COLUMNS
     from manifests.store import ManifestStore
-    from stages.pairing import FEATURE_COLUMNS
-    features = ray.put(ManifestStore.open(url).read_table("sources", FEATURE_COLUMNS).combine_chunks())
+    features = ray.put(ManifestStore.open(url).read_table("sources", PLAN_FEATURE_COLUMNS).combine_chunks())
     ds = dataset_from_plan_files(files, failure_url(run, 0), run, features)
     for cls in NOOP_GENERATION_STAGES:
         section = stage_section(cls, cfg)

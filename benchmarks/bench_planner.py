@@ -1,5 +1,5 @@
 """Dry run of pairing + manifest writing at CIEP100k scale (no images): synthetic `sources` rows go through the
-real ManifestStore, stages.pairing.plan_round plans the round, and the plan is committed as `candidates` shards
+real ManifestStore, pipeline/planning's plan_round plans the round, and the plan is committed as `candidates` shards
 through the driver's CommitBuffer, as pipeline/round.py does. Reports time and peak memory per phase.
 
     python benchmarks/bench_planner.py --sources 100000 --per-identity 10

@@ -1,4 +1,5 @@
-"""Arrow schemas of every manifest table, in one place. Writers take these explicitly; nothing is inferred."""
+"""Arrow schemas of every manifest table (and of the round plan), in one place. Writers take these explicitly;
+nothing is inferred."""
 
 from __future__ import annotations
 
@@ -236,3 +237,61 @@ def with_columns(table: pa.Table, schema: pa.Schema) -> pa.Table:
     cols = [table.column(f.name) if f.name in table.column_names else pa.nulls(table.num_rows, f.type)
             for f in schema]
     return pa.Table.from_arrays(cols, names=[f.name for f in schema])
+
+
+# The round plan (pipeline/planning/): not a manifest table, the rows the generation phase reads from the plan files.
+# One row per candidate: T, S, the carrier and the swap source with their images, landmarks and embeddings.
+PLAN_SCHEMA = pa.schema([
+    pa.field("candidate_id", pa.string(), nullable=False),
+    pa.field("round", pa.int32(), nullable=False),
+    pa.field("seed", pa.int64(), nullable=False),
+    pa.field("identity_i", pa.string(), nullable=False),
+    pa.field("identity_j", pa.string(), nullable=False),
+    pa.field("expression", pa.string()),
+    pa.field("target_source_id", pa.string(), nullable=False),
+    pa.field("s_source_id", pa.string(), nullable=False),
+    pa.field("carrier_source_id", pa.string(), nullable=False),
+    pa.field("swap_source_id", pa.string(), nullable=False),
+    pa.field("t_aligned_path", pa.string()),
+    pa.field("t_aligned_sha256", pa.string()),
+    pa.field("s_aligned_path", pa.string()),
+    pa.field("s_aligned_sha256", pa.string()),
+    pa.field("carrier_aligned_path", pa.string()),
+    pa.field("swap_aligned_path", pa.string()),
+    pa.field("t_landmarks68", pa.list_(pa.float32())),
+    pa.field("s_landmarks68", pa.list_(pa.float32())),
+    pa.field("carrier_landmarks68", pa.list_(pa.float32())),
+    pa.field("swap_landmarks68", pa.list_(pa.float32())),
+    pa.field("t_embedding", pa.list_(pa.float32())),
+    pa.field("s_embedding", pa.list_(pa.float32())),
+    pa.field("j_embedding", pa.list_(pa.float32())),
+    pa.field("t_descriptor", pa.list_(pa.float32())),
+    pa.field("status", pa.string()),
+    pa.field("reject_stage", pa.string()),
+    pa.field("reject_reason", pa.string()),
+    pa.field("reject_detail", pa.string()),
+])
+
+# The sources columns a plan row is made from.
+PLAN_SOURCE_COLUMNS = ["source_id", "input_key", "identity", "expression", "path", "file_sha256",
+                       "aligned_path", "aligned_sha256", "landmarks68", "embedding", "expression_descriptor"]
+
+# The plan as the planner streams it (the rows of the plan files): the scalar columns it decides plus the row of each
+# image in the sources (in the order they were read); gather_plan turns such rows into PLAN_SCHEMA rows.
+PLAN_INDEX_SCHEMA = pa.schema([
+    pa.field("candidate_id", pa.string(), nullable=False),
+    pa.field("round", pa.int32(), nullable=False),
+    pa.field("seed", pa.int64(), nullable=False),
+    pa.field("identity_i", pa.string(), nullable=False),
+    pa.field("identity_j", pa.string(), nullable=False),
+    pa.field("t_row", pa.int64(), nullable=False),
+    pa.field("s_row", pa.int64(), nullable=False),
+    pa.field("carrier_row", pa.int64(), nullable=False),
+    pa.field("swap_row", pa.int64(), nullable=False),
+])
+# The PLAN_INDEX_SCHEMA column that holds each image role's sources row.
+PLAN_ROLE_ROWS = {"t": "t_row", "s": "s_row", "carrier": "carrier_row", "swap": "swap_row"}
+# What gather_plan copies from the sources into PLAN_SCHEMA rows (landmarks, embeddings, descriptors, ids and paths):
+# it never lives on the driver at scale (pipeline/planning/ray_features.py keeps it in Ray's object store).
+PLAN_FEATURE_COLUMNS = ["source_id", "expression", "aligned_path", "aligned_sha256", "landmarks68", "embedding",
+                        "expression_descriptor"]

@@ -25,10 +25,10 @@ from core.config import (
 )
 from core.faults import FaultInjectionConfig
 from core.location import Location
+from pipeline.planning.config import PairingConfig
 from publish.release_schema import ReleaseConfig
 from qc.config import QCConfig
 from stages.config import CorpusConfig, ExpressionTransferConfig, IdentitySwapConfig, IngestConfig, ModelsConfig
-from stages.pairing import PairingConfig
 
 __all__ = ["DEFAULT_CONFIG_PATH", "PipelineConfig", "RayConfig", "RunConfig", "TrainConfig", "config_from_dict",
            "load_config", "parse_overrides"]
@@ -54,7 +54,7 @@ class RunConfig(Strict):
     # A manifest shard is committed every commit_rows rows or commit_seconds, whichever comes first.
     commit_rows: int = Field(256, ge=1)
     commit_seconds: float = Field(30.0, gt=0)
-    # Rows per round-plan Parquet file, which Ray Data reads as one block (pipeline/plan_files.py).
+    # Rows per round-plan Parquet file, which Ray Data reads as one block (pipeline/planning/files.py).
     plan_block_rows: int = Field(256, ge=1)
     fault_injection: FaultInjectionConfig | None = None  # testing hook, see FaultInjectionConfig
 

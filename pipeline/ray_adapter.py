@@ -10,7 +10,6 @@ import warnings
 from typing import Any
 
 import pyarrow as pa
-import pyarrow.compute as pc
 import ray
 import ray.data
 
@@ -20,17 +19,11 @@ from pipeline.commit import PROGRESS_BARS_ENV
 from pipeline.commit_stage import CommitSpec, commit_batch
 from pipeline.config import PipelineConfig, RayConfig
 from pipeline.in_flight import InFlight
-from pipeline.plan_datasource import (
-    Features,
-    LazyDatasource,
-    PlanFilesDatasource,
-    PlanReads,
-    TableDatasource,
-    features_table,
-)
-from pipeline.plan_files import read_plan_file
+from pipeline.lazy_datasource import LazyDatasource, TableDatasource
+from pipeline.planning.datasource import PlanFilesDatasource, PlanReads
+from pipeline.planning.gather import read_plan_rows
+from pipeline.planning.ray_features import Features
 from stages.base import Stage, StageContext, StageSection, make_stage
-from stages.pairing import gather_plan
 
 log = logging.getLogger(__name__)
 
@@ -186,14 +179,6 @@ def commit_manifests(ds: ray.data.Dataset, spec: CommitSpec, rows: int) -> ray.d
                           batch_size=rows, batch_format="pyarrow", num_cpus=COMMIT_TASK_CPUS)
 
 
-def _plan_rows_of(urls: list[str], ids: list[str], run: Location, failure: str,
-                  features: Features | None) -> pa.Table:
-    wanted = pa.array(ids, pa.string())
-    plan = pa.concat_tables([t.filter(pc.is_in(t["candidate_id"], value_set=wanted))
-                             for t in (read_plan_file(u, run, failure) for u in urls)])
-    return plan if features is None else gather_plan(plan, features_table(features))
-
-
 def plan_rows_of(urls: list[str], ids: list[str], run: Location, failure: str,
                  features: Features | None = None, reads: PlanReads | None = None) -> pa.Table:
     """The plan rows (PLAN_SCHEMA + attempt) of these candidate ids, read from the round's plan files and gathered
@@ -201,26 +186,26 @@ def plan_rows_of(urls: list[str], ids: list[str], run: Location, failure: str,
     round's ReadAhead, told that every file is asked for)."""
     if reads is not None and urls:
         reads.reading(len(urls) - 1)
-    task = ray.remote(num_cpus=PLAN_READ_CPUS)(_plan_rows_of)
-    return ray.get(task.remote(urls, ids, run, failure, features))
+    task = ray.remote(num_cpus=PLAN_READ_CPUS)(read_plan_rows)
+    return ray.get(task.remote(urls, run, failure, features, ids))
 
 
 def dataset_from_plan_files(urls: list[str], failure: str, run: Location, features: Features | None = None,
                             reads: PlanReads | None = None) -> ray.data.Dataset:
     """The round's plan files (local paths or fsspec URLs) as a dataset of one block per file; a read task waits
-    for its file while the driver is still writing later ones (pipeline/plan_files.py). With `features` (the
-    object-store table of pipeline/plan_features.py, or its parts) the files hold stages.pairing.PLAN_INDEX_SCHEMA
+    for its file while the driver is still writing later ones (pipeline/planning/files.py). With `features` (the
+    object-store table of pipeline/planning/ray_features.py, or its parts) the files hold PLAN_INDEX_SCHEMA
     rows and the read task gathers their PLAN_SCHEMA columns; without, they hold PLAN_SCHEMA rows. With `reads`, a
     read task reports the file it asks for, so that the planner writes only a few files ahead (ReadAhead).
 
     Not ray.data.read_parquet: the files do not all exist yet, and its file-listing task asks for a whole CPU,
     which a small cluster whose CPUs the stage actors already hold never frees (the round then hangs). Not
     ray.data.from_arrow of the file names either: it runs one metadata task per file before the dataset exists
-    (pipeline/plan_datasource.py)."""
+    (pipeline/planning/datasource.py)."""
     return _lazy_dataset(PlanFilesDatasource(urls, failure, run, features, reads), len(urls))
 
 
-# Ingest's read tasks (pipeline/plan_datasource.py TableDatasource): one per block up to this many blocks, then
+# Ingest's read tasks (pipeline/lazy_datasource.py TableDatasource): one per block up to this many blocks, then
 # runs of consecutive blocks, so that Ray Data's start (it stores every read task, ~1-5 ms each here) stays short...
 TABLE_READ_TASKS = 1024
 # ... and runs of at most this many blocks, so that the actors still share a large table in thousands of blocks.
@@ -235,7 +220,7 @@ def table_read_tasks(blocks: int) -> int:
 def dataset_from_table(table: pa.Table, rows_per_block: int) -> ray.data.Dataset:
     """A dataset of small blocks in table order, so that the first stage can start before the whole input is read
     and its actors share the input. Not `ray.data.from_arrow` of the blocks: it runs one metadata task per block
-    before the dataset exists (pipeline/plan_datasource.py TableDatasource).
+    before the dataset exists (pipeline/lazy_datasource.py TableDatasource).
 
     Ray Data joins the blocks one read task yields into one block, so a table of up to TABLE_READ_TASKS blocks
     keeps blocks of `rows_per_block` rows (one task each); a larger one has about TABLE_READ_TASKS blocks of up to

@@ -15,7 +15,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from core.location import Location
-from manifests.schemas import CANDIDATES, QC, REJECTS, with_columns
+from manifests.schemas import CANDIDATES, PLAN_INDEX_SCHEMA, PLAN_SCHEMA, QC, REJECTS, with_columns
 from manifests.store import ManifestStore, atomic_write_bytes, shard_key
 from pipeline.commit import CommitBuffer, Progress, StageErrorGuard, StageFailureError
 from pipeline.commit_stage import HELD_REASONS, CommitSpec, table_from_ipc
@@ -23,9 +23,12 @@ from pipeline.config import PipelineConfig
 from pipeline.done import decided_candidates, ingested_keys, not_done
 from pipeline.in_flight import InFlight, lost_workers
 from pipeline.isolate import IsolatedActors, Isolation, PoisonIsolatedError, run_alone
-from pipeline.plan_datasource import ReadAhead
-from pipeline.plan_features import RayFeatures, plan_sources
-from pipeline.plan_files import failure_url, plan_file_urls, write_plan_files
+from pipeline.planning.datasource import ReadAhead
+from pipeline.planning.features import SourceFeatures
+from pipeline.planning.files import failure_url, plan_file_urls, write_plan_files
+from pipeline.planning.inputs import PlanInputs
+from pipeline.planning.ray_features import RayFeatures, plan_sources
+from pipeline.planning.stream import PlanStream, RoundPlan, plan_round, plan_round_stream, planned_size_bound
 from pipeline.ray_adapter import (
     apply_stages,
     check_wiring,
@@ -49,17 +52,6 @@ from stages.corpus import CorpusListing, list_corpus
 from stages.expression_transfer import ExpressionTransferStage
 from stages.identity_swap import IdentitySwapStage
 from stages.ingest import IngestStage
-from stages.pairing import (
-    PLAN_INDEX_SCHEMA,
-    PLAN_SCHEMA,
-    PlanInputs,
-    PlanStream,
-    RoundPlan,
-    SourceFeatures,
-    plan_round,
-    plan_round_stream,
-    planned_size_bound,
-)
 
 log = logging.getLogger(__name__)
 
@@ -320,14 +312,14 @@ def plan_block_rows(cfg: PipelineConfig, n_sources: int, min_rows: int) -> int:
 
 
 def plan_for(cfg: PipelineConfig, sources: pa.Table, round_index: int) -> RoundPlan:
-    """stages.pairing.plan_round with this run's pairing section, seed, fingerprint and release splits."""
+    """planning.stream.plan_round with this run's pairing section, seed, fingerprint and release splits."""
     return plan_round(sources, cfg.pairing, round_index, seed=cfg.run.seed, fingerprint=cfg.data_fingerprint(),
                       splits=dict(cfg.release.splits))
 
 
 def plan_stream_for(cfg: PipelineConfig, inputs: PlanInputs, features: SourceFeatures, round_index: int,
                     chunk_rows: int) -> PlanStream:
-    """stages.pairing.plan_round_stream with this run's pairing section, seed, fingerprint and release splits."""
+    """planning.stream.plan_round_stream with this run's pairing section, seed, fingerprint and release splits."""
     return plan_round_stream(inputs, features, cfg.pairing, round_index, chunk_rows, seed=cfg.run.seed,
                              fingerprint=cfg.data_fingerprint(), splits=dict(cfg.release.splits))
 

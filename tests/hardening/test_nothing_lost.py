@@ -356,7 +356,7 @@ def test_same_person_under_two_names_is_one_cluster_and_a_copied_file_leaves_the
 
 
 def test_embedding_matrix_and_clusters_are_exact_on_a_tiny_case():
-    from stages.identity_clusters import cluster_identities
+    from pipeline.planning.clusters import cluster_identities
 
     emb = np.array([[1, 0], [1, 0], [0.999, 0.0447], [0, 1]], dtype=np.float64)
     emb /= np.linalg.norm(emb, axis=1, keepdims=True)

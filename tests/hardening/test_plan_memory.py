@@ -8,7 +8,7 @@ from __future__ import annotations
 import numpy as np
 import pyarrow as pa
 
-from stages import identity_clusters as ic
+from pipeline.planning import clusters as ic
 
 
 def _column(emb: np.ndarray) -> pa.ChunkedArray:

@@ -1,4 +1,4 @@
-"""stages.pairing.plan_round was rewritten for CIEP100k scale (index-based, vectorised distances, list columns
+"""pipeline.planning's plan_round was rewritten for CIEP100k scale (index-based, vectorised distances, list columns
 gathered in Arrow). This keeps the previous row-dict implementation verbatim as the reference and checks that
 both give the same plan and the same refusals, in the same order, on corpora with every pairing case.
 The reference draws j from every other identity, so the fast one runs with pairing.split_closed=false here."""
@@ -12,11 +12,12 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
-from manifests.schemas import SOURCES
+from manifests.schemas import PLAN_SCHEMA, PLAN_SOURCE_COLUMNS, SOURCES
 from pipeline.config import load_config
+from pipeline.planning.inputs import PLANNER_COLUMNS, PlanInputs
+from pipeline.planning.stream import planned_size_bound
 from pipeline.round import plan_for
 from stages.face.expression import expression_distance
-from stages.pairing import PLAN_SCHEMA, PLAN_SOURCE_COLUMNS, PLANNER_COLUMNS, PlanInputs, planned_size_bound
 
 
 def _h(*parts: object) -> str:

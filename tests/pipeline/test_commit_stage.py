@@ -16,7 +16,7 @@ from core.location import Location
 from manifests.store import ManifestStore
 from pipeline.commit_stage import CommitSpec, commit_batch, table_from_ipc
 from pipeline.done import ingested_keys
-from pipeline.plan_files import failure_url, plan_file_urls, read_plan_file, write_plan_files
+from pipeline.planning.files import failure_url, plan_file_urls, read_plan_file, write_plan_files
 from pipeline.round import _ingest_split
 
 

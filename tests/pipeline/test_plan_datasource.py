@@ -1,5 +1,5 @@
-"""The lazy datasources of pipeline/plan_datasource.py: ingest's table in small blocks, and the planner's
-write-ahead window over the plan files' readers."""
+"""The lazy datasources of pipeline/lazy_datasource.py and pipeline/planning/datasource.py: ingest's table in
+small blocks, and the planner's write-ahead window over the plan files' readers."""
 
 from __future__ import annotations
 
@@ -13,8 +13,9 @@ import pytest
 import ray
 
 from core.location import Location
-from pipeline.plan_datasource import ReadAhead, TableDatasource
-from pipeline.plan_files import failure_url, plan_file_urls, write_plan_files
+from pipeline.lazy_datasource import TableDatasource
+from pipeline.planning.datasource import ReadAhead
+from pipeline.planning.files import failure_url, plan_file_urls, write_plan_files
 from pipeline.ray_adapter import dataset_from_plan_files, dataset_from_table, table_read_tasks
 
 

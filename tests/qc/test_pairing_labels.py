@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pyarrow as pa
 
+from pipeline.planning.rules import with_predicted_labels
 from stages.face.expression_net import EXPRESSION_CLASSES
-from stages.pairing import with_predicted_labels
 
 
 def _probs(k: int) -> list[float]:

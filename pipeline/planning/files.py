@@ -1,10 +1,10 @@
 """The round plan as Parquet under the run folder (plan/round-<r>/part-<k>.parquet), read back by Ray Data.
 
-The driver writes the plan in chunks of a few hundred rows as it makes them (stages.pairing.plan_round_stream),
-leaving out candidates already decided, and never hands Ray Data an in-memory list. A file holds
-stages.pairing.PLAN_INDEX_SCHEMA rows (+ attempt): each image by its source row, gathered into full plan rows by
-the read task (pipeline/ray_adapter.py, from the features table of pipeline/plan_features.py). Files are rewritten on
-every invocation (the plan is deterministic), so a resumed run reads exactly its remaining work.
+The driver writes the plan in chunks of a few hundred rows as it makes them (stream.plan_round_stream), leaving out
+candidates already decided, and never hands Ray Data an in-memory list. A file holds PLAN_INDEX_SCHEMA rows
+(+ attempt): each image by its source row, gathered into full plan rows by the read task (gather.read_plan_rows,
+from the features table of ray_features.py). Files are rewritten on every invocation (the plan is deterministic), so
+a resumed run reads exactly its remaining work.
 """
 
 from __future__ import annotations

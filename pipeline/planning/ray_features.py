@@ -1,8 +1,8 @@
 """The planner's inputs at scale: the driver keeps only the compact columns pairing decides from
-(stages.pairing.PlanInputs, read file by file), and the big ones (landmarks, embeddings, descriptors, paths) live in
+(inputs.PlanInputs, read file by file), and the big ones (landmarks, embeddings, descriptors, paths) live in
 one Arrow table in Ray's object store, built by a task. The embedding work of pairing (duplicate resolution,
 identity clusters) runs in tasks next to that table, and the plan files carry source rows that the read tasks turn
-into full plan rows (stages.pairing.gather_plan; `ray.get` of the table is zero-copy on a node).
+into full plan rows (gather.read_plan_rows; `ray.get` of the table is zero-copy on a node).
 
 Both read the same committed `sources` files in the same order, so a row index means the same source in both.
 """
@@ -19,14 +19,28 @@ import pyarrow.parquet as pq
 import ray
 
 from manifests.scan import release_arrow_memory
-from manifests.schemas import SOURCES
+from manifests.schemas import PLAN_FEATURE_COLUMNS, SOURCES
 from manifests.store import ManifestStore
-from stages.identity_clusters import IdentityClusters, cluster_centroids, cluster_embedding_rows
-from stages.pairing import FEATURE_COLUMNS, PLANNER_COLUMNS, PlanInputs, resemblance
+from pipeline.planning.clusters import IdentityClusters, cluster_centroids, cluster_embedding_rows
+from pipeline.planning.features import resemblance
+from pipeline.planning.inputs import PLANNER_COLUMNS, PlanInputs
 
 # The features task mostly reads storage; like the plan read tasks, it must not wait for a whole CPU.
 FEATURES_TASK_CPUS = 0.25
 _BATCH_ROWS = 65_536
+
+# The features table: one object-store table, or parts whose columns together form it (RayFeatures.refs).
+Features = ray.ObjectRef | list[ray.ObjectRef]
+
+
+def features_table(features: Features) -> pa.Table:
+    """The features table from its object-store parts (zero-copy `ray.get` on a node, columns side by side)."""
+    parts = ray.get(features if isinstance(features, list) else [features])
+    table = parts[0]
+    for part in parts[1:]:
+        for field, column in zip(part.schema, part.columns, strict=True):
+            table = table.append_column(field, column)
+    return table
 
 
 def _read(fs: fsspec.AbstractFileSystem, path: str, columns: list[str]) -> pa.Table:
@@ -54,9 +68,9 @@ def _clusters(embeddings: pa.Table, names: list[str], order: np.ndarray, starts:
 
 
 class RayFeatures:
-    """stages.pairing.SourceFeatures over the features table in the object store, in two parts read by two tasks
+    """features.SourceFeatures over the features table in the object store, in two parts read by two tasks
     at once: the embeddings (`embeddings`, all that duplicates and clusters need, so that the planner waits for
-    them only) and the other FEATURE_COLUMNS; `refs` are both (their columns together are the features table)."""
+    them only) and the other PLAN_FEATURE_COLUMNS; `refs` are both (their columns together are the features table)."""
 
     def __init__(self, embeddings: ray.ObjectRef, rest: ray.ObjectRef) -> None:
         self.embeddings = embeddings
@@ -109,7 +123,7 @@ def plan_sources(store: ManifestStore) -> tuple[PlanInputs, RayFeatures]:
     driver never holds it)."""
     files = store.committed_files("sources")
     embeddings = _features_table.remote(store.fs, files, ["embedding"])  # first: the planner waits for it
-    rest = _features_table.remote(store.fs, files, [c for c in FEATURE_COLUMNS if c != "embedding"])
+    rest = _features_table.remote(store.fs, files, [c for c in PLAN_FEATURE_COLUMNS if c != "embedding"])
     features = RayFeatures(embeddings, rest)
     columns = PLANNER_COLUMNS + ["expression_probs"]
     inputs = PlanInputs.from_batches(_planner_batches(store.fs, files, columns), _rows(store.fs, files))

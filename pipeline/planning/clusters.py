@@ -4,7 +4,7 @@ Each identity's centroid is the L2-normalised mean of its sources' (L2-normalise
 whose centroids have cosine >= `threshold` are the same person, and clusters are the connected components. A
 cluster is named by its first identity in sorted order. Pairing never draws j from i's cluster and releases
 split by cluster, so one person never lands in two splits. Pure numpy (the pair search on a few threads); runs
-where the embeddings are (pipeline/plan_features.py: a Ray task next to them).
+where the embeddings are (ray_features.py: a Ray task next to them).
 """
 
 from __future__ import annotations
