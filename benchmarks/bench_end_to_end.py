@@ -67,8 +67,9 @@ def main(argv: list[str] | None = None) -> int:
     cfg = load_config(overrides=[f"corpus.root={root}", f"corpus.index={index}", f"run.output_root={work / 'runs'}",
                                  "run.name=e2e", *args.overrides])
 
+    from pipeline.generation_phase import GENERATION_STAGES, run_generation
+    from pipeline.ingest_phase import run_ingest
     from pipeline.ray_adapter import init_ray
-    from pipeline.round import GENERATION_STAGES, run_generation, run_ingest
     from pipeline.run_idi import prepare_run
     from stages.ingest import IngestStage
     init_ray(cfg.ray)

@@ -14,7 +14,7 @@ import pytest
 
 from manifests.schemas import SOURCES
 from pipeline.config import load_config
-from pipeline.round import plan_for
+from pipeline.round_planner import plan_for
 from stages.face.expression import expression_distance
 from stages.pairing import PLAN_SCHEMA, PLAN_SOURCE_COLUMNS, PLANNER_COLUMNS, PlanInputs, planned_size_bound
 
