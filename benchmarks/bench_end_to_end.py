@@ -5,7 +5,8 @@ one line per batch when CIEP_STAGE_STATS_DIR is set).
     python benchmarks/bench_end_to_end.py --identities 40 [--set key=value ...]
 
 The London set (DeBruine & Jones 2017, CC BY 4.0, https://doi.org/10.6084/m9.figshare.5047666.v5) is used only to
-exercise the pipeline, never to identify anyone. Default location: data/faces/london (102 identities, CC BY 4.0, credit in its README).
+exercise the pipeline, never to identify anyone. Default location: data/faces/london (102 identities; credit line
+in its README).
 """
 
 from __future__ import annotations
@@ -67,8 +68,9 @@ def main(argv: list[str] | None = None) -> int:
     cfg = load_config(overrides=[f"corpus.root={root}", f"corpus.index={index}", f"run.output_root={work / 'runs'}",
                                  "run.name=e2e", *args.overrides])
 
+    from pipeline.generation_phase import GENERATION_STAGES, run_generation
+    from pipeline.ingest_phase import run_ingest
     from pipeline.ray_adapter import init_ray
-    from pipeline.round import GENERATION_STAGES, run_generation, run_ingest
     from pipeline.run_idi import prepare_run
     from stages.ingest import IngestStage
     init_ray(cfg.ray)

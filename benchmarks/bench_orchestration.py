@@ -1,7 +1,7 @@
 """Orchestration overhead: the generation DAG with no-op model stages (stages/noop.py: real image read/write, no
 model) on N items, through the real pipeline: plan_round over committed `sources` written as Parquet plan files,
-pipeline.ray_adapter actor pools, the worker-side commit stage (pipeline.round.run_generation); then, in the same
-Ray session, the ANCHOR: a plain Ray Data pipeline over the same plan files and the same no-op stages (one
+pipeline.ray_adapter actor pools, the worker-side commit stage (pipeline.generation_phase.run_generation); then, in
+the same Ray session, the ANCHOR: a plain Ray Data pipeline over the same plan files and the same no-op stages (one
 callable class per stage, same resources) ending in `Dataset.write_parquet` of the same result rows.
 
     python benchmarks/bench_orchestration.py --sizes 1000 10000 [--repeat 3]
@@ -95,7 +95,7 @@ def run_anchor(cfg, url: str, n: int) -> float:
 
     from core.location import Location
     from pipeline.planning.files import failure_url, plan_folder
-    from pipeline.ray_adapter import dataset_from_plan_files, stage_context, stage_section
+    from pipeline.ray_adapter import dataset_from_plan_files, stage_chain
     from stages.noop import NOOP_GENERATION_STAGES
     run = Location(url)
     files = sorted(str(p) for p in Path(plan_folder(run, 0).path).glob("*.parquet"))
@@ -107,10 +107,10 @@ def run_anchor(cfg, url: str, n: int) -> float:
     from manifests.store import ManifestStore
     features = ray.put(ManifestStore.open(url).read_table("sources", PLAN_FEATURE_COLUMNS).combine_chunks())
     ds = dataset_from_plan_files(files, failure_url(run, 0), run, features)
-    for cls in NOOP_GENERATION_STAGES:
-        section = stage_section(cls, cfg)
+    chain = stage_chain(cfg, NOOP_GENERATION_STAGES, run)
+    for cls, section in zip(chain.classes, chain.sections, strict=True):
         res = section.resources
-        ds = ds.map_batches(PlainStage, fn_constructor_args=(cls, section, stage_context(cfg, run)),
+        ds = ds.map_batches(PlainStage, fn_constructor_args=(cls, section, chain.context),
                             batch_size=res.batch_size,
                             batch_format="pyarrow", compute=ray.data.ActorPoolStrategy(min_size=1, max_size=1),
                             num_cpus=res.num_cpus)
@@ -126,7 +126,7 @@ def run_pipeline(n: int, cfg_overrides: list[str], stats_dir: Path) -> dict:
     """One `run_generation` of n items on a fresh run folder; its wall time, driver RSS and stage report."""
     import pyarrow as pa
 
-    from pipeline.round import run_generation
+    from pipeline.generation_phase import run_generation
     from stages.noop import NOOP_GENERATION_STAGES
 
     out = Path(tempfile.mkdtemp(prefix=f"bench_orch_{n}_"))

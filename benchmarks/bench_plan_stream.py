@@ -1,5 +1,5 @@
 """Dry run at scale (no images): N synthetic sources committed by a child process, then in a fresh driver process
-the real `pipeline.round.run_generation` with one image-free stage (stages/noop.py DryGenerationStage): read
+the real `pipeline.generation_phase.run_generation` with one image-free stage (stages/noop.py DryGenerationStage): read
 sources, plan the round into Parquet plan files, stream them through Ray Data and the worker-side commit stage.
 Measures, from planning start, the first item out of the generation stage (the end of the stage's first batch,
 from the actors' STAGE_STATS_ENV lines) and the first committed shard (the commit stage's first 256 rows), when the
@@ -77,8 +77,8 @@ def driver(out: str, watch: float, overrides: list[str]) -> dict:
     """Runs in a fresh process: the generation phase until `watch` s after the first commit."""
     from manifests.store import ManifestStore
     from pipeline.config import load_config
+    from pipeline.generation_phase import run_generation
     from pipeline.ray_adapter import STAGE_STATS_ENV, init_ray
-    from pipeline.round import run_generation
     from stages.noop import DryGenerationStage
 
     stats_dir = Path(out).parent / "stage_stats"
@@ -144,8 +144,8 @@ def driver(out: str, watch: float, overrides: list[str]) -> dict:
     ray_features.RayFeatures.clusters = timed_clusters  # type: ignore[method-assign]
 
     if os.environ.get("BENCH_PLANNER_PAUSE"):  # experiment: the planner thread sleeps between plan files
-        import pipeline.round
-        pause, write_files = float(os.environ["BENCH_PLANNER_PAUSE"]), pipeline.round.write_plan_files
+        import pipeline.planning.round_planner
+        pause, write_files = float(os.environ["BENCH_PLANNER_PAUSE"]), pipeline.planning.round_planner.write_plan_files
 
         def paused(chunks, *args, **kwargs):  # type: ignore[no-untyped-def]
             def slow():  # type: ignore[no-untyped-def]
@@ -153,7 +153,7 @@ def driver(out: str, watch: float, overrides: list[str]) -> dict:
                     yield chunk
                     time.sleep(pause)
             return write_files(slow(), *args, **kwargs)
-        pipeline.round.write_plan_files = paused  # type: ignore[assignment]
+        pipeline.planning.round_planner.write_plan_files = paused  # type: ignore[assignment]
 
     class PlanDone(logging.Handler):
         def emit(self, record: logging.LogRecord) -> None:
@@ -163,8 +163,9 @@ def driver(out: str, watch: float, overrides: list[str]) -> dict:
             if "candidates planned" in record.getMessage() and "plan_written_s" not in result:
                 result["plan_written_s"] = time.monotonic() - t0
                 result["rss_at_plan_written_mib"] = proc.memory_info().rss / 2**20
-    logging.getLogger("pipeline.round").addHandler(PlanDone())
-    logging.getLogger("pipeline.round").setLevel(logging.INFO)
+    for name in ("pipeline.generation_phase", "pipeline.planning.round_planner"):  # sources read; candidates planned
+        logging.getLogger(name).addHandler(PlanDone())
+        logging.getLogger(name).setLevel(logging.INFO)
     threading.Thread(target=monitor, args=(t0,), daemon=True).start()
     run_generation(cfg, store, out, 0, stages=[DryGenerationStage])
     stop.set()

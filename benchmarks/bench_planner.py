@@ -1,6 +1,6 @@
 """Dry run of pairing + manifest writing at CIEP100k scale (no images): synthetic `sources` rows go through the
 real ManifestStore, pipeline/planning's plan_round plans the round, and the plan is committed as `candidates` shards
-through the driver's CommitBuffer, as pipeline/round.py does. Reports time and peak memory per phase.
+through the driver's CommitBuffer, as pipeline/generation_phase.py does. Reports time and peak memory per phase.
 
     python benchmarks/bench_planner.py --sources 100000 --per-identity 10
 """
@@ -26,7 +26,7 @@ from manifests.schemas import CANDIDATES, SOURCES  # noqa: E402
 from manifests.store import ManifestStore  # noqa: E402
 from pipeline.commit import CommitBuffer  # noqa: E402
 from pipeline.config import load_config  # noqa: E402
-from pipeline.round import plan_for  # noqa: E402
+from pipeline.planning.round_planner import plan_for  # noqa: E402
 
 EXPRESSIONS = ["neutral", "smiling", "surprised", "angry", "sad", "disgusted", "fearful", None]
 

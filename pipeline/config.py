@@ -70,8 +70,8 @@ class RayConfig(Strict):
     # CPUs kept free for Ray Data's read and write tasks when sizing actor pools.
     reserve_cpus: float = Field(0.5, ge=0)
     # A stage actor that dies (crash, OOM kill, lost node) fails the phase's dataset; the phase is then started
-    # again from the committed manifests (fresh actors) up to this many times (pipeline/round.py
-    # _with_phase_retries). The dead actor's batch runs one item at a time first (pipeline/isolate.py): a restart
+    # again from the committed manifests (fresh actors) up to this many times (pipeline/phases.py
+    # with_phase_retries). The dead actor's batch runs one item at a time first (pipeline/isolate.py): a restart
     # after an item killed its worker alone (attempts row / worker_crashed reject) does not count.
     max_task_retries: int = Field(3, ge=0)
 

@@ -1,6 +1,6 @@
 """Poison items: the batch a stage actor died on, run one item at a time, so that a crash names its item.
 
-A stage actor that dies fails the phase's dataset (pipeline/round.py), and pipeline/in_flight.py names the batch
+A stage actor that dies fails the phase's dataset (pipeline/phases.py), and pipeline/in_flight.py names the batch
 it was on. Each item of that batch that is not decided yet then runs alone through the phase's stages, each stage
 in a plain actor (max_restarts=0) that has loaded its models before it gets the item. An actor that dies while it
 processes one item was killed by that item. Such a failure is transient (stages/errors.py), counted like any
@@ -22,13 +22,11 @@ from typing import Any
 import pyarrow as pa
 import ray
 
-from core.location import Location
 from pipeline.commit_stage import WORKER_CRASHED, CommitSpec, commit_batch
-from pipeline.config import PipelineConfig
 from pipeline.in_flight import lost_workers
-from pipeline.ray_adapter import named_actor_class, stage_context, stage_section
+from pipeline.ray_adapter import StageChain, named_actor_class
 from pipeline.retry import ATTEMPT_COLUMN, with_attempt_column
-from stages.base import STATUS_REJECTED, TRANSIENT_COLUMN, Stage
+from stages.base import STATUS_REJECTED, TRANSIENT_COLUMN
 
 log = logging.getLogger(__name__)
 
@@ -42,9 +40,7 @@ class PoisonIsolatedError(RuntimeError):
 class Isolation:
     """What running a phase's items one at a time needs, besides its commit spec."""
 
-    stages: list[type[Stage]]
-    config: PipelineConfig
-    run: Location
+    chain: StageChain  # the phase's stages and what their actors are built from
     rows_of: Callable[[list[str]], pa.Table]  # the first stage's input rows of these ids, with their attempt
     undecided: Callable[[list[str]], list[str]]  # those of these ids the phase has not decided yet
 
@@ -58,11 +54,12 @@ class IsolatedActors:
 
     def get(self, k: int) -> Any:
         if k not in self.actors:
-            cls = self.iso.stages[k]
-            res = stage_section(cls, self.iso.config).resources
+            chain = self.iso.chain
+            cls, section = chain.classes[k], chain.sections[k]
             actor: Any = ray.remote(named_actor_class(cls)).options(
-                num_cpus=res.num_cpus, num_gpus=res.num_gpus, max_restarts=0, max_task_retries=0,
-            ).remote(cls, stage_section(cls, self.iso.config), stage_context(self.iso.config, self.iso.run))
+                num_cpus=section.resources.num_cpus, num_gpus=section.resources.num_gpus, max_restarts=0,
+                max_task_retries=0,
+            ).remote(cls, section, chain.context)
             ray.get(actor.ready.remote())  # a constructor that dies is not the item's doing: raised as it is
             self.actors[k] = actor
         return self.actors[k]
@@ -99,13 +96,13 @@ def run_alone(actors: IsolatedActors, spec: CommitSpec, ids: list[str], crashed:
                 break
             crashed.add(item_id)
             stage_index, error = crash
-            stage = actors.iso.stages[stage_index].name
+            stage = actors.iso.chain.classes[stage_index].name
             log.warning("%s killed the worker of stage %s alone (attempt %d of %d)", item_id, stage, attempt,
                         max_attempts)
             marked = crash_row(rows, stage, attempt, max_attempts, error)
             rows, again = _through(actors, stage_index, marked)  # a rejected row is passed through, not processed
             if again is not None:
-                raise RuntimeError(f"stage {actors.iso.stages[again[0]].name} died passing a rejected row "
+                raise RuntimeError(f"stage {actors.iso.chain.classes[again[0]].name} died passing a rejected row "
                                    f"through") from again[1]
             yield commit_batch(rows, alone)  # an attempts row, or (held) the decision on the last attempt
             if attempt >= max_attempts:
@@ -115,7 +112,7 @@ def run_alone(actors: IsolatedActors, spec: CommitSpec, ids: list[str], crashed:
 
 def _through(actors: IsolatedActors, first: int, rows: pa.Table) -> tuple[pa.Table, tuple[int, Exception] | None]:
     """`rows` through stages first.. (each in its actor); on a dead actor: its input and (stage index, error)."""
-    for k in range(first, len(actors.iso.stages)):
+    for k in range(first, len(actors.iso.chain.classes)):
         actor = actors.get(k)
         try:
             out: pa.Table = ray.get(actor.process.remote(rows))

@@ -7,6 +7,8 @@ import logging
 import os
 import time
 import warnings
+from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import pyarrow as pa
@@ -103,18 +105,26 @@ class StageActor:
         return out
 
 
-def stage_context(config: PipelineConfig, run: Location) -> StageContext:
-    """What every stage of this run shares: the run folder (with run.storage_options), ids, models, the corpus
-    (with corpus.storage_options), test hook."""
-    return StageContext(run=run, run_id=config.resolved_run_id(), fingerprint=config.data_fingerprint(),
-                        detector=config.ingest, models=config.models, identity=config.qc.identity,
-                        corpus=config.corpus.location, fault=config.run.fault_injection)
+@dataclass(frozen=True)
+class StageChain:
+    """A phase's stages in order and what their actors are built from: each stage's own config section, the run's
+    StageContext, and the CPUs that sizing the pools leaves to Ray Data's own tasks (ray.reserve_cpus)."""
+
+    classes: tuple[type[Stage], ...]
+    sections: tuple[StageSection, ...]  # sections[k]: the section of classes[k] (its `config_section`)
+    context: StageContext
+    reserve_cpus: float
 
 
-def stage_section(cls: type[Stage], config: PipelineConfig) -> StageSection:
-    """The config section a stage receives (its `config_section`)."""
-    section: StageSection = getattr(config, cls.config_section)
-    return section
+def stage_chain(config: PipelineConfig, classes: Sequence[type[Stage]], run: Location) -> StageChain:
+    """These stages in this run: their sections, and what every stage of the run shares (the run folder with
+    run.storage_options, ids, the ingest section's detector, models, qc.identity's embedder, the corpus with
+    corpus.storage_options, test hook). The one place where the run config meets the stage actors."""
+    context = StageContext(run=run, run_id=config.resolved_run_id(), fingerprint=config.data_fingerprint(),
+                           ingest=config.ingest, models=config.models, identity_model=config.qc.identity,
+                           corpus=config.corpus.location, fault=config.run.fault_injection)
+    sections: tuple[StageSection, ...] = tuple(getattr(config, cls.config_section) for cls in classes)
+    return StageChain(tuple(classes), sections, context, config.ray.reserve_cpus)
 
 
 def check_wiring(stage_classes: list[type[Stage]], columns: list[str]) -> None:
@@ -127,20 +137,19 @@ def check_wiring(stage_classes: list[type[Stage]], columns: list[str]) -> None:
         available.update(f.name for f in cls.output_fields)
 
 
-def apply_stages(ds: ray.data.Dataset, stage_classes: list[type[Stage]], config: PipelineConfig,
-                 run: Location, in_flight: InFlight | None = None) -> ray.data.Dataset:
-    """Chain the stages as streaming map_batches over actor pools (`run`: the run folder they write under;
-    `in_flight`: where the actors record the batch they are on)."""
-    for cls in stage_classes:
-        res: StageResources = stage_section(cls, config).resources
-        size = pool_size(res, len(stage_classes), config.ray.reserve_cpus)
+def apply_stages(ds: ray.data.Dataset, chain: StageChain, in_flight: InFlight | None = None) -> ray.data.Dataset:
+    """Chain the stages as streaming map_batches over actor pools (`in_flight`: where the actors record the batch
+    they are on)."""
+    for cls, section in zip(chain.classes, chain.sections, strict=True):
+        res: StageResources = section.resources
+        size = pool_size(res, len(chain.classes), chain.reserve_cpus)
         log.info("stage %s: %d actor(s) x %.2f CPU, %.2f GPU, batch %d", cls.name, size, res.num_cpus,
                  res.num_gpus, res.batch_size)
         with warnings.catch_warnings():
             # Ray 2.60 has no named parameter for max_restarts yet; **ray_remote_args is the documented way and
             # works through the pinned version (the deprecation names Ray 2.64).
             warnings.filterwarnings("ignore", message="`ray_remote_args` is deprecated")
-            ds = _map_stage(ds, cls, res, size, config, run, in_flight)
+            ds = _map_stage(ds, cls, section, size, chain.context, in_flight)
     return ds
 
 
@@ -149,11 +158,12 @@ def named_actor_class(stage_cls: type[Stage]) -> type[StageActor]:
     return type(stage_cls.name, (StageActor,), {"__module__": __name__, "__qualname__": stage_cls.name})
 
 
-def _map_stage(ds: ray.data.Dataset, cls: type[Stage], res: StageResources, size: int, config: PipelineConfig,
-               run: Location, in_flight: InFlight | None) -> ray.data.Dataset:
+def _map_stage(ds: ray.data.Dataset, cls: type[Stage], section: StageSection, size: int, context: StageContext,
+               in_flight: InFlight | None) -> ray.data.Dataset:
+    res = section.resources
     return ds.map_batches(
         named_actor_class(cls),
-        fn_constructor_args=(cls, stage_section(cls, config), stage_context(config, run), in_flight),
+        fn_constructor_args=(cls, section, context, in_flight),
         batch_size=res.batch_size,
         batch_format="pyarrow",
         compute=ray.data.ActorPoolStrategy(min_size=1, max_size=size),
@@ -161,8 +171,8 @@ def _map_stage(ds: ray.data.Dataset, cls: type[Stage], res: StageResources, size
         num_gpus=res.num_gpus or None,
         # No actor restarts: Ray cannot promise to restart an actor whose constructor arguments are in the object
         # store (ray-project/ray#53727), and Ray Data passes every actor's UDF that way. A dead actor (crash,
-        # OOM kill, lost node) fails the dataset instead; pipeline/round.py runs the batch it was on one item at a
-        # time (pipeline/isolate.py), then starts the phase again from the committed manifests.
+        # OOM kill, lost node) fails the dataset instead; pipeline/phases.py runs the batch it was on one item at
+        # a time (pipeline/isolate.py), then starts the phase again from the committed manifests.
         max_restarts=0,
     )
 

@@ -13,8 +13,8 @@ from collections.abc import Callable
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from manifests.schemas import ATTEMPTS
 from manifests.store import ManifestStore
+from manifests.tables import ItemColumns, attempts_table
 from stages.base import TRANSIENT_COLUMN
 
 ATTEMPT_COLUMN = "attempt"
@@ -59,8 +59,7 @@ def retry_mask(t: pa.Table, max_attempts: int) -> pa.ChunkedArray:
     return pc.fill_null(mask, False)  # a null status or attempt never makes a row retryable (nor drops it)
 
 
-def retrying_split(split: Callable[[pa.Table], dict[str, pa.Table]], id_column: str, identity_column: str,
-                   path_column: str, round_of: Callable[[pa.Table], pa.Array], run_id: str,
+def retrying_split(split: Callable[[pa.Table], dict[str, pa.Table]], items: ItemColumns, run_id: str,
                    max_attempts: int) -> Callable[[pa.Table], dict[str, pa.Table]]:
     """Wrap a phase's splitter: retryable rows become `attempts` rows; decided rows get attempt / transient."""
     def wrapped(t: pa.Table) -> dict[str, pa.Table]:
@@ -68,8 +67,8 @@ def retrying_split(split: Callable[[pa.Table], dict[str, pa.Table]], id_column: 
         retry, final = t.filter(mask), t.filter(pc.invert(mask))
         out = split(final)
         if ATTEMPT_COLUMN in final.column_names:
-            attempt_of = dict(zip(final[id_column].to_pylist(), final[ATTEMPT_COLUMN].to_pylist(), strict=True))
-            transient_of = dict(zip(final[id_column].to_pylist(), final[TRANSIENT_COLUMN].to_pylist(), strict=True)) \
+            attempt_of = dict(zip(final[items.id].to_pylist(), final[ATTEMPT_COLUMN].to_pylist(), strict=True))
+            transient_of = dict(zip(final[items.id].to_pylist(), final[TRANSIENT_COLUMN].to_pylist(), strict=True)) \
                 if TRANSIENT_COLUMN in final.column_names else {}
             for name, table in list(out.items()):
                 key = ID_OF_TABLE.get(name)
@@ -82,12 +81,7 @@ def retrying_split(split: Callable[[pa.Table], dict[str, pa.Table]], id_column: 
                     table = table.append_column("transient", pa.array(
                         [bool(transient_of.get(i)) for i in ids], pa.bool_()))
                 out[name] = table
-        n = retry.num_rows
-        out["attempts"] = pa.table({
-            "item_id": retry[id_column], "round": round_of(retry), "stage": retry["reject_stage"],
-            "attempt": retry[ATTEMPT_COLUMN], "detail": retry["reject_detail"], "identity": retry[identity_column],
-            "path": retry[path_column], "run_id": pa.array([run_id] * n, pa.string())}, schema=ATTEMPTS) \
-            if n else ATTEMPTS.empty_table()
+        out["attempts"] = attempts_table(retry, items, run_id)
         return out
     return wrapped
 

@@ -17,8 +17,8 @@ from core.config import ConfigError
 from manifests.schemas import LINEAGE
 from manifests.store import ManifestStore
 from pipeline.config import PipelineConfig
+from pipeline.generation_phase import run_generation
 from pipeline.retry import pending_retries
-from pipeline.round import run_generation
 
 log = logging.getLogger(__name__)
 

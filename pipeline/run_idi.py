@@ -23,10 +23,10 @@ from manifests.store import ManifestStore  # noqa: E402
 from pipeline.commit import StageFailureError  # noqa: E402
 from pipeline.config import PipelineConfig, load_config  # noqa: E402
 from pipeline.exits import EXIT_TRANSIENT, report  # noqa: E402
+from pipeline.ingest_phase import run_ingest  # noqa: E402
 from pipeline.preflight import check_output_root, list_corpus_or_fail, pin_data_version, sweep_temp_files  # noqa: E402
 from pipeline.ray_adapter import init_ray  # noqa: E402
 from pipeline.retry import pending_retries  # noqa: E402
-from pipeline.round import run_ingest  # noqa: E402
 from pipeline.rounds import run_rounds  # noqa: E402
 from pipeline.summary import format_summary, summarize  # noqa: E402
 from qc.identity_calibration import identity_calibration_record  # noqa: E402

@@ -21,8 +21,9 @@ import pyarrow.compute as pc
 
 from core.location import Location
 from manifests.runs import now_iso, read_run_info, write_run_info
-from manifests.schemas import QC, TRIPLES
+from manifests.schemas import QC, QC_SCORES, TRIPLES
 from manifests.store import ManifestStore, shard_key
+from manifests.tables import triples_table
 from qc.config import QCConfig
 from qc.decide import ACCEPTED, SCORE_COLUMNS, Scores, failed_checks
 from qc.identity_calibration import resolve_thresholds
@@ -66,20 +67,13 @@ def _triples(store: ManifestStore, qc: pa.Table) -> pa.Table:
     c = cands.take(pa.array([cidx[x] for x in qc.column("candidate_id").to_pylist()], pa.int64()))
     s = src.take(pa.array([sidx[x] for x in c.column("s_source_id").to_pylist()], pa.int64()))
     t = src.take(pa.array([sidx[x] for x in c.column("target_source_id").to_pylist()], pa.int64()))
-    cols = {
-        "triple_id": c["candidate_id"], "round": c["round"], "identity_i": c["identity_i"],
-        "identity_j": c["identity_j"], "expression": c["expression"], "s_source_id": c["s_source_id"],
-        "s_path": s["aligned_path"], "s_sha256": s["aligned_sha256"], "r_path": c["reference_path"],
-        "r_sha256": c["reference_sha256"], "t_source_id": c["target_source_id"], "t_path": t["aligned_path"],
-        "t_sha256": t["aligned_sha256"], "s_embedding": s["embedding"], "id_sim_rt": qc["id_sim_rt"],
-        "id_sim_rj": qc["id_sim_rj"], "expr_dist_rt": qc["expr_dist_rt"], "sharpness": qc["sharpness"],
-        "seed": c["seed"], "expression_model": c["expression_model"],
-        "expression_model_sha256": c["expression_model_sha256"], "swap_model": c["swap_model"],
-        "swap_model_sha256": c["swap_model_sha256"], "identity_model": qc["identity_model"],
-        "identity_model_sha256": qc["identity_model_sha256"], "thresholds": qc["thresholds"],
-        "run_id": qc["run_id"], "config_fingerprint": c["config_fingerprint"],
-        "decision_version": qc["decision_version"]}
-    return pa.Table.from_arrays([cols[f.name] for f in TRIPLES], schema=TRIPLES)
+    # the generation rows again: the candidate's columns, S's and T's aligned images, the new decision
+    rows = {name: c[name] for name in c.column_names}
+    rows.update({f"s_{name}": s[name] for name in ("aligned_path", "aligned_sha256", "embedding")})
+    rows.update({f"t_{name}": t[name] for name in ("aligned_path", "aligned_sha256")})
+    rows.update({name: qc[name] for name in (*QC_SCORES, "identity_model", "identity_model_sha256", "thresholds",
+                                             "run_id", "decision_version")})
+    return triples_table(pa.table(rows))
 
 
 def redecide(store: ManifestStore, qc_cfg: QCConfig, run: Location | None = None) -> RedecideResult:

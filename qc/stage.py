@@ -11,7 +11,6 @@ the thresholds applied are recorded per row.
 from __future__ import annotations
 
 import logging
-import traceback
 from typing import Any
 
 import numpy as np
@@ -28,8 +27,7 @@ from qc.identity import cosine_similarity
 from qc.identity_calibration import resolve_thresholds
 from qc.identity_gallery import IdentityGallery
 from qc.mouth import mouth_aspect, mouth_scores, teeth_share
-from stages.base import STATUS_OK, TRANSIENT_COLUMN, Stage, rows_to_table
-from stages.errors import is_transient
+from stages.base import STATUS_OK, Stage, rows_to_table, stage_error
 from stages.face.backends import build_detector, build_embedder
 from stages.face.expression import expression_descriptor, expression_distance
 from stages.face.learned_expression import LearnedExpression
@@ -52,7 +50,7 @@ class QCStage(Stage):
     config: QCConfig
 
     def setup(self) -> None:
-        self.detector = build_detector(self.context.detector, self.context.models)
+        self.detector = build_detector(self.context.ingest, self.context.models)
         self.embedder = build_embedder(self.config.identity, self.context.models)
         self.expression = LearnedExpression()
         self.artifacts = ArtifactStore(self.context.run)
@@ -120,9 +118,7 @@ class QCStage(Stage):
             s, extra = self.score(row)
         except Exception as exc:  # noqa: BLE001 - a QC model failure on one item is a reject row
             log.warning("qc failed on %s: %s", row.get("candidate_id"), exc)
-            row.update(status="rejected", reject_stage=self.name, reject_reason="stage_error",
-                       **{TRANSIENT_COLUMN: is_transient(exc)},
-                       reject_detail=f"{type(exc).__name__}: {exc}\n{traceback.format_exc(limit=3)}"[:2000])
+            row.update(stage_error(self.name, exc))
             return dict(base, accepted=False, reason="stage_error", reasons=["stage_error"])
         reasons = failed_checks(s, self.thresholds)
         return dict(base, **{n: getattr(s, n) for n in SCORE_COLUMNS}, **extra, accepted=not reasons,

@@ -54,9 +54,9 @@ class StageContext:
     run: Location  # the run folder: images and manifests are written under it
     run_id: str
     fingerprint: str  # the data fingerprint (ids hash it)
-    detector: IngestConfig  # the ingest section: the face detector every stage uses
+    ingest: IngestConfig  # the ingest section: the face detector every stage uses
     models: ModelsConfig = field(default_factory=ModelsConfig)  # where ONNX model files come from
-    identity: IdentityModelConfig = field(default_factory=IdentityModelConfig)  # the embedder ingest and QC use
+    identity_model: IdentityModelConfig = field(default_factory=IdentityModelConfig)  # qc.identity, ingest's too
     corpus: Location | None = None  # the corpus root, whose options read the corpus files (None: no options)
     fault: FaultInjectionConfig | None = None  # testing hook only (core/faults.py)
 
@@ -149,19 +149,23 @@ class RowwiseStage(Stage):
 
     def _reject(self, row: dict[str, Any], exc: Exception) -> None:
         row.update(self.empty_outputs())
-        row[TRANSIENT_COLUMN] = False
         if isinstance(exc, RowRejected):
-            reason, detail = exc.reason, exc.detail
+            row.update({"status": STATUS_REJECTED, "reject_stage": self.name, "reject_reason": exc.reason,
+                        "reject_detail": exc.detail[:2000], TRANSIENT_COLUMN: False})
         else:
-            row[TRANSIENT_COLUMN] = is_transient(exc)
             log.warning("stage %s failed on one item: %s: %s", self.name, type(exc).__name__, exc)
-            reason = "stage_error"
-            detail = f"{type(exc).__name__}: {exc}\n" + "".join(traceback.format_exception(exc, limit=3))
-        row.update(status=STATUS_REJECTED, reject_stage=self.name, reject_reason=reason,
-                   reject_detail=detail[:2000])
+            row.update(stage_error(self.name, exc))
 
     def output_schema(self) -> pa.Schema:
         return pa.schema(list(self.output_fields))
+
+
+def stage_error(stage: str, exc: BaseException) -> dict[str, Any]:
+    """The status columns of a row that `stage` failed on with `exc`: a `stage_error` reject, transient or not
+    (stages/errors.py), its detail the exception and the end of its traceback."""
+    detail = f"{type(exc).__name__}: {exc}\n" + "".join(traceback.format_exception(exc, limit=3))
+    return {"status": STATUS_REJECTED, "reject_stage": stage, "reject_reason": "stage_error",
+            "reject_detail": detail[:2000], TRANSIENT_COLUMN: is_transient(exc)}
 
 
 def rows_to_table(rows: list[dict[str, Any]], input_schema: pa.Schema, added: pa.Schema) -> pa.Table:

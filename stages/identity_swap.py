@@ -31,7 +31,7 @@ class IdentitySwapStage(RowwiseStage):
 
     def setup(self) -> None:
         self.swapper = build_swapper(self.config, self.context.models)
-        self.detector = build_detector(self.context.detector, self.context.models)
+        self.detector = build_detector(self.context.ingest, self.context.models)
         self.artifacts = ArtifactStore(self.context.run)
 
     def _prepare(self, row: dict[str, Any]) -> tuple[tuple, str]:

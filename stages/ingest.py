@@ -37,7 +37,7 @@ class IngestStage(RowwiseStage):
 
     def setup(self) -> None:
         self.detector = build_detector(self.config, self.context.models)
-        self.embedder = build_embedder(self.context.identity, self.context.models)
+        self.embedder = build_embedder(self.context.identity_model, self.context.models)
         self.expression = LearnedExpression()
         self.artifacts = ArtifactStore(self.context.run)
         self.corpus = self.context.corpus or Location(".")

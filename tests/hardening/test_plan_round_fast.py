@@ -15,8 +15,8 @@ import pytest
 from manifests.schemas import PLAN_SCHEMA, PLAN_SOURCE_COLUMNS, SOURCES
 from pipeline.config import load_config
 from pipeline.planning.inputs import PLANNER_COLUMNS, PlanInputs
+from pipeline.planning.round_planner import plan_for
 from pipeline.planning.stream import planned_size_bound
-from pipeline.round import plan_for
 from stages.face.expression import expression_distance
 
 

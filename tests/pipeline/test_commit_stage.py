@@ -16,8 +16,8 @@ from core.location import Location
 from manifests.store import ManifestStore
 from pipeline.commit_stage import CommitSpec, commit_batch, table_from_ipc
 from pipeline.done import ingested_keys
+from pipeline.ingest_phase import ingest_split
 from pipeline.planning.files import failure_url, plan_file_urls, read_plan_file, write_plan_files
-from pipeline.round import _ingest_split
 
 
 def _ingest_rows(keys: list[str], reasons: list[str | None]) -> pa.Table:
@@ -37,7 +37,7 @@ def _ingest_rows(keys: list[str], reasons: list[str | None]) -> pa.Table:
 
 
 def _spec(run: Path) -> CommitSpec:
-    return CommitSpec(Location(str(run)), partial(_ingest_split, run_id="r"), "input_key", "ingest-", "reject_reason",
+    return CommitSpec(Location(str(run)), partial(ingest_split, run_id="r"), "input_key", "ingest-", "reject_reason",
                       {"phase": "ingest"})
 
 

@@ -9,7 +9,7 @@ import pyarrow as pa
 
 from manifests.schemas import SOURCES
 from pipeline.config import load_config
-from pipeline.round import plan_for
+from pipeline.planning.round_planner import plan_for
 
 
 def _sources(n_ids: int, flip: frozenset[int] = frozenset()) -> pa.Table:

@@ -1,0 +1,114 @@
+"""A round's plan on the driver: planning with this run's pairing settings, and the thread that plans the round
+and writes its plan files while Ray Data streams them (pipeline/generation_phase.py)."""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from dataclasses import dataclass
+
+import pyarrow as pa
+
+from core.location import Location
+from manifests.schemas import PLAN_INDEX_SCHEMA
+from manifests.store import ManifestStore, atomic_write_bytes
+from pipeline.config import PipelineConfig
+from pipeline.planning.config import PairingConfig
+from pipeline.planning.datasource import ReadAhead
+from pipeline.planning.features import SourceFeatures
+from pipeline.planning.files import failure_url, write_plan_files
+from pipeline.planning.inputs import PlanInputs
+from pipeline.planning.ray_features import RayFeatures
+from pipeline.planning.stream import PlanStream, RoundPlan, plan_round, plan_round_stream
+from pipeline.retry import attempts_for, with_attempt_column
+
+log = logging.getLogger(__name__)
+
+# How many plan files the planner may write ahead of the furthest one a read task has asked for (ReadAhead).
+PLAN_WRITE_AHEAD_FILES = 32
+
+
+@dataclass(frozen=True)
+class PlanSettings:
+    """What planning a round reads from the run config: the pairing section, the run's seed, data fingerprint,
+    release splits (j stays in i's split) and run id (on the identity_clusters rows)."""
+
+    pairing: PairingConfig
+    seed: int
+    fingerprint: str
+    splits: dict[str, float]
+    run_id: str
+
+    @classmethod
+    def of(cls, cfg: PipelineConfig) -> PlanSettings:
+        return cls(cfg.pairing, cfg.run.seed, cfg.data_fingerprint(), dict(cfg.release.splits), cfg.resolved_run_id())
+
+
+def plan_block_rows(configured: int, n_sources: int, min_rows: int) -> int:
+    """Rows per plan file (one Ray Data block): `configured` (run.plan_block_rows), smaller for small rounds
+    (>= 8 blocks)."""
+    return max(min_rows, min(configured, -(-n_sources // 8)))
+
+
+def plan_for(cfg: PipelineConfig, sources: pa.Table, round_index: int) -> RoundPlan:
+    """pipeline.planning.stream.plan_round with this run's pairing section, seed, fingerprint and release splits."""
+    s = PlanSettings.of(cfg)
+    return plan_round(sources, s.pairing, round_index, seed=s.seed, fingerprint=s.fingerprint, splits=s.splits)
+
+
+def plan_stream_for(settings: PlanSettings, inputs: PlanInputs, features: SourceFeatures, round_index: int,
+                    chunk_rows: int) -> PlanStream:
+    """planning.stream.plan_round_stream with this run's pairing section, seed, fingerprint and release splits."""
+    return plan_round_stream(inputs, features, settings.pairing, round_index, chunk_rows, seed=settings.seed,
+                             fingerprint=settings.fingerprint, splits=settings.splits)
+
+
+class Planner(threading.Thread):
+    """Plans the round (duplicates, identity clusters, then chunk by chunk) and writes its plan files while the
+    driver streams them, a few files ahead of the readers (`ahead`); `sized` is set once the plan's size is known
+    (or planning failed: `error`)."""
+
+    def __init__(self, settings: PlanSettings, store: ManifestStore, run: Location, round_index: int,
+                 inputs: PlanInputs, features: RayFeatures, rows: int, done: pa.Array, urls: list[str],
+                 past_failures: dict[str, int], started: float, ahead: ReadAhead) -> None:
+        super().__init__(name=f"plan-r{round_index}", daemon=True)
+        self.settings, self.store, self.run_folder, self.round_index = settings, store, run, round_index
+        self.inputs, self.features, self.rows, self.done, self.urls = inputs, features, rows, done, urls
+        self.past_failures, self.ahead = past_failures, ahead
+        self.started_at = started  # the round's start, for the log
+        self.sized = threading.Event()
+        self.plan: PlanStream | None = None
+        self.counts: tuple[int, int] | None = None
+        self.error: BaseException | None = None
+
+    def run(self) -> None:
+        settings, r = self.settings, self.round_index
+        try:
+            plan = plan_stream_for(settings, self.inputs, self.features, r, self.rows)
+            self.plan = plan
+            if plan.clusters is not None and plan.clusters.cluster_of:  # same rows every round: one shard
+                models = self.store.read_table("sources", ["embedding_model"])["embedding_model"]
+                model = models[0].as_py() if len(models) else None
+                self.store.commit("identity-clusters", {"identity_clusters": plan.clusters.table(
+                    settings.pairing.same_person_similarity, model, settings.run_id)}, {"phase": "pairing"})
+            log.info("round %d: %d candidates planned, %d already decided, %d to do (%d plan files of %d rows; "
+                     "%.1f s)", r, plan.size, len(self.done), plan.size - len(self.done), len(self.urls), self.rows,
+                     time.monotonic() - self.started_at)
+            self.sized.set()
+            chunks = (with_attempt_column(c, attempts_for(c["candidate_id"], self.past_failures))
+                      for c in self.ahead.paced(plan.chunks))
+            self.counts = write_plan_files(chunks, self.done, self.urls, self.run_folder,
+                                           empty=with_attempt_column(PLAN_INDEX_SCHEMA.empty_table(),
+                                                                     pa.array([], pa.int32())))
+        except BaseException as exc:  # noqa: BLE001 - re-raised on the driver thread
+            self.error = exc
+            failed = self.run_folder.at(failure_url(self.run_folder, r))
+            atomic_write_bytes(failed.fs, failed.path, repr(exc).encode())
+        finally:
+            self.sized.set()
+
+    def finish(self) -> None:
+        """Wait for the rest of the plan, written at once (the stream has ended or failed)."""
+        self.ahead.release()
+        self.join()
