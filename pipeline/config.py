@@ -24,7 +24,7 @@ from core.config import (
 )
 from core.faults import FaultInjectionConfig
 from core.location import Location
-from publish.release_schema import ReleaseConfig
+from publish.release.schema import ReleaseConfig
 from qc.config import QCConfig
 from stages.corpus import CorpusConfig
 from stages.expression_transfer import ExpressionTransferConfig
