@@ -80,7 +80,8 @@ def child(args: argparse.Namespace) -> dict:
     import PIL.Image  # noqa: F401
 
     from publish.export import export_release
-    from publish.release import create_release, open_release
+    from publish.release.create import create_release
+    from publish.release.read import open_release
 
     base_rss = _status_mb("VmRSS")
     _reset_peak()
@@ -103,7 +104,8 @@ def publish_child(args: argparse.Namespace) -> dict:
 
     from pipeline.publish_on_ray import ray_file_mapper, ray_shard_mapper
     from publish.export import export_release
-    from publish.release import create_release, open_release
+    from publish.release.create import create_release
+    from publish.release.read import open_release
 
     ray.init(address="local", num_cpus=args.cpus, include_dashboard=False, logging_level=logging.ERROR)
     ctx = ray.data.DataContext.get_current()
@@ -139,7 +141,7 @@ def _settled() -> None:
 
 def run_publish(n: int, repeat: int, workdir: Path, tasks: int = 8, steps: tuple[str, ...] = STEPS) -> dict:
     from manifests.synthetic import write_synthetic_run
-    from publish.release import create_release
+    from publish.release.create import create_release
 
     rows = max(8, n // tasks)  # run manifest files / export shards: tasks of a few seconds, work for every CPU
     run_dir, releases = workdir / "run", workdir / "releases"

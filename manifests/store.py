@@ -102,7 +102,7 @@ class ManifestStore:
     root: str  # run root, without protocol
     # Called with the shard name after its files are written and before its marker (fault-injection tests).
     before_marker: Callable[[str], None] | None = field(default=None, repr=False, compare=False)
-    # table name -> schema; a release store widens `triples` (publish.release_schema.RELEASE_TABLES)
+    # table name -> schema; a release store widens `triples` (publish.release.schema.RELEASE_TABLES)
     schemas: dict[str, pa.Schema] = field(default_factory=lambda: dict(TABLES), repr=False)
 
     @classmethod

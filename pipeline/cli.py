@@ -69,7 +69,7 @@ def query_main(argv: list[str]) -> int:
     args = p.parse_args(argv)
     output_root, _ = output_roots(load_config(args.config), args)
     if args.release:
-        from publish.release import release_stores
+        from publish.release.read import release_stores
         con = connect(release_stores(output_root, args.release))
     else:
         con = connect(ManifestStore.open(find_run(output_root, args.run)))
@@ -113,7 +113,7 @@ def calibrate_main(argv: list[str]) -> int:
 
 
 def release_main(argv: list[str]) -> int:
-    from publish import release_cli
+    from publish.release import cli as release_cli
 
     args = release_cli.build_parser().parse_args(argv)
     cfg = load_config(args.config)

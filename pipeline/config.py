@@ -26,7 +26,7 @@ from core.config import (
 from core.faults import FaultInjectionConfig
 from core.location import Location
 from pipeline.planning.config import PairingConfig
-from publish.release_schema import ReleaseConfig
+from publish.release.schema import ReleaseConfig
 from qc.config import QCConfig
 from stages.config import CorpusConfig, ExpressionTransferConfig, IdentitySwapConfig, IngestConfig, ModelsConfig
 

@@ -20,7 +20,9 @@ import ray.data
 from pipeline.config import RayConfig
 from pipeline.ray_adapter import init_ray
 from publish.export import ShardMapper
-from publish.release import FileMapper, Release, ReleaseError, ReleaseJob
+from publish.release.create import FileMapper
+from publish.release.read import Release, ReleaseError
+from publish.release.worker import ReleaseJob
 from publish.writers import ShardResult, ShardSpec, Writer
 
 log = logging.getLogger(__name__)

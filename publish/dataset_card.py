@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import yaml
 
-from publish.release_schema import EXPORT_COLUMNS, card_dtype
+from publish.release.schema import EXPORT_COLUMNS, card_dtype
 
 QC_RULES = [
     ("max_leak_similarity", "id_sim_rt", "<=", "identity leak: R must not look like T's identity i"),

@@ -17,7 +17,7 @@ shards are written, giving the same output. Memory is bounded by one shard's row
                `reference_file_name`, `target_mask_file_name`, `text`) and <out>/<split>/ip_adapter.json, the
                IP-Adapter tutorial's JSON list ({"image_file", "text", ...}).
 
-Every format carries the same row (release_schema.EXPORT_COLUMNS): the caption `text`, T's face mask
+Every format carries the same row (publish/release/schema.py EXPORT_COLUMNS): the caption `text`, T's face mask
 `target_mask` (convex hull of its landmarks) and the S and T 68-point landmarks (`s_landmarks68`,
 `t_landmarks68`, aligned-crop pixels), besides scores, seeds and model ids and hashes.
 """
@@ -35,7 +35,7 @@ from dataclasses import dataclass, field
 from core.location import Location
 from manifests.store import atomic_write_bytes
 from publish.progress import progress
-from publish.release import Release, ReleaseError, open_release, open_release_url
+from publish.release.read import Release, ReleaseError, open_release, open_release_url
 from publish.writers import (
     FORMATS,
     STATE_DIR,

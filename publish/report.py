@@ -24,7 +24,7 @@ from manifests.runs import find_run, now_iso, read_run_info
 from manifests.store import ManifestStore, atomic_write_bytes
 from publish import plots
 from publish.contact_sheet import SheetItem, sheet_html, worst_first
-from publish.release import Release, ReleaseNotFoundError, open_release, open_release_url
+from publish.release.read import Release, ReleaseNotFoundError, open_release, open_release_url
 
 log = logging.getLogger(__name__)
 

@@ -30,8 +30,8 @@ import pyarrow.parquet as pq
 
 from core.location import Location
 from manifests.store import atomic_write_bytes
-from publish.release import CARD, Release
-from publish.release_schema import DERIVED_COLUMNS, EXPORT_COLUMNS, IMAGE_ROLES, export_arrow_schema
+from publish.release.read import CARD, Release
+from publish.release.schema import DERIVED_COLUMNS, EXPORT_COLUMNS, IMAGE_ROLES, export_arrow_schema
 
 STATE_DIR = ".ciep"  # datasets and webdataset loaders skip dot-folders
 SHARDS_DIR = f"{STATE_DIR}/shards"

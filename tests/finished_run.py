@@ -10,7 +10,8 @@ from pathlib import Path
 import pytest
 
 from pipeline.config import PipelineConfig, load_config
-from publish.release import Release, create_release, default_releases_root
+from publish.release.create import create_release
+from publish.release.read import Release, default_releases_root
 from tests.conftest import make_corpus
 
 # Four identities that the sha256 split rule puts 2 and 2 with these ratios (002, 005 | 006, 007), and

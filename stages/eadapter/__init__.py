@@ -13,7 +13,10 @@ Modules, one concept each:
   backend       EAdapterTransferer (ExpressionTransferer protocol)
   tiny          build_tiny_sd(): a tiny random SD-shaped folder for tests and benchmarks
   storage       fsspec IO and hashing
-Training lives in pipeline/train_adapter.py.
+  training_data triple rows -> pixels and conditions (decode_triples), endless shuffled batches
+  training      the per-worker training loop (Ray-free), TrainResult and train_log.json
+  checkpoints   training checkpoints: save, find the latest, resume
+The Ray Train launch and its CLI live in pipeline/train_adapter.py.
 """
 
 from stages.eadapter.model import EAdapter

@@ -10,7 +10,8 @@ import ray
 from tiny_sd import demo_triples
 
 from pipeline.config import TrainConfig
-from pipeline.train_adapter import latest_checkpoint, train_adapter
+from pipeline.train_adapter import train_adapter
+from stages.eadapter.checkpoints import latest_checkpoint
 from stages.eadapter.model import EAdapter
 
 

@@ -14,7 +14,7 @@ from PIL import Image
 
 from pipeline.cli import main as ciep
 from publish.export import export_release
-from publish.release import ReleaseError
+from publish.release.read import ReleaseError
 
 datasets = pytest.importorskip("datasets")
 
@@ -179,7 +179,7 @@ def test_small_webdataset_split_loads_with_two_dataloader_workers(tmp_path: Path
     wds = pytest.importorskip("webdataset")
     torch = pytest.importorskip("torch")
     from manifests.synthetic import write_synthetic_run
-    from publish.release import create_release
+    from publish.release.create import create_release
     write_synthetic_run(str(tmp_path / "run"), identities=3, candidates_per_round=12, all_accepted=True)
     rel = create_release(str(tmp_path / "run"), "tiny", str(tmp_path / "rel"), splits={"train": 1.0})
     n = rel.info["stats"]["triples"]
@@ -223,7 +223,7 @@ def test_a_killed_export_resumed_gives_the_same_output(tmp_path: Path):
     import time
 
     from manifests.synthetic import write_synthetic_run
-    from publish.release import create_release
+    from publish.release.create import create_release
     from tests.conftest import REPO
     write_synthetic_run(str(tmp_path / "run"), identities=40, candidates_per_round=400, all_accepted=True,
                         image_size=256)

@@ -340,7 +340,8 @@ def test_same_person_under_two_names_is_one_cluster_and_a_copied_file_leaves_the
     assert con.execute("select count(*) from candidates where target_source_id in (select source_id from "
                        "sources where input_key = ?)", [f"{ids[1]}/neutral.jpg"]).fetchone()[0] == 1
     # releases split by cluster: both names of the person land in the same split
-    from publish.release import create_release, open_release
+    from publish.release.create import create_release
+    from publish.release.read import open_release
 
     create_release(result["timing"]["run_url"], "dedup", str(tmp_path / "releases"),
                    splits={"train": 0.5, "test": 0.5})

@@ -18,15 +18,10 @@ from manifests.synthetic import write_synthetic_run
 from pipeline.cli import main as ciep
 from publish.dataset_card import parse_card_header
 from publish.export import export_release
-from publish.release import (
-    ReleaseError,
-    ReleaseExistsError,
-    create_release,
-    diff_releases,
-    list_releases,
-    open_release,
-    verify_release,
-)
+from publish.release.create import create_release
+from publish.release.diff import diff_releases
+from publish.release.read import ReleaseError, ReleaseExistsError, list_releases, open_release
+from publish.release.verify import verify_release
 from tests.finished_run import RELEASE, SPLITS, snapshot
 
 

@@ -9,19 +9,11 @@ import sys
 
 from core.location import Location
 from manifests.runs import find_run
-from publish.release import (
-    FileMapper,
-    Release,
-    ReleaseDiff,
-    ReleaseError,
-    ReleaseNotFoundError,
-    create_release,
-    diff_releases,
-    list_releases,
-    open_release,
-    verify_release,
-)
-from publish.release_schema import ReleaseConfig
+from publish.release.create import FileMapper, create_release
+from publish.release.diff import ReleaseDiff, diff_releases
+from publish.release.read import Release, ReleaseError, ReleaseNotFoundError, list_releases, open_release
+from publish.release.schema import ReleaseConfig
+from publish.release.verify import verify_release
 
 
 def _common(p: argparse.ArgumentParser) -> None:
