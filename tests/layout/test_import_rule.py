@@ -63,3 +63,26 @@ def test_the_check_sees_lazy_relative_and_type_checking_imports(tmp_path: Path) 
     assert violations("stages", tmp_path) == ["stages/face/m.py:5 imports pipeline.config",
                                               "stages/face/m.py:7 imports publish.release",
                                               "stages/face/m.py:8 imports qc"]
+
+
+TEST_ONLY = ("tests", "benchmarks")  # test-model builders and benchmark helpers: never part of production code
+
+
+def imports_of_test_code(package: str, root: Path = ROOT) -> list[str]:
+    """Imports of `tests` or `benchmarks` anywhere in the package."""
+    return [f"{path.relative_to(root)}:{line} imports {module}"
+            for path in sorted((root / package).rglob("*.py"))
+            for line, module in imported_modules(path, root) if module.split(".")[0] in TEST_ONLY]
+
+
+@pytest.mark.parametrize("package", LAYERS)
+def test_production_code_never_imports_tests_or_benchmarks(package: str) -> None:
+    assert imports_of_test_code(package) == []
+
+
+def test_the_check_sees_an_import_of_tests(tmp_path: Path) -> None:
+    (tmp_path / "stages" / "onnx").mkdir(parents=True)
+    (tmp_path / "stages" / "onnx" / "m.py").write_text(
+        "def f():\n    from tests.models.onnx_stand_ins import write_stand_ins\n    import benchmarks.common\n")
+    assert imports_of_test_code("stages", tmp_path) == [
+        "stages/onnx/m.py:2 imports tests.models.onnx_stand_ins", "stages/onnx/m.py:3 imports benchmarks.common"]
