@@ -1,4 +1,5 @@
-"""Shared fixtures: real London faces, one local Ray per test session, small corpora."""
+"""Shared fixtures (the London set, one local Ray per test session, small corpora) and the `slow` rule: a test
+that starts Ray is marked slow (tests/ray_guard.py enforces it)."""
 
 from __future__ import annotations
 

@@ -30,6 +30,7 @@ REPO = Path(__file__).resolve().parents[1]
 GUARD_DIR_ENV = "CIEP_TEST_RAY_GUARD"  # tests only: the folder with the state and violations files
 HOOKS = {"RAY_RUNTIME_ENV_HOOK": f"{__name__}.refuse_ray_init", "RAY_START_HOOK": f"{__name__}.refuse_ray_start"}
 CURRENT, VIOLATIONS = "current", "violations.log"  # file names in the guard folder
+_FOLDER = pytest.StashKey[Path]()  # this session's guard folder
 _OFFSET = pytest.StashKey[int]()  # bytes of the violations file already reported
 _SAVED_ENV = pytest.StashKey[dict[str, str | None]]()
 
@@ -71,6 +72,7 @@ def pytest_configure(config: pytest.Config) -> None:
     (folder / CURRENT).write_text("")
     (folder / VIOLATIONS).write_text("")
     (folder / VIOLATIONS).chmod(0o666)
+    config.stash[_FOLDER] = folder
     config.stash[_SAVED_ENV] = {k: os.environ.get(k) for k in (GUARD_DIR_ENV, "PYTHONPATH", *HOOKS)}
     paths = os.environ.get("PYTHONPATH", "").split(os.pathsep)
     os.environ.update(HOOKS)
@@ -80,20 +82,19 @@ def pytest_configure(config: pytest.Config) -> None:
 
 
 def pytest_unconfigure(config: pytest.Config) -> None:
-    folder = os.environ.get(GUARD_DIR_ENV)
     for key, value in config.stash.get(_SAVED_ENV, {}).items():
         if value is None:
             os.environ.pop(key, None)
         else:
             os.environ[key] = value
-    if folder:
-        shutil.rmtree(folder, ignore_errors=True)
+    if _FOLDER in config.stash:
+        shutil.rmtree(config.stash[_FOLDER], ignore_errors=True)
 
 
 @pytest.hookimpl(wrapper=True)
 def pytest_runtest_protocol(item: pytest.Item, nextitem: pytest.Item | None) -> Any:
     """Ray may start during this test (setup of its fixtures included) only if it is marked slow."""
-    current = Path(os.environ[GUARD_DIR_ENV]) / CURRENT
+    current = item.config.stash[_FOLDER] / CURRENT
     current.write_text("" if item.get_closest_marker("slow") else item.nodeid)
     item.stash[_OFFSET] = (current.parent / VIOLATIONS).stat().st_size
     try:
@@ -107,7 +108,7 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
     report: pytest.TestReport = yield
     if _OFFSET not in item.stash:
         return report
-    log = Path(os.environ[GUARD_DIR_ENV]) / VIOLATIONS
+    log = item.config.stash[_FOLDER] / VIOLATIONS
     with open(log) as fh:
         fh.seek(item.stash[_OFFSET])
         new = fh.read()
