@@ -31,7 +31,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from benchmarks.common import DEMO_CORPUS, REPO, cores, cpu_name, load_average, replace_section
+from benchmarks.common import DEMO_CORPUS, REPO, cores, cpu_name, load_average, print_section
 
 HEADING = "## Exports"
 PUBLISH_HEADING = "## Publishing on Ray Data (parallel exports and releases, shared image pool)"
@@ -300,9 +300,7 @@ def main(argv: list[str] | None = None) -> int:
             res = run_publish(args.publish, args.repeat, Path(tmp), args.tasks, tuple(args.steps))
         res["workdir"] = args.workdir or tempfile.gettempdir()
         text = publish_markdown(res)
-        sys.stdout.write(text)
-        if args.append:
-            replace_section(Path(args.append), PUBLISH_HEADING, text)
+        print_section(text, PUBLISH_HEADING, args.append)
         return 0
     sizes = sorted(args.sizes)
     if args.workdir:
@@ -311,9 +309,7 @@ def main(argv: list[str] | None = None) -> int:
         with tempfile.TemporaryDirectory(prefix="bench_export_") as tmp:
             rows = run(sizes, Path(tmp))
     text = markdown(rows, sizes)
-    sys.stdout.write(text)
-    if args.append:
-        replace_section(Path(args.append), HEADING, text)
+    print_section(text, HEADING, args.append)
     return 0
 
 

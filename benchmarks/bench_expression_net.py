@@ -24,7 +24,7 @@ from typing import Any
 
 import numpy as np
 
-from benchmarks.common import LONDON, auc, cores, cpu_name, load_average, replace_section, timing_windows
+from benchmarks.common import LONDON, auc, cores, cpu_name, load_average, print_section, timing_windows
 from benchmarks.london_faces import EXPRESSIONS
 
 HEADING = "## Expression net (face-api FaceExpressionNet, ONNX on CPU)"
@@ -235,9 +235,7 @@ def main(argv: list[str] | None = None) -> int:
         p.error(f"London set not found at {args.london} (pass --london)")
     command = "python -m benchmarks.bench_expression_net" + (f" --append {args.append}" if args.append else "")
     text = markdown(run(args.london), command)
-    sys.stdout.write(text)
-    if args.append:
-        replace_section(Path(args.append), HEADING, text)
+    print_section(text, HEADING, args.append)
     return 0
 
 

@@ -15,11 +15,10 @@ import argparse
 import platform
 import sys
 import tempfile
-from pathlib import Path
 
 import onnxruntime as ort
 
-from benchmarks.common import DEMO_CORPUS, best_rate, cores, cpu_name, load_average, replace_section
+from benchmarks.common import DEMO_CORPUS, best_rate, cores, cpu_name, load_average, print_section
 
 HEADING = "## ONNX backends"
 
@@ -99,9 +98,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--append", help="add the markdown section to this file (e.g. benchmarks/RESULTS.md)")
     args = p.parse_args(argv)
     text = markdown(run(args.seconds), args.seconds)
-    sys.stdout.write(text)
-    if args.append:
-        replace_section(Path(args.append), HEADING, text)
+    print_section(text, HEADING, args.append)
     return 0
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import platform
+import sys
 import threading
 import time
 from collections.abc import Callable
@@ -130,6 +131,13 @@ def replace_section(path: Path, heading: str, text: str) -> None:
         tail = rest[nxt + 1:] if nxt >= 0 else ""
         old = head.rstrip() + "\n\n" + tail
     path.write_text(old.rstrip() + "\n\n" + text)
+
+
+def print_section(text: str, heading: str, append: str | None) -> None:
+    """Print a benchmark's markdown section and, when `append` names a file, replace that section there."""
+    sys.stdout.write(text)
+    if append:
+        replace_section(Path(append), heading, text)
 
 
 def append_to_section(path: Path, text: str, heading: str) -> None:
