@@ -1,7 +1,7 @@
 """DuckDB over a 1M-candidate synthetic run: `candidates`, `qc`, `triples` and `rejects` written through the real
 ManifestStore in commit-sized shards, then every named query of manifests/query.py timed through query.connect.
 
-    python benchmarks/bench_duckdb.py --rows 1000000 --shard-rows 256
+    python -m benchmarks.bench_duckdb --rows 1000000 --shard-rows 256
 """
 
 from __future__ import annotations
@@ -12,16 +12,13 @@ import json
 import sys
 import tempfile
 import time
-from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
-from manifests.query import NAMED_QUERIES, connect, run_query  # noqa: E402
-from manifests.schemas import CANDIDATES, QC, REJECTS, TRIPLES  # noqa: E402
-from manifests.store import ManifestStore  # noqa: E402
+from manifests.query import NAMED_QUERIES, connect, run_query
+from manifests.schemas import CANDIDATES, QC, REJECTS, TRIPLES
+from manifests.store import ManifestStore
 
 REASONS = ["accepted", "identity_leak", "swap_failed", "expression_lost", "no_face", "blurry", "stage_error"]
 

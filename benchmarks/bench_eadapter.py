@@ -1,7 +1,7 @@
 """Benchmark the E-Adapter expression-transfer backend: images/s and peak memory per batch size.
 
-  python benchmarks/bench_eadapter.py                 # tiny SD-shaped model, CPU fp32 (runs anywhere)
-  python benchmarks/bench_eadapter.py --sd15          # SD1.5 architecture, random weights, fp16 on CUDA
+  python -m benchmarks.bench_eadapter                 # tiny SD-shaped model, CPU fp32 (runs anywhere)
+  python -m benchmarks.bench_eadapter --sd15          # SD1.5 architecture, random weights, fp16 on CUDA
   ... --results benchmarks/RESULTS.md                 # also append a markdown section there
 
 The tiny run goes through the user path (model folder -> EAdapterTransferer.from_config). The --sd15 run
@@ -13,31 +13,24 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
-import os
-import platform
 import sys
 import tempfile
-import threading
 import time
 import tracemalloc
 from pathlib import Path
 
 import numpy as np
-import psutil
 import torch
 
-REPO = Path(__file__).resolve().parent.parent
-if str(REPO) not in sys.path:
-    sys.path.insert(0, str(REPO))
-
-from pipeline.config import config_from_dict  # noqa: E402
-from stages.config import ExpressionTransferConfig  # noqa: E402
-from stages.eadapter.backend import EAdapterTransferer  # noqa: E402
-from stages.eadapter.base_model import BaseModel  # noqa: E402
-from stages.eadapter.model import EAdapter  # noqa: E402
-from stages.eadapter.text import TextConditioner  # noqa: E402
-from stages.face.protocols import TransferRequest  # noqa: E402
-from stages.face.types import DetectedFace  # noqa: E402
+from benchmarks.common import PeakRSS, append_to_section, load_average, machine
+from pipeline.config import config_from_dict
+from stages.config import ExpressionTransferConfig
+from stages.eadapter.backend import EAdapterTransferer
+from stages.eadapter.base_model import BaseModel
+from stages.eadapter.model import EAdapter
+from stages.eadapter.text import TextConditioner
+from stages.face.protocols import TransferRequest
+from stages.face.types import DetectedFace
 
 
 def thumbnail_embedder(rgb: np.ndarray, face: DetectedFace) -> np.ndarray:
@@ -55,29 +48,6 @@ def requests(n: int, size: int) -> list[TransferRequest]:
     return [TransferRequest(carrier_rgb=rng.integers(0, 255, (size, size, 3), dtype=np.uint8), carrier_landmarks=lm,
                             source_landmarks=lm, target_rgb=rng.integers(0, 255, (size, size, 3), dtype=np.uint8),
                             target_landmarks=lm, seed=i) for i in range(n)]
-
-
-class PeakRSS:
-    """Peak resident set size of this process, sampled every 5 ms."""
-
-    def __init__(self) -> None:
-        self.proc = psutil.Process()
-        self.peak = self.proc.memory_info().rss
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-
-    def _run(self) -> None:
-        while not self._stop.wait(0.005):
-            self.peak = max(self.peak, self.proc.memory_info().rss)
-
-    def __enter__(self) -> PeakRSS:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        self._thread.join()
-        self.peak = max(self.peak, self.proc.memory_info().rss)
 
 
 def sd15_transferer(et: ExpressionTransferConfig, device: torch.device) -> EAdapterTransferer:
@@ -124,13 +94,13 @@ def run(args: argparse.Namespace) -> tuple[str, list[dict]]:
         tr = sd15_transferer(et, device)
         size, label = 512, "SD1.5 architecture (random weights), 512 px"
     else:
-        from stages.eadapter.tiny import build_tiny_sd
+        from tests.models.tiny_eadapter import build_tiny_sd
 
         folder = build_tiny_sd(Path(tmp.name) / "tiny")
         tr = EAdapterTransferer.from_config(config_from_dict({"expression_transfer": {
             "backend": "eadapter", "base_model": str(folder), **section}}).expression_transfer,
             embedder=thumbnail_embedder)
-        size, label = 64, "tiny SD-shaped model (tests/eadapter), 64 px"
+        size, label = 64, "tiny SD-shaped model (tests/models/tiny_eadapter.py), 64 px"
     rows = []
     for b in batches:
         tr.batch_size = b
@@ -141,7 +111,7 @@ def run(args: argparse.Namespace) -> tuple[str, list[dict]]:
             torch.cuda.reset_peak_memory_stats()
         tracemalloc.start()
         times = []
-        with PeakRSS() as rss:
+        with PeakRSS(0.005) as rss:
             for _ in range(args.repeats):
                 t0 = time.perf_counter()
                 tr.transfer(reqs)
@@ -163,11 +133,8 @@ def run(args: argparse.Namespace) -> tuple[str, list[dict]]:
 def markdown(title: str, rows: list[dict], command: str) -> str:
     gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "none"
     lines = [f"### {title}", "",
-             f"- machine: {platform.machine()}, {psutil.cpu_count(logical=True)} logical CPUs, "
-             f"{psutil.virtual_memory().total / 2**30:.0f} GiB RAM, GPU: {gpu}; torch {torch.__version__}, "
-             f"threads {torch.get_num_threads()}",
-             f"- date: {dt.date.today().isoformat()}; load average at the end "
-             f"{' / '.join(f'{x:.1f}' for x in os.getloadavg())}",
+             f"- machine: {machine()}, GPU: {gpu}; torch {torch.__version__}, threads {torch.get_num_threads()}",
+             f"- date: {dt.date.today().isoformat()}; load average at the end {load_average()}",
              f"- command: `{command}`",
              "- images/s and s/batch: best of the repeats (median s/batch beside it); peak RSS: whole process "
              "(models included); tracemalloc sees Python allocations only, not torch tensors", "",
@@ -180,20 +147,6 @@ def markdown(title: str, rows: list[dict], command: str) -> str:
                      f"{r['median_s_per_batch']:.3f} | {r['peak_rss_mib']:.0f} | "
                      f"{r['py_peak_mib']:.1f} | {cuda} |")
     return "\n".join(lines) + "\n"
-
-
-def append_section(path: Path, text: str, heading: str = "## E-Adapter") -> None:
-    """Add `text` at the end of the file's `heading` section (created at the end when absent)."""
-    doc = path.read_text() if path.exists() else "# Benchmark results\n"
-    lines = doc.rstrip("\n").split("\n")
-    if heading not in lines:
-        lines += ["", heading]
-    start = lines.index(heading)
-    end = next((i for i in range(start + 1, len(lines)) if lines[i].startswith("## ")), len(lines))
-    while end > start + 1 and not lines[end - 1].strip():
-        end -= 1
-    lines[end:end] = ["", *text.rstrip("\n").split("\n")]
-    path.write_text("\n".join(lines) + "\n")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -213,11 +166,11 @@ def main(argv: list[str] | None = None) -> int:
     diffusers_logging.disable_progress_bar()
     transformers_logging.disable_progress_bar()
     title, rows = run(args)
-    command = "python benchmarks/bench_eadapter.py " + " ".join(argv if argv is not None else sys.argv[1:])
+    command = "python -m benchmarks.bench_eadapter " + " ".join(argv if argv is not None else sys.argv[1:])
     text = markdown(title, rows, command.strip())
     sys.stdout.write(text)
     if args.results:
-        append_section(Path(args.results), text)
+        append_to_section(Path(args.results), text, "## E-Adapter")
     return 0
 
 

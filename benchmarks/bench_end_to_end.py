@@ -2,7 +2,7 @@
 London set, and the share of time each stage's actors are busy (measured inside the actors: StageActor writes
 one line per batch when CIEP_STAGE_STATS_DIR is set).
 
-    python benchmarks/bench_end_to_end.py --identities 40 [--set key=value ...]
+    python -m benchmarks.bench_end_to_end --identities 40 [--set key=value ...]
 
 The London set (DeBruine & Jones 2017, CC BY 4.0, https://doi.org/10.6084/m9.figshare.5047666.v5) is used only to
 exercise the pipeline, never to identify anyone. Default location: data/faces/london (102 identities; credit line
@@ -16,26 +16,17 @@ import csv
 import json
 import logging
 import os
-import platform
 import sys
 import tempfile
 import time
 from pathlib import Path
 
-import psutil
-
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-from stage_stats import format_stage_report, stage_report  # noqa: E402
-
-from manifests.lock import RunLock  # noqa: E402
-from manifests.runs import run_url  # noqa: E402
-from pipeline.config import load_config  # noqa: E402
-from pipeline.ray_adapter import STAGE_STATS_ENV  # noqa: E402
-
-REPO = Path(__file__).resolve().parent.parent
-LONDON = REPO / "data" / "faces" / "london"
+from benchmarks.common import LONDON, machine
+from benchmarks.stage_stats import format_stage_report, stage_report
+from manifests.lock import RunLock
+from manifests.runs import run_url
+from pipeline.config import load_config
+from pipeline.ray_adapter import STAGE_STATS_ENV
 
 
 def _batches(stats_dir: Path) -> list[dict]:
@@ -76,8 +67,7 @@ def main(argv: list[str] | None = None) -> int:
     init_ray(cfg.ray)
     import ray
     cpus = ray.cluster_resources().get("CPU", 0)
-    print(f"machine: {platform.machine()}, {os.cpu_count()} cores, {psutil.virtual_memory().total / 2**30:.0f} GiB "
-          f"RAM; Ray CPUs {cpus:g}; Python {platform.python_version()}")
+    print(f"machine: {machine()}; Ray CPUs {cpus:g}")
     print(f"corpus: {len(idents)} London identities from {root}")
     for stage in [IngestStage, *GENERATION_STAGES]:
         r = stage(cfg, "").resources

@@ -6,14 +6,14 @@ N triples holds N manifest rows and every export reads and writes 3 N images. Ea
 then each export format) runs in a fresh child process; its peak RSS (VmHWM) is reported together with
 the RSS after imports (VmHWM is reset after imports), so the difference is what the step itself held.
 
-    python benchmarks/bench_export.py [--sizes 500 2000 8000] [--append benchmarks/RESULTS.md]
+    python -m benchmarks.bench_export [--sizes 500 2000 8000] [--append benchmarks/RESULTS.md]
 
 `--publish N` measures instead the issue-12 publish path on Ray Data for a release of N triples: export
 throughput per format with a local Ray of 1 and then 2 worker CPUs (fresh processes, workers warmed up,
 repeated), release creation on Ray with 1 and 2 CPUs, and the image bytes a second release of the same
 triples adds to the releases root's shared pool (measured on disk).
 
-    python benchmarks/bench_export.py --publish 960 --tasks 8 --repeat 2 --append benchmarks/RESULTS.md
+    python -m benchmarks.bench_export --publish 960 --tasks 8 --repeat 2 --append benchmarks/RESULTS.md
 """
 
 from __future__ import annotations
@@ -31,10 +31,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from results_md import replace_section
-
-REPO = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO))
+from benchmarks.common import DEMO_CORPUS, REPO, cores, cpu_name, load_average, print_section
 
 HEADING = "## Exports"
 PUBLISH_HEADING = "## Publishing on Ray Data (parallel exports and releases, shared image pool)"
@@ -65,7 +62,7 @@ def _pool(size: int = 256) -> list:
     from PIL import Image
 
     out = []
-    for path in sorted((REPO / "data" / "demo_corpus").glob("*/*.jpg")):
+    for path in sorted(DEMO_CORPUS.glob("*/*.jpg")):
         with Image.open(path) as im:
             w, h = im.size
             side = min(w, h)
@@ -180,15 +177,11 @@ def run_publish(n: int, repeat: int, workdir: Path, tasks: int = 8, steps: tuple
 
 
 def publish_markdown(res: dict) -> str:
-    try:
-        cpu = next(line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name"))
-    except (OSError, StopIteration):
-        cpu = platform.processor() or "unknown CPU"
-    load = ", ".join(f"{x:.1f}" for x in os.getloadavg())
     lines = [PUBLISH_HEADING, "",
-             f"- machine: {platform.machine()}, {cpu}, {_cores()} CPU cores shared with other jobs (load average "
-             f"at the end {load}), files under {res['workdir']}; Python {platform.python_version()}",
-             f"- command: `python benchmarks/bench_export.py --publish {res['n']} --tasks {res['tasks']} "
+             f"- machine: {platform.machine()}, {cpu_name()}, {cores()} CPU cores shared with other jobs (load "
+             f"average at the end {load_average(', ')}), files under {res['workdir']}; Python "
+             f"{platform.python_version()}",
+             f"- command: `python -m benchmarks.bench_export --publish {res['n']} --tasks {res['tasks']} "
              f"--repeat {res['repeat']}"
              + ("" if res["steps"] == STEPS else f" --steps {' '.join(res['steps'])}")
              + (f" --workdir {res['workdir']}" if res["workdir"] != tempfile.gettempdir() else "") + "`",
@@ -224,8 +217,8 @@ def publish_markdown(res: dict) -> str:
 
 
 def _run_child(*argv: str) -> dict:
-    out = subprocess.run([sys.executable, __file__, "--child", *argv], capture_output=True, text=True,
-                         env={**os.environ, "PYTHONPATH": str(REPO)})
+    out = subprocess.run([sys.executable, "-m", "benchmarks.bench_export", "--child", *argv], capture_output=True,
+                         text=True, env={**os.environ, "PYTHONPATH": str(REPO)})
     if out.returncode:
         raise RuntimeError(f"child {' '.join(argv[:4])} failed ({out.returncode}):\n{out.stderr[-3000:]}")
     return json.loads(out.stdout.strip().splitlines()[-1])
@@ -253,22 +246,14 @@ def run(sizes: list[int], workdir: Path) -> list[dict]:
     return rows
 
 
-def _cores() -> int:
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 0
-
-
 def markdown(rows: list[dict], sizes: list[int]) -> str:
     import pyarrow
 
-    try:
-        cpu = next(line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name"))
-    except (OSError, StopIteration):
-        cpu = platform.processor() or "unknown CPU"
-    load = ", ".join(f"{x:.1f}" for x in os.getloadavg())
     lines = [HEADING, "",
-             f"- machine: {platform.machine()}, {cpu}, {_cores()} CPU cores, local disk; Python "
-             f"{platform.python_version()}, pyarrow {pyarrow.__version__}; load average at the end {load}",
-             f"- command: `python benchmarks/bench_export.py --sizes {' '.join(map(str, sizes))}`",
+             f"- machine: {platform.machine()}, {cpu_name()}, {cores()} CPU cores, local disk; Python "
+             f"{platform.python_version()}, pyarrow {pyarrow.__version__}; load average at the end "
+             f"{load_average(', ')}",
+             f"- command: `python -m benchmarks.bench_export --sizes {' '.join(map(str, sizes))}`",
              "- data: synthetic releases (real schemas) whose 3 images per triple are 28 demo-corpus faces, "
              "256x256 PNG (~110 KB each), reused under new triple ids; the page cache holds them, so this is "
              "the exporters' own cost (PNG copy, JPEG re-encode for webdataset, Parquet/tar writing)",
@@ -317,9 +302,7 @@ def main(argv: list[str] | None = None) -> int:
             res = run_publish(args.publish, args.repeat, Path(tmp), args.tasks, tuple(args.steps))
         res["workdir"] = args.workdir or tempfile.gettempdir()
         text = publish_markdown(res)
-        sys.stdout.write(text)
-        if args.append:
-            replace_section(Path(args.append), PUBLISH_HEADING, text)
+        print_section(text, PUBLISH_HEADING, args.append)
         return 0
     sizes = sorted(args.sizes)
     if args.workdir:
@@ -328,9 +311,7 @@ def main(argv: list[str] | None = None) -> int:
         with tempfile.TemporaryDirectory(prefix="bench_export_") as tmp:
             rows = run(sizes, Path(tmp))
     text = markdown(rows, sizes)
-    sys.stdout.write(text)
-    if args.append:
-        replace_section(Path(args.append), HEADING, text)
+    print_section(text, HEADING, args.append)
     return 0
 
 

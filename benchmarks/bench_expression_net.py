@@ -1,7 +1,7 @@
 """The learned expression model (stages/face/expression_net.py) on the London set: smile-vs-neutral ranking and
 CPU time per face.
 
-    python benchmarks/bench_expression_net.py [--london data/faces/london] [--append benchmarks/RESULTS.md]
+    python -m benchmarks.bench_expression_net [--london data/faces/london] [--append benchmarks/RESULTS.md]
 
 Every photo (102 identities x {neutral, smiling}) goes through dlib (HOG detector + 68 landmarks, the project's
 ingest), `expression_crop` (face-api's aligned box: landmarks' bounding box + 20 %) and ExpressionNet.
@@ -15,7 +15,6 @@ model, never to identify anyone.
 from __future__ import annotations
 
 import argparse
-import os
 import platform
 import sys
 import time
@@ -24,24 +23,12 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from london_faces import EXPRESSIONS
-from results_md import replace_section
 
-REPO = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO))
+from benchmarks.common import LONDON, auc, cores, cpu_name, load_average, print_section, timing_windows
+from benchmarks.london_faces import EXPRESSIONS
 
 HEADING = "## Expression net (face-api FaceExpressionNet, ONNX on CPU)"
 PADDINGS = (0.2, 0.0, 0.1, 0.4)  # 0.2 = face-api's FaceLandmarks.align default
-
-
-def auc(pos: np.ndarray, neg: np.ndarray) -> float:
-    """Mann-Whitney AUC: P(pos > neg) + P(pos == neg) / 2 over all pairs (from ranks, ties averaged)."""
-    p, n = np.asarray(pos, np.float64).ravel(), np.asarray(neg, np.float64).ravel()
-    values = np.concatenate([p, n])
-    _, inverse, counts = np.unique(values, return_inverse=True, return_counts=True)
-    first = np.concatenate([[0], np.cumsum(counts)[:-1]])
-    ranks = (first + (counts + 1) / 2.0)[inverse]  # 1-based average ranks
-    return float((ranks[: p.size].sum() - p.size * (p.size + 1) / 2.0) / (p.size * n.size))
 
 
 def pair_auc(dist: np.ndarray) -> float:
@@ -57,7 +44,7 @@ def pair_auc(dist: np.ndarray) -> float:
 
 def load_faces(london: Path) -> tuple[list[str], list[np.ndarray], list[np.ndarray], int]:
     """(identities, images, landmarks) with both photos usable, and how many identities were skipped."""
-    from london_faces import detected_london
+    from benchmarks.london_faces import detected_london
     idents, images, landmarks = [], [], []
     for ident, photos in detected_london(london):
         idents.append(ident)
@@ -107,16 +94,9 @@ def aligned_rows(net: Any, images: list[np.ndarray], landmarks: list[np.ndarray]
 def _ms_per_face(fn: Callable[[], object], n_faces: int, seconds: float = 2.0) -> tuple[float, float]:
     """(wall, process CPU) ms per face, each the best of 3 windows after one warm-up call. On a shared machine
     the CPU time is the steadier figure: it does not count time spent waiting for a core."""
-    fn()
-    wall, cpu = float("inf"), float("inf")
-    for _ in range(3):
-        calls, start, start_cpu = 0, time.perf_counter(), time.process_time()
-        while time.perf_counter() - start < seconds:
-            fn()
-            calls += 1
-        wall = min(wall, (time.perf_counter() - start) * 1000.0 / (calls * n_faces))
-        cpu = min(cpu, (time.process_time() - start_cpu) * 1000.0 / (calls * n_faces))
-    return wall, cpu
+    windows = timing_windows(lambda: (fn(), 1)[1], seconds)
+    return (min(wall * 1000.0 / (calls * n_faces) for calls, wall, _ in windows),
+            min(cpu * 1000.0 / (calls * n_faces) for calls, _, cpu in windows))
 
 
 def run(london: Path) -> dict:
@@ -179,11 +159,10 @@ def markdown(r: dict, command: str) -> str:
     import onnxruntime as ort
 
     base = r["paddings"][PADDINGS[0]]
-    load = " / ".join(f"{v:.1f}" for v in os.getloadavg())
     lines = [
         HEADING, "",
-        f"- machine: {platform.machine()}, {_cpu_name()}, {len(os.sched_getaffinity(0))} CPU cores (shared with "
-        f"other jobs; load average at the end {load}), onnxruntime {ort.__version__}, Python "
+        f"- machine: {platform.machine()}, {cpu_name()}, {cores()} CPU cores (shared with "
+        f"other jobs; load average at the end {load_average()}), onnxruntime {ort.__version__}, Python "
         f"{platform.python_version()}",
         f"- command: `{command}`",
         f"- data: London set, {r['identities']} identities x (neutral, smiling) photos "
@@ -247,28 +226,16 @@ def markdown(r: dict, command: str) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return "unknown CPU"
-
-
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--london", type=Path, default=REPO / "data" / "faces" / "london")
+    p.add_argument("--london", type=Path, default=LONDON)
     p.add_argument("--append", help="write the markdown section into this file (e.g. benchmarks/RESULTS.md)")
     args = p.parse_args(argv)
     if not args.london.is_dir():
         p.error(f"London set not found at {args.london} (pass --london)")
-    command = "python benchmarks/bench_expression_net.py" + (f" --append {args.append}" if args.append else "")
+    command = "python -m benchmarks.bench_expression_net" + (f" --append {args.append}" if args.append else "")
     text = markdown(run(args.london), command)
-    sys.stdout.write(text)
-    if args.append:
-        replace_section(Path(args.append), HEADING, text)
+    print_section(text, HEADING, args.append)
     return 0
 
 

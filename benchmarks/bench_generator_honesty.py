@@ -21,7 +21,7 @@ Measured on R (dlib landmarks detected on R, as QC does):
   learned_t_agree   ... gives R the same class as T
   sim_rj / sim_rt   dlib cosine of R with j's photos (mean of both) / with T
 
-    python benchmarks/bench_generator_honesty.py [--limit 204] [--before a677ed0] [--out /tmp/honesty]
+    python -m benchmarks.bench_generator_honesty [--limit 204] [--before a677ed0] [--out /tmp/honesty]
 """
 
 from __future__ import annotations
@@ -41,19 +41,16 @@ from typing import Any
 import cv2
 import numpy as np
 
-REPO = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO))
-
-from benchmarks.london_faces import LONDON, Face, load_london  # noqa: E402
-from benchmarks.results_md import replace_section  # noqa: E402
-from stages.face.classic_swap import ClassicSwapper  # noqa: E402
-from stages.face.dlib_models import DlibDetector, DlibEmbedder  # noqa: E402
-from stages.face.expression import expression_descriptor, expression_distance  # noqa: E402
-from stages.face.landmark_warp import LandmarkWarpTransferer  # noqa: E402
-from stages.face.learned_expression import LearnedExpression  # noqa: E402
-from stages.face.mouth import TEETH_SHARE, is_open, teeth_share  # noqa: E402
-from stages.face.protocols import TransferRequest  # noqa: E402
-from stages.face.types import face_from_landmarks, largest_face  # noqa: E402
+from benchmarks.common import LONDON, REPO, RESULTS, replace_section
+from benchmarks.london_faces import Face, load_london
+from stages.face.classic_swap import ClassicSwapper
+from stages.face.dlib_models import DlibDetector, DlibEmbedder
+from stages.face.expression import expression_descriptor, expression_distance
+from stages.face.landmark_warp import LandmarkWarpTransferer
+from stages.face.learned_expression import LearnedExpression
+from stages.face.mouth import TEETH_SHARE, is_open, teeth_share
+from stages.face.protocols import TransferRequest
+from stages.face.types import face_from_landmarks, largest_face
 
 OTHER = {"neutral": "smiling", "smiling": "neutral"}
 LEARNED_LABEL = {"neutral": "neutral", "smiling": "happy"}
@@ -130,7 +127,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--limit", type=int, default=0, help="targets (0: all, 2 per identity)")
     p.add_argument("--before", default="a677ed0", help="git commit of the generator before issue 10")
     p.add_argument("--out", default="/tmp/generator_honesty", help="strips of examples are written here")
-    p.add_argument("--results", default=str(REPO / "benchmarks" / "RESULTS.md"))
+    p.add_argument("--results", default=str(RESULTS))
     p.add_argument("--no-results", action="store_true")
     p.add_argument("--skip-transfer-only", action="store_true", help="measure R only, not the transfer alone")
     args = p.parse_args(argv)
@@ -201,7 +198,7 @@ def _markdown(report: dict[str, Any], argv: list[str] | None) -> str:
             "ghost_teeth", "sim_rj", "sim_rt", "no_face"]
     cols = [c for c in cols if any(c in v for v in report["variants"].values())]
     lines = ["## Generator honesty (issue 10, item 5)", "",
-             f"`python benchmarks/bench_generator_honesty.py {' '.join(argv or [])}`".replace(" `", "`"),
+             f"`python -m benchmarks.bench_generator_honesty {' '.join(argv or [])}`".replace(" `", "`"),
              "",
              f"London set, {report['identities']} identities, {report['targets']} targets (T = each identity's "
              "neutral and smiling photo; carrier = j's photo with S's label; G = j's real photo with T's label). "

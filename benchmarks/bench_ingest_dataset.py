@@ -4,7 +4,7 @@ dataset_from_table` (a lazy datasource over the table in the object store) and, 
 `ray.data.from_arrow` of the table's slices (one metadata task per block before the dataset exists). Reports, per
 size, the seconds from the call to the dataset object (dataset ready) and to its first row (`iter_batches`).
 
-    python benchmarks/bench_ingest_dataset.py --rows 100000 1000000 --from-arrow-max 20000
+    python -m benchmarks.bench_ingest_dataset --rows 100000 1000000 --from-arrow-max 20000
 """
 
 from __future__ import annotations
@@ -15,12 +15,9 @@ import os
 import sys
 import time
 from collections.abc import Callable
-from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.compute as pc
-
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 
 def listing(n: int) -> pa.Table:

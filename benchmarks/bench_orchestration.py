@@ -4,7 +4,7 @@ pipeline.ray_adapter actor pools, the worker-side commit stage (pipeline.generat
 the same Ray session, the ANCHOR: a plain Ray Data pipeline over the same plan files and the same no-op stages (one
 callable class per stage, same resources) ending in `Dataset.write_parquet` of the same result rows.
 
-    python benchmarks/bench_orchestration.py --sizes 1000 10000 [--repeat 3]
+    python -m benchmarks.bench_orchestration --sizes 1000 10000 [--repeat 3]
 
 Before anything is timed, one small pipeline run and its anchor start every worker process and import everything.
 Each size is then measured `--repeat` times as a pair, the order alternating (pipeline then anchor, anchor then
@@ -20,53 +20,26 @@ from __future__ import annotations
 import argparse
 import logging
 import os
-import platform
 import sys
 import tempfile
-import threading
 import time
 from pathlib import Path
 
 import cv2
 import numpy as np
-import psutil
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-from bench_planner import synthetic_sources  # noqa: E402
-from stage_stats import format_stage_report, stage_report  # noqa: E402
-
-from manifests.artifacts import ArtifactStore  # noqa: E402
-from manifests.store import ManifestStore  # noqa: E402
-from pipeline.config import load_config  # noqa: E402
-from pipeline.ray_adapter import STAGE_STATS_ENV  # noqa: E402
-
-REPO = Path(__file__).resolve().parent.parent
-
-
-class RSSMonitor:
-    def __init__(self) -> None:
-        self.proc = psutil.Process()
-        self.samples: list[int] = []
-        self._stop = threading.Event()
-        self._t = threading.Thread(target=self._run, daemon=True)
-        self._t.start()
-
-    def _run(self) -> None:
-        while not self._stop.is_set():
-            self.samples.append(self.proc.memory_info().rss)
-            time.sleep(0.1)
-
-    def stop(self) -> list[int]:
-        self._stop.set()
-        self._t.join()
-        return self.samples
+from benchmarks.bench_planner import synthetic_sources
+from benchmarks.common import DEMO_CORPUS, PeakRSS, machine
+from benchmarks.stage_stats import format_stage_report, stage_report
+from manifests.artifacts import ArtifactStore
+from manifests.store import ManifestStore
+from pipeline.config import load_config
+from pipeline.ray_adapter import STAGE_STATS_ENV
 
 
 def real_images(run_url: str, n: int) -> list[str]:
     """n 256x256 aligned-crop-sized PNGs (London demo faces) written into the run; their URLs."""
-    files = sorted((REPO / "data" / "demo_corpus").glob("*/*.jpg"))
+    files = sorted(DEMO_CORPUS.glob("*/*.jpg"))
     store = ArtifactStore(run_url)
     urls = []
     for k in range(n):
@@ -140,7 +113,7 @@ def run_pipeline(n: int, cfg_overrides: list[str], stats_dir: Path) -> dict:
     for i in range(0, n, 10_000):
         store.commit(f"ingest-{i:08d}", {"sources": sources.slice(i, 10_000)})
     del sources
-    mon = RSSMonitor()
+    mon = PeakRSS(0.1).start()
     t0 = time.time()
     stats = run_generation(cfg, store, url, 0, stages=NOOP_GENERATION_STAGES)
     t1 = time.time()
@@ -187,8 +160,7 @@ def main(argv: list[str] | None = None) -> int:
     init_ray(cfg0.ray)
     import ray
     cpus = ray.cluster_resources().get("CPU", 0)
-    print(f"machine: {platform.machine()}, {os.cpu_count()} cores, "
-          f"{psutil.virtual_memory().total / 2**30:.0f} GiB RAM; Ray CPUs {cpus:g}; Python {platform.python_version()}")
+    print(f"machine: {machine()}; Ray CPUs {cpus:g}")
     warm = run_pipeline(200, args.overrides, stats_dir)  # worker processes, imports: not timed
     run_anchor(warm["cfg"], warm["url"], 200)
     results = []

@@ -7,7 +7,7 @@ planner's clustering ran, and the driver's peak RSS up to `--watch` seconds afte
 1M-item dry run to the end is not the point). BENCH_TIMELINE=1 adds the first start/end of every Ray task kind
 (`ray.timeline`); `--cache DIR` makes the sources once and hard-links them into each run.
 
-    python benchmarks/bench_plan_stream.py --sources 100000 1000000 --cache /tmp/plan_stream_sources
+    python -m benchmarks.bench_plan_stream --sources 100000 1000000 --cache /tmp/plan_stream_sources
 """
 
 from __future__ import annotations
@@ -25,15 +25,13 @@ from pathlib import Path
 
 import psutil
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-sys.path.insert(0, str(Path(__file__).resolve().parent))
+from benchmarks.common import REPO, machine
 
-REPO = Path(__file__).resolve().parent.parent
+CHILD = "benchmarks.bench_plan_stream"  # this module, run again in a child process (PYTHONPATH: the repository)
 
 
 def make_sources(out: str, n: int, per_identity: int) -> None:
-    from bench_planner import synthetic_sources
-
+    from benchmarks.bench_planner import synthetic_sources
     from manifests.store import ManifestStore
     store = ManifestStore.open(out)
     for i in range(0, n, 50_000):
@@ -191,14 +189,13 @@ def main(argv: list[str] | None = None) -> int:
         driver(args.out, args.watch, args.override)
         return 0
     env = dict(os.environ, PYTHONPATH=str(REPO), CIEP_PROGRESS_BARS="0")
-    print(f"machine: {os.cpu_count()} cores, {psutil.virtual_memory().total / 2**30:.0f} GiB RAM; "
-          f"load {os.getloadavg()[0]:.1f}")
+    print(f"machine: {machine()}; load {os.getloadavg()[0]:.1f}")
     for n in args.sources:
         out = os.path.join(tempfile.mkdtemp(prefix=f"bench_stream_{n}_"), f"dry{n}")
         made_at = os.path.join(args.cache, f"sources_{n}_{args.per_identity}") if args.cache else out
         t = time.monotonic()
         if not os.path.exists(made_at):
-            subprocess.run([sys.executable, __file__, "--child", "sources", "--sources", str(n), "--out",
+            subprocess.run([sys.executable, "-m", CHILD, "--child", "sources", "--sources", str(n), "--out",
                             made_at + ".tmp" if args.cache else out, "--per-identity", str(args.per_identity)],
                            check=True, env=env)
             if args.cache:
@@ -206,7 +203,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.cache:  # the run only adds files (atomic writes): hard links keep the cached sources intact
             subprocess.run(["cp", "-al", made_at, out], check=True)
         made = time.monotonic() - t
-        res = subprocess.run([sys.executable, __file__, "--child", "driver", "--out", out, "--watch",
+        res = subprocess.run([sys.executable, "-m", CHILD, "--child", "driver", "--out", out, "--watch",
                               str(args.watch), *(f"--override={o}" for o in args.override)], env=env,
                              capture_output=True, text=True)
         if res.returncode:

@@ -2,7 +2,7 @@
 real ManifestStore, pipeline/planning's plan_round plans the round, and the plan is committed as `candidates` shards
 through the driver's CommitBuffer, as pipeline/generation_phase.py does. Reports time and peak memory per phase.
 
-    python benchmarks/bench_planner.py --sources 100000 --per-identity 10
+    python -m benchmarks.bench_planner --sources 100000 --per-identity 10
 """
 
 from __future__ import annotations
@@ -12,47 +12,19 @@ import hashlib
 import resource
 import sys
 import tempfile
-import threading
 import time
-from pathlib import Path
 
 import numpy as np
-import psutil
 import pyarrow as pa
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
-from manifests.schemas import CANDIDATES, SOURCES  # noqa: E402
-from manifests.store import ManifestStore  # noqa: E402
-from pipeline.commit import CommitBuffer  # noqa: E402
-from pipeline.config import load_config  # noqa: E402
-from pipeline.planning.round_planner import plan_for  # noqa: E402
+from benchmarks.common import PeakRSS
+from manifests.schemas import CANDIDATES, SOURCES
+from manifests.store import ManifestStore
+from pipeline.commit import CommitBuffer
+from pipeline.config import load_config
+from pipeline.planning.round_planner import plan_for
 
 EXPRESSIONS = ["neutral", "smiling", "surprised", "angry", "sad", "disgusted", "fearful", None]
-
-
-class PeakRSS:
-    """Samples this process's RSS every 20 ms; `peak` since the last reset."""
-
-    def __init__(self) -> None:
-        self.proc = psutil.Process()
-        self.peak = 0
-        self._stop = threading.Event()
-        self._t = threading.Thread(target=self._run, daemon=True)
-        self._t.start()
-
-    def _run(self) -> None:
-        while not self._stop.is_set():
-            self.peak = max(self.peak, self.proc.memory_info().rss)
-            time.sleep(0.02)
-
-    def reset(self) -> int:
-        rss = self.proc.memory_info().rss
-        self.peak = rss
-        return rss
-
-    def stop(self) -> None:
-        self._stop.set()
 
 
 def _lists(rng: np.random.Generator, n: int, width: int, scale: float = 1.0) -> pa.Array:
@@ -107,7 +79,7 @@ def main(argv: list[str] | None = None) -> int:
     cfg = load_config(overrides=[f"run.commit_rows={args.commit_rows}"])
     out = args.out or tempfile.mkdtemp(prefix="bench_planner_")
     store = ManifestStore.open(out)
-    mem = PeakRSS()
+    mem = PeakRSS(0.02).start()
     base = mem.reset()
     rows = []
 

@@ -1,6 +1,6 @@
 """Does QC tell good triples from bad? Ground truth built from the London set (102 identities x {neutral, smiling}).
 
-    python benchmarks/bench_qc_validity.py [--london DIR] [--run RUN_URL ...] [--round OUTPUT_ROOT] [--write-results]
+    python -m benchmarks.bench_qc_validity [--london DIR] [--run RUN_URL ...] [--round OUTPUT_ROOT] [--write-results]
 
 - identity AUC: dlib cosine similarity, real same-identity vs different-identity photo pairs;
 - expression AUC: neutral-vs-smiling pairs vs same-expression pairs, always across identities, scored by the
@@ -19,18 +19,15 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import sys
 import time
 from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-from pipeline.config import load_config  # noqa: E402
-from qc.decide import (  # noqa: E402
+from benchmarks.common import LONDON, auc, machine
+from pipeline.config import load_config
+from qc.decide import (
     REASON_GHOST_TEETH,
     REASON_MOUTH_BLUR,
     REASON_MOUTH_SEAM,
@@ -39,30 +36,14 @@ from qc.decide import (  # noqa: E402
     Thresholds,
     failed_checks,
 )
-from qc.mouth import mouth_scores  # noqa: E402
-from stages.face.expression import expression_descriptor, expression_distance  # noqa: E402
+from qc.mouth import mouth_scores
+from stages.face.expression import expression_descriptor, expression_distance
 
-REPO = Path(__file__).resolve().parent.parent
-LONDON = REPO.parent / "shared" / "faces" / "london"
 MOUTH = {REASON_GHOST_TEETH, REASON_MOUTH_SEAM, REASON_MOUTH_BLUR, REASON_MOUTH_STATE}
 
 
-def auc(pos: np.ndarray, neg: np.ndarray) -> float:
-    """P(score of a positive > score of a negative), ties counted half (Mann-Whitney)."""
-    s = np.concatenate([pos, neg])
-    order = np.argsort(s, kind="mergesort")
-    r = np.empty(len(s))
-    r[order] = np.arange(1, len(s) + 1)
-    _, inv, counts = np.unique(s, return_inverse=True, return_counts=True)
-    sums = np.bincount(inv, weights=r)
-    r = (sums / counts)[inv]  # average ranks of ties
-    n1, n0 = len(pos), len(neg)
-    return float((r[:n1].sum() - n1 * (n1 + 1) / 2) / (n1 * n0))
-
-
 def load_london(root: Path) -> dict:
-    from london_faces import detected_london
-
+    from benchmarks.london_faces import detected_london
     from stages.face.align import ffhq_align
     from stages.face.dlib_models import DlibEmbedder
 
@@ -248,7 +229,7 @@ def main() -> int:
     if net is not None:
         res["rounds"] = [acceptance_precision(u, net) for u in runs]
     res["seconds"] = round(time.monotonic() - started, 1)
-    res["machine"] = f"{platform.machine()}, {os.cpu_count()} cores, load {os.getloadavg()[0]:.1f}"
+    res["machine"] = f"{machine()}, load {os.getloadavg()[0]:.1f}"
     print(json.dumps(res, indent=1, default=str))
     if args.json:
         Path(args.json).write_text(json.dumps(res, indent=1, default=str))

@@ -1,6 +1,6 @@
 """Re-deciding stored QC candidates with a changed threshold (qc/redecide.py), no image read or written.
 
-    python benchmarks/bench_redecide.py --candidates 10000 [--write-results]
+    python -m benchmarks.bench_redecide --candidates 10000 [--write-results]
 
 Writes a synthetic run (manifests/synthetic.py: real manifest schemas and image files) with N candidates,
 re-decides it twice (the run's own rule, then a stricter expression threshold) and times each re-decision;
@@ -11,19 +11,17 @@ from __future__ import annotations
 
 import argparse
 import os
-import platform
 import sys
 import tempfile
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
-from manifests.query import connect  # noqa: E402
-from manifests.store import ManifestStore  # noqa: E402
-from manifests.synthetic import THRESHOLDS, write_synthetic_run  # noqa: E402
-from pipeline.config import load_config  # noqa: E402
-from qc.redecide import redecide  # noqa: E402
+from benchmarks.common import RESULTS, machine, replace_section
+from manifests.query import connect
+from manifests.store import ManifestStore
+from manifests.synthetic import THRESHOLDS, write_synthetic_run
+from pipeline.config import load_config
+from qc.redecide import redecide
 
 RULE = [f"qc.identity.max_leak_similarity={THRESHOLDS['max_leak_similarity']}",
         f"qc.identity.min_swap_similarity={THRESHOLDS['min_swap_similarity']}",
@@ -54,12 +52,11 @@ def main() -> int:
         and triples == strict.accepted
     load = os.getloadavg()[0]
     text = (f"## Re-deciding QC without regenerating\n\n"
-            f"`python benchmarks/bench_redecide.py --candidates {args.candidates}` — synthetic run "
+            f"`python -m benchmarks.bench_redecide --candidates {args.candidates}` — synthetic run "
             f"(manifests/synthetic.py, {args.candidates} candidates, written in {made:.1f} s), re-decided by "
             f"`qc.redecide.redecide` (read the latest qc rows, apply qc/decide.py, write one qc + triples shard "
             f"with decision_version n+1).\n\n"
-            f"- machine: {platform.machine()}, {os.cpu_count()} CPU cores, Python {platform.python_version()}; "
-            f"load average {load:.1f} (shared machine)\n\n"
+            f"- machine: {machine()}; load average {load:.1f} (shared machine)\n\n"
             f"| re-decision | candidates | accepted | changed | seconds |\n|---|---:|---:|---:|---:|\n"
             f"| v1: the run's own thresholds | {same.candidates} | {same.accepted} | {same.changed} | "
             f"{same.seconds:.2f} |\n"
@@ -70,11 +67,7 @@ def main() -> int:
             f"{'met' if max(same.seconds, strict.seconds) < 10 else 'NOT met'}.\n")
     print(text)
     if args.write_results:
-        sys.path.insert(0, str(Path(__file__).resolve().parent))
-        from results_md import replace_section
-
-        replace_section(Path(__file__).resolve().parent / "RESULTS.md", "## Re-deciding QC without regenerating",
-                        text)
+        replace_section(RESULTS, "## Re-deciding QC without regenerating", text)
     return 0
 
 

@@ -12,11 +12,11 @@ from typing import Any
 
 import numpy as np
 
+from benchmarks.common import LONDON
 from stages.face.align import ffhq_align
 from stages.face.image_io import decode_image
 
 EXPRESSIONS = ("neutral", "smiling")
-LONDON = Path(__file__).resolve().parents[1] / "data" / "faces" / "london"
 
 
 @dataclass

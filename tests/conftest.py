@@ -1,4 +1,5 @@
-"""Shared fixtures: real London faces, one local Ray per test session, small corpora."""
+"""Shared fixtures (the London set, one local Ray per test session, small corpora) and the `slow` rule: a test
+that starts Ray is marked slow (tests/ray_guard.py enforces it)."""
 
 from __future__ import annotations
 
@@ -7,12 +8,18 @@ import shutil
 import subprocess
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
+
+if TYPE_CHECKING:
+    from benchmarks.london_faces import Face
 
 REPO = Path(__file__).resolve().parent.parent
 DEMO_CORPUS = REPO / "data" / "demo_corpus"
 LONDON = REPO / "data" / "faces" / "london"
+
+pytest_plugins = ["tests.ray_guard"]  # Ray may start only in tests marked slow
 
 
 NOBODY = 65534  # the uid/gid the permission tests become
@@ -30,6 +37,14 @@ def nobody_can_use_this_python() -> bool:
 
 def london_identities() -> list[str]:
     return sorted(p.name for p in DEMO_CORPUS.iterdir() if p.is_dir())
+
+
+@pytest.fixture(scope="session")
+def london_faces(tmp_path_factory: pytest.TempPathFactory) -> dict[str, dict[str, Face]]:
+    """The London set, identity -> expression -> FFHQ-aligned face (256 px), its landmarks and dlib embedding
+    (benchmarks/london_faces.py), detected once per test session."""
+    from benchmarks.london_faces import load_london
+    return load_london(LONDON, cache=tmp_path_factory.mktemp("london") / "faces.npz")
 
 
 @pytest.fixture(scope="session")
@@ -53,6 +68,16 @@ def make_corpus(dest: Path, identities: list[str]) -> Path:
 @pytest.fixture
 def small_corpus(tmp_path: Path) -> Path:
     return make_corpus(tmp_path / "corpus", london_identities()[:4])
+
+
+@pytest.hookimpl(tryfirst=True)  # before `-m` deselects by marker
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Every test that uses the session's Ray (`ray_session`, directly or through `baseline_run`, `finished_run`,
+    `release`) is marked slow; a test that starts Ray another way carries the marker itself (tests/ray_guard.py
+    fails it otherwise)."""
+    for item in items:
+        if "ray_session" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.slow)
 
 
 @pytest.fixture(autouse=True)

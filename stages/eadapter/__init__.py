@@ -11,7 +11,6 @@ Modules, one concept each:
   layout/text/base_model   loading a diffusers-layout base folder (local or fsspec, cached)
   sampler       DDIM loop with classifier-free guidance
   backend       EAdapterTransferer (ExpressionTransferer protocol)
-  tiny          build_tiny_sd(): a tiny random SD-shaped folder for tests and benchmarks
   storage       fsspec IO and hashing
   training_data triple rows -> pixels and conditions (decode_triples), endless shuffled batches
   training      the per-worker training loop (Ray-free), TrainResult and train_log.json

@@ -14,12 +14,13 @@ import json
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import Any, Protocol
 
 import numpy as np
 import torch
 
 from core.location import Location
+from stages.config import ExpressionTransferConfig
 from stages.eadapter import storage
 from stages.eadapter.augment import augment_template
 from stages.eadapter.backend import build_adapter
@@ -29,9 +30,6 @@ from stages.eadapter.image_encoder import ExpressionEncoder
 from stages.eadapter.model import EAdapter
 from stages.eadapter.sampler import added_text_kwargs, encode
 from stages.eadapter.training_data import Mode, shuffled_batches
-
-if TYPE_CHECKING:
-    from stages.expression_transfer import ExpressionTransferConfig
 
 TRAIN_LOG = "train_log.json"
 

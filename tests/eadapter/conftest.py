@@ -8,7 +8,7 @@ import pytest
 from diffusers.utils import logging as diffusers_logging
 from transformers.utils import logging as transformers_logging
 
-from stages.eadapter.tiny import build_tiny_sd
+from tests.models.tiny_eadapter import build_tiny_sd
 
 transformers_logging.disable_progress_bar()
 diffusers_logging.disable_progress_bar()

@@ -8,7 +8,6 @@ from pathlib import Path
 import fsspec
 import numpy as np
 import pytest
-from tiny_sd import make_requests, toy_embedder
 
 from core.location import Location
 from pipeline.config import PipelineConfig, config_from_dict
@@ -17,6 +16,7 @@ from stages.eadapter.base_model import BaseModelMissingError
 from stages.eadapter.model import EAdapter
 from stages.eadapter.spec import EAdapterMismatchError
 from stages.face.protocols import ExpressionTransferer
+from tests.eadapter.tiny_sd import make_requests, toy_embedder
 from tests.s3_server import moto_s3
 
 

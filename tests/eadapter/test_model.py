@@ -14,7 +14,7 @@ from stages.eadapter.base_model import BaseModel, load_base_model
 from stages.eadapter.image_encoder import ExpressionEncoder
 from stages.eadapter.model import EAdapter
 from stages.eadapter.spec import EAdapterError, EAdapterIntegrityError, EAdapterMismatchError
-from stages.eadapter.tiny import tiny_unet
+from tests.models.tiny_eadapter import tiny_unet
 
 EXPR_LAYERS = ("up_blocks.1.*attn2",)
 ID_LAYERS = ("down_blocks.*attn2", "mid_block.*attn2")

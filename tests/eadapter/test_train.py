@@ -7,12 +7,14 @@ from pathlib import Path
 
 import pytest
 import ray
-from tiny_sd import demo_triples
 
 from pipeline.config import TrainConfig
 from pipeline.train_adapter import train_adapter
 from stages.eadapter.checkpoints import latest_checkpoint
 from stages.eadapter.model import EAdapter
+from tests.eadapter.tiny_sd import demo_triples
+
+pytestmark = pytest.mark.slow  # Ray Train
 
 
 @pytest.fixture(scope="module")

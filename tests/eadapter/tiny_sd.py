@@ -1,4 +1,4 @@
-"""Helpers shared by the E-Adapter tests (and reusable elsewhere): tiny model, fake landmarks, demo triples."""
+"""Helpers shared by the E-Adapter tests: fake landmarks, a toy identity embedder, demo triples and requests."""
 
 from __future__ import annotations
 
@@ -6,11 +6,10 @@ from pathlib import Path
 
 import numpy as np
 
-from stages.eadapter.tiny import build_tiny_sd
 from stages.face.protocols import TransferRequest
 from stages.face.types import DetectedFace
 
-__all__ = ["build_tiny_sd", "fake_landmarks", "toy_embedder", "demo_triples", "make_requests", "DEMO_CORPUS"]
+__all__ = ["fake_landmarks", "toy_embedder", "demo_triples", "make_requests", "DEMO_CORPUS"]
 
 DEMO_CORPUS = Path(__file__).resolve().parents[2] / "data" / "demo_corpus"
 

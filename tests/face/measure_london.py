@@ -12,12 +12,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 from pathlib import Path
 
 import cv2
 import numpy as np
 
+from benchmarks.london_faces import EXPRESSIONS, detected_london
 from stages.face.align import ffhq_align
 from stages.face.classic_swap import ClassicSwapper
 from stages.face.dlib_models import DlibDetector, DlibEmbedder
@@ -26,9 +26,6 @@ from stages.face.landmark_warp import LandmarkWarpTransferer
 from stages.face.protocols import TransferRequest
 from stages.face.quality import sharpness
 from stages.face.types import face_from_landmarks
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benchmarks"))
-from london_faces import EXPRESSIONS, detected_london  # noqa: E402
 
 
 def _stats(x: list[float] | np.ndarray) -> dict[str, float]:

@@ -8,8 +8,7 @@ under `if TYPE_CHECKING:`), so a lazy import cannot hide an upward dependency.
 Inside `stages/` (its rooms):
 - the backend packages `stages/face/`, `stages/onnx/`, `stages/eadapter/` import from `stages/` only each other and
   the bottom modules `stages/config.py` (the config sections) and `stages/errors.py`, never a stage module;
-- nothing below `pipeline/` imports the planner (`stages/pairing.py`, `stages/identity_clusters.py`,
-  `pipeline/planning/`) except the planner itself: a helper it holds belongs in a module below it;
+- nothing below `pipeline/` imports the planner (`pipeline/planning/`): a helper it holds belongs in a module below it;
 - `stages/config.py` imports only `core`, pydantic and the standard library;
 - the modules of `stages/` import each other without a cycle.
 """
@@ -78,8 +77,7 @@ def test_the_check_sees_lazy_relative_and_type_checking_imports(tmp_path: Path) 
 
 BACKEND_PACKAGES = ("stages/face", "stages/onnx", "stages/eadapter")
 BACKENDS_MAY_IMPORT = ("stages.face", "stages.onnx", "stages.eadapter", "stages.config", "stages.errors")
-PLANNER = ("stages.pairing", "stages.identity_clusters", "pipeline.planning")
-PLANNER_FILES = ("stages/pairing.py", "stages/identity_clusters.py")
+PLANNER = ("pipeline.planning",)
 STAGE_CONFIG = ("stages/config.py", "stages/config")  # one module, or one package of per-family modules
 STAGE_CONFIG_MAY_IMPORT = {"core", "pydantic", "__future__", *sys.stdlib_module_names}
 
@@ -127,9 +125,8 @@ def backend_violations(root: Path = ROOT) -> list[str]:
 
 
 def planner_violations(root: Path = ROOT) -> list[str]:
-    """Imports of the planner from below pipeline/ (the planner's own modules excepted)."""
-    below = [path for pkg in LAYERS[:-1] for path in _files(root, pkg)
-             if path.relative_to(root).as_posix() not in PLANNER_FILES]
+    """Imports of the planner from below pipeline/."""
+    below = [path for pkg in LAYERS[:-1] for path in _files(root, pkg)]
     return [f"{path.relative_to(root)}:{line} imports {name}"
             for path in below for line, name in imported_names(path, root) if _within(name, PLANNER)]
 
@@ -212,19 +209,18 @@ def test_the_stages_rules_see_violations(tmp_path: Path) -> None:
           "from stages.onnx.scrfd import ScrfdDetector\n"  # allowed: another backend package
           "from . import types\n"                          # allowed: own package
           "if TYPE_CHECKING:\n    from stages.ingest import IngestStage\n"
-          "def f():\n    from stages import base\n    from ..pairing import landmarks_array\n")
+          "def f():\n    from stages import base\n    from ..pairing import landmarks_array\n")  # old planner home
     write("stages/eadapter/n.py", "import stages.identity_swap\n")
     assert backend_violations(tmp_path) == ["stages/face/m.py:7 imports stages.ingest.IngestStage",
                                             "stages/face/m.py:9 imports stages.base",
                                             "stages/face/m.py:10 imports stages.pairing.landmarks_array",
                                             "stages/eadapter/n.py:1 imports stages.identity_swap"]
-    write("stages/pairing.py", "from stages.identity_clusters import IdentityClusters\n")  # the planner itself
-    write("stages/identity_swap.py", "from stages.pairing import landmarks_array\n")
-    write("qc/stage.py", "def f():\n    from stages import pairing\n")
-    write("pipeline/round.py", "from stages.pairing import plan_round\n")  # the driver runs the planner
-    assert planner_violations(tmp_path) == ["stages/face/m.py:10 imports stages.pairing.landmarks_array",
-                                            "stages/identity_swap.py:1 imports stages.pairing.landmarks_array",
-                                            "qc/stage.py:2 imports stages.pairing"]
+    write("pipeline/planning/stream.py", "from pipeline.planning.clusters import IdentityClusters\n")  # itself
+    write("stages/identity_swap.py", "from pipeline.planning.rules import stable_hash\n")
+    write("qc/stage.py", "def f():\n    from pipeline import planning\n")
+    write("pipeline/generation_phase.py", "from pipeline.planning.stream import planned_size_bound\n")  # the driver
+    assert planner_violations(tmp_path) == ["stages/identity_swap.py:1 imports pipeline.planning.rules.stable_hash",
+                                            "qc/stage.py:2 imports pipeline.planning"]
     write("stages/config.py",
           "from __future__ import annotations\nfrom typing import Literal\nfrom pydantic import Field\n"
           "from core.config import Strict\nimport numpy\n"
@@ -235,3 +231,26 @@ def test_the_stages_rules_see_violations(tmp_path: Path) -> None:
     write("stages/a.py", "from typing import TYPE_CHECKING\nif TYPE_CHECKING:\n    from stages.b import B\n")
     write("stages/b.py", "def f():\n    from stages import a\n")  # lazy and TYPE_CHECKING arrows count
     assert import_cycles("stages", tmp_path) == [["stages.a", "stages.b"]]
+
+
+TEST_ONLY = ("tests", "benchmarks")  # test-model builders and benchmark helpers: never part of production code
+
+
+def imports_of_test_code(package: str, root: Path = ROOT) -> list[str]:
+    """Imports of `tests` or `benchmarks` anywhere in the package."""
+    return [f"{path.relative_to(root)}:{line} imports {module}"
+            for path in sorted((root / package).rglob("*.py"))
+            for line, module in imported_modules(path, root) if module.split(".")[0] in TEST_ONLY]
+
+
+@pytest.mark.parametrize("package", LAYERS)
+def test_production_code_never_imports_tests_or_benchmarks(package: str) -> None:
+    assert imports_of_test_code(package) == []
+
+
+def test_the_check_sees_an_import_of_tests(tmp_path: Path) -> None:
+    (tmp_path / "stages" / "onnx").mkdir(parents=True)
+    (tmp_path / "stages" / "onnx" / "m.py").write_text(
+        "def f():\n    from tests.models.onnx_stand_ins import write_stand_ins\n    import benchmarks.common\n")
+    assert imports_of_test_code("stages", tmp_path) == [
+        "stages/onnx/m.py:2 imports tests.models.onnx_stand_ins", "stages/onnx/m.py:3 imports benchmarks.common"]

@@ -1,7 +1,8 @@
-"""Stand-in ONNX models (built once per session) and real London faces with dlib keypoints."""
+"""Stand-in ONNX models (built once per session) and real London photos with dlib keypoints."""
 
 from __future__ import annotations
 
+from itertools import islice
 from pathlib import Path
 
 import cv2
@@ -9,9 +10,10 @@ import numpy as np
 import pytest
 
 from pipeline.config import PipelineConfig, config_from_dict
+from stages.face.types import DetectedFace
 from stages.onnx import sessions
-from stages.onnx.testing import stand_in_config, write_stand_ins
-from tests.conftest import DEMO_CORPUS, london_identities
+from tests.conftest import LONDON
+from tests.models.onnx_stand_ins import stand_in_config, write_stand_ins
 
 
 @pytest.fixture(scope="session")
@@ -46,20 +48,12 @@ def read_rgb(path: Path) -> np.ndarray:
 
 
 @pytest.fixture(scope="session")
-def london_faces():
-    """[(rgb, DetectedFace)] for the demo identities' neutral and smiling photos (dlib HOG + 68 landmarks).
-    Used only to exercise geometry; never to identify anyone."""
-    from stages.face.dlib_models import DlibDetector
+def london_photos() -> list[tuple[np.ndarray, DetectedFace]]:
+    """[(RGB photo, its dlib face with 68 landmarks)] for the first 6 London identities, neutral then smiling
+    (benchmarks/london_faces.py). Used only to exercise geometry; never to identify anyone."""
+    from benchmarks.london_faces import detected_london
 
-    det = DlibDetector()
-    out = []
-    for ident in london_identities()[:6]:
-        for expr in ("neutral", "smiling"):
-            rgb = read_rgb(DEMO_CORPUS / ident / f"{expr}.jpg")
-            faces = det.detect(rgb)
-            assert faces, f"dlib found no face in {ident}/{expr}"
-            out.append((rgb, max(faces, key=lambda f: f.short_side)))
-    return out
+    return [pair for _, photos in islice(detected_london(LONDON), 6) for pair in photos.values()]
 
 
 def pytest_collection_modifyitems(items):

@@ -26,9 +26,9 @@ def _snap(keypoints: np.ndarray, template: str, size: tuple[int, int]) -> np.nda
 @pytest.mark.parametrize("template,size", [("arcface_128", (128, 128)), ("arcface_128", (256, 256)),
                                            ("arcface_112_v1", (256, 256)), ("ffhq_512", (512, 512)),
                                            ("arcface_112_v2", (112, 112))])
-def test_facefusion_warp_lands_points_on_template(london_faces, template, size):
+def test_facefusion_warp_lands_points_on_template(london_photos, template, size):
     dst = template_points(template, size)
-    for rgb, face in london_faces:
+    for rgb, face in london_photos:
         kps = _snap(face.keypoints5, template, size)
         crop, matrix = warp_face(rgb, kps, template, size)
         assert crop.shape == (size[1], size[0], 3)
@@ -38,8 +38,8 @@ def test_facefusion_warp_lands_points_on_template(london_faces, template, size):
         assert real.mean() < 0.05 * size[0]  # the real face sits on the template (a few % of the crop)
 
 
-def test_insightface_norm_crop_lands_points_on_template(london_faces):
-    for _rgb, face in london_faces:
+def test_insightface_norm_crop_lands_points_on_template(london_photos):
+    for _rgb, face in london_photos:
         for size, template in ((112, "arcface_112_v2"), (128, "arcface_128")):
             kps = _snap(face.keypoints5, template, (size, size))
             matrix = face_align.estimate_norm(kps, size)
@@ -47,10 +47,10 @@ def test_insightface_norm_crop_lands_points_on_template(london_faces):
             assert np.abs(landed - template_points(template, (size, size))).max() < 1.0
 
 
-def test_crop_content_follows_the_matrix(london_faces):
+def test_crop_content_follows_the_matrix(london_photos):
     # the crop is the frame resampled through the matrix: a bright dot drawn at the left eye ends up at the
     # template's left eye
-    rgb, face = london_faces[0]
+    rgb, face = london_photos[0]
     kps = _snap(face.keypoints5, "arcface_128", (256, 256))
     marked = rgb.copy()
     cv2.circle(marked, tuple(int(round(v)) for v in kps[0]), 3, (255, 0, 255), -1)

@@ -8,12 +8,12 @@ from stages.face.backends import build_embedder
 from stages.onnx.arcface import ArcFaceEmbedder
 
 
-def test_batched_equals_unbatched_and_normalised(make_cfg, london_faces):
+def test_batched_equals_unbatched_and_normalised(make_cfg, london_photos):
     emb = ArcFaceEmbedder.from_config(make_cfg().models, "arcface_w600k_r50")
-    batch = emb.embed_batch(london_faces)
-    assert batch.shape == (len(london_faces), 512) and batch.dtype == np.float32
+    batch = emb.embed_batch(london_photos)
+    assert batch.shape == (len(london_photos), 512) and batch.dtype == np.float32
     assert np.allclose(np.linalg.norm(batch, axis=1), 1, atol=1e-5)
-    single = np.stack([emb.embed(rgb, face) for rgb, face in london_faces])
+    single = np.stack([emb.embed(rgb, face) for rgb, face in london_photos])
     assert np.allclose(batch, single, atol=1e-5)
     assert emb.max_batch > 1  # the stand-in has a dynamic batch axis, so one call served them all
 
@@ -25,9 +25,9 @@ def test_built_from_config_through_backends(make_cfg):
     assert emb.model_id == "arcface_w600k_r50" and emb.hash_override and len(emb.model_sha256) == 64
 
 
-def test_align_is_insightface_norm_crop(make_cfg, london_faces):
+def test_align_is_insightface_norm_crop(make_cfg, london_photos):
     from insightface.utils import face_align
     emb = ArcFaceEmbedder.from_config(make_cfg().models)
-    rgb, face = london_faces[0]
+    rgb, face = london_photos[0]
     expected = face_align.norm_crop(np.ascontiguousarray(rgb[:, :, ::-1]), face.keypoints5, 112)
     assert np.array_equal(emb.align(rgb, face), expected)

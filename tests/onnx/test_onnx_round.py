@@ -13,8 +13,8 @@ from manifests.query import connect
 from manifests.store import ManifestStore
 from pipeline.config import config_from_dict, load_config
 from pipeline.run_idi import run_idi
-from stages.onnx.testing import stand_in_config, write_stand_ins
 from tests.conftest import london_identities, make_corpus
+from tests.models.onnx_stand_ins import stand_in_config, write_stand_ins
 
 pytestmark = pytest.mark.slow
 

@@ -10,8 +10,8 @@ from pipeline.config import config_from_dict
 from stages.face.backends import build_detector
 from stages.onnx.model_files import resolve_model
 from stages.onnx.scrfd import ScrfdDetector
-from stages.onnx.testing import build_scrfd
 from tests.conftest import DEMO_CORPUS
+from tests.models.onnx_stand_ins import build_scrfd
 from tests.onnx.conftest import read_rgb
 
 CPU = ["CPUExecutionProvider"]

@@ -25,10 +25,10 @@ def _items(faces):
 
 
 @pytest.mark.parametrize("model", MODELS)
-def test_batched_equals_unbatched(make_cfg, london_faces, model):
+def test_batched_equals_unbatched(make_cfg, london_photos, model):
     swapper = _swapper(make_cfg(identity_swap={"backend": "onnx", "model": model}))
     assert isinstance(swapper, OnnxSwapper) and swapper.max_batch > 1
-    items = _items(london_faces)
+    items = _items(london_photos)
     batched = swapper.swap_batch(items)
     for out, item in zip(batched, items, strict=False):
         single = swapper.swap(*item)
@@ -38,9 +38,9 @@ def test_batched_equals_unbatched(make_cfg, london_faces, model):
 
 
 @pytest.mark.parametrize("model", ["hyperswap_1a_256", "simswap_256"])
-def test_facefusion_paste_back_stays_inside_the_mask(make_cfg, london_faces, model):
+def test_facefusion_paste_back_stays_inside_the_mask(make_cfg, london_photos, model):
     swapper = _swapper(make_cfg(identity_swap={"backend": "onnx", "model": model, "occluder_model": "xseg_3"}))
-    for src_rgb, src_face, rgb, face in _items(london_faces):
+    for src_rgb, src_face, rgb, face in _items(london_photos):
         out = swapper.swap(src_rgb, src_face, rgb, face)
         mask, matrix = swapper.crop_mask(rgb, face)
         full = inverse_mask(rgb.shape, mask, matrix)
@@ -49,9 +49,9 @@ def test_facefusion_paste_back_stays_inside_the_mask(make_cfg, london_faces, mod
         assert changed.sum() < 0.5 * changed.size
 
 
-def test_inswapper_is_insightface_get(make_cfg, london_faces):
+def test_inswapper_is_insightface_get(make_cfg, london_photos):
     swapper = _swapper(make_cfg(identity_swap={"backend": "onnx", "model": "inswapper_128"}))
-    src_rgb, src_face, rgb, face = _items(london_faces)[0]
+    src_rgb, src_face, rgb, face = _items(london_photos)[0]
     out = swapper.swap(src_rgb, src_face, rgb, face)
     normed = swapper.embedder.embed(src_rgb, src_face)
     bgr = np.ascontiguousarray(rgb[:, :, ::-1])
@@ -88,9 +88,9 @@ class _Recorder:
         return self.session.get_inputs()
 
 
-def test_hyperswap_inputs_follow_facefusion(make_cfg, london_faces):
+def test_hyperswap_inputs_follow_facefusion(make_cfg, london_photos):
     swapper = _swapper(make_cfg(identity_swap={"backend": "onnx", "model": "hyperswap_1a_256"}))
-    src_rgb, src_face, rgb, face = _items(london_faces)[0]
+    src_rgb, src_face, rgb, face = _items(london_photos)[0]
     swapper.session = _Recorder(swapper.session)
     swapper.swap(src_rgb, src_face, rgb, face)
     feeds = swapper.session.feeds[0]
@@ -100,9 +100,9 @@ def test_hyperswap_inputs_follow_facefusion(make_cfg, london_faces):
     assert np.allclose(feeds["source"], swapper.embedder.embed(src_rgb, src_face)[None], atol=1e-6)
 
 
-def test_simswap_source_goes_through_the_converter(make_cfg, london_faces):
+def test_simswap_source_goes_through_the_converter(make_cfg, london_photos):
     swapper = _swapper(make_cfg(identity_swap={"backend": "onnx", "model": "simswap_256"}))
-    src = london_faces[:3]
+    src = london_photos[:3]
     raw = swapper.embedder.raw_batch(src)
     converted = swapper.converter_session.run(None, {"input": raw})[0]
     assert np.allclose(swapper.source_embeddings(src), l2_normalize(converted), atol=1e-6)
@@ -111,8 +111,8 @@ def test_simswap_source_goes_through_the_converter(make_cfg, london_faces):
     assert all(p["hash_override"] for p in parts.values())
 
 
-def test_region_mask_model_runs(make_cfg, london_faces):
+def test_region_mask_model_runs(make_cfg, london_photos):
     swapper = _swapper(make_cfg(identity_swap={"backend": "onnx", "model": "hyperswap_1a_256",
                                                     "parser_model": "bisenet_resnet_34", "mask_regions": ["skin"]}))
-    out = swapper.swap(*_items(london_faces)[0])
-    assert out.shape == london_faces[2][0].shape
+    out = swapper.swap(*_items(london_photos)[0])
+    assert out.shape == london_photos[2][0].shape

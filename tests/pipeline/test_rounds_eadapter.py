@@ -18,8 +18,8 @@ from pipeline.config import load_config
 from pipeline.rounds import adapter_url
 from pipeline.run_idi import run_idi
 from stages.eadapter.model import EAdapter
-from stages.eadapter.tiny import build_tiny_sd
 from tests.conftest import london_identities, make_corpus
+from tests.models.tiny_eadapter import build_tiny_sd
 
 pytestmark = pytest.mark.slow
 

@@ -1,20 +1,4 @@
-"""The face fixtures (dlib detector/embedder, demo faces) and the London set, detected once, for the QC tests."""
+"""The face fixtures (dlib detector/embedder, demo faces) for the QC tests; the London set is the shared
+`london_faces` fixture of tests/conftest.py."""
 
-import sys
-from pathlib import Path
-
-import pytest
-
-from tests.conftest import LONDON
 from tests.face.conftest import demo_face, detector, embedder  # noqa: F401
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benchmarks"))
-from london_faces import Face, load_london  # noqa: E402
-
-
-@pytest.fixture(scope="session")
-def london_faces(tmp_path_factory: pytest.TempPathFactory) -> dict[str, dict[str, Face]]:
-    """identity -> expression -> FFHQ-aligned face, landmarks and dlib embedding (benchmarks/london_faces.py)."""
-    if not LONDON.is_dir():
-        pytest.skip("London set not present")
-    return load_london(LONDON, cache=tmp_path_factory.mktemp("london") / "faces.npz")

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from bench_qc_validity import auc  # benchmarks/ is on sys.path (tests/qc/conftest.py)
 
+from benchmarks.common import auc
 from pipeline.config import load_config
 from qc.decide import REASON_EXPRESSION_NEARER_S, Scores, Thresholds, failed_checks
 from qc.expression_score import centred_log_probabilities, expression_contrast, total_variation
