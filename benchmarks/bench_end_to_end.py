@@ -5,7 +5,8 @@ one line per batch when CIEP_STAGE_STATS_DIR is set).
     python benchmarks/bench_end_to_end.py --identities 40 [--set key=value ...]
 
 The London set (DeBruine & Jones 2017, CC BY 4.0, https://doi.org/10.6084/m9.figshare.5047666.v5) is used only to
-exercise the pipeline, never to identify anyone. Default location: data/faces/london (102 identities, CC BY 4.0, credit in its README).
+exercise the pipeline, never to identify anyone. Default location: data/faces/london (102 identities, CC BY 4.0,
+credit in its README).
 """
 
 from __future__ import annotations

@@ -43,7 +43,7 @@ from qc.mouth import mouth_scores  # noqa: E402
 from stages.face.expression import expression_descriptor, expression_distance  # noqa: E402
 
 REPO = Path(__file__).resolve().parent.parent
-LONDON = REPO.parent / "shared" / "faces" / "london"
+LONDON = REPO / "data" / "faces" / "london"
 MOUTH = {REASON_GHOST_TEETH, REASON_MOUTH_SEAM, REASON_MOUTH_BLUR, REASON_MOUTH_STATE}
 
 

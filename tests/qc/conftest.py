@@ -15,6 +15,4 @@ from london_faces import Face, load_london  # noqa: E402
 @pytest.fixture(scope="session")
 def london_faces(tmp_path_factory: pytest.TempPathFactory) -> dict[str, dict[str, Face]]:
     """identity -> expression -> FFHQ-aligned face, landmarks and dlib embedding (benchmarks/london_faces.py)."""
-    if not LONDON.is_dir():
-        pytest.skip("London set not present")
     return load_london(LONDON, cache=tmp_path_factory.mktemp("london") / "faces.npz")
