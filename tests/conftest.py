@@ -5,8 +5,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -20,19 +18,6 @@ DEMO_CORPUS = REPO / "data" / "demo_corpus"
 LONDON = REPO / "data" / "faces" / "london"
 
 pytest_plugins = ["tests.ray_guard"]  # Ray may start only in tests marked slow
-
-
-NOBODY = 65534  # the uid/gid the permission tests become
-
-
-def nobody_can_use_this_python() -> bool:
-    """True if, as `nobody`, this interpreter can read its installed packages (a venv in a 0700 temp folder
-    cannot): the tests that become `nobody` need that, as any other user of a shared install would."""
-    code = ("import os, sysconfig, fsspec; lib = sysconfig.get_paths()['purelib']; "
-            f"os.setgid({NOBODY}); os.setuid({NOBODY}); os.listdir(lib); import fsspec.implementations.chained")
-    if os.geteuid() != 0:
-        return False
-    return subprocess.run([sys.executable, "-c", code], capture_output=True).returncode == 0
 
 
 def london_identities() -> list[str]:

@@ -97,12 +97,12 @@ def test_worker_node_killed_mid_round_gives_the_single_node_triples(single_node,
     proc = _driver(corpus, out, opts, c.address,
                    f"run.fault_injection={{at: qc, item: '*', action: pause_once, marker: '{marker}'}}")
     try:
+        # the paused actor creates the marker (O_EXCL), then writes its pid in one write: wait for the pid itself
         deadline = time.monotonic() + 400
-        while not marker.exists():
+        while not (marker.exists() and marker.read_text().strip()):
             assert proc.poll() is None, proc.stdout.read().decode(errors="replace")[-4000:]  # type: ignore[union-attr]
             assert time.monotonic() < deadline, "no QC actor reached an item"
             time.sleep(0.2)
-        time.sleep(0.5)  # the marker is written before the pid is flushed
         victim = _node_of(int(marker.read_text()), workers)
         c.remove_node(victim, allow_graceful=False)
         log = proc.communicate(timeout=600)[0].decode(errors="replace")

@@ -108,7 +108,6 @@ def test_adapter_for_another_base_is_refused(tiny_sd: Path, tiny_sdxl: Path, tmp
 
 
 def test_default_identity_embedder_is_dlib(tiny_sd: Path) -> None:
-    pytest.importorskip("stages.face.dlib_models")
     tr = EAdapterTransferer.from_config(_cfg(tiny_sd).expression_transfer)
     assert tr.embedder_id == "dlib_face_recognition_resnet_model_v1" and len(tr.embedder_sha256) == 64
     out = tr.transfer(make_requests(2, size=128))

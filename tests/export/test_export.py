@@ -9,14 +9,13 @@ import json
 from collections import Counter
 from pathlib import Path
 
+import datasets
 import pytest
 from PIL import Image
 
 from pipeline.cli import main as ciep
 from publish.export import export_release
 from publish.release.read import ReleaseError
-
-datasets = pytest.importorskip("datasets")
 
 
 def _by_split(release) -> dict[str, dict[str, dict]]:
@@ -69,7 +68,7 @@ def test_hf_parquet_rotates_shards(release, tmp_path: Path):
 
 
 def test_webdataset_tars_read_back(release, tmp_path: Path):
-    wds = pytest.importorskip("webdataset")
+    import webdataset as wds
     out = tmp_path / "wds"
     stats = export_release(release, "webdataset", str(out), max_shard_rows=3)
     expected = _by_split(release)
@@ -156,7 +155,7 @@ def test_every_format_carries_caption_landmarks_and_face_mask(release, tmp_path:
             assert row["text"] == caption(src["expression"])
             assert row["t_landmarks68"] == pytest.approx(src["t_landmarks68"])
             _mask_ok(row["target_mask"], row["target"].size)
-    wds = pytest.importorskip("webdataset")
+    import webdataset as wds
     export_release(release, "webdataset", str(tmp_path / "wds"))
     urls = sorted(str(p) for p in (tmp_path / "wds").glob("*/*.tar"))
     for sample in wds.WebDataset(urls, shardshuffle=False).decode("pil"):
@@ -176,8 +175,9 @@ def test_every_format_carries_caption_landmarks_and_face_mask(release, tmp_path:
 def test_small_webdataset_split_loads_with_two_dataloader_workers(tmp_path: Path):
     """A 3-triple release: by default 2 tars per split, so DataLoader(num_workers=2) finds samples in each
     worker (with one tar, webdataset raises "No samples found" in the idle worker)."""
-    wds = pytest.importorskip("webdataset")
-    torch = pytest.importorskip("torch")
+    import torch
+    import webdataset as wds
+
     from manifests.synthetic import write_synthetic_run
     from publish.release.create import create_release
     write_synthetic_run(str(tmp_path / "run"), identities=3, candidates_per_round=12, all_accepted=True)
@@ -213,9 +213,19 @@ def test_ray_export_writes_the_same_bytes_as_the_local_one(release, ray_session,
     assert _snapshot(tmp_path / "ray") == _snapshot(tmp_path / "here")
 
 
+def _first_new_image(release, specs, index: int) -> str:
+    """A release image (relative path) that shard `index` reads and no shard before it does."""
+    from publish.writers import read_shard_rows
+    seen = {r[f"{k}_file"] for spec in specs[:index] for r in read_shard_rows(release, spec) for k in "srt"}
+    return next(f for r in read_shard_rows(release, specs[index]) for k in "srt"
+                if (f := r[f"{k}_file"]) not in seen)
+
+
 def test_a_killed_export_resumed_gives_the_same_output(tmp_path: Path):
-    """SIGKILL `ciep export` after some shards are done; the same command again writes only the rest, and
-    the result equals an export that was never interrupted."""
+    """SIGKILL `ciep export` inside its fourth shard, three shards done: an image that no earlier shard reads is
+    swapped for a named pipe nobody writes, so the exporter stops there (blocked opening it) whatever the machine's
+    speed, and is killed once the fourth shard's tar is open. The same command again writes only the rest, and the
+    result equals an export that was never interrupted."""
     import os
     import signal
     import subprocess
@@ -224,27 +234,41 @@ def test_a_killed_export_resumed_gives_the_same_output(tmp_path: Path):
 
     from manifests.synthetic import write_synthetic_run
     from publish.release.create import create_release
+    from publish.writers import WebDatasetWriter, plan_shards
     from tests.conftest import REPO
     write_synthetic_run(str(tmp_path / "run"), identities=40, candidates_per_round=400, all_accepted=True,
                         image_size=256)
     rel = create_release(str(tmp_path / "run"), "big", str(tmp_path / "rel"), splits={"train": 1.0})
     clean = export_release(rel, "webdataset", str(tmp_path / "clean"), max_shard_rows=10)
+    stall = Path(rel.path(_first_new_image(rel, plan_shards(rel, 10, WebDatasetWriter.min_shards), 3)))
+    image = stall.read_bytes()
+    stall.unlink()
+    os.mkfifo(stall)
     out = tmp_path / "killed"
     cmd = [sys.executable, "-m", "pipeline.cli", "export", str(Path(rel.root)), "--format", "webdataset",
            "--out", str(out), "--shard-rows", "10"]
     env = {**os.environ, "PYTHONPATH": str(REPO), "CIEP_PROGRESS_BARS": "0"}
     proc = subprocess.Popen(cmd, env=env, cwd=str(REPO), stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-    markers = out / ".ciep" / "shards"
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline and proc.poll() is None:
-        if markers.is_dir() and len(list(markers.glob("*.json"))) >= 3:
-            os.kill(proc.pid, signal.SIGKILL)
-            break
-        time.sleep(0.005)
-    proc.wait()
-    assert proc.returncode == -signal.SIGKILL, "the export finished before it could be killed"
+    markers, fourth = out / ".ciep" / "shards", out / "train" / "train-000003.tar"
+    try:
+        # the exporter cannot get past the pipe: once shard 3's tar exists it is in that shard, and stays there
+        deadline = time.monotonic() + 120
+        while not fourth.exists():
+            assert proc.poll() is None, f"the export ended (rc {proc.returncode}) before the stalled image: " \
+                                        + proc.stderr.read().decode(errors="replace")[-2000:]  # type: ignore[union-attr]
+            assert time.monotonic() < deadline, "the export never reached its fourth shard"
+            time.sleep(0.01)
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        stall.unlink()
+        stall.write_bytes(image)
+    assert proc.returncode == -signal.SIGKILL
     done_before = len(list(markers.glob("*.json")))
-    assert 3 <= done_before < clean.shards and not (out / ".ciep" / "done.json").exists()
+    assert done_before == 3 < clean.shards and not (out / ".ciep" / "done.json").exists()
     resumed = subprocess.run(cmd, env=env, cwd=str(REPO), capture_output=True, text=True)
     assert resumed.returncode == 0, resumed.stderr
     assert f"{done_before} of {clean.shards} shards done before" in resumed.stdout

@@ -22,6 +22,7 @@ from stages.face.expression_net import (
 )
 from tests.face.conftest import demo_rgb
 from tests.face.faceapi_reference import FIXTURE, ReferenceImage, ReferenceUnavailable, run_reference
+from tests.prerequisites import missing
 
 # Measured (onnxruntime CPU vs face-api 1.7.15 on tfjs 4.22.0's CPU backend, same uint8 crops, real faces):
 # max |logit difference| 1.1e-5 (logits range about -18..10), max |probability difference| 1.2e-7. The bounds
@@ -106,7 +107,7 @@ def test_equals_faceapi_javascript(net, detector, demo_ids):
     try:
         ref = run_reference(crops, images)
     except ReferenceUnavailable as err:
-        pytest.skip(f"face-api reference not runnable here: {err}")
+        missing(f"face-api reference (node, npm and the npm registry) not runnable here: {err}")
     assert ref["backend"] == "cpu" and ref["faceapi_version"] == "1.7.15"
     logits = net.logits(crops)
     probs = net.probabilities(crops)

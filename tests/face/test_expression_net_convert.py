@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import shutil
+import subprocess
 from typing import Any
 
 import numpy as np
@@ -12,6 +13,8 @@ import pytest
 from stages.face.expression_net import LICENSE_FILE, MODEL_FILE, MODEL_SHA256
 from stages.face.expression_net_convert import (
     NPM_INTEGRITY,
+    NPM_PACKAGE,
+    NPM_VERSION,
     ConvertError,
     _same_pads,
     convert,
@@ -19,12 +22,16 @@ from stages.face.expression_net_convert import (
     npm_integrity,
     npm_pack,
 )
+from tests.prerequisites import missing, require
 
 
 def test_rebuild_from_pinned_npm_tarball(tmp_path):
-    if shutil.which("npm") is None:
-        pytest.skip("npm not on PATH: the rebuild needs the npm client (the committed file is still verified)")
-    tarball = npm_pack(tmp_path).read_bytes()
+    require(shutil.which("npm"), "npm not on PATH: the rebuild needs the npm client and the npm registry (the "
+            "committed file is still verified by test_expression_net.py)")
+    try:
+        tarball = npm_pack(tmp_path).read_bytes()
+    except subprocess.CalledProcessError as err:  # the registry cannot be reached from here
+        missing(f"`npm pack {NPM_PACKAGE}@{NPM_VERSION}` failed (exit {err.returncode}): no npm registry here?")
     assert npm_integrity(tarball) == NPM_INTEGRITY
     data, license_text = convert(tarball)
     assert hashlib.sha256(data).hexdigest() == MODEL_SHA256

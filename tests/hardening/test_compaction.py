@@ -1,5 +1,8 @@
-"""ManifestStore.compact: many small commit shards become few large ones, readers (Arrow and DuckDB) see the
-same rows before, during and after, and a crash at either point of a compaction leaves a consistent store."""
+"""ManifestStore.compact: many small commit shards become few large ones; a reader (Arrow and DuckDB, through a
+store of its own) sees the same rows before, after, and at each step in between (each merged shard written but
+not yet committed, earlier groups already committed and their old shards deleted); and a crash at either point of
+a compaction (before the merged shard's marker, after it before the old shards are deleted) leaves a consistent
+store. The reader runs at those steps, called from the compaction's commit hook, not in a thread beside it."""
 
 from __future__ import annotations
 
@@ -44,6 +47,24 @@ def test_compaction_keeps_every_row_once_and_cuts_the_files(tmp_path: Path):
     assert con.execute("select count(*), count(distinct item_id) from rejects").fetchone() == (630, 630)
     assert uncommitted_files(store) == [] and store.sweep_orphans() == []
     assert store.compact(target_rows=200, min_shards=64) == 0  # idempotent
+
+
+def test_a_reader_sees_every_row_once_at_each_step_of_a_compaction(tmp_path: Path):
+    run = str(tmp_path / "run")
+    store = ManifestStore.open(run)
+    expected = _fill(store)
+    seen: list[tuple[str, int, int, bool]] = []
+
+    def read_now(shard: str) -> None:  # called between a merged shard's files and its commit marker
+        reader = ManifestStore.open(run)
+        rows = _rows(reader)
+        count, distinct = connect(reader).execute("select count(*), count(distinct item_id) from rejects").fetchone()
+        seen.append((shard, count, distinct, rows.equals(expected)))
+    store.before_marker = read_now
+    assert store.compact(target_rows=200, min_shards=64) == 90
+    assert len(seen) == 4 and all(s.startswith("compact-") for s, *_ in seen)  # one step per merged group
+    assert [s[1:] for s in seen] == [(630, 630, True)] * 4, seen
+    assert _rows(ManifestStore.open(run)).equals(expected)
 
 
 def test_crash_before_the_compaction_marker(tmp_path: Path):

@@ -13,19 +13,28 @@ import pytest
 
 from manifests.synthetic import write_synthetic_run
 from pipeline.exits import EXIT_LOCATION, EXIT_NOT_FOUND, EXIT_TRANSIENT, EXIT_USAGE
-from tests.conftest import REPO, london_identities, make_corpus, nobody_can_use_this_python
+from tests.conftest import REPO, london_identities, make_corpus
+from tests.hardening.mounts import in_private_tmpfs, private_tmpfs_works
+from tests.prerequisites import become_a_user_who_cannot_read, require
 
 ENV = {**os.environ, "PYTHONPATH": str(REPO)}
 
 
+def _call(argv: list[str], timeout: float = 120) -> subprocess.CompletedProcess:
+    return subprocess.run(argv, cwd=REPO, capture_output=True, text=True, env=ENV, timeout=timeout)
+
+
 def _run(*args: str, timeout: float = 120) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, *args], cwd=REPO, capture_output=True, text=True, env=ENV,
-                          timeout=timeout)
+    return _call([sys.executable, *args], timeout)
+
+
+def _idi_argv(corpus: Path | str, out: Path | str, *extra: str) -> list[str]:
+    sets = [f"corpus.root={corpus}", f"run.output_root={out}", "run.name=codes", *extra]
+    return [sys.executable, str(REPO / "pipeline" / "run_idi.py"), *[a for s in sets for a in ("--set", s)]]
 
 
 def _idi(corpus: Path | str, out: Path | str, *extra: str) -> subprocess.CompletedProcess:
-    sets = [f"corpus.root={corpus}", f"run.output_root={out}", "run.name=codes", *extra]
-    return _run(str(REPO / "pipeline" / "run_idi.py"), *[a for s in sets for a in ("--set", s)])
+    return _call(_idi_argv(corpus, out, *extra))
 
 
 def _one_line(proc: subprocess.CompletedProcess) -> str:
@@ -55,41 +64,27 @@ def test_output_root_that_is_a_file(corpus, tmp_path):
     assert proc.returncode == EXIT_LOCATION and "is a file" in _one_line(proc)
 
 
-def _mount_tmpfs(path: Path, opts: str) -> bool:
-    path.mkdir(parents=True, exist_ok=True)
-    return subprocess.run(["mount", "-t", "tmpfs", "-o", opts, "tmpfs", str(path)], capture_output=True).returncode == 0
+# The run's output root on a real tmpfs, mounted for the run's process alone (tests/hardening/mounts.py).
+def _require_private_tmpfs() -> None:
+    require(private_tmpfs_works(), "mounting a tmpfs needs root, or user namespaces for `unshare --map-root-user "
+                                   "--mount`")
 
 
 def test_read_only_output_root(corpus, tmp_path):
+    _require_private_tmpfs()
     ro = tmp_path / "ro"
-    if not _mount_tmpfs(ro, "size=1m,ro"):
-        pytest.skip("needs root to mount a read-only tmpfs")
-    try:
-        proc = _idi(corpus, ro)
-        assert proc.returncode == EXIT_LOCATION and "not writable" in _one_line(proc)
-    finally:
-        subprocess.run(["umount", "-l", str(ro)], check=False)
+    proc = _call(in_private_tmpfs(ro, "size=1m,ro", _idi_argv(corpus, ro)))
+    assert proc.returncode == EXIT_LOCATION and "not writable" in _one_line(proc), proc.stderr[-2000:]
 
 
 def test_full_disk_under_the_output_root(corpus, tmp_path):
+    _require_private_tmpfs()
     full = tmp_path / "full"
-    if not _mount_tmpfs(full, "size=64k"):
-        pytest.skip("needs root to mount a tmpfs")
-    try:
-        # fill it to the last block, leaving no room for the run's folder, lock and run.json
-        try:
-            with open(full / "filler", "wb") as fh:
-                while True:
-                    fh.write(b"\0" * 4096)
-                    fh.flush()
-        except OSError:
-            pass
-        proc = _idi(corpus, full)
-        line = _one_line(proc)
-        assert proc.returncode in (EXIT_TRANSIENT, EXIT_LOCATION), proc.stderr[-2000:]
-        assert "No space left on device" in line or "not writable" in line
-    finally:
-        subprocess.run(["umount", "-l", str(full)], check=False)
+    # filled to the last block before the run starts: no room for the run's folder, lock and run.json
+    proc = _call(in_private_tmpfs(full, "size=64k", _idi_argv(corpus, full), fill=True))
+    line = _one_line(proc)
+    assert proc.returncode in (EXIT_TRANSIENT, EXIT_LOCATION), proc.stderr[-2000:]
+    assert "No space left on device" in line or "not writable" in line
 
 
 def test_override_errors_are_reported_as_override_errors(corpus, tmp_path):
@@ -123,15 +118,16 @@ def test_not_found_is_the_same_status_for_runs_and_releases(synthetic_runs):
     assert "no run 'nope'" in _one_line(run) and "no release 'nope'" in _one_line(rel)
 
 
-@pytest.mark.skipif(not nobody_can_use_this_python(),
-                    reason="needs root, and this Python readable by `nobody` (a venv in a 0700 folder is not)")
 def test_unreadable_corpus_folder_as_another_user(corpus, tmp_path):
+    """A corpus root its user cannot read: as root (who reads everything) the run becomes `nobody`; as any other
+    user it runs as that user, for whom the folder's mode 000 holds."""
+    become = become_a_user_who_cannot_read()
     base = Path(f"/tmp/ciep-codes-{os.getpid()}")
     (base / "corpus").mkdir(parents=True, exist_ok=True)
     os.chmod(base, 0o755)
     os.chmod(base / "corpus", 0o000)
     try:
-        code = ("import os, sys; import pipeline.run_idi as m; os.setgid(65534); os.setuid(65534); "
+        code = (f"import os, sys; import pipeline.run_idi as m; {become}"
                 f"sys.exit(m.main(['--set', 'corpus.root={base / 'corpus'}', '--set', 'run.output_root={base}/runs']))")
         proc = _run("-c", code)
         assert proc.returncode == EXIT_LOCATION, proc.stderr[-2000:]

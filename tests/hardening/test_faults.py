@@ -1,5 +1,8 @@
-"""Real faults injected into real rounds (Ray, dlib, DuckDB, Parquet): a stage actor exiting mid-batch, the
-driver SIGKILLed at four points, a model raising on one item and on every item, two drivers on one run id.
+"""Real faults injected into real rounds (Ray, dlib, DuckDB, Parquet): an item whose stage actor exits every
+time it is processed, a model raising on one item and on every item (ingest, qc), and the driver SIGKILLed while
+paused in ingest, with a second driver on the same run id refused meanwhile; the rerun takes over the dead driver's
+lock and ends with the uninterrupted run's rows. (A driver killed inside a commit, between a shard's files and its
+marker, is tests/pipeline/test_round.py's SIGKILL test.)
 
 Faults come from the `run.fault_injection` testing hook (core/faults.py): an exception, os._exit of the
 actor, or a pause at which this test SIGKILLs the driver. Nothing of Ray, Parquet or DuckDB is mocked.

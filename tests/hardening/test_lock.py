@@ -9,7 +9,6 @@ import os
 import socket
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -17,30 +16,34 @@ import pytest
 from manifests.lock import LOCK_NAME, RunLock, RunLockedError
 
 
-def _contender(run_url: str, start_at: float, hold_s: float, results) -> None:
-    while time.time() < start_at:
-        time.sleep(0.001)
+def _contender(run_url: str, start, done, results) -> None:
+    start.wait(120)  # every contender has started and imported: they all try at once
     try:
         lock = RunLock(run_url).acquire()
     except RunLockedError as err:
         results.put(("refused", os.getpid(), str(err)))
         return
     results.put(("won", os.getpid(), ""))
-    time.sleep(hold_s)  # hold it while the others try
+    done.wait(120)  # hold it until every contender has had its try, however slowly they ran
     lock.release()
 
 
 def _race(run_url: str, n: int = 6) -> list[tuple]:
+    """Start `n` processes that try to take the lock at the same moment (a barrier); a winner holds it until all
+    `n` have reported, so no contender can come late and find it free."""
     ctx = mp.get_context("spawn")
-    results = ctx.Queue()
-    start_at = time.time() + 1.5  # after every process has started
-    procs = [ctx.Process(target=_contender, args=(run_url, start_at, 1.0, results)) for _ in range(n)]
+    results, start, done = ctx.Queue(), ctx.Barrier(n), ctx.Event()
+    procs = [ctx.Process(target=_contender, args=(run_url, start, done, results)) for _ in range(n)]
     for p in procs:
         p.start()
-    for p in procs:
-        p.join(60)
-        assert p.exitcode == 0
-    return [results.get(timeout=5) for _ in range(n)]
+    try:
+        out = [results.get(timeout=180) for _ in range(n)]
+    finally:
+        done.set()
+        for p in procs:
+            p.join(60)
+    assert [p.exitcode for p in procs] == [0] * n
+    return out
 
 
 def _dead_pid() -> int:

@@ -28,8 +28,10 @@ from pipeline.run_idi import main as run_idi_main
 from pipeline.run_idi import run_idi
 from stages.corpus import list_corpus, normalize_label
 from tests.baseline_run import N_IDS
-from tests.conftest import DEMO_CORPUS, REPO, london_identities, make_corpus, nobody_can_use_this_python
+from tests.conftest import DEMO_CORPUS, REPO, london_identities, make_corpus
 from tests.hardening.conftest import round_config, rows_that_matter
+from tests.hardening.mounts import can_mount_here, mount_here
+from tests.prerequisites import become_a_user_who_cannot_read, require
 
 pytestmark = pytest.mark.slow
 
@@ -61,27 +63,17 @@ def baseline(baseline_run):
     return baseline_run.cfg, baseline_run.store, {t: _decided(baseline_run.store, t) for t in TABLES}
 
 
-def _can_mount() -> bool:
-    probe = Path(f"/tmp/ciep-mount-probe-{os.getpid()}")
-    probe.mkdir(exist_ok=True)
-    ok = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64k", "tmpfs", str(probe)],
-                        capture_output=True).returncode == 0
-    if ok:
-        subprocess.run(["umount", str(probe)], check=True)
-    probe.rmdir()
-    return ok
-
-
 # -- case 1: a full disk, then space freed and the run rerun ---------------------------------------------------
 
-@pytest.mark.skipif(not _can_mount(), reason="needs root to mount a small tmpfs")
 def test_disk_full_then_rerun_after_space_is_freed_gives_every_triple(baseline, corpus, tmp_path):
+    # the run's Ray workers write the images: the tmpfs must be mounted for every process (tests/hardening/mounts.py)
+    require(can_mount_here(), "needs root to mount a small tmpfs that the run's Ray workers see")
     out = tmp_path / "runs"
     cfg = round_config(corpus, out)
     refs = out / cfg.resolved_run_id() / "images" / "reference"
     refs.mkdir(parents=True)
     # a real file system that holds about two of the six reference PNGs (~100 KB each)
-    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=240k", "tmpfs", str(refs)], check=True)
+    mount_here(refs, "size=240k")
     try:
         rc = run_idi_main(_args(corpus, out, "run.max_stage_error_rate=1.0"))
         store = _store(out, cfg)
@@ -366,9 +358,9 @@ def test_embedding_matrix_and_clusters_are_exact_on_a_tiny_case():
     assert cluster_identities({"b": [0, 1], "a": [2], "z": [3]}, emb, None).size_of == {"a": 1, "b": 1, "z": 1}
 
 
-@pytest.mark.skipif(not nobody_can_use_this_python(),
-                    reason="needs root, and this Python readable by `nobody` (a venv in a 0700 folder is not)")
 def test_folder_listing_as_a_user_who_cannot_read_a_folder(tmp_path):
+    """As root (who reads every folder) the listing runs as `nobody`; as any other user, as that user."""
+    become = become_a_user_who_cannot_read()
     base = Path(f"/tmp/ciep-unreadable-{os.getpid()}")
     shutil.rmtree(base, ignore_errors=True)
     try:
@@ -378,10 +370,10 @@ def test_folder_listing_as_a_user_who_cannot_read_a_folder(tmp_path):
         for p in [base, *base.rglob("*")]:
             os.chmod(p, 0o755 if p.is_dir() else 0o644)
         os.chmod(base / "corpus" / "locked", 0o000)
-        # imports first (the interpreter's own files may be readable by root only), then become `nobody`
+        # imports first (the interpreter's own files may be readable by root only), then (as root) become `nobody`
         code = ("import json, os, sys; from stages.config import CorpusConfig; "
                 "from stages.corpus import list_corpus; "
-                "os.setgid(65534); os.setuid(65534); "
+                f"{become}"
                 f"l = list_corpus(CorpusConfig(root={str(base / 'corpus')!r})); "
                 "print(json.dumps([(r['input_key'], r['reason']) for r in l.refused]))")
         proc = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True,

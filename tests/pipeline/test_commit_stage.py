@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import threading
-import time
 from functools import partial
 from pathlib import Path
 
@@ -18,6 +17,7 @@ from pipeline.commit_stage import CommitSpec, commit_batch, table_from_ipc
 from pipeline.done import ingested_keys
 from pipeline.ingest_phase import ingest_split
 from pipeline.planning.files import failure_url, plan_file_urls, read_plan_file, write_plan_files
+from tests.waiting import locals_in, wait_until
 
 
 def _ingest_rows(keys: list[str], reasons: list[str | None]) -> pa.Table:
@@ -72,8 +72,12 @@ def test_plan_file_is_read_once_the_driver_writes_it(tmp_path):
     got: list[pa.Table] = []
     reader = threading.Thread(target=lambda: got.append(read_plan_file(urls[1], run, failure_url(run, 0), 30)))
     reader.start()
-    time.sleep(0.3)
-    assert not got  # waiting for the file
+
+    def looked_and_waits() -> bool:  # it found no file, slept, and is looking again (its back-off has grown)
+        seen = locals_in(reader, "read_plan_file")
+        return not reader.is_alive() or (seen is not None and seen["delay"] > 0.05)
+    wait_until(looked_and_waits, "the reader to look for the plan file and wait")
+    assert reader.is_alive() and not got  # waiting for the file
     planned, todo = write_plan_files(chunks, pa.array(["c2"]), urls, run)
     reader.join(10)
     assert (planned, todo) == (3, 2)

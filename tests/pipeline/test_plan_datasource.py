@@ -4,7 +4,6 @@ small blocks, and the planner's write-ahead window over the plan files' readers.
 from __future__ import annotations
 
 import threading
-import time
 from pathlib import Path
 
 import pyarrow as pa
@@ -17,6 +16,7 @@ from pipeline.lazy_datasource import TableDatasource
 from pipeline.planning.datasource import ReadAhead
 from pipeline.planning.files import failure_url, plan_file_urls, write_plan_files
 from pipeline.ray_adapter import dataset_from_plan_files, dataset_from_table, table_read_tasks
+from tests.waiting import locals_in, wait_until
 
 
 def listing(n: int) -> pa.Table:
@@ -74,18 +74,17 @@ def test_planner_writes_a_bounded_window_ahead_of_the_readers(tmp_path: Path, ra
 
     writer = threading.Thread(target=write_plan_files,
                               args=(ahead.paced(chunks()), pa.array([], pa.string()), urls, run))
+    def held_at(index: int) -> bool:
+        """The planner waits to write file `index` (asking the reads actor), or has gone past it."""
+        waiting = locals_in(writer, "wait_to_write", in_a_call=True)
+        return not writer.is_alive() or len(planned) > index or (waiting is not None and waiting["index"] >= index)
+
     writer.start()
-    deadline = time.monotonic() + 30
-    while len(planned) < 2 and time.monotonic() < deadline:
-        time.sleep(0.05)
-    time.sleep(0.5)
-    assert planned == [0, 1]  # no reader yet: the first `ahead` files only
+    wait_until(lambda: held_at(2), "the planner to wait before file 2")
+    assert planned == [0, 1] and writer.is_alive()  # no reader yet: the first `ahead` files only
     ahead.reads.reading(6)  # type: ignore[union-attr]  # a reader asks for a later file first
-    deadline = time.monotonic() + 30
-    while len(planned) < 9 and time.monotonic() < deadline:
-        time.sleep(0.05)
-    time.sleep(0.5)
-    assert len(planned) == 9  # up to file 8 = 6 + ahead
+    wait_until(lambda: held_at(9), "the planner to wait before file 9")
+    assert len(planned) == 9 and writer.is_alive()  # up to file 8 = 6 + ahead
     rows = dataset_from_plan_files(urls, failure, run, None, ahead.reads).take_all()
     writer.join(timeout=60)
     assert not writer.is_alive()

@@ -11,9 +11,6 @@ from pipeline.config import load_config
 from qc.decide import REASON_EXPRESSION_NEARER_S, Scores, Thresholds, failed_checks
 from qc.expression_score import centred_log_probabilities, expression_contrast, total_variation
 from stages.face.learned_expression import LearnedExpression
-from tests.conftest import LONDON
-
-pytestmark = pytest.mark.skipif(not LONDON.is_dir(), reason="London set not present")
 
 
 def test_contrast_is_the_signed_position_past_the_midpoint():

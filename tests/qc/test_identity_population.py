@@ -18,11 +18,8 @@ from pipeline.config import load_config
 from qc.decide import REASON_IDENTITY_LEAK, Scores, failed_checks
 from qc.identity_calibration import resolve_thresholds
 from qc.identity_gallery import IdentityGallery
-from tests.conftest import LONDON
 
 N_PAIRS = 10
-
-pytestmark = pytest.mark.skipif(not LONDON.is_dir(), reason="London set not present")
 
 
 @pytest.fixture(scope="module")

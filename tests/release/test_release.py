@@ -94,7 +94,13 @@ def test_split_rule_is_stable_and_follows_the_ratios():
     ratios = {"train": 0.8, "validation": 0.1, "test": 0.1}
     ids = [f"person-{k}" for k in range(4000)]
     got = Counter(split_of(i, ratios) for i in ids)
-    assert [split_of(i, ratios) for i in ids[:50]] == [split_of(i, ratios) for i in ids[:50]]
+    # pinned values of the rule (core/splits.py, sha256 of the name): the same identity lands in the same split in
+    # any process and any later version; a change would move identities between the splits of new releases
+    not_train = {3: "test", 6: "validation", 12: "test", 14: "test", 16: "test", 19: "validation",
+                 20: "validation", 21: "test", 25: "test", 37: "validation", 45: "validation", 49: "test"}
+    assert [split_of(i, ratios) for i in ids[:50]] == [not_train.get(k, "train") for k in range(50)]
+    assert {i: split_of(i, SPLITS) for i in ("002", "005", "006", "007")} == \
+        {"002": "train", "005": "train", "006": "test", "007": "test"}  # tests/finished_run.py relies on it
     for name, ratio in ratios.items():
         assert abs(got[name] / len(ids) - ratio) < 0.02, got
     assert split_of("x", {"train": 1.0, "test": 0.0}) == "train"

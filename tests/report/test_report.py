@@ -12,7 +12,6 @@ import xml.etree.ElementTree as ET
 from pathlib import Path
 
 import numpy as np
-import pytest
 from PIL import Image
 
 from manifests.synthetic import write_synthetic_run
@@ -20,6 +19,7 @@ from pipeline.cli import main as ciep
 from publish import plots
 from publish.contact_sheet import SheetItem, worst_first
 from publish.report import load_release, load_run, render_report
+from tests.prerequisites import require
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 _ATTR = re.compile(r"""\b(src|href)\s*=\s*["']([^"']*)["']""", re.I)
@@ -73,7 +73,8 @@ def test_report_lists_the_rejects_table_and_survives_missing_images(tmp_path: Pa
         p.unlink()
     page = render_report(load_run(str(run)))
     _check_self_contained(page)
-    assert "ingest: no_face" in page or "no_face" in page
+    # the rejects table's row of the 3 ingest rejects: round, stage, reason, items
+    assert "<tr><td>0</td><td>ingest</td><td>no_face</td><td>3</td></tr>" in page
     assert "Rejected (" in page and "identity_leak" in page
 
 
@@ -90,6 +91,11 @@ def test_worst_first_orders_rejected_by_violation_and_accepted_by_margin():
     assert [i.item_id for i in worst_first(rejected, th)] == ["c", "d", "b", "a"]
     accepted = [item("far", True, [], rt=0.3), item("near", True, [], rt=0.895), item("mid", True, [], ex=0.1)]
     assert [i.item_id for i in worst_first(accepted, th)] == ["near", "mid", "far"]
+
+
+def _require_chromium() -> None:
+    require(CHROMIUM is not None, "Chromium not installed (Debian package `chromium`; .ci/run installs it): no "
+                                  "headless render of the report")
 
 
 def _chromium(args: list[str], tmp_path: Path, timeout: int = 90) -> subprocess.CompletedProcess:
@@ -118,9 +124,8 @@ def _red(px: np.ndarray) -> float:
     return float(((px[..., 0] > 150) & (px[..., 1] < 80) & (px[..., 2] < 80)).mean())
 
 
-@pytest.mark.skipif(CHROMIUM is None, reason="Chromium not installed (Debian package `chromium`; .ci/run installs "
-                                             "it): headless render of the report skipped")
 def test_report_renders_in_headless_chromium(finished_run, tmp_path: Path):
+    _require_chromium()
     html_path = tmp_path / "report.html"
     html_path.write_text(render_report(load_run(finished_run.run_url)))
     img_tags = html_path.read_text().count("<img ")
@@ -142,9 +147,8 @@ def test_report_renders_in_headless_chromium(finished_run, tmp_path: Path):
     assert f'data-images="{img_tags}"' in body.group(0) and 'data-broken-images="0"' in body.group(0), body.group(0)
 
 
-@pytest.mark.skipif(CHROMIUM is None, reason="Chromium not installed (Debian package `chromium`; .ci/run installs "
-                                             "it): headless render of the report skipped")
 def test_rejected_bars_render_red_in_headless_chromium(tmp_path: Path):
+    _require_chromium()
     run = tmp_path / "run"
     write_synthetic_run(str(run), identities=6, candidates_per_round=30, rounds=2)
     html_path = tmp_path / "report.html"
