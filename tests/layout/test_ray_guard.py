@@ -5,6 +5,7 @@ import time; a test marked slow is let through. Runs pytest on a small test file
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -57,4 +58,6 @@ def test_a_ray_start_outside_a_slow_test_fails_it(tmp_path: Path) -> None:
     for name in ("test_in_process", "test_in_a_subprocess_whose_failure_is_ignored",
                  "test_in_a_subprocess_with_an_environment_copied_at_import"):
         assert f"test_guarded.py::{name} is not marked slow but started Ray (call):" in text, (name, text)
-    assert text.count("ray.init in pid") == 3, text
+    # three Ray starts, each in a process of its own (pytest may print each failure twice: the report and, under
+    # CI=true, the untruncated short summary)
+    assert len(set(re.findall(r"ray\.init in pid (\d+)", text))) == 3, text
