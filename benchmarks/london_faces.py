@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
 from collections.abc import Iterator
 from concurrent.futures import ProcessPoolExecutor
@@ -77,9 +78,19 @@ def _aligned_faces(folder: Path, size: int) -> dict[str, Face] | None:
     return faces
 
 
+def _listing_digest(root: Path) -> str:
+    """A digest of the folder and its files (names and sizes): the default cache of one corpus is never read for
+    another (the demo corpus's 12 identities for London's 102)."""
+    h = hashlib.sha256(str(root.resolve()).encode())
+    for path in sorted(root.rglob("*")):
+        if path.is_file():
+            h.update(f"{path.relative_to(root)}:{path.stat().st_size}\n".encode())
+    return h.hexdigest()[:12]
+
+
 def load_london(root: Path = LONDON, size: int = 256, cache: Path | None = None) -> dict[str, dict[str, Face]]:
     """identity -> expression -> Face for every identity with both photos and exactly one face in each."""
-    cache = cache or Path("/tmp") / f"london_faces_{size}.npz"
+    cache = cache or Path("/tmp") / f"london_faces_{size}_{_listing_digest(root)}.npz"
     if cache.is_file():
         with np.load(cache) as z:  # each z[key] decompresses the whole array: read every array once
             arrays = {k: z[k] for k in ("identity", "expression", "image", "landmarks", "embedding")}
