@@ -7,6 +7,9 @@
   signed gradient along a row or column, lips excluded), in grey levels: a pasted patch's edge.
 - lip_line_whiteness: how much lighter and greyer than the lips the band along the lip line is (ghost teeth).
 - mouth_sharpness_ratio: Laplacian variance of the mouth box / that of the eye band (a blurred mouth).
+A face without chroma (a greyscale photo: the lips and the skin around them both below GREY_MAX_CHROMA) takes a
+luminance path for teeth_share and lip_line_whiteness (see _grey_teeth_share, _grey_lip_line); a colour face takes
+the CIELAB path unchanged.
 Thresholds live in qc.mouth (pipeline/config.py); benchmarks/bench_qc_validity.py measures them.
 """
 
@@ -22,6 +25,12 @@ INNER_LIP = slice(60, 68)
 # A pixel is teeth-like when L/L_skin - C/C_skin exceeds this (skin: the ring around the lips; teeth are about
 # as light as skin and nearly grey, lips darker and as chromatic as skin).
 TEETH_WHITENESS = 0.45
+# Luminance path (greyscale photos), fitted on the London set in greyscale (benchmarks/bench_mouth_grey.py):
+GREY_MAX_CHROMA = 4.0  # median CIELAB chroma of the lips and of the ring around them both below: no chroma
+GREY_TEETH_LIGHTNESS = 1.1  # teeth-like: L above this times the lighter of the perioral skin and the lip tissue
+GREY_TEETH_BAND = 0.08  # ... and within this share of the mouth width (vertically) of the inner-lip polygon
+GREY_LINE_MARGIN = 0.05  # a real lip line is darker than the lips; the score is shifted by this so that the
+# shared threshold (qc.mouth.max_lip_line_whiteness, -0.05) flags a grey lip line no darker than the lips
 
 
 @dataclass(frozen=True)
@@ -50,20 +59,68 @@ def _mouth_width(lm: np.ndarray) -> float:
     return float(max(np.hypot(*(lm[54] - lm[48])), 4.0))
 
 
+def _ring(lips: np.ndarray, lm: np.ndarray) -> np.ndarray:
+    """The perioral skin: the lips dilated by a quarter of the mouth width, less the lips."""
+    k = max(3, int(round(_mouth_width(lm) * 0.25)) | 1)
+    return cv2.dilate(lips.astype(np.uint8), np.ones((k, k), np.uint8)).astype(bool) & ~lips
+
+
+def _has_chroma(chroma: np.ndarray, lips: np.ndarray, ring: np.ndarray) -> bool:
+    """False for a greyscale face: the median chroma of the lips and of the ring around them both below
+    GREY_MAX_CHROMA (a greyscale photo decoded to RGB has a few units at most, colour skin 12 or more)."""
+    parts = [float(np.median(chroma[m])) for m in (lips, ring) if m.sum() >= 8]
+    return not parts or max(parts) >= GREY_MAX_CHROMA
+
+
+def face_has_chroma(rgb: np.ndarray, landmarks68: np.ndarray) -> bool:
+    """Whether the mouth checks take the colour path (True) or the luminance path for greyscale photos."""
+    lm = np.asarray(landmarks68, np.float64).reshape(68, 2)
+    lips = _poly_mask(rgb.shape[:2], lm[OUTER_LIP])
+    ring = _ring(lips, lm)
+    lab = cv2.cvtColor(rgb, cv2.COLOR_RGB2LAB).astype(np.float32)
+    return _has_chroma(np.hypot(lab[..., 1] - 128.0, lab[..., 2] - 128.0), lips, ring)
+
+
+def _inner_line(shape: tuple[int, int], lm: np.ndarray) -> np.ndarray:
+    """The inner-lip polygon with its outline (uint8 0/1): the lip line of a closed mouth."""
+    inner = np.zeros(shape, np.uint8)
+    pts = np.round(lm[INNER_LIP]).astype(np.int32)
+    cv2.fillPoly(inner, [pts], 1)
+    cv2.polylines(inner, [pts], True, 1, 1)
+    return inner
+
+
+def _grey_teeth_share(light: np.ndarray, lips: np.ndarray, ring: np.ndarray, lm: np.ndarray) -> float:
+    """Luminance path of teeth_share: the share of the outer-lip polygon whose pixels lie near the mouth opening
+    (the inner-lip polygon grown vertically by GREY_TEETH_BAND x mouth width) and are lighter than
+    GREY_TEETH_LIGHTNESS times both the perioral skin and the lip tissue (lips outside the opening). Without
+    chroma, lit lips look like teeth; only the opening, where teeth show, is searched."""
+    mw = _mouth_width(lm)
+    inner = _inner_line(light.shape, lm)
+    k = max(3, int(round(mw * 0.06)) | 1)
+    tissue = lips & ~cv2.dilate(inner, np.ones((k, k), np.uint8)).astype(bool)
+    ref = max(float(np.median(light[ring])), float(np.median(light[tissue if tissue.sum() >= 8 else lips])), 1.0)
+    kv = max(3, int(round(mw * GREY_TEETH_BAND)) | 1)
+    near = cv2.dilate(inner, np.ones((kv, 3), np.uint8)).astype(bool)
+    return float(((light > GREY_TEETH_LIGHTNESS * ref) & lips & near).sum() / lips.sum())
+
+
 def teeth_share(rgb: np.ndarray, landmarks68: np.ndarray) -> float:
-    """Teeth-like share of the outer-lip polygon: L above the perioral skin's and chroma well below it."""
+    """Teeth-like share of the outer-lip polygon: L above the perioral skin's and chroma well below it (colour);
+    a face without chroma takes the luminance path (_grey_teeth_share)."""
     lm = np.asarray(landmarks68, np.float64).reshape(68, 2)
     h, w = rgb.shape[:2]
     lips = _poly_mask((h, w), lm[OUTER_LIP])
     if lips.sum() < 8:
         return 0.0
-    k = max(3, int(round(_mouth_width(lm) * 0.25)) | 1)
-    ring = cv2.dilate(lips.astype(np.uint8), np.ones((k, k), np.uint8)).astype(bool) & ~lips
+    ring = _ring(lips, lm)
     lab = cv2.cvtColor(rgb, cv2.COLOR_RGB2LAB).astype(np.float32)
     light = lab[..., 0]
     chroma = np.hypot(lab[..., 1] - 128.0, lab[..., 2] - 128.0)
     if ring.sum() < 8:
         return 0.0
+    if not _has_chroma(chroma, lips, ring):
+        return _grey_teeth_share(light, lips, ring, lm)
     skin_l, skin_c = float(np.median(light[ring])), float(np.median(chroma[ring]))
     whiteness = light / max(skin_l, 1.0) - chroma / max(skin_c, 1.0)
     return float((whiteness[lips] > TEETH_WHITENESS).mean())
@@ -122,19 +179,25 @@ def mouth_sharpness_ratio(rgb: np.ndarray, landmarks68: np.ndarray) -> float:
     return mouth / max(eyes, 1e-6)
 
 
+def _grey_lip_line(light: np.ndarray, band: np.ndarray, rest: np.ndarray) -> float:
+    """Luminance path of lip_line_whiteness: (L_band - L_lips) / L_lips - GREY_LINE_MARGIN. A real closed lip
+    line is darker than the lips (well below -GREY_LINE_MARGIN); teeth showing through make it as light or
+    lighter, which the shared threshold (-0.05) flags."""
+    l_rest = max(float(np.median(light[rest])), 1.0)
+    return (float(np.median(light[band])) - l_rest) / l_rest - GREY_LINE_MARGIN
+
+
 def lip_line_whiteness(rgb: np.ndarray, landmarks68: np.ndarray) -> float:
     """Lightness minus chroma of the band along the inner-lip line, relative to the rest of the lips.
 
     (L_band - L_lips) / L_lips - (C_band - C_lips) / C_lips over the middle 70 % of the mouth width: a real
-    closed mouth's lip line is darker than the lips (< 0), teeth showing through it make it lighter and greyer."""
+    closed mouth's lip line is darker than the lips (< 0), teeth showing through it make it lighter and greyer.
+    A face without chroma takes the luminance path (_grey_lip_line)."""
     lm = np.asarray(landmarks68, np.float64).reshape(68, 2)
     h, w = rgb.shape[:2]
     mw = _mouth_width(lm)
     outer = _poly_mask((h, w), lm[OUTER_LIP])
-    inner = np.zeros((h, w), np.uint8)
-    pts = np.round(lm[INNER_LIP]).astype(np.int32)
-    cv2.fillPoly(inner, [pts], 1)
-    cv2.polylines(inner, [pts], True, 1, 1)
+    inner = _inner_line((h, w), lm)
     k = max(3, int(round(mw * 0.12)) | 1)
     xs = np.arange(w)[None, :]
     mid = (xs > lm[48, 0] + 0.15 * mw) & (xs < lm[54, 0] - 0.15 * mw)
@@ -145,6 +208,8 @@ def lip_line_whiteness(rgb: np.ndarray, landmarks68: np.ndarray) -> float:
     lab = cv2.cvtColor(rgb, cv2.COLOR_RGB2LAB).astype(np.float32)
     light = lab[..., 0]
     chroma = np.hypot(lab[..., 1] - 128.0, lab[..., 2] - 128.0)
+    if not _has_chroma(chroma, outer, _ring(outer, lm)):
+        return _grey_lip_line(light, band, rest)
     l_rest, c_rest = max(float(np.median(light[rest])), 1.0), max(float(np.median(chroma[rest])), 1.0)
     return (float(np.median(light[band])) - l_rest) / l_rest - (float(np.median(chroma[band])) - c_rest) / c_rest
 
