@@ -57,7 +57,8 @@ def read_train_log(output: Location) -> TrainResult:
 
 
 class TrainSettings(Protocol):
-    """The fields of the train section (pipeline.config.TrainConfig) the loop reads."""
+    """The fields of the train section (pipeline.config.TrainConfig) the loop reads (read-only properties: the
+    section is a frozen model)."""
 
     @property
     def steps(self) -> int: ...
