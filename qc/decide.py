@@ -157,3 +157,49 @@ def failed_checks(s: Scores, t: Thresholds) -> list[str]:
 
 
 SCORE_COLUMNS: tuple[str, ...] = tuple(f.name for f in fields(Scores))
+
+
+@dataclass(frozen=True)
+class Check:
+    """One thresholded score of the decision, for everything that shows a decision (report, contact sheets,
+    dataset card, exports): the score column, the Thresholds field it is compared with, and the reason code."""
+
+    score: str  # a Scores field / qc column
+    threshold: str  # a Thresholds field
+    rule: str  # "max": fails when score > threshold; "min": fails when score < threshold
+    reason: str
+    title: str
+
+
+DECIDING_CHECKS: tuple[Check, ...] = (
+    Check("sharpness", "min_sharpness", "min", REASON_BLURRY, "sharpness of R"),
+    Check("id_margin_ji", "min_identity_margin", "min", REASON_IDENTITY_LEAK, "identity margin sim(R,j) - sim(R,i)"),
+    Check("id_margin_j", "min_identity_margin", "min", REASON_IDENTITY_AMBIGUOUS,
+          "identity margin over the nearest other identity"),
+    Check("id_sim_rt", "max_leak_similarity", "max", REASON_IDENTITY_LEAK, "identity leak: sim(R, T)"),
+    Check("id_sim_rj", "min_swap_similarity", "min", REASON_SWAP_FAILED, "swap success: sim(R, j)"),
+    Check("expr_dist_rt", "max_expression_distance", "max", REASON_EXPRESSION_LOST, "landmark expression distance"),
+    Check("expr_prob_dist_rt", "max_expression_prob_distance", "max", REASON_EXPRESSION_MISMATCH,
+          "expression probability distance(R, T)"),
+    Check("expr_contrast_st", "min_expression_contrast", "min", REASON_EXPRESSION_NEARER_S,
+          "expression contrast: R past the S/T midpoint"),
+    Check("mouth_seam", "max_mouth_seam", "max", REASON_MOUTH_SEAM, "mouth seam"),
+    Check("mouth_sharpness_ratio", "min_mouth_sharpness_ratio", "min", REASON_MOUTH_BLUR, "mouth sharpness ratio"),
+)
+
+
+def applied_threshold(check: Check, thresholds: dict, row: dict | None = None) -> float | None:
+    """The threshold `check` applied to a row, from the row's thresholds (a `Thresholds` as a dict): None when
+    the check was off. A per-class threshold (a dict keyed by T's expression class) is looked up with the row's
+    `expression`."""
+    value = thresholds.get(check.threshold)
+    if isinstance(value, dict):
+        return value.get((row or {}).get("expression") or "")
+    return value
+
+
+def check_passes(check: Check, score: float | None, threshold: float | None) -> bool | None:
+    """None when the score or threshold is missing (the check did not decide)."""
+    if score is None or threshold is None:
+        return None
+    return score <= threshold if check.rule == "max" else score >= threshold
