@@ -36,6 +36,17 @@ NAMED_QUERIES: dict[str, str] = {
     "per-identity": """
         select c.identity_i as identity, count(*) as candidates, count(*) filter (where q.accepted) as accepted
         from candidates c join qc q using (candidate_id) group by 1 order by 1""",
+    "qc-selftest": """
+        select label as expression, any_value(judged) as judged,
+               max(value) filter (where measure = 'right_pass') as right_pass,
+               max(ci_low) filter (where measure = 'right_pass') as right_lo,
+               max(ci_high) filter (where measure = 'right_pass') as right_hi,
+               max(value) filter (where measure = 'wrong_pass') as wrong_pass,
+               max(ci_high) filter (where measure = 'wrong_pass') as wrong_hi,
+               max(value) filter (where measure = 'auc') as auc,
+               max(n) filter (where measure = 'right_pass') as n_right,
+               max(n) filter (where measure = 'wrong_pass') as n_wrong, any_value(note) as note
+        from qc_selftest where "check" = 'expression' group by label order by label""",
     "rejects": """
         select stage, reason, count(*) as n from rejects group by 1, 2 order by n desc, stage, reason""",
 }

@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import pyarrow as pa
 
-SCHEMA_VERSION = "3"  # 2: attempt/transient columns, raw_name, attempts and identity_clusters tables; 3: qc contrast
+# 2: attempt/transient columns, raw_name, attempts and identity_clusters tables; 3: qc contrast; 4: qc_selftest
+# table, qc expr_class / expr_class_score
+SCHEMA_VERSION = "4"
 
 _f32_list = pa.list_(pa.float32())
 
@@ -152,6 +154,8 @@ QC = _versioned("qc", [
     pa.field("attempt", pa.int32()),  # v2
     pa.field("expr_contrast_st", pa.float32()),  # v3: R on the axis from S's expression to T's
     pa.field("s_expr_probs", _f32_list),  # v3
+    pa.field("expr_class", pa.string()),  # v4: T's expression class (corpus label, else the net's)
+    pa.field("expr_class_score", pa.float32()),  # v4: R's calibrated log-odds of expr_class (qc/selftest.py)
 ])
 
 # QC scores carried from qc into triples and releases, in report order.
@@ -207,6 +211,23 @@ LINEAGE = _versioned("lineage", [
     pa.field("run_id", pa.string()),
 ])
 
+# The run's QC self-test (qc/selftest.py): real pseudo-triples judged by QC's code, one row per check, class of T
+# and measure (right_pass, wrong_pass, auc for the expression check).
+QC_SELFTEST = _versioned("qc_selftest", [
+    pa.field("run_id", pa.string()),
+    pa.field("check", pa.string(), nullable=False),  # expression | mouth | identity
+    pa.field("label", pa.string()),  # T's expression class, or null for a corpus-wide figure
+    pa.field("measure", pa.string(), nullable=False),
+    pa.field("value", pa.float64()),
+    pa.field("ci_low", pa.float64()),  # 95 % Wilson interval of a rate
+    pa.field("ci_high", pa.float64()),
+    pa.field("n", pa.int64()),  # trials behind the value
+    pa.field("judged", pa.bool_()),  # false: the class is unjudgeable on this corpus (see note)
+    pa.field("threshold", pa.float64()),
+    pa.field("note", pa.string()),
+    pa.field("calibration_sha256", pa.string()),
+])
+
 TABLES: dict[str, pa.Schema] = {
     "sources": SOURCES,
     "rejects": REJECTS,
@@ -216,6 +237,7 @@ TABLES: dict[str, pa.Schema] = {
     "lineage": LINEAGE,
     "attempts": ATTEMPTS,
     "identity_clusters": IDENTITY_CLUSTERS,
+    "qc_selftest": QC_SELFTEST,
 }
 
 # Nullable columns added in schema version 2: a writer that does not know them gets nulls.

@@ -6,11 +6,13 @@ from __future__ import annotations
 
 import logging
 import time
+from dataclasses import replace
 from functools import partial
 
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from manifests.runs import read_run_info
 from manifests.schemas import CANDIDATES, PLAN_SCHEMA, QC, with_columns
 from manifests.store import ManifestStore, shard_key
 from manifests.tables import ItemColumns, refusal_rejects, rejects_table, triples_table
@@ -28,6 +30,7 @@ from pipeline.planning.stream import planned_size_bound
 from pipeline.ray_adapter import apply_stages, check_wiring, dataset_from_plan_files, plan_rows_of, stage_chain
 from pipeline.retry import ATTEMPT_COLUMN, failed_attempts, retrying_split
 from qc.redecide import current_version
+from qc.selftest_record import unplanned_expressions
 from qc.stage import QCStage
 from stages.base import Stage
 from stages.expression_transfer import ExpressionTransferStage
@@ -89,7 +92,8 @@ def _run_generation(cfg: PipelineConfig, store: ManifestStore, run_root: str, ro
     urls = plan_file_urls(run, round_index, -(-bound // rows))
     past_failures = failed_attempts(store, round_index, tuple(s.name for s in stages))
     ahead = ReadAhead(len(urls), PLAN_WRITE_AHEAD_FILES)
-    planner = Planner(PlanSettings.of(cfg), store, run, round_index, inputs, features, rows, done, urls,
+    settings = replace(PlanSettings.of(cfg), unjudgeable=unplanned_expressions(cfg.qc, read_run_info(run)))
+    planner = Planner(settings, store, run, round_index, inputs, features, rows, done, urls,
                       past_failures, started, ahead)
     planner.start()
     if len(done):  # a resumed round: wait for the exact size, so that a finished round starts no actor

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from manifests.query import connect, fetch_one
+from manifests.query import NAMED_QUERIES, connect, fetch_one
 from manifests.schemas import QC_SCORES
 from manifests.store import ManifestStore
 
@@ -42,13 +42,24 @@ def summarize(store: ManifestStore) -> dict:
     # items whose worker died every time they ran alone (pipeline/isolate.py), by the stage they crashed in
     crashed = dict(con.execute("select stage, count(*) from rejects where reason = 'worker_crashed' group by 1 "
                                "order by 1").fetchall())
+    selftest = [dict(zip(("expression", "judged", "right_pass", "wrong_pass", "n_right", "n_wrong"), row,
+                         strict=True)) for row in con.execute(
+        "select expression, judged, right_pass, wrong_pass, n_right, n_wrong from (" + NAMED_QUERIES["qc-selftest"]
+        + ")").fetchall()]
     return dict(sources=sources, ingest_rejects=ingest_rejects, rounds=rounds, triples=triples,
-                worker_crashed=crashed)
+                worker_crashed=crashed, selftest=selftest)
 
 
 def format_summary(summary: dict, timing: dict) -> str:
     lines = [f"run {timing['run_id']}  ->  {timing['run_url']}",
              f"ingest: {summary['sources']} sources, rejected {summary['ingest_rejects'] or 0}"]
+    if summary.get("selftest"):
+        lines.append("QC self-test on the corpus's real photos (pass rate of R with T's expression / another one; "
+                     "`ciep query qc-selftest`):")
+        for c in summary["selftest"]:
+            lines.append(f"  T {c['expression']:<12} " + (
+                f"{_pct(c['right_pass'])} / {_pct(c['wrong_pass'])}  (n {c['n_right']}/{c['n_wrong']})"
+                if c["judged"] else "UNJUDGEABLE on this corpus: its targets are not planned"))
     for r in summary["rounds"]:
         lines.append(f"round {r['round']}: {r['planned']} candidates planned"
                      + (f", pairing refused {r['pairing_refused']}" if r["pairing_refused"] else ""))
@@ -69,3 +80,7 @@ def format_summary(summary: dict, timing: dict) -> str:
     lines.append(f"wall time {timing['wall_s']:.1f}s; this invocation processed {timing['items']} items "
                  f"({timing['items'] / max(timing['wall_s'], 1e-9):.2f} items/s end to end)")
     return "\n".join(lines)
+
+
+def _pct(x: float | None) -> str:
+    return "-" if x is None else f"{100 * x:.1f} %"

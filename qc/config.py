@@ -28,10 +28,25 @@ class IdentityQCConfig(IdentityModelConfig):
 
 
 class ExpressionQCConfig(Strict):
-    max_distance: float = Field(0.12, gt=0)  # landmark descriptor distance R-T (stages/face/expression.py)
+    """The expression decision. By default it is calibrated per run and per class from the run's own labelled
+    sources (qc/expression_calibration.py, qc/selftest.py): R must be recognised as T's expression class by the
+    run's identity-relative discriminant, at a threshold that lets at most `max_false_pass` of real
+    wrong-expression photos through (leave-one-identity-out). The fixed checks below are off by default (null);
+    set one to add it to the decision (the self-test then measures the combination)."""
+
+    calibrate: bool = True  # false: no calibrated class check (only the fixed checks below decide)
+    max_false_pass: float = Field(0.05, gt=0, lt=1)  # wrong-expression pass rate each class threshold targets
+    # A class whose right-expression pass rate at that target is below this is unjudgeable on the corpus: its
+    # targets are not planned (a reason row each) unless judge_unjudgeable is true (then its threshold is used).
+    min_class_recall: float = Field(0.5, ge=0, le=1)
+    min_class_photos: int = Field(10, ge=2)  # fewer labelled photos of a class: unjudgeable (fails closed)
+    min_class_identities: int = Field(3, ge=2)  # photos from fewer identities: unjudgeable
+    judge_unjudgeable: bool = False
+    selftest_max_identities: int = Field(500, ge=2)  # the self-test's sample (bounded: its cost does not grow)
+    max_distance: float | None = Field(None, gt=0)  # landmark descriptor distance R-T (stages/face/expression.py)
     # Learned 7-class expression net (stages/face/expression_net.py, qc/expression_score.py): total variation
     # distance between R's and T's probability vectors (0 = same, 1 = disjoint).
-    max_prob_distance: float = Field(0.5, gt=0, le=1)
+    max_prob_distance: float | None = Field(None, gt=0, le=1)
     # Expression gain over the carrier (the image R was made from): (d(carrier,T) - d(R,T)) / d(carrier,T).
     # Required only when the carrier's expression differs from T's by at least min_carrier_distance.
     min_gain: float = Field(0.3, le=1)
@@ -40,9 +55,8 @@ class ExpressionQCConfig(Strict):
     max_lazy_distance: float = Field(0.1, ge=0, le=1)
     # Contrast with S (identity i in its other expression), qc/expression_score.py::expression_contrast: R must
     # lie at least this far past the S/T midpoint towards T, in centred log-probability units (0 = nearer T's
-    # expression than S's). The QC score that separates same from different expressions best on the London set
-    # (pair AUC 0.90, benchmarks/bench_qc_validity.py); it needs no absolute scale, so it holds across corpora.
-    min_contrast: float = Field(0.0)
+    # expression than S's). null: off.
+    min_contrast: float | None = None
 
 
 class MouthQCConfig(Strict):

@@ -22,6 +22,9 @@ REASON_EXPRESSION_MISMATCH = "expression_mismatch"  # learned expression probabi
 REASON_LAZY_EDIT = "lazy_edit"  # R kept the carrier's expression
 REASON_EXPRESSION_NOT_GAINED = "expression_not_gained"  # R not enough closer to T than the carrier was
 REASON_EXPRESSION_NEARER_S = "expression_nearer_s"  # R's expression nearer S's (i's other expression) than T's
+# R not recognised as T's expression class by the run's calibrated discriminant (qc/expression_calibration.py)
+REASON_EXPRESSION_NOT_RECOGNISED = "expression_not_recognised"
+REASON_EXPRESSION_UNJUDGEABLE = "expression_unjudgeable"  # the run's self-test cannot certify T's class
 REASON_GHOST_TEETH = "ghost_teeth"  # teeth-like pixels over closed lips
 REASON_MOUTH_STATE = "mouth_state_mismatch"  # open/closed or teeth visible differs from T
 REASON_MOUTH_SEAM = "mouth_seam"
@@ -33,15 +36,15 @@ ACCEPTED = "accepted"
 class Thresholds:
     max_leak_similarity: float | None
     min_swap_similarity: float | None
-    max_expression_distance: float
+    max_expression_distance: float | None
     min_sharpness: float
     identity_backend: str
     min_identity_margin: float = 0.02
-    max_expression_prob_distance: float = 0.5
+    max_expression_prob_distance: float | None = None
     min_expression_gain: float = 0.3
     min_carrier_distance: float = 0.25
     max_lazy_distance: float = 0.1
-    min_expression_contrast: float = 0.0
+    min_expression_contrast: float | None = None
     mouth_open_aspect: float = 0.12
     mouth_closed_aspect: float = 0.06
     teeth_visible: float = 0.10
@@ -51,6 +54,10 @@ class Thresholds:
     max_mouth_seam: float = 15.0
     min_mouth_sharpness_ratio: float = 0.09
     identity_thresholds_source: str = "config"  # "config" or "calibrated" (from the run's sources)
+    # Per expression class of T: the least calibrated log-odds R must reach (None: the class is unjudgeable);
+    # None as a whole: the calibrated class check is off (qc.expression.calibrate false, or no calibration).
+    expression_class_thresholds: dict[str, float | None] | None = None
+    expression_calibration_sha256: str | None = None
 
     @classmethod
     def from_config(cls, qc: QCConfig) -> Thresholds:
@@ -91,6 +98,8 @@ class Scores:
     r_lip_line: float | None = None  # lip-line whiteness of R (qc/mouth.py)
     mouth_seam: float | None = None
     mouth_sharpness_ratio: float | None = None
+    expr_class: str | None = None  # T's expression class (the corpus label, else the net's)
+    expr_class_score: float | None = None  # R's calibrated log-odds of showing expr_class
 
 
 def _identity(s: Scores, t: Thresholds) -> list[str]:
@@ -108,16 +117,25 @@ def _identity(s: Scores, t: Thresholds) -> list[str]:
 
 def _expression(s: Scores, t: Thresholds) -> list[str]:
     out = []
-    if s.expr_dist_rt is not None and s.expr_dist_rt > t.max_expression_distance:
+    if t.expression_class_thresholds is not None:
+        threshold = t.expression_class_thresholds.get(s.expr_class or "")
+        if threshold is None:
+            out.append(REASON_EXPRESSION_UNJUDGEABLE)
+        elif s.expr_class_score is None or s.expr_class_score < threshold:
+            out.append(REASON_EXPRESSION_NOT_RECOGNISED)
+    if s.expr_dist_rt is not None and t.max_expression_distance is not None and \
+            s.expr_dist_rt > t.max_expression_distance:
         out.append(REASON_EXPRESSION_LOST)
-    if s.expr_prob_dist_rt is not None and s.expr_prob_dist_rt > t.max_expression_prob_distance:
+    if s.expr_prob_dist_rt is not None and t.max_expression_prob_distance is not None and \
+            s.expr_prob_dist_rt > t.max_expression_prob_distance:
         out.append(REASON_EXPRESSION_MISMATCH)
     if s.expr_prob_dist_ct is not None and s.expr_prob_dist_ct >= t.min_carrier_distance:  # a gain is due
         if s.expr_prob_dist_rc is not None and s.expr_prob_dist_rc < t.max_lazy_distance:
             out.append(REASON_LAZY_EDIT)
         elif s.expr_gain is not None and s.expr_gain < t.min_expression_gain:
             out.append(REASON_EXPRESSION_NOT_GAINED)
-    if s.expr_contrast_st is not None and s.expr_contrast_st < t.min_expression_contrast:
+    if s.expr_contrast_st is not None and t.min_expression_contrast is not None and \
+            s.expr_contrast_st < t.min_expression_contrast:
         out.append(REASON_EXPRESSION_NEARER_S)
     return out
 
@@ -173,6 +191,8 @@ class Check:
 
 DECIDING_CHECKS: tuple[Check, ...] = (
     Check("sharpness", "min_sharpness", "min", REASON_BLURRY, "sharpness of R"),
+    Check("expr_class_score", "expression_class_thresholds", "min", REASON_EXPRESSION_NOT_RECOGNISED,
+          "expression: R's calibrated log-odds of T's class"),
     Check("id_margin_ji", "min_identity_margin", "min", REASON_IDENTITY_LEAK, "identity margin sim(R,j) - sim(R,i)"),
     Check("id_margin_j", "min_identity_margin", "min", REASON_IDENTITY_AMBIGUOUS,
           "identity margin over the nearest other identity"),
@@ -194,7 +214,8 @@ def applied_threshold(check: Check, thresholds: dict, row: dict | None = None) -
     `expression`."""
     value = thresholds.get(check.threshold)
     if isinstance(value, dict):
-        return value.get((row or {}).get("expression") or "")
+        row = row or {}
+        return value.get(row.get("expr_class") or row.get("expression") or "")
     return value
 
 

@@ -26,7 +26,7 @@ from manifests.store import ManifestStore, shard_key
 from manifests.tables import triples_table
 from qc.config import QCConfig
 from qc.decide import ACCEPTED, SCORE_COLUMNS, Scores, failed_checks
-from qc.identity_calibration import resolve_thresholds
+from qc.run_thresholds import RUN_THRESHOLD_COLUMNS, resolve_run_thresholds
 
 log = logging.getLogger(__name__)
 
@@ -81,7 +81,8 @@ def redecide(store: ManifestStore, qc_cfg: QCConfig, run: Location | None = None
     started = time.monotonic()
     latest = latest_decisions(store)
     version = current_version(store) + 1
-    thresholds, cal = resolve_thresholds(qc_cfg, store.read_table("sources", ["identity", "embedding"]))
+    resolved = resolve_run_thresholds(qc_cfg, store.read_table("sources", list(RUN_THRESHOLD_COLUMNS)))
+    thresholds, cal = resolved.thresholds, resolved.identity
     tj = thresholds.to_json()
     accepted, reason, reasons = [], [], []
     changed = 0
@@ -126,7 +127,7 @@ def thresholds_differ(store: ManifestStore, qc_cfg: QCConfig) -> bool:
     latest = latest_decisions(store)
     if not latest.num_rows:
         return False
-    thresholds, _ = resolve_thresholds(qc_cfg, store.read_table("sources", ["identity", "embedding"]))
+    thresholds = resolve_run_thresholds(qc_cfg, store.read_table("sources", list(RUN_THRESHOLD_COLUMNS))).thresholds
     want = json.loads(thresholds.to_json())
     seen = {t for t in latest.column("thresholds").to_pylist() if t}
     return any(json.loads(t) != want for t in seen)

@@ -22,14 +22,16 @@ from manifests.schemas import QC_FIELDS
 from manifests.store import ManifestStore
 from qc.config import QCConfig
 from qc.decide import ACCEPTED, SCORE_COLUMNS, Scores, failed_checks
+from qc.expression_calibration import photo_features
 from qc.expression_score import expression_scores
 from qc.identity import cosine_similarity
-from qc.identity_calibration import resolve_thresholds
 from qc.identity_gallery import IdentityGallery
 from qc.mouth import mouth_aspect, mouth_scores, teeth_share
+from qc.run_thresholds import RUN_THRESHOLD_COLUMNS, identity_expression_means, resolve_run_thresholds
 from stages.base import STATUS_OK, Stage, rows_to_table, stage_error
 from stages.face.backends import build_detector, build_embedder
 from stages.face.expression import expression_descriptor, expression_distance
+from stages.face.expression_net import labels_or_predicted
 from stages.face.learned_expression import LearnedExpression
 from stages.face.quality import sharpness
 from stages.face.types import largest_face
@@ -43,7 +45,7 @@ class QCStage(Stage):
     name = "qc"
     input_columns = ("reference_path", "t_embedding", "j_embedding", "t_descriptor", "t_aligned_path",
                      "t_landmarks68", "s_aligned_path", "s_landmarks68", "carrier_aligned_path", "carrier_landmarks68",
-                     "identity_i", "identity_j", "status", "reject_reason")
+                     "identity_i", "identity_j", "expression", "status", "reject_reason")
     output_fields = QC_FIELDS
 
     config_section = "qc"
@@ -54,9 +56,11 @@ class QCStage(Stage):
         self.embedder = build_embedder(self.config.identity, self.context.models)
         self.expression = LearnedExpression()
         self.artifacts = ArtifactStore(self.context.run)
-        sources = ManifestStore.open(self.context.run).read_table("sources", ["identity", "embedding"])
+        sources = ManifestStore.open(self.context.run).read_table("sources", list(RUN_THRESHOLD_COLUMNS))
         self.gallery = IdentityGallery.from_sources(sources)
-        self.thresholds, _ = resolve_thresholds(self.config, sources)
+        resolved = resolve_run_thresholds(self.config, sources)
+        self.thresholds, self.calibration = resolved.thresholds, resolved.expression
+        self.expression_means = identity_expression_means(sources) if self.calibration else {}
         self.thresholds_json = self.thresholds.to_json()
         self._cache: dict[str, tuple[np.ndarray, float, float]] = {}  # aligned path -> (probs, aspect, teeth)
 
@@ -90,15 +94,22 @@ class QCStage(Stage):
         r_probs = self.expression.probabilities([r_rgb], [face.landmarks68])[0]
         ex = expression_scores(self.expression, r_probs, t_probs, c_probs, s_probs)
         ms = mouth_scores(r_rgb, face.landmarks68)
+        r_descriptor = expression_descriptor(face.landmarks68)
+        expr_class = labels_or_predicted([row.get("expression")], [list(t_probs)])[0]
+        class_score = None
+        if self.calibration is not None and expr_class is not None:
+            features = photo_features(np.asarray([r_probs]), np.asarray([r_descriptor]))[0]
+            class_score = self.calibration.score(features, self.expression_means.get(j), expr_class)
         scores = Scores(
             face_found=True, id_sim_rt=cosine_similarity(emb, row["t_embedding"]),
             id_sim_rj=cosine_similarity(emb, row["j_embedding"]),
-            expr_dist_rt=expression_distance(expression_descriptor(face.landmarks68), row["t_descriptor"]),
+            expr_dist_rt=expression_distance(r_descriptor, row["t_descriptor"]),
             sharpness=sharpness(r_rgb), id_margin_ji=gm.margin_ji, id_margin_j=gm.margin_j,
             expr_prob_dist_rt=ex.dist_rt, expr_prob_dist_ct=ex.dist_ct, expr_prob_dist_rc=ex.dist_rc,
             expr_gain=ex.gain, expr_contrast_st=ex.contrast_st, r_mouth_aspect=ms.mouth_aspect,
             t_mouth_aspect=t_aspect, r_teeth=ms.teeth_share, t_teeth=t_teeth, r_lip_line=ms.lip_line_whiteness,
-            mouth_seam=ms.seam_score, mouth_sharpness_ratio=ms.sharpness_ratio)
+            mouth_seam=ms.seam_score, mouth_sharpness_ratio=ms.sharpness_ratio, expr_class=expr_class,
+            expr_class_score=class_score)
         extra = dict(id_nearest_other=gm.nearest_other, r_expr_probs=ex.r_probs, t_expr_probs=ex.t_probs,
                      carrier_expr_probs=ex.carrier_probs, s_expr_probs=ex.s_probs, r_expr_label=ex.r_label,
                      t_expr_label=ex.t_label, carrier_expr_label=ex.carrier_label)

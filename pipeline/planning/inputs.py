@@ -7,7 +7,7 @@ descriptors of every image, paths) stay where they are (features.py, ray_feature
 from __future__ import annotations
 
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import pyarrow as pa
@@ -91,6 +91,7 @@ class PlanInputs:
     label: np.ndarray  # pairing expression label (the corpus's, else the expression net's): 0 none, > 0 a label
     sha: np.ndarray  # file_sha256, fixed-width bytes
     desc: np.ndarray  # (n, D) float32 expression descriptors
+    label_codes: dict[str, int] = field(default_factory=dict)  # pairing label -> its code in `label`
 
     def __len__(self) -> int:
         return len(self.keys)
@@ -126,7 +127,7 @@ class PlanInputs:
         rank = (pc.rank(key_array, tiebreaker="dense").to_numpy() if len(key_array) else np.zeros(0, np.uint64))
         return cls(key_array, _concat(paths, pa.string()), rank.astype(np.int64), code.astype(np.int32), names,
                    labels.result(np.zeros(0, np.int32)), shas.result(np.zeros(0, np.bytes_)),
-                   descs.result(np.zeros((0, len(DESCRIPTOR_NAMES)), np.float32)))
+                   descs.result(np.zeros((0, len(DESCRIPTOR_NAMES)), np.float32)), codes)
 
     def key(self, row: int) -> str:
         return self.keys[row].as_py()

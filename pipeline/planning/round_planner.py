@@ -39,6 +39,7 @@ class PlanSettings:
     fingerprint: str
     splits: dict[str, float]
     run_id: str
+    unjudgeable: frozenset[str] = frozenset()  # expression classes whose targets are not planned (QC self-test)
 
     @classmethod
     def of(cls, cfg: PipelineConfig) -> PlanSettings:
@@ -61,7 +62,8 @@ def plan_stream_for(settings: PlanSettings, inputs: PlanInputs, features: Source
                     chunk_rows: int) -> PlanStream:
     """planning.stream.plan_round_stream with this run's pairing section, seed, fingerprint and release splits."""
     return plan_round_stream(inputs, features, settings.pairing, round_index, chunk_rows, seed=settings.seed,
-                             fingerprint=settings.fingerprint, splits=settings.splits)
+                             fingerprint=settings.fingerprint, splits=settings.splits,
+                             skip_labels=settings.unjudgeable)
 
 
 class Planner(threading.Thread):

@@ -78,8 +78,6 @@ def with_predicted_labels(labels: list, sources: pa.Table | pa.RecordBatch) -> l
     """Corpus expression labels, a missing one replaced by the expression net's class (sources.expression_probs)."""
     if "expression_probs" not in sources.column_names or all(labels):
         return list(labels)
-    from stages.face.expression_net import EXPRESSION_CLASSES
+    from stages.face.expression_net import labels_or_predicted
 
-    probs = sources.column("expression_probs").to_pylist()
-    return [lab if lab else (EXPRESSION_CLASSES[int(np.argmax(p))] if p else None)
-            for lab, p in zip(labels, probs, strict=True)]
+    return labels_or_predicted(labels, sources.column("expression_probs").to_pylist())

@@ -89,9 +89,11 @@ class _Members:
 
 
 def plan_round_stream(inputs: PlanInputs, features: SourceFeatures, cfg: PairingConfig, round_index: int,
-                      chunk_rows: int, *, seed: int, fingerprint: str, splits: dict[str, float]) -> PlanStream:
+                      chunk_rows: int, *, seed: int, fingerprint: str, splits: dict[str, float],
+                      skip_labels: frozenset[str] = frozenset()) -> PlanStream:
     """plan_round, one chunk of PLAN_INDEX_SCHEMA rows at a time: the first chunk is ready after its identities
-    are planned, and no whole-round plan (nor any list column of the sources) is ever held."""
+    are planned, and no whole-round plan (nor any list column of the sources) is ever held. Targets whose
+    expression label is in `skip_labels` (classes the QC self-test cannot judge) are refused, a row each."""
     refused: list[dict] = []
     kept = drop_duplicates(inputs, refused, features)
     by_code = kept[np.argsort(inputs.identity_code[kept], kind="stable")]
@@ -123,15 +125,17 @@ def plan_round_stream(inputs: PlanInputs, features: SourceFeatures, cfg: Pairing
     counts = {i: members.count(i) for i in identities}
     size = sum(min(counts[i], max_targets or counts[i]) for i in identities
                if counts[i] >= 2 and (len(others_of[i]) if i in others_of else len(pools[pool_of[i]]) - 1) > 0)
+    skip_codes = frozenset(inputs.label_codes[lab] for lab in skip_labels if lab in inputs.label_codes)
     return PlanStream(size, _plan_chunks(identities, members, pools, pool_of, pool_position, others_of, inputs,
-                                         refused, cfg, round_index, chunk_rows, seed, fingerprint),
+                                         refused, cfg, round_index, chunk_rows, seed, fingerprint, skip_codes),
                       refused, clusters)
 
 
 def _plan_chunks(identities: list[str], by_identity: _Members, pools: dict[str, list[str]],
                  pool_of: dict[str, str], pool_position: dict[str, dict[str, int]],
                  others_of: dict[str, list[str]], inputs: PlanInputs, refused: list[dict], cfg: PairingConfig,
-                 round_index: int, chunk_rows: int, seed: int, fingerprint: str) -> Iterator[pa.Table]:
+                 round_index: int, chunk_rows: int, seed: int, fingerprint: str,
+                 skip_codes: frozenset[int] = frozenset()) -> Iterator[pa.Table]:
     keys, expr, desc, sha_bytes = inputs.key_rank, inputs.label, inputs.desc, inputs.sha
 
     def sha(row: int) -> str:
@@ -160,6 +164,12 @@ def _plan_chunks(identities: list[str], by_identity: _Members, pools: dict[str, 
             continue
         targets = members[: cfg.max_targets_per_identity] if cfg.max_targets_per_identity else members
         for t in targets:
+            if skip_codes and int(expr[t]) in skip_codes:
+                refused.append(dict(item_id=inputs.key(t), stage="pairing", reason="expression_unjudgeable",
+                                    detail="the run's QC self-test cannot certify this expression class "
+                                           "(run.json selftest; qc.expression.judge_unjudgeable plans it anyway)",
+                                    identity=identity, path=inputs.path(t)))
+                continue
             s = most_different(t, [m for m in members if m != t], expr, keys, desc)
             t_sha = sha(t)
             pick = j_draw(t_sha, seed, round_index, n_others)

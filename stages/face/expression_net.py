@@ -19,6 +19,13 @@ import numpy as np
 import onnxruntime as ort
 
 EXPRESSION_CLASSES: tuple[str, ...] = ("neutral", "happy", "sad", "angry", "fearful", "disgusted", "surprised")
+
+
+def labels_or_predicted(labels: list[str | None], probs: list[list[float] | None]) -> list[str | None]:
+    """Corpus expression labels, a missing one replaced by the net's class from its probabilities (None when
+    neither exists): the label pairing and the QC self-test both use."""
+    return [lab if lab else (EXPRESSION_CLASSES[int(np.argmax(p))] if p else None)
+            for lab, p in zip(labels, probs, strict=True)]
 INPUT_SIZE = 112
 
 WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"

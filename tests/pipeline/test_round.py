@@ -98,7 +98,10 @@ def test_manifest_schema_and_traceability(baseline):
         if thresholds["max_leak_similarity"] is not None:
             assert t["id_sim_rt"] <= thresholds["max_leak_similarity"]
             assert t["id_sim_rj"] >= thresholds["min_swap_similarity"]
-        assert t["expr_dist_rt"] <= thresholds["max_expression_distance"]
+        # the expression check: calibrated per class by the run's self-test (run.json), the same thresholds
+        card = json.loads((Path(store.root) / "run.json").read_text())["selftest"]["expression"]
+        assert thresholds["expression_class_thresholds"] == {
+            c["class"]: c["threshold"] if c["judged"] else None for c in card["classes"]}
         assert t["config_fingerprint"] == cfg.data_fingerprint()
     # Every QC decision has exactly one row, and every triple is an accepted QC row.
     con = connect(store)

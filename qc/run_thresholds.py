@@ -1,0 +1,51 @@
+"""The thresholds QC applies to a run: config values, with the parts left to calibration fitted on the run's
+sources (identity: qc/identity_calibration.py; expression classes: qc/expression_calibration.py via the sample of
+qc/selftest.py). Deterministic in the sources, so the QC actors, `ciep qc redecide` and the self-test all get the
+same thresholds."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import pyarrow as pa
+
+from qc.config import QCConfig
+from qc.decide import Thresholds
+from qc.expression_calibration import ExpressionCalibration, balanced_means, photo_features
+from qc.identity_calibration import IdentityCalibration, resolve_thresholds
+from qc.selftest import SELFTEST_COLUMNS, calibrate_expression, with_expression_calibration
+from stages.face.expression_net import labels_or_predicted
+
+RUN_THRESHOLD_COLUMNS = tuple(dict.fromkeys(("identity", "embedding", *SELFTEST_COLUMNS)))
+
+
+@dataclass(frozen=True)
+class RunThresholds:
+    thresholds: Thresholds
+    identity: IdentityCalibration | None
+    expression: ExpressionCalibration | None
+
+
+def resolve_run_thresholds(qc: QCConfig, sources: pa.Table) -> RunThresholds:
+    """`sources` needs RUN_THRESHOLD_COLUMNS (the expression calibration is skipped when it lacks them)."""
+    thresholds, identity = resolve_thresholds(qc, sources)
+    expression = None
+    if qc.expression.calibrate and set(SELFTEST_COLUMNS) <= set(sources.column_names):
+        expression = calibrate_expression(qc, sources)[0]
+        thresholds = with_expression_calibration(thresholds, expression, qc.expression.judge_unjudgeable)
+    return RunThresholds(thresholds, identity, expression)
+
+
+def identity_expression_means(sources: pa.Table) -> dict[str, np.ndarray]:
+    """identity -> class-balanced mean of its photos' expression features (what a generated R of that identity is
+    taken relative to)."""
+    if not sources.num_rows or not set(SELFTEST_COLUMNS) <= set(sources.column_names):
+        return {}
+    probs = sources.column("expression_probs").to_pylist()
+    labels = labels_or_predicted(sources.column("expression").to_pylist(), probs)
+    keep = np.asarray([lab is not None for lab in labels])
+    x = photo_features(np.asarray([p for p, k in zip(probs, keep, strict=True) if k], np.float64),
+                       np.asarray(sources.column("expression_descriptor").to_pylist(), np.float64)[keep])
+    ident = np.asarray(sources.column("identity").to_pylist(), dtype=object)[keep]
+    return balanced_means(ident, np.asarray(labels, dtype=object)[keep], x)
