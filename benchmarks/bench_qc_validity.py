@@ -1,6 +1,12 @@
 """Does QC tell good triples from bad? Ground truth built from the London set (102 identities x {neutral, smiling}).
 
     python -m benchmarks.bench_qc_validity [--london DIR] [--run RUN_URL ...] [--round OUTPUT_ROOT] [--write-results]
+    python -m benchmarks.bench_qc_validity --corpus DIR [--corpus DIR ...] [--grey-london] [--splits N]
+        [--write-results]
+
+With --corpus (any labelled corpus folder: identity/expression.jpg folders or JAFFE-style names), the QC self-test's
+promise beside the labelled truth, per set and per class (benchmarks/qc_promise.py); London in colour is always one
+of the sets, --grey-london adds it in greyscale.
 
 - identity AUC: dlib cosine similarity, real same-identity vs different-identity photo pairs;
 - expression AUC: neutral-vs-smiling pairs vs same-expression pairs, always across identities, scored by the
@@ -214,7 +220,13 @@ def main() -> int:
     ap.add_argument("--round", help="run a fresh London round under this output root, then judge it")
     ap.add_argument("--no-net", action="store_true", help="without the expression net (code before issue 10)")
     ap.add_argument("--json", help="write the figures as JSON here")
+    ap.add_argument("--corpus", action="append", default=[], help="a labelled corpus folder: self-test vs truth")
+    ap.add_argument("--grey-london", action="store_true", help="with --corpus: London in greyscale as a set too")
+    ap.add_argument("--splits", type=int, default=20, help="with --corpus: random halvings of the identities")
+    ap.add_argument("--write-results", action="store_true", help="with --corpus: replace the section in RESULTS.md")
     args = ap.parse_args()
+    if args.corpus:
+        return promise_main(args)
     started = time.monotonic()
     net = None
     if not args.no_net:
@@ -233,6 +245,33 @@ def main() -> int:
     print(json.dumps(res, indent=1, default=str))
     if args.json:
         Path(args.json).write_text(json.dumps(res, indent=1, default=str))
+    return 0
+
+
+PROMISE_HEADING = "## QC self-test: promise vs labelled truth, per set and class (issue 19)"
+
+
+def promise_main(args: argparse.Namespace) -> int:
+    from benchmarks.common import RESULTS, replace_section
+    from benchmarks.qc_promise import load_set, report
+    from qc.config import QCConfig
+
+    started = time.monotonic()
+    sets = [load_set("London", Path(args.london), False)]
+    if args.grey_london:
+        sets.append(load_set("London grey", Path(args.london), True))
+    sets += [load_set(Path(c).name, Path(c), False) for c in args.corpus]
+    text, figures = report(sets, QCConfig(), args.splits)
+    cmd = "python -m benchmarks.bench_qc_validity " + " ".join(
+        [f"--corpus {Path(c).name}" for c in args.corpus] + (["--grey-london"] if args.grey_london else [])
+        + [f"--splits {args.splits}", "--write-results"])
+    section = (f"{PROMISE_HEADING}\n\n`{cmd}` ({machine()}, {time.monotonic() - started:.0f} s; shipped config: "
+               f"qc.expression.max_false_pass 0.05, min_class_recall 0.5).\n{text}\n")
+    print(section)
+    if args.json:
+        Path(args.json).write_text(json.dumps(figures, indent=1, default=str))
+    if args.write_results:
+        replace_section(RESULTS, PROMISE_HEADING, section)
     return 0
 
 

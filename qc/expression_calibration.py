@@ -3,8 +3,9 @@
 Each photo is described by the expression net's centred log-probabilities and the landmark expression descriptor,
 both made *identity-relative*: minus the identity's class-balanced mean (the mean over its expression classes of
 the mean of each class's photos). A person's face shape and resting expression then cancel, and what is left is
-how this photo departs from the person's average face. A shrinkage linear discriminant over these features gives,
-for a photo and an expression class e, the log-odds that the photo shows e.
+how this photo departs from the person's average face. A linear discriminant over these features (within-class covariance
+shrunk by the Ledoit-Wolf intensity estimated from the run's own photos: no tuned constant) gives, for a photo and
+an expression class e, the log-odds that the photo shows e.
 
 Thresholds are set per class e from *out-of-sample* scores (leave-one-identity-out: the discriminant that scores
 identity k's photos was fitted without k): the split-conformal quantile of the scores of photos of every other
@@ -28,7 +29,6 @@ import numpy as np
 
 from qc.expression_score import LOG_PROBABILITY_FLOOR
 
-SHRINKAGE = 0.6  # covariance shrinkage towards its mean variance (chosen on two sets, checked on the third)
 CALIBRATION_VERSION = 1
 
 
@@ -59,9 +59,25 @@ def identity_relative(identities: np.ndarray, labels: np.ndarray, x: np.ndarray)
         if len(x) else x.copy()
 
 
+def ledoit_wolf_intensity(residuals: np.ndarray) -> float:
+    """The Ledoit-Wolf (2004) shrinkage intensity of the covariance of centred `residuals` (n, p) towards its mean
+    variance times the identity, in [0, 1]."""
+    n, p = residuals.shape
+    if n < 2:
+        return 1.0
+    cov = residuals.T @ residuals / n
+    target = np.eye(p) * np.trace(cov) / p
+    d2 = float(np.sum((cov - target) ** 2))
+    # sum over rows of ||x x^T - cov||^2, expanded so that no (n, p, p) array is made
+    norms2 = np.sum(residuals ** 2, axis=1)
+    b2 = float(np.sum(norms2 ** 2) - 2 * np.einsum("ni,ij,nj->", residuals, cov, residuals)
+               + n * np.sum(cov ** 2)) / n ** 2
+    return 1.0 if d2 <= 0 else min(b2, d2) / d2
+
+
 @dataclass(frozen=True)
 class Discriminant:
-    """Shrinkage LDA: standardise, shared within-class covariance shrunk to its mean variance."""
+    """LDA: standardise, shared within-class covariance shrunk (Ledoit-Wolf) towards its mean variance."""
 
     classes: tuple[str, ...]
     centre: np.ndarray
@@ -70,18 +86,15 @@ class Discriminant:
     precision: np.ndarray  # inverse shrunk within-class covariance
 
     @classmethod
-    def fit(cls, z: np.ndarray, labels: np.ndarray, classes: Sequence[str],
-            shrinkage: float = SHRINKAGE) -> Discriminant:
+    def fit(cls, z: np.ndarray, labels: np.ndarray, classes: Sequence[str]) -> Discriminant:
         present = tuple(c for c in classes if (labels == c).any())
         centre = z.mean(axis=0)
         scale = z.std(axis=0) + 1e-9
         zs = (z - centre) / scale
         means = np.stack([zs[labels == c].mean(axis=0) for c in present])
-        within = np.zeros((zs.shape[1], zs.shape[1]))
-        for c, m in zip(present, means, strict=True):
-            d = zs[labels == c] - m
-            within += d.T @ d
-        within /= max(len(zs) - len(present), 1)
+        residuals = np.vstack([zs[labels == c] - m for c, m in zip(present, means, strict=True)])
+        shrinkage = ledoit_wolf_intensity(residuals)
+        within = residuals.T @ residuals / max(len(zs) - len(present), 1)
         shrunk = (1 - shrinkage) * within + shrinkage * np.eye(len(within)) * np.trace(within) / len(within)
         return cls(present, centre, scale, means, np.linalg.inv(shrunk))
 

@@ -34,12 +34,13 @@ class RoundPlan:
 
 
 def plan_round(sources: pa.Table, cfg: PairingConfig, round_index: int, *, seed: int, fingerprint: str,
-               splits: dict[str, float]) -> RoundPlan:
-    """The round's candidates; `splits` are the release splits j is kept in (cfg.split_closed)."""
+               splits: dict[str, float], skip_labels: frozenset[str] = frozenset()) -> RoundPlan:
+    """The round's candidates; `splits` are the release splits j is kept in (cfg.split_closed); targets labelled
+    with one of `skip_labels` are refused."""
     columns = PLANNER_COLUMNS + (["expression_probs"] if "expression_probs" in sources.column_names else [])
     inputs = PlanInputs.from_batches([sources.select(columns)])
     stream = plan_round_stream(inputs, TableFeatures(sources), cfg, round_index, chunk_rows=1 << 62, seed=seed,
-                               fingerprint=fingerprint, splits=splits)
+                               fingerprint=fingerprint, splits=splits, skip_labels=skip_labels)
     features = sources.select(PLAN_FEATURE_COLUMNS)
     tables = [gather_plan(chunk, features) for chunk in stream.chunks]
     plan = pa.concat_tables(tables).sort_by("candidate_id") if tables else PLAN_SCHEMA.empty_table()
