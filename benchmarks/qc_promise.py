@@ -23,8 +23,7 @@ from qc.config import QCConfig
 from qc.decide import Scores, Thresholds, failed_checks
 from qc.expression_calibration import identity_relative, photo_features
 from qc.expression_score import expression_contrast, total_variation
-from qc.run_thresholds import resolve_run_thresholds
-from qc.selftest import EXPRESSION_REASONS, calibrate_expression, run_selftest
+from qc.selftest import EXPRESSION_REASONS, calibrate_expression, run_selftest, with_expression_calibration
 from stages.face.expression import expression_descriptor, expression_distance
 
 JAFFE_NAMES = {"NE": "neutral", "HA": "happy", "SA": "sad", "AN": "angry", "SU": "surprised", "DI": "disgusted",
@@ -98,8 +97,9 @@ def old_checks(s: LabelledSet, seed: int = 0) -> dict[str, dict]:
 
 def selftest(s: LabelledSet, qc: QCConfig) -> dict[str, dict]:
     """The self-test of a run whose corpus is `s`: per class, judged, right/wrong pass, AUC."""
-    src = s.sources()
-    test = run_selftest(qc, src, resolve_run_thresholds(qc, src).thresholds)
+    src = s.sources()  # no embeddings: the identity thresholds stay as configured (they do not judge expression)
+    thresholds = with_expression_calibration(Thresholds.from_config(qc), calibrate_expression(qc, src)[0])
+    test = run_selftest(qc, src, thresholds)
     return {c["class"]: {"judged": c["judged"], "right": c["right_pass"], "wrong": c["wrong_pass"],
                          "auc": c["auc"], "n_right": c["n_right"], "n_wrong": c["n_wrong"], "why_not": c["why_not"]}
             for c in test.classes}
