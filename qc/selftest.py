@@ -87,6 +87,9 @@ class SelfTest:
         return dict(expression=dict(classes=self.classes, judged=judged,
                                     unjudgeable=[c["class"] for c in self.classes if not c["judged"]],
                                     max_false_pass=self.calibration.max_false_pass,
+                                    covers=(f"wrong-expression figures cover the classes of this corpus only "
+                                            f"({', '.join(c['class'] for c in self.classes)}): an expression the "
+                                            "corpus never shows is not measured"),
                                     min_class_recall=self.calibration.min_class_recall,
                                     calibration_sha256=self.calibration.sha256()),
                     sample=self.sample)
