@@ -58,7 +58,7 @@ def _query(con: duckdb.DuckDBPyConnection, sql: str) -> tuple[list[str], list[tu
 
 def query_main(argv: list[str]) -> int:
     p = argparse.ArgumentParser(prog="ciep query", description="DuckDB SQL over a run's manifests. "
-                                "Tables: sources, rejects, candidates, qc, triples, lineage. "
+                                "Tables: sources, rejects, candidates, qc, qc_selftest, triples, lineage. "
                                 f"Named queries: {', '.join(NAMED_QUERIES)}.")
     p.add_argument("sql", help="SQL text or the name of a named query")
     p.add_argument("--run", help="run id (default: the most recently updated run)")

@@ -3,9 +3,9 @@
 Each photo is described by the expression net's centred log-probabilities and the landmark expression descriptor,
 both made *identity-relative*: minus the identity's class-balanced mean (the mean over its expression classes of
 the mean of each class's photos). A person's face shape and resting expression then cancel, and what is left is
-how this photo departs from the person's average face. A linear discriminant over these features (within-class covariance
-shrunk by the Ledoit-Wolf intensity estimated from the run's own photos: no tuned constant) gives, for a photo and
-an expression class e, the log-odds that the photo shows e.
+how this photo departs from the person's average face. A linear discriminant over these features (within-class
+covariance shrunk by the Ledoit-Wolf intensity estimated from the run's own photos: no tuned constant) gives, for a
+photo and an expression class e, the log-odds that the photo shows e.
 
 Thresholds are set per class e from *out-of-sample* scores (leave-one-identity-out: the discriminant that scores
 identity k's photos was fitted without k): the split-conformal quantile of the scores of photos of every other

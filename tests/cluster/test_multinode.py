@@ -65,7 +65,8 @@ def cluster():
 
 
 def _driver(corpus: Path, out: str, opts: dict, address: str, *extra: str) -> subprocess.Popen:
-    sets = [f"corpus.root={corpus}", f"run.output_root={out}", "run.name=test", f"ray.address={address}",
+    sets = [f"corpus.root={corpus}", f"run.output_root={out}", "run.name=test", "qc.expression.calibrate=false",
+            f"ray.address={address}",
             f"run.storage_options={opts_yaml(opts)}", *RESOURCES, *extra]
     args = [sys.executable, str(REPO / "pipeline" / "run_idi.py")] + [a for s in sets for a in ("--set", s)]
     env = dict(os.environ, CIEP_PROGRESS_BARS="0")

@@ -14,8 +14,10 @@ ID_COLUMNS = {"triples": "triple_id", "qc": "candidate_id", "candidates": "candi
 
 
 def round_config(corpus: Path | str, output_root: Path | str, *extra: str) -> PipelineConfig:
+    # a corpus of a few identities cannot certify an expression class (qc/selftest.py fails closed and nothing would
+    # be planned): these tests turn the calibrated check off; tests/qc/test_selftest_round.py runs it
     return load_config(overrides=[f"corpus.root={corpus}", f"run.output_root={output_root}", "run.name=hard",
-                                  *extra])
+                                  "qc.expression.calibrate=false", *extra])
 
 
 def rows_that_matter(store: ManifestStore, table: str) -> pa.Table:

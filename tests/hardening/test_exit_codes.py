@@ -29,7 +29,8 @@ def _run(*args: str, timeout: float = 120) -> subprocess.CompletedProcess:
 
 
 def _idi_argv(corpus: Path | str, out: Path | str, *extra: str) -> list[str]:
-    sets = [f"corpus.root={corpus}", f"run.output_root={out}", "run.name=codes", *extra]
+    sets = [f"corpus.root={corpus}", f"run.output_root={out}", "run.name=codes", "qc.expression.calibrate=false",
+            *extra]
     return [sys.executable, str(REPO / "pipeline" / "run_idi.py"), *[a for s in sets for a in ("--set", s)]]
 
 

@@ -80,7 +80,8 @@ def test_item_that_kills_its_actor_every_time_is_rejected_after_max_attempts_wit
 
     victim = _candidate_ids(baseline)[0]
     out = tmp_path / "runs"
-    sets = [f"corpus.root={corpus}", f"run.output_root={out}", "run.name=hard", "run.max_attempts=2",
+    sets = [f"corpus.root={corpus}", f"run.output_root={out}", "run.name=hard", "qc.expression.calibrate=false",
+            "run.max_attempts=2",
             "ray.max_task_retries=0", "expression_transfer.resources.batch_size=2",
             _fault("expression_transfer", victim, "exit")]
     args = [a for s in sets for a in ("--set", s)]
@@ -159,7 +160,8 @@ def test_model_failing_on_every_item_stops_the_job_with_a_clear_error(baseline, 
 
 def _start_driver(corpus: Path, out: Path, ray_address: str, fault: str) -> subprocess.Popen:
     args = [sys.executable, str(REPO / "pipeline" / "run_idi.py"), "--set", f"corpus.root={corpus}",
-            "--set", f"run.output_root={out}", "--set", "run.name=hard", "--set", "run.commit_rows=2",
+            "--set", f"run.output_root={out}", "--set", "run.name=hard", "--set", "qc.expression.calibrate=false",
+            "--set", "run.commit_rows=2",
             "--set", f"ray.address={ray_address}", "--set", fault]
     return subprocess.Popen(args, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
 

@@ -36,8 +36,10 @@ CONTENT_COLUMNS = ["triple_id", "round", "identity_i", "identity_j", "expression
 
 
 def round_config(corpus: Path, output_root: Path, *extra: str):
+    # a corpus of a few identities cannot certify an expression class (qc/selftest.py fails closed and nothing would
+    # be planned): these round tests turn the calibrated check off; tests/qc/test_selftest_round.py runs it
     return load_config(overrides=[f"corpus.root={corpus}", f"run.output_root={output_root}", "run.name=test",
-                                  *extra])
+                                  "qc.expression.calibrate=false", *extra])
 
 
 def triples_content(store: ManifestStore) -> list[tuple]:
@@ -98,10 +100,10 @@ def test_manifest_schema_and_traceability(baseline):
         if thresholds["max_leak_similarity"] is not None:
             assert t["id_sim_rt"] <= thresholds["max_leak_similarity"]
             assert t["id_sim_rj"] >= thresholds["min_swap_similarity"]
-        # the expression check: calibrated per class by the run's self-test (run.json), the same thresholds
-        card = json.loads((Path(store.root) / "run.json").read_text())["selftest"]["expression"]
-        assert thresholds["expression_class_thresholds"] == {
-            c["class"]: c["threshold"] if c["judged"] else None for c in card["classes"]}
+        # the calibrated expression check is off for this 3-identity corpus (round_config): no class thresholds,
+        # and run.json holds no self-test
+        assert thresholds["expression_class_thresholds"] is None
+        assert json.loads((Path(store.root) / "run.json").read_text())["selftest"] is None
         assert t["config_fingerprint"] == cfg.data_fingerprint()
     # Every QC decision has exactly one row, and every triple is an accepted QC row.
     con = connect(store)
@@ -159,8 +161,8 @@ def test_resume_after_sigkill_mid_round_gives_the_same_triples(baseline, corpus:
     # session: they are in process groups of their own), so nothing commits after `partial` is read.
     fault = f"run.fault_injection={{at: commit, item: 'gen-r0-*', action: pause_once, marker: '{marker}'}}"
     # batches of 2 and shards of 2: the round's 6 candidates reach the commit stage as 3 blocks, each its own task
-    small = ["run.commit_rows=2", *(f"{s}.resources.batch_size=2" for s in ("expression_transfer", "identity_swap",
-                                                                           "qc"))]
+    small = ["run.commit_rows=2", "qc.expression.calibrate=false",
+             *(f"{s}.resources.batch_size=2" for s in ("expression_transfer", "identity_swap", "qc"))]
     args = [sys.executable, str(REPO / "pipeline" / "run_idi.py"), "--set", f"corpus.root={corpus}",
             "--set", f"run.output_root={out}", "--set", f"run.name={cfg.run.name}", "--set", fault]
     args += [a for s in small for a in ("--set", s)]

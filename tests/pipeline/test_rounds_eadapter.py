@@ -34,6 +34,7 @@ def test_two_rounds_train_and_record_lineage(tmp_path: Path, ray_session):
     base = build_tiny_sd(tmp_path / "tiny_sd")
     cfg = load_config(overrides=[
         f"corpus.root={corpus}", f"run.output_root={tmp_path / 'runs'}", "run.name=rounds", "run.rounds=2",
+        "qc.expression.calibrate=false",
         "expression_transfer.backend=eadapter", f"expression_transfer.base_model={base}",
         "expression_transfer.bootstrap_backend=landmark_warp",
         "expression_transfer.num_inference_steps=2", "expression_transfer.guidance_scale=1.0",
