@@ -14,8 +14,7 @@ from qc.config import QCConfig
 from qc.decide import Thresholds
 from qc.expression_calibration import ExpressionCalibration, balanced_means, photo_features
 from qc.identity_calibration import IdentityCalibration, resolve_thresholds
-from qc.selftest import SELFTEST_COLUMNS, calibrate_expression, with_expression_calibration
-from stages.face.expression_net import labels_or_predicted
+from qc.selftest import SELFTEST_COLUMNS, calibrate_expression, sources_arrays, with_expression_calibration
 
 RUN_THRESHOLD_COLUMNS = tuple(dict.fromkeys(("identity", "embedding", *SELFTEST_COLUMNS)))
 
@@ -33,7 +32,10 @@ def resolve_run_thresholds(qc: QCConfig, sources: pa.Table) -> RunThresholds:
     expression = None
     if qc.expression.calibrate and set(SELFTEST_COLUMNS) <= set(sources.column_names):
         expression = calibrate_expression(qc, sources)[0]
-        thresholds = with_expression_calibration(thresholds, expression, qc.expression.judge_unjudgeable)
+        if expression.classes:  # no source with a label and the net's output (a synthetic run): nothing to apply
+            thresholds = with_expression_calibration(thresholds, expression, qc.expression.judge_unjudgeable)
+        else:
+            expression = None
     return RunThresholds(thresholds, identity, expression)
 
 
@@ -42,10 +44,5 @@ def identity_expression_means(sources: pa.Table) -> dict[str, np.ndarray]:
     taken relative to)."""
     if not sources.num_rows or not set(SELFTEST_COLUMNS) <= set(sources.column_names):
         return {}
-    probs = sources.column("expression_probs").to_pylist()
-    labels = labels_or_predicted(sources.column("expression").to_pylist(), probs)
-    keep = np.asarray([lab is not None for lab in labels])
-    x = photo_features(np.asarray([p for p, k in zip(probs, keep, strict=True) if k], np.float64),
-                       np.asarray(sources.column("expression_descriptor").to_pylist(), np.float64)[keep])
-    ident = np.asarray(sources.column("identity").to_pylist(), dtype=object)[keep]
-    return balanced_means(ident, np.asarray(labels, dtype=object)[keep], x)
+    ident, labels, probs, desc = sources_arrays(sources)
+    return balanced_means(ident, labels, photo_features(probs, desc)) if len(ident) else {}

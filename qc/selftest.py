@@ -33,8 +33,8 @@ from qc.decide import (
 )
 from qc.expression_calibration import ExpressionCalibration, fit_with_evidence
 from qc.expression_score import expression_contrast, total_variation
-from stages.face.expression import expression_distance
-from stages.face.expression_net import labels_or_predicted
+from stages.face.expression import DESCRIPTOR_NAMES, expression_distance
+from stages.face.expression_net import EXPRESSION_CLASSES, labels_or_predicted
 
 SELFTEST_COLUMNS = ("identity", "expression", "expression_probs", "expression_descriptor")
 EXPRESSION_REASONS = {REASON_EXPRESSION_LOST, REASON_EXPRESSION_MISMATCH, REASON_EXPRESSION_NEARER_S,
@@ -95,21 +95,26 @@ class SelfTest:
                     sample=self.sample)
 
 
-def _sources_arrays(sources: pa.Table) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    ident = np.asarray(sources.column("identity").to_pylist(), dtype=object)
-    labels = np.asarray(labels_or_predicted(sources.column("expression").to_pylist(),
-                                            sources.column("expression_probs").to_pylist()), dtype=object)
-    probs = np.asarray(sources.column("expression_probs").to_pylist(), np.float64)
-    desc = np.asarray(sources.column("expression_descriptor").to_pylist(), np.float64)
-    return ident, labels, probs, desc
+def sources_arrays(sources: pa.Table) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """identity, label, net probabilities and landmark descriptor of the sources that have all of them (a source
+    without the net's output or a descriptor, e.g. of a synthetic run, is left out)."""
+    probs_list = sources.column("expression_probs").to_pylist()
+    desc_list = sources.column("expression_descriptor").to_pylist()
+    labels = labels_or_predicted(sources.column("expression").to_pylist(), probs_list)
+    keep = [k for k, (p, d, lab) in enumerate(zip(probs_list, desc_list, labels, strict=True))
+            if p and d and lab is not None]
+    ident = np.asarray(sources.column("identity").to_pylist(), dtype=object)[keep]
+    return (ident, np.asarray(labels, dtype=object)[keep],
+            np.asarray([probs_list[k] for k in keep], np.float64).reshape(len(keep), len(EXPRESSION_CLASSES)),
+            np.asarray([desc_list[k] for k in keep], np.float64).reshape(len(keep), len(DESCRIPTOR_NAMES)))
 
 
 def calibrate_expression(qc: QCConfig, sources: pa.Table) -> tuple[ExpressionCalibration, np.ndarray, np.ndarray]:
     """The run's expression calibration from its sources' sample, with the sample mask and the out-of-sample
     scores of the sampled photos."""
     e = qc.expression
-    ident, labels, probs, desc = _sources_arrays(sources)
-    keep = ~np.asarray([lab is None for lab in labels]) & sample_identities(ident, e.selftest_max_identities)
+    ident, labels, probs, desc = sources_arrays(sources)
+    keep = sample_identities(ident, e.selftest_max_identities)
     cal, scores = fit_with_evidence(ident[keep], labels[keep], probs[keep], desc[keep],
                                     max_false_pass=e.max_false_pass, min_class_recall=e.min_class_recall,
                                     min_class_photos=e.min_class_photos, min_class_identities=e.min_class_identities)
@@ -134,7 +139,7 @@ def run_selftest(qc: QCConfig, sources: pa.Table, thresholds: Thresholds, seed: 
     """Judge real pseudo-triples of the run's sources with `thresholds` (whose expression class thresholds are
     the calibration's): per class of T, right/wrong-expression pass rates, AUC and intervals."""
     cal, keep, scores = calibrate_expression(qc, sources)
-    ident, labels, probs, desc = (a[keep] for a in _sources_arrays(sources))
+    ident, labels, probs, desc = (a[keep] for a in sources_arrays(sources))
     classes = [c.label for c in cal.classes]
     rng = np.random.default_rng(seed)
     rows = []

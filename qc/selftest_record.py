@@ -18,11 +18,15 @@ log = logging.getLogger(__name__)
 def record_selftest(qc: QCConfig, store: ManifestStore, run_id: str, seed: int) -> dict | None:
     """Self-test the run's QC on its sources, commit the `qc_selftest` rows (one shard, the same on every
     invocation: the test is deterministic in the sources) and return the validity card for run.json; None when
-    the expression check is not calibrated (qc.expression.calibrate false)."""
+    the expression check is not calibrated (qc.expression.calibrate false, or no source to calibrate on)."""
     if not qc.expression.calibrate:
         return None
     sources = store.read_table("sources", list(RUN_THRESHOLD_COLUMNS))
     resolved = resolve_run_thresholds(qc, sources)
+    if resolved.expression is None:
+        log.warning("QC self-test: no source has an expression label and the expression net's output; the "
+                     "calibrated expression check is off for this run")
+        return None
     test = run_selftest(qc, sources, resolved.thresholds, seed)
     rows = selftest_rows(test, run_id)
     store.commit("qc-selftest", {"qc_selftest": pa.Table.from_pylist(rows, schema=QC_SELFTEST)},
