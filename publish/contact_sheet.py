@@ -9,6 +9,7 @@ import math
 import textwrap
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 from markupsafe import Markup
 from PIL import Image, ImageDraw
@@ -186,7 +187,7 @@ def run_sheet_items(run_url: str, accepted: int = 8, rejected: int = 4) -> list[
     return items
 
 
-def item_from_row(row: dict, **extra: object) -> SheetItem:
+def item_from_row(row: dict, **extra: Any) -> SheetItem:
     """A SheetItem from a query row holding its fields and the deciding score columns."""
     keys = set(SheetItem.__dataclass_fields__) - {"scores", "reasons"}
     return SheetItem(**{k: v for k, v in row.items() if k in keys}, reasons=list(row.get("reasons") or []),

@@ -16,7 +16,7 @@ import argparse
 import json
 import logging
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -134,7 +134,7 @@ def per_round(items: list[SheetItem]) -> list[dict]:
         acc = [it for it in rs if it.accepted]
         med = {}
         for col in SCORE_COLUMNS:
-            vals = [it.scores[col] for it in acc if it.scores.get(col) is not None]
+            vals = [float(v) for it in acc if (v := it.scores.get(col)) is not None]
             med[col] = float(np.median(vals)) if vals else None
         out.append(dict(round=r, candidates=len(rs), accepted=len(acc),
                         pass_rate=len(acc) / len(rs) if rs else 0.0, reasons=Counter(it.reason for it in rs),
@@ -225,7 +225,7 @@ def _trend(rounds: list[dict]) -> dict:
         prev = r
     chart = None
     if len(rounds) > 1:
-        series: dict[str, list[float | None]] = {"pass rate": [r["pass_rate"] for r in rounds]}
+        series: dict[str, Sequence[float | None]] = {"pass rate": [r["pass_rate"] for r in rounds]}
         series |= {f"median {c}": [r["medians"][c] for r in rounds] for c in SCORE_COLUMNS
                    if any(r["medians"][c] is not None for r in rounds)}
         chart = Markup(plots.round_trends([r["round"] for r in rounds], series))

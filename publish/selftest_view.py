@@ -41,7 +41,7 @@ def cell(v: object) -> str:
 
 def _table(title: str, rows: list[dict]) -> SelftestTable:
     keys: list[str] = [k for k in PREFERRED if any(k in r for r in rows)]
-    keys += [k for r in rows for k in r if k not in keys and not (k in PREFERRED)]
+    keys += [k for r in rows for k in r if k not in keys and k not in PREFERRED]
     keys = list(dict.fromkeys(keys))
     return SelftestTable(title, keys, [[cell(r.get(k)) for k in keys] for r in rows])
 

@@ -44,10 +44,12 @@ def _md_finalize(value: object) -> object:
     return md_escape(value)
 
 
-def md_code(value: object) -> Markup:
+def md_code(value: object, in_table: bool = False) -> Markup:
     """A value as an inline code span whose fence is longer than any backtick run in it (code spans show their
-    content literally, HTML included)."""
-    text = re.sub(r"[\r\n\t]+", " ", str(value)).replace("|", "\\|")  # a pipe would end a table cell
+    content literally, HTML included); in a table cell a pipe is escaped (GFM unescapes it there)."""
+    text = re.sub(r"[\r\n\t]+", " ", str(value))
+    if in_table:
+        text = text.replace("|", "\\|")
     fence = "`" * (max((len(m) for m in re.findall(r"`+", text)), default=0) + 1)
     pad = " " if text.startswith("`") or text.endswith("`") else ""
     return Markup(f"{fence}{pad}{text}{pad}{fence}")
@@ -82,6 +84,7 @@ def markdown_env() -> jinja2.Environment:
                              undefined=jinja2.StrictUndefined, trim_blocks=True, lstrip_blocks=True,
                              keep_trailing_newline=True)
     env.filters["code"] = md_code
+    env.filters["cell_code"] = lambda v: md_code(v, in_table=True)
     env.filters["raw"] = Markup  # for text the template builds from our own words only
     return _common(env)
 
