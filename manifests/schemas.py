@@ -6,7 +6,7 @@ from __future__ import annotations
 import pyarrow as pa
 
 # 2: attempt/transient columns, raw_name, attempts and identity_clusters tables; 3: qc contrast; 4: qc_selftest
-# table, qc expr_class / expr_class_score
+# table, qc expr_class / expr_class_score, triples carry every QC score (TRIPLE_SCORES)
 SCHEMA_VERSION = "4"
 
 _f32_list = pa.list_(pa.float32())
@@ -158,8 +158,11 @@ QC = _versioned("qc", [
     pa.field("expr_class_score", pa.float32()),  # v4: R's calibrated log-odds of expr_class (qc/selftest.py)
 ])
 
-# QC scores carried from qc into triples and releases, in report order.
+# The four scores every triples table has had (summary medians, release diffs of old releases).
 QC_SCORES = ("id_sim_rt", "id_sim_rj", "expr_dist_rt", "sharpness")
+# Every numeric QC score, carried from qc into triples, releases and exports (v4): what decided each triple. A
+# score column added to `qc` is carried without touching this list.
+TRIPLE_SCORES = tuple(f.name for f in QC if pa.types.is_floating(f.type))
 
 # The columns the QC stage adds to a row: the qc table without its keys and the attempt (carried from the work
 # item), nullable while rows are in flight.
@@ -196,6 +199,8 @@ TRIPLES = _versioned("triples", [
     pa.field("run_id", pa.string()),
     pa.field("config_fingerprint", pa.string()),
     pa.field("decision_version", pa.int32()),  # the qc decision version that accepted it
+    # v4: the other QC scores (margins, learned expression distances, contrast, mouth scores), null in older runs
+    *[pa.field(n, pa.float32()) for n in TRIPLE_SCORES if n not in QC_SCORES],
 ])
 
 # Which data made which adapter, and which adapter made which data.
@@ -242,12 +247,14 @@ TABLES: dict[str, pa.Schema] = {
 
 # Nullable columns added in schema version 2: a writer that does not know them gets nulls.
 ADDED_IN_V2 = frozenset({"raw_name", "attempt", "transient"})
+# Nullable triples columns added in version 4 (the other QC scores): a row without them gets nulls.
+ADDED_IN_V4 = frozenset(TRIPLE_SCORES) - frozenset(QC_SCORES)
 
 
 def conform(table: pa.Table, schema: pa.Schema) -> pa.Table:
     """Select and cast a table's columns to a manifest schema; a missing column is an error."""
     missing = [f.name for f in schema if f.name not in table.column_names
-               and not (f.name in ADDED_IN_V2 and f.nullable)]
+               and not (f.name in ADDED_IN_V2 | ADDED_IN_V4 and f.nullable)]
     if missing:
         raise ValueError(f"table for {schema.metadata[b'ciep.table'].decode()} lacks columns {missing}")
     return pa.Table.from_arrays([table.column(f.name).cast(f.type) if f.name in table.column_names

@@ -13,7 +13,7 @@ from typing import TypeAlias
 
 import pyarrow as pa
 
-from manifests.schemas import ATTEMPTS, REJECTS, TRIPLES, conform
+from manifests.schemas import ATTEMPTS, REJECTS, TRIPLE_SCORES, TRIPLES, conform
 
 Column: TypeAlias = pa.Array | pa.ChunkedArray
 
@@ -67,7 +67,8 @@ TRIPLE_FROM_ROW = {
     "expression_model_sha256": "expression_model_sha256", "swap_model": "swap_model",
     "swap_model_sha256": "swap_model_sha256", "identity_model": "identity_model",
     "identity_model_sha256": "identity_model_sha256", "thresholds": "thresholds", "run_id": "run_id",
-    "config_fingerprint": "config_fingerprint", "decision_version": "decision_version"}
+    "config_fingerprint": "config_fingerprint", "decision_version": "decision_version",
+    **{name: name for name in TRIPLE_SCORES}}
 
 
 def triples_table(accepted: pa.Table) -> pa.Table:

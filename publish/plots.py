@@ -51,15 +51,17 @@ def reasons_by_round(rounds: Sequence[int], counts: dict[str, Sequence[int]], pa
     return data_uri(fig)
 
 
-def score_histogram(title: str, accepted: np.ndarray, rejected: np.ndarray | None, threshold: float | None,
-                    rule: str, log_x: bool = False) -> str:
-    """Histogram of one QC score, accepted and rejected stacked, with the threshold as a vertical line."""
+def score_histogram(title: str, accepted: np.ndarray, rejected: np.ndarray | None,
+                    thresholds: Sequence[tuple[str, float]], rule: str, log_x: bool = False,
+                    off_note: str | None = None) -> str:
+    """Histogram of one QC score, accepted and rejected stacked, each threshold as a vertical line (several for a
+    per-class threshold, labelled with the class); `off_note` is written on the plot when the check had none."""
     fig, ax = plt.subplots(figsize=(4.6, 2.9))
     parts = [v for v in (accepted, rejected) if v is not None and len(v)]
     values = np.concatenate(parts) if parts else np.array([0.0])
     lo, hi = float(np.nanmin(values)), float(np.nanmax(values))
-    if threshold is not None:
-        lo, hi = min(lo, threshold), max(hi, threshold)
+    for _, t in thresholds:
+        lo, hi = min(lo, t), max(hi, t)
     if log_x:
         lo = max(lo, 1e-3)
         bins = np.geomspace(lo, max(hi, lo * 1.01), 25)
@@ -73,12 +75,16 @@ def score_histogram(title: str, accepted: np.ndarray, rejected: np.ndarray | Non
         colors.append(REJECT_COLOR)
         labels.append(f"rejected ({len(rejected)})")
     ax.hist(data, bins=bins.tolist(), stacked=True, color=colors, label=labels)
-    if threshold is not None:
-        ax.axvline(threshold, color=THRESHOLD_COLOR, linestyle="--", linewidth=1.2)
-        left_half = (np.log(threshold / bins[0]) / np.log(bins[-1] / bins[0]) if log_x
-                     else (threshold - bins[0]) / (bins[-1] - bins[0])) < 0.5
-        ax.text(threshold, ax.get_ylim()[1] * 1.02, f"{rule} {threshold:g}", ha="left" if left_half else "right",
-                va="bottom", fontsize=8)
+    top = ax.get_ylim()[1]
+    for k, (label, t) in enumerate(thresholds):
+        ax.axvline(t, color=THRESHOLD_COLOR, linestyle="--", linewidth=1.2)
+        left_half = (np.log(t / bins[0]) / np.log(bins[-1] / bins[0]) if log_x
+                     else (t - bins[0]) / (bins[-1] - bins[0])) < 0.5
+        text = f"{label} {rule} {t:g}".strip() if len(thresholds) > 1 else f"{rule} {t:g}"
+        ax.text(t, top * (1.02 - 0.09 * k), text, ha="left" if left_half else "right", va="bottom", fontsize=7)
+    if off_note:
+        ax.text(0.5, 0.97, f"threshold {off_note}", transform=ax.transAxes, ha="center", va="top", fontsize=7,
+                color="#8a5a00", wrap=True)
     ax.set_title(title, pad=14)
     ax.set_ylabel("count")
     ax.legend(frameon=False, fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.12), ncol=2)

@@ -139,17 +139,17 @@ def _value_counts(col: pa.ChunkedArray) -> tuple[list, list]:
 
 def read_shard_rows(release: Release, spec: ShardSpec) -> list[dict]:
     """The manifest rows of one shard, with the derived columns (caption) filled in."""
-    landmark_cols = int(release.info.get("format_version", 1)) >= 2
-    cols = [c for c in _MANIFEST_COLUMNS if landmark_cols or c not in _LANDMARK_COLUMNS]
     rows: list[dict] = []
     for path, start, stop in spec.parts:
         with release.fs.open(path, "rb") as fh:
-            t = pq.read_table(fh, columns=cols)
+            pf = pq.ParquetFile(fh)
+            present = set(pf.schema_arrow.names)  # an older release lacks later columns (landmarks, v4 scores)
+            t = pf.read(columns=[c for c in _MANIFEST_COLUMNS if c in present])
         t = t.filter(pc.equal(t.column("split"), spec.split)).slice(start, stop - start)
         rows += t.to_pylist()
     for r in rows:
         r["text"] = caption(r["expression"])
-        for c in _LANDMARK_COLUMNS:
+        for c in _MANIFEST_COLUMNS:
             r.setdefault(c, None)
     return rows
 

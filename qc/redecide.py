@@ -21,7 +21,7 @@ import pyarrow.compute as pc
 
 from core.location import Location
 from manifests.runs import now_iso, read_run_info, write_run_info
-from manifests.schemas import QC, QC_SCORES, TRIPLES
+from manifests.schemas import QC, TRIPLE_SCORES, TRIPLES
 from manifests.store import ManifestStore, shard_key
 from manifests.tables import triples_table
 from qc.config import QCConfig
@@ -71,7 +71,7 @@ def _triples(store: ManifestStore, qc: pa.Table) -> pa.Table:
     rows = {name: c[name] for name in c.column_names}
     rows.update({f"s_{name}": s[name] for name in ("aligned_path", "aligned_sha256", "embedding")})
     rows.update({f"t_{name}": t[name] for name in ("aligned_path", "aligned_sha256")})
-    rows.update({name: qc[name] for name in (*QC_SCORES, "identity_model", "identity_model_sha256", "thresholds",
+    rows.update({name: qc[name] for name in (*TRIPLE_SCORES, "identity_model", "identity_model_sha256", "thresholds",
                                              "run_id", "decision_version")})
     return triples_table(pa.table(rows))
 

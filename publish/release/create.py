@@ -174,6 +174,8 @@ def create_release(run_url: Location | str, name: str, releases_root: Location |
             lineage={**release_lineage(store), "config": config},
             qc=run_qc_summary(run_store, sorted(set(rounds)) if rounds else None),
             stats=stats)
+        if run_info.get("selftest"):  # the source run's validity card (qc/selftest.py), shown by card and report
+            info["selftest"] = run_info["selftest"]
         atomic_write_bytes(fs, f"{staging}/{CARD}", render_card(info).encode())
         listed = [f"{staging}/{CARD}"] + sorted(fs.glob(f"{staging}/manifests/**/*.parquet")) + sorted(
             fs.glob(f"{staging}/manifests/{COMMITS_DIR}/*.json"))

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from manifests.schemas import QC_SCORES
+from manifests.schemas import TRIPLE_SCORES
 from publish.release.read import Release
 
-DIFF_SCORES = QC_SCORES
+DIFF_SCORES = TRIPLE_SCORES  # those both releases' manifests have (older formats lack some)
 
 
 @dataclass
@@ -44,7 +44,8 @@ def diff_releases(a: Release, b: Release, eps: float = 1e-6) -> ReleaseDiff:
     moves = rows("select triple_id, ta.split as split_a, tb.split as split_b from ta join tb using (triple_id) "
                  "where ta.split <> tb.split order by triple_id")
     shifts, dists = {}, {}
-    for s in DIFF_SCORES:
+    cols = {r[0] for r in con.execute("describe triples").fetchall()}
+    for s in [s for s in DIFF_SCORES if s in cols]:
         changed, mean_d, max_d = fetch_one(con,
             f"select count(*) filter (where abs(tb.{s} - ta.{s}) > {eps} or (ta.{s} is null) <> (tb.{s} is null)), "
             f"avg(tb.{s} - ta.{s}), max(abs(tb.{s} - ta.{s})) from ta join tb using (triple_id)")

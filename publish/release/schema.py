@@ -6,7 +6,7 @@ import pyarrow as pa
 from pydantic import Field, field_validator
 
 from core.config import Strict
-from manifests.schemas import TABLES, TRIPLES
+from manifests.schemas import QC_SCORES, TABLES, TRIPLE_SCORES, TRIPLES
 
 
 class ReleaseConfig(Strict):
@@ -23,7 +23,9 @@ class ReleaseConfig(Strict):
 
 # 2: images live in the releases root's shared pool (publish/image_pool.py), `*_file` paths relative to the
 # release folder ("../_pool/images/..."); S and T landmarks copied from the run's sources.
-RELEASE_FORMAT_VERSION = "2"
+# 3: triples carry every QC score (manifests/schemas.py TRIPLE_SCORES: margins, learned expression distances,
+# contrast, mouth scores); readers of an older release get nulls for them.
+RELEASE_FORMAT_VERSION = "3"
 
 # The release manifest: every column of a run's triple (paths there are the run's, kept for provenance),
 # plus where each image lives inside the release (content-addressed), its size, and the triple's split.
@@ -72,6 +74,8 @@ EXPORT_COLUMNS: list[tuple[str, pa.DataType | str]] = [
     ("id_sim_rj", pa.float32()),
     ("expr_dist_rt", pa.float32()),
     ("sharpness", pa.float32()),
+    # format 3: the other scores that decide (margins, learned expression distances, contrast, mouth), null before
+    *[(n, pa.float32()) for n in TRIPLE_SCORES if n not in QC_SCORES],
     ("seed", pa.int64()),
     ("s_sha256", pa.string()),
     ("r_sha256", pa.string()),

@@ -7,10 +7,10 @@ import json
 import duckdb
 
 from manifests.query import connect, fetch_one
-from manifests.schemas import QC_SCORES
+from manifests.schemas import TRIPLE_SCORES
 from manifests.store import ManifestStore
 
-SCORES = QC_SCORES
+SCORES = TRIPLE_SCORES
 
 _IMAGES_SQL = """
     select distinct f, b from (

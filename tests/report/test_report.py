@@ -83,8 +83,8 @@ def test_worst_first_orders_rejected_by_violation_and_accepted_by_margin():
           "min_sharpness": 20.0}
 
     def item(i, acc, reasons, rt=0.5, rj=0.95, ex=0.05, sh=100.0, face=True):
-        return SheetItem(i, 0, acc, reasons[0] if reasons else "accepted", reasons, rt, rj, ex, sh, face,
-                         None, None, None)
+        return SheetItem(i, 0, acc, reasons[0] if reasons else "accepted", reasons, face, None, None, None,
+                         scores={"id_sim_rt": rt, "id_sim_rj": rj, "expr_dist_rt": ex, "sharpness": sh})
     rejected = [item("a", False, ["identity_leak"], rt=0.91), item("b", False, ["identity_leak"], rt=0.99),
                 item("c", False, ["identity_leak", "expression_lost"], rt=0.92, ex=0.2),
                 item("d", False, ["qc_no_face"], face=False)]
