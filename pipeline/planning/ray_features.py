@@ -10,7 +10,7 @@ Both read the same committed `sources` files in the same order, so a row index m
 from __future__ import annotations
 
 import ctypes
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 
 import fsspec
 import numpy as np
@@ -21,6 +21,7 @@ import ray
 from manifests.scan import release_arrow_memory
 from manifests.schemas import PLAN_FEATURE_COLUMNS, SOURCES
 from manifests.store import ManifestStore
+from pipeline.planning import clusters, pair_search
 from pipeline.planning.clusters import IdentityClusters, cluster_centroids, cluster_embedding_rows
 from pipeline.planning.features import resemblance
 from pipeline.planning.inputs import PLANNER_COLUMNS, PlanInputs
@@ -63,8 +64,31 @@ def _resemblance(embeddings: pa.Table, queries: list[tuple[int, list[int]]]) -> 
 
 @ray.remote(num_cpus=FEATURES_TASK_CPUS)
 def _clusters(embeddings: pa.Table, names: list[str], order: np.ndarray, starts: np.ndarray,
-              threshold: float | None) -> IdentityClusters:
-    return cluster_embedding_rows(names, order, starts, embeddings.column("embedding"), threshold)
+              threshold: float | None, search: pair_search.PairSearch) -> IdentityClusters:
+    return cluster_embedding_rows(names, order, starts, embeddings.column("embedding"), threshold, search)
+
+
+# A pair-search shard is CPU-bound faiss work on one thread: one CPU each, so that a cluster's nodes share them.
+SEARCH_TASK_CPUS = 1.0
+
+
+@ray.remote(num_cpus=SEARCH_TASK_CPUS)
+def _search_shard(blob: np.ndarray, c32: np.ndarray, a0: int, a1: int, threshold: float) -> np.ndarray:
+    return pair_search.shard_candidates(blob, c32[a0:a1], a0, threshold, threads=1)
+
+
+def ray_shards(blob: np.ndarray, c32: np.ndarray, shards: Sequence[tuple[int, int]],
+               threshold: float) -> list[np.ndarray]:
+    """pair_search.ShardMap on Ray tasks: the index and the float32 centroids put once, a task per shard."""
+    blob_ref, c32_ref = ray.put(blob), ray.put(c32)
+    return ray.get([_search_shard.remote(blob_ref, c32_ref, a0, a1, threshold) for a0, a1 in shards])
+
+
+def ray_pair_search() -> pair_search.PairSearch:
+    """The pair search on Ray tasks, with this process's limits (clusters.EXACT_MATRIX_IDENTITIES,
+    pair_search.FLAT_INDEX_IDENTITIES and SHARD_ROWS, read when called)."""
+    return pair_search.PairSearch(ray_shards, clusters.EXACT_MATRIX_IDENTITIES, pair_search.FLAT_INDEX_IDENTITIES,
+                                  pair_search.SHARD_ROWS)
 
 
 class RayFeatures:
@@ -87,7 +111,7 @@ class RayFeatures:
                  threshold: float | None) -> IdentityClusters:
         if threshold is None or len(names) < 2:  # no clustering: no need to wait for the embeddings
             return cluster_centroids(names, None, threshold)
-        return ray.get(_clusters.remote(self.embeddings, names, order, starts, threshold))
+        return ray.get(_clusters.remote(self.embeddings, names, order, starts, threshold, ray_pair_search()))
 
 
 def _planner_batches(fs: fsspec.AbstractFileSystem, files: list[str], columns: list[str]) -> Iterator[pa.Table]:
