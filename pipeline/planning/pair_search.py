@@ -147,7 +147,8 @@ def similar_pairs(cent: np.ndarray, threshold: float, search: PairSearch | None 
     c32 = np.ascontiguousarray(cent, np.float32)
     faiss.omp_set_num_threads(search_threads())
     blob = serialise(build_index(c32, spec or SearchSpec.for_size(len(cent), search.flat_limit)))
-    found = (search.shard_map or local_shards)(blob, c32, shards_of(len(cent), search.shard_rows or SHARD_ROWS), threshold)
+    shards = shards_of(len(cent), search.shard_rows or SHARD_ROWS)
+    found = (search.shard_map or local_shards)(blob, c32, shards, threshold)
     candidates = np.concatenate(found) if found else np.zeros((0, 2), np.int64)
     decided = exact_check(cent, candidates, threshold)
     decided = decided[np.lexsort((decided[:, 1], decided[:, 0]))]

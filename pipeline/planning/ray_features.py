@@ -1,6 +1,6 @@
-"""The planner's inputs at scale: the driver keeps only the compact columns pairing decides from
-(inputs.PlanInputs, read file by file), and the big ones (landmarks, embeddings, descriptors, paths) live in
-one Arrow table in Ray's object store, built by a task. The embedding work of pairing (duplicate resolution,
+"""The planner's features at scale: the big columns (landmarks, embeddings, descriptors, paths) live in one Arrow
+table in Ray's object store, built by two tasks (the compact columns pairing decides from are read by the planning
+task, ray_planner.py). The embedding work of pairing (duplicate resolution,
 identity clusters) runs in tasks next to that table, and the plan files carry source rows that the read tasks turn
 into full plan rows (gather.read_plan_rows; `ray.get` of the table is zero-copy on a node).
 
@@ -9,8 +9,8 @@ Both read the same committed `sources` files in the same order, so a row index m
 
 from __future__ import annotations
 
-import ctypes
-from collections.abc import Iterator, Sequence
+import logging
+from collections.abc import Sequence
 
 import fsspec
 import numpy as np
@@ -18,17 +18,16 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import ray
 
-from manifests.scan import release_arrow_memory
 from manifests.schemas import PLAN_FEATURE_COLUMNS, SOURCES
 from manifests.store import ManifestStore
 from pipeline.planning import clusters, pair_search
 from pipeline.planning.clusters import IdentityClusters, cluster_centroids, cluster_embedding_rows
 from pipeline.planning.features import resemblance
-from pipeline.planning.inputs import PLANNER_COLUMNS, PlanInputs
+
+log = logging.getLogger(__name__)
 
 # The features task mostly reads storage; like the plan read tasks, it must not wait for a whole CPU.
 FEATURES_TASK_CPUS = 0.25
-_BATCH_ROWS = 65_536
 
 # The features table: one object-store table, or parts whose columns together form it (RayFeatures.refs).
 Features = ray.ObjectRef | list[ray.ObjectRef]
@@ -44,7 +43,8 @@ def features_table(features: Features) -> pa.Table:
     return table
 
 
-def _read(fs: fsspec.AbstractFileSystem, path: str, columns: list[str]) -> pa.Table:
+def read_sources(fs: fsspec.AbstractFileSystem, path: str, columns: list[str]) -> pa.Table:
+    """`columns` of one committed sources file."""
     with fs.open(path, "rb") as fh:
         return pq.read_table(fh, columns=columns, schema=SOURCES)
 
@@ -52,7 +52,7 @@ def _read(fs: fsspec.AbstractFileSystem, path: str, columns: list[str]) -> pa.Ta
 @ray.remote(num_cpus=FEATURES_TASK_CPUS)
 def _features_table(fs: fsspec.AbstractFileSystem, files: list[str], columns: list[str]) -> pa.Table:
     """`columns` of the `files`, in order, one chunk per column (fast `take`)."""
-    table = pa.concat_tables([_read(fs, f, columns) for f in files]) if files \
+    table = pa.concat_tables([read_sources(fs, f, columns) for f in files]) if files \
         else SOURCES.empty_table().select(columns)
     return table.combine_chunks()
 
@@ -73,15 +73,20 @@ SEARCH_TASK_CPUS = 1.0
 
 
 @ray.remote(num_cpus=SEARCH_TASK_CPUS)
-def _search_shard(blob: np.ndarray, c32: np.ndarray, a0: int, a1: int, threshold: float) -> np.ndarray:
-    return pair_search.shard_candidates(blob, c32[a0:a1], a0, threshold, threads=1)
+def _search_shard(blob: np.ndarray, c32: np.ndarray, a0: int, a1: int, threshold: float) -> tuple[np.ndarray, str]:
+    """One shard's candidate pairs, and the node it ran on."""
+    pairs = pair_search.shard_candidates(blob, c32[a0:a1], a0, threshold, threads=1)
+    return pairs, ray.get_runtime_context().get_node_id()
 
 
 def ray_shards(blob: np.ndarray, c32: np.ndarray, shards: Sequence[tuple[int, int]],
                threshold: float) -> list[np.ndarray]:
     """pair_search.ShardMap on Ray tasks: the index and the float32 centroids put once, a task per shard."""
     blob_ref, c32_ref = ray.put(blob), ray.put(c32)
-    return ray.get([_search_shard.remote(blob_ref, c32_ref, a0, a1, threshold) for a0, a1 in shards])
+    done = ray.get([_search_shard.remote(blob_ref, c32_ref, a0, a1, threshold) for a0, a1 in shards])
+    log.info("identity pair search: %d shards of %d centroids on %d node(s)", len(shards), len(c32),
+             len({node for _, node in done}))
+    return [pairs for pairs, _ in done]
 
 
 def ray_pair_search() -> pair_search.PairSearch:
@@ -96,9 +101,11 @@ class RayFeatures:
     at once: the embeddings (`embeddings`, all that duplicates and clusters need, so that the planner waits for
     them only) and the other PLAN_FEATURE_COLUMNS; `refs` are both (their columns together are the features table)."""
 
-    def __init__(self, embeddings: ray.ObjectRef, rest: ray.ObjectRef) -> None:
+    def __init__(self, embeddings: ray.ObjectRef, rest: ray.ObjectRef,
+                 search: pair_search.PairSearch | None = None) -> None:
         self.embeddings = embeddings
         self.refs = [rest, embeddings]
+        self.search = search or ray_pair_search()  # the limits of the process that made it (the driver)
 
     def wait_embeddings(self) -> None:
         """Until the embeddings table exists (the tasks that read the features have their workers by then)."""
@@ -111,45 +118,12 @@ class RayFeatures:
                  threshold: float | None) -> IdentityClusters:
         if threshold is None or len(names) < 2:  # no clustering: no need to wait for the embeddings
             return cluster_centroids(names, None, threshold)
-        return ray.get(_clusters.remote(self.embeddings, names, order, starts, threshold, ray_pair_search()))
+        return ray.get(_clusters.remote(self.embeddings, names, order, starts, threshold, self.search))
 
 
-def _planner_batches(fs: fsspec.AbstractFileSystem, files: list[str], columns: list[str]) -> Iterator[pa.Table]:
-    """The planner's columns, one committed file at a time (as ManifestStore.read_table reads them)."""
-    for path in files:
-        table = _read(fs, path, columns)
-        for start in range(0, table.num_rows, _BATCH_ROWS):
-            yield table.slice(start, _BATCH_ROWS)
-        del table
-        _release_memory()
-
-
-def _release_memory() -> None:
-    """Hand freed memory back to the OS: Arrow's pool, and glibc's heap (reading file after file otherwise leaves
-    hundreds of MB of freed-but-kept pages at 1M sources)."""
-    release_arrow_memory()
-    try:
-        ctypes.CDLL("libc.so.6").malloc_trim(0)
-    except (OSError, AttributeError):  # not glibc
-        pass
-
-
-def _rows(fs: fsspec.AbstractFileSystem, files: list[str]) -> int:
-    total = 0
-    for path in files:
-        with fs.open(path, "rb") as fh:
-            total += pq.ParquetFile(fh).metadata.num_rows
-    return total
-
-
-def plan_sources(store: ManifestStore) -> tuple[PlanInputs, RayFeatures]:
-    """The committed sources as the planner's compact inputs (on the driver) and the features table (a task; the
-    driver never holds it)."""
+def plan_features(store: ManifestStore) -> RayFeatures:
+    """The features table of the committed sources, read by two tasks (the driver never holds it)."""
     files = store.committed_files("sources")
     embeddings = _features_table.remote(store.fs, files, ["embedding"])  # first: the planner waits for it
     rest = _features_table.remote(store.fs, files, [c for c in PLAN_FEATURE_COLUMNS if c != "embedding"])
-    features = RayFeatures(embeddings, rest)
-    columns = PLANNER_COLUMNS + ["expression_probs"]
-    inputs = PlanInputs.from_batches(_planner_batches(store.fs, files, columns), _rows(store.fs, files))
-    _release_memory()
-    return inputs, features
+    return RayFeatures(embeddings, rest)

@@ -50,7 +50,11 @@ def planned_size_bound(inputs: PlanInputs, cfg: PairingConfig) -> int:
     """At least the number of candidates plan_round_stream plans, known before duplicates are resolved and
     identities clustered (no embedding needed): equal to it unless duplicate files or one-person clusters leave an
     identity fewer images or no j."""
-    counts = np.bincount(inputs.identity_code, minlength=len(inputs.identity_names))
+    return size_bound(np.bincount(inputs.identity_code, minlength=len(inputs.identity_names)), cfg)
+
+
+def size_bound(counts: np.ndarray, cfg: PairingConfig) -> int:
+    """planned_size_bound from the images per identity (what the driver keeps: ray_planner.InputsSummary)."""
     if np.count_nonzero(counts) < 2:  # one identity: no j for anyone
         return 0
     targets = counts[counts >= 2]
