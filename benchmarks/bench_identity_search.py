@@ -89,12 +89,13 @@ def main(argv: list[str] | None = None) -> int:
             return captured["pairs"]
         clusters.similar_pairs = keep  # type: ignore[assignment]
         with PeakRSS() as rss:
-            t = time.perf_counter()
+            t, cpu = time.perf_counter(), time.process_time()
             found = clusters.cluster_centroids(names, cent, args.threshold)
-            took = time.perf_counter() - t
+            took, cpu = time.perf_counter() - t, time.process_time() - cpu
         clusters.similar_pairs = search
         multi = sum(size > 1 for size in found.size_of.values())
-        print(f"{n} identities ({spec}): cluster_centroids {took:.1f} s, peak RSS {rss.peak / 2**20:.0f} MiB, "
+        print(f"{n} identities ({spec}): cluster_centroids {took:.1f} s ({cpu:.0f} CPU s), "
+              f"peak RSS {rss.peak / 2**20:.0f} MiB, "
               f"{multi} clusters of 2+; load {os.getloadavg()[0]:.1f}", flush=True)
         if not args.sample or spec.kind == "flat":
             continue

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import fsspec
 import numpy as np
@@ -29,18 +30,42 @@ log = logging.getLogger(__name__)
 # The features task mostly reads storage; like the plan read tasks, it must not wait for a whole CPU.
 FEATURES_TASK_CPUS = 0.25
 
-# The features table: one object-store table, or parts whose columns together form it (RayFeatures.refs).
-Features = ray.ObjectRef | list[ray.ObjectRef]
+# Source rows per features block (whole committed files are grouped until a block has at least this many rows).
+FEATURE_BLOCK_ROWS = 65_536
 
 
-def features_table(features: Features) -> pa.Table:
-    """The features table from its object-store parts (zero-copy `ray.get` on a node, columns side by side)."""
-    parts = ray.get(features if isinstance(features, list) else [features])
-    table = parts[0]
-    for part in parts[1:]:
-        for field, column in zip(part.schema, part.columns, strict=True):
-            table = table.append_column(field, column)
-    return table
+@dataclass(frozen=True)
+class FeatureBlocks:
+    """The features table in blocks of consecutive source rows, each block one object per part: the embeddings
+    (all that duplicates and clusters need) and the other PLAN_FEATURE_COLUMNS. A reader fetches only the blocks
+    its rows are in; Ray can spill, restore and move each block alone."""
+
+    embeddings: list[ray.ObjectRef]
+    rest: list[ray.ObjectRef]
+    starts: np.ndarray  # the first row of each block, then the number of rows
+
+    def embedding_column(self) -> pa.ChunkedArray:
+        """The whole embedding column, the blocks side by side (zero-copy `ray.get` on a node)."""
+        tables = ray.get(self.embeddings)
+        chunks = [c for t in tables for c in t.column("embedding").chunks]
+        return pa.chunked_array(chunks, SOURCES.field("embedding").type)
+
+    def rows(self, rows: np.ndarray) -> tuple[pa.Table, np.ndarray]:
+        """The features rows that `rows` (source rows) name: a table of just the blocks that hold them (every
+        PLAN_FEATURE_COLUMN) and `rows` as row indices into that table."""
+        block_of = np.searchsorted(self.starts, rows, side="right") - 1
+        needed = np.unique(block_of) if len(rows) else np.zeros(1, np.int64)  # no rows: block 0's columns
+        rest = pa.concat_tables(ray.get([self.rest[b] for b in needed.tolist()]))
+        embeddings = pa.concat_tables(ray.get([self.embeddings[b] for b in needed.tolist()]))
+        for field, column in zip(embeddings.schema, embeddings.columns, strict=True):
+            rest = rest.append_column(field, column)
+        first = np.zeros(len(self.starts), np.int64)
+        first[needed] = np.concatenate([[0], np.cumsum(np.diff(self.starts)[needed])[:-1]])
+        return rest, first[block_of] + rows - self.starts[block_of]
+
+
+# What the plan read tasks gather plan rows from (gather.read_plan_rows).
+Features = FeatureBlocks
 
 
 def read_sources(fs: fsspec.AbstractFileSystem, path: str, columns: list[str]) -> pa.Table:
@@ -58,14 +83,14 @@ def _features_table(fs: fsspec.AbstractFileSystem, files: list[str], columns: li
 
 
 @ray.remote(num_cpus=FEATURES_TASK_CPUS)
-def _resemblance(embeddings: pa.Table, queries: list[tuple[int, list[int]]]) -> list[float] | None:
-    return resemblance(embeddings.column("embedding"), queries)
+def _resemblance(blocks: FeatureBlocks, queries: list[tuple[int, list[int]]]) -> list[float] | None:
+    return resemblance(blocks.embedding_column(), queries)
 
 
 @ray.remote(num_cpus=FEATURES_TASK_CPUS)
-def _clusters(embeddings: pa.Table, names: list[str], order: np.ndarray, starts: np.ndarray,
+def _clusters(blocks: FeatureBlocks, names: list[str], order: np.ndarray, starts: np.ndarray,
               threshold: float | None, search: pair_search.PairSearch) -> IdentityClusters:
-    return cluster_embedding_rows(names, order, starts, embeddings.column("embedding"), threshold, search)
+    return cluster_embedding_rows(names, order, starts, blocks.embedding_column(), threshold, search)
 
 
 # A pair-search shard is CPU-bound faiss work on one thread: one CPU each, so that a cluster's nodes share them.
@@ -97,33 +122,55 @@ def ray_pair_search() -> pair_search.PairSearch:
 
 
 class RayFeatures:
-    """features.SourceFeatures over the features table in the object store, in two parts read by two tasks
-    at once: the embeddings (`embeddings`, all that duplicates and clusters need, so that the planner waits for
-    them only) and the other PLAN_FEATURE_COLUMNS; `refs` are both (their columns together are the features table)."""
+    """features.SourceFeatures over the features table in the object store (`blocks`, read block by block by
+    tasks, the embeddings first: duplicates and clusters wait for them only)."""
 
-    def __init__(self, embeddings: ray.ObjectRef, rest: ray.ObjectRef,
-                 search: pair_search.PairSearch | None = None) -> None:
-        self.embeddings = embeddings
-        self.refs = [rest, embeddings]
+    def __init__(self, blocks: FeatureBlocks, search: pair_search.PairSearch | None = None) -> None:
+        self.blocks = blocks
         self.search = search or ray_pair_search()  # the limits of the process that made it (the driver)
 
     def wait_embeddings(self) -> None:
-        """Until the embeddings table exists (the tasks that read the features have their workers by then)."""
-        ray.wait([self.embeddings], fetch_local=False)
+        """Until the embedding blocks exist (the tasks that read the features have their workers by then)."""
+        ray.wait(self.blocks.embeddings, num_returns=len(self.blocks.embeddings), fetch_local=False)
 
     def resemblance(self, queries: list[tuple[int, list[int]]]) -> list[float] | None:
-        return ray.get(_resemblance.remote(self.embeddings, queries))
+        return ray.get(_resemblance.remote(self.blocks, queries))
 
     def clusters(self, names: list[str], order: np.ndarray, starts: np.ndarray,
                  threshold: float | None) -> IdentityClusters:
         if threshold is None or len(names) < 2:  # no clustering: no need to wait for the embeddings
             return cluster_centroids(names, None, threshold)
-        return ray.get(_clusters.remote(self.embeddings, names, order, starts, threshold, self.search))
+        return ray.get(_clusters.remote(self.blocks, names, order, starts, threshold, self.search))
+
+
+def file_rows(fs: fsspec.AbstractFileSystem, files: list[str]) -> list[int]:
+    """The rows of each committed sources file (Parquet footers only)."""
+    rows = []
+    for path in files:
+        with fs.open(path, "rb") as fh:
+            rows.append(pq.ParquetFile(fh).metadata.num_rows)
+    return rows
 
 
 def plan_features(store: ManifestStore) -> RayFeatures:
-    """The features table of the committed sources, read by two tasks (the driver never holds it)."""
+    """The features table of the committed sources, read block by block by tasks (the driver never holds it):
+    whole files grouped into blocks of at least FEATURE_BLOCK_ROWS rows, the embedding blocks first."""
     files = store.committed_files("sources")
-    embeddings = _features_table.remote(store.fs, files, ["embedding"])  # first: the planner waits for it
-    rest = _features_table.remote(store.fs, files, [c for c in PLAN_FEATURE_COLUMNS if c != "embedding"])
-    return RayFeatures(embeddings, rest)
+    groups: list[list[str]] = []
+    starts, total, size = [0], 0, 0
+    for path, rows in zip(files, file_rows(store.fs, files), strict=True):
+        if not groups or size >= FEATURE_BLOCK_ROWS:
+            if groups:
+                starts.append(total)
+            groups.append([])
+            size = 0
+        groups[-1].append(path)
+        size += rows
+        total += rows
+    starts.append(total)
+    if not groups:  # no sources: one empty block
+        groups = [[]]
+    embeddings = [_features_table.remote(store.fs, g, ["embedding"]) for g in groups]  # first: the planner waits
+    rest_columns = [c for c in PLAN_FEATURE_COLUMNS if c != "embedding"]
+    rest = [_features_table.remote(store.fs, g, rest_columns) for g in groups]
+    return RayFeatures(FeatureBlocks(embeddings, rest, np.array(starts, np.int64)))
