@@ -51,17 +51,23 @@ class FeatureBlocks:
         return pa.chunked_array(chunks, SOURCES.field("embedding").type)
 
     def rows(self, rows: np.ndarray) -> tuple[pa.Table, np.ndarray]:
-        """The features rows that `rows` (source rows) name: a table of just the blocks that hold them (every
-        PLAN_FEATURE_COLUMN) and `rows` as row indices into that table."""
+        """The features rows that `rows` (source rows) name, and `rows` as indices into that table: a block at a
+        time (fetched, its rows taken, released), so a reader holds one block whatever the rows' spread."""
         block_of = np.searchsorted(self.starts, rows, side="right") - 1
-        needed = np.unique(block_of) if len(rows) else np.zeros(1, np.int64)  # no rows: block 0's columns
-        rest = pa.concat_tables(ray.get([self.rest[b] for b in needed.tolist()]))
-        embeddings = pa.concat_tables(ray.get([self.embeddings[b] for b in needed.tolist()]))
-        for field, column in zip(embeddings.schema, embeddings.columns, strict=True):
-            rest = rest.append_column(field, column)
-        first = np.zeros(len(self.starts), np.int64)
-        first[needed] = np.concatenate([[0], np.cumsum(np.diff(self.starts)[needed])[:-1]])
-        return rest, first[block_of] + rows - self.starts[block_of]
+        local = np.empty(len(rows), np.int64)
+        parts, at = [], 0
+        for b in np.unique(block_of).tolist() or [0]:  # no rows: block 0's columns, no row
+            mine = np.flatnonzero(block_of == b)
+            inside = pa.array(rows[mine] - self.starts[b])
+            rest, embeddings = ray.get([self.rest[b], self.embeddings[b]])
+            part = rest.take(inside)
+            for field, column in zip(embeddings.schema, embeddings.columns, strict=True):
+                part = part.append_column(field, column.take(inside))
+            parts.append(part)
+            local[mine] = at + np.arange(len(mine))
+            at += len(mine)
+            del rest, embeddings
+        return pa.concat_tables(parts), local
 
 
 # What the plan read tasks gather plan rows from (gather.read_plan_rows).
