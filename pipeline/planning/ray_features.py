@@ -1,8 +1,9 @@
-"""The planner's features at scale: the big columns (landmarks, embeddings, descriptors, paths) live in one Arrow
-table in Ray's object store, built by two tasks (the compact columns pairing decides from are read by the planning
-task, ray_planner.py). The embedding work of pairing (duplicate resolution,
-identity clusters) runs in tasks next to that table, and the plan files carry source rows that the read tasks turn
-into full plan rows (gather.read_plan_rows; `ray.get` of the table is zero-copy on a node).
+"""The planner's features at scale: the big columns (landmarks, embeddings, descriptors, paths) live in Ray's
+object store in blocks of consecutive source rows (FeatureBlocks), each read by a task (the compact columns pairing
+decides from are read by the planning task, ray_planner.py). The embedding work of pairing (duplicate resolution,
+identity clusters, the pair search's shards) runs in tasks next to the blocks, and the plan files carry source rows
+that the read tasks turn into full plan rows from just the blocks those rows are in (gather.read_plan_rows;
+`ray.get` of a block is zero-copy on a node).
 
 Both read the same committed `sources` files in the same order, so a row index means the same source in both.
 """
