@@ -112,9 +112,9 @@ def _run_generation(cfg: PipelineConfig, store: ManifestStore, run_root: str, ro
                               cfg.run.max_attempts)
             failure = failure_url(run, round_index)
             iso = Isolation(chain,
-                            lambda ids: plan_rows_of(urls, ids, run, failure, features.blocks, ahead.reads),
+                            lambda ids: plan_rows_of(urls, ids, run, failure, features.ref, ahead.reads),
                             lambda ids: undecided(ids, phase.done(decided_candidates(store, round_index))))
-            stream_phase(lambda in_flight: apply_stages(dataset_from_plan_files(urls, failure, run, features.blocks,
+            stream_phase(lambda in_flight: apply_stages(dataset_from_plan_files(urls, failure, run, features.ref,
                                                                                 ahead.reads),
                                                         chain, in_flight),
                          spec, store, Progress(f"round {round_index}", todo), phase, iso)

@@ -71,8 +71,10 @@ class FeatureBlocks:
         return pa.concat_tables(parts), local
 
 
-# What the plan read tasks gather plan rows from (gather.read_plan_rows).
-Features = FeatureBlocks
+# What the plan read tasks gather plan rows from (gather.read_plan_rows): the FeatureBlocks put once in the object
+# store, so that each of the (many) read tasks carries one reference, not one per block: Ray counts every reference
+# a serialised task holds on the driver.
+Features = ray.ObjectRef
 
 
 def read_sources(fs: fsspec.AbstractFileSystem, path: str, columns: list[str]) -> pa.Table:
@@ -134,6 +136,7 @@ class RayFeatures:
 
     def __init__(self, blocks: FeatureBlocks, search: pair_search.PairSearch | None = None) -> None:
         self.blocks = blocks
+        self.ref: Features = ray.put(blocks)  # for the plan read tasks
         self.search = search or ray_pair_search()  # the limits of the process that made it (the driver)
 
     def wait_embeddings(self) -> None:
