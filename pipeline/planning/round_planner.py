@@ -16,11 +16,9 @@ from manifests.store import ManifestStore, atomic_write_bytes
 from pipeline.config import PipelineConfig
 from pipeline.planning.config import PairingConfig
 from pipeline.planning.datasource import ReadAhead
-from pipeline.planning.features import SourceFeatures
 from pipeline.planning.files import failure_url, write_plan_files
-from pipeline.planning.inputs import PlanInputs
 from pipeline.planning.ray_planner import RemotePlanInputs
-from pipeline.planning.stream import PlanStream, RoundPlan, plan_round, plan_round_stream
+from pipeline.planning.stream import PlanStream, RoundPlan, plan_round
 from pipeline.retry import attempts_for, with_attempt_column
 
 log = logging.getLogger(__name__)
@@ -55,13 +53,6 @@ def plan_for(cfg: PipelineConfig, sources: pa.Table, round_index: int) -> RoundP
     """pipeline.planning.stream.plan_round with this run's pairing section, seed, fingerprint and release splits."""
     s = PlanSettings.of(cfg)
     return plan_round(sources, s.pairing, round_index, seed=s.seed, fingerprint=s.fingerprint, splits=s.splits)
-
-
-def plan_stream_for(settings: PlanSettings, inputs: PlanInputs, features: SourceFeatures, round_index: int,
-                    chunk_rows: int) -> PlanStream:
-    """planning.stream.plan_round_stream with this run's pairing section, seed, fingerprint and release splits."""
-    return plan_round_stream(inputs, features, settings.pairing, round_index, chunk_rows, seed=settings.seed,
-                             fingerprint=settings.fingerprint, splits=settings.splits)
 
 
 class Planner(threading.Thread):

@@ -1,6 +1,7 @@
 """Plan a round: targets T, their S, and a swap-source identity j != i, all deterministic from the seed.
 
-Runs on the driver over compact per-source arrays (inputs.PlanInputs: no Python object per source); the embedding
+Runs over compact per-source arrays (inputs.PlanInputs: no Python object per source), in the planning task of a run
+(ray_planner.py: the driver holds none of them) or in this process (plan_round); the embedding
 work (duplicates, identity clusters) goes through features.SourceFeatures, and the plan streams as source rows
 (PLAN_INDEX_SCHEMA) that gather.gather_plan turns into PLAN_SCHEMA rows where the landmarks and embeddings are
 (ray_features.py). A target's candidate id is a hash of the content hashes of every image it uses, the round, the
