@@ -71,7 +71,30 @@ def _timeline_firsts(t0_wall: float) -> dict[str, list[float]]:
     return {k: [round(v[0], 1), round(v[1], 1), int(v[2])] for k, v in sorted(firsts.items(), key=lambda x: x[1][0])}
 
 
-def driver(out: str, watch: float, overrides: list[str]) -> dict:
+def _store_stats() -> dict[str, int]:
+    """Ray's object store on this node now: the bytes the raylet's plasma file has allocated (pages it has
+    touched: a high-water mark) and the size of the Ray session folder (its logs and spilled objects). Read from the
+    files, not by a raylet call, which timed out under load and missed samples."""
+    import ray
+    node = ray._private.worker._global_node
+    raylet = node.all_processes["raylet"][0].process.pid
+    used = 0
+    for fd in Path(f"/proc/{raylet}/fd").iterdir():
+        try:
+            if "plasma" in os.readlink(fd):
+                used = max(used, os.stat(fd).st_blocks * 512)
+        except OSError:
+            continue
+    return {"used": used, "spilled": int(_disk_mib(node.get_session_dir_path()) * 2**20)}
+
+
+def _disk_mib(path: str) -> float:
+    """Bytes under `path` (du: hard-linked cached sources counted once, as stored), in MiB."""
+    out = subprocess.run(["du", "-sk", path], capture_output=True, text=True).stdout.split()
+    return int(out[0]) / 1024 if out else float("nan")
+
+
+def driver(out: str, watch: float, overrides: list[str], object_store_gb: float | None = None) -> dict:
     """Runs in a fresh process: the generation phase until `watch` s after the first commit."""
     from manifests.store import ManifestStore
     from pipeline.config import load_config
@@ -86,6 +109,11 @@ def driver(out: str, watch: float, overrides: list[str]) -> dict:
     if os.environ.get("BENCH_SWITCH_INTERVAL"):  # experiment: GIL switch interval of the driver (default 0.005 s)
         sys.setswitchinterval(float(os.environ["BENCH_SWITCH_INTERVAL"]))
     cfg = load_config(overrides=[f"run.output_root={Path(out).parent}", f"run.run_id={Path(out).name}", *overrides])
+    if object_store_gb:  # a local Ray with its object store capped (the machine is shared); else as configured
+        import ray
+        ray.init(address="local", num_cpus=cfg.ray.num_cpus, include_dashboard=False, logging_level=logging.WARNING,
+                 object_store_memory=int(object_store_gb * 2**30))
+        ray.data.DataContext.get_current().enable_progress_bars = False
     init_ray(cfg.ray)
     store = ManifestStore.open(out)
     result: dict = {"rss_after_ray_mib": proc.memory_info().rss / 2**20}
@@ -95,6 +123,18 @@ def driver(out: str, watch: float, overrides: list[str]) -> dict:
     plan_dir = Path(out) / "plan" / "round-0"
 
     loads: list[float] = []
+    store_peak = {"used": 0, "spilled": 0}
+
+    def store_monitor() -> None:  # every 2 s: a raylet call, kept off the 50 ms RSS loop
+        while not stop.is_set():
+            try:
+                for k, v in _store_stats().items():
+                    store_peak[k] = max(store_peak[k], v)
+            except Exception:  # noqa: BLE001 - a missed sample only
+                pass
+            result["object_store_peak_mib"] = store_peak["used"] / 2**20
+            result["session_folder_peak_mib"] = store_peak["spilled"] / 2**20
+            time.sleep(2.0)
 
     def monitor(t0: float) -> None:
         first = None
@@ -113,6 +153,7 @@ def driver(out: str, watch: float, overrides: list[str]) -> dict:
                 result["first_commit_s"] = now - t0
             if first is not None and now - first >= watch:
                 result["peak_rss_mib"] = peak[0] / 2**20
+                result["run_folder_disk_mib"] = _disk_mib(out)
                 result["plan_files"] = len(list(plan_dir.iterdir()))
                 result["committed_shards_at_stop"] = sum(1 for p in commits.iterdir() if p.name.startswith("gen-"))
                 first_batch = _first_stage_batch(stats_dir)
@@ -130,17 +171,6 @@ def driver(out: str, watch: float, overrides: list[str]) -> dict:
             time.sleep(0.05)
 
     t0, t0_wall = time.monotonic(), time.time()
-    from pipeline.planning import ray_features
-    original = ray_features.RayFeatures.clusters  # timed: when the planner's clustering starts and ends
-
-    def timed_clusters(self, *args, **kwargs):  # type: ignore[no-untyped-def]
-        started = time.monotonic()
-        try:
-            return original(self, *args, **kwargs)
-        finally:
-            result["clusters_s"] = [started - t0, time.monotonic() - t0]
-    ray_features.RayFeatures.clusters = timed_clusters  # type: ignore[method-assign]
-
     if os.environ.get("BENCH_PLANNER_PAUSE"):  # experiment: the planner thread sleeps between plan files
         import pipeline.planning.round_planner
         pause, write_files = float(os.environ["BENCH_PLANNER_PAUSE"]), pipeline.planning.round_planner.write_plan_files
@@ -158,6 +188,9 @@ def driver(out: str, watch: float, overrides: list[str]) -> dict:
             if "sources read for planning" in record.getMessage():
                 result["sources_read_s"] = time.monotonic() - t0
                 result["rss_at_sources_read_mib"] = proc.memory_info().rss / 2**20
+            if "identities clustered" in record.getMessage():  # wall-clock span logged by the planner
+                result["clusters_s"] = [round(float(record.args[2]) - t0_wall, 1),  # type: ignore[index]
+                                        round(float(record.args[3]) - t0_wall, 1)]  # type: ignore[index]
             if "candidates planned" in record.getMessage() and "plan_written_s" not in result:
                 result["plan_written_s"] = time.monotonic() - t0
                 result["rss_at_plan_written_mib"] = proc.memory_info().rss / 2**20
@@ -165,6 +198,7 @@ def driver(out: str, watch: float, overrides: list[str]) -> dict:
         logging.getLogger(name).addHandler(PlanDone())
         logging.getLogger(name).setLevel(logging.INFO)
     threading.Thread(target=monitor, args=(t0,), daemon=True).start()
+    threading.Thread(target=store_monitor, daemon=True).start()
     run_generation(cfg, store, out, 0, stages=[DryGenerationStage])
     stop.set()
     result.update(peak_rss_mib=peak[0] / 2**20, finished_s=time.monotonic() - t0)
@@ -179,6 +213,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--watch", type=float, default=20.0, help="seconds to keep streaming after the first commit")
     p.add_argument("--override", action="append", default=[], help="config override for the driver (repeatable)")
     p.add_argument("--cache", help="keep the synthetic sources here and reuse them (hard-linked into each run)")
+    p.add_argument("--object-store-gb", type=float, help="cap Ray's object store (a local Ray started here)")
     p.add_argument("--child", choices=["sources", "driver"])
     p.add_argument("--out")
     args = p.parse_args(argv)
@@ -186,7 +221,7 @@ def main(argv: list[str] | None = None) -> int:
         make_sources(args.out, args.sources[0], args.per_identity)
         return 0
     if args.child == "driver":
-        driver(args.out, args.watch, args.override)
+        driver(args.out, args.watch, args.override, args.object_store_gb)
         return 0
     env = dict(os.environ, PYTHONPATH=str(REPO), CIEP_PROGRESS_BARS="0")
     print(f"machine: {machine()}; load {os.getloadavg()[0]:.1f}")
@@ -204,8 +239,9 @@ def main(argv: list[str] | None = None) -> int:
             subprocess.run(["cp", "-al", made_at, out], check=True)
         made = time.monotonic() - t
         res = subprocess.run([sys.executable, "-m", CHILD, "--child", "driver", "--out", out, "--watch",
-                              str(args.watch), *(f"--override={o}" for o in args.override)], env=env,
-                             capture_output=True, text=True)
+                              str(args.watch), *(f"--override={o}" for o in args.override),
+                              *([f"--object-store-gb={args.object_store_gb}"] if args.object_store_gb else [])],
+                             env=env, capture_output=True, text=True)
         if res.returncode:
             print(res.stdout[-3000:], res.stderr[-6000:], sep="\n")
             raise SystemExit(f"driver failed ({res.returncode})")
@@ -219,6 +255,10 @@ def main(argv: list[str] | None = None) -> int:
               f"first committed shard {r.get('first_commit_s', float('nan')):.1f} s after planning start; driver "
               f"RSS after ray.init {r['rss_after_ray_mib']:.0f} MiB, peak {r['peak_rss_mib']:.0f} MiB; "
               f"{r.get('plan_files')} plan files; load while measuring {r.get('load_min_max')}", flush=True)
+        print(f"  object store peak {r.get('object_store_peak_mib', float('nan')):.0f} MiB (plasma pages); Ray "
+              f"session folder (spilled objects, logs) peak {r.get('session_folder_peak_mib', float('nan')):.0f} "
+              f"MiB; run folder on disk at the stop "
+              f"{r.get('run_folder_disk_mib', float('nan')):.0f} MiB (sources included)", flush=True)
         print(f"  clustering {r.get('clusters_s')} s; first item out of the generation stage "
               f"{r.get('first_item_s', float('nan')):.1f} s (its batch started at "
               f"{r.get('first_stage_batch_start_s', float('nan')):.1f} s)", flush=True)

@@ -24,9 +24,9 @@ from pipeline.isolate import Isolation
 from pipeline.phases import Phase, PhaseSettings, PhaseStats, stream_phase, undecided, with_phase_retries
 from pipeline.planning.datasource import ReadAhead
 from pipeline.planning.files import failure_url, plan_file_urls
-from pipeline.planning.ray_features import plan_sources
+from pipeline.planning.ray_planner import RemotePlanInputs
 from pipeline.planning.round_planner import PLAN_WRITE_AHEAD_FILES, Planner, PlanSettings, plan_block_rows
-from pipeline.planning.stream import planned_size_bound
+from pipeline.planning.stream import size_bound
 from pipeline.ray_adapter import apply_stages, check_wiring, dataset_from_plan_files, plan_rows_of, stage_chain
 from pipeline.retry import ATTEMPT_COLUMN, failed_attempts, retrying_split
 from qc.redecide import current_version
@@ -80,20 +80,22 @@ def _run_generation(cfg: PipelineConfig, store: ManifestStore, run_root: str, ro
     run = cfg.run.location.at(run_root)  # the run folder with run.storage_options
     chain = stage_chain(cfg, stages, run)
     batch = min(section.resources.batch_size for section in chain.sections)
-    # the driver keeps the planner's compact columns; landmarks, embeddings and paths stay in the object store
-    inputs, features = plan_sources(store)
+    # the planner's compact columns, landmarks, embeddings and paths stay in the object store (a task reads them,
+    # the planning task plans from them): the driver keeps the row count and the images per identity
+    inputs = RemotePlanInputs(store)
+    features = inputs.features
     log.info("round %d: %d sources read for planning in %.1f s", round_index, len(inputs), time.monotonic() - started)
     rows = plan_block_rows(cfg.run.plan_block_rows, len(inputs), batch * 2)
     done = phase.done(decided_candidates(store, round_index))
     # The plan files are named before the plan is made, for an upper bound of its size (exact unless duplicates or
     # one-person clusters drop targets; the files past the plan's end are written empty), so that Ray Data starts
     # its actors while a thread resolves duplicates, clusters identities and writes the plan.
-    bound = planned_size_bound(inputs, cfg.pairing)
+    bound = size_bound(inputs.summary.identity_counts, cfg.pairing)
     urls = plan_file_urls(run, round_index, -(-bound // rows))
     past_failures = failed_attempts(store, round_index, tuple(s.name for s in stages))
     ahead = ReadAhead(len(urls), PLAN_WRITE_AHEAD_FILES)
     settings = replace(PlanSettings.of(cfg), unjudgeable=unplanned_expressions(cfg.qc, read_run_info(run)))
-    planner = Planner(settings, store, run, round_index, inputs, features, rows, done, urls,
+    planner = Planner(settings, store, run, round_index, inputs, rows, done, urls,
                       past_failures, started, ahead)
     planner.start()
     if len(done):  # a resumed round: wait for the exact size, so that a finished round starts no actor
@@ -114,9 +116,9 @@ def _run_generation(cfg: PipelineConfig, store: ManifestStore, run_root: str, ro
                               cfg.run.max_attempts)
             failure = failure_url(run, round_index)
             iso = Isolation(chain,
-                            lambda ids: plan_rows_of(urls, ids, run, failure, features.refs, ahead.reads),
+                            lambda ids: plan_rows_of(urls, ids, run, failure, features.ref, ahead.reads),
                             lambda ids: undecided(ids, phase.done(decided_candidates(store, round_index))))
-            stream_phase(lambda in_flight: apply_stages(dataset_from_plan_files(urls, failure, run, features.refs,
+            stream_phase(lambda in_flight: apply_stages(dataset_from_plan_files(urls, failure, run, features.ref,
                                                                                 ahead.reads),
                                                         chain, in_flight),
                          spec, store, Progress(f"round {round_index}", todo), phase, iso)

@@ -204,7 +204,7 @@ def dataset_from_plan_files(urls: list[str], failure: str, run: Location, featur
                             reads: PlanReads | None = None) -> ray.data.Dataset:
     """The round's plan files (local paths or fsspec URLs) as a dataset of one block per file; a read task waits
     for its file while the driver is still writing later ones (pipeline/planning/files.py). With `features` (the
-    object-store table of pipeline/planning/ray_features.py, or its parts) the files hold PLAN_INDEX_SCHEMA
+    object-store blocks of pipeline/planning/ray_features.py, FeatureBlocks) the files hold PLAN_INDEX_SCHEMA
     rows and the read task gathers their PLAN_SCHEMA columns; without, they hold PLAN_SCHEMA rows. With `reads`, a
     read task reports the file it asks for, so that the planner writes only a few files ahead (ReadAhead).
 

@@ -3,19 +3,20 @@
 Each identity's centroid is the L2-normalised mean of its sources' (L2-normalised) embeddings; two identities
 whose centroids have cosine >= `threshold` are the same person, and clusters are the connected components. A
 cluster is named by its first identity in sorted order. Pairing never draws j from i's cluster and releases
-split by cluster, so one person never lands in two splits. Pure numpy (the pair search on a few threads); runs
-where the embeddings are (ray_features.py: a Ray task next to them).
+split by cluster, so one person never lands in two splits. numpy, and faiss for the pair search of many identities
+(pair_search.py); runs where the embeddings are (ray_features.py: a Ray task next to them, the search's shards on
+Ray tasks across the nodes).
 """
 
 from __future__ import annotations
 
-import os
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
+
+from pipeline.planning.pair_search import PairSearch, similar_pairs
 
 
 @dataclass
@@ -67,7 +68,7 @@ def cluster_identities(members: dict[str, list[int]], emb: np.ndarray, threshold
 
 
 def cluster_embedding_rows(names: list[str], order: np.ndarray, starts: np.ndarray, column: pa.ChunkedArray,
-                           threshold: float | None) -> IdentityClusters:
+                           threshold: float | None, search: PairSearch | None = None) -> IdentityClusters:
     """cluster_identities for identities `names` (sorted) whose rows of the embedding `column` are
     order[starts[k]:starts[k + 1]]: the same centroids, bit for bit, computed a bounded block of identities at a
     time (identities with the same number of rows together), never the whole (n, d) matrix."""
@@ -84,59 +85,20 @@ def cluster_embedding_rows(names: list[str], order: np.ndarray, starts: np.ndarr
                     cent = np.empty((len(names), emb.shape[1]))
                 # the mean over axis 1 of (identities, rows, d) equals each identity's emb[rows].mean(axis=0)
                 cent[part] = emb.reshape(len(part), size, -1).mean(axis=1)
-    return cluster_centroids(names, cent, threshold)
+    return cluster_centroids(names, cent, threshold, search)
 
 
-# Up to this many identities the whole similarity matrix is computed at once, as it always was. Beyond, tiles of
-# rows x columns are prefiltered in float32 (with a margin far above its rounding error), a tile whose maximum is
-# below the margin is skipped, and the pairs that pass are computed in float64. Still O(identities^2) work, spread
-# over a few threads (numpy's matmul releases the GIL): benchmarks/RESULTS.md has the times.
+# Up to this many identities the whole similarity matrix is computed at once, as it always was. Beyond, the pairs
+# come from a faiss range search (pair_search.py: exact flat index, IVF above its size), every candidate decided in
+# float64 as the matrix decides it; the query shards run here or on Ray tasks (pair_search.PairSearch).
 EXACT_MATRIX_IDENTITIES = 4096
 _CENTROID_ROWS = 65_536
-_BLOCK_ROWS = 512
-_TILE_COLUMNS = 4096  # a 512 x 4096 float32 tile (8 MiB) is compared while it is still in cache
-_MARGIN = 1e-3
-_MAX_THREADS = 8
 
 
-def _pair_threads() -> int:
-    """Threads for the pair search: the CPUs this process may run on (at most _MAX_THREADS)."""
-    try:
-        cpus = len(os.sched_getaffinity(0))
-    except AttributeError:  # not Linux
-        cpus = os.cpu_count() or 1
-    return max(1, min(_MAX_THREADS, cpus))
-
-
-def _block_pairs(cent: np.ndarray, c32: np.ndarray, a0: int, threshold: float) -> list[tuple[int, int]]:
-    """Pairs a < b with a in rows a0:a0 + _BLOCK_ROWS and float64 cosine >= threshold."""
-    rows32 = c32[a0:a0 + _BLOCK_ROWS]
-    pairs: list[tuple[int, int]] = []
-    for b0 in range(a0, len(c32), _TILE_COLUMNS):  # only b >= a0: each pair once
-        s = rows32 @ c32[b0:b0 + _TILE_COLUMNS].T
-        if s.max() < threshold - _MARGIN:
-            continue
-        rows, cols = np.nonzero(s >= threshold - _MARGIN)
-        a, b = rows + a0, cols + b0
-        a, b = a[a < b], b[a < b]
-        if len(a):
-            hit = np.einsum("ij,ij->i", cent[a], cent[b]) >= threshold
-            pairs.extend(zip(a[hit].tolist(), b[hit].tolist(), strict=True))
-    return pairs
-
-
-def _similar_pairs(cent: np.ndarray, threshold: float) -> list[tuple[int, int]]:
-    """Pairs a < b of unit centroids with cosine >= threshold, in bounded memory (per thread: one tile)."""
-    c32 = cent.astype(np.float32)
-    starts = range(0, len(cent), _BLOCK_ROWS)
-    with ThreadPoolExecutor(_pair_threads()) as pool:
-        blocks = pool.map(lambda a0: _block_pairs(cent, c32, a0, threshold), starts)
-        return [pair for block in blocks for pair in block]
-
-
-def cluster_centroids(names: list[str], cent: np.ndarray | None, threshold: float | None) -> IdentityClusters:
+def cluster_centroids(names: list[str], cent: np.ndarray | None, threshold: float | None,
+                      search: PairSearch | None = None) -> IdentityClusters:
     """Union identities (sorted names; `cent` their mean embeddings, None: no clustering) whose L2-normalised
-    centroids have cosine >= threshold."""
+    centroids have cosine >= threshold (`search`: where and how the pair search runs, default here)."""
     parent = {n: n for n in names}
 
     def find(x: str) -> str:
@@ -149,12 +111,13 @@ def cluster_centroids(names: list[str], cent: np.ndarray | None, threshold: floa
     if threshold is not None and cent is not None:
         cent = cent / np.maximum(np.linalg.norm(cent, axis=1, keepdims=True), 1e-12)
         sim = None
-        if len(names) <= EXACT_MATRIX_IDENTITIES:
+        if len(names) <= (EXACT_MATRIX_IDENTITIES if search is None or search.matrix_limit is None
+                          else search.matrix_limit):
             sim = cent @ cent.T
             np.fill_diagonal(sim, -np.inf)
             pairs = [(a, b) for a, b in zip(*np.nonzero(sim >= threshold), strict=True) if a < b]
         else:
-            pairs = _similar_pairs(cent, threshold)
+            pairs = similar_pairs(cent, threshold, search)
         for a, b in pairs:
             ra, rb = find(names[a]), find(names[b])
             if ra != rb:

@@ -6,13 +6,15 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
+import ray
 
 from core.location import Location
 from manifests.schemas import PLAN_INDEX_SCHEMA, PLAN_ROLE_ROWS, PLAN_SCHEMA
 from pipeline.planning.files import read_plan_file
-from pipeline.planning.ray_features import Features, features_table
+from pipeline.planning.ray_features import FeatureBlocks, Features
 
 
 def gather_plan(index: pa.Table, features: pa.Table) -> pa.Table:
@@ -58,4 +60,17 @@ def read_plan_rows(urls: list[str], run: Location, failure: str, features: Featu
         wanted = pa.array(ids, pa.string())
         tables = (t.filter(pc.is_in(t["candidate_id"], value_set=wanted)) for t in tables)
     plan = pa.concat_tables(list(tables))
-    return plan if features is None else gather_plan(plan, features_table(features))
+    return plan if features is None else gather_from_blocks(plan, ray.get(features))
+
+
+def gather_from_blocks(index: pa.Table, features: FeatureBlocks) -> pa.Table:
+    """gather_plan from only the feature blocks that the index's rows are in (the rows re-indexed into them): the
+    same PLAN_SCHEMA rows as from the whole features table."""
+    roles = list(PLAN_ROLE_ROWS.values())
+    n = index.num_rows
+    table, local = features.rows(np.concatenate([index[c].to_numpy() for c in roles]).astype(np.int64))
+    for k, col in enumerate(roles):
+        field = index.schema.field(col)
+        index = index.set_column(index.schema.get_field_index(col), field,
+                                 pa.array(local[k * n:(k + 1) * n], field.type))
+    return gather_plan(index, table)

@@ -1,16 +1,18 @@
-"""The planner's inputs at scale: the driver keeps only the compact columns pairing decides from
-(inputs.PlanInputs, read file by file), and the big ones (landmarks, embeddings, descriptors, paths) live in
-one Arrow table in Ray's object store, built by a task. The embedding work of pairing (duplicate resolution,
-identity clusters) runs in tasks next to that table, and the plan files carry source rows that the read tasks turn
-into full plan rows (gather.read_plan_rows; `ray.get` of the table is zero-copy on a node).
+"""The planner's features at scale: the big columns (landmarks, embeddings, descriptors, paths) live in Ray's
+object store in blocks of consecutive source rows (FeatureBlocks), each read by a task (the compact columns pairing
+decides from are read by the planning task, ray_planner.py). The embedding work of pairing (duplicate resolution,
+identity clusters, the pair search's shards) runs in tasks next to the blocks, and the plan files carry source rows
+that the read tasks turn into full plan rows from just the blocks those rows are in (gather.read_plan_rows;
+`ray.get` of a block is zero-copy on a node).
 
 Both read the same committed `sources` files in the same order, so a row index means the same source in both.
 """
 
 from __future__ import annotations
 
-import ctypes
-from collections.abc import Iterator
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
 
 import fsspec
 import numpy as np
@@ -18,32 +20,65 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import ray
 
-from manifests.scan import release_arrow_memory
 from manifests.schemas import PLAN_FEATURE_COLUMNS, SOURCES
 from manifests.store import ManifestStore
+from pipeline.planning import clusters, pair_search
 from pipeline.planning.clusters import IdentityClusters, cluster_centroids, cluster_embedding_rows
 from pipeline.planning.features import resemblance
-from pipeline.planning.inputs import PLANNER_COLUMNS, PlanInputs
+
+log = logging.getLogger(__name__)
 
 # The features task mostly reads storage; like the plan read tasks, it must not wait for a whole CPU.
 FEATURES_TASK_CPUS = 0.25
-_BATCH_ROWS = 65_536
 
-# The features table: one object-store table, or parts whose columns together form it (RayFeatures.refs).
-Features = ray.ObjectRef | list[ray.ObjectRef]
-
-
-def features_table(features: Features) -> pa.Table:
-    """The features table from its object-store parts (zero-copy `ray.get` on a node, columns side by side)."""
-    parts = ray.get(features if isinstance(features, list) else [features])
-    table = parts[0]
-    for part in parts[1:]:
-        for field, column in zip(part.schema, part.columns, strict=True):
-            table = table.append_column(field, column)
-    return table
+# Source rows per features block (whole committed files are grouped until a block has at least this many rows).
+FEATURE_BLOCK_ROWS = 65_536
 
 
-def _read(fs: fsspec.AbstractFileSystem, path: str, columns: list[str]) -> pa.Table:
+@dataclass(frozen=True)
+class FeatureBlocks:
+    """The features table in blocks of consecutive source rows, each block one object per part: the embeddings
+    (all that duplicates and clusters need) and the other PLAN_FEATURE_COLUMNS. A reader fetches only the blocks
+    its rows are in; Ray can spill, restore and move each block alone."""
+
+    embeddings: list[ray.ObjectRef]
+    rest: list[ray.ObjectRef]
+    starts: np.ndarray  # the first row of each block, then the number of rows
+
+    def embedding_column(self) -> pa.ChunkedArray:
+        """The whole embedding column, the blocks side by side (zero-copy `ray.get` on a node)."""
+        tables = ray.get(self.embeddings)
+        chunks = [c for t in tables for c in t.column("embedding").chunks]
+        return pa.chunked_array(chunks, SOURCES.field("embedding").type)
+
+    def rows(self, rows: np.ndarray) -> tuple[pa.Table, np.ndarray]:
+        """The features rows that `rows` (source rows) name, and `rows` as indices into that table: a block at a
+        time (fetched, its rows taken, released), so a reader holds one block whatever the rows' spread."""
+        block_of = np.searchsorted(self.starts, rows, side="right") - 1
+        local = np.empty(len(rows), np.int64)
+        parts, at = [], 0
+        for b in np.unique(block_of).tolist() or [0]:  # no rows: block 0's columns, no row
+            mine = np.flatnonzero(block_of == b)
+            inside = pa.array(rows[mine] - self.starts[b])
+            rest, embeddings = ray.get([self.rest[b], self.embeddings[b]])
+            part = rest.take(inside)
+            for field, column in zip(embeddings.schema, embeddings.columns, strict=True):
+                part = part.append_column(field, column.take(inside))
+            parts.append(part)
+            local[mine] = at + np.arange(len(mine))
+            at += len(mine)
+            del rest, embeddings
+        return pa.concat_tables(parts), local
+
+
+# What the plan read tasks gather plan rows from (gather.read_plan_rows): the FeatureBlocks put once in the object
+# store, so that each of the (many) read tasks carries one reference, not one per block: Ray counts every reference
+# a serialised task holds on the driver.
+Features = ray.ObjectRef
+
+
+def read_sources(fs: fsspec.AbstractFileSystem, path: str, columns: list[str]) -> pa.Table:
+    """`columns` of one committed sources file."""
     with fs.open(path, "rb") as fh:
         return pq.read_table(fh, columns=columns, schema=SOURCES)
 
@@ -51,81 +86,101 @@ def _read(fs: fsspec.AbstractFileSystem, path: str, columns: list[str]) -> pa.Ta
 @ray.remote(num_cpus=FEATURES_TASK_CPUS)
 def _features_table(fs: fsspec.AbstractFileSystem, files: list[str], columns: list[str]) -> pa.Table:
     """`columns` of the `files`, in order, one chunk per column (fast `take`)."""
-    table = pa.concat_tables([_read(fs, f, columns) for f in files]) if files \
+    table = pa.concat_tables([read_sources(fs, f, columns) for f in files]) if files \
         else SOURCES.empty_table().select(columns)
     return table.combine_chunks()
 
 
 @ray.remote(num_cpus=FEATURES_TASK_CPUS)
-def _resemblance(embeddings: pa.Table, queries: list[tuple[int, list[int]]]) -> list[float] | None:
-    return resemblance(embeddings.column("embedding"), queries)
+def _resemblance(blocks: FeatureBlocks, queries: list[tuple[int, list[int]]]) -> list[float] | None:
+    return resemblance(blocks.embedding_column(), queries)
 
 
 @ray.remote(num_cpus=FEATURES_TASK_CPUS)
-def _clusters(embeddings: pa.Table, names: list[str], order: np.ndarray, starts: np.ndarray,
-              threshold: float | None) -> IdentityClusters:
-    return cluster_embedding_rows(names, order, starts, embeddings.column("embedding"), threshold)
+def _clusters(blocks: FeatureBlocks, names: list[str], order: np.ndarray, starts: np.ndarray,
+              threshold: float | None, search: pair_search.PairSearch) -> IdentityClusters:
+    return cluster_embedding_rows(names, order, starts, blocks.embedding_column(), threshold, search)
+
+
+# A pair-search shard is CPU-bound faiss work on one thread: one CPU each, so that a cluster's nodes share them.
+SEARCH_TASK_CPUS = 1.0
+
+
+@ray.remote(num_cpus=SEARCH_TASK_CPUS)
+def _search_shard(blob: np.ndarray, c32: np.ndarray, a0: int, a1: int, threshold: float) -> tuple[np.ndarray, str]:
+    """One shard's candidate pairs, and the node it ran on."""
+    pairs = pair_search.shard_candidates(blob, c32[a0:a1], a0, threshold, threads=1)
+    return pairs, ray.get_runtime_context().get_node_id()
+
+
+def ray_shards(blob: np.ndarray, c32: np.ndarray, shards: Sequence[tuple[int, int]],
+               threshold: float) -> list[np.ndarray]:
+    """pair_search.ShardMap on Ray tasks: the index and the float32 centroids put once, a task per shard."""
+    blob_ref, c32_ref = ray.put(blob), ray.put(c32)
+    done = ray.get([_search_shard.remote(blob_ref, c32_ref, a0, a1, threshold) for a0, a1 in shards])
+    log.info("identity pair search: %d shards of %d centroids on %d node(s)", len(shards), len(c32),
+             len({node for _, node in done}))
+    return [pairs for pairs, _ in done]
+
+
+def ray_pair_search() -> pair_search.PairSearch:
+    """The pair search on Ray tasks, with this process's limits (clusters.EXACT_MATRIX_IDENTITIES,
+    pair_search.FLAT_INDEX_IDENTITIES and SHARD_ROWS, read when called)."""
+    return pair_search.PairSearch(ray_shards, clusters.EXACT_MATRIX_IDENTITIES, pair_search.FLAT_INDEX_IDENTITIES,
+                                  pair_search.SHARD_ROWS)
 
 
 class RayFeatures:
-    """features.SourceFeatures over the features table in the object store, in two parts read by two tasks
-    at once: the embeddings (`embeddings`, all that duplicates and clusters need, so that the planner waits for
-    them only) and the other PLAN_FEATURE_COLUMNS; `refs` are both (their columns together are the features table)."""
+    """features.SourceFeatures over the features table in the object store (`blocks`, read block by block by
+    tasks, the embeddings first: duplicates and clusters wait for them only)."""
 
-    def __init__(self, embeddings: ray.ObjectRef, rest: ray.ObjectRef) -> None:
-        self.embeddings = embeddings
-        self.refs = [rest, embeddings]
+    def __init__(self, blocks: FeatureBlocks, search: pair_search.PairSearch | None = None) -> None:
+        self.blocks = blocks
+        self.ref: Features = ray.put(blocks)  # for the plan read tasks
+        self.search = search or ray_pair_search()  # the limits of the process that made it (the driver)
 
     def wait_embeddings(self) -> None:
-        """Until the embeddings table exists (the tasks that read the features have their workers by then)."""
-        ray.wait([self.embeddings], fetch_local=False)
+        """Until the embedding blocks exist (the tasks that read the features have their workers by then)."""
+        ray.wait(self.blocks.embeddings, num_returns=len(self.blocks.embeddings), fetch_local=False)
 
     def resemblance(self, queries: list[tuple[int, list[int]]]) -> list[float] | None:
-        return ray.get(_resemblance.remote(self.embeddings, queries))
+        return ray.get(_resemblance.remote(self.blocks, queries))
 
     def clusters(self, names: list[str], order: np.ndarray, starts: np.ndarray,
                  threshold: float | None) -> IdentityClusters:
         if threshold is None or len(names) < 2:  # no clustering: no need to wait for the embeddings
             return cluster_centroids(names, None, threshold)
-        return ray.get(_clusters.remote(self.embeddings, names, order, starts, threshold))
+        return ray.get(_clusters.remote(self.blocks, names, order, starts, threshold, self.search))
 
 
-def _planner_batches(fs: fsspec.AbstractFileSystem, files: list[str], columns: list[str]) -> Iterator[pa.Table]:
-    """The planner's columns, one committed file at a time (as ManifestStore.read_table reads them)."""
-    for path in files:
-        table = _read(fs, path, columns)
-        for start in range(0, table.num_rows, _BATCH_ROWS):
-            yield table.slice(start, _BATCH_ROWS)
-        del table
-        _release_memory()
-
-
-def _release_memory() -> None:
-    """Hand freed memory back to the OS: Arrow's pool, and glibc's heap (reading file after file otherwise leaves
-    hundreds of MB of freed-but-kept pages at 1M sources)."""
-    release_arrow_memory()
-    try:
-        ctypes.CDLL("libc.so.6").malloc_trim(0)
-    except (OSError, AttributeError):  # not glibc
-        pass
-
-
-def _rows(fs: fsspec.AbstractFileSystem, files: list[str]) -> int:
-    total = 0
+def file_rows(fs: fsspec.AbstractFileSystem, files: list[str]) -> list[int]:
+    """The rows of each committed sources file (Parquet footers only)."""
+    rows = []
     for path in files:
         with fs.open(path, "rb") as fh:
-            total += pq.ParquetFile(fh).metadata.num_rows
-    return total
+            rows.append(pq.ParquetFile(fh).metadata.num_rows)
+    return rows
 
 
-def plan_sources(store: ManifestStore) -> tuple[PlanInputs, RayFeatures]:
-    """The committed sources as the planner's compact inputs (on the driver) and the features table (a task; the
-    driver never holds it)."""
+def plan_features(store: ManifestStore) -> RayFeatures:
+    """The features table of the committed sources, read block by block by tasks (the driver never holds it):
+    whole files grouped into blocks of at least FEATURE_BLOCK_ROWS rows, the embedding blocks first."""
     files = store.committed_files("sources")
-    embeddings = _features_table.remote(store.fs, files, ["embedding"])  # first: the planner waits for it
-    rest = _features_table.remote(store.fs, files, [c for c in PLAN_FEATURE_COLUMNS if c != "embedding"])
-    features = RayFeatures(embeddings, rest)
-    columns = PLANNER_COLUMNS + ["expression_probs"]
-    inputs = PlanInputs.from_batches(_planner_batches(store.fs, files, columns), _rows(store.fs, files))
-    _release_memory()
-    return inputs, features
+    groups: list[list[str]] = []
+    starts, total, size = [0], 0, 0
+    for path, rows in zip(files, file_rows(store.fs, files), strict=True):
+        if not groups or size >= FEATURE_BLOCK_ROWS:
+            if groups:
+                starts.append(total)
+            groups.append([])
+            size = 0
+        groups[-1].append(path)
+        size += rows
+        total += rows
+    starts.append(total)
+    if not groups:  # no sources: one empty block
+        groups = [[]]
+    embeddings = [_features_table.remote(store.fs, g, ["embedding"]) for g in groups]  # first: the planner waits
+    rest_columns = [c for c in PLAN_FEATURE_COLUMNS if c != "embedding"]
+    rest = [_features_table.remote(store.fs, g, rest_columns) for g in groups]
+    return RayFeatures(FeatureBlocks(embeddings, rest, np.array(starts, np.int64)))

@@ -16,11 +16,9 @@ from manifests.store import ManifestStore, atomic_write_bytes
 from pipeline.config import PipelineConfig
 from pipeline.planning.config import PairingConfig
 from pipeline.planning.datasource import ReadAhead
-from pipeline.planning.features import SourceFeatures
 from pipeline.planning.files import failure_url, write_plan_files
-from pipeline.planning.inputs import PlanInputs
-from pipeline.planning.ray_features import RayFeatures
-from pipeline.planning.stream import PlanStream, RoundPlan, plan_round, plan_round_stream
+from pipeline.planning.ray_planner import RemotePlanInputs
+from pipeline.planning.stream import PlanStream, RoundPlan, plan_round
 from pipeline.retry import attempts_for, with_attempt_column
 
 log = logging.getLogger(__name__)
@@ -58,25 +56,17 @@ def plan_for(cfg: PipelineConfig, sources: pa.Table, round_index: int) -> RoundP
     return plan_round(sources, s.pairing, round_index, seed=s.seed, fingerprint=s.fingerprint, splits=s.splits)
 
 
-def plan_stream_for(settings: PlanSettings, inputs: PlanInputs, features: SourceFeatures, round_index: int,
-                    chunk_rows: int) -> PlanStream:
-    """planning.stream.plan_round_stream with this run's pairing section, seed, fingerprint and release splits."""
-    return plan_round_stream(inputs, features, settings.pairing, round_index, chunk_rows, seed=settings.seed,
-                             fingerprint=settings.fingerprint, splits=settings.splits,
-                             skip_labels=settings.unjudgeable)
-
-
 class Planner(threading.Thread):
-    """Plans the round (duplicates, identity clusters, then chunk by chunk) and writes its plan files while the
-    driver streams them, a few files ahead of the readers (`ahead`); `sized` is set once the plan's size is known
-    (or planning failed: `error`)."""
+    """Has the round planned (duplicates, identity clusters, then chunk by chunk) by the planning task
+    (ray_planner.py) and writes its plan files while the driver streams them, a few files ahead of the readers
+    (`ahead`); `sized` is set once the plan's size is known (or planning failed: `error`)."""
 
     def __init__(self, settings: PlanSettings, store: ManifestStore, run: Location, round_index: int,
-                 inputs: PlanInputs, features: RayFeatures, rows: int, done: pa.Array, urls: list[str],
+                 inputs: RemotePlanInputs, rows: int, done: pa.Array, urls: list[str],
                  past_failures: dict[str, int], started: float, ahead: ReadAhead) -> None:
         super().__init__(name=f"plan-r{round_index}", daemon=True)
         self.settings, self.store, self.run_folder, self.round_index = settings, store, run, round_index
-        self.inputs, self.features, self.rows, self.done, self.urls = inputs, features, rows, done, urls
+        self.inputs, self.rows, self.done, self.urls = inputs, rows, done, urls
         self.past_failures, self.ahead = past_failures, ahead
         self.started_at = started  # the round's start, for the log
         self.sized = threading.Event()
@@ -87,13 +77,14 @@ class Planner(threading.Thread):
     def run(self) -> None:
         settings, r = self.settings, self.round_index
         try:
-            plan = plan_stream_for(settings, self.inputs, self.features, r, self.rows)
+            plan, head = self.inputs.plan(settings.pairing, r, self.rows, seed=settings.seed,
+                                          fingerprint=settings.fingerprint, splits=settings.splits,
+                                          run_id=settings.run_id, skip_labels=settings.unjudgeable)
             self.plan = plan
-            if plan.clusters is not None and plan.clusters.cluster_of:  # same rows every round: one shard
-                models = self.store.read_table("sources", ["embedding_model"])["embedding_model"]
-                model = models[0].as_py() if len(models) else None
-                self.store.commit("identity-clusters", {"identity_clusters": plan.clusters.table(
-                    settings.pairing.same_person_similarity, model, settings.run_id)}, {"phase": "pairing"})
+            if head.clusters is not None:  # same rows every round: one shard
+                self.store.commit("identity-clusters", {"identity_clusters": head.clusters}, {"phase": "pairing"})
+            log.info("round %d: identities clustered in %.1f s (wall clock %.3f-%.3f)", r,
+                     head.clustered[1] - head.clustered[0], *head.clustered)
             log.info("round %d: %d candidates planned, %d already decided, %d to do (%d plan files of %d rows; "
                      "%.1f s)", r, plan.size, len(self.done), plan.size - len(self.done), len(self.urls), self.rows,
                      time.monotonic() - self.started_at)

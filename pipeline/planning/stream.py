@@ -1,6 +1,7 @@
 """Plan a round: targets T, their S, and a swap-source identity j != i, all deterministic from the seed.
 
-Runs on the driver over compact per-source arrays (inputs.PlanInputs: no Python object per source); the embedding
+Runs over compact per-source arrays (inputs.PlanInputs: no Python object per source), in the planning task of a run
+(ray_planner.py: the driver holds none of them) or in this process (plan_round); the embedding
 work (duplicates, identity clusters) goes through features.SourceFeatures, and the plan streams as source rows
 (PLAN_INDEX_SCHEMA) that gather.gather_plan turns into PLAN_SCHEMA rows where the landmarks and embeddings are
 (ray_features.py). A target's candidate id is a hash of the content hashes of every image it uses, the round, the
@@ -51,7 +52,11 @@ def planned_size_bound(inputs: PlanInputs, cfg: PairingConfig) -> int:
     """At least the number of candidates plan_round_stream plans, known before duplicates are resolved and
     identities clustered (no embedding needed): equal to it unless duplicate files or one-person clusters leave an
     identity fewer images or no j."""
-    counts = np.bincount(inputs.identity_code, minlength=len(inputs.identity_names))
+    return size_bound(np.bincount(inputs.identity_code, minlength=len(inputs.identity_names)), cfg)
+
+
+def size_bound(counts: np.ndarray, cfg: PairingConfig) -> int:
+    """planned_size_bound from the images per identity (what the driver keeps: ray_planner.InputsSummary)."""
     if np.count_nonzero(counts) < 2:  # one identity: no j for anyone
         return 0
     targets = counts[counts >= 2]

@@ -1,7 +1,8 @@
 """Issue 12, 1M-candidate dry run: the planner's bounded-memory pieces give what the whole-matrix code gave.
 
 Identity centroids are computed a block of same-size identities at a time (bit for bit the per-identity mean), and
-above EXACT_MATRIX_IDENTITIES the similar pairs are searched block by block (float32 prefilter, float64 decision)."""
+above EXACT_MATRIX_IDENTITIES the similar pairs are searched shard by shard on faiss (float32 candidates, float64
+decision: tests/hardening/test_pair_search.py has the IVF index)."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ import numpy as np
 import pyarrow as pa
 
 from pipeline.planning import clusters as ic
+from pipeline.planning import pair_search
 
 
 def _column(emb: np.ndarray) -> pa.ChunkedArray:
@@ -51,8 +53,7 @@ def test_block_pair_search_finds_the_same_clusters(monkeypatch):
     names = [f"id{k:04d}" for k in range(len(cent))]
     exact = ic.cluster_centroids(names, cent, 0.96)
     monkeypatch.setattr(ic, "EXACT_MATRIX_IDENTITIES", 10)
-    monkeypatch.setattr(ic, "_BLOCK_ROWS", 7)
-    monkeypatch.setattr(ic, "_TILE_COLUMNS", 11)  # tiles that skip, and tiles that straddle the diagonal
+    monkeypatch.setattr(pair_search, "SHARD_ROWS", 7)  # shards of queries, the pairs a < b across them
     blocked = ic.cluster_centroids(names, cent, 0.96)
     assert blocked.cluster_of == exact.cluster_of and blocked.size_of == exact.size_of
     assert blocked.max_similarity.keys() == exact.max_similarity.keys()

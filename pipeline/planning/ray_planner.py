@@ -1,0 +1,193 @@
+"""The round's planning off the driver: a task reads the planner's compact per-source inputs (inputs.PlanInputs)
+into Ray's object store, and one streaming task plans the round from them next to the features (duplicates,
+identity clusters, then T, S, j, carrier and swap source per target: stream.plan_round_stream, unchanged), yielding
+the plan's size and identity-clusters table, then its chunks, then its refusals. The driver keeps no per-source
+array: only the row count and per-identity image counts (to name the plan files), and one chunk at a time.
+
+The planning task runs at most PLAN_TASK_AHEAD_CHUNKS chunks ahead of the driver that writes them (Ray's
+generator back-pressure); the driver paces its own reads as before (datasource.ReadAhead).
+"""
+
+from __future__ import annotations
+
+import ctypes
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import fsspec
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import ray
+
+from manifests.scan import release_arrow_memory
+from manifests.store import ManifestStore
+from pipeline.planning.clusters import IdentityClusters
+from pipeline.planning.config import PairingConfig
+from pipeline.planning.inputs import PLANNER_COLUMNS, PlanInputs
+from pipeline.planning.ray_features import FEATURES_TASK_CPUS, RayFeatures, plan_features, read_sources
+from pipeline.planning.stream import PlanStream, plan_round_stream
+
+# The planning task is one thread of Python (plans ~3,500 candidates/s on this project's 2-core box); like the
+# driver thread it replaces, it takes no whole CPU from the stage actors.
+PLANNER_TASK_CPUS = 0.25
+PLAN_TASK_AHEAD_CHUNKS = 8
+_BATCH_ROWS = 65_536
+
+
+@dataclass(frozen=True)
+class InputsSummary:
+    """What the driver needs of the inputs before planning: the row count and the images per identity (sorted
+    names; planned_size_bound of these counts names the plan files)."""
+
+    rows: int
+    identity_counts: np.ndarray
+
+
+@dataclass(frozen=True)
+class PlanHead:
+    """The first thing the planning task yields: the plan's size, the identity_clusters rows (None: none), and
+    when (wall clock) the identities were clustered."""
+
+    size: int
+    clusters: pa.Table | None
+    clustered: tuple[float, float]
+
+
+@dataclass(frozen=True)
+class PlanTail:
+    """The last thing the planning task yields: the pairing refusals (rejects rows)."""
+
+    refused: list[dict]
+
+
+def _planner_batches(fs: fsspec.AbstractFileSystem, files: list[str], columns: list[str]) -> Iterator[pa.Table]:
+    """The planner's columns, one committed file at a time (as ManifestStore.read_table reads them)."""
+    for path in files:
+        table = read_sources(fs, path, columns)
+        for start in range(0, table.num_rows, _BATCH_ROWS):
+            yield table.slice(start, _BATCH_ROWS)
+        del table
+        _release_memory()
+
+
+def _release_memory() -> None:
+    """Hand freed memory back to the OS: Arrow's pool, and glibc's heap (reading file after file otherwise leaves
+    hundreds of MB of freed-but-kept pages at 1M sources)."""
+    release_arrow_memory()
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):  # not glibc
+        pass
+
+
+def _rows(fs: fsspec.AbstractFileSystem, files: list[str]) -> int:
+    total = 0
+    for path in files:
+        with fs.open(path, "rb") as fh:
+            total += pq.ParquetFile(fh).metadata.num_rows
+    return total
+
+
+@ray.remote(num_cpus=FEATURES_TASK_CPUS, num_returns=2)
+def _read_inputs(fs: fsspec.AbstractFileSystem, files: list[str]) -> tuple[PlanInputs, InputsSummary]:
+    inputs = PlanInputs.from_batches(_planner_batches(fs, files, PLANNER_COLUMNS + ["expression_probs"]),
+                                     _rows(fs, files))
+    counts = np.bincount(inputs.identity_code, minlength=len(inputs.identity_names)).astype(np.int64)
+    _release_memory()
+    return inputs, InputsSummary(len(inputs), counts)
+
+
+def _embedding_model(fs: fsspec.AbstractFileSystem, files: list[str]) -> str | None:
+    """The first source row's embedding model (the one the run's embeddings come from)."""
+    for path in files:
+        models = read_sources(fs, path, ["embedding_model"])["embedding_model"]
+        if len(models):
+            return models[0].as_py()
+    return None
+
+
+class _TimedFeatures:
+    """RayFeatures that records when `clusters` ran (wall clock)."""
+
+    def __init__(self, features: RayFeatures) -> None:
+        self.features, self.span = features, (0.0, 0.0)
+
+    def resemblance(self, queries: list[tuple[int, list[int]]]) -> list[float] | None:
+        return self.features.resemblance(queries)
+
+    def clusters(self, names: list[str], order: np.ndarray, starts: np.ndarray,
+                 threshold: float | None) -> IdentityClusters:
+        started = time.time()
+        try:
+            return self.features.clusters(names, order, starts, threshold)
+        finally:
+            self.span = (started, time.time())
+
+
+@dataclass(frozen=True)
+class _PlanRequest:
+    """The run's planning settings for one round (round_planner.PlanSettings, the round, rows per chunk)."""
+
+    pairing: PairingConfig
+    round_index: int
+    chunk_rows: int
+    seed: int
+    fingerprint: str
+    splits: dict[str, float]
+    run_id: str
+    skip_labels: frozenset[str] = frozenset()  # expression classes whose targets are not planned (QC self-test)
+
+
+@ray.remote(num_cpus=PLANNER_TASK_CPUS, num_returns="streaming")
+def _plan_task(inputs: PlanInputs, features: RayFeatures, request: _PlanRequest, fs: fsspec.AbstractFileSystem,
+               files: list[str]) -> Iterator[PlanHead | pa.Table | PlanTail]:
+    timed = _TimedFeatures(features)
+    r = request
+    plan = plan_round_stream(inputs, timed, r.pairing, r.round_index, r.chunk_rows, seed=r.seed,
+                             fingerprint=r.fingerprint, splits=r.splits, skip_labels=r.skip_labels)
+    clusters = None
+    if plan.clusters is not None and plan.clusters.cluster_of:
+        clusters = plan.clusters.table(r.pairing.same_person_similarity, _embedding_model(fs, files), r.run_id)
+    yield PlanHead(plan.size, clusters, timed.span)
+    yield from plan.chunks
+    yield PlanTail(plan.refused)
+
+
+class RemotePlanInputs:
+    """The planner's inputs in the object store (`ref`), the features beside them, and the summary the driver
+    names the plan files from."""
+
+    def __init__(self, store: ManifestStore) -> None:
+        self.fs, self.files = store.fs, store.committed_files("sources")
+        self.features = plan_features(store)
+        refs: Any = _read_inputs.remote(self.fs, self.files)  # two returns: the inputs stay in the object store
+        self.ref: ray.ObjectRef = refs[0]
+        self.summary: InputsSummary = ray.get(refs[1])
+
+    def __len__(self) -> int:
+        return self.summary.rows
+
+    def plan(self, pairing: PairingConfig, round_index: int, chunk_rows: int, *, seed: int, fingerprint: str,
+             splits: dict[str, float], run_id: str,
+             skip_labels: frozenset[str] = frozenset()) -> tuple[PlanStream, PlanHead]:
+        """plan_round_stream in the planning task: the stream (size, then chunks; `refused` complete once they are
+        exhausted) and its head."""
+        request = _PlanRequest(pairing, round_index, chunk_rows, seed, fingerprint, splits, run_id, skip_labels)
+        generator: Any = _plan_task.options(_generator_backpressure_num_objects=PLAN_TASK_AHEAD_CHUNKS).remote(
+            self.ref, self.features, request, self.fs, self.files)  # a stream of refs: head, chunks, tail
+        head = ray.get(next(generator))
+        assert isinstance(head, PlanHead)
+        refused: list[dict] = []
+
+        def chunks() -> Iterator[pa.Table]:
+            for ref in generator:
+                item = ray.get(ref)
+                if isinstance(item, PlanTail):
+                    refused.extend(item.refused)
+                    return
+                yield item
+
+        return PlanStream(head.size, chunks(), refused), head
