@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import pyarrow as pa
 
-SCHEMA_VERSION = "3"  # 2: attempt/transient columns, raw_name, attempts and identity_clusters tables; 3: qc contrast
+# 2: attempt/transient columns, raw_name, attempts and identity_clusters tables; 3: qc contrast; 4: qc mouth_realism
+SCHEMA_VERSION = "4"
 
 _f32_list = pa.list_(pa.float32())
 
@@ -152,6 +153,7 @@ QC = _versioned("qc", [
     pa.field("attempt", pa.int32()),  # v2
     pa.field("expr_contrast_st", pa.float32()),  # v3: R on the axis from S's expression to T's
     pa.field("s_expr_probs", _f32_list),  # v3
+    pa.field("mouth_realism", pa.float32()),  # v4: R's mouth's distance to the run's real mouths (qc/mouth_realism.py)
 ])
 
 # QC scores carried from qc into triples and releases, in report order.

@@ -30,6 +30,7 @@ from pipeline.retry import pending_retries  # noqa: E402
 from pipeline.rounds import run_rounds  # noqa: E402
 from pipeline.summary import format_summary, summarize  # noqa: E402
 from qc.identity_calibration import identity_calibration_record  # noqa: E402
+from qc.mouth_calibration import resolve_run_thresholds  # noqa: E402
 from qc.redecide import current_version, redecide, thresholds_differ  # noqa: E402
 from stages.corpus import CorpusListing  # noqa: E402
 
@@ -87,6 +88,7 @@ def _run_idi_locked(cfg: PipelineConfig, listing: CorpusListing) -> dict:
     init_ray(cfg.ray)
     ingest = run_ingest(cfg, store, url, listing)
     info["identity_calibration"] = identity_calibration_record(cfg.qc, store)
+    info["mouth_calibration"] = resolve_run_thresholds(cfg.qc, store)[2].record  # qc/mouth_calibration.py
     write_run_info(cfg.run_location(), info)
     items = ingest.todo
     if pending_retries(store).get("ingest"):  # a plan is made from a complete ingest only (pipeline/retry.py)
