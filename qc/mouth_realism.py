@@ -5,12 +5,16 @@ points, FRAME_W x FRAME_H pixels, the mouth width half the frame's width), on lu
 skin (so lighting and greyscale/colour do not matter), plus the chroma of the mouth opening relative to the skin
 where the corpus has colour:
 - luminance quantiles of the opening (inner-lip polygon, grown) and of the lip tissue;
-- the uniformity of the opening's bright part (a synthetic teeth band is flat), its share of clipped pixels;
+- the uniformity and texture of the opening's bright part (a synthetic teeth band is flat);
 - gradient energy in the opening, the lips and the skin ring (a drawn ring or outline adds edges where real skin
   is smooth), horizontal vs vertical edges in the opening (stretched teeth lose their gaps);
 - outline contrast: the outer and inner lip contours against the pixels either side (a dark outline);
-- impulses: pixels far from their 5x5 median in the lip band and in the ring (specks);
-- a vertical profile of the central columns (lip line, teeth band, ring), VPROFILE_BINS rows.
+- specks: pixels far from their 5x5 median in the lip band, and small dark or light spots that no line-shaped
+  morphology explains (`speck_map`) on the lips and in the ring;
+- a vertical profile of the central columns (lip line, teeth band, ring), VPROFILE_BINS rows;
+- with colour, the hue of the opening's bright part relative to the skin (a tinted tooth strip).
+Zero-inflated shares (clipped pixels, impulses in the ring) and duplicates were left out: a feature that is 0 on
+nearly every real mouth has no scale, and one such feature's false alarms set the threshold for all.
 
 `RealMouthBank` holds the descriptors and shapes (`mouth_shape`) of a corpus's real mouths and their identities.
 A mouth's realism score: its deviation, feature by feature, from the median descriptor of the K_NEIGHBOURS real
@@ -103,13 +107,11 @@ def _mean(x: np.ndarray, m: np.ndarray, default: float = 0.0) -> float:
 
 
 FEATURES: tuple[str, ...] = (
-    "open_q10", "open_q50", "open_q90", "open_q99", "lips_q50", "lips_q90", "bright_std", "clipped",
-    "grad_open", "grad_lips", "grad_ring", "grad_ring_q95", "edge_h_over_v", "outline_outer", "outline_inner",
-    "specks_band", "specks_ring", "grad_bright", "gx_bright", "impulse_dark", "impulse_light", "line_vs_lips",
-    "speck_dark", "speck_light", "speck_dark_ring", "speck_light_ring",
-    *(f"vprofile_{k}" for k in range(VPROFILE_BINS)),
-    "chroma_open", "tint_a", "tint_b")
-N_LUMA = len(FEATURES) - 3  # the last three are chroma features, zero on a corpus without colour
+    "open_q10", "open_q50", "open_q90", "open_q99", "lips_q50", "lips_q90", "bright_std", "grad_open", "grad_lips",
+    "grad_ring", "grad_ring_q95", "edge_h_over_v", "outline_outer", "outline_inner", "specks_band", "grad_bright",
+    "gx_bright", "impulse_light", "line_vs_lips", "speck_dark", "speck_light", "speck_dark_ring",
+    *(f"vprofile_{k}" for k in range(VPROFILE_BINS)), "tint_a", "tint_b")
+N_LUMA = len(FEATURES) - 2  # the last two are chroma features, zero on a corpus without colour
 
 
 def mouth_descriptor(rgb: np.ndarray, landmarks68: np.ndarray, use_chroma: bool = True) -> np.ndarray:
@@ -138,24 +140,23 @@ def mouth_descriptor(rgb: np.ndarray, landmarks68: np.ndarray, use_chroma: bool 
     rows = np.array_split(np.arange(FRAME_H), VPROFILE_BINS)
     vprof = [float(np.median(rl[r][:, int(FRAME_W * 0.4):int(FRAME_W * 0.6)])) for r in rows]
     h_over_v = _mean(np.abs(gx), op) / max(_mean(np.abs(gy), op), 1e-3)
-    chroma = [0.0, 0.0, 0.0]
+    chroma = [0.0, 0.0]
     if use_chroma:
         a, b = lab[..., 1] - 128.0, lab[..., 2] - 128.0
         c = np.hypot(a, b)
         skin_c = max(float(np.median(c[ring])) if ring.any() else 1.0, 1.0)
         sa, sb = (float(np.median(x[ring])) if ring.any() else 0.0 for x in (a, b))
-        chroma = [_mean(c, bright) / skin_c, (_mean(a, bright) - sa) / skin_c, (_mean(b, bright) - sb) / skin_c]
+        chroma = [(_mean(a, bright) - sa) / skin_c, (_mean(b, bright) - sb) / skin_c]
     feats = [
         _q(rl, op, 0.1), _q(rl, op, 0.5), _q(rl, op, 0.9), _q(rl, op, 0.99), _q(rl, lips, 0.5), _q(rl, lips, 0.9),
-        float(rl[bright].std()) if bright.sum() >= 3 else 0.0, _mean((raw_l >= 250).astype(np.float32), op),
+        float(rl[bright].std()) if bright.sum() >= 3 else 0.0,
         _mean(g, op), _mean(g, lips), _mean(g, ring), _q(g, ring, 0.95), h_over_v,
         _mean(rl, k["contour"]) - 0.5 * (_mean(rl, k["out_side"]) + _mean(rl, k["in_side"])),
         _mean(rl, k["inner_line"] & ~op) - _mean(rl, op) if (k["inner_line"] & ~op).sum() >= 3 else 0.0,
-        _mean(impulse.astype(np.float32), k["band"]), _mean(impulse.astype(np.float32), ring),
-        _mean(g, core), _mean(np.abs(gx), core), _q(local, k["band"], 0.005), _q(local, k["band"], 0.995),
+        _mean(impulse.astype(np.float32), k["band"]),
+        _mean(g, core), _mean(np.abs(gx), core), _q(local, k["band"], 0.995),
         _mean(rl, k["inner_line"]) - _q(rl, lips, 0.5),
         _top_mean(dark, k["outer"] | k["band"]), _top_mean(light, k["outer"] | k["band"]), _top_mean(dark, ring),
-        _top_mean(light, ring),
         *vprof, *chroma]
     return np.asarray(feats, np.float64)
 
