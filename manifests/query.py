@@ -47,6 +47,10 @@ NAMED_QUERIES: dict[str, str] = {
                max(n) filter (where measure = 'right_pass') as n_right,
                max(n) filter (where measure = 'wrong_pass') as n_wrong, any_value(note) as note
         from qc_selftest where "check" = 'expression' group by label order by label""",
+    "qc-selftest-checks": """
+        select "check", label, measure, round(value, 4) as value, round(ci_low, 4) as ci_low,
+               round(ci_high, 4) as ci_high, n, note
+        from qc_selftest where "check" <> 'expression' order by "check", label, measure""",
     "rejects": """
         select stage, reason, count(*) as n from rejects group by 1, 2 order by n desc, stage, reason""",
 }

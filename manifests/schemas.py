@@ -6,7 +6,7 @@ from __future__ import annotations
 import pyarrow as pa
 
 # 2: attempt/transient columns, raw_name, attempts and identity_clusters tables; 3: qc contrast; 4: qc_selftest
-# table, qc expr_class / expr_class_score, triples carry every QC score (TRIPLE_SCORES)
+# table, qc expr_class / expr_class_score / mouth_realism, triples carry every QC score (TRIPLE_SCORES)
 SCHEMA_VERSION = "4"
 
 _f32_list = pa.list_(pa.float32())
@@ -156,6 +156,7 @@ QC = _versioned("qc", [
     pa.field("s_expr_probs", _f32_list),  # v3
     pa.field("expr_class", pa.string()),  # v4: T's expression class (corpus label, else the net's)
     pa.field("expr_class_score", pa.float32()),  # v4: R's calibrated log-odds of expr_class (qc/selftest.py)
+    pa.field("mouth_realism", pa.float32()),  # v4: R's mouth's distance to the run's real mouths
 ])
 
 # The four scores every triples table has had (summary medians, release diffs of old releases).

@@ -31,6 +31,7 @@ from pipeline.rounds import run_rounds  # noqa: E402
 from pipeline.summary import format_summary, summarize  # noqa: E402
 from qc.identity_calibration import identity_calibration_record  # noqa: E402
 from qc.redecide import current_version, redecide, thresholds_differ  # noqa: E402
+from qc.run_thresholds import resolve_for_store  # noqa: E402
 from qc.selftest_record import record_selftest  # noqa: E402
 from stages.corpus import CorpusListing  # noqa: E402
 
@@ -88,6 +89,7 @@ def _run_idi_locked(cfg: PipelineConfig, listing: CorpusListing) -> dict:
     init_ray(cfg.ray)
     ingest = run_ingest(cfg, store, url, listing)
     info["identity_calibration"] = identity_calibration_record(cfg.qc, store)
+    info["mouth_calibration"] = resolve_for_store(cfg.qc, store).mouth_record()  # qc/mouth_calibration.py
     info["selftest"] = record_selftest(cfg.qc, store, info["run_id"], cfg.run.seed)  # the run's validity card
     write_run_info(cfg.run_location(), info)
     items = ingest.todo

@@ -60,18 +60,26 @@ class ExpressionQCConfig(Strict):
 
 
 class MouthQCConfig(Strict):
-    """Mouth interior and artifact thresholds (qc/mouth.py), set on the London set and artifact cases built
-    from it (benchmarks/bench_qc_validity.py). Open/closed and teeth shown/absent have a band between them in
-    which a mouth counts as both, so R and T disagree only when one is clearly open (teeth) and one clearly not."""
+    """Mouth interior and artifact thresholds (qc/mouth.py, qc/mouth_realism.py). Open/closed and teeth
+    shown/absent have a band between them in which a mouth counts as both, so R and T disagree only when one is
+    clearly open (teeth) and one clearly not. The artifact thresholds (null, the default) are calibrated per run on
+    the run's own real mouths (qc/mouth_calibration.py) so that all mouth checks together flag at most
+    calibration_target of them; an explicit value overrides. Without enough real mouths the shipped fallbacks
+    (in brackets) apply and the realism check is off."""
 
     open_aspect: float = Field(0.12, ge=0)  # inner-lip opening / mouth width at or above: clearly open
     closed_aspect: float = Field(0.06, ge=0)  # below: clearly closed (may carry ghost teeth)
     teeth_visible: float = Field(0.10, ge=0, le=1)  # teeth-like share of the lip region: teeth clearly shown
     teeth_absent: float = Field(0.03, ge=0, le=1)  # below: clearly no teeth
-    max_teeth_closed: float = Field(0.12, ge=0, le=1)  # teeth-like share over closed lips: ghosted teeth
-    max_lip_line_whiteness: float = Field(-0.05, ge=-2, le=2)  # lip line lighter/greyer than the lips: ghost
-    max_seam: float = Field(15.0, gt=0)  # grey levels of a straight step across the skin around the mouth
-    min_sharpness_ratio: float = Field(0.09, ge=0)  # mouth Laplacian variance / the eye band's
+    max_teeth_closed: float | None = Field(None, ge=0, le=1)  # teeth-like share over closed lips: ghost [0.12]
+    max_lip_line_whiteness: float | None = Field(None, ge=-2, le=2)  # lip line lighter/greyer than lips [-0.05]
+    max_seam: float | None = Field(None, gt=0)  # grey levels of a straight step across the skin round the mouth [15]
+    min_sharpness_ratio: float | None = Field(None, ge=0)  # mouth Laplacian variance / the eye band's [0.09]
+    # realism: distance of R's mouth to the run's real mouths (qc/mouth_realism.py) in robust standard
+    # deviations; above it: mouth_unrealistic [off]
+    max_realism: float | None = Field(None, gt=0)
+    calibration_target: float = Field(0.02, gt=0, lt=1)  # share of real mouths all mouth checks may flag
+    calibration_sample: int = Field(300, ge=1)  # real mouths measured (a deterministic sample of the sources)
 
 
 class QualityQCConfig(Strict):

@@ -29,6 +29,7 @@ REASON_GHOST_TEETH = "ghost_teeth"  # teeth-like pixels over closed lips
 REASON_MOUTH_STATE = "mouth_state_mismatch"  # open/closed or teeth visible differs from T
 REASON_MOUTH_SEAM = "mouth_seam"
 REASON_MOUTH_BLUR = "mouth_blur"
+REASON_MOUTH_UNREAL = "mouth_unrealistic"  # R's mouth far from the run's real mouths (qc/mouth_realism.py)
 ACCEPTED = "accepted"
 
 
@@ -58,15 +59,24 @@ class Thresholds:
     # None as a whole: the calibrated class check is off (qc.expression.calibrate false, or no calibration).
     expression_class_thresholds: dict[str, float | None] | None = None
     expression_calibration_sha256: str | None = None
+    max_mouth_realism: float | None = None  # None: the realism check is off
+    mouth_thresholds_source: str = "config"  # "config", "calibrated" (qc/mouth_calibration.py) or "uncalibrated"
 
     @classmethod
     def from_config(cls, qc: QCConfig) -> Thresholds:
+        """The config's thresholds; a mouth threshold left null (calibrated per run, qc/mouth_calibration.py)
+        takes its shipped fallback here."""
         e, m = qc.expression, qc.mouth
+
+        def mouth(value: float | None, fallback: float) -> float:
+            return fallback if value is None else value
+
         return cls(qc.identity.max_leak_similarity, qc.identity.min_swap_similarity, e.max_distance,
                    qc.quality.min_sharpness, qc.identity.backend, qc.identity.min_margin, e.max_prob_distance,
                    e.min_gain, e.min_carrier_distance, e.max_lazy_distance, e.min_contrast, m.open_aspect,
-                   m.closed_aspect, m.teeth_visible, m.teeth_absent, m.max_teeth_closed, m.max_lip_line_whiteness,
-                   m.max_seam, m.min_sharpness_ratio)
+                   m.closed_aspect, m.teeth_visible, m.teeth_absent, mouth(m.max_teeth_closed, cls.max_teeth_closed),
+                   mouth(m.max_lip_line_whiteness, cls.max_lip_line_whiteness), mouth(m.max_seam, cls.max_mouth_seam),
+                   mouth(m.min_sharpness_ratio, cls.min_mouth_sharpness_ratio), max_mouth_realism=m.max_realism)
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), sort_keys=True)
@@ -100,6 +110,7 @@ class Scores:
     mouth_sharpness_ratio: float | None = None
     expr_class: str | None = None  # T's expression class (the corpus label, else the net's)
     expr_class_score: float | None = None  # R's calibrated log-odds of showing expr_class
+    mouth_realism: float | None = None  # distance of R's mouth to the run's real mouths (qc/mouth_realism.py)
 
 
 def _identity(s: Scores, t: Thresholds) -> list[str]:
@@ -162,6 +173,8 @@ def _mouth(s: Scores, t: Thresholds) -> list[str]:
         out.append(REASON_MOUTH_SEAM)
     if s.mouth_sharpness_ratio is not None and s.mouth_sharpness_ratio < t.min_mouth_sharpness_ratio:
         out.append(REASON_MOUTH_BLUR)
+    if s.mouth_realism is not None and t.max_mouth_realism is not None and s.mouth_realism > t.max_mouth_realism:
+        out.append(REASON_MOUTH_UNREAL)
     return out
 
 
@@ -205,6 +218,8 @@ DECIDING_CHECKS: tuple[Check, ...] = (
           "expression contrast: R past the S/T midpoint"),
     Check("mouth_seam", "max_mouth_seam", "max", REASON_MOUTH_SEAM, "mouth seam"),
     Check("mouth_sharpness_ratio", "min_mouth_sharpness_ratio", "min", REASON_MOUTH_BLUR, "mouth sharpness ratio"),
+    Check("mouth_realism", "max_mouth_realism", "max", REASON_MOUTH_UNREAL,
+          "mouth realism: distance to the run's real mouths"),
 )
 
 

@@ -26,7 +26,7 @@ from manifests.store import ManifestStore, shard_key
 from manifests.tables import triples_table
 from qc.config import QCConfig
 from qc.decide import ACCEPTED, SCORE_COLUMNS, Scores, failed_checks
-from qc.run_thresholds import RUN_THRESHOLD_COLUMNS, resolve_run_thresholds
+from qc.run_thresholds import resolve_for_store
 
 log = logging.getLogger(__name__)
 
@@ -81,8 +81,8 @@ def redecide(store: ManifestStore, qc_cfg: QCConfig, run: Location | None = None
     started = time.monotonic()
     latest = latest_decisions(store)
     version = current_version(store) + 1
-    resolved = resolve_run_thresholds(qc_cfg, store.read_table("sources", list(RUN_THRESHOLD_COLUMNS)))
-    thresholds, cal = resolved.thresholds, resolved.identity
+    resolved = resolve_for_store(qc_cfg, store)
+    thresholds, cal, mouths = resolved.thresholds, resolved.identity, resolved.mouth
     tj = thresholds.to_json()
     accepted, reason, reasons = [], [], []
     changed = 0
@@ -113,7 +113,8 @@ def redecide(store: ManifestStore, qc_cfg: QCConfig, run: Location | None = None
         if info:
             info.setdefault("decisions", []).append(dict(
                 decision_version=version, at=now_iso(), thresholds=json.loads(tj),
-                identity_calibration=cal.to_dict() if cal else None, candidates=n, accepted=result.accepted,
+                identity_calibration=cal.to_dict() if cal else None,
+                mouth_calibration=mouths.record if mouths else None, candidates=n, accepted=result.accepted,
                 changed=changed))
             info["updated_at"] = now_iso()
             write_run_info(run, info)
@@ -127,7 +128,7 @@ def thresholds_differ(store: ManifestStore, qc_cfg: QCConfig) -> bool:
     latest = latest_decisions(store)
     if not latest.num_rows:
         return False
-    thresholds = resolve_run_thresholds(qc_cfg, store.read_table("sources", list(RUN_THRESHOLD_COLUMNS))).thresholds
+    thresholds = resolve_for_store(qc_cfg, store).thresholds
     want = json.loads(thresholds.to_json())
     seen = {t for t in latest.column("thresholds").to_pylist() if t}
     return any(json.loads(t) != want for t in seen)

@@ -9,8 +9,8 @@ import pyarrow as pa
 from manifests.schemas import QC_SELFTEST
 from manifests.store import ManifestStore
 from qc.config import QCConfig
-from qc.run_thresholds import RUN_THRESHOLD_COLUMNS, resolve_run_thresholds
-from qc.selftest import run_selftest, selftest_rows
+from qc.run_thresholds import RUN_THRESHOLD_COLUMNS, resolve_for_store
+from qc.selftest import run_selftest, selftest_rows, wilson_interval
 
 log = logging.getLogger(__name__)
 
@@ -22,21 +22,49 @@ def record_selftest(qc: QCConfig, store: ManifestStore, run_id: str, seed: int) 
     if not qc.expression.calibrate:
         return None
     sources = store.read_table("sources", list(RUN_THRESHOLD_COLUMNS))
-    resolved = resolve_run_thresholds(qc, sources)
+    resolved = resolve_for_store(qc, store)
     if resolved.expression is None:
         log.warning("QC self-test: no source has an expression label and the expression net's output; the "
                      "calibrated expression check is off for this run")
         return None
     test = run_selftest(qc, sources, resolved.thresholds, seed)
-    rows = selftest_rows(test, run_id)
+    rows = selftest_rows(test, run_id) + mouth_rows(resolved.mouth_record(), run_id)
     store.commit("qc-selftest", {"qc_selftest": pa.Table.from_pylist(rows, schema=QC_SELFTEST)},
                  {"phase": "selftest"})
     card = test.card()
+    card["mouth"] = mouth_card(resolved.mouth_record())
     for c in card["expression"]["classes"]:
         log.info("QC self-test, T %s: %s, right-expression R pass %s, wrong %s (n %d/%d)", c["class"],
                  "judged" if c["judged"] else f"UNJUDGEABLE ({c['why_not']})", _pct(c["right_pass"]),
                  _pct(c["wrong_pass"]), c["n_right"], c["n_wrong"])
     return card
+
+
+def mouth_card(record: dict | None) -> dict | None:
+    """The mouth checks' flag rates on the run's real mouths, leave-one-identity-out (qc/mouth_calibration.py):
+    a real mouth should almost never be flagged."""
+    if not record:
+        return None
+    rates = record.get("flag_rate_leave_one_identity_out")
+    return dict(source=record.get("source"), target=record.get("target"), mouths=record.get("mouths"),
+                flag_rate_out_of_sample=rates, note=record.get("note"))
+
+
+def mouth_rows(record: dict | None, run_id: str) -> list[dict]:
+    """qc_selftest rows of the mouth checks: flag rate on real mouths (all, open, closed) per check and any."""
+    rates = (record or {}).get("flag_rate_leave_one_identity_out") or {}
+    out = []
+    for group, row in rates.items():
+        n = int(row.get("mouths", 0))
+        for check, value in row.items():
+            if check == "mouths":
+                continue
+            lo, hi = wilson_interval(round(float(value) * n), n)
+            out.append(dict(run_id=run_id, check="mouth", label=group, measure=f"flag_rate:{check}",
+                            value=float(value), ci_low=lo, ci_high=hi, n=n, judged=True,
+                            threshold=record.get("target") if check == "any" else None,  # type: ignore[union-attr]
+                            note="real mouths flagged, leave-one-identity-out", calibration_sha256=None))
+    return out
 
 
 def _pct(x: float | None) -> str:

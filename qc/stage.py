@@ -3,9 +3,10 @@
 Scores (every one a column): identity (cosine R-T, R-j, gallery margins over i and over every other identity
 of the run), expression (landmark descriptor distance R-T; learned 7-class probabilities of R, T and the
 carrier, their total-variation distances, R's gain over the carrier and R's contrast on the axis from S's
-expression to T's), mouth (open/closed, teeth, lip-line whiteness, seam, sharpness) and image sharpness.
-Identity thresholds left null in config are calibrated from the run's sources (qc/identity_calibration.py);
-the thresholds applied are recorded per row.
+expression to T's), mouth (open/closed, teeth, lip-line whiteness, seam, sharpness, realism against the run's
+real mouths) and image sharpness. Identity thresholds left null in config are calibrated from the run's sources
+(qc/identity_calibration.py), mouth thresholds on the sources' real mouths (qc/mouth_calibration.py); the
+thresholds applied are recorded per row.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from qc.expression_score import expression_scores
 from qc.identity import cosine_similarity
 from qc.identity_gallery import IdentityGallery
 from qc.mouth import mouth_aspect, mouth_scores, teeth_share
+from qc.mouth_realism import mouth_descriptor, mouth_shape
 from qc.run_thresholds import RUN_THRESHOLD_COLUMNS, identity_expression_means, resolve_run_thresholds
 from stages.base import STATUS_OK, Stage, rows_to_table, stage_error
 from stages.face.backends import build_detector, build_embedder
@@ -58,8 +60,9 @@ class QCStage(Stage):
         self.artifacts = ArtifactStore(self.context.run)
         sources = ManifestStore.open(self.context.run).read_table("sources", list(RUN_THRESHOLD_COLUMNS))
         self.gallery = IdentityGallery.from_sources(sources)
-        resolved = resolve_run_thresholds(self.config, sources)
+        resolved = resolve_run_thresholds(self.config, sources, self.artifacts.get)
         self.thresholds, self.calibration = resolved.thresholds, resolved.expression
+        self.mouth_bank = resolved.mouth.bank if resolved.mouth is not None else None
         self.expression_means = identity_expression_means(sources) if self.calibration else {}
         self.thresholds_json = self.thresholds.to_json()
         self._cache: dict[str, tuple[np.ndarray, float, float]] = {}  # aligned path -> (probs, aspect, teeth)
@@ -100,6 +103,9 @@ class QCStage(Stage):
         if self.calibration is not None and expr_class is not None:
             features = photo_features(np.asarray([r_probs]), np.asarray([r_descriptor]))[0]
             class_score = self.calibration.score(features, self.expression_means.get(j), expr_class)
+        realism = None if self.mouth_bank is None else self.mouth_bank.score(
+            mouth_descriptor(r_rgb, face.landmarks68, self.mouth_bank.use_chroma), mouth_shape(face.landmarks68),
+            exclude=(i, j))
         scores = Scores(
             face_found=True, id_sim_rt=cosine_similarity(emb, row["t_embedding"]),
             id_sim_rj=cosine_similarity(emb, row["j_embedding"]),
@@ -109,7 +115,7 @@ class QCStage(Stage):
             expr_gain=ex.gain, expr_contrast_st=ex.contrast_st, r_mouth_aspect=ms.mouth_aspect,
             t_mouth_aspect=t_aspect, r_teeth=ms.teeth_share, t_teeth=t_teeth, r_lip_line=ms.lip_line_whiteness,
             mouth_seam=ms.seam_score, mouth_sharpness_ratio=ms.sharpness_ratio, expr_class=expr_class,
-            expr_class_score=class_score)
+            expr_class_score=class_score, mouth_realism=realism)
         extra = dict(id_nearest_other=gm.nearest_other, r_expr_probs=ex.r_probs, t_expr_probs=ex.t_probs,
                      carrier_expr_probs=ex.carrier_probs, s_expr_probs=ex.s_probs, r_expr_label=ex.r_label,
                      t_expr_label=ex.t_label, carrier_expr_label=ex.carrier_label)

@@ -87,3 +87,12 @@ def test_thresholds_round_trip_through_json():
     old = json.dumps({"max_leak_similarity": 0.92, "min_swap_similarity": 0.95, "max_expression_distance": 0.12,
                       "min_sharpness": 20.0, "identity_backend": "dlib"})
     assert Thresholds.from_json(old).max_leak_similarity == 0.92  # rows written before issue 10
+
+
+def test_mouth_realism_rejects_above_its_threshold_and_is_off_without_one():
+    unreal = replace(GOOD, mouth_realism=3.0)
+    assert failed_checks(unreal, replace(T, max_mouth_realism=2.5)) == [d.REASON_MOUTH_UNREAL]
+    assert failed_checks(unreal, replace(T, max_mouth_realism=3.5)) == []
+    assert T.max_mouth_realism is None and failed_checks(unreal, T) == []  # shipped config: calibrated per run
+    check = next(c for c in d.DECIDING_CHECKS if c.reason == d.REASON_MOUTH_UNREAL)
+    assert d.check_passes(check, 3.0, d.applied_threshold(check, {"max_mouth_realism": 2.5})) is False

@@ -1,0 +1,171 @@
+"""Mouth checks for any photo (issue 19, item 3): per-run calibrated thresholds and the realism check, per set.
+
+    python -m benchmarks.bench_mouth_checks [--london DIR] [--corpus DIR ...] [--write-results]
+
+Sets: London in colour, London in greyscale (PIL convert("L")), and every --corpus folder (bench_mouth_grey's
+loader: JAFFE-style names or identity/expression files). For each set, qc/mouth_calibration.py calibrates the
+mouth thresholds on the set's real mouths (as a run does on its sources) and reports the real mouths flagged,
+out of sample (each identity judged with thresholds fitted on the others, its realism against the others'
+mouths), per expression class and open/closed. Damage cases (qc/artifact_cases.py: ghost teeth, seam, blur and
+the artifacts seen on generated R) are built on every face of the set (on grey sets the damaged face is turned
+grey), T = the untouched face, and judged through qc/decide.py with thresholds fitted without the base face's
+identity; recall per kind. Only aggregate figures are printed: nothing per image (research-terms corpora).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import numpy as np
+
+from benchmarks.bench_mouth_grey import grey, load_corpus
+from benchmarks.common import LONDON, RESULTS, machine, replace_section
+from pipeline.config import load_config
+from qc import artifact_cases as ac
+from qc.config import QCConfig
+from qc.decide import (
+    REASON_GHOST_TEETH,
+    REASON_MOUTH_BLUR,
+    REASON_MOUTH_SEAM,
+    REASON_MOUTH_STATE,
+    REASON_MOUTH_UNREAL,
+    Scores,
+    Thresholds,
+    failed_checks,
+)
+from qc.mouth import mouth_scores
+from qc.mouth_calibration import (
+    RealMouths,
+    apply_overrides,
+    calibrate_real_mouths,
+    fit_thresholds,
+    flags,
+    measure_real_mouths,
+    out_of_sample_flags,
+)
+from qc.mouth_realism import mouth_descriptor, mouth_shape
+
+HEADING = "## Mouth checks for any photo: calibrated thresholds and realism (issue 19, item 3)"
+MOUTH = {REASON_GHOST_TEETH, REASON_MOUTH_STATE, REASON_MOUTH_SEAM, REASON_MOUTH_BLUR, REASON_MOUTH_UNREAL}
+KINDS = ("ghost_teeth", "seam", "blur", *ac.DAMAGE)
+
+
+def damage_cases(data: dict[str, list], m: RealMouths, seed: int = 0):
+    """(kind, damaged image, base index) for every face of the set and every kind that fits it."""
+    rng = np.random.default_rng(seed)
+    n = len(data["img"])
+    ids = np.array(data["id"])
+    open_ = np.flatnonzero(m.aspect >= 0.12)
+    donors = open_[m.teeth[open_] > 0.05] if len(open_) else open_
+    for b in range(n):
+        img, lm = data["img"][b], data["lm"][b]
+        others = np.flatnonzero(ids != ids[b])
+        if m.aspect[b] < 0.06 and len(donors):
+            d = int(donors[rng.integers(len(donors))])
+            yield "ghost_teeth", ac.ghost_teeth(img, lm, data["img"][d], data["lm"][d], float(rng.uniform(0.4, 0.7))), b
+        yield "seam", ac.seam(img, lm, data["img"][int(others[rng.integers(len(others))])],
+                              gain=float(rng.uniform(0.85, 1.15))), b
+        yield "blur", ac.blur(img, lm, float(rng.uniform(0.025, 0.05))), b
+        for kind, (build, needs_open) in ac.DAMAGE.items():
+            if needs_open and m.aspect[b] < 0.12:
+                continue
+            yield kind, build(img, lm, rng), b
+
+
+def judge(img: np.ndarray, lm: np.ndarray, base_img: np.ndarray, m: RealMouths, ident: str,
+          t: Thresholds) -> set[str]:
+    """The mouth reasons qc/decide.py gives R = img against T = base_img (realism against other identities)."""
+    r, tt = mouth_scores(img, lm), mouth_scores(base_img, lm)
+    realism = m.bank.score(mouth_descriptor(img, lm, m.bank.use_chroma), mouth_shape(lm), exclude=(ident,))
+    s = Scores(face_found=True, r_mouth_aspect=r.mouth_aspect, t_mouth_aspect=tt.mouth_aspect, r_teeth=r.teeth_share,
+               t_teeth=tt.teeth_share, r_lip_line=r.lip_line_whiteness, mouth_seam=r.seam_score,
+               mouth_sharpness_ratio=r.sharpness_ratio, mouth_realism=realism)
+    return set(failed_checks(s, t)) & MOUTH
+
+
+def evaluate(data: dict[str, list], qc: QCConfig, as_grey: bool) -> dict:
+    """Calibration record, real flag rates per class (out of sample) and damage recall per kind."""
+    faces = [(i, grey(x) if as_grey else x, lm) for i, x, lm in zip(data["id"], data["img"], data["lm"], strict=True)]
+    data = {**data, "img": [f[1] for f in faces]}
+    m = measure_real_mouths(faces)
+    base = Thresholds.from_config(qc)
+    cal = calibrate_real_mouths(m, base, qc)
+    oos = out_of_sample_flags(m, base, qc)
+    anyf = np.any(list(oos.values()), axis=0)
+    ex = np.array(data["ex"])
+    per_class = {c: (int((ex == c).sum()), float(anyf[ex == c].mean())) for c in sorted(set(ex))}
+    ids = np.array(data["id"])
+    by_id = {i: apply_overrides(base, fit_thresholds(m, ids != i, qc.mouth.calibration_target,
+                                                     base.mouth_closed_aspect), qc) for i in np.unique(ids)}
+    hits: dict[str, list[bool]] = {k: [] for k in KINDS}
+    by_real: dict[str, list[bool]] = {k: [] for k in KINDS}
+    for kind, img, b in damage_cases(data, m):
+        img = grey(img) if as_grey else img
+        got = judge(img, data["lm"][b], data["img"][b], m, ids[b], by_id[ids[b]])
+        hits[kind].append(bool(got))
+        by_real[kind].append(REASON_MOUTH_UNREAL in got)
+    old = flags(m, base)  # the shipped fixed thresholds, no realism check
+    return dict(cal=cal, oos=oos, per_class=per_class, hits=hits, by_real=by_real,
+                old_any=float(np.any(list(old.values()), axis=0).mean()))
+
+
+def _pct(x: float) -> str:
+    return f"{100 * x:.1f}"
+
+
+def section(results: dict[str, dict], command: str) -> str:
+    lines = [HEADING, "", f"Machine: {machine()}. Command: `{command}`.", "",
+             "Thresholds calibrated on each set's own real mouths (qc/mouth_calibration.py, target 2 % of real mouths "
+             "flagged by all mouth checks together). *Real flagged* is out of sample: each identity judged with "
+             "thresholds fitted on the other identities, its realism measured against the other identities' mouths. "
+             "*Shipped* = the fixed thresholds before this change (no realism check), same photos.", "",
+             "| set | photos | real flagged, all (shipped → calibrated) | closed | open | per class | "
+             "ghost / seam / blur / unrealistic |", "|---|---|---|---|---|---|---|"]
+    for name, r in results.items():
+        rec = r["cal"].record["flag_rate_leave_one_identity_out"]
+        classes = ", ".join(f"{c} {_pct(v)} ({n})" for c, (n, v) in r["per_class"].items())
+        checks = " / ".join(_pct(rec["all"][c]) for c in ("ghost_teeth", "mouth_seam", "mouth_blur",
+                                                          "mouth_unrealistic"))
+        lines.append(f"| {name} | {rec['all']['mouths']} | {_pct(r['old_any'])} → {_pct(rec['all']['any'])} | "
+                     f"{_pct(rec['closed']['any'])} ({rec['closed']['mouths']}) | {_pct(rec['open']['any'])} "
+                     f"({rec['open']['mouths']}) | {classes} | {checks} |")
+    lines += ["", "Damage cases, T = the untouched face: share rejected by any mouth check (by the realism check "
+              "alone in brackets); cases per kind after the set name.", "",
+              "| set | all | " + " | ".join(KINDS) + " |", "|---|---|" + "---|" * len(KINDS)]
+    for name, r in results.items():
+        allv = [x for v in r["hits"].values() for x in v]
+        cells = [f"{_pct(np.mean(r['hits'][k]))} ({_pct(np.mean(r['by_real'][k]))}) n={len(r['hits'][k])}"
+                 if r["hits"][k] else "-" for k in KINDS]
+        lines.append(f"| {name} | {_pct(np.mean(allv))} of {len(allv)} | " + " | ".join(cells) + " |")
+    lines += ["", "Thresholds fitted on all of each set's mouths (what a run on that set applies):", ""]
+    for name, r in results.items():
+        fitted = r["cal"].record["applied"]
+        lines.append(f"- {name}: " + ", ".join(f"{k} {v:.3f}" for k, v in fitted.items()))
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--london", type=Path, default=LONDON)
+    ap.add_argument("--corpus", type=Path, action="append", default=[], help="a labelled folder (repeatable)")
+    ap.add_argument("--write-results", action="store_true", help=f"replace the section in {RESULTS}")
+    args = ap.parse_args(argv)
+    qc = load_config().qc
+    london = load_corpus(args.london)
+    sets = {"London colour": (london, False), "London grey": (london, True)}
+    for c in args.corpus:
+        sets[c.name] = (load_corpus(c), False)
+    results = {name: evaluate(data, qc, g) for name, (data, g) in sets.items()}
+    command = "python -m benchmarks.bench_mouth_checks " + " ".join(
+        f"--corpus {c}" for c in args.corpus) + (" --write-results" if args.write_results else "")
+    text = section(results, command.strip())
+    sys.stdout.write(text)
+    if args.write_results:
+        replace_section(RESULTS, HEADING, text)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,228 @@
+"""Mouth thresholds calibrated per run on the run's own real mouths (its sources' aligned faces).
+
+A bounded, deterministic sample of the sources (qc.mouth.calibration_sample, by hash of source id) is scored with
+qc/mouth.py and described with qc/mouth_realism.py. Each mouth check's threshold is the real mouths' score at the
+quantile that leaves its share of qc.mouth.calibration_target flagged (BUDGET: realism half, ghost teeth a quarter
+on closed mouths, seam and blur an eighth each), moved TAIL_MARGIN of its distance from the median further out: a
+quantile this far in the tail, fitted on a few hundred mouths, is set by one or two of them and flags about twice
+its share of unseen real mouths without that margin. The flag rates reported are out of sample: each identity's
+mouths are judged with thresholds fitted on the other identities (and the realism score itself compares a mouth
+with other identities' mouths only, in feature scales fitted without it); benchmarks/bench_mouth_checks.py
+reports them per set. An explicit qc.mouth value overrides its calibrated threshold; with fewer than MIN_MOUTHS
+real mouths (or MIN_IDENTITIES identities) the shipped fallbacks (Thresholds' defaults) apply and the realism
+check is off.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from manifests.artifacts import rgb_from_png
+from manifests.store import ManifestStore
+from qc.config import QCConfig
+from qc.decide import Thresholds
+from qc.mouth import face_has_chroma, mouth_scores
+from qc.mouth_realism import RealMouthBank, mouth_descriptor, mouth_shape
+
+MIN_MOUTHS = 20
+MIN_IDENTITIES = 3
+# share of qc.mouth.calibration_target each check may flag; "ghost" is a share of the closed mouths
+BUDGET = {"realism": 0.5, "ghost": 0.25, "seam": 0.125, "blur": 0.125}
+# A tail quantile of a few hundred mouths is mostly set by one or two of them; each threshold sits this share of
+# its distance from the median beyond the quantile, so that an unseen real mouth a little past it still passes.
+TAIL_MARGIN = 0.3
+_SOURCE_COLUMNS = ["source_id", "identity", "aligned_path", "landmarks68"]
+
+
+def source_columns() -> list[str]:
+    """The `sources` columns calibrate_mouth reads."""
+    return list(_SOURCE_COLUMNS)
+
+
+@dataclass(frozen=True)
+class RealMouths:
+    """The scores and descriptors of a sample of real mouths."""
+
+    identities: np.ndarray  # (n,) str
+    aspect: np.ndarray
+    teeth: np.ndarray
+    lip_line: np.ndarray
+    seam: np.ndarray
+    sharpness_ratio: np.ndarray
+    bank: RealMouthBank
+
+    @property
+    def realism(self) -> np.ndarray:
+        """Each mouth's realism distance to the other identities' mouths (computed once)."""
+        if "realism" not in self._cache:
+            self._cache["realism"] = self.bank.leave_one_identity_out()
+        return self._cache["realism"]
+
+    _cache: dict = field(default_factory=dict, repr=False, compare=False)
+
+
+def measure_real_mouths(faces: list[tuple[str, np.ndarray, np.ndarray]]) -> RealMouths:
+    """(identity, aligned RGB, landmarks68) -> scores and descriptors. The chroma features are used when most
+    faces have chroma (a colour corpus)."""
+    chroma = np.mean([face_has_chroma(rgb, lm) for _, rgb, lm in faces]) >= 0.5 if faces else True
+    ms = [mouth_scores(rgb, lm) for _, rgb, lm in faces]
+    desc = np.array([mouth_descriptor(rgb, lm, bool(chroma)) for _, rgb, lm in faces]).reshape(len(faces), -1)
+    ids = np.array([i for i, _, _ in faces], dtype=object).astype(str)
+    def col(name: str) -> np.ndarray:
+        return np.array([getattr(s, name) for s in ms], np.float64)
+
+    shapes = np.array([mouth_shape(lm) for _, _, lm in faces]).reshape(len(faces), -1)
+    return RealMouths(ids, col("mouth_aspect"), col("teeth_share"), col("lip_line_whiteness"), col("seam_score"),
+                      col("sharpness_ratio"), RealMouthBank(desc, shapes, ids, bool(chroma)))
+
+
+def _with_landmarks(sources: pa.Table) -> pa.Table:
+    """The sources that have 68 landmarks (a source without them has no mouth to measure)."""
+    n = pc.fill_null(pc.list_value_length(sources.column("landmarks68")), 0)
+    return sources.filter(pc.equal(n, 136))
+
+
+def sample_sources(sources: pa.Table, limit: int) -> pa.Table:
+    """At most `limit` sources, chosen by the hash of their source id (the same sample on every call)."""
+    keys = [hashlib.sha256(str(s).encode()).hexdigest() for s in sources.column("source_id").to_pylist()]
+    order = sorted(range(len(keys)), key=keys.__getitem__)[:limit]
+    return sources.take(pa.array(sorted(order), pa.int64()))
+
+
+def read_real_mouths(sources: pa.Table, read: Callable[[str], np.ndarray], limit: int) -> RealMouths:
+    """The sampled sources' aligned faces (read(aligned_path)) measured."""
+    rows = sample_sources(sources.select(_SOURCE_COLUMNS), limit).to_pylist()
+    return measure_real_mouths([(r["identity"], read(r["aligned_path"]),
+                                 np.asarray(r["landmarks68"], np.float32).reshape(68, 2)) for r in rows])
+
+
+def _upper(x: np.ndarray, share: float) -> float:
+    """The quantile leaving `share` of x above it, moved TAIL_MARGIN of its distance from the median further out."""
+    if not len(x):
+        return float("inf")
+    q = float(np.quantile(x, 1.0 - share, method="higher"))
+    return q + TAIL_MARGIN * max(q - float(np.median(x)), 0.0)
+
+
+def _lower(x: np.ndarray, share: float) -> float:
+    """The quantile leaving `share` of x below it, moved TAIL_MARGIN of its distance from the median further out."""
+    if not len(x):
+        return float("-inf")
+    q = float(np.quantile(x, share, method="lower"))
+    return q - TAIL_MARGIN * max(float(np.median(x)) - q, 0.0)
+
+
+def fit_thresholds(m: RealMouths, keep: np.ndarray, target: float, closed_aspect: float) -> dict[str, float]:
+    """The calibrated thresholds from the mouths in `keep` (a boolean mask)."""
+    closed = keep & (m.aspect < closed_aspect)
+    g = target * BUDGET["ghost"] / 2  # teeth or lip line: half each
+    return dict(max_teeth_closed=_upper(m.teeth[closed], g), max_lip_line_whiteness=_upper(m.lip_line[closed], g),
+                max_mouth_seam=_upper(m.seam[keep], target * BUDGET["seam"]),
+                min_mouth_sharpness_ratio=_lower(m.sharpness_ratio[keep], target * BUDGET["blur"]),
+                max_mouth_realism=_upper(m.realism[keep], target * BUDGET["realism"]))
+
+
+CHECKS = ("ghost_teeth", "mouth_seam", "mouth_blur", "mouth_unrealistic")
+
+
+def flags(m: RealMouths, t: Thresholds) -> dict[str, np.ndarray]:
+    """Which real mouths each single-face mouth check flags under thresholds t."""
+    closed = m.aspect < t.mouth_closed_aspect
+    real = m.realism if t.max_mouth_realism is not None else np.zeros(len(m.aspect))
+    limit = t.max_mouth_realism if t.max_mouth_realism is not None else np.inf
+    return {"ghost_teeth": closed & ((m.teeth > t.max_teeth_closed) | (m.lip_line > t.max_lip_line_whiteness)),
+            "mouth_seam": m.seam > t.max_mouth_seam, "mouth_blur": m.sharpness_ratio < t.min_mouth_sharpness_ratio,
+            "mouth_unrealistic": real > limit}
+
+
+def apply_overrides(base: Thresholds, fitted: dict[str, float], qc: QCConfig) -> Thresholds:
+    """`fitted` thresholds where qc.mouth leaves the value null."""
+    mc = qc.mouth
+    given: dict[str, float | None] = dict(
+        max_teeth_closed=mc.max_teeth_closed, max_lip_line_whiteness=mc.max_lip_line_whiteness,
+        max_mouth_seam=mc.max_seam, min_mouth_sharpness_ratio=mc.min_sharpness_ratio, max_mouth_realism=mc.max_realism)
+    chosen = {k: (given[k] if given[k] is not None else v) for k, v in fitted.items()}
+    return replace(base, **chosen)  # type: ignore[arg-type]
+
+
+def out_of_sample_flags(m: RealMouths, base: Thresholds, qc: QCConfig) -> dict[str, np.ndarray]:
+    """Each identity's mouths flagged with thresholds fitted on the other identities."""
+    out = {c: np.zeros(len(m.aspect), bool) for c in CHECKS}
+    for ident in np.unique(m.identities):
+        mine = m.identities == ident
+        held = replace(m, _cache={"realism": m.bank.held_out(str(ident))})  # feature scales without ident too
+        t = apply_overrides(base, fit_thresholds(held, ~mine, qc.mouth.calibration_target,
+                                                 base.mouth_closed_aspect), qc)
+        for c, f in flags(held, t).items():
+            out[c][mine] = f[mine]
+    return out
+
+
+def _rates(flagged: dict[str, np.ndarray], m: RealMouths, t: Thresholds) -> dict[str, dict[str, float | int]]:
+    groups = {"all": np.ones(len(m.aspect), bool), "closed": m.aspect < t.mouth_closed_aspect,
+              "open": m.aspect >= t.mouth_open_aspect}
+    out: dict[str, dict[str, float | int]] = {}
+    for name, g in groups.items():
+        anyf = np.any([f for f in flagged.values()], axis=0) if flagged else np.zeros(len(g), bool)
+        row: dict[str, float | int] = {"mouths": int(g.sum()), "any": float(anyf[g].mean()) if g.any() else 0.0}
+        row.update({c: float(f[g].mean()) if g.any() else 0.0 for c, f in flagged.items()})
+        out[name] = row
+    return out
+
+
+@dataclass(frozen=True)
+class MouthCalibration:
+    thresholds: Thresholds  # with the mouth fields calibrated (or overridden)
+    bank: RealMouthBank | None  # the real mouths the realism score compares R with (None: check off)
+    record: dict  # what run.json and the self-test report
+
+
+def calibrate_real_mouths(m: RealMouths | None, base: Thresholds, qc: QCConfig) -> MouthCalibration:
+    """Thresholds fitted on all of `m`, and the flag rates on real mouths (in and out of sample)."""
+    n_ids = len(np.unique(m.identities)) if m is not None else 0
+    if m is None or len(m.aspect) < MIN_MOUTHS or n_ids < MIN_IDENTITIES:
+        t = apply_overrides(base, {}, qc)
+        t = replace(t, max_mouth_realism=qc.mouth.max_realism, mouth_thresholds_source="uncalibrated")
+        return MouthCalibration(t, None, dict(source="uncalibrated", mouths=0 if m is None else len(m.aspect),
+                                              identities=n_ids, note=f"fewer than {MIN_MOUTHS} real mouths or "
+                                              f"{MIN_IDENTITIES} identities: shipped mouth thresholds, realism off"))
+    target = qc.mouth.calibration_target
+    fitted = fit_thresholds(m, np.ones(len(m.aspect), bool), target, base.mouth_closed_aspect)
+    t = replace(apply_overrides(base, fitted, qc), mouth_thresholds_source="calibrated")
+    record = dict(source="calibrated", target=target, mouths=len(m.aspect), identities=n_ids,
+                  chroma=m.bank.use_chroma, fitted=fitted,
+                  applied={k: getattr(t, k) for k in fitted},
+                  flag_rate_in_sample=_rates(flags(m, t), m, t),
+                  flag_rate_leave_one_identity_out=_rates(out_of_sample_flags(m, base, qc), m, t))
+    return MouthCalibration(t, m.bank if t.max_mouth_realism is not None else None, record)
+
+
+_MEMO: dict[tuple, MouthCalibration] = {}
+
+
+def calibrate_mouth(qc: QCConfig, thresholds: Thresholds, sources: pa.Table,
+                    read: Callable[[str], np.ndarray]) -> MouthCalibration:
+    """The run's mouth thresholds: `thresholds` with the mouth fields calibrated on the sources' real mouths
+    (`sources`: source_id, identity, aligned_path, landmarks68; `read`: aligned path -> RGB). Memoised per
+    process on the sampled source ids and the config, so the driver's several callers measure once."""
+    usable = _with_landmarks(sources.select(_SOURCE_COLUMNS))
+    sample = sample_sources(usable, qc.mouth.calibration_sample) if usable.num_rows else usable
+    key = (tuple(sample.column("source_id").to_pylist()) if sample.num_rows else (),
+           qc.mouth.model_dump_json(), thresholds.to_json())
+    if key not in _MEMO:
+        m = read_real_mouths(sample, read, qc.mouth.calibration_sample) if sample.num_rows else None
+        if len(_MEMO) > 8:
+            _MEMO.clear()
+        _MEMO[key] = calibrate_real_mouths(m, thresholds, qc)
+    return _MEMO[key]
+
+
+def store_reader(store: ManifestStore) -> Callable[[str], np.ndarray]:
+    """Reads a run's stored image (an artifact URL) through the store's filesystem."""
+    return lambda url: rgb_from_png(store.fs.cat_file(url))
