@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import pyarrow as pa
 
-SCHEMA_VERSION = "3"  # 2: attempt/transient columns, raw_name, attempts and identity_clusters tables; 3: qc contrast
+# 2: attempt/transient columns, raw_name, attempts and identity_clusters tables; 3: qc contrast;
+# 4: candidates.swap_keep_regions
+SCHEMA_VERSION = "4"
 
 _f32_list = pa.list_(pa.float32())
 
@@ -114,6 +116,7 @@ CANDIDATES = _versioned("candidates", [
     pa.field("run_id", pa.string()),
     pa.field("config_fingerprint", pa.string()),
     pa.field("attempt", pa.int32()),  # v2
+    pa.field("swap_keep_regions", pa.string()),  # v4: identity_swap.keep_regions, comma-joined ("": none kept)
 ])
 
 # One QC decision per candidate: every score kept, one reason per failed check.
