@@ -6,7 +6,8 @@ from __future__ import annotations
 import pyarrow as pa
 
 # 2: attempt/transient columns, raw_name, attempts and identity_clusters tables; 3: qc contrast; 4: qc_selftest
-# table, qc expr_class / expr_class_score / mouth_realism, triples carry every QC score (TRIPLE_SCORES)
+# table, qc expr_class / expr_class_score / mouth_realism, candidates.swap_keep_regions, triples carry every QC
+# score (TRIPLE_SCORES)
 SCHEMA_VERSION = "4"
 
 _f32_list = pa.list_(pa.float32())
@@ -116,6 +117,7 @@ CANDIDATES = _versioned("candidates", [
     pa.field("run_id", pa.string()),
     pa.field("config_fingerprint", pa.string()),
     pa.field("attempt", pa.int32()),  # v2
+    pa.field("swap_keep_regions", pa.string()),  # v4: identity_swap.keep_regions, comma-joined ("": none kept)
 ])
 
 # One QC decision per candidate: every score kept, one reason per failed check.

@@ -14,8 +14,8 @@ from pydantic import Field, field_validator
 from core.config import StageResources, StorageOptions, Strict, storage_options_field
 from core.location import Location
 
-__all__ = ["CorpusConfig", "ExpressionTransferConfig", "IdentityModelConfig", "IdentitySwapConfig", "IngestConfig",
-           "ModelsConfig"]
+__all__ = ["KEEP_REGION_NAMES", "CorpusConfig", "ExpressionTransferConfig", "IdentityModelConfig",
+           "IdentitySwapConfig", "IngestConfig", "ModelsConfig"]
 
 
 class CorpusConfig(Strict):
@@ -105,6 +105,11 @@ class ExpressionTransferConfig(Strict):
     resources: StageResources = StageResources()
 
 
+# The expression regions a swap can keep from the transfer output ("left" = image left), drawn from the 68 landmarks
+# by stages/face/expression_regions.py.
+KEEP_REGION_NAMES = ("left-eye", "right-eye", "left-eyebrow", "right-eyebrow", "mouth")
+
+
 class IdentitySwapConfig(Strict):
     """The identity-swap stage and its backend (`identity_swap`)."""
 
@@ -126,7 +131,24 @@ class IdentitySwapConfig(Strict):
     parser_model: str | None = None  # e.g. bisenet_resnet_34
     mask_regions: tuple[str, ...] = ("skin", "left-eyebrow", "right-eyebrow", "left-eye", "right-eye",
                                      "glasses", "nose", "mouth", "upper-lip", "lower-lip")
+    # Both backends: the expression regions kept from the expression-transfer output (the image whose expression
+    # is right; it is j's carrier re-posed, so these pixels are j's): the swap brings j's face shape, skin and
+    # nose but not the swap photo's eye opening, brow position or mouth. Drawn from the transfer's 68 landmarks
+    # (eye ellipses with both lids, brow bands, the outer-lip polygon), feathered over keep_feather x the eye
+    # width (the mouth: 3 px + 2 px, as before). () keeps nothing; ["mouth"] is the swap before issue 19.
+    # Recorded per candidate as swap_keep_regions.
+    keep_regions: tuple[str, ...] = KEEP_REGION_NAMES
+    keep_feather: float = Field(0.15, ge=0, le=1)
     resources: StageResources = StageResources()
+
+    @field_validator("keep_regions")
+    @classmethod
+    def _known_keep_regions(cls, v: tuple[str, ...]) -> tuple[str, ...]:
+        bad = sorted(set(v) - set(KEEP_REGION_NAMES))
+        if bad or len(set(v)) != len(v):
+            raise ValueError(f"keep_regions: unknown or repeated {bad or list(v)}; "
+                             f"choose from {list(KEEP_REGION_NAMES)}")
+        return v
 
     @field_validator("mask_regions")
     @classmethod

@@ -24,6 +24,7 @@ class IdentitySwapStage(RowwiseStage):
         pa.field("reference_path", pa.string()),
         pa.field("reference_sha256", pa.string()),
         pa.field("swap_target_face", pa.string()),  # "detected", or "target_landmarks" (see process_row)
+        pa.field("swap_keep_regions", pa.string()),  # identity_swap.keep_regions, comma-joined ("" keeps none)
     )
 
     config_section = "identity_swap"
@@ -55,7 +56,7 @@ class IdentitySwapStage(RowwiseStage):
         url, sha = self.artifacts.put("reference", row["candidate_id"], swapped)
         return dict(swap_backend=self.config.backend, swap_model=self.swapper.model_id,
                     swap_model_sha256=self.swapper.model_sha256, reference_path=url, reference_sha256=sha,
-                    swap_target_face=how)
+                    swap_target_face=how, swap_keep_regions=",".join(self.config.keep_regions))
 
     def process_row(self, row: dict[str, Any]) -> dict[str, Any]:
         item, how = self._prepare(row)

@@ -8,13 +8,15 @@ import cv2
 import numpy as np
 
 from stages.config import IdentitySwapConfig
+from stages.face.expression_regions import DEFAULT_KEEP_REGIONS, check_regions, region_mask
 from stages.face.landmark_warp import piecewise_affine_warp
 from stages.face.types import DetectedFace
 
-ALGORITHM = ("classic_swap_v2: piecewise-affine source->target landmarks, Reinhard LAB colour transfer in the face "
+ALGORITHM = ("classic_swap_v3: piecewise-affine source->target landmarks, Reinhard LAB colour transfer in the face "
              "mask, eyebrows..jaw convex hull eroded and Gaussian-feathered, seamlessClone NORMAL_CLONE then alpha "
-             "blend with the feathered mask; the target's whole mouth (outer-lip polygon dilated 3 px, feathered "
-             "2 px) is always kept: the swap carries identity, not the source's mouth/expression")
+             "blend with the feathered mask; the target's expression regions (identity_swap.keep_regions, drawn by "
+             "stages.face.expression_regions: eye ellipses with lids, brow bands, the outer-lip polygon dilated 3 px "
+             "and feathered 2 px) are kept: the swap carries identity, not the source's expression")
 
 FACE_OUTLINE = np.arange(0, 27)  # jaw 0-16, eyebrows 17-26
 
@@ -53,22 +55,6 @@ def reinhard_lab(src_rgb: np.ndarray, ref_rgb: np.ndarray, mask: np.ndarray) -> 
     return cv2.cvtColor(np.clip(np.round(out), 0, 255).astype(np.uint8), cv2.COLOR_LAB2RGB)
 
 
-def mouth_keep_mask(lm: np.ndarray, h: int, w: int, dilate_px: int = 3, feather_px: float = 2.0) -> np.ndarray:
-    """float32 0..1: 1 on the outer-lip polygon (48-59), fading out over dilate_px + feather_px around it."""
-    mask = np.zeros((h, w), np.uint8)
-    cv2.fillPoly(mask, [np.round(np.asarray(lm, np.float32).reshape(68, 2)[48:60] * 16).astype(np.int32)], 255,
-                 lineType=cv2.LINE_AA, shift=4)
-    lips = mask > 0
-    if dilate_px > 0:
-        k = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * dilate_px + 1, 2 * dilate_px + 1))
-        mask = np.asarray(cv2.dilate(mask, k), np.uint8)
-    soft = mask.astype(np.float32) / 255.0
-    if feather_px > 0:
-        soft = np.asarray(cv2.GaussianBlur(soft, (0, 0), feather_px), np.float32)
-    soft[lips] = 1.0  # the lips themselves are kept exactly
-    return soft
-
-
 def _require_landmarks(face: DetectedFace, which: str) -> np.ndarray:
     if face.landmarks68 is None:
         raise ValueError(f"ClassicSwapper needs 68 landmarks on the {which} face (DetectedFace.landmarks68 is None); "
@@ -79,21 +65,23 @@ def _require_landmarks(face: DetectedFace, which: str) -> np.ndarray:
 class ClassicSwapper:
     """IdentitySwapper without learned weights: warp, colour-match, seamless-clone, feathered alpha blend.
 
-    Only pixels inside the convex hull of the target's jaw and eyebrow landmarks can change, and (keep_target_mouth)
-    never the target's mouth.
+    Only pixels inside the convex hull of the target's jaw and eyebrow landmarks can change, and never the target's
+    expression regions (`keep_regions`, feathered over `keep_feather` x the eye width; () keeps nothing).
     """
 
-    model_id = "classic_swap_v2"
+    model_id = "classic_swap_v3"
     model_sha256 = hashlib.sha256(ALGORITHM.encode()).hexdigest()
 
-    def __init__(self, feather_px: int = 11, seamless: bool = True, keep_target_mouth: bool = True) -> None:
+    def __init__(self, feather_px: int = 11, seamless: bool = True,
+                 keep_regions: tuple[str, ...] = DEFAULT_KEEP_REGIONS, keep_feather: float = 0.15) -> None:
         self.feather_px = int(feather_px)
         self.seamless = bool(seamless)
-        self.keep_target_mouth = bool(keep_target_mouth)
+        self.keep_regions = check_regions(keep_regions)
+        self.keep_feather = float(keep_feather)
 
     @classmethod
     def from_config(cls, swap: IdentitySwapConfig) -> ClassicSwapper:
-        return cls(feather_px=swap.feather_px)
+        return cls(feather_px=swap.feather_px, keep_regions=swap.keep_regions, keep_feather=swap.keep_feather)
 
     def swap(self, source_rgb: np.ndarray, source_face: DetectedFace,
              target_rgb: np.ndarray, target_face: DetectedFace) -> np.ndarray:
@@ -111,10 +99,10 @@ class ClassicSwapper:
         stats_mask = inner if inner.any() else hull
         warped = reinhard_lab(warped, target, stats_mask)
         alpha = feathered_mask(t_lm, h, w, self.feather_px)
-        if self.keep_target_mouth:
-            # The mouth is expression: keep the target's (the expression transfer's) lips and mouth interior, so
-            # the source photo's mouth state (teeth, smile) never comes in with its identity.
-            alpha *= 1.0 - mouth_keep_mask(t_lm, h, w)
+        if self.keep_regions:
+            # Eyes, brows and mouth are expression: keep the target's (the expression transfer's), so the source
+            # photo's eye opening, brow raise and mouth state (teeth, smile) never come in with its identity.
+            alpha *= 1.0 - region_mask(t_lm, self.keep_regions, h, w, self.keep_feather)
         blended = warped
         if self.seamless and inner.any():
             blended = self._seamless(warped, target, inner)

@@ -7,6 +7,8 @@ template (cv2.estimateAffinePartial2D), BGR->RGB, (x/255 - mean)/std, source emb
 (normed ArcFace; or the simswap converter's output, normed), output de-normalised (hyperswap) and
 clipped, pasted back through a feathered box mask, optionally min-combined with XSeg occlusion and
 BiSeNet region masks. Items share one network call when the model's batch axis is dynamic.
+Both paths then keep the target's expression regions (`identity_swap.keep_regions`: the expression transfer's
+eyes, brows and mouth, stages/face/expression_regions.py) over the pasted-back face.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from insightface.model_zoo.inswapper import INSwapper
 from insightface.utils import face_align
 
 from stages.config import IdentitySwapConfig, ModelsConfig
+from stages.face.expression_regions import DEFAULT_KEEP_REGIONS, check_regions, keep_expression_regions
 from stages.face.types import DetectedFace
 from stages.onnx.arcface import ArcFaceEmbedder, l2_normalize
 from stages.onnx.masks import FaceParser, Occluder
@@ -62,7 +65,8 @@ class OnnxSwapper:
     def __init__(self, resolved: ResolvedModel, providers: Sequence[str], embedder: ArcFaceEmbedder,
                  converter: ResolvedModel | None = None, occluder: Occluder | None = None,
                  parser: FaceParser | None = None, mask_blur: float = 0.3,
-                 mask_padding: tuple[int, int, int, int] = (0, 0, 0, 0), max_batch: int = 32) -> None:
+                 mask_padding: tuple[int, int, int, int] = (0, 0, 0, 0), max_batch: int = 32,
+                 keep: tuple[str, ...] = DEFAULT_KEEP_REGIONS, keep_feather: float = 0.15) -> None:
         self.spec: ModelSpec = get_spec(resolved.name)
         if self.spec.kind != "swapper":
             raise ValueError(f"{resolved.name!r} is a {self.spec.kind}, not a swapper")
@@ -75,6 +79,8 @@ class OnnxSwapper:
         self.parser = parser
         self.mask_blur = mask_blur
         self.mask_padding = mask_padding
+        self.keep_regions = check_regions(keep)
+        self.keep_feather = keep_feather
         self.inswapper: INSwapper | None = None
         if self.spec.swap_type == "inswapper":
             self.inswapper = get_insightface_model(resolved.path, providers, INSwapper)
@@ -104,7 +110,7 @@ class OnnxSwapper:
         occluder = Occluder.from_config(models, sw.occluder_model) if sw.occluder_model else None
         parser = FaceParser.from_config(models, sw.parser_model, sw.mask_regions) if sw.parser_model else None
         return cls(resolved, providers, embedder, converter, occluder, parser,
-                   sw.mask_blur, sw.mask_padding, max(sw.resources.batch_size, 1))
+                   sw.mask_blur, sw.mask_padding, max(sw.resources.batch_size, 1), sw.keep_regions, sw.keep_feather)
 
     @property
     def components(self) -> dict[str, dict[str, object]]:
@@ -123,6 +129,9 @@ class OnnxSwapper:
         """One RGB uint8 image per item: the target with the source's identity, same size as the target."""
         if not items:
             return []
+        if self.keep_regions and any(tf.landmarks68 is None for _, _, _, tf in items):
+            raise ValueError("identity_swap.keep_regions needs 68 landmarks on the target face "
+                             "(DetectedFace.landmarks68 is None); set keep_regions: [] to keep none")
         sources = self.source_embeddings([(s, f) for s, f, _, _ in items])
         out: list[np.ndarray] = []
         for start in range(0, len(items), self.max_batch):
@@ -132,7 +141,16 @@ class OnnxSwapper:
                 out.extend(self._inswapper(chunk, emb))
             else:
                 out.extend(self._facefusion(chunk, emb))
-        return out
+        return [self._keep_expression(img, item) for img, item in zip(out, items, strict=True)]
+
+    def _keep_expression(self, swapped: np.ndarray, item: SwapItem) -> np.ndarray:
+        """The swapped image with the target's expression regions (its eyes, brows, mouth) kept, feathered."""
+        _, _, target_rgb, target_face = item
+        if not self.keep_regions:
+            return swapped
+        assert target_face.landmarks68 is not None
+        return keep_expression_regions(swapped, np.asarray(target_rgb, np.uint8), target_face.landmarks68,
+                                       self.keep_regions, self.keep_feather)
 
     def source_embeddings(self, faces: Sequence[tuple[np.ndarray, DetectedFace]]) -> np.ndarray:
         """What each model gets as identity: normed ArcFace (inswapper maps it through emap itself,

@@ -21,8 +21,12 @@ def _face(lm: np.ndarray) -> DetectedFace:
 def test_swap_changes_only_the_face_and_carries_the_identity(detector, embedder, demo_face):
     _, _, src = demo_face("003", "smiling")
     _, _, tgt = demo_face("008", "smiling")
-    swapper = ClassicSwapper.from_config(load_config(overrides=["identity_swap.feather_px=9"]).identity_swap)
-    assert swapper.feather_px == 9 and swapper.model_id == "classic_swap_v2" and len(swapper.model_sha256) == 64
+    # Here the target is another person (008), not j's re-posed face as in the pipeline: keeping its eyes and
+    # brows (the default keep_regions) would keep 008's, so this plain-swap check keeps none.
+    swapper = ClassicSwapper.from_config(load_config(overrides=["identity_swap.feather_px=9",
+                                                                "identity_swap.keep_regions=[]"]).identity_swap)
+    assert swapper.keep_regions == ()
+    assert swapper.feather_px == 9 and swapper.model_id == "classic_swap_v3" and len(swapper.model_sha256) == 64
     target = tgt.image.copy()
     out = swapper.swap(src.image, _face(src.landmarks68), target, _face(tgt.landmarks68))
     np.testing.assert_array_equal(target, tgt.image)  # input untouched

@@ -51,7 +51,7 @@ def test_swap_with_an_open_mouth_source_keeps_the_closed_lips(detector, demo_fac
     np.testing.assert_array_equal(r[lips], moved[lips])  # the target's mouth is never replaced
     lm = _detected(detector, r)
     assert mouth_aspect(lm) < OPEN_ASPECT and teeth_share(r, lm) < 0.01
-    old = ClassicSwapper(keep_target_mouth=False).swap(
+    old = ClassicSwapper(keep_regions=()).swap(
         req.carrier_rgb, face_from_landmarks(np.asarray(req.carrier_landmarks)), moved, face_from_landmarks(t_lm))
     assert (old[lips] != moved[lips]).any()
 

@@ -8,6 +8,8 @@ import pytest
 from insightface.utils import face_align
 
 from stages.face.backends import build_swapper
+from stages.face.expression_regions import DEFAULT_KEEP_REGIONS, region_core, region_mask
+from stages.face.types import DetectedFace
 from stages.onnx.arcface import l2_normalize
 from stages.onnx.swapper import OnnxSwapper, _FaceLike
 from stages.onnx.warp import inverse_mask, warp_face
@@ -50,7 +52,7 @@ def test_facefusion_paste_back_stays_inside_the_mask(make_cfg, london_photos, mo
 
 
 def test_inswapper_is_insightface_get(make_cfg, london_photos):
-    swapper = _swapper(make_cfg(identity_swap={"backend": "onnx", "model": "inswapper_128"}))
+    swapper = _swapper(make_cfg(identity_swap={"backend": "onnx", "model": "inswapper_128", "keep_regions": []}))
     src_rgb, src_face, rgb, face = _items(london_photos)[0]
     out = swapper.swap(src_rgb, src_face, rgb, face)
     normed = swapper.embedder.embed(src_rgb, src_face)
@@ -116,3 +118,25 @@ def test_region_mask_model_runs(make_cfg, london_photos):
                                                     "parser_model": "bisenet_resnet_34", "mask_regions": ["skin"]}))
     out = swapper.swap(*_items(london_photos)[0])
     assert out.shape == london_photos[2][0].shape
+
+
+@pytest.mark.parametrize("model", ["inswapper_128", "hyperswap_1a_256"])
+def test_the_target_keeps_its_expression_regions(make_cfg, london_photos, model):
+    """Default keep_regions: the target's (the transfer's) eyes, brows and mouth stay; the rest is the plain swap."""
+    keep = _swapper(make_cfg(identity_swap={"backend": "onnx", "model": model}))
+    plain = _swapper(make_cfg(identity_swap={"backend": "onnx", "model": model, "keep_regions": []}))
+    assert keep.keep_regions == DEFAULT_KEEP_REGIONS and plain.keep_regions == ()
+    src_rgb, src_face, rgb, face = _items(london_photos)[1]
+    out, bare = keep.swap(src_rgb, src_face, rgb, face), plain.swap(src_rgb, src_face, rgb, face)
+    h, w = rgb.shape[:2]
+    for region in DEFAULT_KEEP_REGIONS:
+        core = region_core(face.landmarks68, region, h, w)
+        np.testing.assert_array_equal(out[core], rgb[core])
+    eyes = region_core(face.landmarks68, "left-eye", h, w)
+    assert (bare[eyes] != rgb[eyes]).any()  # without it the swap replaces the eye
+    away = region_mask(face.landmarks68, DEFAULT_KEEP_REGIONS, h, w) == 0
+    np.testing.assert_array_equal(out[away], bare[away])
+    no_landmarks = DetectedFace(box=face.box, score=face.score, keypoints5=face.keypoints5)
+    with pytest.raises(ValueError, match="68 landmarks"):
+        keep.swap(src_rgb, src_face, rgb, no_landmarks)
+    assert plain.swap(src_rgb, src_face, rgb, no_landmarks).shape == rgb.shape

@@ -55,21 +55,23 @@ def test_run_id_is_unchanged_by_the_split_of_config_sections(monkeypatch):
 
     Two later changes moved every run id once, on purpose: issue 11 added `pairing.same_person_similarity` (a
     data-defining field) and issue 12 took run.name out of the data fingerprint (triple ids do not depend on the
-    run's name). With name put back, the ids computed on branch i11 (pre-split layout) are reproduced."""
+    run's name). With name put back, the ids computed on branch i11 (pre-split layout) are reproduced. Issue 19
+    moved them once more: identity_swap.keep_regions / keep_feather define the data (the swap keeps the transfer's
+    eyes and brows), so the ids pinned here are the i11 layout's with those two fields added."""
     import pipeline.config
     from pipeline.config import load_config
 
-    assert load_config().resolved_run_id() == "demo-fca0fca543"
+    assert load_config().resolved_run_id() == "demo-2622a9f06c"
     with monkeypatch.context() as m:
         m.setattr(pipeline.config, "_RUN_KEYS_NOT_IN_FINGERPRINT",
                   pipeline.config._RUN_KEYS_NOT_IN_FINGERPRINT - {"name"})
-        assert load_config().resolved_run_id() == "demo-7569febb66"
+        assert load_config().resolved_run_id() == "demo-ca6f426e35"
     overrides = ["qc.identity.backend=arcface", "qc.identity.model=arcface_w600k_r50", "ingest.crop_size=128",
                  "identity_swap.mask_regions=[skin,nose]", "corpus.storage_options={endpoint_url: http://x, key: K}",
                  "release.splits={train: 0.5, test: 0.5}", "expression_transfer.prompt=hi",
                  "pairing.split_closed=false", "models.hash_overrides={a: b}"]
-    assert load_config(overrides=overrides).resolved_run_id() == "demo-9d1afd687d"
+    assert load_config(overrides=overrides).resolved_run_id() == "demo-5b0d87c2be"
     with monkeypatch.context() as m:
         m.setattr(pipeline.config, "_RUN_KEYS_NOT_IN_FINGERPRINT",
                   pipeline.config._RUN_KEYS_NOT_IN_FINGERPRINT - {"name"})
-        assert load_config(overrides=overrides).resolved_run_id() == "demo-8bb9d2527b"
+        assert load_config(overrides=overrides).resolved_run_id() == "demo-51eeb50f5c"

@@ -83,6 +83,9 @@ def test_manifest_schema_and_traceability(baseline):
     assert schema.metadata[b"ciep.schema_version"] == TRIPLES.metadata[b"ciep.schema_version"]
     assert [f.name for f in schema] == [f.name for f in TRIPLES]
     triples = store.read_table("triples").to_pylist()
+    # which expression regions the swap kept from the transfer (identity_swap.keep_regions) is on every candidate
+    kept = connect(store).execute("select distinct swap_keep_regions from candidates where status = 'ok'").fetchall()
+    assert kept == [(",".join(cfg.identity_swap.keep_regions),)] and "left-eye" in kept[0][0]
     splits = dict(cfg.release.splits)
     split_sizes = Counter(split_of(i, splits) for i in london_identities()[:N_IDS])
     for t in triples:
