@@ -15,9 +15,9 @@ from collections.abc import Iterator
 import fsspec
 import numpy as np
 import pyarrow as pa
-import pyarrow.parquet as pq
 import ray
 
+from manifests.integrity import read_shard, shard_rows
 from manifests.scan import release_arrow_memory
 from manifests.schemas import PLAN_FEATURE_COLUMNS, SOURCES
 from manifests.store import ManifestStore
@@ -44,8 +44,7 @@ def features_table(features: Features) -> pa.Table:
 
 
 def _read(fs: fsspec.AbstractFileSystem, path: str, columns: list[str]) -> pa.Table:
-    with fs.open(path, "rb") as fh:
-        return pq.read_table(fh, columns=columns, schema=SOURCES)
+    return read_shard(fs, path, columns=columns, schema=SOURCES)  # page checksums verified, damage named
 
 
 @ray.remote(num_cpus=FEATURES_TASK_CPUS)
@@ -111,11 +110,7 @@ def _release_memory() -> None:
 
 
 def _rows(fs: fsspec.AbstractFileSystem, files: list[str]) -> int:
-    total = 0
-    for path in files:
-        with fs.open(path, "rb") as fh:
-            total += pq.ParquetFile(fh).metadata.num_rows
-    return total
+    return sum(shard_rows(fs, path) for path in files)
 
 
 def plan_sources(store: ManifestStore) -> tuple[PlanInputs, RayFeatures]:
