@@ -16,7 +16,7 @@ from core.location import Location
 from manifests.fsck import FsckReport, check_run
 from manifests.lock import RunLock
 from manifests.repair import repair_run
-from manifests.runs import find_run
+from manifests.runs import find_run, read_run_info
 from manifests.store import ManifestStore
 from pipeline.exits import EXIT_DAMAGED, EXIT_OK, EXIT_UNCHECKED, EXIT_USAGE, one_line
 
@@ -26,7 +26,7 @@ def build_parser() -> argparse.ArgumentParser:
                                 "commit marker and every image against its manifest row (or every file of a "
                                 "release against release.json). Exit 0 clean, 6 problems found, 7 could not "
                                 "check, 5 no such run or release.")
-    p.add_argument("run", nargs="?", help="run id (default: the most recently updated run)")
+    p.add_argument("run", nargs="?", help="run id (default: the most recently updated run), or a run folder")
     p.add_argument("--release", help="check this release instead (releases are never repaired: make a new one)")
     p.add_argument("--repair", action="store_true",
                    help="move bad files to <run>/quarantine/ and withdraw their commits (or the rows of a bad "
@@ -75,6 +75,16 @@ def _repair(run: Location, images: bool) -> int:
     return EXIT_OK if after.ok else EXIT_DAMAGED
 
 
+def _run_location(output_root: Location, run: str | None) -> Location:
+    """A run id under the output root (default: the latest run), or a run folder's own path or URL."""
+    if run and ("/" in run or "://" in run):
+        where = output_root.at(run)
+        if not read_run_info(where):
+            raise FileNotFoundError(f"no run at {where.url!r} (run.json missing)")
+        return where
+    return find_run(output_root, run)
+
+
 def run_fsck(args: argparse.Namespace, output_root: Location, releases_root: Location) -> int:
     """Run a parsed `ciep fsck` (wired in pipeline/cli.py)."""
     if args.release and (args.repair or args.run):
@@ -83,7 +93,7 @@ def run_fsck(args: argparse.Namespace, output_root: Location, releases_root: Loc
     try:
         if args.release:
             return _fsck_release(args.release, releases_root)
-        run = find_run(output_root, args.run)
+        run = _run_location(output_root, args.run)
         if args.repair:
             return _repair(run, not args.no_images)
         report = check_run(run, images=not args.no_images)

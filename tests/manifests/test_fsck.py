@@ -66,6 +66,8 @@ def test_a_clean_run_passes_and_markers_carry_checksums(runs: Path, capsys):
     assert ciep(["fsck", "--output-root", str(runs)]) == 0
     out = capsys.readouterr().out
     assert ": OK" in out and "BAD" not in out
+    assert ciep(["fsck", str(run)]) == 0  # a run folder instead of a run id
+    assert ciep(["fsck", "nosuchrun", "--output-root", str(runs)]) == 5
 
 
 @pytest.mark.parametrize("how", sorted(CORRUPTIONS))
