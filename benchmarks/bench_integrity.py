@@ -30,7 +30,7 @@ from pipeline.config import load_config
 HEADING = "## Integrity: checksums on commit and `ciep fsck` (issue 20)"
 
 
-def _commit_cost(store: ManifestStore, repeats: int = 3) -> tuple[float, float, int, int]:
+def _commit_cost(store: ManifestStore, repeats: int = 15) -> tuple[float, float, int, int]:
     """(seconds to encode every committed shard as before, seconds with page checksums + sha256/md5, shards,
     bytes), best of `repeats` each."""
     tables = [(t, read_shard(store.fs, p, schema=store.schemas[t]))
@@ -104,7 +104,7 @@ def main(argv: list[str] | None = None) -> int:
             f"{100 * fsck.seconds / round_s:.2f} % |\n"
             f"| `ciep fsck --no-images` ({manifests_only.files} files) | {manifests_only.seconds:.3f} | "
             f"{100 * manifests_only.seconds / round_s:.2f} % |\n\n"
-            f"Commit cost is measured by re-encoding the run's committed shards here (best of 3), since the round "
+            f"Commit cost is measured by re-encoding the run's committed shards here (best of 15), since the round "
             f"commits them inside Ray workers; fsck is best of 3 in one process (8 threads).\n")
     print_section(text, HEADING, args.append)
     shutil.rmtree(work, ignore_errors=True)
