@@ -11,8 +11,8 @@ from collections.abc import Iterator
 
 import pyarrow as pa
 import pyarrow.dataset as pads
-import pyarrow.parquet as pq
 
+from manifests.integrity import shard_batches, shard_rows
 from manifests.store import ManifestStore
 
 
@@ -23,23 +23,18 @@ def iter_batches(store: ManifestStore, table: str, columns: list[str] | None = N
     `filter` (a pyarrow compute expression) is applied per batch, so a batch may come back short or empty;
     `columns`, when given, must include the columns the filter uses."""
     for path in store.committed_files(table):
-        with store.fs.open(path, "rb") as fh:
-            for batch in pq.ParquetFile(fh).iter_batches(batch_size=batch_size, columns=columns):
-                if filter is not None:
-                    kept = pa.Table.from_batches([batch]).filter(filter)
-                    batch = kept.combine_chunks().to_batches()[0] if kept.num_rows else batch.slice(0, 0)
-                yield batch
+        for batch in shard_batches(store.fs, path, batch_size, columns):  # page checksums verified
+            if filter is not None:
+                kept = pa.Table.from_batches([batch]).filter(filter)
+                batch = kept.combine_chunks().to_batches()[0] if kept.num_rows else batch.slice(0, 0)
+            yield batch
 
 
 def count_rows(store: ManifestStore, table: str, filter: pads.Expression | None = None,
                columns: list[str] | None = None) -> int:
     """Committed rows of `table` (matching `filter`, whose columns `columns` names)."""
     if filter is None:
-        total = 0
-        for path in store.committed_files(table):
-            with store.fs.open(path, "rb") as fh:
-                total += pq.ParquetFile(fh).metadata.num_rows
-        return total
+        return sum(shard_rows(store.fs, path) for path in store.committed_files(table))
     return sum(b.num_rows for b in iter_batches(store, table, columns=columns, filter=filter, batch_size=65536))
 
 

@@ -15,8 +15,6 @@ ignore superseded markers, so the switch is one atomic write, and the superseded
 from __future__ import annotations
 
 import hashlib
-import io
-import json
 import logging
 import os
 import posixpath
@@ -26,10 +24,10 @@ from dataclasses import dataclass, field
 
 import fsspec
 import pyarrow as pa
-import pyarrow.parquet as pq
 from fsspec.implementations.local import LocalFileSystem
 
 from core.location import Location
+from manifests.integrity import DIGESTS, FSCK_HINT, file_digest, parquet_bytes, parse_marker, read_shard, seal_marker
 from manifests.schemas import TABLES, conform
 
 log = logging.getLogger(__name__)
@@ -117,23 +115,26 @@ class ManifestStore:
 
     # -- writing -----------------------------------------------------------------------------------
     def commit(self, shard: str, tables: dict[str, pa.Table], info: dict | None = None) -> None:
-        """Write one batch's shards (one per table, empty tables skipped), then its commit marker."""
+        """Write one batch's shards (one per table, empty tables skipped), then its commit marker, which records
+        size and sha256 of every file (manifests/integrity.py) and its own sha256."""
         written: dict[str, str] = {}
+        digests: dict[str, dict] = {}
         for name, table in tables.items():
             if table.num_rows == 0:
                 continue
-            table = conform(table, self.schemas[name])
-            buf = io.BytesIO()
-            pq.write_table(table, buf, compression="zstd")
+            data = parquet_bytes(conform(table, self.schemas[name]))
             rel = f"{name}/part-{shard}.parquet"
-            atomic_write_bytes(self.fs, f"{self.manifests_dir}/{rel}", buf.getvalue())
+            atomic_write_bytes(self.fs, f"{self.manifests_dir}/{rel}", data)
             written[name] = rel
+            digests[name] = file_digest(data)
         if self.before_marker is not None:
             self.before_marker(shard)
         marker = {"shard": shard, "files": written, "rows": {n: t.num_rows for n, t in tables.items()},
-                  **(info or {})}
-        atomic_write_bytes(self.fs, f"{self.manifests_dir}/{COMMITS_DIR}/{shard}.json",
-                           json.dumps(marker, sort_keys=True).encode())
+                  DIGESTS: digests, **(info or {})}
+        atomic_write_bytes(self.fs, self.marker_path(shard), seal_marker(marker))
+
+    def marker_path(self, shard: str) -> str:
+        return f"{self.manifests_dir}/{COMMITS_DIR}/{shard}.json"
 
     # -- reading -----------------------------------------------------------------------------------
     def markers(self) -> list[dict]:
@@ -146,12 +147,11 @@ class ManifestStore:
         out = []
         for path in paths:
             data = contents.get(path, FileNotFoundError(path))
-            try:
-                if isinstance(data, Exception):
-                    raise data
-                out.append(json.loads(data))
-            except (json.JSONDecodeError, FileNotFoundError) as err:  # a marker is written atomically
-                raise RuntimeError(f"unreadable commit marker {path}: {err}") from err
+            if isinstance(data, FileNotFoundError):  # a marker is written atomically: gone between list and read
+                raise RuntimeError(f"unreadable commit marker {path}: {data}; {FSCK_HINT}") from data
+            if isinstance(data, Exception):
+                raise data
+            out.append(parse_marker(path, data))  # DamagedManifestError naming it when damaged
         return out
 
     def committed_files(self, table: str) -> list[str]:
@@ -181,8 +181,7 @@ class ManifestStore:
         if not files:
             empty = schema.empty_table()
             return empty.select(columns) if columns else empty
-        parts = [pq.read_table(self.fs.open(f, "rb"), columns=columns, schema=schema) for f in files]
-        return pa.concat_tables(parts)
+        return pa.concat_tables([read_shard(self.fs, f, columns=columns, schema=schema) for f in files])
 
     def read_column_set(self, table: str, column: str) -> set[str]:
         return set(self.read_table(table, columns=[column]).column(column).to_pylist())
@@ -242,8 +241,7 @@ class ManifestStore:
             tables: dict[str, pa.Table] = {}
             for table in sorted({t for m in group for t in m["files"]}):
                 files = [f"{self.manifests_dir}/{m['files'][table]}" for m in group if table in m["files"]]
-                tables[table] = pa.concat_tables(
-                    [pq.read_table(self.fs.open(f, "rb"), schema=self.schemas[table]) for f in files])
+                tables[table] = pa.concat_tables([read_shard(self.fs, f, schema=self.schemas[table]) for f in files])
             # supersede what the group's markers superseded too, so a crash while deleting them never revives
             # an older shard
             supersedes = set(names)

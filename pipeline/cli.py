@@ -20,6 +20,8 @@ import duckdb
 
 from core.config import ConfigError, quiet_credential_loggers
 from core.location import Location
+from manifests.fsck import first_damaged
+from manifests.integrity import DamagedManifestError
 from manifests.query import NAMED_QUERIES, connect, format_table, run_query
 from manifests.runs import find_run
 from manifests.store import ManifestStore
@@ -42,8 +44,28 @@ def output_roots(cfg: PipelineConfig, args: argparse.Namespace) -> tuple[Locatio
     return output_root, configured.at(releases) if releases else output_root.join("releases")
 
 
-def _query(con: duckdb.DuckDBPyConnection, sql: str) -> tuple[list[str], list[tuple]]:
-    """run_query with one-line usage errors: a mistyped named query, or SQL DuckDB cannot run."""
+def _blame_damage(stores: list[ManifestStore]) -> None:
+    """After DuckDB failed reading: DamagedManifestError naming the first bad manifest file, if there is one.
+    DuckDB does not verify Parquet page checksums, nor say which file it could not read."""
+    for store in stores:
+        bad = first_damaged(store)
+        if bad is not None:
+            raise DamagedManifestError(bad.path, bad.what)
+
+
+def _connect(stores: dict[str, ManifestStore]) -> duckdb.DuckDBPyConnection:
+    """manifests.query.connect, naming a damaged file when DuckDB cannot read one."""
+    try:
+        return connect(stores)
+    except duckdb.Error:
+        _blame_damage(list(stores.values()))
+        raise
+
+
+def _query(con: duckdb.DuckDBPyConnection, sql: str,
+           stores: list[ManifestStore]) -> tuple[list[str], list[tuple]]:
+    """run_query with one-line usage errors: a mistyped named query, or SQL DuckDB cannot run; a query that fails
+    on a damaged manifest file names it (DamagedManifestError)."""
     if sql not in NAMED_QUERIES and len(sql.split()) == 1:
         import difflib
 
@@ -53,6 +75,8 @@ def _query(con: duckdb.DuckDBPyConnection, sql: str) -> tuple[list[str], list[tu
     try:
         return run_query(con, sql)
     except duckdb.Error as err:
+        if not isinstance(err, (duckdb.ParserException, duckdb.BinderException, duckdb.CatalogException)):
+            _blame_damage(stores)
         raise UsageError(f"SQL error: {' '.join(str(err).split())}") from None
 
 
@@ -70,10 +94,11 @@ def query_main(argv: list[str]) -> int:
     output_root, _ = output_roots(load_config(args.config), args)
     if args.release:
         from publish.release.read import release_stores
-        con = connect(release_stores(output_root, args.release))
+        stores = release_stores(output_root, args.release)
     else:
-        con = connect(ManifestStore.open(find_run(output_root, args.run)))
-    cols, rows = _query(con, args.sql)
+        stores = {"": ManifestStore.open(find_run(output_root, args.run))}
+    con = _connect(stores)
+    cols, rows = _query(con, args.sql, list(stores.values()))
     if args.format == "table":
         print(format_table(cols, rows))
     elif args.format == "csv":
@@ -172,6 +197,14 @@ def qc_main(argv: list[str]) -> int:
     return 0
 
 
+def fsck_main(argv: list[str]) -> int:
+    """`ciep fsck`: check a run (or a release) against its checksums; --repair takes what is bad out of a run."""
+    from pipeline.fsck_cli import build_parser, run_fsck
+
+    args = build_parser().parse_args(argv)
+    return run_fsck(args, *output_roots(load_config(args.config), args))
+
+
 # subcommand -> (entry point, help)
 COMMANDS: dict[str, tuple[Callable[[list[str]], int], str]] = {
     "query": (query_main, "DuckDB SQL or a named query over a run's manifests"),
@@ -180,6 +213,7 @@ COMMANDS: dict[str, tuple[Callable[[list[str]], int], str]] = {
     "export": (export_main, "export a release for trainers (hf-parquet, webdataset, imagefolder)"),
     "report": (report_main, "self-contained HTML QC report of a run or release"),
     "qc": (qc_main, "qc redecide: re-decide a run from stored scores (new decision version)"),
+    "fsck": (fsck_main, "check a run's or release's files against their checksums; --repair a run"),
 }
 
 
@@ -192,7 +226,7 @@ def _run_command(module_name: str) -> Callable[[list[str]], int]:
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     commands = {**{k: (_run_command(m), h) for k, (m, h) in RUN_COMMANDS.items()}, **COMMANDS}
-    order = ["run", "train", "calibrate-identity", "qc", "release", "export", "report", "query"]
+    order = ["run", "train", "calibrate-identity", "qc", "release", "export", "report", "query", "fsck"]
     if not argv or argv[0] in ("-h", "--help") or argv[0] not in commands:
         print("usage: ciep <command> [options]\n\ncommands:")
         for name in order:

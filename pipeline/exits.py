@@ -16,6 +16,8 @@ EXIT_USAGE = 2  # bad arguments or config (YAML file or --set override), unknown
 EXIT_TRANSIENT = 3  # transient errors (full disk, storage throttling, lost node, OOM) left items to retry: rerun
 EXIT_LOCATION = 4  # corpus root / index missing or unreadable, output root a file or not writable
 EXIT_NOT_FOUND = 5  # no such run or release
+EXIT_DAMAGED = 6  # committed data is damaged (`ciep fsck` found problems, or a read met a bad file): ciep fsck --repair
+EXIT_UNCHECKED = 7  # `ciep fsck` could not check (storage unreachable, the run locked by a live driver)
 
 TRACEBACK_ENV = "CIEP_TRACEBACK"  # set to 1 to get the full traceback of an unexpected error
 
@@ -37,10 +39,13 @@ def one_line(exc: BaseException) -> str:
 def exit_code_for(exc: BaseException) -> int:
     """The exit status an uncaught error of a run or command maps to."""
     from core.config import ConfigError
+    from manifests.integrity import DamagedManifestError
     from pipeline.commit import StageFailureError
 
     if isinstance(exc, (ConfigError, UsageError)):
         return EXIT_USAGE
+    if isinstance(exc, DamagedManifestError):
+        return EXIT_DAMAGED
     if isinstance(exc, StageFailureError):  # a broken model, even one whose crashes (transient) it counted
         return EXIT_FAILED
     if isinstance(exc, LocationError):

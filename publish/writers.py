@@ -29,6 +29,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from core.location import Location
+from manifests.integrity import read_shard
 from manifests.store import atomic_write_bytes
 from publish.release.read import CARD, Release
 from publish.release.schema import DERIVED_COLUMNS, EXPORT_COLUMNS, IMAGE_ROLES, export_arrow_schema
@@ -105,8 +106,7 @@ def plan_shards(release: Release, max_shard_rows: int, min_shards: int = 1) -> l
     per_file: list[tuple[str, dict[str, int]]] = []
     totals: dict[str, int] = {}
     for path in release.store.committed_files("triples"):
-        with release.fs.open(path, "rb") as fh:
-            col = pq.read_table(fh, columns=["split"]).column("split")
+        col = read_shard(release.fs, path, columns=["split"]).column("split")
         counts = {str(k): int(v) for k, v in zip(*_value_counts(col), strict=True)}
         per_file.append((path, counts))
         for k, v in counts.items():
@@ -142,9 +142,8 @@ def read_shard_rows(release: Release, spec: ShardSpec) -> list[dict]:
     rows: list[dict] = []
     for path, start, stop in spec.parts:
         with release.fs.open(path, "rb") as fh:
-            pf = pq.ParquetFile(fh)
-            present = set(pf.schema_arrow.names)  # an older release lacks later columns (landmarks, v4 scores)
-            t = pf.read(columns=[c for c in _MANIFEST_COLUMNS if c in present])
+            present = set(pq.ParquetFile(fh).schema_arrow.names)  # an older release lacks later columns
+        t = read_shard(release.fs, path, columns=[c for c in _MANIFEST_COLUMNS if c in present])
         t = t.filter(pc.equal(t.column("split"), spec.split)).slice(start, stop - start)
         rows += t.to_pylist()
     for r in rows:

@@ -20,6 +20,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import ray
 
+from manifests.integrity import read_shard
 from manifests.schemas import PLAN_FEATURE_COLUMNS, SOURCES
 from manifests.store import ManifestStore
 from pipeline.planning import clusters, pair_search
@@ -78,9 +79,8 @@ Features = ray.ObjectRef
 
 
 def read_sources(fs: fsspec.AbstractFileSystem, path: str, columns: list[str]) -> pa.Table:
-    """`columns` of one committed sources file."""
-    with fs.open(path, "rb") as fh:
-        return pq.read_table(fh, columns=columns, schema=SOURCES)
+    """`columns` of one committed sources file, page checksums verified (a damaged file is named)."""
+    return read_shard(fs, path, columns=columns, schema=SOURCES)
 
 
 @ray.remote(num_cpus=FEATURES_TASK_CPUS)

@@ -35,6 +35,8 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--license", help="licence id for the dataset card (default: release.license)")
     c.add_argument("--batch-size", type=int, default=256)
     c.add_argument("--no-verify", action="store_true", help="skip re-hashing the new release's files")
+    c.add_argument("--no-fsck", action="store_true", help="skip checking the run as `ciep fsck` does first "
+                   "(by default a run that fails it is refused, exit 6)")
     c.add_argument("--ray", action="store_true", help="release the run's manifest files in parallel on Ray Data "
                    "(ray.address of the config, else a local Ray)")
     c.add_argument("--num-cpus", type=int, help="CPUs of a local Ray started for --ray (default: all)")
@@ -124,7 +126,7 @@ def run_cli(args: argparse.Namespace, output_root: Location, releases_root: Loca
             rel = create_release(find_run(output_root, args.run), args.name, releases_root,
                                  rounds=args.rounds, splits=_parse_splits(args.split) or dict(release.splits),
                                  license=args.license or release.license, batch_size=args.batch_size,
-                                 map_files=map_files)
+                                 map_files=map_files, fsck=not args.no_fsck)
             print(_created(rel))
             if args.no_verify:
                 return 0

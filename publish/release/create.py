@@ -16,18 +16,22 @@ import pyarrow as pa
 from fsspec.implementations.local import LocalFileSystem
 
 from core.location import Location
+from manifests.fsck import check_store
+from manifests.integrity import DamagedManifestError
 from manifests.runs import now_iso, read_run_info
 from manifests.store import COMMITS_DIR, ManifestStore, atomic_write_bytes, exclusive_create_bytes
 from publish.dataset_card import render_card
 from publish.progress import progress
 from publish.release.read import (
     CARD,
+    INFO_CHECKSUM,
     RELEASE_INFO,
     Release,
     ReleaseError,
     ReleaseExistsError,
     ReleaseNotFoundError,
     file_digest,
+    info_checksum,
     open_release,
     validate_name,
 )
@@ -111,6 +115,15 @@ def _check_unique_ids(run_store: ManifestStore, rounds: list[int] | None) -> Non
         raise ReleaseError(f"run {run_store.root} has {dup} duplicate triple id(s); its manifest is damaged")
 
 
+def _refuse_damaged(run_store: ManifestStore) -> None:
+    """DamagedManifestError naming the first bad file when `ciep fsck` would find problems in the run."""
+    report = check_store(run_store)
+    if not report.ok:
+        first = report.problems[0]
+        raise DamagedManifestError(first.path, f"{first.what}; the run fails fsck with {len(report.problems)} "
+                                               "problem(s), no release is made from it")
+
+
 def _publish(fs: fsspec.AbstractFileSystem, staging: str, final: str) -> None:
     if staging == final:
         return
@@ -122,13 +135,13 @@ def _publish(fs: fsspec.AbstractFileSystem, staging: str, final: str) -> None:
 def create_release(run_url: Location | str, name: str, releases_root: Location | str, *,
                    rounds: list[int] | None = None, splits: dict[str, float] | None = None,
                    license: str = "cc-by-4.0", batch_size: int = 256, commit_rows: int = 4096,
-                   map_files: FileMapper | None = None) -> Release:
+                   map_files: FileMapper | None = None, fsck: bool = True) -> Release:
     """Snapshot the accepted triples of a run (optionally some rounds) as the immutable release `name`.
 
     One task per run manifest file (`map_files`: here, one after another, by default; on Ray Data with
     pipeline.publish_on_ray) reads it `batch_size` rows at a time, puts its images in the releases root's
     shared pool (an image already there costs no bytes) and writes manifest shards of about `commit_rows`
-    rows."""
+    rows. `fsck` (the default) first checks the run as `ciep fsck` does and refuses a damaged one."""
     validate_name(name)
     splits = dict(splits or {"train": 0.8, "validation": 0.1, "test": 0.1})
     if abs(sum(splits.values()) - 1.0) > 1e-6 or any(v < 0 for v in splits.values()):
@@ -139,6 +152,8 @@ def create_release(run_url: Location | str, name: str, releases_root: Location |
     if not run_info:
         raise ReleaseNotFoundError(f"no run at {run.url!r} (run.json missing)")
     run_store = ManifestStore.open(run)
+    if fsck:
+        _refuse_damaged(run_store)
     _check_unique_ids(run_store, sorted(set(rounds)) if rounds else None)
     fs, root = releases.fs, releases.path
     final = f"{root}/{name}"
@@ -180,6 +195,7 @@ def create_release(run_url: Location | str, name: str, releases_root: Location |
         listed = [f"{staging}/{CARD}"] + sorted(fs.glob(f"{staging}/manifests/**/*.parquet")) + sorted(
             fs.glob(f"{staging}/manifests/{COMMITS_DIR}/*.json"))
         info["files"] = {p[len(staging) + 1:]: file_digest(fs, p) for p in listed}
+        info[INFO_CHECKSUM] = info_checksum(info)
         atomic_write_bytes(fs, f"{staging}/{RELEASE_INFO}", json.dumps(info, indent=1, sort_keys=True).encode())
         _publish(fs, staging, final)
     except BaseException:

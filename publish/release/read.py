@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import posixpath
 import re
@@ -15,6 +16,7 @@ from manifests.store import ManifestStore
 from publish.release.schema import RELEASE_TABLES
 
 RELEASE_INFO = "release.json"
+INFO_CHECKSUM = "info_sha256"  # release.json's own sha256 (of its other keys, canonical JSON)
 CARD = "README.md"
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 
@@ -40,6 +42,12 @@ def validate_name(name: str) -> str:
         raise ReleaseError(f"invalid release name {name!r}: use letters, digits, '.', '_', '-' "
                            "(not starting with '.', '_' or '-')")
     return name
+
+
+def info_checksum(info: dict) -> str:
+    """The sha256 release.json records of itself (absent from releases made before it)."""
+    canonical = json.dumps({k: v for k, v in info.items() if k != INFO_CHECKSUM}, sort_keys=True)
+    return hashlib.sha256(canonical.encode()).hexdigest()
 
 
 def file_digest(fs: fsspec.AbstractFileSystem, path: str) -> dict:

@@ -9,7 +9,7 @@ import fsspec
 
 from manifests.scan import iter_batches
 from publish.progress import progress
-from publish.release.read import Release, file_digest
+from publish.release.read import INFO_CHECKSUM, RELEASE_INFO, Release, file_digest, info_checksum
 from publish.release.schema import IMAGE_ROLES
 
 
@@ -57,6 +57,9 @@ def verify_release(release: Release, batch_size: int = 1024) -> VerifyReport:
     """Re-hash every file of the release against release.json and the manifest; list every difference."""
     report = VerifyReport(release.name)
     fs, root = release.fs, release.root
+    recorded = release.info.get(INFO_CHECKSUM)
+    if recorded is not None and info_checksum(release.info) != recorded:
+        report.problems.append(Problem(RELEASE_INFO, "sha256", recorded, info_checksum(release.info)))
     listed = release.info.get("files", {})
     for rel, d in sorted(listed.items()):
         _check(fs, root, rel, d["sha256"], d["bytes"], report)

@@ -9,9 +9,9 @@ import fsspec
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.dataset as pads
-import pyarrow.parquet as pq
 
 from core.splits import split_of
+from manifests.integrity import shard_batches
 from manifests.scan import release_arrow_memory
 from manifests.store import ManifestStore, shard_key
 from publish.image_pool import ImagePool, PoolError
@@ -95,42 +95,42 @@ def _release_triples(job: ReleaseJob, path: str, pool: ImagePool) -> dict[str, i
         pending.clear()
         release_arrow_memory()
 
-    with job.run_fs.open(path, "rb") as fh:
-        for batch in pq.ParquetFile(fh).iter_batches(batch_size=job.batch_size):
-            table = pa.Table.from_batches([batch])
-            if flt is not None:
-                table = table.filter(flt)
-            keep, split_col = [], []
-            for k, (i, j) in enumerate(zip(table.column("identity_i").to_pylist(),
-                                           table.column("identity_j").to_pylist(), strict=True)):
-                if split(i) != split(j):
-                    counts["excluded_cross_split"] += 1
-                    continue
-                keep.append(k)
-                split_col.append(split(i))
-            if not keep:
+    # the run's shard, page checksums verified: a damaged one is named (manifests/integrity.py)
+    for batch in shard_batches(job.run_fs, path, job.batch_size):
+        table = pa.Table.from_batches([batch])
+        if flt is not None:
+            table = table.filter(flt)
+        keep, split_col = [], []
+        for k, (i, j) in enumerate(zip(table.column("identity_i").to_pylist(),
+                                       table.column("identity_j").to_pylist(), strict=True)):
+            if split(i) != split(j):
+                counts["excluded_cross_split"] += 1
                 continue
-            table = table.take(keep)
-            extra: dict[str, pa.Array] = {"split": pa.array(split_col, pa.string()),
-                                          "release": pa.array([job.name] * len(keep), pa.string())}
-            for key in IMAGE_ROLES:
-                try:
-                    put = [pool.put(job.run_fs, url, sha) for url, sha in
-                           zip(table.column(f"{key}_path").to_pylist(), table.column(f"{key}_sha256").to_pylist(),
-                               strict=True)]
-                except PoolError as err:
-                    raise ReleaseError(str(err)) from None
-                extra[f"{key}_file"] = pa.array([c[0] for c in put], pa.string())
-                extra[f"{key}_bytes"] = pa.array([c[1] for c in put], pa.int64())
-            for key in ("s", "t"):
-                extra[f"{key}_landmarks68"] = _landmarks_for(table.column(f"{key}_source_id").combine_chunks(),
-                                                             lookup)
-            for col, arr in extra.items():
-                table = table.append_column(col, arr)
-            pending.append(table.select(RELEASE_TRIPLES.names).cast(RELEASE_TRIPLES))
-            counts["triples"] += len(keep)
-            if sum(t.num_rows for t in pending) >= job.commit_rows:
-                commit()
+            keep.append(k)
+            split_col.append(split(i))
+        if not keep:
+            continue
+        table = table.take(keep)
+        extra: dict[str, pa.Array] = {"split": pa.array(split_col, pa.string()),
+                                      "release": pa.array([job.name] * len(keep), pa.string())}
+        for key in IMAGE_ROLES:
+            try:
+                put = [pool.put(job.run_fs, url, sha) for url, sha in
+                       zip(table.column(f"{key}_path").to_pylist(), table.column(f"{key}_sha256").to_pylist(),
+                           strict=True)]
+            except PoolError as err:
+                raise ReleaseError(str(err)) from None
+            extra[f"{key}_file"] = pa.array([c[0] for c in put], pa.string())
+            extra[f"{key}_bytes"] = pa.array([c[1] for c in put], pa.int64())
+        for key in ("s", "t"):
+            extra[f"{key}_landmarks68"] = _landmarks_for(table.column(f"{key}_source_id").combine_chunks(),
+                                                         lookup)
+        for col, arr in extra.items():
+            table = table.append_column(col, arr)
+        pending.append(table.select(RELEASE_TRIPLES.names).cast(RELEASE_TRIPLES))
+        counts["triples"] += len(keep)
+        if sum(t.num_rows for t in pending) >= job.commit_rows:
+            commit()
     if pending:
         commit()
     return counts

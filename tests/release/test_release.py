@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from core.splits import split_of
+from manifests.integrity import DamagedManifestError
 from manifests.store import ManifestStore
 from manifests.synthetic import write_synthetic_run
 from pipeline.cli import main as ciep
@@ -147,8 +148,12 @@ def test_a_failed_create_leaves_nothing_and_frees_the_name(tmp_path: Path):
     original = victim.read_bytes()
     victim.write_bytes(original[:-1] + bytes([original[-1] ^ 1]))
     root = tmp_path / "releases"
-    with pytest.raises(ReleaseError, match="changed since the run wrote it"):
+    with pytest.raises(DamagedManifestError, match=f"{victim}.*content differs"):  # fsck first: nothing claimed
         create_release(str(run), "v1", str(root), splits={"train": 1.0})
+    assert not root.exists()
+    # without the fsck, the task that meets the image fails and leaves nothing
+    with pytest.raises(ReleaseError, match="changed since the run wrote it"):
+        create_release(str(run), "v1", str(root), splits={"train": 1.0}, fsck=False)
     assert not (root / "v1").exists() and _staging_empty(root)
     # the images the task had written before it failed were never committed: not named, no temporary file left
     assert not [p for p in (root / "_pool").rglob("*") if p.is_file()]
@@ -337,7 +342,7 @@ def test_a_bad_image_fails_a_ray_release_with_the_plain_error(ray_session, tmp_p
     _change_image_everywhere(run, "t")
     root = tmp_path / "releases"
     with pytest.raises(ReleaseError, match="changed since the run wrote it"):
-        create_release(str(run), "v1", str(root), splits={"train": 1.0}, map_files=ray_file_mapper())
+        create_release(str(run), "v1", str(root), splits={"train": 1.0}, map_files=ray_file_mapper(), fsck=False)
     assert not (root / "v1").exists() and _staging_empty(root) and not list((root / "_claims").iterdir())
 
 
