@@ -24,6 +24,7 @@ from pipeline.planning.datasource import ReadAhead
 from pipeline.planning.files import failure_url, plan_file_urls
 from pipeline.planning.ray_features import plan_sources
 from pipeline.planning.round_planner import PLAN_WRITE_AHEAD_FILES, Planner, PlanSettings, plan_block_rows
+from pipeline.planning.same_person import resolve_from_store
 from pipeline.planning.stream import planned_size_bound
 from pipeline.ray_adapter import apply_stages, check_wiring, dataset_from_plan_files, plan_rows_of, stage_chain
 from pipeline.retry import ATTEMPT_COLUMN, failed_attempts, retrying_split
@@ -89,8 +90,9 @@ def _run_generation(cfg: PipelineConfig, store: ManifestStore, run_root: str, ro
     urls = plan_file_urls(run, round_index, -(-bound // rows))
     past_failures = failed_attempts(store, round_index, tuple(s.name for s in stages))
     ahead = ReadAhead(len(urls), PLAN_WRITE_AHEAD_FILES)
-    planner = Planner(PlanSettings.of(cfg), store, run, round_index, inputs, features, rows, done, urls,
-                      past_failures, started, ahead)
+    settings = PlanSettings.of(cfg, resolve_from_store(cfg.pairing, store))  # same-person threshold resolved
+    planner = Planner(settings, store, run, round_index, inputs, features, rows, done, urls, past_failures, started,
+                      ahead)
     planner.start()
     if len(done):  # a resumed round: wait for the exact size, so that a finished round starts no actor
         planner.sized.wait()

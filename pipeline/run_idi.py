@@ -24,6 +24,7 @@ from pipeline.commit import StageFailureError  # noqa: E402
 from pipeline.config import PipelineConfig, load_config  # noqa: E402
 from pipeline.exits import EXIT_TRANSIENT, report  # noqa: E402
 from pipeline.ingest_phase import run_ingest  # noqa: E402
+from pipeline.planning.same_person import resolve_from_store  # noqa: E402
 from pipeline.preflight import check_output_root, list_corpus_or_fail, pin_data_version, sweep_temp_files  # noqa: E402
 from pipeline.ray_adapter import init_ray  # noqa: E402
 from pipeline.retry import pending_retries  # noqa: E402
@@ -87,6 +88,7 @@ def _run_idi_locked(cfg: PipelineConfig, listing: CorpusListing) -> dict:
     init_ray(cfg.ray)
     ingest = run_ingest(cfg, store, url, listing)
     info["identity_calibration"] = identity_calibration_record(cfg.qc, store)
+    info["identity_calibration"]["same_person"] = resolve_from_store(cfg.pairing, store).record()
     write_run_info(cfg.run_location(), info)
     items = ingest.todo
     if pending_retries(store).get("ingest"):  # a plan is made from a complete ingest only (pipeline/retry.py)

@@ -100,6 +100,13 @@ def test_manifest_schema_and_traceability(baseline):
             assert t["id_sim_rj"] >= thresholds["min_swap_similarity"]
         assert t["expr_dist_rt"] <= thresholds["max_expression_distance"]
         assert t["config_fingerprint"] == cfg.data_fingerprint()
+        # the gallery margin: calibrated from the run's real photos (qc/identity_margin.py), as run.json records it
+        assert thresholds["min_identity_margin"] == applied["min_margin"] and applied["margin_note"]
+        assert t["id_margin_j"] >= thresholds["min_identity_margin"]
+    # same-person clustering: resolved for the run (pipeline/planning/same_person.py) and recorded with why
+    same = json.loads((Path(store.root) / "run.json").read_text())["identity_calibration"]["same_person"]
+    assert same["source"] in ("calibrated", "overlap", "uncalibrated") and same["note"]
+    assert same["merged"] == (same["same_person_similarity"] is not None)
     # Every QC decision has exactly one row, and every triple is an accepted QC row.
     con = connect(store)
     assert con.execute("select count(*), count(distinct candidate_id) from qc").fetchone() == (N, N)
