@@ -95,8 +95,9 @@ def loo_margins(identities: list[str] | np.ndarray, embeddings: np.ndarray,
     ident = np.asarray(identities)
     e = _unit(np.asarray(embeddings, np.float64))
     names, inverse, counts = np.unique(ident, return_inverse=True, return_counts=True)
-    sums = np.zeros((len(names), e.shape[1] if e.ndim == 2 else 0))
-    np.add.at(sums, inverse, e)
+    order = np.argsort(inverse, kind="stable")
+    sums = np.add.reduceat(e[order], np.searchsorted(inverse[order], np.arange(len(names))), axis=0) \
+        if len(names) else np.zeros((0, e.shape[1] if e.ndim == 2 else 0))
     cent = _unit(sums)
     rows = _sample(ident, np.flatnonzero(counts[inverse] >= 2), max_photos) if len(names) > 1 else np.zeros(0, int)
     own = inverse[rows]
