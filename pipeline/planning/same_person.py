@@ -54,10 +54,16 @@ def resolve_same_person(pairing: PairingConfig, identities: list[str] | np.ndarr
 
 
 def resolve_from_sources(pairing: PairingConfig, sources: pa.Table) -> SamePersonThreshold:
-    """resolve_same_person over a sources table (identity, embedding, input_key), rows in input_key order. On a
+    """resolve_same_person over a sources table (identity, embedding, input_key, file_sha256), rows in input_key
+    order, every copy of a file found in two places left out (the planner keeps one of them, in its identity). On a
     large corpus only the identities calibration samples are read into memory (qc/same_person.py)."""
     if not pairing.merge_same_person or pairing.same_person_similarity is not None or sources.num_rows == 0:
         return resolve_same_person(pairing, [], np.zeros((0, 0)))
+    if "file_sha256" in sources.column_names:  # a file in two folders (dedup keeps one): neither copy calibrates
+        counts = pc.value_counts(sources.column("file_sha256"))
+        repeated = pc.filter(counts.field("values"), pc.greater(counts.field("counts"), 1))
+        if len(repeated):
+            sources = sources.filter(pc.invert(pc.is_in(sources.column("file_sha256"), repeated)))
     n = pc.count_distinct(sources.column("identity")).as_py()
     if n > MAX_IDENTITIES:  # calibrate on a sample of identities; the bound still counts every pair of the corpus
         keep = sampled_names(pc.unique(sources.column("identity")).to_pylist(), MAX_IDENTITIES)
@@ -72,7 +78,8 @@ def resolve_from_store(pairing: PairingConfig, store: ManifestStore) -> SamePers
     """The run's same-person threshold, from its committed sources."""
     if not pairing.merge_same_person or pairing.same_person_similarity is not None:
         return resolve_same_person(pairing, [], np.zeros((0, 0)))
-    return resolve_from_sources(pairing, store.read_table("sources", ["identity", "input_key", "embedding"]))
+    return resolve_from_sources(pairing, store.read_table("sources", ["identity", "input_key", "file_sha256",
+                                                                      "embedding"]))
 
 
 def resolved_pairing(pairing: PairingConfig, threshold: SamePersonThreshold) -> PairingConfig:
