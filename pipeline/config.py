@@ -25,7 +25,7 @@ from core.config import (
 )
 from core.faults import FaultInjectionConfig
 from core.location import Location
-from pipeline.planning.config import PairingConfig
+from pipeline.planning.config import PairingConfig, pairing_fingerprint
 from publish.release.schema import ReleaseConfig
 from qc.config import QCConfig
 from stages.config import CorpusConfig, ExpressionTransferConfig, IdentitySwapConfig, IngestConfig, ModelsConfig
@@ -144,6 +144,7 @@ class PipelineConfig(Strict):
         for key in ("cache_dir", "storage_options"):
             d["models"].pop(key, None)
         d["qc"] = _qc_fingerprint(d["qc"])
+        d["pairing"] = pairing_fingerprint(d["pairing"])
         d["corpus"]["storage_options"] = without_secrets(d["corpus"]["storage_options"])
         d.pop("train", None)
         d["release"] = {"splits": d["release"]["splits"]}  # pairing keeps j in i's split

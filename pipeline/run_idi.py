@@ -24,6 +24,7 @@ from pipeline.commit import StageFailureError  # noqa: E402
 from pipeline.config import PipelineConfig, load_config  # noqa: E402
 from pipeline.exits import EXIT_TRANSIENT, report  # noqa: E402
 from pipeline.ingest_phase import run_ingest  # noqa: E402
+from pipeline.planning.same_person import resolve_from_store  # noqa: E402
 from pipeline.preflight import check_output_root, list_corpus_or_fail, pin_data_version, sweep_temp_files  # noqa: E402
 from pipeline.ray_adapter import init_ray  # noqa: E402
 from pipeline.retry import pending_retries  # noqa: E402
@@ -89,6 +90,7 @@ def _run_idi_locked(cfg: PipelineConfig, listing: CorpusListing) -> dict:
     init_ray(cfg.ray)
     ingest = run_ingest(cfg, store, url, listing)
     info["identity_calibration"] = identity_calibration_record(cfg.qc, store)
+    info["identity_calibration"]["same_person"] = resolve_from_store(cfg.pairing, store).record()
     info["mouth_calibration"] = resolve_for_store(cfg.qc, store).mouth_record()  # qc/mouth_calibration.py
     info["selftest"] = record_selftest(cfg.qc, store, info["run_id"], cfg.run.seed)  # the run's validity card
     write_run_info(cfg.run_location(), info)

@@ -10,6 +10,7 @@ import json
 from dataclasses import asdict, dataclass, fields
 
 from qc.config import QCConfig
+from qc.identity_margin import FALLBACK_MARGIN
 
 # Fixed order: the first failed check is the row's primary `reason`.
 REASON_NO_FACE = "qc_no_face"
@@ -54,7 +55,9 @@ class Thresholds:
     max_lip_line_whiteness: float = -0.05
     max_mouth_seam: float = 15.0
     min_mouth_sharpness_ratio: float = 0.09
-    identity_thresholds_source: str = "config"  # "config" or "calibrated" (from the run's sources)
+    # "config", "calibrated" (every identity threshold from the run's sources), "uncalibrated" (null in config,
+    # nothing to calibrate from) or, when they differ, each one's: "leak:config,swap:calibrated,margin:calibrated"
+    identity_thresholds_source: str = "config"
     # Per expression class of T: the least calibrated log-odds R must reach (None: the class is unjudgeable);
     # None as a whole: the calibrated class check is off (qc.expression.calibrate false, or no calibration).
     expression_class_thresholds: dict[str, float | None] | None = None
@@ -72,7 +75,9 @@ class Thresholds:
             return fallback if value is None else value
 
         return cls(qc.identity.max_leak_similarity, qc.identity.min_swap_similarity, e.max_distance,
-                   qc.quality.min_sharpness, qc.identity.backend, qc.identity.min_margin, e.max_prob_distance,
+                   qc.quality.min_sharpness, qc.identity.backend,
+                   qc.identity.min_margin if qc.identity.min_margin is not None else FALLBACK_MARGIN,
+                   e.max_prob_distance,
                    e.min_gain, e.min_carrier_distance, e.max_lazy_distance, e.min_contrast, m.open_aspect,
                    m.closed_aspect, m.teeth_visible, m.teeth_absent, mouth(m.max_teeth_closed, cls.max_teeth_closed),
                    mouth(m.max_lip_line_whiteness, cls.max_lip_line_whiteness), mouth(m.max_seam, cls.max_mouth_seam),

@@ -5,7 +5,8 @@ and q_same, the similarity that `frr` of same-identity pairs fall below. When q_
 separable and R is judged on that scale: max_leak_similarity = q_same (R as similar to T as photos of one
 person are: a leak), min_swap_similarity = q_diff (R no more similar to j than strangers are: the swap
 failed). When q_diff >= q_same no pair of absolute thresholds separates the corpus: both absolute checks are
-off and the gallery margin test (qc/identity_gallery.py) decides alone. Explicit config values override.
+off and the gallery margin test (qc/identity_gallery.py) decides alone. The gallery margin itself is calibrated
+on the run's real photos (qc/identity_margin.py). Explicit config values override.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ import pyarrow as pa
 from manifests.store import ManifestStore
 from qc.config import QCConfig
 from qc.decide import Thresholds
+from qc.identity_margin import FALLBACK_MARGIN, MarginCalibration, calibrate_margin
 
 # Different-identity pairs are sampled from at most this many sources (deterministically), so calibration
 # stays cheap on a large corpus.
@@ -98,29 +100,71 @@ def calibrate_from_embeddings(identities: list[str], embeddings: np.ndarray, far
 def calibrate_from_sources(sources: pa.Table, far: float, frr: float) -> IdentityCalibration | None:
     if sources.num_rows == 0:
         return None
-    emb = np.asarray(sources.column("embedding").to_pylist(), np.float64)
-    return calibrate_from_embeddings(sources.column("identity").to_pylist(), emb, far, frr)
+    return calibrate_from_embeddings(sources.column("identity").to_pylist(), source_embeddings(sources), far, frr)
+
+
+def source_embeddings(sources: pa.Table) -> np.ndarray:
+    """The (n, d) float64 matrix of a sources table's `embedding` column (rows of one embedder)."""
+    col = sources.column("embedding")
+    if not len(col):
+        return np.zeros((0, 0))
+    flat = pa.concat_arrays(col.chunks) if col.num_chunks != 1 else col.chunk(0)
+    return flat.flatten().to_numpy(zero_copy_only=False).astype(np.float64).reshape(len(col), -1)
+
+
+@dataclass(frozen=True)
+class IdentityResolution:
+    """The identity thresholds QC applies, and the calibrations behind the null ones."""
+
+    thresholds: Thresholds
+    absolute: IdentityCalibration | None  # leak/swap pair (None: both explicit, or nothing to calibrate from)
+    margin: MarginCalibration | None  # gallery margin (None: explicit, or nothing to calibrate from)
+
+
+def _source_label(origins: dict[str, str]) -> str:
+    kinds = set(origins.values())
+    return kinds.pop() if len(kinds) == 1 else ",".join(f"{k}:{v}" for k, v in origins.items())
+
+
+def resolve_identity(qc: QCConfig, sources: pa.Table) -> IdentityResolution:
+    """Config values, with the null identity thresholds (leak, swap, gallery margin) calibrated from `sources`."""
+    base = Thresholds.from_config(qc)
+    idc = qc.identity
+    origins = {"leak": "config", "swap": "config", "margin": "config"}
+    ident = sources.column("identity").to_pylist() if sources.num_rows else []
+    emb = source_embeddings(sources) if sources.num_rows else np.zeros((0, 0))
+    cal = None
+    leak, swap = idc.max_leak_similarity, idc.min_swap_similarity
+    if leak is None or swap is None:
+        cal = calibrate_from_embeddings(ident, emb, idc.calibration_far, idc.calibration_frr) if ident else None
+        for key, value in (("leak", leak), ("swap", swap)):
+            if value is None:
+                origins[key] = "calibrated" if cal is not None else "uncalibrated"
+        if cal is not None:
+            leak = leak if leak is not None else cal.max_leak_similarity
+            swap = swap if swap is not None else cal.min_swap_similarity
+    margin_cal, margin = None, base.min_identity_margin
+    if idc.min_margin is None:
+        margin_cal = calibrate_margin(ident, emb, idc.margin_max_false_reject) if ident else None
+        origins["margin"] = "calibrated" if margin_cal is not None else "uncalibrated"
+        margin = margin_cal.min_margin if margin_cal is not None else FALLBACK_MARGIN
+    thresholds = replace(base, max_leak_similarity=leak, min_swap_similarity=swap, min_identity_margin=margin,
+                         identity_thresholds_source=_source_label(origins))
+    return IdentityResolution(thresholds, cal, margin_cal)
 
 
 def resolve_thresholds(qc: QCConfig, sources: pa.Table) -> tuple[Thresholds, IdentityCalibration | None]:
     """The thresholds QC applies: config values, with null identity thresholds calibrated from `sources`."""
-    base = Thresholds.from_config(qc)
-    idc = qc.identity
-    if idc.max_leak_similarity is not None and idc.min_swap_similarity is not None:
-        return base, None
-    cal = calibrate_from_sources(sources, idc.calibration_far, idc.calibration_frr)
-    if cal is None:
-        return replace(base, identity_thresholds_source="uncalibrated"), None
-    leak = idc.max_leak_similarity if idc.max_leak_similarity is not None else cal.max_leak_similarity
-    swap = idc.min_swap_similarity if idc.min_swap_similarity is not None else cal.min_swap_similarity
-    return replace(base, max_leak_similarity=leak, min_swap_similarity=swap,
-                   identity_thresholds_source="calibrated"), cal
+    resolved = resolve_identity(qc, sources)
+    return resolved.thresholds, resolved.absolute
 
 
 def identity_calibration_record(qc_cfg: QCConfig, store: ManifestStore) -> dict:
     """What run.json records: the identity thresholds QC applies to this run and where they come from."""
-    thresholds, cal = resolve_thresholds(qc_cfg, store.read_table("sources", ["identity", "embedding"]))
+    resolved = resolve_identity(qc_cfg, store.read_table("sources", ["identity", "embedding"]))
+    thresholds, cal, margin = resolved.thresholds, resolved.absolute, resolved.margin
     return dict(max_leak_similarity=thresholds.max_leak_similarity,
                 min_swap_similarity=thresholds.min_swap_similarity, min_margin=thresholds.min_identity_margin,
                 source=thresholds.identity_thresholds_source, calibration=cal.to_dict() if cal else None,
-                note=cal.describe() if cal else None)
+                note=cal.describe() if cal else None, margin_calibration=margin.to_dict() if margin else None,
+                margin_note=margin.describe() if margin else None)

@@ -18,6 +18,7 @@ from pipeline.planning.config import PairingConfig
 from pipeline.planning.datasource import ReadAhead
 from pipeline.planning.files import failure_url, write_plan_files
 from pipeline.planning.ray_planner import RemotePlanInputs
+from pipeline.planning.same_person import SamePersonThreshold, resolve_from_sources, resolved_pairing
 from pipeline.planning.stream import PlanStream, RoundPlan, plan_round
 from pipeline.retry import attempts_for, with_attempt_column
 
@@ -29,8 +30,9 @@ PLAN_WRITE_AHEAD_FILES = 32
 
 @dataclass(frozen=True)
 class PlanSettings:
-    """What planning a round reads from the run config: the pairing section, the run's seed, data fingerprint,
-    release splits (j stays in i's split) and run id (on the identity_clusters rows)."""
+    """What planning a round reads from the run config: the pairing section (its same_person_similarity resolved
+    for the run: pipeline/planning/same_person.py, None = merge nothing), the run's seed, data fingerprint, release
+    splits (j stays in i's split) and run id (on the identity_clusters rows)."""
 
     pairing: PairingConfig
     seed: int
@@ -40,8 +42,9 @@ class PlanSettings:
     unjudgeable: frozenset[str] = frozenset()  # expression classes whose targets are not planned (QC self-test)
 
     @classmethod
-    def of(cls, cfg: PipelineConfig) -> PlanSettings:
-        return cls(cfg.pairing, cfg.run.seed, cfg.data_fingerprint(), dict(cfg.release.splits), cfg.resolved_run_id())
+    def of(cls, cfg: PipelineConfig, same_person: SamePersonThreshold) -> PlanSettings:
+        return cls(resolved_pairing(cfg.pairing, same_person), cfg.run.seed, cfg.data_fingerprint(),
+                   dict(cfg.release.splits), cfg.resolved_run_id())
 
 
 def plan_block_rows(configured: int, n_sources: int, min_rows: int) -> int:
@@ -52,7 +55,7 @@ def plan_block_rows(configured: int, n_sources: int, min_rows: int) -> int:
 
 def plan_for(cfg: PipelineConfig, sources: pa.Table, round_index: int) -> RoundPlan:
     """pipeline.planning.stream.plan_round with this run's pairing section, seed, fingerprint and release splits."""
-    s = PlanSettings.of(cfg)
+    s = PlanSettings.of(cfg, resolve_from_sources(cfg.pairing, sources))
     return plan_round(sources, s.pairing, round_index, seed=s.seed, fingerprint=s.fingerprint, splits=s.splits)
 
 

@@ -108,6 +108,12 @@ def test_manifest_schema_and_traceability(baseline):
         assert thresholds["expression_class_thresholds"] is None
         assert json.loads((Path(store.root) / "run.json").read_text())["selftest"] is None
         assert t["config_fingerprint"] == cfg.data_fingerprint()
+        # the gallery margin: calibrated from the run's real photos (qc/identity_margin.py), as run.json records it
+        assert thresholds["min_identity_margin"] == applied["min_margin"] and applied["margin_note"]
+    # same-person clustering: resolved for the run (pipeline/planning/same_person.py) and recorded with why
+    same = json.loads((Path(store.root) / "run.json").read_text())["identity_calibration"]["same_person"]
+    assert same["source"] in ("calibrated", "overlap", "uncalibrated") and same["note"]
+    assert same["merged"] == (same["same_person_similarity"] is not None)
     # Every QC decision has exactly one row, and every triple is an accepted QC row.
     con = connect(store)
     assert con.execute("select count(*), count(distinct candidate_id) from qc").fetchone() == (N, N)

@@ -1,0 +1,87 @@
+"""The same-person threshold the planner clusters identities with (pairing.same_person_similarity), resolved for
+one run: an explicit value, or calibrated from the run's sources (qc/same_person.py), or no merging.
+
+clusters.py only receives the value (None: merge nothing); this module decides it and says why (run.json
+`identity_calibration.same_person`, the identity_clusters rows' `threshold`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from manifests.store import ManifestStore
+from pipeline.planning.config import PairingConfig
+from qc.identity_calibration import source_embeddings
+from qc.same_person import MAX_IDENTITIES, SamePersonCalibration, calibrate_same_person, sampled_names
+
+
+@dataclass(frozen=True)
+class SamePersonThreshold:
+    value: float | None  # the centroid cosine at which identities merge; None: nothing is merged
+    source: str  # "config", "calibrated", "overlap" (calibrated: no separating value), "uncalibrated", "off"
+    calibration: SamePersonCalibration | None
+
+    def record(self) -> dict:
+        """What run.json records."""
+        cal = self.calibration
+        if self.source == "off":
+            note = "identities are NOT merged: pairing.merge_same_person is false"
+        elif self.source == "config":
+            note = f"identities merged at centroid similarity >= {self.value} (pairing.same_person_similarity)"
+        else:
+            note = cal.describe() if cal else "identities are NOT merged: no sources"
+        return dict(same_person_similarity=self.value, source=self.source, merged=self.value is not None,
+                    calibration=cal.to_dict() if cal else None, note=note)
+
+
+def resolve_same_person(pairing: PairingConfig, identities: list[str] | np.ndarray, embeddings: np.ndarray,
+                        corpus_identities: int | None = None) -> SamePersonThreshold:
+    """pairing.same_person_similarity for these sources (rows in input order: the halves alternate photos)."""
+    if not pairing.merge_same_person:
+        return SamePersonThreshold(None, "off", None)
+    if pairing.same_person_similarity is not None:
+        return SamePersonThreshold(pairing.same_person_similarity, "config", None)
+    if not len(identities):
+        return SamePersonThreshold(None, "uncalibrated", None)
+    cal = calibrate_same_person(identities, embeddings, pairing.same_person_frr, pairing.same_person_false_merges,
+                                corpus_identities=corpus_identities)
+    source = "calibrated" if cal.separable else "uncalibrated" if cal.reason else "overlap"
+    return SamePersonThreshold(cal.threshold, source, cal)
+
+
+def resolve_from_sources(pairing: PairingConfig, sources: pa.Table) -> SamePersonThreshold:
+    """resolve_same_person over a sources table (identity, embedding, input_key, file_sha256), rows in input_key
+    order, every copy of a file found in two places left out (the planner keeps one of them, in its identity). On a
+    large corpus only the identities calibration samples are read into memory (qc/same_person.py)."""
+    if not pairing.merge_same_person or pairing.same_person_similarity is not None or sources.num_rows == 0:
+        return resolve_same_person(pairing, [], np.zeros((0, 0)))
+    if "file_sha256" in sources.column_names:  # a file in two folders (dedup keeps one): neither copy calibrates
+        counts = pc.value_counts(sources.column("file_sha256"))
+        repeated = pc.filter(counts.field("values"), pc.greater(counts.field("counts"), 1))
+        if len(repeated):
+            sources = sources.filter(pc.invert(pc.is_in(sources.column("file_sha256"), repeated)))
+    n = pc.count_distinct(sources.column("identity")).as_py()
+    if n > MAX_IDENTITIES:  # calibrate on a sample of identities; the bound still counts every pair of the corpus
+        keep = sampled_names(pc.unique(sources.column("identity")).to_pylist(), MAX_IDENTITIES)
+        sources = sources.filter(pc.is_in(sources.column("identity"), pa.array(keep)))
+    order = pc.sort_indices(sources, [("identity", "ascending"), ("input_key", "ascending")]) \
+        if "input_key" in sources.column_names else pa.array(np.arange(sources.num_rows))
+    sources = sources.take(order)
+    return resolve_same_person(pairing, sources.column("identity").to_pylist(), source_embeddings(sources), n)
+
+
+def resolve_from_store(pairing: PairingConfig, store: ManifestStore) -> SamePersonThreshold:
+    """The run's same-person threshold, from its committed sources."""
+    if not pairing.merge_same_person or pairing.same_person_similarity is not None:
+        return resolve_same_person(pairing, [], np.zeros((0, 0)))
+    return resolve_from_sources(pairing, store.read_table("sources", ["identity", "input_key", "file_sha256",
+                                                                      "embedding"]))
+
+
+def resolved_pairing(pairing: PairingConfig, threshold: SamePersonThreshold) -> PairingConfig:
+    """The pairing section the planner runs with: same_person_similarity is the resolved value (None: no merge)."""
+    return pairing.model_copy(update={"same_person_similarity": threshold.value})
