@@ -4,18 +4,21 @@ from __future__ import annotations
 
 import logging
 
+import numpy as np
 import pyarrow as pa
 
 from manifests.schemas import QC_SELFTEST
 from manifests.store import ManifestStore
 from qc.config import QCConfig
+from qc.identity_selftest import identity_selftest
 from qc.run_thresholds import RUN_THRESHOLD_COLUMNS, resolve_for_store
 from qc.selftest import run_selftest, selftest_rows, wilson_interval
 
 log = logging.getLogger(__name__)
 
 
-def record_selftest(qc: QCConfig, store: ManifestStore, run_id: str, seed: int) -> dict | None:
+def record_selftest(qc: QCConfig, store: ManifestStore, run_id: str, seed: int,
+                    same_person_similarity: float | None = None) -> dict | None:
     """Self-test the run's QC on its sources, commit the `qc_selftest` rows (one shard, the same on every
     invocation: the test is deterministic in the sources) and return the validity card for run.json; None when
     the expression check is not calibrated (qc.expression.calibrate false, or no source to calibrate on)."""
@@ -28,11 +31,15 @@ def record_selftest(qc: QCConfig, store: ManifestStore, run_id: str, seed: int) 
                      "calibrated expression check is off for this run")
         return None
     test = run_selftest(qc, sources, resolved.thresholds, seed)
-    rows = selftest_rows(test, run_id) + mouth_rows(resolved.mouth_record(), run_id)
+    ident = identity_selftest(sources.column("identity").to_pylist(),
+                              np.asarray(sources.column("embedding").to_pylist(), np.float64), resolved.thresholds,
+                              same_person_similarity, max_false_reject=qc.identity.margin_max_false_reject, seed=seed)
+    rows = selftest_rows(test, run_id) + mouth_rows(resolved.mouth_record(), run_id) + identity_rows(ident, run_id)
     store.commit("qc-selftest", {"qc_selftest": pa.Table.from_pylist(rows, schema=QC_SELFTEST)},
                  {"phase": "selftest"})
     card = test.card()
     card["mouth"] = mouth_card(resolved.mouth_record())
+    card["identity"] = ident
     for c in card["expression"]["classes"]:
         log.info("QC self-test, T %s: %s, right-expression R pass %s, wrong %s (n %d/%d)", c["class"],
                  "judged" if c["judged"] else f"UNJUDGEABLE ({c['why_not']})", _pct(c["right_pass"]),
@@ -64,6 +71,25 @@ def mouth_rows(record: dict | None, run_id: str) -> list[dict]:
                             value=float(value), ci_low=lo, ci_high=hi, n=n, judged=True,
                             threshold=record.get("target") if check == "any" else None,  # type: ignore[union-attr]
                             note="real mouths flagged, leave-one-identity-out", calibration_sha256=None))
+    return out
+
+
+def identity_rows(figures: dict, run_id: str) -> list[dict]:
+    """qc_selftest rows of the identity checks on real photos of j (qc/identity_selftest.py) and the merges."""
+    n = int(figures.get("photos") or 0)
+    out = []
+    for measure in ("identity_false_reject_rate", "margin_false_reject_rate", "held_out_margin_false_reject_rate"):
+        value = figures.get(measure)
+        if value is None:
+            continue
+        lo, hi = wilson_interval(round(float(value) * n), n)
+        out.append(dict(run_id=run_id, check="identity", label=None, measure=measure, value=float(value), ci_low=lo,
+                        ci_high=hi, n=n, judged=True, threshold=None, note="real photos of j rejected",
+                        calibration_sha256=None))
+    out.append(dict(run_id=run_id, check="identity", label=None, measure="identities_merged",
+                    value=float(figures.get("identities_merged") or 0), ci_low=None, ci_high=None,
+                    n=int(figures.get("merged_groups") or 0), judged=True, threshold=None,
+                    note="identities in a merged group (n: groups)", calibration_sha256=None))
     return out
 
 
