@@ -27,7 +27,16 @@ import pyarrow as pa
 from fsspec.implementations.local import LocalFileSystem
 
 from core.location import Location
-from manifests.integrity import DIGESTS, FSCK_HINT, file_digest, parquet_bytes, parse_marker, read_shard, seal_marker
+from manifests.integrity import (
+    DIGESTS,
+    FSCK_HINT,
+    file_digest,
+    parquet_bytes,
+    parse_marker,
+    read_checked_shard,
+    read_shard,
+    seal_marker,
+)
 from manifests.schemas import TABLES, conform
 
 log = logging.getLogger(__name__)
@@ -181,7 +190,20 @@ class ManifestStore:
         if not files:
             empty = schema.empty_table()
             return empty.select(columns) if columns else empty
-        return pa.concat_tables([read_shard(self.fs, f, columns=columns, schema=schema) for f in files])
+        digests = self.file_digests()
+        return pa.concat_tables([read_checked_shard(self.fs, f, digests.get(f), columns=columns, schema=schema)
+                                 for f in files])
+
+    def file_digests(self) -> dict[str, dict]:
+        """Full path -> the size and sha256 its live commit marker recorded (markers written before checksums
+        record none)."""
+        out: dict[str, dict] = {}
+        for m in self.live_markers():
+            for table, rel in m["files"].items():
+                digest = (m.get(DIGESTS) or {}).get(table)
+                if digest:
+                    out[f"{self.manifests_dir}/{rel}"] = digest
+        return out
 
     def read_column_set(self, table: str, column: str) -> set[str]:
         return set(self.read_table(table, columns=[column]).column(column).to_pylist())

@@ -210,7 +210,7 @@ class Check:
 DECIDING_CHECKS: tuple[Check, ...] = (
     Check("sharpness", "min_sharpness", "min", REASON_BLURRY, "sharpness of R"),
     Check("expr_class_score", "expression_class_thresholds", "min", REASON_EXPRESSION_NOT_RECOGNISED,
-          "expression: R's calibrated log-odds of T's class"),
+          "expression: calibrated log-odds that R shows the class of T"),
     Check("id_margin_ji", "min_identity_margin", "min", REASON_IDENTITY_LEAK, "identity margin sim(R,j) - sim(R,i)"),
     Check("id_margin_j", "min_identity_margin", "min", REASON_IDENTITY_AMBIGUOUS,
           "identity margin over the nearest other identity"),

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pyarrow.parquet as pq
 import pytest
+from markupsafe import escape
 
 from manifests.schemas import QC_SCORES, TRIPLE_SCORES
 from manifests.synthetic import write_synthetic_run
@@ -52,7 +53,7 @@ def test_every_deciding_check_shows_its_threshold_or_says_off(run):
     page = render_report(data)
     checks = page[page.index("<h2>Checks that decide</h2>"):page.index("<h2>Self-test")]
     for c in DECIDING_CHECKS:
-        assert c.title in checks and f"<code>{c.score}</code>" in checks, c.score
+        assert str(escape(c.title)) in checks and f"<code>{c.score}</code>" in checks, c.score  # as the template
     row = re.search(r"<td>expression contrast: R past the S/T midpoint</td>.*?</tr>", checks).group(0)
     assert OFF in row and 'class="text off"' in row
     assert "per class of T: neutral: off; smiling: ≤ 0.35" in checks
