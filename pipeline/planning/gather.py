@@ -60,7 +60,11 @@ def read_plan_rows(urls: list[str], run: Location, failure: str, features: Featu
         wanted = pa.array(ids, pa.string())
         tables = (t.filter(pc.is_in(t["candidate_id"], value_set=wanted)) for t in tables)
     plan = pa.concat_tables(list(tables))
-    return plan if features is None else gather_from_blocks(plan, ray.get(features))
+    if features is None:
+        return plan
+    # a remote task given the reference as a top-level argument (crash isolation's plan_rows_of) gets the blocks
+    # themselves, already resolved by Ray; the dataset's read tasks get the reference
+    return gather_from_blocks(plan, features if isinstance(features, FeatureBlocks) else ray.get(features))
 
 
 def gather_from_blocks(index: pa.Table, features: FeatureBlocks) -> pa.Table:
