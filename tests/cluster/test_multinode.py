@@ -52,18 +52,6 @@ def single_node(baseline_run, tmp_path_factory):
     return cfg, triples_content(baseline_run.store)
 
 
-@pytest.fixture(scope="module")
-def cluster():
-    from ray.cluster_utils import Cluster
-    c = Cluster(initialize_head=True, connect=False, head_node_args={"num_cpus": 0, "include_dashboard": False})
-    try:
-        workers = [c.add_node(num_cpus=1) for _ in range(2)]
-        c.wait_for_nodes()
-        yield c, workers
-    finally:
-        c.shutdown()
-
-
 def _driver(corpus: Path, out: str, opts: dict, address: str, *extra: str) -> subprocess.Popen:
     sets = [f"corpus.root={corpus}", f"run.output_root={out}", "run.name=test", "qc.expression.calibrate=false",
             f"ray.address={address}",
@@ -87,34 +75,6 @@ def _node_of(pid: int, workers) -> object:
         with open(f"/proc/{pid}/status") as fh:
             pid = int(next(line for line in fh if line.startswith("PPid:")).split()[1])
     raise AssertionError("the paused actor runs on no worker node")
-
-
-# Issue 21: the identity pair search's shards as Ray tasks on this cluster, from a driver of its own (the test
-# process already holds the session's local Ray). 2,500 planted centroids, the matrix and flat limits lowered so that
-# the IVF index and ten shard tasks run; the pairs must be the whole float64 matrix's.
-_PAIR_SEARCH = """
-import logging, sys
-import numpy as np, ray
-from benchmarks.bench_identity_search import planted_centroids
-from pipeline.planning import pair_search as ps
-from pipeline.planning.ray_features import ray_shards
-logging.basicConfig(level=logging.INFO, stream=sys.stdout)
-ray.init(address=sys.argv[1], logging_level=logging.WARNING)
-cent = planted_centroids(2500, 0.10, seed=7)[0]
-pairs = ps.similar_pairs(cent, 0.96, ps.PairSearch(ray_shards, matrix_limit=10, flat_limit=10, shard_rows=250))
-a, b = np.nonzero(np.triu(cent @ cent.T >= 0.96, k=1))
-print("PAIRS", len(pairs), pairs == sorted(zip(a.tolist(), b.tolist(), strict=True)))
-"""
-
-
-def test_identity_pair_search_shards_run_on_both_worker_nodes(cluster):
-    c, _workers = cluster
-    res = subprocess.run([sys.executable, "-c", _PAIR_SEARCH, c.address], cwd=REPO, capture_output=True, text=True,
-                         timeout=300, env=dict(os.environ, PYTHONPATH=str(REPO)))
-    assert res.returncode == 0, res.stderr[-4000:]
-    assert "identity pair search: 10 shards of 2500 centroids on 2 node(s)" in res.stdout, res.stdout[-4000:]
-    count, same = next(line.split()[1:] for line in res.stdout.splitlines() if line.startswith("PAIRS "))
-    assert same == "True" and int(count) > 100
 
 
 def test_worker_node_killed_mid_round_gives_the_single_node_triples(single_node, cluster, s3, corpus, tmp_path):
