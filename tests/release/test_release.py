@@ -14,6 +14,7 @@ import pytest
 
 from core.splits import split_of
 from manifests.integrity import DamagedManifestError
+from manifests.schemas import TRIPLE_SCORES
 from manifests.store import ManifestStore
 from manifests.synthetic import write_synthetic_run
 from pipeline.cli import main as ciep
@@ -73,7 +74,7 @@ def test_release_is_a_self_contained_snapshot_of_accepted_triples(finished_run, 
     assert lineage["thresholds"][0]["max_leak_similarity"] == run_info["identity_calibration"]["max_leak_similarity"]
     assert lineage["config"]["corpus"]["root"] == finished_run.cfg.corpus.root
     assert info["qc"][0]["candidates"] >= info["qc"][0]["accepted"]
-    assert set(info["stats"]["scores"]) == {"id_sim_rt", "id_sim_rj", "expr_dist_rt", "sharpness"}
+    assert set(info["stats"]["scores"]) == set(TRIPLE_SCORES)  # every QC score the triples carry
     assert info["stats"]["image_bytes"] == sum({r[f"{k}_file"]: r[f"{k}_bytes"] for r in rows for k in "srt"}.values())
     assert verify_release(release).ok
 
