@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from benchmarks.bench_mouth_grey import grey, load_corpus
-from benchmarks.common import LONDON, RESULTS, machine, replace_section
+from benchmarks.common import LONDON, RESULTS, machine, print_section
 from pipeline.config import load_config
 from qc import artifact_cases as ac
 from qc.config import QCConfig
@@ -161,9 +161,7 @@ def main(argv: list[str] | None = None) -> int:
     command = "python -m benchmarks.bench_mouth_checks " + " ".join(
         f"--corpus {c}" for c in args.corpus) + (" --write-results" if args.write_results else "")
     text = section(results, command.strip())
-    sys.stdout.write(text)
-    if args.write_results:
-        replace_section(RESULTS, HEADING, text)
+    print_section(text, HEADING, str(RESULTS) if args.write_results else None)
     return 0
 
 

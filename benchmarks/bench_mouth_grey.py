@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from benchmarks.common import LONDON, RESULTS, machine, replace_section
+from benchmarks.common import LONDON, RESULTS, machine, print_section
 from pipeline.config import load_config
 from qc import artifact_cases as ac
 from qc import mouth
@@ -219,9 +219,7 @@ def main(argv: list[str] | None = None) -> int:
     command = "python -m benchmarks.bench_mouth_grey " + " ".join(
         f"--corpus {c}" for c in args.corpus) + (" --write-results" if args.write_results else "")
     text = section(results, extra, command.strip())
-    sys.stdout.write(text)
-    if args.write_results:
-        replace_section(RESULTS, HEADING, text)
+    print_section(text, HEADING, str(RESULTS) if args.write_results else None)
     return 0
 
 

@@ -92,9 +92,10 @@ def _run_idi_locked(cfg: PipelineConfig, listing: CorpusListing) -> dict:
     info["identity_calibration"] = identity_calibration_record(cfg.qc, store)
     same_person = resolve_from_store(cfg.pairing, store)
     info["identity_calibration"]["same_person"] = same_person.record()
-    info["mouth_calibration"] = resolve_for_store(cfg.qc, store).mouth_record()  # qc/mouth_calibration.py
+    resolved = resolve_for_store(cfg.qc, store)  # every calibration of the run, once
+    info["mouth_calibration"] = resolved.mouth_record()  # qc/mouth_calibration.py
     info["selftest"] = record_selftest(cfg.qc, store, info["run_id"], cfg.run.seed,  # the run's validity card
-                                       same_person.value)
+                                       same_person.value, resolved)
     write_run_info(cfg.run_location(), info)
     items = ingest.todo
     if pending_retries(store).get("ingest"):  # a plan is made from a complete ingest only (pipeline/retry.py)

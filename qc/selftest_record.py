@@ -11,21 +11,21 @@ from manifests.schemas import QC_SELFTEST
 from manifests.store import ManifestStore
 from qc.config import QCConfig
 from qc.identity_selftest import identity_selftest
-from qc.run_thresholds import RUN_THRESHOLD_COLUMNS, resolve_for_store
+from qc.run_thresholds import RUN_THRESHOLD_COLUMNS, RunThresholds, resolve_for_store
 from qc.selftest import run_selftest, selftest_rows, wilson_interval
 
 log = logging.getLogger(__name__)
 
 
 def record_selftest(qc: QCConfig, store: ManifestStore, run_id: str, seed: int,
-                    same_person_similarity: float | None = None) -> dict | None:
+                    same_person_similarity: float | None = None, resolved: RunThresholds | None = None) -> dict | None:
     """Self-test the run's QC on its sources, commit the `qc_selftest` rows (one shard, the same on every
     invocation: the test is deterministic in the sources) and return the validity card for run.json; None when
     the expression check is not calibrated (qc.expression.calibrate false, or no source to calibrate on)."""
     if not qc.expression.calibrate:
         return None
     sources = store.read_table("sources", list(RUN_THRESHOLD_COLUMNS))
-    resolved = resolve_for_store(qc, store)
+    resolved = resolved or resolve_for_store(qc, store)  # the driver passes the thresholds it already resolved
     if resolved.expression is None:
         log.warning("QC self-test: no source has an expression label and the expression net's output; the "
                      "calibrated expression check is off for this run")
