@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 import pyarrow as pa
 
 from manifests.store import ManifestStore, shard_key
+from pipeline.retry import batch_shard_ids
 
 log = logging.getLogger(__name__)
 
@@ -144,7 +145,7 @@ class CommitBuffer:
             table = keep(table)
         for start in range(0, table.num_rows, self.rows):  # shards never exceed `rows` rows
             part = table.slice(start, self.rows)
-            shard = shard_key(part.column(self.id_column).to_pylist(), self.prefix)
+            shard = shard_key(batch_shard_ids(part, self.id_column), self.prefix)
             self.store.commit(shard, self.split(part), self.info)
             self.committed_rows += part.num_rows
 

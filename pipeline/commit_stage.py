@@ -2,12 +2,13 @@
 (files, then commit marker: manifests/store.py) and returns one small stats row; result rows never reach the driver.
 
 A shard's name is a hash of the ids it holds (`shard_key`), so a retried task rewrites the same shard: exactly
-once. Rows that failed with `stage_error` (or `worker_crashed`, pipeline/isolate.py) for good are not committed
-here: they go back to the driver in the stats row (`held`, Arrow IPC), which commits them only while the
-stage-error abort guard is satisfied (pipeline/commit.py), so a broken model never leaves its items marked done.
-Rows that failed transiently before their last attempt are not decisions: the split (pipeline/retry.py
-`retrying_split`) commits them here as `attempts` rows, and they never reach the guard. Nothing here imports Ray:
-pipeline/ray_adapter.py maps it.
+once. A rerun's retry of an item (attempt 2, 3, ...) is another shard (`batch_shard_ids`): it never rewrites the
+shard that recorded the failed attempt. Rows that failed with `stage_error` (or `worker_crashed`,
+pipeline/isolate.py) for good are not committed here: they go back to the driver in the stats row (`held`, Arrow
+IPC), which commits them only while the stage-error abort guard is satisfied (pipeline/commit.py), so a broken
+model never leaves its items marked done. Rows that failed transiently before their last attempt are not
+decisions: the split (pipeline/retry.py `retrying_split`) commits them here as `attempts` rows, and they never
+reach the guard. Nothing here imports Ray: pipeline/ray_adapter.py maps it.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ import pyarrow.compute as pc
 from core.faults import FaultInjectionConfig, maybe_inject
 from core.location import Location
 from manifests.store import ManifestStore, shard_key
-from pipeline.retry import retry_mask
+from pipeline.retry import batch_shard_ids, retry_mask
 
 TableSplitter = Callable[[pa.Table], dict[str, pa.Table]]
 
@@ -104,7 +105,7 @@ def commit_batch(batch: pa.Table, spec: CommitSpec) -> pa.Table:
     ok = batch.filter(pc.invert(errors))
     shard = None
     if ok.num_rows:
-        shard = shard_key(ok.column(spec.id_column).to_pylist(), spec.prefix)
+        shard = shard_key(batch_shard_ids(ok, spec.id_column), spec.prefix)
         _store(spec).commit(shard, spec.split(ok), spec.info)
     outcomes = Counter(r or "ok" for r in batch.column(spec.outcome_column).to_pylist())
     first_error = held.column("reject_detail")[0].as_py() if held.num_rows else None

@@ -50,6 +50,16 @@ def with_attempt_column(table: pa.Table, attempts: pa.Array) -> pa.Table:
     return table.append_column(ATTEMPT_COLUMN, attempts)
 
 
+def batch_shard_ids(batch: pa.Table, id_column: str) -> list[str]:
+    """The ids that name a batch's shard: an item on attempt a > 1 counts as `id@a`, so a rerun's retry never
+    rewrites the shard that recorded the failed attempt; first attempts count as the bare id."""
+    ids = batch.column(id_column).to_pylist()
+    if ATTEMPT_COLUMN not in batch.column_names:
+        return ids
+    attempts = batch.column(ATTEMPT_COLUMN).to_pylist()
+    return [i if (a or 1) <= 1 else f"{i}@{a}" for i, a in zip(ids, attempts, strict=True)]
+
+
 def retry_mask(t: pa.Table, max_attempts: int) -> pa.ChunkedArray:
     """Rows that failed transiently before their last attempt: `attempts` rows, not decisions."""
     if TRANSIENT_COLUMN not in t.column_names or ATTEMPT_COLUMN not in t.column_names:

@@ -58,6 +58,32 @@ def test_commit_batch_commits_one_shard_and_holds_stage_errors(tmp_path):
     assert store.read_table("sources").num_rows == 2 and store.read_table("rejects").num_rows == 1
 
 
+def test_a_reruns_retry_of_the_same_batch_keeps_the_failed_attempts_record(tmp_path):
+    """Every item of a batch failed transiently on attempt 1 (attempts rows); the rerun retries exactly those
+    items in one batch on attempt 2: its shard is another one, so the record of attempt 1 survives."""
+    from pipeline.ingest_phase import INGEST_ITEMS
+    from pipeline.retry import retrying_split, with_attempt_column
+    from stages.base import TRANSIENT_COLUMN
+
+    run = tmp_path / "run"
+    split = retrying_split(partial(ingest_split, run_id="r"), INGEST_ITEMS, "r", 3)
+    spec = CommitSpec(Location(str(run)), split, "input_key", "ingest-", "reject_reason", {"phase": "ingest"},
+                      max_attempts=3)
+    def on_attempt(rows: pa.Table, attempt: int) -> pa.Table:
+        return with_attempt_column(rows, pa.array([attempt] * rows.num_rows, pa.int32()))
+
+    failed = on_attempt(_ingest_rows(["a", "b"], ["stage_error", "stage_error"]), 1)
+    first = commit_batch(failed.append_column(TRANSIENT_COLUMN, pa.array([True, True])), spec).to_pylist()[0]
+    retried = on_attempt(_ingest_rows(["a", "b"], [None, None]), 2)
+    second = commit_batch(retried, spec).to_pylist()[0]
+    assert first["shard"] and second["shard"] and first["shard"] != second["shard"]
+    store = ManifestStore.open(str(run))
+    assert sorted(store.read_table("attempts").column("item_id").to_pylist()) == ["a", "b"]
+    assert store.read_table("sources").column("attempt").to_pylist() == [2, 2]
+    # a retried Ray task of the rerun's batch still rewrites its own shard: exactly once
+    assert commit_batch(retried, spec).to_pylist()[0]["shard"] == second["shard"] and len(store.markers()) == 2
+
+
 def test_batch_of_only_stage_errors_commits_nothing(tmp_path):
     run = tmp_path / "run"
     stats = commit_batch(_ingest_rows(["x", "y"], ["stage_error", "stage_error"]), _spec(run)).to_pylist()[0]
