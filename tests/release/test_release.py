@@ -162,6 +162,16 @@ def test_a_failed_create_leaves_nothing_and_frees_the_name(tmp_path: Path):
     assert create_release(str(run), "v1", str(root), splits={"train": 1.0}).info["stats"]["triples"] > 0
 
 
+def test_a_run_without_accepted_triples_is_a_plain_error_and_claims_nothing(tmp_path: Path):
+    run = tmp_path / "run"
+    write_synthetic_run(str(run), identities=8, candidates_per_round=40)
+    root = tmp_path / "releases"
+    with pytest.raises(ReleaseError, match=r"has no accepted triples in rounds \[7\]"):
+        create_release(str(run), "v1", str(root), splits={"train": 1.0}, rounds=[7])
+    assert not (root / "v1").exists() and _staging_empty(root)
+    assert create_release(str(run), "v1", str(root), splits={"train": 1.0}).info["stats"]["triples"] > 0
+
+
 def test_release_survives_deleting_the_run(tmp_path: Path):
     run = tmp_path / "run"
     write_synthetic_run(str(run), identities=8, candidates_per_round=40)
