@@ -13,6 +13,7 @@ Only aggregate figures come out (research-terms corpora: nothing per image).
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -21,7 +22,7 @@ import pyarrow as pa
 
 from qc.config import QCConfig
 from qc.decide import Scores, Thresholds, failed_checks
-from qc.expression_calibration import identity_relative, photo_features
+from qc.expression_calibration import balanced_means, photo_features
 from qc.expression_score import expression_contrast, total_variation
 from qc.selftest import EXPRESSION_REASONS, calibrate_expression, run_selftest, with_expression_calibration
 from stages.face.expression import expression_descriptor, expression_distance
@@ -105,23 +106,45 @@ def selftest(s: LabelledSet, qc: QCConfig) -> dict[str, dict]:
             for c in test.classes}
 
 
+def judged_features(judge: LabelledSet, classes: Sequence[str]) -> np.ndarray:
+    """The judged photos' features relative to their person's class-balanced mean over the *run's* classes only:
+    QC takes a generated R relative to j's corpus photos, which show only the classes the run's corpus has."""
+    x = photo_features(judge.probs, judge.desc)
+    covered = np.isin(judge.labels, list(classes))
+    means = balanced_means(judge.ident[covered], judge.labels[covered], x[covered])
+    photos = dict(zip(*np.unique(judge.ident[covered], return_counts=True), strict=True))
+    fallback = x[covered].mean(axis=0) if covered.any() else x.mean(axis=0)
+    return np.stack([x[k] - (means[str(i)] if photos.get(i, 0) > 1 else fallback)  # as identity_relative does
+                     for k, i in enumerate(judge.ident)])
+
+
 def judge_unseen(fit_on: LabelledSet, judge: LabelledSet, qc: QCConfig) -> tuple[dict[str, dict], dict[str, dict]]:
     """(promise, truth): the self-test of a run on `fit_on`, and its calibrated check applied to the real photos of
-    `judge` (each photo as R for every class of the calibration; j's mean from the judged set's own photos)."""
+    `judge` (each photo as R for every class of the calibration; j's mean from the judged person's photos of the
+    run's classes). Truth's `wrong` counts R of the run's other classes, as the promise does; `wrong_uncovered`
+    counts R of classes the run's corpus does not show (nothing in the corpus can promise those)."""
     promise = selftest(fit_on, qc)
     cal = calibrate_expression(qc, fit_on.sources())[0]
     thresholds = cal.thresholds()
-    z = identity_relative(judge.ident, judge.labels, photo_features(judge.probs, judge.desc))
+    classes = cal.model.classes if cal.model is not None else ()
+    z = judged_features(judge, classes)
     scores = cal.model.log_odds(z) if cal.model is not None else np.full((len(z), 0), np.nan)
     passed: dict[str, dict[bool, list[bool]]] = {}
-    for k, c in enumerate(cal.model.classes if cal.model is not None else ()):
+    uncovered: dict[str, list[bool]] = {}
+    for k, c in enumerate(classes):
         if thresholds.get(c) is None or not (judge.labels == c).any():
             continue
         t = Thresholds(None, None, None, 0.0, "dlib", expression_class_thresholds=thresholds)
         for r in range(len(z)):
             ok = not failed_checks(Scores(face_found=True, expr_class=c, expr_class_score=float(scores[r, k])), t)
-            passed.setdefault(c, {True: [], False: []})[bool(judge.labels[r] == c)].append(ok)
-    return promise, _rates(passed)
+            if judge.labels[r] in classes:
+                passed.setdefault(c, {True: [], False: []})[bool(judge.labels[r] == c)].append(ok)
+            else:
+                uncovered.setdefault(c, []).append(ok)
+    truth = _rates(passed)
+    for c, row in truth.items():
+        row["wrong_uncovered"] = float(np.mean(uncovered[c])) if uncovered.get(c) else None
+    return promise, truth
 
 
 def split_halves(s: LabelledSet, qc: QCConfig, splits: int, seed: int = 0) -> dict[str, dict]:
@@ -186,8 +209,9 @@ def report(sets: list[LabelledSet], qc: QCConfig, splits: int) -> tuple[str, dic
     if len(sets) == 3:
         lines += ["\n**Across sets**: a run whose corpus is two sets pooled (smiling = happy) judges the third "
                   "set's real photos with its calibrated check; promise = that run's self-test. Pass rates in %.\n",
-                  "| run's corpus | judged set | T class | promise right / truth right | promise wrong / truth wrong |",
-                  "|---|---|---|---|---|"]
+                  "| run's corpus | judged set | T class | promise right / truth right | promise wrong / truth wrong "
+                  "| truth: wrong R of classes the corpus lacks |",
+                  "|---|---|---|---|---|---|"]
         for k, held in enumerate(sets):
             train = pooled([s for m, s in enumerate(sets) if m != k])
             promise, truth = judge_unseen(train, held.renamed(COMMON_NAMES, f"{held.name}/"), qc)
@@ -195,5 +219,5 @@ def report(sets: list[LabelledSet], qc: QCConfig, splits: int) -> tuple[str, dic
             for c, t in truth.items():
                 p = promise[c]
                 lines.append(f"| {train.name} | {held.name} | {c} | {pct(p['right'])} / {pct(t['right'])} | "
-                             f"{pct(p['wrong'])} / {pct(t['wrong'])} |")
+                             f"{pct(p['wrong'])} / {pct(t['wrong'])} | {pct(t.get('wrong_uncovered'))} |")
     return "\n".join(lines), figures
