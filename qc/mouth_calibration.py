@@ -1,16 +1,18 @@
 """Mouth thresholds calibrated per run on the run's own real mouths (its sources' aligned faces).
 
-A bounded, deterministic sample of the sources (qc.mouth.calibration_sample, by hash of source id) is scored with
-qc/mouth.py and described with qc/mouth_realism.py. Each mouth check's threshold is the real mouths' score at the
-quantile that leaves its share of qc.mouth.calibration_target flagged (BUDGET: realism half, ghost teeth a quarter
-on closed mouths, seam and blur an eighth each), moved TAIL_MARGIN of its distance from the median further out: a
-quantile this far in the tail, fitted on a few hundred mouths, is set by one or two of them and flags about twice
-its share of unseen real mouths without that margin. The flag rates reported are out of sample: each identity's
-mouths are judged with thresholds fitted on the other identities (and the realism score itself compares a mouth
-with other identities' mouths only, in feature scales fitted without it); benchmarks/bench_mouth_checks.py
-reports them per set. An explicit qc.mouth value overrides its calibrated threshold; with fewer than MIN_MOUTHS
-real mouths (or MIN_IDENTITIES identities) the shipped fallbacks (Thresholds' defaults) apply and the realism
-check is off.
+A bounded, deterministic sample of the sources (qc.mouth.calibration_sample, whole identities first, by hash) is
+scored with qc/mouth.py, described with qc/mouth_realism.py, and each photo with another photo of its identity is
+also a legit R against that reference (qc/mouth_reference.py). Each mouth check's threshold is the real mouths'
+score at the quantile that leaves its share of qc.mouth.calibration_target flagged (BUDGET: realism and the
+reference check a quarter each, ghost teeth a quarter on closed mouths, seam and blur an eighth each), moved
+TAIL_MARGIN of its distance from the median further out: a quantile this far in the tail, fitted on a few hundred
+mouths, is set by one or two of them and flags about twice its share of unseen real mouths without that margin.
+The flag rates reported are out of sample: each identity's mouths are judged with thresholds fitted on the other
+identities (the realism score compares a mouth with other identities' mouths only, in feature scales fitted
+without it; the reference check's null is fitted without it); benchmarks/bench_mouth_checks.py reports them per
+set. An explicit qc.mouth value overrides its calibrated threshold; with fewer than MIN_MOUTHS real mouths (or
+MIN_IDENTITIES identities) the shipped fallbacks (Thresholds' defaults) apply and the realism and reference
+checks are off (the reference check also with fewer than MIN_MOUTHS legit pairs).
 """
 
 from __future__ import annotations
