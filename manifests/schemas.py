@@ -159,6 +159,7 @@ QC = _versioned("qc", [
     pa.field("expr_class", pa.string()),  # v4: T's expression class (corpus label, else the net's)
     pa.field("expr_class_score", pa.float32()),  # v4: R's calibrated log-odds of expr_class (qc/selftest.py)
     pa.field("mouth_realism", pa.float32()),  # v4: R's mouth's distance to the run's real mouths
+    pa.field("mouth_reference_diff", pa.float32()),  # v4: R's mouth's artifacts beyond its carrier's
 ])
 
 # The four scores every triples table has had (summary medians, release diffs of old releases).

@@ -64,12 +64,12 @@ class ExpressionQCConfig(Strict):
 
 
 class MouthQCConfig(Strict):
-    """Mouth interior and artifact thresholds (qc/mouth.py, qc/mouth_realism.py). Open/closed and teeth
-    shown/absent have a band between them in which a mouth counts as both, so R and T disagree only when one is
-    clearly open (teeth) and one clearly not. The artifact thresholds (null, the default) are calibrated per run on
-    the run's own real mouths (qc/mouth_calibration.py) so that all mouth checks together flag at most
-    calibration_target of them; an explicit value overrides. Without enough real mouths the shipped fallbacks
-    (in brackets) apply and the realism check is off."""
+    """Mouth interior and artifact thresholds (qc/mouth.py, qc/mouth_realism.py, qc/mouth_reference.py).
+    Open/closed and teeth shown/absent have a band between them in which a mouth counts as both, so R and T
+    disagree only when one is clearly open (teeth) and one clearly not. The artifact thresholds (null, the default)
+    are calibrated per run on the run's own real mouths (qc/mouth_calibration.py) so that all mouth checks together
+    flag at most calibration_target of them; an explicit value overrides. Without enough real mouths the shipped
+    fallbacks (in brackets) apply and the realism and reference checks are off."""
 
     open_aspect: float = Field(0.12, ge=0)  # inner-lip opening / mouth width at or above: clearly open
     closed_aspect: float = Field(0.06, ge=0)  # below: clearly closed (may carry ghost teeth)
@@ -82,6 +82,13 @@ class MouthQCConfig(Strict):
     # realism: distance of R's mouth to the run's real mouths (qc/mouth_realism.py) in robust standard
     # deviations; above it: mouth_unrealistic [off]
     max_realism: float | None = Field(None, gt=0)
+    # reference check (qc/mouth_reference.py): R's mouth against the carrier, the real photo of j it was made from;
+    # the score is how far R's specks, fragments, outline or edges exceed the carrier's, in units of the same
+    # difference between two real photos of one identity (the run's sources); above it:
+    # mouth_differs_from_reference. null: calibrated per run with the other thresholds (needs 100 sources whose
+    # identity has another photo; else off). check_reference false turns it off.
+    max_reference_diff: float | None = Field(None, gt=0)
+    check_reference: bool = True
     calibration_target: float = Field(0.02, gt=0, lt=1)  # share of real mouths all mouth checks may flag
     calibration_sample: int = Field(300, ge=1)  # real mouths measured (a deterministic sample of the sources)
 

@@ -31,6 +31,8 @@ REASON_MOUTH_STATE = "mouth_state_mismatch"  # open/closed or teeth visible diff
 REASON_MOUTH_SEAM = "mouth_seam"
 REASON_MOUTH_BLUR = "mouth_blur"
 REASON_MOUTH_UNREAL = "mouth_unrealistic"  # R's mouth far from the run's real mouths (qc/mouth_realism.py)
+# R's mouth has specks, fragments, an outline or edges beyond the photo it was made from (qc/mouth_reference.py)
+REASON_MOUTH_REFERENCE = "mouth_differs_from_reference"
 ACCEPTED = "accepted"
 
 
@@ -64,6 +66,7 @@ class Thresholds:
     expression_calibration_sha256: str | None = None
     max_mouth_realism: float | None = None  # None: the realism check is off
     mouth_thresholds_source: str = "config"  # "config", "calibrated" (qc/mouth_calibration.py) or "uncalibrated"
+    max_mouth_reference_diff: float | None = None  # None: the reference check is off (calibrated runs only)
 
     @classmethod
     def from_config(cls, qc: QCConfig) -> Thresholds:
@@ -116,6 +119,8 @@ class Scores:
     expr_class: str | None = None  # T's expression class (the corpus label, else the net's)
     expr_class_score: float | None = None  # R's calibrated log-odds of showing expr_class
     mouth_realism: float | None = None  # distance of R's mouth to the run's real mouths (qc/mouth_realism.py)
+    # artifacts of R's mouth beyond its reference, the carrier photo (qc/mouth_reference.py)
+    mouth_reference_diff: float | None = None
 
 
 def _identity(s: Scores, t: Thresholds) -> list[str]:
@@ -180,6 +185,9 @@ def _mouth(s: Scores, t: Thresholds) -> list[str]:
         out.append(REASON_MOUTH_BLUR)
     if s.mouth_realism is not None and t.max_mouth_realism is not None and s.mouth_realism > t.max_mouth_realism:
         out.append(REASON_MOUTH_UNREAL)
+    if (s.mouth_reference_diff is not None and t.max_mouth_reference_diff is not None
+            and s.mouth_reference_diff > t.max_mouth_reference_diff):
+        out.append(REASON_MOUTH_REFERENCE)
     return out
 
 
@@ -225,6 +233,8 @@ DECIDING_CHECKS: tuple[Check, ...] = (
     Check("mouth_sharpness_ratio", "min_mouth_sharpness_ratio", "min", REASON_MOUTH_BLUR, "mouth sharpness ratio"),
     Check("mouth_realism", "max_mouth_realism", "max", REASON_MOUTH_UNREAL,
           "mouth realism: distance to the run's real mouths"),
+    Check("mouth_reference_diff", "max_mouth_reference_diff", "max", REASON_MOUTH_REFERENCE,
+          "mouth vs its reference: artifacts R has beyond the photo it was made from"),
 )
 
 

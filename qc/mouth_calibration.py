@@ -1,16 +1,18 @@
 """Mouth thresholds calibrated per run on the run's own real mouths (its sources' aligned faces).
 
-A bounded, deterministic sample of the sources (qc.mouth.calibration_sample, by hash of source id) is scored with
-qc/mouth.py and described with qc/mouth_realism.py. Each mouth check's threshold is the real mouths' score at the
-quantile that leaves its share of qc.mouth.calibration_target flagged (BUDGET: realism half, ghost teeth a quarter
-on closed mouths, seam and blur an eighth each), moved TAIL_MARGIN of its distance from the median further out: a
-quantile this far in the tail, fitted on a few hundred mouths, is set by one or two of them and flags about twice
-its share of unseen real mouths without that margin. The flag rates reported are out of sample: each identity's
-mouths are judged with thresholds fitted on the other identities (and the realism score itself compares a mouth
-with other identities' mouths only, in feature scales fitted without it); benchmarks/bench_mouth_checks.py
-reports them per set. An explicit qc.mouth value overrides its calibrated threshold; with fewer than MIN_MOUTHS
-real mouths (or MIN_IDENTITIES identities) the shipped fallbacks (Thresholds' defaults) apply and the realism
-check is off.
+A bounded, deterministic sample of the sources (qc.mouth.calibration_sample, whole identities first, by hash) is
+scored with qc/mouth.py, described with qc/mouth_realism.py, and each photo with another photo of its identity is
+also a legit R against that reference (qc/mouth_reference.py). Each mouth check's threshold is the real mouths'
+score at the quantile that leaves its share of qc.mouth.calibration_target flagged (BUDGET: realism and the
+reference check a quarter each, ghost teeth a quarter on closed mouths, seam and blur an eighth each), moved
+TAIL_MARGIN of its distance from the median further out: a quantile this far in the tail, fitted on a few hundred
+mouths, is set by one or two of them and flags about twice its share of unseen real mouths without that margin.
+The flag rates reported are out of sample: each identity's mouths are judged with thresholds fitted on the other
+identities (the realism score compares a mouth with other identities' mouths only, in feature scales fitted
+without it; the reference check's null is fitted without it); benchmarks/bench_mouth_checks.py reports them per
+set. An explicit qc.mouth value overrides its calibrated threshold; with fewer than MIN_MOUTHS real mouths (or
+MIN_IDENTITIES identities) the shipped fallbacks (Thresholds' defaults) apply and the realism and reference
+checks are off (the reference check also with fewer than MIN_MOUTHS legit pairs).
 """
 
 from __future__ import annotations
@@ -29,6 +31,8 @@ from qc.config import QCConfig
 from qc.decide import Thresholds
 from qc.mouth import face_has_chroma, mouth_scores
 from qc.mouth_realism import RealMouthBank, mouth_descriptor, mouth_shape
+from qc.mouth_reference import FEATURES as REFERENCE_FEATURES
+from qc.mouth_reference import ReferenceNull, reference_features, reference_pairs, resample_like_generation
 
 # The realism check's share of the 2 % target is a 1 % tail: fewer than 100 real mouths cannot place it (on the
 # 24-mouth demo corpus a calibration flagged 54 % of real mouths out of sample), so smaller runs keep the shipped
@@ -36,7 +40,7 @@ from qc.mouth_realism import RealMouthBank, mouth_descriptor, mouth_shape
 MIN_MOUTHS = 100
 MIN_IDENTITIES = 3
 # share of qc.mouth.calibration_target each check may flag; "ghost" is a share of the closed mouths
-BUDGET = {"realism": 0.5, "ghost": 0.25, "seam": 0.125, "blur": 0.125}
+BUDGET = {"realism": 0.25, "reference": 0.25, "ghost": 0.25, "seam": 0.125, "blur": 0.125}
 # A tail quantile of a few hundred mouths is mostly set by one or two of them; each threshold sits this share of
 # its distance from the median beyond the quantile, so that an unseen real mouth a little past it still passes.
 TAIL_MARGIN = 0.3
@@ -59,6 +63,10 @@ class RealMouths:
     seam: np.ndarray
     sharpness_ratio: np.ndarray
     bank: RealMouthBank
+    # R against its reference (qc/mouth_reference.py): each mouth resampled as a legit R, paired with another photo
+    # of its identity; differences (pairs, len(FEATURES)) of the pairs (a: the legit R, b: its reference)
+    pairs: np.ndarray = field(default_factory=lambda: np.zeros((0, 2), np.int64))
+    reference_diffs: np.ndarray = field(default_factory=lambda: np.zeros((0, 0)))
 
     @property
     def realism(self) -> np.ndarray:
@@ -67,12 +75,24 @@ class RealMouths:
             self._cache["realism"] = self.bank.leave_one_identity_out()
         return self._cache["realism"]
 
+    @property
+    def reference(self) -> np.ndarray:
+        """Each mouth's legit R-vs-reference score, its identity's pairs scored by the null fitted on the other
+        identities' pairs (NaN: no other photo of its identity); computed once."""
+        if "reference" not in self._cache:
+            out = np.full(len(self.aspect), np.nan)
+            for ident in np.unique(self.identities):
+                out = np.where(self.identities == ident, reference_scores(self, reference_null(self, ident)), out)
+            self._cache["reference"] = out
+        return self._cache["reference"]
+
     _cache: dict = field(default_factory=dict, repr=False, compare=False)
 
 
-def measure_real_mouths(faces: list[tuple[str, np.ndarray, np.ndarray]]) -> RealMouths:
-    """(identity, aligned RGB, landmarks68) -> scores and descriptors. The chroma features are used when most
-    faces have chroma (a colour corpus)."""
+def measure_real_mouths(faces: list[tuple[str, np.ndarray, np.ndarray]], keys: list[str] | None = None) -> RealMouths:
+    """(identity, aligned RGB, landmarks68) -> scores and descriptors, and the legit R-vs-reference differences
+    (keys: one per face, e.g. source ids, for the deterministic resampling and pairing; default the index). The
+    chroma features are used when most faces have chroma (a colour corpus)."""
     chroma = np.mean([face_has_chroma(rgb, lm) for _, rgb, lm in faces]) >= 0.5 if faces else True
     ms = [mouth_scores(rgb, lm) for _, rgb, lm in faces]
     desc = np.array([mouth_descriptor(rgb, lm, bool(chroma)) for _, rgb, lm in faces]).reshape(len(faces), -1)
@@ -81,8 +101,32 @@ def measure_real_mouths(faces: list[tuple[str, np.ndarray, np.ndarray]]) -> Real
         return np.array([getattr(s, name) for s in ms], np.float64)
 
     shapes = np.array([mouth_shape(lm) for _, _, lm in faces]).reshape(len(faces), -1)
+    keys = keys if keys is not None else [str(k) for k in range(len(faces))]
+    pairs = reference_pairs(ids, keys)
+    photo = {b: reference_features(faces[b][1], faces[b][2]) for _, b in pairs}
+    diffs = [reference_features(resample_like_generation(faces[a][1], keys[a]), faces[a][2]) - photo[b]
+             for a, b in pairs]
     return RealMouths(ids, col("mouth_aspect"), col("teeth_share"), col("lip_line_whiteness"), col("seam_score"),
-                      col("sharpness_ratio"), RealMouthBank(desc, shapes, ids, bool(chroma)))
+                      col("sharpness_ratio"), RealMouthBank(desc, shapes, ids, bool(chroma)),
+                      np.array(pairs, np.int64).reshape(-1, 2),
+                      np.array(diffs, np.float64).reshape(len(pairs), len(REFERENCE_FEATURES)))
+
+
+def reference_null(m: RealMouths, without: str | None = None) -> ReferenceNull:
+    """The legit R-vs-reference differences fitted on every pair, or on the pairs of identities other than
+    `without`."""
+    d = m.reference_diffs
+    if without is not None and len(d):
+        d = d[m.identities[m.pairs[:, 0]] != without]
+    return ReferenceNull.fit(d)
+
+
+def reference_scores(m: RealMouths, null: ReferenceNull) -> np.ndarray:
+    """Every mouth's legit R-vs-reference score under `null` (NaN where it has no pair)."""
+    out = np.full(len(m.aspect), np.nan)
+    if len(m.pairs):
+        out[m.pairs[:, 0]] = null.scores(m.reference_diffs)
+    return out
 
 
 def _with_landmarks(sources: pa.Table) -> pa.Table:
@@ -92,8 +136,13 @@ def _with_landmarks(sources: pa.Table) -> pa.Table:
 
 
 def sample_sources(sources: pa.Table, limit: int) -> pa.Table:
-    """At most `limit` sources, chosen by the hash of their source id (the same sample on every call)."""
-    keys = [hashlib.sha256(str(s).encode()).hexdigest() for s in sources.column("source_id").to_pylist()]
+    """At most `limit` sources, whole identities first, chosen by the hash of their identity then of their source
+    id (the same sample on every call; an identity's photos together, so the reference check has pairs)."""
+    def h(x: object) -> str:
+        return hashlib.sha256(str(x).encode()).hexdigest()
+
+    keys = [(h(i), h(s)) for i, s in zip(sources.column("identity").to_pylist(),
+                                         sources.column("source_id").to_pylist(), strict=True)]
     order = sorted(range(len(keys)), key=keys.__getitem__)[:limit]
     return sources.take(pa.array(sorted(order), pa.int64()))
 
@@ -102,7 +151,8 @@ def read_real_mouths(sources: pa.Table, read: Callable[[str], np.ndarray], limit
     """The sampled sources' aligned faces (read(aligned_path)) measured."""
     rows = sample_sources(sources.select(_SOURCE_COLUMNS), limit).to_pylist()
     return measure_real_mouths([(r["identity"], read(r["aligned_path"]),
-                                 np.asarray(r["landmarks68"], np.float32).reshape(68, 2)) for r in rows])
+                                 np.asarray(r["landmarks68"], np.float32).reshape(68, 2)) for r in rows],
+                               [str(r["source_id"]) for r in rows])
 
 
 def _upper(x: np.ndarray, share: float) -> float:
@@ -124,14 +174,16 @@ def _lower(x: np.ndarray, share: float) -> float:
 def fit_thresholds(m: RealMouths, keep: np.ndarray, target: float, closed_aspect: float) -> dict[str, float]:
     """The calibrated thresholds from the mouths in `keep` (a boolean mask)."""
     closed = keep & (m.aspect < closed_aspect)
+    ref = m.reference[keep]
     g = target * BUDGET["ghost"] / 2  # teeth or lip line: half each
     return dict(max_teeth_closed=_upper(m.teeth[closed], g), max_lip_line_whiteness=_upper(m.lip_line[closed], g),
                 max_mouth_seam=_upper(m.seam[keep], target * BUDGET["seam"]),
                 min_mouth_sharpness_ratio=_lower(m.sharpness_ratio[keep], target * BUDGET["blur"]),
-                max_mouth_realism=_upper(m.realism[keep], target * BUDGET["realism"]))
+                max_mouth_realism=_upper(m.realism[keep], target * BUDGET["realism"]),
+                max_mouth_reference_diff=_upper(ref[~np.isnan(ref)], target * BUDGET["reference"]))
 
 
-CHECKS = ("ghost_teeth", "mouth_seam", "mouth_blur", "mouth_unrealistic")
+CHECKS = ("ghost_teeth", "mouth_seam", "mouth_blur", "mouth_unrealistic", "mouth_differs_from_reference")
 
 
 def flags(m: RealMouths, t: Thresholds) -> dict[str, np.ndarray]:
@@ -139,7 +191,9 @@ def flags(m: RealMouths, t: Thresholds) -> dict[str, np.ndarray]:
     closed = m.aspect < t.mouth_closed_aspect
     real = m.realism if t.max_mouth_realism is not None else np.zeros(len(m.aspect))
     limit = t.max_mouth_realism if t.max_mouth_realism is not None else np.inf
-    return {"ghost_teeth": closed & ((m.teeth > t.max_teeth_closed) | (m.lip_line > t.max_lip_line_whiteness)),
+    ref_limit = t.max_mouth_reference_diff if t.max_mouth_reference_diff is not None else np.inf
+    return {"mouth_differs_from_reference": np.nan_to_num(m.reference, nan=-np.inf) > ref_limit,
+            "ghost_teeth": closed & ((m.teeth > t.max_teeth_closed) | (m.lip_line > t.max_lip_line_whiteness)),
             "mouth_seam": m.seam > t.max_mouth_seam, "mouth_blur": m.sharpness_ratio < t.min_mouth_sharpness_ratio,
             "mouth_unrealistic": real > limit}
 
@@ -149,8 +203,11 @@ def apply_overrides(base: Thresholds, fitted: dict[str, float], qc: QCConfig) ->
     mc = qc.mouth
     given: dict[str, float | None] = dict(
         max_teeth_closed=mc.max_teeth_closed, max_lip_line_whiteness=mc.max_lip_line_whiteness,
-        max_mouth_seam=mc.max_seam, min_mouth_sharpness_ratio=mc.min_sharpness_ratio, max_mouth_realism=mc.max_realism)
+        max_mouth_seam=mc.max_seam, min_mouth_sharpness_ratio=mc.min_sharpness_ratio, max_mouth_realism=mc.max_realism,
+        max_mouth_reference_diff=mc.max_reference_diff)
     chosen = {k: (given[k] if given[k] is not None else v) for k, v in fitted.items()}
+    if not mc.check_reference:
+        chosen["max_mouth_reference_diff"] = None
     return replace(base, **chosen)  # type: ignore[arg-type]
 
 
@@ -159,7 +216,8 @@ def out_of_sample_flags(m: RealMouths, base: Thresholds, qc: QCConfig) -> dict[s
     out = {c: np.zeros(len(m.aspect), bool) for c in CHECKS}
     for ident in np.unique(m.identities):
         mine = m.identities == ident
-        held = replace(m, _cache={"realism": m.bank.held_out(str(ident))})  # feature scales without ident too
+        held = replace(m, _cache={"realism": m.bank.held_out(str(ident)),  # feature scales without ident too
+                                  "reference": reference_scores(m, reference_null(m, str(ident)))})
         t = apply_overrides(base, fit_thresholds(held, ~mine, qc.mouth.calibration_target,
                                                  base.mouth_closed_aspect), qc)
         for c, f in flags(held, t).items():
@@ -184,6 +242,8 @@ class MouthCalibration:
     thresholds: Thresholds  # with the mouth fields calibrated (or overridden)
     bank: RealMouthBank | None  # the real mouths the realism score compares R with (None: check off)
     record: dict  # what run.json and the self-test report
+    # the legit R-vs-reference differences the reference check scores R against (None: check off)
+    reference: ReferenceNull | None = None
 
 
 def calibrate_real_mouths(m: RealMouths | None, base: Thresholds, qc: QCConfig) -> MouthCalibration:
@@ -191,19 +251,27 @@ def calibrate_real_mouths(m: RealMouths | None, base: Thresholds, qc: QCConfig) 
     n_ids = len(np.unique(m.identities)) if m is not None else 0
     if m is None or len(m.aspect) < MIN_MOUTHS or n_ids < MIN_IDENTITIES:
         t = apply_overrides(base, {}, qc)
-        t = replace(t, max_mouth_realism=qc.mouth.max_realism, mouth_thresholds_source="uncalibrated")
+        t = replace(t, max_mouth_realism=qc.mouth.max_realism, max_mouth_reference_diff=None,
+                    mouth_thresholds_source="uncalibrated")
         return MouthCalibration(t, None, dict(source="uncalibrated", mouths=0 if m is None else len(m.aspect),
                                               identities=n_ids, note=f"fewer than {MIN_MOUTHS} real mouths or "
-                                              f"{MIN_IDENTITIES} identities: shipped mouth thresholds, realism off"))
+                                              f"{MIN_IDENTITIES} identities: shipped mouth thresholds, realism and "
+                                              "reference checks off"))
     target = qc.mouth.calibration_target
     fitted = fit_thresholds(m, np.ones(len(m.aspect), bool), target, base.mouth_closed_aspect)
     t = replace(apply_overrides(base, fitted, qc), mouth_thresholds_source="calibrated")
+    if len(m.pairs) < MIN_MOUTHS:  # too few identities with two photos to place the check's tail: off
+        t = replace(t, max_mouth_reference_diff=None)
     record = dict(source="calibrated", target=target, mouths=len(m.aspect), identities=n_ids,
                   chroma=m.bank.use_chroma, fitted=fitted,
                   applied={k: getattr(t, k) for k in fitted},
                   flag_rate_in_sample=_rates(flags(m, t), m, t),
-                  flag_rate_leave_one_identity_out=_rates(out_of_sample_flags(m, base, qc), m, t))
-    return MouthCalibration(t, m.bank if t.max_mouth_realism is not None else None, record)
+                  flag_rate_leave_one_identity_out=_rates(out_of_sample_flags(m, base, qc), m, t),
+                  reference_pairs=len(m.pairs))
+    null = reference_null(m) if t.max_mouth_reference_diff is not None else None
+    if null is not None:
+        record["reference_null"] = null.record()
+    return MouthCalibration(t, m.bank if t.max_mouth_realism is not None else None, record, null)
 
 
 _MEMO: dict[tuple, MouthCalibration] = {}

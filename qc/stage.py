@@ -4,9 +4,9 @@ Scores (every one a column): identity (cosine R-T, R-j, gallery margins over i a
 of the run), expression (landmark descriptor distance R-T; learned 7-class probabilities of R, T and the
 carrier, their total-variation distances, R's gain over the carrier and R's contrast on the axis from S's
 expression to T's), mouth (open/closed, teeth, lip-line whiteness, seam, sharpness, realism against the run's
-real mouths) and image sharpness. Identity thresholds left null in config are calibrated from the run's sources
-(qc/identity_calibration.py), mouth thresholds on the sources' real mouths (qc/mouth_calibration.py); the
-thresholds applied are recorded per row.
+real mouths, artifacts beyond the carrier's mouth) and image sharpness. Identity thresholds left null in config
+are calibrated from the run's sources (qc/identity_calibration.py), mouth thresholds on the sources' real mouths
+(qc/mouth_calibration.py); the thresholds applied are recorded per row.
 """
 
 from __future__ import annotations
@@ -29,6 +29,7 @@ from qc.identity import cosine_similarity
 from qc.identity_gallery import IdentityGallery
 from qc.mouth import mouth_aspect, mouth_scores, teeth_share
 from qc.mouth_realism import mouth_descriptor, mouth_shape
+from qc.mouth_reference import reference_features
 from qc.run_thresholds import RUN_THRESHOLD_COLUMNS, identity_expression_means, resolve_run_thresholds
 from stages.base import STATUS_OK, Stage, rows_to_table, stage_error
 from stages.face.backends import build_detector, build_embedder
@@ -63,6 +64,8 @@ class QCStage(Stage):
         resolved = resolve_run_thresholds(self.config, sources, self.artifacts.get)
         self.thresholds, self.calibration = resolved.thresholds, resolved.expression
         self.mouth_bank = resolved.mouth.bank if resolved.mouth is not None else None
+        self.reference_null = resolved.mouth.reference if resolved.mouth is not None else None
+        self._reference_cache: dict[str, np.ndarray] = {}  # carrier aligned path -> its reference features
         self.expression_means = identity_expression_means(sources) if self.calibration else {}
         self.thresholds_json = self.thresholds.to_json()
         self._cache: dict[str, tuple[np.ndarray, float, float]] = {}  # aligned path -> (probs, aspect, teeth)
@@ -77,6 +80,18 @@ class QCStage(Stage):
                 self._cache.clear()
             self._cache[path] = (probs, mouth_aspect(lm), teeth_share(rgb, lm))
         return self._cache[path]
+
+    def _reference_diff(self, row: dict[str, Any], r_rgb: np.ndarray, r_landmarks: np.ndarray) -> float | None:
+        """R's mouth against its carrier's (qc/mouth_reference.py); None when the check is off or no carrier."""
+        path, lm = row.get("carrier_aligned_path"), row.get("carrier_landmarks68")
+        if self.reference_null is None or not path or not lm:
+            return None
+        if path not in self._reference_cache:
+            if len(self._reference_cache) > 4096:
+                self._reference_cache.clear()
+            self._reference_cache[path] = reference_features(self.artifacts.get(path),
+                                                             np.asarray(lm, np.float32).reshape(68, 2))
+        return self.reference_null.score(reference_features(r_rgb, r_landmarks), self._reference_cache[path])
 
     def score(self, row: dict[str, Any]) -> tuple[Scores, dict[str, Any]]:
         r_rgb = self.artifacts.get(row["reference_path"])
@@ -115,7 +130,8 @@ class QCStage(Stage):
             expr_gain=ex.gain, expr_contrast_st=ex.contrast_st, r_mouth_aspect=ms.mouth_aspect,
             t_mouth_aspect=t_aspect, r_teeth=ms.teeth_share, t_teeth=t_teeth, r_lip_line=ms.lip_line_whiteness,
             mouth_seam=ms.seam_score, mouth_sharpness_ratio=ms.sharpness_ratio, expr_class=expr_class,
-            expr_class_score=class_score, mouth_realism=realism)
+            expr_class_score=class_score, mouth_realism=realism,
+            mouth_reference_diff=self._reference_diff(row, r_rgb, face.landmarks68))
         extra = dict(id_nearest_other=gm.nearest_other, r_expr_probs=ex.r_probs, t_expr_probs=ex.t_probs,
                      carrier_expr_probs=ex.carrier_probs, s_expr_probs=ex.s_probs, r_expr_label=ex.r_label,
                      t_expr_label=ex.t_label, carrier_expr_label=ex.carrier_label)
