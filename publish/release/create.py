@@ -170,8 +170,7 @@ def create_release(run_url: Location | str, name: str, releases_root: Location |
                 totals[k] = totals.get(k, 0) + v
         _write_lineage(fs, staging, run_store, sorted(set(rounds)) if rounds else None)
         store = ManifestStore(fs, staging, schemas=dict(RELEASE_TABLES))
-        stats = release_stats(store, list(splits)) if store.committed_files("triples") else {"triples": 0}
-        if stats["triples"] == 0:
+        if not store.committed_files("triples") or (stats := release_stats(store, list(splits)))["triples"] == 0:
             raise ReleaseError(f"run {run_info.get('run_id')} has no accepted triples"
                                + (f" in rounds {rounds}" if rounds else "") + " that fit one split")
         stats.update(excluded_cross_split=totals.get("excluded_cross_split", 0),
