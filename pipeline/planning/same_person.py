@@ -7,6 +7,7 @@ clusters.py only receives the value (None: merge nothing); this module decides i
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -15,6 +16,7 @@ import pyarrow.compute as pc
 
 from manifests.store import ManifestStore
 from pipeline.planning.config import PairingConfig
+from pipeline.planning.inputs import PlanInputs
 from qc.identity_calibration import source_embeddings
 from qc.same_person import MAX_IDENTITIES, SamePersonCalibration, calibrate_same_person, sampled_names
 
@@ -72,6 +74,45 @@ def resolve_from_sources(pairing: PairingConfig, sources: pa.Table) -> SamePerso
         if "input_key" in sources.column_names else pa.array(np.arange(sources.num_rows))
     sources = sources.take(order)
     return resolve_same_person(pairing, sources.column("identity").to_pylist(), source_embeddings(sources), n)
+
+
+def resolve_from_inputs(pairing: PairingConfig, inputs: PlanInputs,
+                        embeddings: Callable[[np.ndarray], np.ndarray]) -> SamePersonThreshold:
+    """resolve_from_sources over the planner's compact inputs (rows in the committed order), `embeddings(rows)` the
+    (k, d) float64 embeddings of source rows: the same value and calibration, but only the sampled identities'
+    embeddings are ever read (ray_planner.py runs it in a task next to the feature blocks)."""
+    if not pairing.merge_same_person or pairing.same_person_similarity is not None or not len(inputs):
+        return resolve_same_person(pairing, [], np.zeros((0, 0)))
+    rows = np.flatnonzero(~repeated_files(inputs.sha))  # a file in two folders: neither copy calibrates
+    present = np.unique(inputs.identity_code[rows])  # codes in name order (identity_names is sorted)
+    if len(present) > MAX_IDENTITIES:  # as resolve_from_sources: a sample of identities, the bound counts all
+        chosen = set(sampled_names([inputs.identity_names[c] for c in present.tolist()], MAX_IDENTITIES))
+        keep = np.array([inputs.identity_names[c] in chosen for c in present.tolist()])
+        rows = rows[np.isin(inputs.identity_code[rows], present[keep])]
+    rows = rows[np.lexsort((inputs.key_rank[rows], inputs.identity_code[rows]))]  # (identity, input_key), stable
+    identities = [inputs.identity_names[c] for c in inputs.identity_code[rows].tolist()]
+    return resolve_same_person(pairing, identities, embeddings(rows) if len(rows) else np.zeros((0, 0)),
+                               len(present))
+
+
+def repeated_files(sha: np.ndarray) -> np.ndarray:
+    """Per row, whether its file_sha256 (fixed-width bytes) occurs on another row too: rows are first grouped by a
+    64-bit key of the digest's first 16 bytes, then only rows whose key repeats are compared whole (exact)."""
+    n = len(sha)
+    if n < 2:
+        return np.zeros(n, bool)
+    raw = np.ascontiguousarray(sha).view(np.uint8).reshape(n, -1)
+    head = np.zeros((n, 16), np.uint8)
+    head[:, :min(16, raw.shape[1])] = raw[:, :16]
+    words = head.view(np.uint64)
+    key = words[:, 0] ^ (words[:, 1] * np.uint64(0x9E3779B97F4A7C15))
+    _, inverse, counts = np.unique(key, return_inverse=True, return_counts=True)
+    maybe = np.flatnonzero(counts[inverse] > 1)
+    out = np.zeros(n, bool)
+    if len(maybe):
+        _, inv, cnt = np.unique(sha[maybe], return_inverse=True, return_counts=True)
+        out[maybe] = cnt[inv] > 1
+    return out
 
 
 def resolve_from_store(pairing: PairingConfig, store: ManifestStore) -> SamePersonThreshold:
