@@ -19,9 +19,11 @@ import ray
 
 from pipeline.planning.clusters import identity_centroids, means_of_rows, normalised_rows
 
-# Block tasks mostly wait for memory and numpy on one thread; like the features tasks, a quarter CPU each. At most
-# this many run (and hold a block) at once.
-CENTROID_TASK_CPUS = 0.25
+# A block task is a short numpy pass over one block. It reserves no CPU: it runs inside the planning of a round,
+# while the stage actors already hold the CPUs waiting for the plan (a task that needed one could never start: the
+# round would wait for itself, as the multi-node kill test showed after a node was lost). At most this many run (and
+# hold a block) at once.
+CENTROID_TASK_CPUS = 0
 CENTROID_TASKS_IN_FLIGHT = 4
 
 
