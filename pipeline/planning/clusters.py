@@ -74,18 +74,34 @@ def cluster_embedding_rows(names: list[str], order: np.ndarray, starts: np.ndarr
     time (identities with the same number of rows together), never the whole (n, d) matrix."""
     cent = None
     if threshold is not None and len(names) > 1 and len(column) and pc.max(pc.list_value_length(column)).as_py():
-        sizes = np.diff(starts)
-        for size in np.unique(sizes).tolist():
-            same = np.flatnonzero(sizes == size)
-            step = max(1, _CENTROID_ROWS // size)
-            for c0 in range(0, len(same), step):
-                part = same[c0:c0 + step]
-                emb = normalised_rows(column, order[(starts[part][:, None] + np.arange(size)).reshape(-1)])
-                if cent is None:
-                    cent = np.empty((len(names), emb.shape[1]))
-                # the mean over axis 1 of (identities, rows, d) equals each identity's emb[rows].mean(axis=0)
-                cent[part] = emb.reshape(len(part), size, -1).mean(axis=1)
+        cent = identity_centroids(column, order, starts, np.arange(len(names)))
     return cluster_centroids(names, cent, threshold, search)
+
+
+def identity_centroids(column: pa.ChunkedArray | pa.Array, order: np.ndarray, starts: np.ndarray,
+                       which: np.ndarray, offset: int = 0) -> np.ndarray:
+    """The mean L2-normalised embeddings of identities `which` (rows order[starts[k]:starts[k + 1]] - offset of
+    `column`), a (len(which), d) float64 array: identities with the same number of rows together, at most
+    _CENTROID_ROWS rows at a time, each equal bit for bit to the identity's emb[rows].mean(axis=0)."""
+    sizes = np.diff(starts)[which]
+    cent = np.zeros((len(which), 0))
+    for size in np.unique(sizes).tolist():
+        same = np.flatnonzero(sizes == size)
+        step = max(1, _CENTROID_ROWS // size)
+        for c0 in range(0, len(same), step):
+            part = same[c0:c0 + step]
+            rows = order[(starts[which[part]][:, None] + np.arange(size)).reshape(-1)] - offset
+            emb = normalised_rows(column, rows)
+            if cent.shape[1] != emb.shape[1]:
+                cent = np.zeros((len(which), emb.shape[1]))
+            cent[part] = means_of_rows(emb, size)
+    return cent
+
+
+def means_of_rows(emb: np.ndarray, size: int) -> np.ndarray:
+    """Per identity the mean of its `size` consecutive rows of `emb` (identities one after another): the mean
+    over axis 1 of (identities, rows, d), equal to each identity's emb[rows].mean(axis=0)."""
+    return emb.reshape(len(emb) // size, size, -1).mean(axis=1)
 
 
 # Up to this many identities the whole similarity matrix is computed at once, as it always was. Beyond, the pairs

@@ -38,7 +38,7 @@ def _concat(chunks: list[pa.Array], kind: pa.DataType) -> pa.Array:
     return pa.concat_arrays([c.cast(kind) for c in chunks]) if chunks else pa.array([], kind)
 
 
-def _fixed_bytes(array: pa.Array) -> np.ndarray:
+def fixed_bytes(array: pa.Array) -> np.ndarray:
     """A string column as numpy fixed-width bytes (UTF-8), from Arrow's buffers when all values have one length."""
     n = len(array)
     if array.type != pa.string():
@@ -115,7 +115,7 @@ class PlanInputs:
             idents.append(one.column("identity").chunk(0))
             named = with_predicted_labels(one.column("expression").to_pylist(), one)
             labels.add(np.array([codes.setdefault(x, len(codes) + 1) if x else 0 for x in named], np.int32))
-            shas.add(_fixed_bytes(one.column("file_sha256").chunk(0)))
+            shas.add(fixed_bytes(one.column("file_sha256").chunk(0)))
             descs.add(_descriptors(one.column("expression_descriptor"), np.float32))
             del one, named
         key_array = _concat(keys, pa.string())

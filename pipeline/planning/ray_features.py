@@ -24,8 +24,9 @@ from manifests.integrity import read_shard
 from manifests.schemas import PLAN_FEATURE_COLUMNS, SOURCES
 from manifests.store import ManifestStore
 from pipeline.planning import clusters, pair_search
-from pipeline.planning.clusters import IdentityClusters, cluster_centroids, cluster_embedding_rows
+from pipeline.planning.clusters import IdentityClusters, cluster_centroids
 from pipeline.planning.features import resemblance
+from pipeline.planning.ray_centroids import block_centroids
 
 log = logging.getLogger(__name__)
 
@@ -99,7 +100,10 @@ def _resemblance(blocks: FeatureBlocks, queries: list[tuple[int, list[int]]]) ->
 @ray.remote(num_cpus=FEATURES_TASK_CPUS)
 def _clusters(blocks: FeatureBlocks, names: list[str], order: np.ndarray, starts: np.ndarray,
               threshold: float | None, search: pair_search.PairSearch) -> IdentityClusters:
-    return cluster_embedding_rows(names, order, starts, blocks.embedding_column(), threshold, search)
+    """cluster_embedding_rows, the centroids computed a block at a time where the blocks are (ray_centroids.py):
+    this task never maps the whole embedding column."""
+    cent = block_centroids(blocks.embeddings, blocks.starts, order, starts)
+    return cluster_centroids(names, cent, threshold, search)
 
 
 # A pair-search shard is CPU-bound faiss work on one thread: one CPU each, so that a cluster's nodes share them.

@@ -24,10 +24,11 @@ import ray
 
 from manifests.scan import release_arrow_memory
 from manifests.store import ManifestStore
-from pipeline.planning.clusters import IdentityClusters
+from pipeline.planning.clusters import IdentityClusters, embedding_matrix
 from pipeline.planning.config import PairingConfig
 from pipeline.planning.inputs import PLANNER_COLUMNS, PlanInputs
-from pipeline.planning.ray_features import FEATURES_TASK_CPUS, RayFeatures, plan_features, read_sources
+from pipeline.planning.ray_features import FEATURES_TASK_CPUS, FeatureBlocks, RayFeatures, plan_features, read_sources
+from pipeline.planning.same_person import SamePersonThreshold, resolve_from_inputs, resolve_same_person
 from pipeline.planning.stream import PlanStream, plan_round_stream
 
 # The planning task is one thread of Python (plans ~3,500 candidates/s on this project's 2-core box); like the
@@ -100,6 +101,16 @@ def _read_inputs(fs: fsspec.AbstractFileSystem, files: list[str]) -> tuple[PlanI
     return inputs, InputsSummary(len(inputs), counts)
 
 
+@ray.remote(num_cpus=FEATURES_TASK_CPUS)
+def _same_person(pairing: PairingConfig, inputs: PlanInputs, blocks: FeatureBlocks) -> SamePersonThreshold:
+    """The run's same-person threshold next to the inputs: only the sampled identities' embeddings are fetched (a
+    block at a time)."""
+    def embeddings(rows: np.ndarray) -> np.ndarray:
+        table, local = blocks.rows(rows)
+        return embedding_matrix(table.column("embedding").take(pa.array(local)))
+    return resolve_from_inputs(pairing, inputs, embeddings)
+
+
 def _embedding_model(fs: fsspec.AbstractFileSystem, files: list[str]) -> str | None:
     """The first source row's embedding model (the one the run's embeddings come from)."""
     for path in files:
@@ -169,6 +180,13 @@ class RemotePlanInputs:
 
     def __len__(self) -> int:
         return self.summary.rows
+
+    def same_person(self, pairing: PairingConfig) -> SamePersonThreshold:
+        """same_person.resolve_from_store's value, calibrated in a task from the inputs and feature blocks (the
+        driver never reads the sources' embeddings)."""
+        if not pairing.merge_same_person or pairing.same_person_similarity is not None:
+            return resolve_same_person(pairing, [], np.zeros((0, 0)))
+        return ray.get(_same_person.remote(pairing, self.ref, self.features.blocks))
 
     def plan(self, pairing: PairingConfig, round_index: int, chunk_rows: int, *, seed: int, fingerprint: str,
              splits: dict[str, float], run_id: str,

@@ -34,3 +34,45 @@ def test_plan_rows_from_feature_blocks_equal_the_whole_table(ray_session, tmp_pa
         table, local = blocks.rows(np.concatenate([picks[r] for r in PLAN_ROLE_ROWS]).astype(np.int64))
         assert table.num_rows == 4 * n and sorted(local.tolist()) == list(range(4 * n))  # just the rows named
         assert gather_from_blocks(index, blocks).equals(gather_plan(index, whole))
+
+
+def _embedding_column(emb: np.ndarray) -> pa.ChunkedArray:
+    flat = pa.array(emb.astype(np.float32).reshape(-1))
+    offsets = pa.array(np.arange(0, emb.size + 1, emb.shape[1], dtype=np.int32))
+    return pa.chunked_array([pa.ListArray.from_arrays(offsets, flat)])
+
+
+def test_centroids_block_by_block_equal_the_whole_column_centroids(ray_session, monkeypatch):
+    """Centroids from one task per embedding block (ray_centroids.py), identities inside one block and identities
+    split over several alike, are the whole column's bit for bit: the same clusters and max_similarity."""
+    from pipeline.planning import clusters as ic
+    from pipeline.planning import ray_centroids
+
+    rng = np.random.default_rng(3)
+    n_ids = 120
+    base = rng.standard_normal((n_ids, 16))
+    base[1::4] = base[0::4][: len(base[1::4])] + 0.05 * rng.standard_normal((len(base[1::4]), 16))  # twins
+    ident = np.repeat(np.arange(n_ids), rng.integers(1, 6, n_ids))
+    half = len(ident) // 2  # the first half's identities keep their rows together, the second half's are scattered
+    ident = np.concatenate([ident[:half], rng.permutation(ident[half:])])
+    col = _embedding_column(base[ident] + 0.1 * rng.standard_normal((len(ident), 16)))
+    order = np.argsort(ident, kind="stable")
+    codes, starts = np.unique(ident[order], return_index=True)
+    starts = np.append(starts, len(order))
+    names = [f"id{c:04d}" for c in codes]
+    block_starts = np.append(np.arange(0, len(ident), 37), len(ident))
+    blocks = [ray_session.put(pa.table({"embedding": col.slice(a, b - a)}))
+              for a, b in zip(block_starts[:-1], block_starts[1:], strict=True)]
+    monkeypatch.setattr(ray_centroids, "CENTROID_TASKS_IN_FLIGHT", 2)
+    cent = ray_centroids.block_centroids(blocks, block_starts, order, starts)
+    whole = ic.identity_centroids(col, order, starts, np.arange(len(names)))
+    assert cent is not None and cent.shape == whole.shape and np.array_equal(cent, whole)  # bit for bit
+    block_of = np.searchsorted(block_starts, order, side="right") - 1
+    spans = np.maximum.reduceat(block_of, starts[:-1]) - np.minimum.reduceat(block_of, starts[:-1])
+    assert (spans > 0).sum() >= 20 and (spans == 0).sum() >= 20  # both kinds of identity occur
+    expected = ic.cluster_embedding_rows(names, order, starts, col, 0.9)
+    assert ic.cluster_centroids(names, cent, 0.9) == expected
+    assert sum(size > 1 for size in expected.size_of.values()) >= 10
+    no_values = pa.ListArray.from_arrays(pa.array([0, 0, 0, 0, 0], pa.int32()), pa.array([], pa.float32()))
+    empty = [ray_session.put(pa.table({"embedding": pa.chunked_array([no_values])}))]
+    assert ray_centroids.block_centroids(empty, np.array([0, 4]), np.arange(4), np.array([0, 2, 4])) is None

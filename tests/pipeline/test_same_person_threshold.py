@@ -90,3 +90,56 @@ def test_an_explicit_value_or_off_overrides_the_calibration(london):
     assert clusters is not None and max(clusters.size_of.values()) > 1  # 0.5 merges strangers: the user asked
     assert load_config(overrides=["pairing.merge_same_person=false"]).resolved_run_id() != \
         load_config().resolved_run_id()
+
+
+def test_the_threshold_from_the_compact_inputs_equals_the_one_from_the_sources(london, monkeypatch):
+    """resolve_from_inputs (the run's path: the planner's compact inputs, embeddings fetched for the sampled rows
+    only) gives resolve_from_sources' value and calibration: one file in two folders left out, identities sampled
+    when there are more than MAX_IDENTITIES, rows in (identity, input_key) order whatever the committed order."""
+    from pipeline.planning import same_person
+    from pipeline.planning.clusters import embedding_matrix
+    from pipeline.planning.inputs import PLANNER_COLUMNS, PlanInputs
+
+    ids, emb = london
+    alias = [*ids, "zz-alias", "zz-alias"]
+    table = _sources(alias, np.concatenate([emb, emb[:2] + 1e-4]))
+    copy = table.slice(5, 1).set_column(table.schema.get_field_index("identity"), "identity", pa.array(["aa-copy"]))
+    table = pa.concat_tables([table, copy.cast(table.schema)])
+    table = table.take(np.random.default_rng(1).permutation(table.num_rows))
+    fetched: list[int] = []
+
+    def embeddings(rows: np.ndarray) -> np.ndarray:
+        fetched.extend(rows.tolist())
+        return embedding_matrix(table.column("embedding").take(pa.array(rows)))
+
+    inputs = PlanInputs.from_batches([table.select(PLANNER_COLUMNS)])
+    pairing = PairingConfig()
+    assert same_person.repeated_files(inputs.sha).sum() == 2  # the copy and its original
+    for limit in (1000, 12):  # every identity, then a sample of 12 (of 31)
+        monkeypatch.setattr(same_person, "MAX_IDENTITIES", limit)
+        fetched.clear()
+        expected = resolve_from_sources(pairing, table)
+        got = same_person.resolve_from_inputs(pairing, inputs, embeddings)
+        assert got.record() == expected.record() and got.value is not None
+        assert len(fetched) == (table.num_rows - 2 if limit == 1000 else 24)  # only the sampled identities' rows
+
+
+def test_the_threshold_read_file_by_file_equals_the_one_from_the_whole_table(london, monkeypatch, tmp_path):
+    """resolve_from_store reads the committed sources a file at a time (identities and digest keys, then the
+    sampled identities' rows) and gives what resolve_from_sources gives over the whole table."""
+    from manifests.store import ManifestStore
+    from pipeline.planning import same_person
+
+    ids, emb = london
+    table = _sources([*ids, "zz-alias", "zz-alias"], np.concatenate([emb, emb[:2] + 1e-4]))
+    copy = table.slice(7, 1).set_column(table.schema.get_field_index("identity"), "identity", pa.array(["aa-copy"]))
+    table = pa.concat_tables([table, copy.cast(table.schema)])
+    table = table.take(np.random.default_rng(2).permutation(table.num_rows))
+    store = ManifestStore.open(str(tmp_path / "run"))
+    for k, (a, b) in enumerate([(0, 20), (20, 20), (20, 45), (45, table.num_rows)]):  # one file empty
+        store.commit(f"ingest-{k}", {"sources": table.slice(a, b - a)})
+    for limit in (1000, 12):
+        monkeypatch.setattr(same_person, "MAX_IDENTITIES", limit)
+        expected = resolve_from_sources(PairingConfig(), table)
+        assert same_person.resolve_from_store(PairingConfig(), store).record() == expected.record()
+        assert expected.value is not None
