@@ -25,7 +25,7 @@ from pipeline.phases import Phase, PhaseSettings, PhaseStats, stream_phase, unde
 from pipeline.planning.datasource import ReadAhead
 from pipeline.planning.files import failure_url, plan_file_urls
 from pipeline.planning.ray_planner import RemotePlanInputs
-from pipeline.planning.round_planner import PLAN_WRITE_AHEAD_FILES, Planner, PlanSettings, plan_block_rows
+from pipeline.planning.round_planner import PLAN_WRITE_AHEAD_FILES, Planner, plan_block_rows, plan_settings
 from pipeline.planning.stream import size_bound
 from pipeline.ray_adapter import apply_stages, check_wiring, dataset_from_plan_files, plan_rows_of, stage_chain
 from pipeline.retry import ATTEMPT_COLUMN, failed_attempts, retrying_split
@@ -94,7 +94,7 @@ def _run_generation(cfg: PipelineConfig, store: ManifestStore, run_root: str, ro
     urls = plan_file_urls(run, round_index, -(-bound // rows))
     past_failures = failed_attempts(store, round_index, tuple(s.name for s in stages))
     ahead = ReadAhead(len(urls), PLAN_WRITE_AHEAD_FILES)
-    settings = replace(PlanSettings.of(cfg, inputs.same_person(cfg.pairing)),  # same-person threshold
+    settings = replace(plan_settings(cfg, inputs.same_person(cfg.pairing)),  # same-person threshold
                        unjudgeable=unplanned_expressions(cfg.qc, read_run_info(run)))  # QC self-test
     planner = Planner(settings, store, run, round_index, inputs, rows, done, urls,
                       past_failures, started, ahead)

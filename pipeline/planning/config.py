@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 from pydantic import Field
 
 from core.config import Strict
@@ -25,6 +27,21 @@ class PairingConfig(Strict):
     same_person_false_merges: float = Field(0.01, gt=0, lt=1)
     # false: never merge identities (each name is its own person)
     merge_same_person: bool = True
+
+
+@dataclass(frozen=True)
+class PlanSettings:
+    """What planning a round reads from the run config (pipeline/planning/round_planner.py `plan_settings`): the
+    pairing section (its same_person_similarity resolved for the run: pipeline/planning/same_person.py, None = merge
+    nothing), the run's seed, data fingerprint, release splits (j stays in i's split) and run id (on the
+    identity_clusters rows)."""
+
+    pairing: PairingConfig
+    seed: int
+    fingerprint: str
+    splits: dict[str, float]
+    run_id: str
+    unjudgeable: frozenset[str] = frozenset()  # expression classes whose targets are not planned (QC self-test)
 
 
 def pairing_fingerprint(pairing: dict) -> dict:

@@ -25,7 +25,7 @@ import ray
 from manifests.scan import release_arrow_memory
 from manifests.store import ManifestStore
 from pipeline.planning.clusters import IdentityClusters, embedding_matrix
-from pipeline.planning.config import PairingConfig
+from pipeline.planning.config import PairingConfig, PlanSettings
 from pipeline.planning.inputs import PLANNER_COLUMNS, PlanInputs
 from pipeline.planning.ray_features import FEATURES_TASK_CPUS, FeatureBlocks, RayFeatures, plan_features, read_sources
 from pipeline.planning.same_person import SamePersonThreshold, resolve_from_inputs, resolve_same_person
@@ -140,28 +140,23 @@ class _TimedFeatures:
 
 @dataclass(frozen=True)
 class _PlanRequest:
-    """The run's planning settings for one round (round_planner.PlanSettings, the round, rows per chunk)."""
+    """One round's planning: the run's settings, the round, rows per chunk."""
 
-    pairing: PairingConfig
+    settings: PlanSettings
     round_index: int
     chunk_rows: int
-    seed: int
-    fingerprint: str
-    splits: dict[str, float]
-    run_id: str
-    skip_labels: frozenset[str] = frozenset()  # expression classes whose targets are not planned (QC self-test)
 
 
 @ray.remote(num_cpus=PLANNER_TASK_CPUS, num_returns="streaming")
 def _plan_task(inputs: PlanInputs, features: RayFeatures, request: _PlanRequest, fs: fsspec.AbstractFileSystem,
                files: list[str]) -> Iterator[PlanHead | pa.Table | PlanTail]:
     timed = _TimedFeatures(features)
-    r = request
-    plan = plan_round_stream(inputs, timed, r.pairing, r.round_index, r.chunk_rows, seed=r.seed,
-                             fingerprint=r.fingerprint, splits=r.splits, skip_labels=r.skip_labels)
+    s = request.settings
+    plan = plan_round_stream(inputs, timed, s.pairing, request.round_index, request.chunk_rows, seed=s.seed,
+                             fingerprint=s.fingerprint, splits=s.splits, skip_labels=s.unjudgeable)
     clusters = None
     if plan.clusters is not None and plan.clusters.cluster_of:
-        clusters = plan.clusters.table(r.pairing.same_person_similarity, _embedding_model(fs, files), r.run_id)
+        clusters = plan.clusters.table(s.pairing.same_person_similarity, _embedding_model(fs, files), s.run_id)
     yield PlanHead(plan.size, clusters, timed.span)
     yield from plan.chunks
     yield PlanTail(plan.refused)
@@ -188,12 +183,10 @@ class RemotePlanInputs:
             return resolve_same_person(pairing, [], np.zeros((0, 0)))
         return ray.get(_same_person.remote(pairing, self.ref, self.features.blocks))
 
-    def plan(self, pairing: PairingConfig, round_index: int, chunk_rows: int, *, seed: int, fingerprint: str,
-             splits: dict[str, float], run_id: str,
-             skip_labels: frozenset[str] = frozenset()) -> tuple[PlanStream, PlanHead]:
+    def plan(self, settings: PlanSettings, round_index: int, chunk_rows: int) -> tuple[PlanStream, PlanHead]:
         """plan_round_stream in the planning task: the stream (size, then chunks; `refused` complete once they are
         exhausted) and its head."""
-        request = _PlanRequest(pairing, round_index, chunk_rows, seed, fingerprint, splits, run_id, skip_labels)
+        request = _PlanRequest(settings, round_index, chunk_rows)
         generator: Any = _plan_task.options(_generator_backpressure_num_objects=PLAN_TASK_AHEAD_CHUNKS).remote(
             self.ref, self.features, request, self.fs, self.files)  # a stream of refs: head, chunks, tail
         head = ray.get(next(generator))

@@ -6,7 +6,6 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from dataclasses import dataclass
 
 import pyarrow as pa
 
@@ -14,7 +13,7 @@ from core.location import Location
 from manifests.schemas import PLAN_INDEX_SCHEMA
 from manifests.store import ManifestStore, atomic_write_bytes
 from pipeline.config import PipelineConfig
-from pipeline.planning.config import PairingConfig
+from pipeline.planning.config import PlanSettings
 from pipeline.planning.datasource import ReadAhead
 from pipeline.planning.files import failure_url, write_plan_files
 from pipeline.planning.ray_planner import RemotePlanInputs
@@ -28,23 +27,10 @@ log = logging.getLogger(__name__)
 PLAN_WRITE_AHEAD_FILES = 32
 
 
-@dataclass(frozen=True)
-class PlanSettings:
-    """What planning a round reads from the run config: the pairing section (its same_person_similarity resolved
-    for the run: pipeline/planning/same_person.py, None = merge nothing), the run's seed, data fingerprint, release
-    splits (j stays in i's split) and run id (on the identity_clusters rows)."""
-
-    pairing: PairingConfig
-    seed: int
-    fingerprint: str
-    splits: dict[str, float]
-    run_id: str
-    unjudgeable: frozenset[str] = frozenset()  # expression classes whose targets are not planned (QC self-test)
-
-    @classmethod
-    def of(cls, cfg: PipelineConfig, same_person: SamePersonThreshold) -> PlanSettings:
-        return cls(resolved_pairing(cfg.pairing, same_person), cfg.run.seed, cfg.data_fingerprint(),
-                   dict(cfg.release.splits), cfg.resolved_run_id())
+def plan_settings(cfg: PipelineConfig, same_person: SamePersonThreshold) -> PlanSettings:
+    """The run's PlanSettings, its pairing section's same-person threshold resolved."""
+    return PlanSettings(resolved_pairing(cfg.pairing, same_person), cfg.run.seed, cfg.data_fingerprint(),
+                        dict(cfg.release.splits), cfg.resolved_run_id())
 
 
 def plan_block_rows(configured: int, n_sources: int, min_rows: int) -> int:
@@ -55,7 +41,7 @@ def plan_block_rows(configured: int, n_sources: int, min_rows: int) -> int:
 
 def plan_for(cfg: PipelineConfig, sources: pa.Table, round_index: int) -> RoundPlan:
     """pipeline.planning.stream.plan_round with this run's pairing section, seed, fingerprint and release splits."""
-    s = PlanSettings.of(cfg, resolve_from_sources(cfg.pairing, sources))
+    s = plan_settings(cfg, resolve_from_sources(cfg.pairing, sources))
     return plan_round(sources, s.pairing, round_index, seed=s.seed, fingerprint=s.fingerprint, splits=s.splits)
 
 
@@ -80,9 +66,7 @@ class Planner(threading.Thread):
     def run(self) -> None:
         settings, r = self.settings, self.round_index
         try:
-            plan, head = self.inputs.plan(settings.pairing, r, self.rows, seed=settings.seed,
-                                          fingerprint=settings.fingerprint, splits=settings.splits,
-                                          run_id=settings.run_id, skip_labels=settings.unjudgeable)
+            plan, head = self.inputs.plan(settings, r, self.rows)
             self.plan = plan
             if head.clusters is not None:  # same rows every round: one shard
                 self.store.commit("identity-clusters", {"identity_clusters": head.clusters}, {"phase": "pairing"})
