@@ -21,7 +21,6 @@ Per set, with the shipped defaults (everything calibrated from the set itself, a
 
 from __future__ import annotations
 
-import argparse
 import hashlib
 import re
 import sys
@@ -31,7 +30,7 @@ import numpy as np
 import pyarrow as pa
 from PIL import Image
 
-from benchmarks.common import LONDON, RESULTS, machine, replace_section
+from benchmarks.common import RESULTS, labelled_sets_parser, machine, replace_section
 from pipeline.config import load_config
 from qc.identity_calibration import resolve_identity
 from qc.identity_margin import calibrate_margin, held_out_false_reject, loo_margins
@@ -176,11 +175,8 @@ def section(results: dict[str, dict], command: str) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--london", type=Path, default=LONDON)
-    ap.add_argument("--corpus", type=Path, action="append", default=[], help="a labelled folder (repeatable)")
+    ap = labelled_sets_parser(__doc__)
     ap.add_argument("--grey", action="store_true", help="also each --corpus converted to greyscale")
-    ap.add_argument("--write-results", action="store_true", help=f"replace the section in {RESULTS}")
     args = ap.parse_args(argv)
     sets = {"London colour": (args.london, False), "London grey": (args.london, True)}
     for c in args.corpus:

@@ -17,14 +17,12 @@ identity; recall per kind. Only aggregate figures are printed: nothing per image
 
 from __future__ import annotations
 
-import argparse
 import sys
-from pathlib import Path
 
 import numpy as np
 
 from benchmarks.bench_mouth_grey import grey, load_corpus
-from benchmarks.common import LONDON, RESULTS, machine, print_section
+from benchmarks.common import RESULTS, labelled_sets_parser, machine, print_section
 from pipeline.config import load_config
 from qc import artifact_cases as ac
 from qc.config import QCConfig
@@ -164,10 +162,7 @@ def section(results: dict[str, dict], command: str) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--london", type=Path, default=LONDON)
-    ap.add_argument("--corpus", type=Path, action="append", default=[], help="a labelled folder (repeatable)")
-    ap.add_argument("--write-results", action="store_true", help=f"replace the section in {RESULTS}")
+    ap = labelled_sets_parser(__doc__)
     args = ap.parse_args(argv)
     qc = load_config().qc
     london = load_corpus(args.london)

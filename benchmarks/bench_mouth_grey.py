@@ -13,7 +13,6 @@ Only aggregate figures are printed: nothing per image (research-terms corpora).
 
 from __future__ import annotations
 
-import argparse
 import re
 import sys
 from collections.abc import Callable, Iterator
@@ -23,7 +22,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from benchmarks.common import LONDON, RESULTS, machine, print_section
+from benchmarks.common import RESULTS, labelled_sets_parser, machine, print_section
 from pipeline.config import load_config
 from qc import artifact_cases as ac
 from qc import mouth
@@ -178,10 +177,7 @@ def section(results: dict[str, tuple[dict, dict]], extra: list[str], command: st
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--london", type=Path, default=LONDON)
-    ap.add_argument("--corpus", type=Path, action="append", default=[], help="a labelled folder (repeatable)")
-    ap.add_argument("--write-results", action="store_true", help=f"replace the section in {RESULTS}")
+    ap = labelled_sets_parser(__doc__)
     args = ap.parse_args(argv)
     th = Thresholds.from_config(load_config().qc)
     london = load_corpus(args.london)

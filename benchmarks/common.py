@@ -3,6 +3,7 @@ the rank AUC, and writing a section of RESULTS.md."""
 
 from __future__ import annotations
 
+import argparse
 import os
 import platform
 import sys
@@ -119,6 +120,15 @@ def auc(pos: np.ndarray, neg: np.ndarray) -> float:
     first = np.concatenate([[0], np.cumsum(counts)[:-1]])
     ranks = (first + (counts + 1) / 2.0)[inverse]  # 1-based average ranks
     return float((ranks[: p.size].sum() - p.size * (p.size + 1) / 2.0) / (p.size * n.size))
+
+
+def labelled_sets_parser(doc: str | None) -> argparse.ArgumentParser:
+    """The arguments every labelled-set benchmark takes: --london, --corpus (repeatable), --write-results."""
+    ap = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--london", type=Path, default=LONDON)
+    ap.add_argument("--corpus", type=Path, action="append", default=[], help="a labelled folder (repeatable)")
+    ap.add_argument("--write-results", action="store_true", help=f"replace the section in {RESULTS}")
+    return ap
 
 
 def replace_section(path: Path, heading: str, text: str) -> None:

@@ -22,7 +22,7 @@ import pyarrow as pa
 
 from qc.config import QCConfig
 from qc.decide import Scores, Thresholds, failed_checks
-from qc.expression_calibration import balanced_means, photo_features
+from qc.expression_calibration import identity_relative, photo_features
 from qc.expression_score import expression_contrast, total_variation
 from qc.selftest import EXPRESSION_REASONS, calibrate_expression, run_selftest, with_expression_calibration
 from stages.face.expression import expression_descriptor, expression_distance
@@ -109,13 +109,8 @@ def selftest(s: LabelledSet, qc: QCConfig) -> dict[str, dict]:
 def judged_features(judge: LabelledSet, classes: Sequence[str]) -> np.ndarray:
     """The judged photos' features relative to their person's class-balanced mean over the *run's* classes only:
     QC takes a generated R relative to j's corpus photos, which show only the classes the run's corpus has."""
-    x = photo_features(judge.probs, judge.desc)
-    covered = np.isin(judge.labels, list(classes))
-    means = balanced_means(judge.ident[covered], judge.labels[covered], x[covered])
-    photos = dict(zip(*np.unique(judge.ident[covered], return_counts=True), strict=True))
-    fallback = x[covered].mean(axis=0) if covered.any() else x.mean(axis=0)
-    return np.stack([x[k] - (means[str(i)] if photos.get(i, 0) > 1 else fallback)  # as identity_relative does
-                     for k, i in enumerate(judge.ident)])
+    return identity_relative(judge.ident, judge.labels, photo_features(judge.probs, judge.desc),
+                             reference=np.isin(judge.labels, list(classes)))
 
 
 def judge_unseen(fit_on: LabelledSet, judge: LabelledSet, qc: QCConfig) -> tuple[dict[str, dict], dict[str, dict]]:

@@ -50,13 +50,16 @@ def balanced_means(identities: np.ndarray, labels: np.ndarray, x: np.ndarray) ->
     return out
 
 
-def identity_relative(identities: np.ndarray, labels: np.ndarray, x: np.ndarray) -> np.ndarray:
-    """x minus its identity's class-balanced mean; an identity with a single photo keeps x minus the corpus's."""
-    means = balanced_means(identities, labels, x)
-    counts = dict(zip(*np.unique(identities, return_counts=True), strict=True))
-    fallback = x.mean(axis=0) if len(x) else np.zeros(x.shape[1])
-    return np.stack([x[k] - (means[str(i)] if counts[i] > 1 else fallback) for k, i in enumerate(identities)]) \
-        if len(x) else x.copy()
+def identity_relative(identities: np.ndarray, labels: np.ndarray, x: np.ndarray,
+                      reference: np.ndarray | None = None) -> np.ndarray:
+    """x minus its identity's class-balanced mean over the `reference` rows (a mask; default all); an identity
+    with fewer than two reference photos keeps x minus the reference rows' mean."""
+    ref = np.ones(len(x), bool) if reference is None else np.asarray(reference, bool)
+    means = balanced_means(identities[ref], labels[ref], x[ref])
+    counts = dict(zip(*np.unique(identities[ref], return_counts=True), strict=True))
+    fallback = x[ref].mean(axis=0) if ref.any() else (x.mean(axis=0) if len(x) else np.zeros(x.shape[1]))
+    return np.stack([x[k] - (means[str(i)] if counts.get(i, 0) > 1 else fallback)
+                     for k, i in enumerate(identities)]) if len(x) else x.copy()
 
 
 def ledoit_wolf_intensity(residuals: np.ndarray) -> float:
