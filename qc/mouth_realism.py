@@ -114,18 +114,33 @@ FEATURES: tuple[str, ...] = (
 N_LUMA = len(FEATURES) - 2  # the last two are chroma features, zero on a corpus without colour
 
 
-def mouth_descriptor(rgb: np.ndarray, landmarks68: np.ndarray, use_chroma: bool = True) -> np.ndarray:
-    """The FEATURES of one face's mouth (float64 vector); the chroma features are 0 when use_chroma is False."""
+@dataclass(frozen=True)
+class CanonicalMouth:
+    """A face's mouth in the canonical frame: its CIELAB pixels, the region masks, and the luminance relative to
+    the perioral skin's median (what makes the features comparable across exposures and skin tones)."""
+
+    lab: np.ndarray  # (FRAME_H, FRAME_W, 3) float32
+    masks: dict[str, np.ndarray]
+    luminance: np.ndarray  # (FRAME_H, FRAME_W) float32
+
+
+def canonical_mouth(rgb: np.ndarray, landmarks68: np.ndarray) -> CanonicalMouth:
+    """The mouth of `rgb` warped to the canonical frame (mouth corners on _CORNERS), with its masks."""
     lm = np.asarray(landmarks68, np.float64).reshape(68, 2)
     m = _similarity(lm)
     crop = cv2.warpAffine(np.ascontiguousarray(rgb), m, (FRAME_W, FRAME_H), flags=cv2.INTER_AREA,
                           borderMode=cv2.BORDER_REPLICATE)
-    clm = lm @ m[:, :2].T + m[:, 2]
-    k = _masks(clm)
+    k = _masks(lm @ m[:, :2].T + m[:, 2])
     lab = cv2.cvtColor(crop, cv2.COLOR_RGB2LAB).astype(np.float32)
     raw_l = lab[..., 0]
     skin = max(float(np.median(raw_l[k["ring"]])) if k["ring"].any() else float(raw_l.mean()), 1.0)
-    rl = raw_l / skin
+    return CanonicalMouth(lab, k, raw_l / skin)
+
+
+def mouth_descriptor(rgb: np.ndarray, landmarks68: np.ndarray, use_chroma: bool = True) -> np.ndarray:
+    """The FEATURES of one face's mouth (float64 vector); the chroma features are 0 when use_chroma is False."""
+    mouth = canonical_mouth(rgb, landmarks68)
+    k, lab, rl = mouth.masks, mouth.lab, mouth.luminance
     gx = cv2.Sobel(rl, cv2.CV_32F, 1, 0, ksize=3) / 4.0
     gy = cv2.Sobel(rl, cv2.CV_32F, 0, 1, ksize=3) / 4.0
     g = np.hypot(gx, gy)

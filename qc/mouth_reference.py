@@ -27,7 +27,7 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
-from qc.mouth_realism import FRAME_H, FRAME_W, _masks, _similarity, speck_map
+from qc.mouth_realism import canonical_mouth, speck_map
 
 FEATURES: tuple[str, ...] = ("laplacian_lips", "impulse_lips", "dark_specks_lips", "light_specks_lips",
                              "outline_outer", "gradient_ring")
@@ -50,13 +50,8 @@ def _mean(x: np.ndarray, m: np.ndarray) -> float:
 
 def reference_features(rgb: np.ndarray, landmarks68: np.ndarray) -> np.ndarray:
     """FEATURES of one face's mouth (float64): high where a mouth has specks, fragments, an outline or edges."""
-    lm = np.asarray(landmarks68, np.float64).reshape(68, 2)
-    m = _similarity(lm)
-    crop = cv2.warpAffine(np.ascontiguousarray(rgb), m, (FRAME_W, FRAME_H), flags=cv2.INTER_AREA,
-                          borderMode=cv2.BORDER_REPLICATE)
-    k = _masks(lm @ m[:, :2].T + m[:, 2])
-    raw = cv2.cvtColor(crop, cv2.COLOR_RGB2LAB)[..., 0].astype(np.float32)
-    rl = raw / max(float(np.median(raw[k["ring"]])) if k["ring"].any() else float(raw.mean()), 1.0)
+    mouth = canonical_mouth(rgb, landmarks68)
+    k, rl = mouth.masks, mouth.luminance
     zone = k["outer"] | k["band"]  # the lips and the lip line / opening
     dark, light = speck_map(rl)
     lap = np.abs(cv2.Laplacian(rl, cv2.CV_32F))

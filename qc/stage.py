@@ -12,7 +12,8 @@ are calibrated from the run's sources (qc/identity_calibration.py), mouth thresh
 from __future__ import annotations
 
 import logging
-from typing import Any
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 import numpy as np
 import pyarrow as pa
@@ -44,6 +45,20 @@ log = logging.getLogger(__name__)
 _SCORE_NULLS = {f.name: None for f in QC_FIELDS if f.name not in ("accepted", "reason", "reasons")}
 
 
+# Per-actor caches of source images' measures hold at most this many entries (then start again).
+CACHE_ENTRIES = 4096
+_Measure = TypeVar("_Measure")
+
+
+def remembered(cache: dict[str, _Measure], key: str, measure: Callable[[], _Measure]) -> _Measure:
+    """cache[key], measured once; the cache is emptied when it holds CACHE_ENTRIES."""
+    if key not in cache:
+        if len(cache) >= CACHE_ENTRIES:
+            cache.clear()
+        cache[key] = measure()
+    return cache[key]
+
+
 class QCStage(Stage):
     name = "qc"
     input_columns = ("reference_path", "t_embedding", "j_embedding", "t_descriptor", "t_aligned_path",
@@ -72,26 +87,20 @@ class QCStage(Stage):
 
     def _source_scores(self, path: str, landmarks: list[float]) -> tuple[np.ndarray, float, float]:
         """T's, S's or the carrier's expression probabilities, mouth aspect and teeth share (cached per actor)."""
-        if path not in self._cache:
+        def measure() -> tuple[np.ndarray, float, float]:
             rgb = self.artifacts.get(path)
             lm = np.asarray(landmarks, np.float32).reshape(68, 2)
-            probs = self.expression.probabilities([rgb], [lm])[0]
-            if len(self._cache) > 4096:
-                self._cache.clear()
-            self._cache[path] = (probs, mouth_aspect(lm), teeth_share(rgb, lm))
-        return self._cache[path]
+            return self.expression.probabilities([rgb], [lm])[0], mouth_aspect(lm), teeth_share(rgb, lm)
+        return remembered(self._cache, path, measure)
 
     def _reference_diff(self, row: dict[str, Any], r_rgb: np.ndarray, r_landmarks: np.ndarray) -> float | None:
         """R's mouth against its carrier's (qc/mouth_reference.py); None when the check is off or no carrier."""
         path, lm = row.get("carrier_aligned_path"), row.get("carrier_landmarks68")
         if self.reference_null is None or not path or not lm:
             return None
-        if path not in self._reference_cache:
-            if len(self._reference_cache) > 4096:
-                self._reference_cache.clear()
-            self._reference_cache[path] = reference_features(self.artifacts.get(path),
-                                                             np.asarray(lm, np.float32).reshape(68, 2))
-        return self.reference_null.score(reference_features(r_rgb, r_landmarks), self._reference_cache[path])
+        carrier = remembered(self._reference_cache, path, lambda: reference_features(
+            self.artifacts.get(path), np.asarray(lm, np.float32).reshape(68, 2)))
+        return self.reference_null.score(reference_features(r_rgb, r_landmarks), carrier)
 
     def score(self, row: dict[str, Any]) -> tuple[Scores, dict[str, Any]]:
         r_rgb = self.artifacts.get(row["reference_path"])
