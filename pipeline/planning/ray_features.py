@@ -53,6 +53,20 @@ class FeatureBlocks:
         chunks = [c for t in tables for c in t.column("embedding").chunks]
         return pa.chunked_array(chunks, SOURCES.field("embedding").type)
 
+    def embedding_rows(self, rows: np.ndarray) -> pa.ChunkedArray:
+        """The embeddings of source rows `rows`, in that order: only the embedding blocks they are in, a block at
+        a time."""
+        block_of = np.searchsorted(self.starts, rows, side="right") - 1
+        parts: list[pa.Array] = []
+        order = np.argsort(block_of, kind="stable")
+        for b in np.unique(block_of).tolist():
+            mine = rows[order[block_of[order] == b]]
+            column = ray.get(self.embeddings[b]).column("embedding")
+            parts.extend(column.take(pa.array(mine - self.starts[b])).chunks)
+            del column
+        taken = pa.chunked_array(parts, SOURCES.field("embedding").type)
+        return taken.take(pa.array(np.argsort(order, kind="stable"))) if len(rows) else taken
+
     def rows(self, rows: np.ndarray) -> tuple[pa.Table, np.ndarray]:
         """The features rows that `rows` (source rows) name, and `rows` as indices into that table: a block at a
         time (fetched, its rows taken, released), so a reader holds one block whatever the rows' spread."""
@@ -166,21 +180,23 @@ def file_rows(fs: fsspec.AbstractFileSystem, files: list[str]) -> list[int]:
     return rows
 
 
-def plan_features(store: ManifestStore) -> RayFeatures:
-    """The features table of the committed sources, read block by block by tasks (the driver never holds it):
-    whole files grouped into blocks of at least FEATURE_BLOCK_ROWS rows, the embedding blocks first."""
-    files = store.committed_files("sources")
+def plan_features(store: ManifestStore, files: list[str] | None = None, rows: list[int] | None = None) -> RayFeatures:
+    """The features table of the committed sources (`files` and their `rows` when the caller has them), read
+    block by block by tasks (the driver never holds it): whole files grouped into blocks of at least
+    FEATURE_BLOCK_ROWS rows, the embedding blocks first."""
+    files = store.committed_files("sources") if files is None else files
+    rows = file_rows(store.fs, files) if rows is None else rows
     groups: list[list[str]] = []
     starts, total, size = [0], 0, 0
-    for path, rows in zip(files, file_rows(store.fs, files), strict=True):
+    for path, n in zip(files, rows, strict=True):
         if not groups or size >= FEATURE_BLOCK_ROWS:
             if groups:
                 starts.append(total)
             groups.append([])
             size = 0
         groups[-1].append(path)
-        size += rows
-        total += rows
+        size += n
+        total += n
     starts.append(total)
     if not groups:  # no sources: one empty block
         groups = [[]]

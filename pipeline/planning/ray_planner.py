@@ -19,15 +19,22 @@ from typing import Any
 import fsspec
 import numpy as np
 import pyarrow as pa
-import pyarrow.parquet as pq
 import ray
 
 from manifests.scan import release_arrow_memory
 from manifests.store import ManifestStore
 from pipeline.planning.clusters import IdentityClusters, embedding_matrix
 from pipeline.planning.config import PairingConfig, PlanSettings
-from pipeline.planning.inputs import PLANNER_COLUMNS, PlanInputs
-from pipeline.planning.ray_features import FEATURES_TASK_CPUS, FeatureBlocks, RayFeatures, plan_features, read_sources
+from pipeline.planning.inputs import PLANNER_COLUMNS, InputsPart, PlanInputs
+from pipeline.planning.ray_features import (
+    FEATURE_BLOCK_ROWS,
+    FEATURES_TASK_CPUS,
+    FeatureBlocks,
+    RayFeatures,
+    file_rows,
+    plan_features,
+    read_sources,
+)
 from pipeline.planning.same_person import SamePersonThreshold, resolve_from_inputs, resolve_same_person
 from pipeline.planning.stream import PlanStream, plan_round_stream
 
@@ -84,20 +91,33 @@ def _release_memory() -> None:
         pass
 
 
-def _rows(fs: fsspec.AbstractFileSystem, files: list[str]) -> int:
-    total = 0
-    for path in files:
-        with fs.open(path, "rb") as fh:
-            total += pq.ParquetFile(fh).metadata.num_rows
-    return total
+# Source rows per task reading the planner's inputs (whole committed files grouped): the parts are read side by side
+# (on every CPU of a node, on every node of a cluster) and put together in row order by one task.
+INPUT_PART_ROWS = 4 * FEATURE_BLOCK_ROWS
+
+
+def file_groups(files: list[str], rows: list[int], min_rows: int) -> list[tuple[list[str], int]]:
+    """Consecutive files grouped until a group has at least `min_rows` rows, with each group's rows (one empty group
+    when there is no file)."""
+    groups: list[tuple[list[str], int]] = []
+    for path, n in zip(files, rows, strict=True):
+        if not groups or groups[-1][1] >= min_rows:
+            groups.append(([], 0))
+        groups[-1] = (groups[-1][0] + [path], groups[-1][1] + n)
+    return groups or [([], 0)]
+
+
+@ray.remote(num_cpus=FEATURES_TASK_CPUS)
+def _read_input_part(fs: fsspec.AbstractFileSystem, files: list[str], rows: int) -> InputsPart:
+    part = InputsPart.of_batches(_planner_batches(fs, files, PLANNER_COLUMNS + ["expression_probs"]), rows)
+    _release_memory()
+    return part
 
 
 @ray.remote(num_cpus=FEATURES_TASK_CPUS, num_returns=2)
-def _read_inputs(fs: fsspec.AbstractFileSystem, files: list[str]) -> tuple[PlanInputs, InputsSummary]:
-    inputs = PlanInputs.from_batches(_planner_batches(fs, files, PLANNER_COLUMNS + ["expression_probs"]),
-                                     _rows(fs, files))
+def _combine_inputs(*parts: InputsPart) -> tuple[PlanInputs, InputsSummary]:
+    inputs = PlanInputs.from_parts(parts)
     counts = np.bincount(inputs.identity_code, minlength=len(inputs.identity_names)).astype(np.int64)
-    _release_memory()
     return inputs, InputsSummary(len(inputs), counts)
 
 
@@ -106,8 +126,7 @@ def _same_person(pairing: PairingConfig, inputs: PlanInputs, blocks: FeatureBloc
     """The run's same-person threshold next to the inputs: only the sampled identities' embeddings are fetched (a
     block at a time)."""
     def embeddings(rows: np.ndarray) -> np.ndarray:
-        table, local = blocks.rows(rows)
-        return embedding_matrix(table.column("embedding").take(pa.array(local)))
+        return embedding_matrix(blocks.embedding_rows(rows))
     return resolve_from_inputs(pairing, inputs, embeddings)
 
 
@@ -168,8 +187,13 @@ class RemotePlanInputs:
 
     def __init__(self, store: ManifestStore) -> None:
         self.fs, self.files = store.fs, store.committed_files("sources")
-        self.features = plan_features(store)
-        refs: Any = _read_inputs.remote(self.fs, self.files)  # two returns: the inputs stay in the object store
+        rows = file_rows(self.fs, self.files)
+        # the inputs first (the planning waits for them), in parts side by side; then the features blocks
+        parts = [_read_input_part.remote(self.fs, group, n)
+                 for group, n in file_groups(self.files, rows, INPUT_PART_ROWS)]
+        self.features = plan_features(store, self.files, rows)
+        refs: Any = _combine_inputs.remote(*parts)  # two returns: the inputs stay in the object store
+        del parts
         self.ref: ray.ObjectRef = refs[0]
         self.summary: InputsSummary = ray.get(refs[1])
 
