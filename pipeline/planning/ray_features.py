@@ -37,6 +37,17 @@ FEATURES_TASK_CPUS = 0.25
 FEATURE_BLOCK_ROWS = 65_536
 
 
+# While a reader takes its rows out of one block, the next blocks it needs are fetched (or restored from spilled
+# storage) by Ray in the background: at most this many ahead.
+PREFETCH_BLOCKS = 2
+
+
+def _prefetch(refs: list[ray.ObjectRef]) -> None:
+    """Ask Ray to bring `refs` to this node's object store now, without waiting for them."""
+    if refs:
+        ray.wait(refs, num_returns=len(refs), timeout=0, fetch_local=True)
+
+
 @dataclass(frozen=True)
 class FeatureBlocks:
     """The features table in blocks of consecutive source rows, each block one object per part: the embeddings
@@ -59,7 +70,9 @@ class FeatureBlocks:
         block_of = np.searchsorted(self.starts, rows, side="right") - 1
         parts: list[pa.Array] = []
         order = np.argsort(block_of, kind="stable")
-        for b in np.unique(block_of).tolist():
+        blocks = np.unique(block_of).tolist()
+        for k, b in enumerate(blocks):
+            _prefetch([self.embeddings[c] for c in blocks[k + 1:k + 1 + PREFETCH_BLOCKS]])
             mine = rows[order[block_of[order] == b]]
             column = ray.get(self.embeddings[b]).column("embedding")
             parts.extend(column.take(pa.array(mine - self.starts[b])).chunks)
@@ -73,7 +86,10 @@ class FeatureBlocks:
         block_of = np.searchsorted(self.starts, rows, side="right") - 1
         local = np.empty(len(rows), np.int64)
         parts, at = [], 0
-        for b in np.unique(block_of).tolist() or [0]:  # no rows: block 0's columns, no row
+        blocks = np.unique(block_of).tolist() or [0]  # no rows: block 0's columns, no row
+        for k, b in enumerate(blocks):
+            ahead = blocks[k + 1:k + 1 + PREFETCH_BLOCKS]
+            _prefetch([self.rest[c] for c in ahead] + [self.embeddings[c] for c in ahead])
             mine = np.flatnonzero(block_of == b)
             inside = pa.array(rows[mine] - self.starts[b])
             rest, embeddings = ray.get([self.rest[b], self.embeddings[b]])
@@ -99,8 +115,8 @@ def read_sources(fs: fsspec.AbstractFileSystem, path: str, columns: list[str]) -
 
 
 @ray.remote(num_cpus=FEATURES_TASK_CPUS)
-def _features_table(fs: fsspec.AbstractFileSystem, files: list[str], columns: list[str]) -> pa.Table:
-    """`columns` of the `files`, in order, one chunk per column (fast `take`)."""
+def _features_table(fs: fsspec.AbstractFileSystem, files: list[str], columns: list[str], *after: object) -> pa.Table:
+    """`columns` of the `files`, in order, one chunk per column (fast `take`); `after`: what it waited for."""
     table = pa.concat_tables([read_sources(fs, f, columns) for f in files]) if files \
         else SOURCES.empty_table().select(columns)
     return table.combine_chunks()
@@ -180,12 +196,9 @@ def file_rows(fs: fsspec.AbstractFileSystem, files: list[str]) -> list[int]:
     return rows
 
 
-def plan_features(store: ManifestStore, files: list[str] | None = None, rows: list[int] | None = None) -> RayFeatures:
-    """The features table of the committed sources (`files` and their `rows` when the caller has them), read
-    block by block by tasks (the driver never holds it): whole files grouped into blocks of at least
-    FEATURE_BLOCK_ROWS rows, the embedding blocks first."""
-    files = store.committed_files("sources") if files is None else files
-    rows = file_rows(store.fs, files) if rows is None else rows
+def feature_groups(files: list[str], rows: list[int]) -> tuple[list[list[str]], np.ndarray]:
+    """The files of each features block (whole files grouped until a block has at least FEATURE_BLOCK_ROWS rows;
+    one empty block when there is no file) and the blocks' first rows, then the number of rows."""
     groups: list[list[str]] = []
     starts, total, size = [0], 0, 0
     for path, n in zip(files, rows, strict=True):
@@ -198,9 +211,23 @@ def plan_features(store: ManifestStore, files: list[str] | None = None, rows: li
         size += n
         total += n
     starts.append(total)
-    if not groups:  # no sources: one empty block
-        groups = [[]]
-    embeddings = [_features_table.remote(store.fs, g, ["embedding"]) for g in groups]  # first: the planner waits
-    rest_columns = [c for c in PLAN_FEATURE_COLUMNS if c != "embedding"]
-    rest = [_features_table.remote(store.fs, g, rest_columns) for g in groups]
-    return RayFeatures(FeatureBlocks(embeddings, rest, np.array(starts, np.int64)))
+    return groups or [[]], np.array(starts, np.int64)
+
+
+def read_blocks(fs: fsspec.AbstractFileSystem, groups: list[list[str]], columns: list[str],
+                after: Sequence[ray.ObjectRef] = ()) -> list[ray.ObjectRef]:
+    """A task per block reading `columns` of its files, started once the objects `after` exist (Ray waits for a
+    task's arguments): the caller orders the reads without waiting itself."""
+    return [_features_table.remote(fs, g, columns, *after) for g in groups]
+
+
+REST_COLUMNS = [c for c in PLAN_FEATURE_COLUMNS if c != "embedding"]
+
+
+def plan_features(store: ManifestStore) -> RayFeatures:
+    """The features table of the committed sources, read block by block by tasks (the driver never holds it),
+    the embedding blocks first."""
+    files = store.committed_files("sources")
+    groups, starts = feature_groups(files, file_rows(store.fs, files))
+    embeddings = read_blocks(store.fs, groups, ["embedding"])  # first: the planner waits for them
+    return RayFeatures(FeatureBlocks(embeddings, read_blocks(store.fs, groups, REST_COLUMNS), starts))

@@ -29,10 +29,12 @@ from pipeline.planning.inputs import PLANNER_COLUMNS, InputsPart, PlanInputs
 from pipeline.planning.ray_features import (
     FEATURE_BLOCK_ROWS,
     FEATURES_TASK_CPUS,
+    REST_COLUMNS,
     FeatureBlocks,
     RayFeatures,
+    feature_groups,
     file_rows,
-    plan_features,
+    read_blocks,
     read_sources,
 )
 from pipeline.planning.same_person import SamePersonThreshold, resolve_from_inputs, resolve_same_person
@@ -114,20 +116,26 @@ def _read_input_part(fs: fsspec.AbstractFileSystem, files: list[str], rows: int)
     return part
 
 
-@ray.remote(num_cpus=FEATURES_TASK_CPUS, num_returns=2)
-def _combine_inputs(*parts: InputsPart) -> tuple[PlanInputs, InputsSummary]:
+@ray.remote(num_cpus=FEATURES_TASK_CPUS, num_returns=3)
+def _combine_inputs(*parts: InputsPart) -> tuple[PlanInputs, InputsSummary, bool]:
+    """The inputs, their summary, and a small object that says they exist (what the feature reads wait for)."""
     inputs = PlanInputs.from_parts(parts)
     counts = np.bincount(inputs.identity_code, minlength=len(inputs.identity_names)).astype(np.int64)
-    return inputs, InputsSummary(len(inputs), counts)
+    return inputs, InputsSummary(len(inputs), counts), True
 
 
 @ray.remote(num_cpus=FEATURES_TASK_CPUS)
-def _same_person(pairing: PairingConfig, inputs: PlanInputs, blocks: FeatureBlocks) -> SamePersonThreshold:
-    """The run's same-person threshold next to the inputs: only the sampled identities' embeddings are fetched (a
-    block at a time)."""
-    def embeddings(rows: np.ndarray) -> np.ndarray:
-        return embedding_matrix(blocks.embedding_rows(rows))
-    return resolve_from_inputs(pairing, inputs, embeddings)
+def _same_person(pairing: PairingConfig, inputs: PlanInputs, embeddings: list[ray.ObjectRef],
+                 starts: np.ndarray) -> SamePersonThreshold:
+    """The run's same-person threshold next to the inputs: only the sampled identities' embeddings are fetched (an
+    embedding block at a time)."""
+    blocks = FeatureBlocks(embeddings, [], starts)
+    return resolve_from_inputs(pairing, inputs, lambda rows: embedding_matrix(blocks.embedding_rows(rows)))
+
+
+def _calibrated(pairing: PairingConfig) -> bool:
+    """Whether the same-person threshold is calibrated on the run's sources (else it is configured, or off)."""
+    return pairing.merge_same_person and pairing.same_person_similarity is None
 
 
 def _embedding_model(fs: fsspec.AbstractFileSystem, files: list[str]) -> str | None:
@@ -185,27 +193,37 @@ class RemotePlanInputs:
     """The planner's inputs in the object store (`ref`), the features beside them, and the summary the driver
     names the plan files from."""
 
-    def __init__(self, store: ManifestStore) -> None:
+    def __init__(self, store: ManifestStore, pairing: PairingConfig | None = None) -> None:
         self.fs, self.files = store.fs, store.committed_files("sources")
         rows = file_rows(self.fs, self.files)
-        # the inputs first (the planning waits for them), in parts side by side; then the features blocks
         parts = [_read_input_part.remote(self.fs, group, n)
                  for group, n in file_groups(self.files, rows, INPUT_PART_ROWS)]
-        self.features = plan_features(store, self.files, rows)
-        refs: Any = _combine_inputs.remote(*parts)  # two returns: the inputs stay in the object store
+        refs: Any = _combine_inputs.remote(*parts)  # the inputs stay in the object store
         del parts
         self.ref: ray.ObjectRef = refs[0]
+        # One after the other, so that the object store holds what is read next to what is still needed rather than
+        # spilling it (at 10M sources the features are 13 GB): the inputs (in parts, then put together), the
+        # embeddings, the same-person calibration (with `pairing`: it fetches embeddings), then the other features.
+        groups, starts = feature_groups(self.files, rows)
+        embeddings = read_blocks(self.fs, groups, ["embedding"], [refs[2]])
+        self.pairing, self.threshold = pairing, None
+        if pairing is not None and _calibrated(pairing):
+            self.threshold = _same_person.remote(pairing, self.ref, embeddings, starts)
+        rest = read_blocks(self.fs, groups, REST_COLUMNS, [refs[2] if self.threshold is None else self.threshold])
+        self.features = RayFeatures(FeatureBlocks(embeddings, rest, starts))
         self.summary: InputsSummary = ray.get(refs[1])
 
     def __len__(self) -> int:
         return self.summary.rows
 
     def same_person(self, pairing: PairingConfig) -> SamePersonThreshold:
-        """same_person.resolve_from_store's value, calibrated in a task from the inputs and feature blocks (the
-        driver never reads the sources' embeddings)."""
-        if not pairing.merge_same_person or pairing.same_person_similarity is not None:
+        """same_person.resolve_from_store's value, calibrated in a task from the inputs and embedding blocks (the
+        driver never reads the sources' embeddings); the one started with the inputs when `pairing` is theirs."""
+        if not _calibrated(pairing):
             return resolve_same_person(pairing, [], np.zeros((0, 0)))
-        return ray.get(_same_person.remote(pairing, self.ref, self.features.blocks))
+        ref = self.threshold if self.threshold is not None and pairing == self.pairing else \
+            _same_person.remote(pairing, self.ref, self.features.blocks.embeddings, self.features.blocks.starts)
+        return ray.get(ref)
 
     def plan(self, settings: PlanSettings, round_index: int, chunk_rows: int) -> tuple[PlanStream, PlanHead]:
         """plan_round_stream in the planning task: the stream (size, then chunks; `refused` complete once they are
