@@ -13,6 +13,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import fsspec
 import numpy as np
@@ -114,12 +115,14 @@ def read_sources(fs: fsspec.AbstractFileSystem, path: str, columns: list[str]) -
     return read_shard(fs, path, columns=columns, schema=SOURCES)
 
 
-@ray.remote(num_cpus=FEATURES_TASK_CPUS)
-def _features_table(fs: fsspec.AbstractFileSystem, files: list[str], columns: list[str], *after: object) -> pa.Table:
-    """`columns` of the `files`, in order, one chunk per column (fast `take`); `after`: what it waited for."""
+@ray.remote(num_cpus=FEATURES_TASK_CPUS, num_returns=2)
+def _features_table(fs: fsspec.AbstractFileSystem, files: list[str], columns: list[str],
+                    *after: object) -> tuple[pa.Table, bool]:
+    """`columns` of the `files`, in order, one chunk per column (fast `take`), and a small object that says the
+    table exists (what later reads wait for); `after`: what it waited for."""
     table = pa.concat_tables([read_sources(fs, f, columns) for f in files]) if files \
         else SOURCES.empty_table().select(columns)
-    return table.combine_chunks()
+    return table.combine_chunks(), True
 
 
 @ray.remote(num_cpus=FEATURES_TASK_CPUS)
@@ -136,11 +139,14 @@ def _clusters(blocks: FeatureBlocks, names: list[str], order: np.ndarray, starts
     return cluster_centroids(names, cent, threshold, search)
 
 
-# A pair-search shard is CPU-bound faiss work on one thread: one CPU each, so that a cluster's nodes share them.
-SEARCH_TASK_CPUS = 1.0
+# A pair-search shard is CPU-bound faiss work on one thread. It reserves a tenth of a CPU, not a whole one: the
+# planning waits for it while Ray Data's stage actors hold most CPUs idle (with a whole CPU each the 16 shards of a
+# 1M-identity search ran one at a time on 2 cores); as many run at once as the cluster has CPUs, and a tenth of a
+# CPU keeps them off nodes without any (a head node); they are spread over the nodes that have CPUs.
+SEARCH_TASK_CPUS = 0.1
 
 
-@ray.remote(num_cpus=SEARCH_TASK_CPUS)
+@ray.remote(num_cpus=SEARCH_TASK_CPUS, scheduling_strategy="SPREAD")
 def _search_shard(blob: np.ndarray, c32: np.ndarray, a0: int, a1: int, threshold: float) -> tuple[np.ndarray, str]:
     """One shard's candidate pairs, and the node it ran on."""
     pairs = pair_search.shard_candidates(blob, c32[a0:a1], a0, threshold, threads=1)
@@ -149,12 +155,23 @@ def _search_shard(blob: np.ndarray, c32: np.ndarray, a0: int, a1: int, threshold
 
 def ray_shards(blob: np.ndarray, c32: np.ndarray, shards: Sequence[tuple[int, int]],
                threshold: float) -> list[np.ndarray]:
-    """pair_search.ShardMap on Ray tasks: the index and the float32 centroids put once, a task per shard."""
+    """pair_search.ShardMap on Ray tasks: the index and the float32 centroids put once, a task per shard, as many
+    at once as the cluster has CPUs (each task holds a copy of the index)."""
     blob_ref, c32_ref = ray.put(blob), ray.put(c32)
-    done = ray.get([_search_shard.remote(blob_ref, c32_ref, a0, a1, threshold) for a0, a1 in shards])
+    limit = max(1, int(ray.cluster_resources().get("CPU", 1)))
+    done: list[tuple[np.ndarray, str] | None] = [None] * len(shards)
+    pending: dict[ray.ObjectRef, int] = {}
+    todo = list(enumerate(shards))
+    while todo or pending:
+        while todo and len(pending) < limit:
+            k, (a0, a1) = todo.pop(0)
+            pending[_search_shard.remote(blob_ref, c32_ref, a0, a1, threshold)] = k
+        [ref], _ = ray.wait(list(pending), num_returns=1)
+        done[pending.pop(ref)] = ray.get(ref)
+    results = [d for d in done if d is not None]
     log.info("identity pair search: %d shards of %d centroids on %d node(s)", len(shards), len(c32),
-             len({node for _, node in done}))
-    return [pairs for pairs, _ in done]
+             len({node for _, node in results}))
+    return [pairs for pairs, _ in results]
 
 
 def ray_pair_search() -> pair_search.PairSearch:
@@ -215,10 +232,18 @@ def feature_groups(files: list[str], rows: list[int]) -> tuple[list[list[str]], 
 
 
 def read_blocks(fs: fsspec.AbstractFileSystem, groups: list[list[str]], columns: list[str],
-                after: Sequence[ray.ObjectRef] = ()) -> list[ray.ObjectRef]:
+                after: Sequence[ray.ObjectRef] = (), in_flight: int | None = None) -> list[ray.ObjectRef]:
     """A task per block reading `columns` of its files, started once the objects `after` exist (Ray waits for a
-    task's arguments): the caller orders the reads without waiting itself."""
-    return [_features_table.remote(fs, g, columns, *after) for g in groups]
+    task's arguments), and with `in_flight`, once the read `in_flight` blocks before it is done: the caller orders
+    and paces the reads without waiting itself."""
+    tables: list[ray.ObjectRef] = []
+    done: list[ray.ObjectRef] = []
+    for k, group in enumerate(groups):
+        before = [done[k - in_flight]] if in_flight and k >= in_flight else []
+        refs: Any = _features_table.remote(fs, group, columns, *after, *before)
+        tables.append(refs[0])
+        done.append(refs[1])
+    return tables
 
 
 REST_COLUMNS = [c for c in PLAN_FEATURE_COLUMNS if c != "embedding"]

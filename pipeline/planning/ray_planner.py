@@ -189,6 +189,12 @@ def _plan_task(inputs: PlanInputs, features: RayFeatures, request: _PlanRequest,
     yield PlanTail(plan.refused)
 
 
+def rest_reads_in_flight() -> int:
+    """How many blocks of the other features are read at once: half the cluster's CPUs (one on 2 cores), so that the
+    planning task, one thread that the first plan file waits for, keeps a core while they are read beside it."""
+    return max(1, int(ray.cluster_resources().get("CPU", 2)) // 2)
+
+
 class RemotePlanInputs:
     """The planner's inputs in the object store (`ref`), the features beside them, and the summary the driver
     names the plan files from."""
@@ -203,13 +209,15 @@ class RemotePlanInputs:
         self.ref: ray.ObjectRef = refs[0]
         # One after the other, so that the object store holds what is read next to what is still needed rather than
         # spilling it (at 10M sources the features are 13 GB): the inputs (in parts, then put together), the
-        # embeddings, the same-person calibration (with `pairing`: it fetches embeddings), then the other features.
+        # embeddings, the same-person calibration (with `pairing`: it fetches embeddings), then the other features, a
+        # few blocks at a time beside the planning task.
         groups, starts = feature_groups(self.files, rows)
         embeddings = read_blocks(self.fs, groups, ["embedding"], [refs[2]])
         self.pairing, self.threshold = pairing, None
         if pairing is not None and _calibrated(pairing):
             self.threshold = _same_person.remote(pairing, self.ref, embeddings, starts)
-        rest = read_blocks(self.fs, groups, REST_COLUMNS, [refs[2] if self.threshold is None else self.threshold])
+        rest = read_blocks(self.fs, groups, REST_COLUMNS, [refs[2] if self.threshold is None else self.threshold],
+                           rest_reads_in_flight())
         self.features = RayFeatures(FeatureBlocks(embeddings, rest, starts))
         self.summary: InputsSummary = ray.get(refs[1])
 
