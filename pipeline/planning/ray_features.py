@@ -120,9 +120,14 @@ def _features_table(fs: fsspec.AbstractFileSystem, files: list[str], columns: li
                     *after: object) -> tuple[pa.Table, bool]:
     """`columns` of the `files`, in order, one chunk per column (fast `take`), and a small object that says the
     table exists (what later reads wait for); `after`: what it waited for."""
+    return features_table(fs, files, columns), True
+
+
+def features_table(fs: fsspec.AbstractFileSystem, files: list[str], columns: list[str]) -> pa.Table:
+    """`columns` of the `files`, in order, one chunk per column (fast `take`)."""
     table = pa.concat_tables([read_sources(fs, f, columns) for f in files]) if files \
         else SOURCES.empty_table().select(columns)
-    return table.combine_chunks(), True
+    return table.combine_chunks()
 
 
 @ray.remote(num_cpus=FEATURES_TASK_CPUS)

@@ -33,11 +33,19 @@ from pipeline.planning.ray_features import (
     FeatureBlocks,
     RayFeatures,
     feature_groups,
+    features_table,
     file_rows,
     read_blocks,
     read_sources,
 )
-from pipeline.planning.same_person import SamePersonThreshold, resolve_from_inputs, resolve_same_person
+from pipeline.planning.same_person import (
+    CalibrationSample,
+    SamePersonThreshold,
+    calibration_sample,
+    resolve_from_inputs,
+    resolve_from_sample,
+    resolve_same_person,
+)
 from pipeline.planning.stream import PlanStream, plan_round_stream
 
 # The planning task is one thread of Python (plans ~3,500 candidates/s on this project's 2-core box); like the
@@ -116,12 +124,42 @@ def _read_input_part(fs: fsspec.AbstractFileSystem, files: list[str], rows: int)
     return part
 
 
-@ray.remote(num_cpus=FEATURES_TASK_CPUS, num_returns=3)
-def _combine_inputs(*parts: InputsPart) -> tuple[PlanInputs, InputsSummary, bool]:
-    """The inputs, their summary, and a small object that says they exist (what the feature reads wait for)."""
+@ray.remote(num_cpus=FEATURES_TASK_CPUS, num_returns=4)
+def _combine_inputs(calibrate: bool, *parts: InputsPart) -> tuple[PlanInputs, InputsSummary, bool,
+                                                                   CalibrationSample | None]:
+    """The inputs, their summary, a small object that says they exist (what the feature reads wait for), and when
+    `calibrate`, the same-person calibration's sample rows (read with the embedding blocks)."""
     inputs = PlanInputs.from_parts(parts)
     counts = np.bincount(inputs.identity_code, minlength=len(inputs.identity_names)).astype(np.int64)
-    return inputs, InputsSummary(len(inputs), counts), True
+    sample = calibration_sample(inputs) if calibrate and len(inputs) else None
+    return inputs, InputsSummary(len(inputs), counts), True, sample
+
+
+@ray.remote(num_cpus=FEATURES_TASK_CPUS, num_returns=3)
+def _embedding_block(fs: fsspec.AbstractFileSystem, files: list[str], first_row: int, sample: CalibrationSample | None,
+                     *after: object) -> tuple[pa.Table, bool, tuple[np.ndarray, np.ndarray]]:
+    """An embedding block (ray_features.read_blocks), and the float64 embeddings of the calibration sample's rows
+    in it with their positions in the sample: the calibration never fetches a block."""
+    table = features_table(fs, files, ["embedding"])
+    if sample is None:  # no sources
+        return table, True, (np.zeros(0, np.int64), np.zeros((0, 0)))
+    mine = np.flatnonzero((sample.rows >= first_row) & (sample.rows < first_row + table.num_rows))
+    taken = embedding_matrix(table.column("embedding").take(pa.array(sample.rows[mine] - first_row)))
+    return table, True, (mine, taken)
+
+
+@ray.remote(num_cpus=FEATURES_TASK_CPUS)
+def _same_person_from_blocks(pairing: PairingConfig, sample: CalibrationSample | None,
+                             *parts: tuple[np.ndarray, np.ndarray]) -> SamePersonThreshold:
+    """resolve_from_inputs' threshold from the sample's embeddings as the embedding blocks' tasks took them."""
+    if sample is None:  # no sources
+        return resolve_same_person(pairing, [], np.zeros((0, 0)))
+    d = max((m.shape[1] for _, m in parts if len(m)), default=0)
+    embeddings = np.zeros((len(sample.rows), d))
+    for positions, matrix in parts:
+        if len(positions):
+            embeddings[positions] = matrix
+    return resolve_from_sample(pairing, sample, embeddings)
 
 
 @ray.remote(num_cpus=FEATURES_TASK_CPUS)
@@ -204,18 +242,24 @@ class RemotePlanInputs:
         rows = file_rows(self.fs, self.files)
         parts = [_read_input_part.remote(self.fs, group, n)
                  for group, n in file_groups(self.files, rows, INPUT_PART_ROWS)]
-        refs: Any = _combine_inputs.remote(*parts)  # the inputs stay in the object store
+        calibrate = pairing is not None and _calibrated(pairing)
+        refs: Any = _combine_inputs.remote(calibrate, *parts)  # the inputs stay in the object store
         del parts
         self.ref: ray.ObjectRef = refs[0]
         # One after the other, so that the object store holds what is read next to what is still needed rather than
         # spilling it (at 10M sources the features are 13 GB): the inputs (in parts, then put together), the
-        # embeddings, the same-person calibration (with `pairing`: it fetches embeddings), then the other features, a
-        # few blocks at a time beside the planning task.
+        # embeddings (with the same-person calibration's sample rows when `pairing` calibrates), then the other
+        # features, a few blocks at a time beside the planning task.
         groups, starts = feature_groups(self.files, rows)
-        embeddings = read_blocks(self.fs, groups, ["embedding"], [refs[2]])
         self.pairing, self.threshold = pairing, None
-        if pairing is not None and _calibrated(pairing):
-            self.threshold = _same_person.remote(pairing, self.ref, embeddings, starts)
+        if calibrate:
+            blocks: list[Any] = [_embedding_block.remote(self.fs, g, int(starts[b]), refs[3], refs[2])
+                                 for b, g in enumerate(groups)]
+            embeddings = [b[0] for b in blocks]
+            self.threshold = _same_person_from_blocks.remote(pairing, refs[3], *[b[2] for b in blocks])
+            del blocks
+        else:
+            embeddings = read_blocks(self.fs, groups, ["embedding"], [refs[2]])
         rest = read_blocks(self.fs, groups, REST_COLUMNS, [refs[2] if self.threshold is None else self.threshold],
                            rest_reads_in_flight())
         self.features = RayFeatures(FeatureBlocks(embeddings, rest, starts))

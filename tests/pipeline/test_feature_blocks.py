@@ -53,6 +53,11 @@ def test_inputs_read_in_parts_equal_the_inputs_read_whole(ray_session, tmp_path,
     assert (parts.identity_names, parts.label_codes) == (whole.identity_names, whole.label_codes)
     assert remote.summary.rows == 128
     assert remote.summary.identity_counts.tolist() == np.bincount(whole.identity_code).tolist()
+    # the feature blocks read after the inputs, the other columns a block or two at a time: the same table
+    blocks, table = remote.features.blocks, store.read_table("sources", PLAN_FEATURE_COLUMNS)
+    assert blocks.embedding_column().to_pylist() == table["embedding"].to_pylist()
+    rest = pa.concat_tables(ray.get(blocks.rest))
+    assert rest.equals(table.select(ray_features.REST_COLUMNS).combine_chunks())
 
 
 def _embedding_column(emb: np.ndarray) -> pa.ChunkedArray:
