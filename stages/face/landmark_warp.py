@@ -200,10 +200,13 @@ class LandmarkWarpTransferer:
     model_id = "landmark_warp_v3"
     model_sha256 = hashlib.sha256(ALGORITHM.encode()).hexdigest()
 
-    def __init__(self, mouth_feather_px: float = 1.0, closing_depth: float = 0.4, mouth_rules: bool = True) -> None:
+    def __init__(self, mouth_feather_px: float = 1.0, closing_depth: float = 0.4, mouth_rules: bool = True,
+                 fill_closing_interior: bool = True) -> None:
         self.mouth_feather_px = float(mouth_feather_px)
         self.closing_depth = float(closing_depth)
         self.mouth_rules = bool(mouth_rules)  # False: plain warp ("warp" for every image), for comparisons
+        # False: close_lips warps the carrier as it is (landmark_warp_v2's closing), for comparisons
+        self.fill_closing_interior = bool(fill_closing_interior)
         self.last_rules: list[str] = []
 
     @classmethod
@@ -239,7 +242,7 @@ class LandmarkWarpTransferer:
         dst = np.vstack([new_lm, ring, border_anchors(h, w)])
         # closing: the carrier's interior is filled from its lips first (fill_interior), else the warp carries
         # pieces of it (teeth gaps, dark corners) onto the closed lips as specks and strokes
-        source = fill_interior(carrier, c_lm) if rule == "close_lips" else carrier
+        source = fill_interior(carrier, c_lm) if rule == "close_lips" and self.fill_closing_interior else carrier
         out = piecewise_affine_warp(source, src, dst, carrier.shape, add_anchors=False)
         if rule == "close_lips":
             out = close_lips(out, new_lm, self.mouth_feather_px)
