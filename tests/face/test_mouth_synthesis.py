@@ -83,36 +83,14 @@ def test_transfer_is_deterministic(demo_face):
     assert tr.last_rules == ["close_lips", "close_lips"] and tr.rule_for(req) == "close_lips"
 
 
-def _remnant_pixels(rgb: np.ndarray, lm: np.ndarray, contrast: float = 30.0) -> int:
-    """Lip pixels away from the lip line (5 px band) more than `contrast` L from the lips' median lightness: the
-    specks, strokes and fragments an open carrier's interior leaves on closed lips."""
-    import cv2
-    h, w = rgb.shape[:2]
-    light = cv2.cvtColor(rgb, cv2.COLOR_RGB2LAB)[..., 0].astype(np.float32)
-    mid = (lm[[60, 61, 62, 63, 64]] + lm[[60, 67, 66, 65, 64]]) * 0.5
-    line = np.zeros((h, w), np.uint8)
-    cv2.polylines(line, [np.round(mid).astype(np.int32)], False, 255, thickness=5)
-    zone = (polygon_mask(lm[48:60], h, w) > 127) & (line == 0)
-    return int((zone & (np.abs(light - np.median(light[zone])) > contrast)).sum())
-
-
 def test_closing_fills_the_carrier_interior_so_fewer_remnants_land_on_the_lips(london_faces):
     """landmark_warp_v3 inpaints the carrier's interior (teeth, gaps, dark corners) from its lips before closing them:
     the warp scatters pieces of it over the closed lips, which v2 left as specks and strokes (the 50 labelled London R,
     tests/fixtures/r_mouths; benchmarks/RESULTS.md). London: T an identity's neutral photo, S its smiling one, the
-    carrier the next identity's smiling photo; measured where the transfer puts the lips (its new landmarks)."""
-    from stages.face.landmark_warp import transfer_geometry
-    ids = sorted(london_faces)[:24]
-    filled, unfilled = [], []
-    for i, j in zip(ids, ids[1:] + ids[:1], strict=True):
-        c, s, t = london_faces[j]["smiling"], london_faces[i]["smiling"], london_faces[i]["neutral"]
-        req = TransferRequest(c.image, c.landmarks68, s.landmarks68, t.image, t.landmarks68, seed=0)
-        out, rule = LandmarkWarpTransferer().transfer_with_rule(req)
-        if rule != "close_lips":
-            continue
-        lm = transfer_geometry(c.landmarks68, s.landmarks68, t.landmarks68).astype(np.float64)
-        filled.append(_remnant_pixels(out, lm))
-        unfilled.append(_remnant_pixels(LandmarkWarpTransferer(fill_closing_interior=False).transfer_one(req), lm))
-    f, u = np.array(filled), np.array(unfilled)
+    carrier the next identity's smiling photo; remnant pixels (benchmarks/bench_closing_remnants.py) counted where the
+    transfer puts the lips (its new landmarks)."""
+    from benchmarks.bench_closing_remnants import closing_remnants
+    r = closing_remnants(london_faces, limit=24)  # (v2, v3) remnant pixels per closing transfer
+    u, f = r[:, 0], r[:, 1]
     assert len(f) >= 8, len(f)
     assert f.mean() < 0.3 * u.mean() and np.mean(f <= u) >= 0.9, (f.tolist(), u.tolist())
