@@ -1,14 +1,15 @@
-"""The mouth checks' thresholds from one shared budget: a conformal threshold on the largest normalised score.
+"""The mouth checks' thresholds from one shared budget, its margin set by cross-validation over identities.
 
 Every mouth check c has, per real mouth, an out-of-sample score (NaN where the check does not apply: ghost teeth
-on open mouths, the reference check without a reference). Each score is normalised by its real values: 0 at their
-median, 1 at their quantile ANCHOR x share_c from the tail (share_c: the check's weight in SHARES; "min" checks
-mirrored), so that the checks' tails are on one scale. A mouth's joint score is the largest normalised score;
-the level is the k-th smallest joint score of the n real mouths, k = ceil((n + 1)(1 - target)): a new real mouth,
-exchangeable with them, has a joint score above it with probability at most `target` (split-conformal), i.e. it is
-flagged by any check at most that often. Each check's threshold is its score at that level, so the decision stays
-one threshold per check (qc/decide.py DECIDING_CHECKS). This replaces a fixed split of the budget with a safety
-margin per check (which left 3/4 of the budget unused): how the budget is spent follows the checks' real tails.
+on open mouths, the reference check without a reference). Check c's threshold at margin m is q_c + m (q_c - med_c):
+q_c is its real scores' quantile leaving SHARES[c] of the target beyond it ("min" checks: below, mirrored), med_c
+their median. A tail quantile of a few hundred mouths is set by one or two of them, so q_c alone flags more than
+its share of unseen mouths; the margin extrapolates past it. The margin is the smallest on MARGINS at which the real
+mouths stay within the target out of sample: the identities are split in folds (whole identities), each fold is
+judged with thresholds fitted on the other folds, and the count c of real mouths flagged by any check must have
+(c + 1) / (n + 1) <= target (the split-conformal correction). The run's thresholds are then fitted on all mouths at
+that margin: one threshold per check, so the decision stays qc/decide.py DECIDING_CHECKS. This replaces a fixed
+margin (0.3, which left 1/2-3/4 of the budget unused) with one measured on the run's own mouths.
 """
 
 from __future__ import annotations
@@ -18,10 +19,11 @@ from dataclasses import dataclass
 
 import numpy as np
 
-# each check's weight: where its normaliser sits (its ANCHOR x share tail), so how much of the budget it may take
-SHARES = {"detector": 0.4, "realism": 0.15, "reference": 0.15, "ghost_teeth": 0.05, "ghost_lip_line": 0.05,
-          "seam": 0.1, "blur": 0.1}
-ANCHOR = 0.25
+# each check's share of the budget (the damage detector catches most kinds: it gets most of it)
+SHARES = {"detector": 0.4, "realism": 0.15, "reference": 0.15, "ghost_teeth": 0.075, "ghost_lip_line": 0.075,
+          "seam": 0.075, "blur": 0.075}
+# the margins tried, smallest first (negative: thresholds inside the quantiles)
+MARGINS = tuple(round(x, 2) for x in (*np.arange(-0.5, 1.0, 0.05), *np.arange(1.0, 3.01, 0.25)))
 
 
 @dataclass(frozen=True)
@@ -32,38 +34,63 @@ class ScoreTail:
     rule: str = "max"
 
 
-def _normaliser(values: np.ndarray, rule: str, share: float) -> tuple[float, float]:
-    """(median, anchor - median) of the applicable values, mirrored for a "min" check."""
-    v = values[~np.isnan(values)]
-    if not len(v):
-        return 0.0, 1.0
-    x = v if rule == "max" else -v
-    med = float(np.median(x))
-    anchor = float(np.quantile(x, 1.0 - min(ANCHOR * share, 0.5)))
-    return med, max(anchor - med, 1e-9)
-
-
-def conformal_rank(n: int, target: float) -> int:
-    """k = ceil((n + 1)(1 - target)), the rank of the level among n joint scores (n + 1 > n: no level)."""
-    return math.ceil((n + 1) * (1.0 - target) - 1e-9)
-
-
-def joint_thresholds(tails: dict[str, ScoreTail], target: float) -> tuple[dict[str, float], float]:
-    """({check: threshold}, the level in normalised units) flagging at most `target` of unseen real mouths by any
-    check. A check with no applicable value gets +-inf (never fails)."""
-    norm = {c: _normaliser(t.values, t.rule, SHARES[c]) for c, t in tails.items()}
-    n = len(next(iter(tails.values())).values)
-    joint = np.full(n, -np.inf)
+def _tails_at(tails: dict[str, ScoreTail], target: float, keep: np.ndarray | None) -> dict[str, tuple]:
+    """Per check (rule, q, median) of the mouths in `keep`, in the mirrored direction (None: none applies)."""
+    out: dict[str, tuple] = {}
     for c, t in tails.items():
-        x = t.values if t.rule == "max" else -t.values
-        z = (x - norm[c][0]) / norm[c][1]
-        joint = np.fmax(joint, np.where(np.isnan(z), -np.inf, z))
-    k = conformal_rank(n, target)
-    level = float(np.sort(joint)[k - 1]) if 1 <= k <= n else math.inf
+        v = t.values if keep is None else t.values[keep]
+        v = v[~np.isnan(v)]
+        x = v if t.rule == "max" else -v
+        out[c] = (t.rule, float(np.quantile(x, 1.0 - min(SHARES[c] * target, 0.5))), float(np.median(x))) \
+            if len(x) else (t.rule, None, None)
+    return out
+
+
+def _edges(quantiles: dict[str, tuple], margin: float) -> dict[str, float]:
     out = {}
-    for c, t in tails.items():
-        med, span = norm[c]
-        edge = med + level * span
-        empty = bool(np.isnan(t.values).all())
-        out[c] = (math.inf if empty else edge) if t.rule == "max" else (-math.inf if empty else -edge)
-    return out, level
+    for c, (rule, q, med) in quantiles.items():
+        edge = math.inf if q is None else q + margin * max(q - med, 0.0)
+        out[c] = float(edge if rule == "max" else -edge)
+    return out
+
+
+def thresholds_at(tails: dict[str, ScoreTail], target: float, margin: float,
+                  keep: np.ndarray | None = None) -> dict[str, float]:
+    """Each check's threshold at `margin` from the mouths in `keep` (default all): +-inf where none applies."""
+    return _edges(_tails_at(tails, target, keep), margin)
+
+
+def flagged_by_any(tails: dict[str, ScoreTail], t: dict[str, float]) -> np.ndarray:
+    """Which mouths fail at least one check under thresholds t (a NaN score never fails)."""
+    n = len(next(iter(tails.values())).values)
+    out = np.zeros(n, bool)
+    for c, tail in tails.items():
+        v = tail.values
+        out |= np.nan_to_num(v, nan=-np.inf) > t[c] if tail.rule == "max" else np.nan_to_num(v, nan=np.inf) < t[c]
+    return out
+
+
+def budget_margin(tails: dict[str, ScoreTail], folds: np.ndarray, target: float) -> float:
+    """The smallest margin on MARGINS whose cross-validated flag count c (each identity fold judged with thresholds
+    fitted on the other folds) has (c + 1) / (n + 1) <= target; the largest when none has."""
+    n = len(folds)
+    per_fold = {f: (folds == f, _tails_at(tails, target, folds != f)) for f in np.unique(folds)}
+
+    def fits(m: float) -> bool:
+        c = sum(int(flagged_by_any(tails, _edges(q, m))[mine].sum()) for mine, q in per_fold.values())
+        return (c + 1) / (n + 1) <= target
+
+    lo, hi = 0, len(MARGINS) - 1  # the count falls as the margin grows (every threshold moves out): bisect
+    if fits(MARGINS[lo]):
+        return MARGINS[lo]
+    while hi - lo > 1:
+        mid = (lo + hi) // 2
+        lo, hi = (lo, mid) if fits(MARGINS[mid]) else (mid, hi)
+    return MARGINS[hi]
+
+
+def budget_thresholds(tails: dict[str, ScoreTail], folds: np.ndarray, target: float) -> tuple[dict[str, float], float]:
+    """({check: threshold} fitted on all mouths, the margin): the checks together flag at most `target` of real
+    mouths out of sample (cross-validated over the identity folds)."""
+    margin = budget_margin(tails, folds, target)
+    return thresholds_at(tails, target, margin), margin

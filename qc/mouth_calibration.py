@@ -4,9 +4,10 @@ A bounded, deterministic sample of the sources (qc.mouth.calibration_sample, who
 scored with qc/mouth.py, described with qc/mouth_realism.py, and each photo with another photo of its identity is
 also a legit R against that reference (qc/mouth_reference.py) and, with one synthetic artifact painted on, a damaged
 R for the run's damage detector (qc/mouth_detector.py). The thresholds share qc.mouth.calibration_target jointly
-(qc/mouth_budget.py): one split-conformal level on the largest normalised out-of-sample score, so that an unseen
-real mouth is flagged by any mouth check at most that often. Every score it is set on is out of sample: the realism
-score compares a mouth with other identities' mouths only, the reference check's null is fitted without the
+(qc/mouth_budget.py): each check's tail quantile at its share, moved out by one margin, the smallest at which the
+real mouths flagged by any check stay within the target when cross-validated over identity folds (with the
+split-conformal +1). Every score it is set on is out of sample: the realism score compares a mouth with other
+identities' mouths only, the reference check's null is fitted without the
 identity, the detector's scores come from fits without the identity's fold. The flag rates reported are out of
 sample too: each identity's mouths are judged with thresholds fitted on the other identities;
 benchmarks/bench_mouth_checks.py reports them per set. An explicit qc.mouth value overrides its calibrated
@@ -30,8 +31,8 @@ from manifests.store import ManifestStore
 from qc.config import QCConfig
 from qc.decide import Thresholds
 from qc.mouth import face_has_chroma, mouth_scores
-from qc.mouth_budget import ScoreTail, joint_thresholds
-from qc.mouth_detector import DetectorSamples, MouthDetector, measure_samples
+from qc.mouth_budget import ScoreTail, budget_thresholds
+from qc.mouth_detector import DetectorSamples, MouthDetector, identity_fold, measure_samples
 from qc.mouth_realism import RealMouthBank, mouth_descriptor, mouth_shape
 from qc.mouth_reference import FEATURES as REFERENCE_FEATURES
 from qc.mouth_reference import ReferenceNull, reference_features, reference_pairs, resample_like_generation
@@ -185,7 +186,8 @@ def fit_thresholds(m: RealMouths, keep: np.ndarray, target: float, closed_aspect
              "seam": ScoreTail(only(m.seam)), "blur": ScoreTail(only(m.sharpness_ratio), "min"),
              "realism": ScoreTail(only(m.realism)), "reference": ScoreTail(only(m.reference)),
              "detector": ScoreTail(only(m.detector))}
-    fitted, _ = joint_thresholds(tails, target)
+    folds = np.array([identity_fold(i) for i in m.identities[keep]], np.int64)
+    fitted, _ = budget_thresholds(tails, folds, target)
     return {_FIELDS[c]: v for c, v in fitted.items()}
 
 
