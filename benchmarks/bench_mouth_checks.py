@@ -1,5 +1,5 @@
-"""Mouth checks for any photo (issue 19, item 3): per-run calibrated thresholds, the realism check and the check of
-R against its own reference, per set.
+"""Mouth checks for any photo (issue 19, item 3): per-run calibrated thresholds sharing one budget, the realism
+check, the check of R against its own reference and the per-run damage detector, per set.
 
     python -m benchmarks.bench_mouth_checks [--london DIR] [--corpus DIR ...] [--write-results]
 
@@ -12,7 +12,9 @@ the artifacts seen on generated R) are built on a legit R: every face of the set
 identity, resampled as the generator resamples (qc/mouth_reference.py), its reference the other photo (as the
 carrier is a generated R's); on grey sets the damaged face is turned grey. T = the untouched face. Each case is
 judged through qc/decide.py with thresholds (and the reference check's null) fitted without the base face's
-identity; recall per kind. Only aggregate figures are printed: nothing per image (research-terms corpora).
+identity and the damage detector (qc/mouth_detector.py) fitted without its identity fold; recall per kind, and per
+kind with that kind also left out of the detector's fit (and of the real scores its threshold is set on). Only
+aggregate figures are printed: nothing per image (research-terms corpora).
 """
 
 from __future__ import annotations

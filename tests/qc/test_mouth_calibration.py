@@ -83,7 +83,9 @@ def test_realism_catches_drawn_rings_outlines_and_slabs(which, faces, request):
             score = m.bank.score(mouth_descriptor(bad, lm, m.bank.use_chroma), mouth_shape(lm), exclude=(ident,))
             caught[kind].append(score > cal.thresholds.max_mouth_realism)
     rates = {k: float(np.mean(v)) for k, v in caught.items()}
-    assert rates["ring"] >= 0.9 and rates["outline"] >= 0.6 and rates["slab"] >= 0.5, rates
+    # realism alone, at its share of the budget (0.15 since the damage detector takes 0.4, which catches all slabs:
+    # benchmarks/RESULTS.md)
+    assert rates["ring"] >= 0.9 and rates["outline"] >= 0.6 and rates["slab"] >= 0.3, rates
 
 
 def test_descriptor_has_one_value_per_feature_and_no_chroma_on_request(faces):
