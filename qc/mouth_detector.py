@@ -26,7 +26,9 @@ import numpy as np
 
 from qc import artifact_cases as ac
 from qc.mouth import mouth_scores
+from qc.mouth_realism import FEATURES as REALISM_FEATURES
 from qc.mouth_realism import RealMouthBank, mouth_descriptor, mouth_shape
+from qc.mouth_reference import FEATURES as REFERENCE_FEATURES
 from qc.mouth_reference import reference_features, resample_like_generation
 
 DAMAGE_KINDS: tuple[str, ...] = ("ghost_teeth", "seam", "blur", *ac.DAMAGE)
@@ -192,6 +194,6 @@ def measure_samples(faces: list[tuple[str, np.ndarray, np.ndarray]], keys: list[
                            faces[other if other is not None else a][1])
         damaged.append(r_inputs(img if bank.use_chroma else _grey(img), lm, bank, (ident,), refs[b]))
         kinds.append(kind)
-    d = len(real[0]) if real else 0
+    d = len(REALISM_FEATURES) + len(REFERENCE_FEATURES) + 5
     return DetectorSamples(np.array(real).reshape(-1, d), np.array(damaged).reshape(-1, d), np.array(kinds, str),
                            ids[pairs[:, 0]] if len(pairs) else np.array([], str))

@@ -83,9 +83,9 @@ def test_realism_catches_drawn_rings_outlines_and_slabs(which, faces, request):
             score = m.bank.score(mouth_descriptor(bad, lm, m.bank.use_chroma), mouth_shape(lm), exclude=(ident,))
             caught[kind].append(score > cal.thresholds.max_mouth_realism)
     rates = {k: float(np.mean(v)) for k, v in caught.items()}
-    # realism alone, at its share of the budget (0.15 since the damage detector takes 0.4, which catches all slabs:
-    # benchmarks/RESULTS.md)
-    assert rates["ring"] >= 0.9 and rates["outline"] >= 0.6 and rates["slab"] >= 0.3, rates
+    # realism alone at its share of the budget (0.15 since the damage detector takes 0.4; the detector catches the
+    # slabs: test below, benchmarks/RESULTS.md)
+    assert rates["ring"] >= 0.9 and rates["outline"] >= 0.6, rates
 
 
 def test_descriptor_has_one_value_per_feature_and_no_chroma_on_request(faces):
@@ -102,7 +102,9 @@ def test_damage_detector_separates_damage_on_unseen_identities_and_unseen_kinds(
     real, damaged = s.out_of_fold()
     edge = np.quantile(real, 0.98)
     assert np.mean(damaged > edge) >= 0.75, np.mean(damaged > edge)  # London: ~0.85 (benchmarks/RESULTS.md)
-    for kind in ("specks", "ring"):  # never seen by the fit, nor by the real scores the edge is set on
+    # never seen by the fit, nor by the real scores the edge is set on (London: specks 0.86, slabs and outlines 1.0;
+    # rings 0.52 / 0.09 by the detector alone: the realism and reference checks catch those)
+    for kind in ("specks", "slab", "outline"):
         real_k, damaged_k = s.out_of_fold(kind)
         assert np.mean(damaged_k[s.kinds == kind] > np.quantile(real_k, 0.98)) >= 0.8, kind
 
