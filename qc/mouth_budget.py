@@ -116,3 +116,33 @@ def budget_thresholds(tails: dict[str, ScoreTail], folds: np.ndarray,
     real mouths out of sample (cross-validated over the identity folds)."""
     margins = budget_margins(tails, folds, target)
     return thresholds_at(tails, target, margins), margins
+
+
+def cross_validated_recall(real: dict[str, ScoreTail], damaged: dict[str, ScoreTail], real_folds: np.ndarray,
+                           damaged_folds: np.ndarray, target: float) -> float:
+    """The share of damaged samples flagged by any check, each identity fold's samples judged with the budget
+    thresholds fitted on the other folds' real mouths (budget_thresholds at `target`)."""
+    hit = np.zeros(len(damaged_folds), bool)
+    for f in np.unique(damaged_folds):
+        keep = real_folds != f
+        if not keep.any():
+            continue
+        sub = {c: ScoreTail(t.values[keep], t.rule) for c, t in real.items()}
+        t, _ = budget_thresholds(sub, real_folds[keep], target)
+        mine = damaged_folds == f
+        hit[mine] = flagged_by_any({c: ScoreTail(d.values[mine], d.rule) for c, d in damaged.items()}, t)
+    return float(hit.mean()) if len(hit) else 0.0
+
+
+def check_earns_share(real: dict[str, ScoreTail], damaged: dict[str, ScoreTail], real_folds: np.ndarray,
+                      damaged_folds: np.ndarray, target: float, check: str) -> dict:
+    """Whether `check` earns its share of the budget on this run: the cross-validated recall of the run's own
+    synthetic damage (cross_validated_recall) by the checks with it against without it, both at the same
+    out-of-sample budget; it is kept only when its recall is higher (a check that moves the others' thresholds
+    out by more than it catches costs recall). Returns {on, recall_with, recall_without, damaged}."""
+    others = [c for c in real if c != check]
+    with_ = cross_validated_recall(real, damaged, real_folds, damaged_folds, target)
+    without = cross_validated_recall({c: real[c] for c in others}, {c: damaged[c] for c in others}, real_folds,
+                                     damaged_folds, target)
+    return dict(on=bool(with_ > without), recall_with=round(with_, 4), recall_without=round(without, 4),
+                damaged=int(len(damaged_folds)))
