@@ -6,7 +6,11 @@ also a legit R against that reference (qc/mouth_reference.py) and, with one synt
 R for the run's damage detector (qc/mouth_detector.py). The thresholds share qc.mouth.calibration_target jointly
 (qc/mouth_budget.py): each check's tail quantile at its share, moved out by one margin, the smallest at which the
 real mouths flagged by any check stay within the target when cross-validated over identity folds (with the
-split-conformal +1). Every score it is set on is out of sample: the realism score compares a mouth with other
+split-conformal +1). The detector's part of the budget is chosen per run (detector_gate): off, or its own margin
+with the other checks sharing the rest through their common margin, whichever catches the most of the run's own
+synthetic damaged R at the same out-of-sample budget (its heavy-tailed real scores on a corpus of few identities can move
+the other checks' thresholds out by more than it catches); the choice and the cross-validated recalls are in the
+record. Every score it is set on is out of sample: the realism score compares a mouth with other
 identities' mouths only, the reference check's null is fitted without the
 identity, the detector's scores come from fits without the identity's fold. The flag rates reported are out of
 sample too: each identity's mouths are judged with thresholds fitted on the other identities;
@@ -31,7 +35,7 @@ from manifests.store import ManifestStore
 from qc.config import QCConfig
 from qc.decide import Thresholds
 from qc.mouth import face_has_chroma, mouth_scores
-from qc.mouth_budget import ScoreTail, budget_thresholds, check_earns_share
+from qc.mouth_budget import ScoreTail, budget_thresholds, check_share
 from qc.mouth_detector import DetectorSamples, MouthDetector, identity_fold, measure_samples
 from qc.mouth_realism import FEATURES as REALISM_FEATURES
 from qc.mouth_realism import RealMouthBank, deviation_score, mouth_descriptor, mouth_shape
@@ -213,34 +217,35 @@ def _damaged_tails(m: RealMouths, samples: DetectorSamples, closed_aspect: float
 
 
 def detector_gate(m: RealMouths, target: float, closed_aspect: float) -> dict:
-    """Whether the damage detector earns its share of the budget on this run (qc/mouth_budget.py
-    check_earns_share on the run's own synthetic damaged R, identity folds); computed once per (target, aspect)."""
+    """The damage detector's part of the budget on this run: off or its own margin (qc/mouth_budget.py
+    check_share on the run's own synthetic damaged R); computed once per (target, aspect)."""
     key = f"detector_gate/{target}/{closed_aspect}"
     if key not in m._cache:
         samples = m.detector_samples
         if samples is None or not len(m.pairs):
-            m._cache[key] = dict(on=False, why="no legit pairs to fit the detector on")
+            m._cache[key] = dict(on=False, margin=None, why="no legit pairs to fit the detector on")
         else:
-            gate = check_earns_share(_real_tails(m, np.ones(len(m.aspect), bool), closed_aspect, True),
+            gate = check_share(_real_tails(m, np.ones(len(m.aspect), bool), closed_aspect, True),
                                      _damaged_tails(m, samples, closed_aspect),
                                      np.array([identity_fold(i) for i in m.identities], np.int64), samples.folds(),
                                      target, "detector")
-            gate["why"] = ("the checks with the detector catch more of the run's own synthetic damage (cross-validated"
-                           " over identity folds, same budget)" if gate["on"] else "without the detector the other "
-                           "checks catch at least as much of the run's own synthetic damage at the same budget (its "
-                           "real scores' tail moves their thresholds out): off")
+            gate["why"] = ("the detector at this margin (the other checks sharing the rest of the budget) catches the "
+                           "most of the run's own synthetic damage" if gate["on"] else "without the detector the "
+                           "other checks catch at least as much of the run's own synthetic damage at the same budget:"
+                           " off")
             m._cache[key] = gate
     return m._cache[key]
 
 
 def fit_thresholds(m: RealMouths, keep: np.ndarray, target: float, closed_aspect: float,
-                   use_detector: bool | None = None) -> dict[str, float | None]:
+                   gate: dict | None = None) -> dict[str, float | None]:
     """The calibrated thresholds from the mouths in `keep` (a boolean mask), sharing `target` jointly; the
-    detector's share only where it earns it (use_detector; None: detector_gate on all of `m` decides), else its
-    threshold is None (off)."""
-    on = detector_gate(m, target, closed_aspect)["on"] if use_detector is None else use_detector
+    detector at the margin `gate` gives it, or off (threshold None); gate None: detector_gate on all of `m`."""
+    gate = detector_gate(m, target, closed_aspect) if gate is None else gate
+    on = bool(gate["on"])
     folds = np.array([identity_fold(i) for i in m.identities[keep]], np.int64)
-    fitted, _ = budget_thresholds(_real_tails(m, keep, closed_aspect, on), folds, target)
+    fitted, _ = budget_thresholds(_real_tails(m, keep, closed_aspect, on), folds, target,
+                                  {"detector": gate["margin"]} if on else None)
     out: dict[str, float | None] = {_FIELDS[c]: v for c, v in fitted.items()}
     if not on:
         out["max_mouth_damage"] = None
@@ -283,14 +288,14 @@ def apply_overrides(base: Thresholds, fitted: dict[str, float | None], qc: QCCon
 def out_of_sample_flags(m: RealMouths, base: Thresholds, qc: QCConfig) -> dict[str, np.ndarray]:
     """Each identity's mouths flagged with thresholds fitted on the other identities."""
     out = {c: np.zeros(len(m.aspect), bool) for c in CHECKS}
-    on = detector_gate(m, qc.mouth.calibration_target, base.mouth_closed_aspect)["on"]
+    gate = detector_gate(m, qc.mouth.calibration_target, base.mouth_closed_aspect)
     for ident in np.unique(m.identities):
         mine = m.identities == ident
         held = replace(m, _cache={"realism": m.bank.held_out(str(ident)),  # feature scales without ident too
                                   "reference": reference_scores(m, reference_null(m, str(ident))),
                                   "detector": m.detector})  # out of fold already
         t = apply_overrides(base, fit_thresholds(held, ~mine, qc.mouth.calibration_target,
-                                                 base.mouth_closed_aspect, on), qc)
+                                                 base.mouth_closed_aspect, gate), qc)
         for c, f in flags(held, t).items():
             out[c][mine] = f[mine]
     return out
