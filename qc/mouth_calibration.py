@@ -8,11 +8,11 @@ R for the run's damage detector (qc/mouth_detector.py). The thresholds share qc.
 real mouths flagged by any check stay within the target when cross-validated over identity folds (with the
 split-conformal +1). The detector's part of the budget is chosen per run (detector_gate): off, or its own margin
 with the other checks sharing the rest through their common margin, whichever catches the most of the run's own
-synthetic damaged R at the same out-of-sample budget (its heavy-tailed real scores on a corpus of few identities can move
-the other checks' thresholds out by more than it catches); the choice and the cross-validated recalls are in the
-record. Every score it is set on is out of sample: the realism score compares a mouth with other
-identities' mouths only, the reference check's null is fitted without the
-identity, the detector's scores come from fits without the identity's fold. The flag rates reported are out of
+synthetic damaged R at the same out-of-sample budget (its heavy-tailed real scores on a corpus of few
+identities can move the other checks' thresholds out by more than it catches); the choice and the
+cross-validated recalls are in the record. Every score it is set on is out of sample: the realism score
+compares a mouth with other identities' mouths only, the reference check's null is fitted without the identity,
+the detector's scores come from fits without the identity's fold. The flag rates reported are out of
 sample too: each identity's mouths are judged with thresholds fitted on the other identities;
 benchmarks/bench_mouth_checks.py reports them per set. An explicit qc.mouth value overrides its calibrated
 threshold; with fewer than MIN_MOUTHS real mouths (or MIN_IDENTITIES identities) the shipped fallbacks (Thresholds'
