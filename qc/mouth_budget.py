@@ -163,5 +163,5 @@ def check_share(real: dict[str, ScoreTail], damaged: dict[str, ScoreTail], real_
     cv = dict(recall=off if md is None else
               cross_validated_recall(real, damaged, real_folds, damaged_folds, target, {check: md}),
               recall_common=cross_validated_recall(real, damaged, real_folds, damaged_folds, target), recall_off=off)
-    return dict(on=md is not None, margin=md, damaged=int(len(damaged_folds)),
+    return dict(on=md is not None, margin=None if md is None else float(md), damaged=int(len(damaged_folds)),
                 **{k: round(float(v), 4) for k, v in cv.items()})
