@@ -138,6 +138,14 @@ def cross_validated_recall(real: dict[str, ScoreTail], damaged: dict[str, ScoreT
     return float(hit.mean()) if len(hit) else 0.0
 
 
+def cross_validated_count(tails: dict[str, ScoreTail], folds: np.ndarray, target: float,
+                          margins: dict[str, float]) -> int:
+    """Real mouths flagged by any check at `margins`, each identity fold judged with thresholds fitted on the
+    other folds."""
+    return sum(int(flagged_by_any(tails, thresholds_at(tails, target, margins, folds != f))[folds == f].sum())
+               for f in np.unique(folds))
+
+
 def _without(tails: dict[str, ScoreTail], check: str) -> dict[str, ScoreTail]:
     return {c: t for c, t in tails.items() if c != check}
 
@@ -146,7 +154,8 @@ def check_share(real: dict[str, ScoreTail], damaged: dict[str, ScoreTail], real_
                 damaged_folds: np.ndarray, target: float, check: str) -> dict:
     """How much of the budget `check` gets on this run: off, or its own margin on MARGINS (the other checks share
     the rest through their common margin), whichever catches the most of the run's own synthetic damage at the
-    same out-of-sample budget (ties: off, then the larger margin). A check whose real scores are heavy-tailed at a
+    same out-of-sample budget (a margin at which the budget cannot be met is no choice; ties: off, then the larger
+    margin). A check whose real scores are heavy-tailed at a
     common margin moves every other threshold out; its own margin lets it take less of the budget, or none.
     Returns {on, margin (None: off), recall / recall_common / recall_off: the damage caught at that choice / with
     one common margin for all checks / without the check, each cross-validated over identity folds}."""
@@ -154,7 +163,9 @@ def check_share(real: dict[str, ScoreTail], damaged: dict[str, ScoreTail], real_
     for md in (None, *MARGINS[::-1]):
         fixed = None if md is None else {check: md}
         r, d = (_without(real, check), _without(damaged, check)) if md is None else (real, damaged)
-        t, _ = budget_thresholds(r, real_folds, target, fixed)
+        t, margins = budget_thresholds(r, real_folds, target, fixed)
+        if (cross_validated_count(r, real_folds, target, margins) + 1) / (len(real_folds) + 1) > target:
+            continue  # the check at this margin alone spends more than the budget: not a choice
         caught = float(flagged_by_any(d, t).mean()) if len(damaged_folds) else 0.0
         if caught > best[0]:
             best = (caught, md)
