@@ -14,6 +14,7 @@ from qc.mouth_budget import (
     budget_margins,
     budget_thresholds,
     check_share,
+    cross_validated_count,
     cross_validated_recall,
     flagged_by_any,
     thresholds_at,
@@ -110,3 +111,7 @@ def test_a_detector_that_catches_the_damage_earns_its_share():
     gate = check_share(real, damaged, rf, df, TARGET, "detector")
     assert gate["on"] and gate["margin"] in MARGINS and gate["recall"] > gate["recall_off"] + 0.2, gate
     assert gate["damaged"] == 200
+    # the budget still holds out of sample at the detector's chosen margin (a margin that spends it all alone is
+    # no choice)
+    margins = budget_margins(real, rf, TARGET, {"detector": gate["margin"]})
+    assert (cross_validated_count(real, rf, TARGET, margins) + 1) / 201 <= TARGET
