@@ -56,7 +56,8 @@ from qc.mouth_detector import DAMAGE_KINDS, DetectorSamples, MouthDetector, iden
 from qc.mouth_realism import mouth_descriptor, mouth_shape
 from qc.mouth_reference import ReferenceNull, reference_features, resample_like_generation
 
-HEADING = "## Mouth checks: one conformal budget and a per-run damage detector (issue 19, item 3, helper mouth3)"
+HEADING = ("## Mouth checks: the damage detector's own part of the budget, chosen per run (issue 19, item 3, "
+           "helper mouth4)")
 MOUTH = {REASON_GHOST_TEETH, REASON_MOUTH_STATE, REASON_MOUTH_SEAM, REASON_MOUTH_BLUR, REASON_MOUTH_UNREAL,
          REASON_MOUTH_REFERENCE, REASON_MOUTH_DAMAGE}
 KINDS = ("ghost_teeth", "seam", "blur", *ac.DAMAGE)
