@@ -56,7 +56,8 @@ from qc.mouth_detector import DAMAGE_KINDS, DetectorSamples, MouthDetector, iden
 from qc.mouth_realism import mouth_descriptor, mouth_shape
 from qc.mouth_reference import ReferenceNull, reference_features, resample_like_generation
 
-HEADING = "## Mouth checks: one conformal budget and a per-run damage detector (issue 19, item 3, helper mouth3)"
+HEADING = ("## Mouth checks: the damage detector's own part of the budget, chosen per run (issue 19, item 3, "
+           "helper mouth4)")
 MOUTH = {REASON_GHOST_TEETH, REASON_MOUTH_STATE, REASON_MOUTH_SEAM, REASON_MOUTH_BLUR, REASON_MOUTH_UNREAL,
          REASON_MOUTH_REFERENCE, REASON_MOUTH_DAMAGE}
 KINDS = ("ghost_teeth", "seam", "blur", *ac.DAMAGE)
@@ -207,6 +208,15 @@ def section(results: dict[str, dict], command: str) -> str:
         for row, key in (("reference", "by_ref"), ("detector", "by_detector"), ("kind left out", "unseen")):
             v = [x for k in KINDS for x in r[key][k]]
             lines.append(f"| {name} | {row} | {_cell(v)} | " + " | ".join(_cell(r[key][k]) for k in KINDS) + " |")
+    lines += ["", "Damage detector's part of the budget (qc/mouth_budget.py check_share, run.json "
+              "mouth_calibration.detector_gate): off or its own margin, whichever catches the most of the set's own "
+              "synthetic damaged R; recall of those by all checks at the choice / with one common margin (before) / "
+              "without the detector, cross-validated over identity folds at the same budget.", ""]
+    for name, r in results.items():
+        g = r["cal"].record["detector_gate"]
+        lines.append(f"- {name}: {'margin ' + str(g['margin']) if g['on'] else 'off'} (recall {_pct(g['recall'])} / "
+                     f"common margin {_pct(g['recall_common'])} / off {_pct(g['recall_off'])} of {g['damaged']} "
+                     "synthetic damaged R)")
     lines += ["", "Thresholds fitted on all of each set's mouths (what a run on that set applies):", ""]
     for name, r in results.items():
         fitted = r["cal"].record["applied"]

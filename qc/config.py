@@ -91,7 +91,9 @@ class MouthQCConfig(Strict):
     check_reference: bool = True
     # damage detector (qc/mouth_detector.py): fitted per run on the run's legit R against synthetic artifacts
     # painted on them; the score is its log-odds of damage; above it: mouth_damaged (null: calibrated, needs 100
-    # legit pairs; else off). check_damage false turns it off.
+    # legit pairs; else off; and on only where it earns its budget share: the run's own synthetic damage is caught
+    # more with it than without, cross-validated over identity folds, run.json mouth_calibration.detector_gate).
+    # check_damage false turns it off; an explicit max_damage turns it on.
     max_damage: float | None = None
     check_damage: bool = True
     calibration_target: float = Field(0.02, gt=0, lt=1)  # share of real mouths all mouth checks may flag

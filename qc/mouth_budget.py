@@ -90,16 +90,20 @@ def _search(fits: Callable[[float], bool]) -> float:
     return MARGINS[hi]
 
 
-def budget_margins(tails: dict[str, ScoreTail], folds: np.ndarray, target: float) -> dict[str, float]:
+def budget_margins(tails: dict[str, ScoreTail], folds: np.ndarray, target: float,
+                   fixed: dict[str, float] | None = None) -> dict[str, float]:
     """Each check's margin: the smallest common margin on MARGINS whose cross-validated flag count c (each identity
     fold judged with thresholds fitted on the other folds) has (c + 1) / (n + 1) <= target, capped per check at the
     smallest margin at which that check alone flags no held-out real mouth (further out it only loses damage; the
-    count is the same)."""
+    count is the same). Checks in `fixed` keep the margin given there (the others' common margin is searched with
+    them at it)."""
+    fixed = fixed or {}
     n = len(folds)
     per_fold = [(folds == f, _tails_at(tails, target, folds != f)) for f in np.unique(folds)]
 
     def count(margin: float | dict[str, float], only: str | None = None) -> int:
         sub = tails if only is None else {only: tails[only]}
+        margin = {c: fixed.get(c, margin) for c in tails} if isinstance(margin, float) else margin
         return sum(int(flagged_by_any(sub, _edges({c: q[c] for c in sub}, margin))[mine].sum())
                    for mine, q in per_fold)
 
@@ -107,12 +111,68 @@ def budget_margins(tails: dict[str, ScoreTail], folds: np.ndarray, target: float
         return lambda m: count(m, c) == 0
 
     common = _search(lambda m: (count(m) + 1) / (n + 1) <= target)
-    return {c: min(common, _search(alone_flags_none(c)) + CAP_SLACK) for c in tails}
+    return {c: fixed[c] if c in fixed else min(common, _search(alone_flags_none(c)) + CAP_SLACK) for c in tails}
 
 
-def budget_thresholds(tails: dict[str, ScoreTail], folds: np.ndarray,
-                      target: float) -> tuple[dict[str, float], dict[str, float]]:
+def budget_thresholds(tails: dict[str, ScoreTail], folds: np.ndarray, target: float,
+                      fixed: dict[str, float] | None = None) -> tuple[dict[str, float], dict[str, float]]:
     """({check: threshold} fitted on all mouths, {check: margin}): the checks together flag at most `target` of
-    real mouths out of sample (cross-validated over the identity folds)."""
-    margins = budget_margins(tails, folds, target)
+    real mouths out of sample (cross-validated over the identity folds); `fixed`: as budget_margins."""
+    margins = budget_margins(tails, folds, target, fixed)
     return thresholds_at(tails, target, margins), margins
+
+
+def cross_validated_recall(real: dict[str, ScoreTail], damaged: dict[str, ScoreTail], real_folds: np.ndarray,
+                           damaged_folds: np.ndarray, target: float, fixed: dict[str, float] | None = None) -> float:
+    """The share of damaged samples flagged by any check, each identity fold's samples judged with the budget
+    thresholds fitted on the other folds' real mouths (budget_thresholds at `target`, `fixed` margins)."""
+    hit = np.zeros(len(damaged_folds), bool)
+    for f in np.unique(damaged_folds):
+        keep = real_folds != f
+        if not keep.any():
+            continue
+        sub = {c: ScoreTail(t.values[keep], t.rule) for c, t in real.items()}
+        t, _ = budget_thresholds(sub, real_folds[keep], target, fixed)
+        mine = damaged_folds == f
+        hit[mine] = flagged_by_any({c: ScoreTail(d.values[mine], d.rule) for c, d in damaged.items()}, t)
+    return float(hit.mean()) if len(hit) else 0.0
+
+
+def cross_validated_count(tails: dict[str, ScoreTail], folds: np.ndarray, target: float,
+                          margins: dict[str, float]) -> int:
+    """Real mouths flagged by any check at `margins`, each identity fold judged with thresholds fitted on the
+    other folds."""
+    return sum(int(flagged_by_any(tails, thresholds_at(tails, target, margins, folds != f))[folds == f].sum())
+               for f in np.unique(folds))
+
+
+def _without(tails: dict[str, ScoreTail], check: str) -> dict[str, ScoreTail]:
+    return {c: t for c, t in tails.items() if c != check}
+
+
+def check_share(real: dict[str, ScoreTail], damaged: dict[str, ScoreTail], real_folds: np.ndarray,
+                damaged_folds: np.ndarray, target: float, check: str) -> dict:
+    """How much of the budget `check` gets on this run: off, or its own margin on MARGINS (the other checks share
+    the rest through their common margin), whichever catches the most of the run's own synthetic damage at the
+    same out-of-sample budget (a margin at which the budget cannot be met is no choice; ties: off, then the larger
+    margin). A check whose real scores are heavy-tailed at a
+    common margin moves every other threshold out; its own margin lets it take less of the budget, or none.
+    Returns {on, margin (None: off), recall / recall_common / recall_off: the damage caught at that choice / with
+    one common margin for all checks / without the check, each cross-validated over identity folds}."""
+    best: tuple[float, float | None] = (-1.0, None)
+    for md in (None, *MARGINS[::-1]):
+        fixed = None if md is None else {check: md}
+        r, d = (_without(real, check), _without(damaged, check)) if md is None else (real, damaged)
+        t, margins = budget_thresholds(r, real_folds, target, fixed)
+        if (cross_validated_count(r, real_folds, target, margins) + 1) / (len(real_folds) + 1) > target:
+            continue  # the check at this margin alone spends more than the budget: not a choice
+        caught = float(flagged_by_any(d, t).mean()) if len(damaged_folds) else 0.0
+        if caught > best[0]:
+            best = (caught, md)
+    md = best[1]
+    off = cross_validated_recall(_without(real, check), _without(damaged, check), real_folds, damaged_folds, target)
+    cv = dict(recall=off if md is None else
+              cross_validated_recall(real, damaged, real_folds, damaged_folds, target, {check: md}),
+              recall_common=cross_validated_recall(real, damaged, real_folds, damaged_folds, target), recall_off=off)
+    return dict(on=md is not None, margin=None if md is None else float(md), damaged=int(len(damaged_folds)),
+                **{k: round(float(v), 4) for k, v in cv.items()})

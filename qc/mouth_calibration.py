@@ -6,9 +6,13 @@ also a legit R against that reference (qc/mouth_reference.py) and, with one synt
 R for the run's damage detector (qc/mouth_detector.py). The thresholds share qc.mouth.calibration_target jointly
 (qc/mouth_budget.py): each check's tail quantile at its share, moved out by one margin, the smallest at which the
 real mouths flagged by any check stay within the target when cross-validated over identity folds (with the
-split-conformal +1). Every score it is set on is out of sample: the realism score compares a mouth with other
-identities' mouths only, the reference check's null is fitted without the
-identity, the detector's scores come from fits without the identity's fold. The flag rates reported are out of
+split-conformal +1). The detector's part of the budget is chosen per run (detector_gate): off, or its own margin
+with the other checks sharing the rest through their common margin, whichever catches the most of the run's own
+synthetic damaged R at the same out-of-sample budget (its heavy-tailed real scores on a corpus of few
+identities can move the other checks' thresholds out by more than it catches); the choice and the
+cross-validated recalls are in the record. Every score it is set on is out of sample: the realism score
+compares a mouth with other identities' mouths only, the reference check's null is fitted without the identity,
+the detector's scores come from fits without the identity's fold. The flag rates reported are out of
 sample too: each identity's mouths are judged with thresholds fitted on the other identities;
 benchmarks/bench_mouth_checks.py reports them per set. An explicit qc.mouth value overrides its calibrated
 threshold; with fewer than MIN_MOUTHS real mouths (or MIN_IDENTITIES identities) the shipped fallbacks (Thresholds'
@@ -31,9 +35,10 @@ from manifests.store import ManifestStore
 from qc.config import QCConfig
 from qc.decide import Thresholds
 from qc.mouth import face_has_chroma, mouth_scores
-from qc.mouth_budget import ScoreTail, budget_thresholds
+from qc.mouth_budget import ScoreTail, budget_thresholds, check_share
 from qc.mouth_detector import DetectorSamples, MouthDetector, identity_fold, measure_samples
-from qc.mouth_realism import RealMouthBank, mouth_descriptor, mouth_shape
+from qc.mouth_realism import FEATURES as REALISM_FEATURES
+from qc.mouth_realism import RealMouthBank, deviation_score, mouth_descriptor, mouth_shape
 from qc.mouth_reference import FEATURES as REFERENCE_FEATURES
 from qc.mouth_reference import ReferenceNull, reference_features, reference_pairs, resample_like_generation
 
@@ -174,8 +179,8 @@ _FIELDS = {"ghost_teeth": "max_teeth_closed", "ghost_lip_line": "max_lip_line_wh
            "reference": "max_mouth_reference_diff", "detector": "max_mouth_damage"}
 
 
-def fit_thresholds(m: RealMouths, keep: np.ndarray, target: float, closed_aspect: float) -> dict[str, float]:
-    """The calibrated thresholds from the mouths in `keep` (a boolean mask), sharing `target` jointly."""
+def _real_tails(m: RealMouths, keep: np.ndarray, closed_aspect: float, detector: bool) -> dict[str, ScoreTail]:
+    """The real mouths' out-of-sample scores per check (qc/mouth_budget.py), of the mouths in `keep`."""
     closed = m.aspect < closed_aspect
 
     def only(x: np.ndarray, where: np.ndarray | None = None) -> np.ndarray:
@@ -184,11 +189,67 @@ def fit_thresholds(m: RealMouths, keep: np.ndarray, target: float, closed_aspect
 
     tails = {"ghost_teeth": ScoreTail(only(m.teeth, closed)), "ghost_lip_line": ScoreTail(only(m.lip_line, closed)),
              "seam": ScoreTail(only(m.seam)), "blur": ScoreTail(only(m.sharpness_ratio), "min"),
-             "realism": ScoreTail(only(m.realism)), "reference": ScoreTail(only(m.reference)),
-             "detector": ScoreTail(only(m.detector))}
+             "realism": ScoreTail(only(m.realism)), "reference": ScoreTail(only(m.reference))}
+    if detector:
+        tails["detector"] = ScoreTail(only(m.detector))
+    return tails
+
+
+def _damaged_tails(m: RealMouths, samples: DetectorSamples, closed_aspect: float) -> dict[str, ScoreTail]:
+    """Every check's score of the run's synthetic damaged R (qc/mouth_detector.py), out of sample as the real
+    ones: the detector's from fits without the identity's fold, the reference score under the null fitted without
+    the fold's identities, realism against other identities' mouths."""
+    x = samples.damaged
+    nd, nr = len(REALISM_FEATURES), len(REFERENCE_FEATURES)
+    aspect, teeth, lip, seam, sharp = (x[:, nd + nr + i] for i in range(5))
+    closed = aspect < closed_aspect
+    folds = samples.folds()
+    reference = np.full(len(x), np.nan)
+    for f in np.unique(folds):
+        rows = m.identities[m.pairs[:, 0]]
+        null = ReferenceNull.fit(m.reference_diffs[np.isin(rows, samples.identities[folds == f], invert=True)])
+        reference[folds == f] = null.scores(x[folds == f, nd:nd + nr])
+    return {"ghost_teeth": ScoreTail(np.where(closed, teeth, np.nan)),
+            "ghost_lip_line": ScoreTail(np.where(closed, lip, np.nan)), "seam": ScoreTail(seam),
+            "blur": ScoreTail(sharp, "min"),
+            "realism": ScoreTail(np.array([deviation_score(d) for d in x[:, :nd]], np.float64).reshape(len(x))),
+            "reference": ScoreTail(reference), "detector": ScoreTail(samples.out_of_fold()[1])}
+
+
+def detector_gate(m: RealMouths, target: float, closed_aspect: float) -> dict:
+    """The damage detector's part of the budget on this run: off or its own margin (qc/mouth_budget.py
+    check_share on the run's own synthetic damaged R); computed once per (target, aspect)."""
+    key = f"detector_gate/{target}/{closed_aspect}"
+    if key not in m._cache:
+        samples = m.detector_samples
+        if samples is None or not len(m.pairs):
+            m._cache[key] = dict(on=False, margin=None, why="no legit pairs to fit the detector on")
+        else:
+            gate = check_share(_real_tails(m, np.ones(len(m.aspect), bool), closed_aspect, True),
+                                     _damaged_tails(m, samples, closed_aspect),
+                                     np.array([identity_fold(i) for i in m.identities], np.int64), samples.folds(),
+                                     target, "detector")
+            gate["why"] = ("the detector at this margin (the other checks sharing the rest of the budget) catches the "
+                           "most of the run's own synthetic damage" if gate["on"] else "without the detector the "
+                           "other checks catch at least as much of the run's own synthetic damage at the same budget:"
+                           " off")
+            m._cache[key] = gate
+    return m._cache[key]
+
+
+def fit_thresholds(m: RealMouths, keep: np.ndarray, target: float, closed_aspect: float,
+                   gate: dict | None = None) -> dict[str, float | None]:
+    """The calibrated thresholds from the mouths in `keep` (a boolean mask), sharing `target` jointly; the
+    detector at the margin `gate` gives it, or off (threshold None); gate None: detector_gate on all of `m`."""
+    gate = detector_gate(m, target, closed_aspect) if gate is None else gate
+    on = bool(gate["on"])
     folds = np.array([identity_fold(i) for i in m.identities[keep]], np.int64)
-    fitted, _ = budget_thresholds(tails, folds, target)
-    return {_FIELDS[c]: v for c, v in fitted.items()}
+    fitted, _ = budget_thresholds(_real_tails(m, keep, closed_aspect, on), folds, target,
+                                  {"detector": gate["margin"]} if on else None)
+    out: dict[str, float | None] = {_FIELDS[c]: v for c, v in fitted.items()}
+    if not on:
+        out["max_mouth_damage"] = None
+    return out
 
 
 CHECKS = ("ghost_teeth", "mouth_seam", "mouth_blur", "mouth_unrealistic", "mouth_differs_from_reference",
@@ -209,7 +270,7 @@ def flags(m: RealMouths, t: Thresholds) -> dict[str, np.ndarray]:
             "mouth_unrealistic": real > limit}
 
 
-def apply_overrides(base: Thresholds, fitted: dict[str, float], qc: QCConfig) -> Thresholds:
+def apply_overrides(base: Thresholds, fitted: dict[str, float | None], qc: QCConfig) -> Thresholds:
     """`fitted` thresholds where qc.mouth leaves the value null."""
     mc = qc.mouth
     given: dict[str, float | None] = dict(
@@ -227,13 +288,14 @@ def apply_overrides(base: Thresholds, fitted: dict[str, float], qc: QCConfig) ->
 def out_of_sample_flags(m: RealMouths, base: Thresholds, qc: QCConfig) -> dict[str, np.ndarray]:
     """Each identity's mouths flagged with thresholds fitted on the other identities."""
     out = {c: np.zeros(len(m.aspect), bool) for c in CHECKS}
+    gate = detector_gate(m, qc.mouth.calibration_target, base.mouth_closed_aspect)
     for ident in np.unique(m.identities):
         mine = m.identities == ident
         held = replace(m, _cache={"realism": m.bank.held_out(str(ident)),  # feature scales without ident too
                                   "reference": reference_scores(m, reference_null(m, str(ident))),
                                   "detector": m.detector})  # out of fold already
         t = apply_overrides(base, fit_thresholds(held, ~mine, qc.mouth.calibration_target,
-                                                 base.mouth_closed_aspect), qc)
+                                                 base.mouth_closed_aspect, gate), qc)
         for c, f in flags(held, t).items():
             out[c][mine] = f[mine]
     return out
@@ -282,7 +344,8 @@ def calibrate_real_mouths(m: RealMouths | None, base: Thresholds, qc: QCConfig) 
                   applied={k: getattr(t, k) for k in fitted},
                   flag_rate_in_sample=_rates(flags(m, t), m, t),
                   flag_rate_leave_one_identity_out=_rates(out_of_sample_flags(m, base, qc), m, t),
-                  reference_pairs=len(m.pairs))
+                  reference_pairs=len(m.pairs),
+                  detector_gate=detector_gate(m, target, base.mouth_closed_aspect))
     null = reference_null(m) if t.max_mouth_reference_diff is not None else None
     if null is not None:
         record["reference_null"] = null.record()

@@ -244,6 +244,11 @@ class RealMouthBank:
         return np.array([_top(d / sc) for d in dev])
 
 
+def deviation_score(signed: np.ndarray) -> float:
+    """The realism score of a signed deviation (RealMouthBank.signed_deviation): what `score` gives that mouth."""
+    return _top(np.abs(np.asarray(signed, np.float64)))
+
+
 def _top(z: np.ndarray) -> float:
     """Root mean square of the TOP_FEATURES largest values."""
     return float(np.sqrt(np.mean(np.sort(z)[::-1][:TOP_FEATURES] ** 2)))

@@ -8,7 +8,17 @@ import math
 
 import numpy as np
 
-from qc.mouth_budget import MARGINS, ScoreTail, budget_margins, budget_thresholds, flagged_by_any, thresholds_at
+from qc.mouth_budget import (
+    MARGINS,
+    ScoreTail,
+    budget_margins,
+    budget_thresholds,
+    check_share,
+    cross_validated_count,
+    cross_validated_recall,
+    flagged_by_any,
+    thresholds_at,
+)
 
 TARGET = 0.02
 
@@ -67,3 +77,41 @@ def test_the_margin_is_the_smallest_that_keeps_the_cross_validated_count_within_
         if mc < m:
             assert sum(int(flagged_by_any({c: tails[c]}, thresholds_at({c: tails[c]}, TARGET, mc, folds != f))[
                 folds == f].sum()) for f in np.unique(folds)) == 0
+
+
+def _run(rng: np.random.Generator, n: int, useful: bool) -> tuple[dict, dict, np.ndarray, np.ndarray]:
+    """A run's real mouths and its synthetic damaged R (qc/mouth_calibration.py's detector gate inputs): blur
+    catches part of the damage; a `useful` detector separates damaged from real R, a useless one has heavy-tailed
+    real scores and damaged scores drawn as the real ones (it learnt nothing that holds on unseen identities)."""
+    folds = _folds(n)
+    detector = rng.normal(0.0, 1.0, n) if useful else rng.standard_t(2, n)
+    real = {"blur": ScoreTail(rng.normal(1.0, 0.1, n), "min"), "detector": ScoreTail(detector)}
+    damaged = {"blur": ScoreTail(rng.uniform(0.55, 0.85, n), "min"),
+               "detector": ScoreTail(rng.normal(6.0, 1.0, n) if useful else rng.standard_t(2, n))}
+    return real, damaged, folds, folds
+
+
+def test_a_detector_that_catches_nothing_is_dropped_and_the_other_checks_keep_their_thresholds():
+    rng = np.random.default_rng(3)
+    real, damaged, rf, df = _run(rng, 200, useful=False)
+    gate = check_share(real, damaged, rf, df, TARGET, "detector")
+    assert not gate["on"] and gate["margin"] is None and gate["recall_off"] > gate["recall_common"], gate
+    # with it, its heavy tail moves the shared margin out and blur catches less of the damage
+    assert cross_validated_recall({"blur": real["blur"]}, {"blur": damaged["blur"]}, rf, df, TARGET) \
+        > cross_validated_recall(real, {"blur": damaged["blur"], "detector": ScoreTail(np.full(200, -np.inf))},
+                                 rf, df, TARGET)
+    without, _ = budget_thresholds({"blur": real["blur"]}, rf, TARGET)
+    with_, _ = budget_thresholds(real, rf, TARGET)
+    assert without["blur"] >= with_["blur"]  # blur's threshold is not dragged out once the detector is dropped
+
+
+def test_a_detector_that_catches_the_damage_earns_its_share():
+    rng = np.random.default_rng(4)
+    real, damaged, rf, df = _run(rng, 200, useful=True)
+    gate = check_share(real, damaged, rf, df, TARGET, "detector")
+    assert gate["on"] and gate["margin"] in MARGINS and gate["recall"] > gate["recall_off"] + 0.2, gate
+    assert gate["damaged"] == 200
+    # the budget still holds out of sample at the detector's chosen margin (a margin that spends it all alone is
+    # no choice)
+    margins = budget_margins(real, rf, TARGET, {"detector": gate["margin"]})
+    assert (cross_validated_count(real, rf, TARGET, margins) + 1) / 201 <= TARGET

@@ -117,6 +117,8 @@ def test_calibrated_checks_catch_specks_the_per_check_split_missed(which, faces,
     cal = calibrate_real_mouths(m, BASE, QC)
     assert cal.detector is not None and cal.thresholds.max_mouth_damage is not None
     assert cal.record["detector"]["damage_kinds"] == list(DAMAGE_KINDS)
+    gate = cal.record["detector_gate"]  # the detector earns its share on London (benchmarks/RESULTS.md)
+    assert gate["on"] and gate["recall"] > gate["recall_off"] and gate["damaged"] == len(m.pairs), gate
     rng = np.random.default_rng(5)
     caught = []
     for a, b in m.pairs[::5].tolist():
