@@ -36,7 +36,7 @@ from qc.config import QCConfig
 from qc.decide import Thresholds
 from qc.mouth import face_has_chroma, mouth_scores
 from qc.mouth_budget import ScoreTail, budget_thresholds, check_share
-from qc.mouth_detector import DetectorSamples, MouthDetector, identity_fold, measure_samples
+from qc.mouth_detector import DetectorSamples, MouthDetector, identity_folds, measure_samples
 from qc.mouth_realism import FEATURES as REALISM_FEATURES
 from qc.mouth_realism import RealMouthBank, deviation_score, mouth_descriptor, mouth_shape
 from qc.mouth_reference import FEATURES as REFERENCE_FEATURES
@@ -127,7 +127,8 @@ def measure_real_mouths(faces: list[tuple[str, np.ndarray, np.ndarray]], keys: l
     return RealMouths(ids, col("mouth_aspect"), col("teeth_share"), col("lip_line_whiteness"), col("seam_score"),
                       col("sharpness_ratio"), bank, pair_rows,
                       np.array(diffs, np.float64).reshape(len(pairs), len(REFERENCE_FEATURES)),
-                      measure_samples(faces, keys, pair_rows, bank, col("mouth_aspect"), col("teeth_share")))
+                      measure_samples(faces, keys, pair_rows, bank, col("mouth_aspect"), col("teeth_share"),
+                                      photo))
 
 
 def reference_null(m: RealMouths, without: str | None = None) -> ReferenceNull:
@@ -205,8 +206,8 @@ def _damaged_tails(m: RealMouths, samples: DetectorSamples, closed_aspect: float
     closed = aspect < closed_aspect
     folds = samples.folds()
     reference = np.full(len(x), np.nan)
+    rows = m.identities[m.pairs[:, 0]]
     for f in np.unique(folds):
-        rows = m.identities[m.pairs[:, 0]]
         null = ReferenceNull.fit(m.reference_diffs[np.isin(rows, samples.identities[folds == f], invert=True)])
         reference[folds == f] = null.scores(x[folds == f, nd:nd + nr])
     return {"ghost_teeth": ScoreTail(np.where(closed, teeth, np.nan)),
@@ -227,7 +228,7 @@ def detector_gate(m: RealMouths, target: float, closed_aspect: float) -> dict:
         else:
             gate = check_share(_real_tails(m, np.ones(len(m.aspect), bool), closed_aspect, True),
                                      _damaged_tails(m, samples, closed_aspect),
-                                     np.array([identity_fold(i) for i in m.identities], np.int64), samples.folds(),
+                                     identity_folds(m.identities), samples.folds(),
                                      target, "detector")
             gate["why"] = ("the detector at this margin (the other checks sharing the rest of the budget) catches the "
                            "most of the run's own synthetic damage" if gate["on"] else "without the detector the "
@@ -243,7 +244,7 @@ def fit_thresholds(m: RealMouths, keep: np.ndarray, target: float, closed_aspect
     detector at the margin `gate` gives it, or off (threshold None); gate None: detector_gate on all of `m`."""
     gate = detector_gate(m, target, closed_aspect) if gate is None else gate
     on = bool(gate["on"])
-    folds = np.array([identity_fold(i) for i in m.identities[keep]], np.int64)
+    folds = identity_folds(m.identities[keep])
     fitted, _ = budget_thresholds(_real_tails(m, keep, closed_aspect, on), folds, target,
                                   {"detector": gate["margin"]} if on else None)
     out: dict[str, float | None] = {_FIELDS[c]: v for c, v in fitted.items()}

@@ -123,6 +123,11 @@ def identity_fold(identity: str) -> int:
     return int(hashlib.sha256(str(identity).encode()).hexdigest()[:8], 16) % N_FOLDS
 
 
+def identity_folds(identities: np.ndarray) -> np.ndarray:
+    """identity_fold of each identity, as int64."""
+    return np.array([identity_fold(i) for i in identities], np.int64)
+
+
 @dataclass(frozen=True)
 class DetectorSamples:
     """Raw inputs of the run's legit R and of their damaged copies, row by row (the same base photo)."""
@@ -139,7 +144,7 @@ class DetectorSamples:
 
     def folds(self) -> np.ndarray:
         """Each row's identity fold (identity_fold)."""
-        return np.array([identity_fold(i) for i in self.identities], np.int64)
+        return identity_folds(self.identities)
 
     def out_of_fold(self, without_kind: str | None = None) -> tuple[np.ndarray, np.ndarray]:
         """(real, damaged) scores, each row scored by the detector fitted without its identity's fold."""
@@ -176,12 +181,13 @@ def r_inputs(rgb: np.ndarray, landmarks68: np.ndarray, bank: RealMouthBank, excl
 
 
 def measure_samples(faces: list[tuple[str, np.ndarray, np.ndarray]], keys: list[str], pairs: np.ndarray,
-                    bank: RealMouthBank, aspect: np.ndarray, teeth: np.ndarray) -> DetectorSamples:
+                    bank: RealMouthBank, aspect: np.ndarray, teeth: np.ndarray,
+                    refs: dict[int, np.ndarray]) -> DetectorSamples:
     """The legit R of every pair (a resampled as the generator resamples, b its reference) and its damaged copy,
-    as raw detector inputs; a corpus without colour gets grey damage."""
+    as raw detector inputs (refs: each reference photo's qc/mouth_reference.py features, by face index); a corpus
+    without colour gets grey damage."""
     ids = np.array([f[0] for f in faces]).astype(str)
     donors = np.flatnonzero((aspect >= OPEN_ASPECT) & (teeth > 0.05))
-    refs = {b: reference_features(faces[b][1], faces[b][2]) for b in set(pairs[:, 1].tolist())}
     real, damaged, kinds = [], [], []
     for a, b in pairs.tolist():
         ident, lm, key = ids[a], faces[a][2], keys[a]
