@@ -1,5 +1,5 @@
-"""Mouth checks for any photo (issue 19, item 3): per-run calibrated thresholds, the realism check and the check of
-R against its own reference, per set.
+"""Mouth checks for any photo (issue 19, item 3): per-run calibrated thresholds sharing one budget, the realism
+check, the check of R against its own reference and the per-run damage detector, per set.
 
     python -m benchmarks.bench_mouth_checks [--london DIR] [--corpus DIR ...] [--write-results]
 
@@ -12,12 +12,15 @@ the artifacts seen on generated R) are built on a legit R: every face of the set
 identity, resampled as the generator resamples (qc/mouth_reference.py), its reference the other photo (as the
 carrier is a generated R's); on grey sets the damaged face is turned grey. T = the untouched face. Each case is
 judged through qc/decide.py with thresholds (and the reference check's null) fitted without the base face's
-identity; recall per kind. Only aggregate figures are printed: nothing per image (research-terms corpora).
+identity and the damage detector (qc/mouth_detector.py) fitted without its identity fold; recall per kind, and per
+kind with that kind also left out of the detector's fit (and of the real scores its threshold is set on). Only
+aggregate figures are printed: nothing per image (research-terms corpora).
 """
 
 from __future__ import annotations
 
 import sys
+from dataclasses import replace
 
 import numpy as np
 
@@ -29,6 +32,7 @@ from qc.config import QCConfig
 from qc.decide import (
     REASON_GHOST_TEETH,
     REASON_MOUTH_BLUR,
+    REASON_MOUTH_DAMAGE,
     REASON_MOUTH_REFERENCE,
     REASON_MOUTH_SEAM,
     REASON_MOUTH_STATE,
@@ -48,12 +52,14 @@ from qc.mouth_calibration import (
     out_of_sample_flags,
     reference_null,
 )
+from qc.mouth_detector import DAMAGE_KINDS, DetectorSamples, MouthDetector, identity_fold, r_inputs
 from qc.mouth_realism import mouth_descriptor, mouth_shape
 from qc.mouth_reference import ReferenceNull, reference_features, resample_like_generation
 
-HEADING = "## Mouth checks against each R's own reference (issue 19, item 3, helper mouth2)"
+HEADING = ("## Mouth checks: the damage detector's own part of the budget, chosen per run (issue 19, item 3, "
+           "helper mouth4)")
 MOUTH = {REASON_GHOST_TEETH, REASON_MOUTH_STATE, REASON_MOUTH_SEAM, REASON_MOUTH_BLUR, REASON_MOUTH_UNREAL,
-         REASON_MOUTH_REFERENCE}
+         REASON_MOUTH_REFERENCE, REASON_MOUTH_DAMAGE}
 KINDS = ("ghost_teeth", "seam", "blur", *ac.DAMAGE)
 
 
@@ -80,20 +86,32 @@ def damage_cases(data: dict[str, list], m: RealMouths, seed: int = 0):
 
 
 def judge(img: np.ndarray, lm: np.ndarray, base_img: np.ndarray, m: RealMouths, ident: str,
-          t: Thresholds, null: ReferenceNull, reference: np.ndarray) -> set[str]:
-    """The mouth reasons qc/decide.py gives R = img against T = base_img (realism against other identities) and
-    against its reference's features."""
+          null: ReferenceNull, reference: np.ndarray) -> tuple[Scores, np.ndarray]:
+    """R = img's mouth scores against T = base_img (realism against other identities, the reference check against
+    its reference's features), less the damage score, and its raw damage-detector inputs."""
     r, tt = mouth_scores(img, lm), mouth_scores(base_img, lm)
     realism = m.bank.score(mouth_descriptor(img, lm, m.bank.use_chroma), mouth_shape(lm), exclude=(ident,))
     s = Scores(face_found=True, r_mouth_aspect=r.mouth_aspect, t_mouth_aspect=tt.mouth_aspect, r_teeth=r.teeth_share,
                t_teeth=tt.teeth_share, r_lip_line=r.lip_line_whiteness, mouth_seam=r.seam_score,
                mouth_sharpness_ratio=r.sharpness_ratio, mouth_realism=realism,
                mouth_reference_diff=null.score(reference_features(img, lm), reference))
-    return set(failed_checks(s, t)) & MOUTH
+    return s, r_inputs(img, lm, m.bank, (ident,), reference)
+
+
+def _reasons(s: Scores, x: np.ndarray, detector: MouthDetector, t: Thresholds) -> set[str]:
+    """The mouth reasons qc/decide.py gives with the damage score of `detector`."""
+    return set(failed_checks(replace(s, mouth_damage=float(detector.scores(x)[0])), t)) & MOUTH
+
+
+def _thresholds_by_identity(m: RealMouths, base: Thresholds, qc: QCConfig) -> dict[str, Thresholds]:
+    ids = m.identities
+    return {i: apply_overrides(base, fit_thresholds(m, ids != i, qc.mouth.calibration_target,
+                                                    base.mouth_closed_aspect), qc) for i in np.unique(ids)}
 
 
 def evaluate(data: dict[str, list], qc: QCConfig, as_grey: bool) -> dict:
-    """Calibration record, real flag rates per class (out of sample) and damage recall per kind."""
+    """Calibration record, real flag rates per class (out of sample) and damage recall per kind: with the detector
+    fitted without the base identity's fold (LOIO), and with it fitted also without the case's kind (LOKO)."""
     faces = [(i, grey(x) if as_grey else x, lm) for i, x, lm in zip(data["id"], data["img"], data["lm"], strict=True)]
     keys = [f"{i}/{e}/{k}" for k, (i, e) in enumerate(zip(data["id"], data["ex"], strict=True))]
     data = {**data, "img": [f[1] for f in faces], "key": keys}
@@ -104,40 +122,72 @@ def evaluate(data: dict[str, list], qc: QCConfig, as_grey: bool) -> dict:
     anyf = np.any(list(oos.values()), axis=0)
     ex = np.array(data["ex"])
     per_class = {c: (int((ex == c).sum()), float(anyf[ex == c].mean())) for c in sorted(set(ex))}
-    ids = np.array(data["id"])
-    by_id = {i: apply_overrides(base, fit_thresholds(m, ids != i, qc.mouth.calibration_target,
-                                                     base.mouth_closed_aspect), qc) for i in np.unique(ids)}
+    ids = m.identities
+    samples = m.detector_samples
+    assert samples is not None
+    by_id = _thresholds_by_identity(m, base, qc)
     nulls = {i: reference_null(m, str(i)) for i in np.unique(ids)}
+    folds = sorted({identity_fold(i) for i in ids})
+    fold_rows = samples.folds()
+    detectors = {f: samples.fit(fold_rows != f) for f in folds}
     ref_of = dict(m.pairs.tolist())
     ref_feats = {b: reference_features(data["img"][b], data["lm"][b]) for b in set(ref_of.values())}
-    hits: dict[str, list[bool]] = {k: [] for k in KINDS}
-    by_ref: dict[str, list[bool]] = {k: [] for k in KINDS}
+    cases: dict[str, list[tuple[Scores, np.ndarray, str]]] = {k: [] for k in KINDS}
     for kind, img, b in damage_cases(data, m):
         img = grey(img) if as_grey else img
-        got = judge(img, data["lm"][b], data["img"][b], m, ids[b], by_id[ids[b]], nulls[ids[b]], ref_feats[ref_of[b]])
-        hits[kind].append(bool(got))
-        by_ref[kind].append(REASON_MOUTH_REFERENCE in got)
+        s, x = judge(img, data["lm"][b], data["img"][b], m, ids[b], nulls[ids[b]], ref_feats[ref_of[b]])
+        cases[kind].append((s, x, str(ids[b])))
+    hits: dict[str, list[bool]] = {k: [] for k in KINDS}
+    by_ref: dict[str, list[bool]] = {k: [] for k in KINDS}
+    by_detector: dict[str, list[bool]] = {k: [] for k in KINDS}
+    unseen: dict[str, list[bool]] = {k: [] for k in KINDS}
+    for kind, rows in cases.items():
+        for s, x, ident in rows:
+            got = _reasons(s, x, detectors[identity_fold(ident)], by_id[ident])
+            hits[kind].append(bool(got))
+            by_ref[kind].append(REASON_MOUTH_REFERENCE in got)
+            by_detector[kind].append(REASON_MOUTH_DAMAGE in got)
+        if not rows or kind not in DAMAGE_KINDS:
+            continue
+        # leave the kind out: the detector and its real out-of-fold scores (so the thresholds) fitted without it
+        m_k = replace(m, _cache={**m._cache, "detector": _without_kind_scores(m, samples, kind)})
+        by_id_k = _thresholds_by_identity(m_k, base, qc)
+        det_k = {f: samples.fit(fold_rows != f, kind) for f in folds}
+        unseen[kind] = [bool(_reasons(s, x, det_k[identity_fold(i)], by_id_k[i])) for s, x, i in rows]
     old = flags(m, base)  # the shipped fixed thresholds, no realism check
-    return dict(cal=cal, oos=oos, per_class=per_class, hits=hits, by_ref=by_ref,
-                old_any=float(np.any(list(old.values()), axis=0).mean()))
+    return dict(cal=cal, oos=oos, per_class=per_class, hits=hits, by_ref=by_ref, by_detector=by_detector,
+                unseen=unseen, old_any=float(np.any(list(old.values()), axis=0).mean()))
+
+
+def _without_kind_scores(m: RealMouths, samples: DetectorSamples, kind: str) -> np.ndarray:
+    out = np.full(len(m.aspect), np.nan)
+    out[m.pairs[:, 0]] = samples.out_of_fold(kind)[0]
+    return out
 
 
 def _pct(x: float) -> str:
     return f"{100 * x:.1f}"
 
 
+def _cell(values: list[bool], n: bool = False) -> str:
+    return (_pct(float(np.mean(values))) + (f" n={len(values)}" if n else "")) if values else "-"
+
+
 def section(results: dict[str, dict], command: str) -> str:
-    checks = ("ghost_teeth", "mouth_seam", "mouth_blur", "mouth_unrealistic", "mouth_differs_from_reference")
+    checks = ("ghost_teeth", "mouth_seam", "mouth_blur", "mouth_unrealistic", "mouth_differs_from_reference",
+              "mouth_damaged")
     lines = [HEADING, "", f"Machine: {machine()}. Command: `{command}`.", "",
-             "Thresholds calibrated on each set's own real mouths (qc/mouth_calibration.py, target 2 % of real mouths "
-             "flagged by all mouth checks together; the reference check, qc/mouth_reference.py, takes a quarter of "
-             "it, the realism check a quarter). *Real flagged* is out of sample: each identity judged with thresholds "
-             "and the reference check's null fitted on the other identities, its realism measured against the other "
-             "identities' mouths; for the reference check each real photo is a legit R (resampled as the generator "
-             "resamples) against another photo of its identity. *Shipped* = the fixed thresholds (no realism, no "
-             "reference check), same photos.", "",
+             "Thresholds calibrated on each set's own real mouths (qc/mouth_calibration.py): every mouth check shares "
+             "the 2 % target (qc/mouth_budget.py: each check's tail quantile at its share, moved out by the smallest "
+             "margin at which the real mouths flagged by any check, cross-validated over identity folds, have "
+             "(c + 1) / (n + 1) <= 2 %; no fixed tail margin), and the damage detector (qc/mouth_detector.py) is "
+             "fitted on the set's legit R against synthetic artifacts painted on them. *Real flagged* is out of "
+             "sample: each identity judged with thresholds fitted on the other identities (realism against the "
+             "other identities' mouths, the reference null without the identity, the detector's scores from fits "
+             "without the identity's fold). *Shipped* = the fixed thresholds (no realism, reference or damage "
+             "check), same photos.", "",
              "| set | photos | real flagged, all (shipped → calibrated) | closed | open | per class | "
-             "ghost / seam / blur / unrealistic / reference |", "|---|---|---|---|---|---|---|"]
+             "ghost / seam / blur / unrealistic / reference / damaged |", "|---|---|---|---|---|---|---|"]
     for name, r in results.items():
         rec = r["cal"].record["flag_rate_leave_one_identity_out"]
         classes = ", ".join(f"{c} {_pct(v)} ({n})" for c, (n, v) in r["per_class"].items())
@@ -146,14 +196,27 @@ def section(results: dict[str, dict], command: str) -> str:
                      f"({rec['open']['mouths']}) | {classes} | " + " / ".join(_pct(rec["all"][c]) for c in checks)
                      + " |")
     lines += ["", "Damage cases on legit R (a real photo resampled as the generator resamples, its reference another "
-              "photo of the identity), T = the untouched photo: share rejected by any mouth check (by the reference "
-              "check alone in brackets); cases per kind.", "",
-              "| set | all | " + " | ".join(KINDS) + " |", "|---|---|" + "---|" * len(KINDS)]
+              "photo of the identity), T = the untouched photo: share rejected by any mouth check, with the detector "
+              "fitted without the base identity's fold (LOIO); cases per kind. Rows *detector* = by the damage check "
+              "alone (LOIO); *kind left out* = rejected by any mouth check when the detector, and the real scores "
+              "its threshold is set on, were fitted without that kind of damage (LOKO: an artifact it never saw).",
+              "", "| set | row | all | " + " | ".join(KINDS) + " |", "|---|---|---|" + "---|" * len(KINDS)]
     for name, r in results.items():
         allv = [x for v in r["hits"].values() for x in v]
-        cells = [f"{_pct(np.mean(r['hits'][k]))} ({_pct(np.mean(r['by_ref'][k]))}) n={len(r['hits'][k])}"
-                 if r["hits"][k] else "-" for k in KINDS]
-        lines.append(f"| {name} | {_pct(np.mean(allv))} of {len(allv)} | " + " | ".join(cells) + " |")
+        lines.append(f"| {name} | any check | {_pct(float(np.mean(allv)))} of {len(allv)} | "
+                     + " | ".join(_cell(r["hits"][k], True) for k in KINDS) + " |")
+        for row, key in (("reference", "by_ref"), ("detector", "by_detector"), ("kind left out", "unseen")):
+            v = [x for k in KINDS for x in r[key][k]]
+            lines.append(f"| {name} | {row} | {_cell(v)} | " + " | ".join(_cell(r[key][k]) for k in KINDS) + " |")
+    lines += ["", "Damage detector's part of the budget (qc/mouth_budget.py check_share, run.json "
+              "mouth_calibration.detector_gate): off or its own margin, whichever catches the most of the set's own "
+              "synthetic damaged R; recall of those by all checks at the choice / with one common margin (before) / "
+              "without the detector, cross-validated over identity folds at the same budget.", ""]
+    for name, r in results.items():
+        g = r["cal"].record["detector_gate"]
+        lines.append(f"- {name}: {'margin ' + str(g['margin']) if g['on'] else 'off'} (recall {_pct(g['recall'])} / "
+                     f"common margin {_pct(g['recall_common'])} / off {_pct(g['recall_off'])} of {g['damaged']} "
+                     "synthetic damaged R)")
     lines += ["", "Thresholds fitted on all of each set's mouths (what a run on that set applies):", ""]
     for name, r in results.items():
         fitted = r["cal"].record["applied"]

@@ -160,6 +160,7 @@ QC = _versioned("qc", [
     pa.field("expr_class_score", pa.float32()),  # v4: R's calibrated log-odds of expr_class (qc/selftest.py)
     pa.field("mouth_realism", pa.float32()),  # v4: R's mouth's distance to the run's real mouths
     pa.field("mouth_reference_diff", pa.float32()),  # v4: R's mouth's artifacts beyond its carrier's
+    pa.field("mouth_damage", pa.float32()),  # v4: the run's damage detector's log-odds for R's mouth
 ])
 
 # The four scores every triples table has had (summary medians, release diffs of old releases).

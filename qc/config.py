@@ -69,7 +69,7 @@ class MouthQCConfig(Strict):
     disagree only when one is clearly open (teeth) and one clearly not. The artifact thresholds (null, the default)
     are calibrated per run on the run's own real mouths (qc/mouth_calibration.py) so that all mouth checks together
     flag at most calibration_target of them; an explicit value overrides. Without enough real mouths the shipped
-    fallbacks (in brackets) apply and the realism and reference checks are off."""
+    fallbacks (in brackets) apply and the realism, reference and damage checks are off."""
 
     open_aspect: float = Field(0.12, ge=0)  # inner-lip opening / mouth width at or above: clearly open
     closed_aspect: float = Field(0.06, ge=0)  # below: clearly closed (may carry ghost teeth)
@@ -89,6 +89,13 @@ class MouthQCConfig(Strict):
     # identity has another photo; else off). check_reference false turns it off.
     max_reference_diff: float | None = Field(None, gt=0)
     check_reference: bool = True
+    # damage detector (qc/mouth_detector.py): fitted per run on the run's legit R against synthetic artifacts
+    # painted on them; the score is its log-odds of damage; above it: mouth_damaged (null: calibrated, needs 100
+    # legit pairs; else off; and on only where it earns its budget share: the run's own synthetic damage is caught
+    # more with it than without, cross-validated over identity folds, run.json mouth_calibration.detector_gate).
+    # check_damage false turns it off; an explicit max_damage turns it on.
+    max_damage: float | None = None
+    check_damage: bool = True
     calibration_target: float = Field(0.02, gt=0, lt=1)  # share of real mouths all mouth checks may flag
     calibration_sample: int = Field(300, ge=1)  # real mouths measured (a deterministic sample of the sources)
 

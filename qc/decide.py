@@ -33,6 +33,8 @@ REASON_MOUTH_BLUR = "mouth_blur"
 REASON_MOUTH_UNREAL = "mouth_unrealistic"  # R's mouth far from the run's real mouths (qc/mouth_realism.py)
 # R's mouth has specks, fragments, an outline or edges beyond the photo it was made from (qc/mouth_reference.py)
 REASON_MOUTH_REFERENCE = "mouth_differs_from_reference"
+# the run's damage detector calls R's mouth damaged (qc/mouth_detector.py)
+REASON_MOUTH_DAMAGE = "mouth_damaged"
 ACCEPTED = "accepted"
 
 
@@ -67,6 +69,7 @@ class Thresholds:
     max_mouth_realism: float | None = None  # None: the realism check is off
     mouth_thresholds_source: str = "config"  # "config", "calibrated" (qc/mouth_calibration.py) or "uncalibrated"
     max_mouth_reference_diff: float | None = None  # None: the reference check is off (calibrated runs only)
+    max_mouth_damage: float | None = None  # None: the damage detector is off (calibrated runs only)
 
     @classmethod
     def from_config(cls, qc: QCConfig) -> Thresholds:
@@ -121,6 +124,7 @@ class Scores:
     mouth_realism: float | None = None  # distance of R's mouth to the run's real mouths (qc/mouth_realism.py)
     # artifacts of R's mouth beyond its reference, the carrier photo (qc/mouth_reference.py)
     mouth_reference_diff: float | None = None
+    mouth_damage: float | None = None  # the run's damage detector's log-odds for R's mouth (qc/mouth_detector.py)
 
 
 def _identity(s: Scores, t: Thresholds) -> list[str]:
@@ -188,6 +192,8 @@ def _mouth(s: Scores, t: Thresholds) -> list[str]:
     if (s.mouth_reference_diff is not None and t.max_mouth_reference_diff is not None
             and s.mouth_reference_diff > t.max_mouth_reference_diff):
         out.append(REASON_MOUTH_REFERENCE)
+    if s.mouth_damage is not None and t.max_mouth_damage is not None and s.mouth_damage > t.max_mouth_damage:
+        out.append(REASON_MOUTH_DAMAGE)
     return out
 
 
@@ -235,6 +241,8 @@ DECIDING_CHECKS: tuple[Check, ...] = (
           "mouth realism: distance to the run's real mouths"),
     Check("mouth_reference_diff", "max_mouth_reference_diff", "max", REASON_MOUTH_REFERENCE,
           "mouth vs its reference: artifacts R has beyond the photo it was made from"),
+    Check("mouth_damage", "max_mouth_damage", "max", REASON_MOUTH_DAMAGE,
+          "mouth damage: the run's detector of synthetic mouth artifacts"),
 )
 
 

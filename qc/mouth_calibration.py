@@ -2,17 +2,22 @@
 
 A bounded, deterministic sample of the sources (qc.mouth.calibration_sample, whole identities first, by hash) is
 scored with qc/mouth.py, described with qc/mouth_realism.py, and each photo with another photo of its identity is
-also a legit R against that reference (qc/mouth_reference.py). Each mouth check's threshold is the real mouths'
-score at the quantile that leaves its share of qc.mouth.calibration_target flagged (BUDGET: realism and the
-reference check a quarter each, ghost teeth a quarter on closed mouths, seam and blur an eighth each), moved
-TAIL_MARGIN of its distance from the median further out: a quantile this far in the tail, fitted on a few hundred
-mouths, is set by one or two of them and flags about twice its share of unseen real mouths without that margin.
-The flag rates reported are out of sample: each identity's mouths are judged with thresholds fitted on the other
-identities (the realism score compares a mouth with other identities' mouths only, in feature scales fitted
-without it; the reference check's null is fitted without it); benchmarks/bench_mouth_checks.py reports them per
-set. An explicit qc.mouth value overrides its calibrated threshold; with fewer than MIN_MOUTHS real mouths (or
-MIN_IDENTITIES identities) the shipped fallbacks (Thresholds' defaults) apply and the realism and reference
-checks are off (the reference check also with fewer than MIN_MOUTHS legit pairs).
+also a legit R against that reference (qc/mouth_reference.py) and, with one synthetic artifact painted on, a damaged
+R for the run's damage detector (qc/mouth_detector.py). The thresholds share qc.mouth.calibration_target jointly
+(qc/mouth_budget.py): each check's tail quantile at its share, moved out by one margin, the smallest at which the
+real mouths flagged by any check stay within the target when cross-validated over identity folds (with the
+split-conformal +1). The detector's part of the budget is chosen per run (detector_gate): off, or its own margin
+with the other checks sharing the rest through their common margin, whichever catches the most of the run's own
+synthetic damaged R at the same out-of-sample budget (its heavy-tailed real scores on a corpus of few
+identities can move the other checks' thresholds out by more than it catches); the choice and the
+cross-validated recalls are in the record. Every score it is set on is out of sample: the realism score
+compares a mouth with other identities' mouths only, the reference check's null is fitted without the identity,
+the detector's scores come from fits without the identity's fold. The flag rates reported are out of
+sample too: each identity's mouths are judged with thresholds fitted on the other identities;
+benchmarks/bench_mouth_checks.py reports them per set. An explicit qc.mouth value overrides its calibrated
+threshold; with fewer than MIN_MOUTHS real mouths (or MIN_IDENTITIES identities) the shipped fallbacks (Thresholds'
+defaults) apply and the realism, reference and damage checks are off (the reference and damage checks also with
+fewer than MIN_MOUTHS legit pairs).
 """
 
 from __future__ import annotations
@@ -30,7 +35,10 @@ from manifests.store import ManifestStore
 from qc.config import QCConfig
 from qc.decide import Thresholds
 from qc.mouth import face_has_chroma, mouth_scores
-from qc.mouth_realism import RealMouthBank, mouth_descriptor, mouth_shape
+from qc.mouth_budget import ScoreTail, budget_thresholds, check_share
+from qc.mouth_detector import DetectorSamples, MouthDetector, identity_folds, measure_samples
+from qc.mouth_realism import FEATURES as REALISM_FEATURES
+from qc.mouth_realism import RealMouthBank, deviation_score, mouth_descriptor, mouth_shape
 from qc.mouth_reference import FEATURES as REFERENCE_FEATURES
 from qc.mouth_reference import ReferenceNull, reference_features, reference_pairs, resample_like_generation
 
@@ -39,11 +47,6 @@ from qc.mouth_reference import ReferenceNull, reference_features, reference_pair
 # thresholds with realism off.
 MIN_MOUTHS = 100
 MIN_IDENTITIES = 3
-# share of qc.mouth.calibration_target each check may flag; "ghost" is a share of the closed mouths
-BUDGET = {"realism": 0.25, "reference": 0.25, "ghost": 0.25, "seam": 0.125, "blur": 0.125}
-# A tail quantile of a few hundred mouths is mostly set by one or two of them; each threshold sits this share of
-# its distance from the median beyond the quantile, so that an unseen real mouth a little past it still passes.
-TAIL_MARGIN = 0.3
 _SOURCE_COLUMNS = ["source_id", "identity", "aligned_path", "landmarks68"]
 
 
@@ -67,6 +70,8 @@ class RealMouths:
     # of its identity; differences (pairs, len(FEATURES)) of the pairs (a: the legit R, b: its reference)
     pairs: np.ndarray = field(default_factory=lambda: np.zeros((0, 2), np.int64))
     reference_diffs: np.ndarray = field(default_factory=lambda: np.zeros((0, 0)))
+    # the detector's legit and damaged R, one row per pair (qc/mouth_detector.py); None: not measured
+    detector_samples: DetectorSamples | None = None
 
     @property
     def realism(self) -> np.ndarray:
@@ -85,6 +90,17 @@ class RealMouths:
                 out = np.where(self.identities == ident, reference_scores(self, reference_null(self, ident)), out)
             self._cache["reference"] = out
         return self._cache["reference"]
+
+    @property
+    def detector(self) -> np.ndarray:
+        """Each mouth's legit-R damage score from the detector fitted without its identity's fold (NaN: no pair or
+        no detector samples); computed once."""
+        if "detector" not in self._cache:
+            out = np.full(len(self.aspect), np.nan)
+            if self.detector_samples is not None and len(self.pairs):
+                out[self.pairs[:, 0]] = self.detector_samples.out_of_fold()[0]
+            self._cache["detector"] = out
+        return self._cache["detector"]
 
     _cache: dict = field(default_factory=dict, repr=False, compare=False)
 
@@ -106,10 +122,13 @@ def measure_real_mouths(faces: list[tuple[str, np.ndarray, np.ndarray]], keys: l
     photo = {b: reference_features(faces[b][1], faces[b][2]) for _, b in pairs}
     diffs = [reference_features(resample_like_generation(faces[a][1], keys[a]), faces[a][2]) - photo[b]
              for a, b in pairs]
+    bank = RealMouthBank(desc, shapes, ids, bool(chroma))
+    pair_rows = np.array(pairs, np.int64).reshape(-1, 2)
     return RealMouths(ids, col("mouth_aspect"), col("teeth_share"), col("lip_line_whiteness"), col("seam_score"),
-                      col("sharpness_ratio"), RealMouthBank(desc, shapes, ids, bool(chroma)),
-                      np.array(pairs, np.int64).reshape(-1, 2),
-                      np.array(diffs, np.float64).reshape(len(pairs), len(REFERENCE_FEATURES)))
+                      col("sharpness_ratio"), bank, pair_rows,
+                      np.array(diffs, np.float64).reshape(len(pairs), len(REFERENCE_FEATURES)),
+                      measure_samples(faces, keys, pair_rows, bank, col("mouth_aspect"), col("teeth_share"),
+                                      photo))
 
 
 def reference_null(m: RealMouths, without: str | None = None) -> ReferenceNull:
@@ -155,35 +174,87 @@ def read_real_mouths(sources: pa.Table, read: Callable[[str], np.ndarray], limit
                                [str(r["source_id"]) for r in rows])
 
 
-def _upper(x: np.ndarray, share: float) -> float:
-    """The quantile leaving `share` of x above it, moved TAIL_MARGIN of its distance from the median further out."""
-    if not len(x):
-        return float("inf")
-    q = float(np.quantile(x, 1.0 - share, method="higher"))
-    return q + TAIL_MARGIN * max(q - float(np.median(x)), 0.0)
+# qc/mouth_budget.py's check -> the Thresholds field it sets
+_FIELDS = {"ghost_teeth": "max_teeth_closed", "ghost_lip_line": "max_lip_line_whiteness", "seam": "max_mouth_seam",
+           "blur": "min_mouth_sharpness_ratio", "realism": "max_mouth_realism",
+           "reference": "max_mouth_reference_diff", "detector": "max_mouth_damage"}
 
 
-def _lower(x: np.ndarray, share: float) -> float:
-    """The quantile leaving `share` of x below it, moved TAIL_MARGIN of its distance from the median further out."""
-    if not len(x):
-        return float("-inf")
-    q = float(np.quantile(x, share, method="lower"))
-    return q - TAIL_MARGIN * max(float(np.median(x)) - q, 0.0)
+def _real_tails(m: RealMouths, keep: np.ndarray, closed_aspect: float, detector: bool) -> dict[str, ScoreTail]:
+    """The real mouths' out-of-sample scores per check (qc/mouth_budget.py), of the mouths in `keep`."""
+    closed = m.aspect < closed_aspect
+
+    def only(x: np.ndarray, where: np.ndarray | None = None) -> np.ndarray:
+        x = np.asarray(x, np.float64)
+        return (x if where is None else np.where(where, x, np.nan))[keep]
+
+    tails = {"ghost_teeth": ScoreTail(only(m.teeth, closed)), "ghost_lip_line": ScoreTail(only(m.lip_line, closed)),
+             "seam": ScoreTail(only(m.seam)), "blur": ScoreTail(only(m.sharpness_ratio), "min"),
+             "realism": ScoreTail(only(m.realism)), "reference": ScoreTail(only(m.reference))}
+    if detector:
+        tails["detector"] = ScoreTail(only(m.detector))
+    return tails
 
 
-def fit_thresholds(m: RealMouths, keep: np.ndarray, target: float, closed_aspect: float) -> dict[str, float]:
-    """The calibrated thresholds from the mouths in `keep` (a boolean mask)."""
-    closed = keep & (m.aspect < closed_aspect)
-    ref = m.reference[keep]
-    g = target * BUDGET["ghost"] / 2  # teeth or lip line: half each
-    return dict(max_teeth_closed=_upper(m.teeth[closed], g), max_lip_line_whiteness=_upper(m.lip_line[closed], g),
-                max_mouth_seam=_upper(m.seam[keep], target * BUDGET["seam"]),
-                min_mouth_sharpness_ratio=_lower(m.sharpness_ratio[keep], target * BUDGET["blur"]),
-                max_mouth_realism=_upper(m.realism[keep], target * BUDGET["realism"]),
-                max_mouth_reference_diff=_upper(ref[~np.isnan(ref)], target * BUDGET["reference"]))
+def _damaged_tails(m: RealMouths, samples: DetectorSamples, closed_aspect: float) -> dict[str, ScoreTail]:
+    """Every check's score of the run's synthetic damaged R (qc/mouth_detector.py), out of sample as the real
+    ones: the detector's from fits without the identity's fold, the reference score under the null fitted without
+    the fold's identities, realism against other identities' mouths."""
+    x = samples.damaged
+    nd, nr = len(REALISM_FEATURES), len(REFERENCE_FEATURES)
+    aspect, teeth, lip, seam, sharp = (x[:, nd + nr + i] for i in range(5))
+    closed = aspect < closed_aspect
+    folds = samples.folds()
+    reference = np.full(len(x), np.nan)
+    rows = m.identities[m.pairs[:, 0]]
+    for f in np.unique(folds):
+        null = ReferenceNull.fit(m.reference_diffs[np.isin(rows, samples.identities[folds == f], invert=True)])
+        reference[folds == f] = null.scores(x[folds == f, nd:nd + nr])
+    return {"ghost_teeth": ScoreTail(np.where(closed, teeth, np.nan)),
+            "ghost_lip_line": ScoreTail(np.where(closed, lip, np.nan)), "seam": ScoreTail(seam),
+            "blur": ScoreTail(sharp, "min"),
+            "realism": ScoreTail(np.array([deviation_score(d) for d in x[:, :nd]], np.float64).reshape(len(x))),
+            "reference": ScoreTail(reference), "detector": ScoreTail(samples.out_of_fold()[1])}
 
 
-CHECKS = ("ghost_teeth", "mouth_seam", "mouth_blur", "mouth_unrealistic", "mouth_differs_from_reference")
+def detector_gate(m: RealMouths, target: float, closed_aspect: float) -> dict:
+    """The damage detector's part of the budget on this run: off or its own margin (qc/mouth_budget.py
+    check_share on the run's own synthetic damaged R); computed once per (target, aspect)."""
+    key = f"detector_gate/{target}/{closed_aspect}"
+    if key not in m._cache:
+        samples = m.detector_samples
+        if samples is None or not len(m.pairs):
+            m._cache[key] = dict(on=False, margin=None, why="no legit pairs to fit the detector on")
+        else:
+            gate = check_share(_real_tails(m, np.ones(len(m.aspect), bool), closed_aspect, True),
+                                     _damaged_tails(m, samples, closed_aspect),
+                                     identity_folds(m.identities), samples.folds(),
+                                     target, "detector")
+            gate["why"] = ("the detector at this margin (the other checks sharing the rest of the budget) catches the "
+                           "most of the run's own synthetic damage" if gate["on"] else "without the detector the "
+                           "other checks catch at least as much of the run's own synthetic damage at the same budget:"
+                           " off")
+            m._cache[key] = gate
+    return m._cache[key]
+
+
+def fit_thresholds(m: RealMouths, keep: np.ndarray, target: float, closed_aspect: float,
+                   gate: dict | None = None) -> dict[str, float | None]:
+    """The calibrated thresholds from the mouths in `keep` (a boolean mask), sharing `target` jointly; the
+    detector at the margin `gate` gives it, or off (threshold None); gate None: detector_gate on all of `m`."""
+    gate = detector_gate(m, target, closed_aspect) if gate is None else gate
+    on = bool(gate["on"])
+    folds = identity_folds(m.identities[keep])
+    fitted, _ = budget_thresholds(_real_tails(m, keep, closed_aspect, on), folds, target,
+                                  {"detector": gate["margin"]} if on else None)
+    out: dict[str, float | None] = {_FIELDS[c]: v for c, v in fitted.items()}
+    if not on:
+        out["max_mouth_damage"] = None
+    return out
+
+
+CHECKS = ("ghost_teeth", "mouth_seam", "mouth_blur", "mouth_unrealistic", "mouth_differs_from_reference",
+          "mouth_damaged")
 
 
 def flags(m: RealMouths, t: Thresholds) -> dict[str, np.ndarray]:
@@ -192,34 +263,40 @@ def flags(m: RealMouths, t: Thresholds) -> dict[str, np.ndarray]:
     real = m.realism if t.max_mouth_realism is not None else np.zeros(len(m.aspect))
     limit = t.max_mouth_realism if t.max_mouth_realism is not None else np.inf
     ref_limit = t.max_mouth_reference_diff if t.max_mouth_reference_diff is not None else np.inf
-    return {"mouth_differs_from_reference": np.nan_to_num(m.reference, nan=-np.inf) > ref_limit,
+    damage_limit = t.max_mouth_damage if t.max_mouth_damage is not None else np.inf
+    return {"mouth_damaged": np.nan_to_num(m.detector, nan=-np.inf) > damage_limit,
+            "mouth_differs_from_reference": np.nan_to_num(m.reference, nan=-np.inf) > ref_limit,
             "ghost_teeth": closed & ((m.teeth > t.max_teeth_closed) | (m.lip_line > t.max_lip_line_whiteness)),
             "mouth_seam": m.seam > t.max_mouth_seam, "mouth_blur": m.sharpness_ratio < t.min_mouth_sharpness_ratio,
             "mouth_unrealistic": real > limit}
 
 
-def apply_overrides(base: Thresholds, fitted: dict[str, float], qc: QCConfig) -> Thresholds:
+def apply_overrides(base: Thresholds, fitted: dict[str, float | None], qc: QCConfig) -> Thresholds:
     """`fitted` thresholds where qc.mouth leaves the value null."""
     mc = qc.mouth
     given: dict[str, float | None] = dict(
         max_teeth_closed=mc.max_teeth_closed, max_lip_line_whiteness=mc.max_lip_line_whiteness,
         max_mouth_seam=mc.max_seam, min_mouth_sharpness_ratio=mc.min_sharpness_ratio, max_mouth_realism=mc.max_realism,
-        max_mouth_reference_diff=mc.max_reference_diff)
+        max_mouth_reference_diff=mc.max_reference_diff, max_mouth_damage=mc.max_damage)
     chosen = {k: (given[k] if given[k] is not None else v) for k, v in fitted.items()}
     if not mc.check_reference:
         chosen["max_mouth_reference_diff"] = None
+    if not mc.check_damage:
+        chosen["max_mouth_damage"] = None
     return replace(base, **chosen)  # type: ignore[arg-type]
 
 
 def out_of_sample_flags(m: RealMouths, base: Thresholds, qc: QCConfig) -> dict[str, np.ndarray]:
     """Each identity's mouths flagged with thresholds fitted on the other identities."""
     out = {c: np.zeros(len(m.aspect), bool) for c in CHECKS}
+    gate = detector_gate(m, qc.mouth.calibration_target, base.mouth_closed_aspect)
     for ident in np.unique(m.identities):
         mine = m.identities == ident
         held = replace(m, _cache={"realism": m.bank.held_out(str(ident)),  # feature scales without ident too
-                                  "reference": reference_scores(m, reference_null(m, str(ident)))})
+                                  "reference": reference_scores(m, reference_null(m, str(ident))),
+                                  "detector": m.detector})  # out of fold already
         t = apply_overrides(base, fit_thresholds(held, ~mine, qc.mouth.calibration_target,
-                                                 base.mouth_closed_aspect), qc)
+                                                 base.mouth_closed_aspect, gate), qc)
         for c, f in flags(held, t).items():
             out[c][mine] = f[mine]
     return out
@@ -244,6 +321,7 @@ class MouthCalibration:
     record: dict  # what run.json and the self-test report
     # the legit R-vs-reference differences the reference check scores R against (None: check off)
     reference: ReferenceNull | None = None
+    detector: MouthDetector | None = None  # the run's damage detector (None: check off)
 
 
 def calibrate_real_mouths(m: RealMouths | None, base: Thresholds, qc: QCConfig) -> MouthCalibration:
@@ -251,27 +329,32 @@ def calibrate_real_mouths(m: RealMouths | None, base: Thresholds, qc: QCConfig) 
     n_ids = len(np.unique(m.identities)) if m is not None else 0
     if m is None or len(m.aspect) < MIN_MOUTHS or n_ids < MIN_IDENTITIES:
         t = apply_overrides(base, {}, qc)
-        t = replace(t, max_mouth_realism=qc.mouth.max_realism, max_mouth_reference_diff=None,
+        t = replace(t, max_mouth_realism=qc.mouth.max_realism, max_mouth_reference_diff=None, max_mouth_damage=None,
                     mouth_thresholds_source="uncalibrated")
         return MouthCalibration(t, None, dict(source="uncalibrated", mouths=0 if m is None else len(m.aspect),
                                               identities=n_ids, note=f"fewer than {MIN_MOUTHS} real mouths or "
-                                              f"{MIN_IDENTITIES} identities: shipped mouth thresholds, realism and "
-                                              "reference checks off"))
+                                              f"{MIN_IDENTITIES} identities: shipped mouth thresholds, realism, "
+                                              "reference and damage checks off"))
     target = qc.mouth.calibration_target
     fitted = fit_thresholds(m, np.ones(len(m.aspect), bool), target, base.mouth_closed_aspect)
     t = replace(apply_overrides(base, fitted, qc), mouth_thresholds_source="calibrated")
     if len(m.pairs) < MIN_MOUTHS:  # too few identities with two photos to place the check's tail: off
-        t = replace(t, max_mouth_reference_diff=None)
+        t = replace(t, max_mouth_reference_diff=None, max_mouth_damage=None)
     record = dict(source="calibrated", target=target, mouths=len(m.aspect), identities=n_ids,
                   chroma=m.bank.use_chroma, fitted=fitted,
                   applied={k: getattr(t, k) for k in fitted},
                   flag_rate_in_sample=_rates(flags(m, t), m, t),
                   flag_rate_leave_one_identity_out=_rates(out_of_sample_flags(m, base, qc), m, t),
-                  reference_pairs=len(m.pairs))
+                  reference_pairs=len(m.pairs),
+                  detector_gate=detector_gate(m, target, base.mouth_closed_aspect))
     null = reference_null(m) if t.max_mouth_reference_diff is not None else None
     if null is not None:
         record["reference_null"] = null.record()
-    return MouthCalibration(t, m.bank if t.max_mouth_realism is not None else None, record, null)
+    detector = None
+    if t.max_mouth_damage is not None and m.detector_samples is not None:
+        detector = m.detector_samples.fit()
+        record["detector"] = detector.record()
+    return MouthCalibration(t, m.bank if t.max_mouth_realism is not None else None, record, null, detector)
 
 
 _MEMO: dict[tuple, MouthCalibration] = {}

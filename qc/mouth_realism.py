@@ -222,6 +222,15 @@ class RealMouthBank:
             return 0.0
         return _top(_deviation(descriptor, shape, self.descriptors[keep], self.shapes[keep]) / self._real[1])
 
+    def signed_deviation(self, descriptor: np.ndarray, shape: np.ndarray, exclude: tuple[str, ...] = ()) -> np.ndarray:
+        """`descriptor` minus the median descriptor of its shape neighbours among identities not in `exclude`, in
+        the feature scales (qc/mouth_detector.py's input; zeros when no other identity is left)."""
+        keep = self._others(exclude)
+        if not keep.any():
+            return np.zeros(len(descriptor))
+        near = np.argsort(np.sum((self.shapes[keep] - shape) ** 2, axis=1))[:K_NEIGHBOURS]
+        return (np.asarray(descriptor) - np.median(self.descriptors[keep][near], axis=0)) / self._real[1]
+
     def held_out(self, identity: str) -> np.ndarray:
         """Every real mouth's score with the feature scales fitted without `identity`'s mouths (so that
         identity's scores are out of sample in every part)."""
@@ -233,6 +242,11 @@ class RealMouthBank:
         """Each real mouth's score against the bank's other identities (out of sample)."""
         dev, sc = self._real
         return np.array([_top(d / sc) for d in dev])
+
+
+def deviation_score(signed: np.ndarray) -> float:
+    """The realism score of a signed deviation (RealMouthBank.signed_deviation): what `score` gives that mouth."""
+    return _top(np.abs(np.asarray(signed, np.float64)))
 
 
 def _top(z: np.ndarray) -> float:

@@ -29,6 +29,7 @@ from qc.expression_score import expression_scores
 from qc.identity import cosine_similarity
 from qc.identity_gallery import IdentityGallery
 from qc.mouth import mouth_aspect, mouth_scores, teeth_share
+from qc.mouth_detector import detector_inputs
 from qc.mouth_realism import mouth_descriptor, mouth_shape
 from qc.mouth_reference import reference_features
 from qc.run_thresholds import RUN_THRESHOLD_COLUMNS, identity_expression_means, resolve_run_thresholds
@@ -80,6 +81,7 @@ class QCStage(Stage):
         self.thresholds, self.calibration = resolved.thresholds, resolved.expression
         self.mouth_bank = resolved.mouth.bank if resolved.mouth is not None else None
         self.reference_null = resolved.mouth.reference if resolved.mouth is not None else None
+        self.damage_detector = resolved.mouth.detector if resolved.mouth is not None else None
         self._reference_cache: dict[str, np.ndarray] = {}  # carrier aligned path -> its reference features
         self.expression_means = identity_expression_means(sources) if self.calibration else {}
         self.thresholds_json = self.thresholds.to_json()
@@ -93,14 +95,26 @@ class QCStage(Stage):
             return self.expression.probabilities([rgb], [lm])[0], mouth_aspect(lm), teeth_share(rgb, lm)
         return remembered(self._cache, path, measure)
 
-    def _reference_diff(self, row: dict[str, Any], r_rgb: np.ndarray, r_landmarks: np.ndarray) -> float | None:
-        """R's mouth against its carrier's (qc/mouth_reference.py); None when the check is off or no carrier."""
+    def _against_carrier(self, row: dict[str, Any], r_rgb: np.ndarray, r_landmarks: np.ndarray, ms: Any,
+                         r_mouth: np.ndarray | None) -> tuple[float | None, float | None]:
+        """(reference diff, damage score): R's mouth against its carrier's (qc/mouth_reference.py) and the run's
+        damage detector (qc/mouth_detector.py; r_mouth: R's mouth descriptor); None where a check is off or R has
+        no carrier."""
         path, lm = row.get("carrier_aligned_path"), row.get("carrier_landmarks68")
-        if self.reference_null is None or not path or not lm:
-            return None
+        detector = self.damage_detector if self.mouth_bank is not None and r_mouth is not None else None
+        if (self.reference_null is None and detector is None) or not path or not lm:
+            return None, None
         carrier = remembered(self._reference_cache, path, lambda: reference_features(
             self.artifacts.get(path), np.asarray(lm, np.float32).reshape(68, 2)))
-        return self.reference_null.score(reference_features(r_rgb, r_landmarks), carrier)
+        r_ref = reference_features(r_rgb, r_landmarks)
+        diff = None if self.reference_null is None else self.reference_null.score(r_ref, carrier)
+        if detector is None or self.mouth_bank is None or r_mouth is None:
+            return diff, None
+        dev = self.mouth_bank.signed_deviation(r_mouth, mouth_shape(r_landmarks), (row["identity_i"],
+                                                                                  row["identity_j"]))
+        inputs = detector_inputs(dev, r_ref - carrier, ms.mouth_aspect, ms.teeth_share, ms.lip_line_whiteness,
+                                 ms.seam_score, ms.sharpness_ratio)
+        return diff, float(detector.scores(inputs)[0])
 
     def score(self, row: dict[str, Any]) -> tuple[Scores, dict[str, Any]]:
         r_rgb = self.artifacts.get(row["reference_path"])
@@ -127,9 +141,11 @@ class QCStage(Stage):
         if self.calibration is not None and expr_class is not None:
             features = photo_features(np.asarray([r_probs]), np.asarray([r_descriptor]))[0]
             class_score = self.calibration.score(features, self.expression_means.get(j), expr_class)
-        realism = None if self.mouth_bank is None else self.mouth_bank.score(
-            mouth_descriptor(r_rgb, face.landmarks68, self.mouth_bank.use_chroma), mouth_shape(face.landmarks68),
-            exclude=(i, j))
+        r_mouth = None if self.mouth_bank is None else mouth_descriptor(r_rgb, face.landmarks68,
+                                                                         self.mouth_bank.use_chroma)
+        realism = None if self.mouth_bank is None or r_mouth is None else self.mouth_bank.score(
+            r_mouth, mouth_shape(face.landmarks68), exclude=(i, j))
+        reference_diff, damage = self._against_carrier(row, r_rgb, face.landmarks68, ms, r_mouth)
         scores = Scores(
             face_found=True, id_sim_rt=cosine_similarity(emb, row["t_embedding"]),
             id_sim_rj=cosine_similarity(emb, row["j_embedding"]),
@@ -140,7 +156,7 @@ class QCStage(Stage):
             t_mouth_aspect=t_aspect, r_teeth=ms.teeth_share, t_teeth=t_teeth, r_lip_line=ms.lip_line_whiteness,
             mouth_seam=ms.seam_score, mouth_sharpness_ratio=ms.sharpness_ratio, expr_class=expr_class,
             expr_class_score=class_score, mouth_realism=realism,
-            mouth_reference_diff=self._reference_diff(row, r_rgb, face.landmarks68))
+            mouth_reference_diff=reference_diff, mouth_damage=damage)
         extra = dict(id_nearest_other=gm.nearest_other, r_expr_probs=ex.r_probs, t_expr_probs=ex.t_probs,
                      carrier_expr_probs=ex.carrier_probs, s_expr_probs=ex.s_probs, r_expr_label=ex.r_label,
                      t_expr_label=ex.t_label, carrier_expr_label=ex.carrier_label)

@@ -19,18 +19,21 @@ from stages.face.mouth import (
     TEETH_SHARE,
     close_lips,
     closing_source_points,
+    fill_interior,
     mouth_aspect,
     synth_interior,
     teeth_share,
 )
 from stages.face.protocols import TransferRequest
 
-ALGORITHM = ("landmark_warp_v2: delta transfer on similarity-normalised landmarks with T's absolute inner-lip "
+ALGORITHM = ("landmark_warp_v3: delta transfer on similarity-normalised landmarks with T's absolute inner-lip "
              "opening, Delaunay piecewise-affine remap with fixed border/ring anchors; mouth rules (stages.face.mouth, "
-             "OPEN_ASPECT 0.06, TEETH_SHARE 0.03): close_lips (closed T, open/teeth carrier: lips warped from 0.4 "
-             "inside the carrier's inner lip, teeth-like pixels and interior inpainted from the lip, darker seam), "
-             "synth_interior (open T, carrier interior < 0.6 of the new one: dark cavity + generic teeth band from "
-             "the carrier's own colours), carrier_interior, warp; nothing from T's pixels")
+             "OPEN_ASPECT 0.06, TEETH_SHARE 0.03): close_lips (closed T, open/teeth carrier: the carrier's interior "
+             "and the pixels within 4 px of it 20 L darker/brighter than its lips inpainted from the lips first "
+             "(fill_interior), lips warped from 0.4 inside the carrier's inner lip, teeth-like pixels and interior "
+             "inpainted from the lip, darker seam), synth_interior (open T, carrier interior < 0.6 of the new one: "
+             "dark cavity + generic teeth band from the carrier's own colours), carrier_interior, warp; nothing from "
+             "T's pixels")
 
 # Points that move little with expression: nose bridge and base, eye corners, upper jaw.
 STABLE_POINTS = np.array([0, 1, 15, 16, 27, 28, 29, 30, 31, 33, 35, 36, 39, 42, 45])
@@ -194,13 +197,16 @@ class LandmarkWarpTransferer:
     Deterministic: the request seed is not used. `last_rules` holds the mouth rule of each image of the last call.
     """
 
-    model_id = "landmark_warp_v2"
+    model_id = "landmark_warp_v3"
     model_sha256 = hashlib.sha256(ALGORITHM.encode()).hexdigest()
 
-    def __init__(self, mouth_feather_px: float = 1.0, closing_depth: float = 0.4, mouth_rules: bool = True) -> None:
+    def __init__(self, mouth_feather_px: float = 1.0, closing_depth: float = 0.4, mouth_rules: bool = True,
+                 fill_closing_interior: bool = True) -> None:
         self.mouth_feather_px = float(mouth_feather_px)
         self.closing_depth = float(closing_depth)
         self.mouth_rules = bool(mouth_rules)  # False: plain warp ("warp" for every image), for comparisons
+        # False: close_lips warps the carrier as it is (landmark_warp_v2's closing), for comparisons
+        self.fill_closing_interior = bool(fill_closing_interior)
         self.last_rules: list[str] = []
 
     @classmethod
@@ -234,7 +240,10 @@ class LandmarkWarpTransferer:
         warp_src = closing_source_points(c_lm, self.closing_depth) if rule == "close_lips" else c_lm
         src = np.vstack([warp_src, ring, border_anchors(h, w)])
         dst = np.vstack([new_lm, ring, border_anchors(h, w)])
-        out = piecewise_affine_warp(carrier, src, dst, carrier.shape, add_anchors=False)
+        # closing: the carrier's interior is filled from its lips first (fill_interior), else the warp carries
+        # pieces of it (teeth gaps, dark corners) onto the closed lips as specks and strokes
+        source = fill_interior(carrier, c_lm) if rule == "close_lips" and self.fill_closing_interior else carrier
+        out = piecewise_affine_warp(source, src, dst, carrier.shape, add_anchors=False)
         if rule == "close_lips":
             out = close_lips(out, new_lm, self.mouth_feather_px)
         elif rule == "synth_interior":

@@ -91,6 +91,42 @@ def closing_source_points(carrier68: np.ndarray, depth: float = 0.4) -> np.ndarr
     return c
 
 
+# fill_interior: carrier pixels inside the outer lip within INTERIOR_REACH px of the inner-lip polygon that differ
+# from the lip tissue's median lightness by more than INTERIOR_CONTRAST (LAB L, 0-255) are mouth interior too
+INTERIOR_REACH = 4
+INTERIOR_CONTRAST = 20.0
+
+
+def interior_mask(rgb: np.ndarray, landmarks68: np.ndarray) -> np.ndarray:
+    """bool (H, W): the mouth interior of a face: its inner-lip polygon, and what borders it past the landmarks (the
+    pixels inside the outer lip within INTERIOR_REACH px of that polygon much darker or brighter than the lip
+    tissue: gaps between the teeth, dark mouth corners, tooth edges), grown 1 px."""
+    lm = np.asarray(landmarks68, np.float64).reshape(68, 2)
+    h, w = rgb.shape[:2]
+    outer = polygon_mask(lm[OUTER_LIP], h, w) > 127
+    inner = polygon_mask(lm[INNER_LIP], h, w)
+    reach = np.ones((2 * INTERIOR_REACH + 1, 2 * INTERIOR_REACH + 1), np.uint8)
+    near = cv2.dilate(inner, reach) > 127
+    light = cv2.cvtColor(np.ascontiguousarray(rgb), cv2.COLOR_RGB2LAB)[..., 0].astype(np.float32)
+    tissue = outer & ~near
+    lip = float(np.median(light[tissue])) if tissue.sum() >= 8 else float(np.median(light[outer])) if outer.any() \
+        else 128.0
+    mask = (inner > 127) | (outer & near & (np.abs(light - lip) > INTERIOR_CONTRAST))
+    k3 = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (3, 3))
+    return cv2.dilate(mask.astype(np.uint8), k3) > 0
+
+
+def fill_interior(rgb: np.ndarray, landmarks68: np.ndarray) -> np.ndarray:
+    """rgb with its mouth interior (interior_mask) inpainted from the lips round it: what close_lips warps from, so
+    that no tooth gap, dark corner or tooth edge of an open carrier mouth survives as a speck or stroke on the closed
+    lips (the landmark warp scatters pieces of the interior over the lips, and only tooth-like pixels were inpainted
+    after it)."""
+    mask = interior_mask(rgb, landmarks68)
+    if not mask.any():
+        return np.ascontiguousarray(rgb)
+    return cv2.inpaint(np.ascontiguousarray(rgb), mask.astype(np.uint8), 3, cv2.INPAINT_TELEA)
+
+
 def _lip_lab(lab: np.ndarray, lm: np.ndarray, exclude: np.ndarray, fallback: np.ndarray) -> np.ndarray:
     """Median LAB of the lip ring (outer minus inner polygon) without the `exclude` pixels."""
     h, w = lab.shape[:2]

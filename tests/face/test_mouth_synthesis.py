@@ -81,3 +81,16 @@ def test_transfer_is_deterministic(demo_face):
     tr = LandmarkWarpTransferer()
     tr.transfer([req, req])
     assert tr.last_rules == ["close_lips", "close_lips"] and tr.rule_for(req) == "close_lips"
+
+
+def test_closing_fills_the_carrier_interior_so_fewer_remnants_land_on_the_lips(london_faces):
+    """landmark_warp_v3 inpaints the carrier's interior (teeth, gaps, dark corners) from its lips before closing them:
+    the warp scatters pieces of it over the closed lips, which v2 left as specks and strokes (the 50 labelled London R,
+    tests/fixtures/r_mouths; benchmarks/RESULTS.md). London: T an identity's neutral photo, S its smiling one, the
+    carrier the next identity's smiling photo; remnant pixels (benchmarks/bench_closing_remnants.py) counted where the
+    transfer puts the lips (its new landmarks)."""
+    from benchmarks.bench_closing_remnants import closing_remnants
+    r = closing_remnants(london_faces, limit=24)  # (v2, v3) remnant pixels per closing transfer
+    u, f = r[:, 0], r[:, 1]
+    assert len(f) >= 8, len(f)
+    assert f.mean() < 0.3 * u.mean() and np.mean(f <= u) >= 0.9, (f.tolist(), u.tolist())

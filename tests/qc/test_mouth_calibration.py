@@ -1,6 +1,7 @@
 """qc/mouth_calibration.py and qc/mouth_realism.py on the London set (colour and grey): thresholds fitted on the
 run's real mouths flag at most the target share of unseen real mouths, config values override, too few mouths
-fall back, and the realism check catches drawn artifacts the older checks miss."""
+fall back, the realism check catches drawn artifacts the older checks miss, and the run's damage detector
+(qc/mouth_detector.py) catches damage on identities and of kinds it was not fitted on."""
 
 from __future__ import annotations
 
@@ -10,9 +11,12 @@ from PIL import Image
 
 from pipeline.config import load_config
 from qc import artifact_cases as ac
-from qc.decide import Thresholds
+from qc.decide import REASON_MOUTH_DAMAGE, Scores, Thresholds, failed_checks
+from qc.mouth import mouth_scores
 from qc.mouth_calibration import calibrate_real_mouths, measure_real_mouths
+from qc.mouth_detector import DAMAGE_KINDS, r_inputs
 from qc.mouth_realism import FEATURES, mouth_descriptor, mouth_shape
+from qc.mouth_reference import reference_features, resample_like_generation
 
 QC = load_config().qc
 BASE = Thresholds.from_config(QC)
@@ -79,10 +83,53 @@ def test_realism_catches_drawn_rings_outlines_and_slabs(which, faces, request):
             score = m.bank.score(mouth_descriptor(bad, lm, m.bank.use_chroma), mouth_shape(lm), exclude=(ident,))
             caught[kind].append(score > cal.thresholds.max_mouth_realism)
     rates = {k: float(np.mean(v)) for k, v in caught.items()}
-    assert rates["ring"] >= 0.9 and rates["outline"] >= 0.6 and rates["slab"] >= 0.5, rates
+    # realism alone at its share of the budget (0.15 since the damage detector takes 0.4; the detector catches the
+    # slabs: test below, benchmarks/RESULTS.md)
+    assert rates["ring"] >= 0.9 and rates["outline"] >= 0.6, rates
 
 
 def test_descriptor_has_one_value_per_feature_and_no_chroma_on_request(faces):
     _, img, lm = faces[0]
     assert mouth_descriptor(img, lm).shape == (len(FEATURES),)
     assert not mouth_descriptor(img, lm, use_chroma=False)[-2:].any()
+
+
+@pytest.mark.parametrize("which", ["colour", "grey"])
+def test_damage_detector_separates_damage_on_unseen_identities_and_unseen_kinds(which, request):
+    m = request.getfixturevalue(which)
+    s = m.detector_samples
+    assert s is not None and len(s.real) == len(m.pairs) and set(s.kinds) == set(DAMAGE_KINDS)
+    real, damaged = s.out_of_fold()
+    edge = np.quantile(real, 0.98)
+    assert np.mean(damaged > edge) >= 0.75, np.mean(damaged > edge)  # London: ~0.85 (benchmarks/RESULTS.md)
+    # never seen by the fit, nor by the real scores the edge is set on (London: specks 0.86, slabs and outlines 1.0;
+    # rings 0.52 / 0.09 by the detector alone: the realism and reference checks catch those)
+    for kind in ("specks", "slab", "outline"):
+        real_k, damaged_k = s.out_of_fold(kind)
+        assert np.mean(damaged_k[s.kinds == kind] > np.quantile(real_k, 0.98)) >= 0.8, kind
+
+
+@pytest.mark.parametrize("which", ["colour", "grey"])
+def test_calibrated_checks_catch_specks_the_per_check_split_missed(which, faces, request):
+    """On the old per-check split with a tail margin every mouth check together caught 54 / 60 % of specks
+    (colour / grey, benchmarks/RESULTS.md); the joint budget with the damage detector catches most of them."""
+    m = request.getfixturevalue(which)
+    cal = calibrate_real_mouths(m, BASE, QC)
+    assert cal.detector is not None and cal.thresholds.max_mouth_damage is not None
+    assert cal.record["detector"]["damage_kinds"] == list(DAMAGE_KINDS)
+    gate = cal.record["detector_gate"]  # the detector earns its share on London (benchmarks/RESULTS.md)
+    assert gate["on"] and gate["recall"] > gate["recall_off"] and gate["damaged"] == len(m.pairs), gate
+    rng = np.random.default_rng(5)
+    caught = []
+    for a, b in m.pairs[::5].tolist():
+        ident, img, lm = faces[a]
+        conv = _grey if which == "grey" else (lambda x: x)
+        bad = conv(ac.specks(resample_like_generation(conv(img), f"t{a}"), lm, rng))
+        reference = reference_features(conv(faces[b][1]), faces[b][2])
+        r, t = mouth_scores(bad, lm), mouth_scores(conv(img), lm)
+        s = Scores(face_found=True, r_mouth_aspect=r.mouth_aspect, t_mouth_aspect=t.mouth_aspect,
+                   r_teeth=r.teeth_share, t_teeth=t.teeth_share, r_lip_line=r.lip_line_whiteness,
+                   mouth_seam=r.seam_score, mouth_sharpness_ratio=r.sharpness_ratio,
+                   mouth_damage=float(cal.detector.scores(r_inputs(bad, lm, m.bank, (ident,), reference))[0]))
+        caught.append(REASON_MOUTH_DAMAGE in failed_checks(s, cal.thresholds))
+    assert np.mean(caught) >= 0.8, np.mean(caught)
