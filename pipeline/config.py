@@ -72,7 +72,8 @@ class RayConfig(Strict):
     # A stage actor that dies (crash, OOM kill, lost node) fails the phase's dataset; the phase is then started
     # again from the committed manifests (fresh actors) up to this many times (pipeline/phases.py
     # with_phase_retries). The dead actor's batch runs one item at a time first (pipeline/isolate.py): a restart
-    # after an item killed its worker alone (attempts row / worker_crashed reject) does not count.
+    # after an item killed its worker alone (attempts row / worker_crashed reject) does not count, nor one per node
+    # that died during the attempt (Ray sees a node's death seconds late: attempts in between fail on it too).
     max_task_retries: int = Field(3, ge=0)
 
 

@@ -82,7 +82,7 @@ def _run_generation(cfg: PipelineConfig, store: ManifestStore, run_root: str, ro
     batch = min(section.resources.batch_size for section in chain.sections)
     # the planner's compact columns, landmarks, embeddings and paths stay in the object store (a task reads them,
     # the planning task plans from them): the driver keeps the row count and the images per identity
-    inputs = RemotePlanInputs(store)
+    inputs = RemotePlanInputs(store, cfg.pairing)  # the same-person calibration starts with it
     features = inputs.features
     log.info("round %d: %d sources read for planning in %.1f s", round_index, len(inputs), time.monotonic() - started)
     rows = plan_block_rows(cfg.run.plan_block_rows, len(inputs), batch * 2)

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 
 import pyarrow as pa
 import pyarrow.compute as pc
+import ray
 
 from manifests.store import ManifestStore
 from pipeline.commit import CommitBuffer, Progress, StageErrorGuard, StageFailureError
@@ -144,7 +145,8 @@ def _run_crashed_batch(batch: tuple[str, list[str]], exc: Exception, spec: Commi
 
 # -- retries of a whole phase -----------------------------------------------------------------------
 
-def with_phase_retries(settings: PhaseSettings, name: str, run: Callable[[Phase], PhaseStats]) -> PhaseStats:
+def with_phase_retries(settings: PhaseSettings, name: str, run: Callable[[Phase], PhaseStats],
+                       alive_nodes: Callable[[], set[str]] | None = None) -> PhaseStats:
     """Run a phase; when actors, workers or a node die, start the phase again from what is committed.
 
     Stage actors are created with max_restarts=0 (pipeline/ray_adapter.py): Ray cannot promise to restart an actor
@@ -153,10 +155,11 @@ def with_phase_retries(settings: PhaseSettings, name: str, run: Callable[[Phase]
     shard is named by its ids, so the result is exactly that of an uninterrupted run. A restart counts against
     ray.max_task_retries (then the error is raised) unless the batch of the dead actor, run one item at a time,
     named items that kill their worker (PoisonIsolatedError): those are decided, so that restart is progress. One
-    abort guard spans the phase, so a model that kills its worker on every item stops the job."""
+    abort guard spans the phase, so a model that kills its worker on every item stops the job. `alive_nodes`: the
+    ids of the cluster's live nodes (default: Ray's node table)."""
     phase = Phase(settings)
     try:
-        stats = _restarting(name, run, phase)
+        stats = _restarting(name, run, phase, alive_nodes or alive_node_ids)
     except StageFailureError:
         raise  # nothing run alone is committed: a fixed rerun retries those items
     except Exception:
@@ -166,21 +169,34 @@ def with_phase_retries(settings: PhaseSettings, name: str, run: Callable[[Phase]
     return stats
 
 
-def _restarting(name: str, run: Callable[[Phase], PhaseStats], phase: Phase) -> PhaseStats:
+def alive_node_ids() -> set[str]:
+    """The ids of the nodes Ray's control store holds alive now."""
+    return {n["NodeID"] for n in ray.nodes() if n.get("Alive")}
+
+
+def _restarting(name: str, run: Callable[[Phase], PhaseStats], phase: Phase,
+                alive_nodes: Callable[[], set[str]]) -> PhaseStats:
     restarts, limit = 0, phase.settings.max_restarts
+    excused: set[str] = set()  # nodes whose death excused a restart (each once)
     while True:
+        alive = alive_nodes()
         try:
             return run(phase)
         except Exception as exc:
             if isinstance(exc, StageFailureError) or not lost_workers(exc):  # the guard stopped the phase
                 raise
-            if not isinstance(exc, PoisonIsolatedError):
+            # A node that died during the attempt explains it: a node's death is seen by Ray's health checks only
+            # some seconds later, and the attempts started in between place actors and tasks on the dead node
+            # and fail too. Each dead node excuses one restart, so the restarts stay bounded.
+            died = alive - alive_nodes() - excused
+            excused |= died
+            if not died and not isinstance(exc, PoisonIsolatedError):
                 restarts += 1
                 if restarts > limit:
                     raise
-            log.warning("%s: workers lost (%s: %s); restarting the phase from the committed manifests "
-                        "(%d of %d restarts after unattributed losses)", name, type(exc).__name__,
-                        str(exc).splitlines()[0][:300], restarts, limit)
+            cause = f"{len(died)} node(s) died" if died else f"{restarts} of {limit} restarts after unattributed losses"
+            log.warning("%s: workers lost (%s: %s); restarting the phase from the committed manifests (%s)", name,
+                        type(exc).__name__, str(exc).splitlines()[0][:300], cause)
 
 
 def undecided(ids: list[str], done: pa.Array) -> list[str]:

@@ -22,7 +22,7 @@ from pipeline.commit_stage import CommitSpec, commit_batch
 from pipeline.config import PipelineConfig, RayConfig
 from pipeline.in_flight import InFlight
 from pipeline.lazy_datasource import LazyDatasource, TableDatasource
-from pipeline.planning.datasource import PlanFilesDatasource, PlanReads
+from pipeline.planning.datasource import PlanFilesDatasource, PlanReads, plan_file_runs
 from pipeline.planning.gather import read_plan_rows
 from pipeline.planning.ray_features import Features
 from stages.base import Stage, StageContext, StageSection, make_stage
@@ -202,8 +202,9 @@ def plan_rows_of(urls: list[str], ids: list[str], run: Location, failure: str,
 
 def dataset_from_plan_files(urls: list[str], failure: str, run: Location, features: Features | None = None,
                             reads: PlanReads | None = None) -> ray.data.Dataset:
-    """The round's plan files (local paths or fsspec URLs) as a dataset of one block per file; a read task waits
-    for its file while the driver is still writing later ones (pipeline/planning/files.py). With `features` (the
+    """The round's plan files (local paths or fsspec URLs) as a dataset of one block per read task (a file, or a
+    run of files: planning/datasource.py plan_file_runs); a read task waits for its files while the driver is
+    still writing later ones (pipeline/planning/files.py). With `features` (the
     object-store blocks of pipeline/planning/ray_features.py, FeatureBlocks) the files hold PLAN_INDEX_SCHEMA
     rows and the read task gathers their PLAN_SCHEMA columns; without, they hold PLAN_SCHEMA rows. With `reads`, a
     read task reports the file it asks for, so that the planner writes only a few files ahead (ReadAhead).
@@ -212,7 +213,7 @@ def dataset_from_plan_files(urls: list[str], failure: str, run: Location, featur
     which a small cluster whose CPUs the stage actors already hold never frees (the round then hangs). Not
     ray.data.from_arrow of the file names either: it runs one metadata task per file before the dataset exists
     (pipeline/planning/datasource.py)."""
-    return _lazy_dataset(PlanFilesDatasource(urls, failure, run, features, reads), len(urls))
+    return _lazy_dataset(PlanFilesDatasource(urls, failure, run, features, reads), len(plan_file_runs(len(urls))))
 
 
 # Ingest's read tasks (pipeline/lazy_datasource.py TableDatasource): one per block up to this many blocks, then

@@ -6,7 +6,7 @@ descriptors of every image, paths) stay where they are (features.py, ray_feature
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -101,6 +101,63 @@ class PlanInputs:
         """From record batches (or tables) with PLANNER_COLUMNS (and expression_probs when the sources have it),
         read one after another: only the compact columns of every batch are kept (`rows`, the total when known,
         lets them be filled in place instead of concatenated at the end)."""
+        return cls.from_parts([InputsPart.of_batches(batches, rows)])
+
+    @classmethod
+    def from_parts(cls, parts: Sequence[InputsPart]) -> PlanInputs:
+        """The inputs of consecutive row ranges (each read on its own, e.g. by a task), in order: the same
+        PlanInputs as from_batches over all their rows (labels coded by first appearance, ranks over every key)."""
+        codes: dict[str, int] = {}
+        labels = []
+        for part in parts:  # the parts' label codes renumbered in order: first appearance over all rows
+            mapping = np.array([0] + [codes.setdefault(x, len(codes) + 1) for x in part.label_names], np.int32)
+            labels.append(mapping[part.label])
+        key_array = _concat([p.keys for p in parts], pa.string())
+        ident = _concat([p.idents for p in parts], pa.string())
+        names = sorted(pc.unique(ident).to_pylist())
+        code = pc.index_in(ident, value_set=pa.array(names, pa.string())).to_numpy(zero_copy_only=False)
+        del ident
+        rank = (pc.rank(key_array, tiebreaker="dense").to_numpy() if len(key_array) else np.zeros(0, np.uint64))
+        one = len(parts) == 1  # one part: its arrays as they are (no copy)
+        return cls(key_array, _concat([p.paths for p in parts], pa.string()), rank.astype(np.int64),
+                   code.astype(np.int32), names,
+                   labels[0] if one else _stack(labels, np.zeros(0, np.int32)),
+                   parts[0].sha if one else _stack([p.sha for p in parts], np.zeros(0, np.bytes_)),
+                   parts[0].desc if one else _stack([p.desc for p in parts],
+                                                    np.zeros((0, len(DESCRIPTOR_NAMES)), np.float32)),
+                   codes)
+
+    def key(self, row: int) -> str:
+        return self.keys[row].as_py()
+
+    def path(self, row: int) -> str:
+        return self.paths[row].as_py()
+
+    def identity(self, row: int) -> str:
+        return self.identity_names[self.identity_code[row]]
+
+
+def _stack(arrays: list[np.ndarray], empty: np.ndarray) -> np.ndarray:
+    return np.concatenate(arrays) if arrays else empty
+
+
+@dataclass
+class InputsPart:
+    """PlanInputs of a range of consecutive source rows before they are put together (PlanInputs.from_parts):
+    the strings in Arrow, the pairing labels coded in order of first appearance in this range (`label_names`)."""
+
+    keys: pa.Array
+    paths: pa.Array
+    idents: pa.Array
+    label: np.ndarray  # 0 none, k > 0: label_names[k - 1]
+    label_names: list[str]
+    sha: np.ndarray
+    desc: np.ndarray
+
+    @classmethod
+    def of_batches(cls, batches: Iterable[pa.RecordBatch | pa.Table], rows: int | None = None) -> InputsPart:
+        """The part of record batches (or tables) with PLANNER_COLUMNS (and expression_probs when the sources
+        have it), read one after another (`rows`: the total when known, filled in place)."""
         keys: list[pa.Array] = []
         paths: list[pa.Array] = []
         idents: list[pa.Array] = []
@@ -118,22 +175,6 @@ class PlanInputs:
             shas.add(fixed_bytes(one.column("file_sha256").chunk(0)))
             descs.add(_descriptors(one.column("expression_descriptor"), np.float32))
             del one, named
-        key_array = _concat(keys, pa.string())
-        del keys
-        ident = _concat(idents, pa.string())
-        del idents
-        names = sorted(pc.unique(ident).to_pylist())
-        code = pc.index_in(ident, value_set=pa.array(names, pa.string())).to_numpy(zero_copy_only=False)
-        rank = (pc.rank(key_array, tiebreaker="dense").to_numpy() if len(key_array) else np.zeros(0, np.uint64))
-        return cls(key_array, _concat(paths, pa.string()), rank.astype(np.int64), code.astype(np.int32), names,
-                   labels.result(np.zeros(0, np.int32)), shas.result(np.zeros(0, np.bytes_)),
-                   descs.result(np.zeros((0, len(DESCRIPTOR_NAMES)), np.float32)), codes)
-
-    def key(self, row: int) -> str:
-        return self.keys[row].as_py()
-
-    def path(self, row: int) -> str:
-        return self.paths[row].as_py()
-
-    def identity(self, row: int) -> str:
-        return self.identity_names[self.identity_code[row]]
+        return cls(_concat(keys, pa.string()), _concat(paths, pa.string()), _concat(idents, pa.string()),
+                   labels.result(np.zeros(0, np.int32)), list(codes), shas.result(np.zeros(0, np.bytes_)),
+                   descs.result(np.zeros((0, len(DESCRIPTOR_NAMES)), np.float32)))

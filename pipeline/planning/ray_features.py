@@ -13,6 +13,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import fsspec
 import numpy as np
@@ -37,6 +38,17 @@ FEATURES_TASK_CPUS = 0.25
 FEATURE_BLOCK_ROWS = 65_536
 
 
+# While a reader takes its rows out of one block, the next blocks it needs are fetched (or restored from spilled
+# storage) by Ray in the background: at most this many ahead.
+PREFETCH_BLOCKS = 2
+
+
+def _prefetch(refs: list[ray.ObjectRef]) -> None:
+    """Ask Ray to bring `refs` to this node's object store now, without waiting for them."""
+    if refs:
+        ray.wait(refs, num_returns=len(refs), timeout=0, fetch_local=True)
+
+
 @dataclass(frozen=True)
 class FeatureBlocks:
     """The features table in blocks of consecutive source rows, each block one object per part: the embeddings
@@ -53,13 +65,32 @@ class FeatureBlocks:
         chunks = [c for t in tables for c in t.column("embedding").chunks]
         return pa.chunked_array(chunks, SOURCES.field("embedding").type)
 
+    def embedding_rows(self, rows: np.ndarray) -> pa.ChunkedArray:
+        """The embeddings of source rows `rows`, in that order: only the embedding blocks they are in, a block at
+        a time."""
+        block_of = np.searchsorted(self.starts, rows, side="right") - 1
+        parts: list[pa.Array] = []
+        order = np.argsort(block_of, kind="stable")
+        blocks = np.unique(block_of).tolist()
+        for k, b in enumerate(blocks):
+            _prefetch([self.embeddings[c] for c in blocks[k + 1:k + 1 + PREFETCH_BLOCKS]])
+            mine = rows[order[block_of[order] == b]]
+            column = ray.get(self.embeddings[b]).column("embedding")
+            parts.extend(column.take(pa.array(mine - self.starts[b])).chunks)
+            del column
+        taken = pa.chunked_array(parts, SOURCES.field("embedding").type)
+        return taken.take(pa.array(np.argsort(order, kind="stable"))) if len(rows) else taken
+
     def rows(self, rows: np.ndarray) -> tuple[pa.Table, np.ndarray]:
         """The features rows that `rows` (source rows) name, and `rows` as indices into that table: a block at a
         time (fetched, its rows taken, released), so a reader holds one block whatever the rows' spread."""
         block_of = np.searchsorted(self.starts, rows, side="right") - 1
         local = np.empty(len(rows), np.int64)
         parts, at = [], 0
-        for b in np.unique(block_of).tolist() or [0]:  # no rows: block 0's columns, no row
+        blocks = np.unique(block_of).tolist() or [0]  # no rows: block 0's columns, no row
+        for k, b in enumerate(blocks):
+            ahead = blocks[k + 1:k + 1 + PREFETCH_BLOCKS]
+            _prefetch([self.rest[c] for c in ahead] + [self.embeddings[c] for c in ahead])
             mine = np.flatnonzero(block_of == b)
             inside = pa.array(rows[mine] - self.starts[b])
             rest, embeddings = ray.get([self.rest[b], self.embeddings[b]])
@@ -84,8 +115,15 @@ def read_sources(fs: fsspec.AbstractFileSystem, path: str, columns: list[str]) -
     return read_shard(fs, path, columns=columns, schema=SOURCES)
 
 
-@ray.remote(num_cpus=FEATURES_TASK_CPUS)
-def _features_table(fs: fsspec.AbstractFileSystem, files: list[str], columns: list[str]) -> pa.Table:
+@ray.remote(num_cpus=FEATURES_TASK_CPUS, num_returns=2)
+def _features_table(fs: fsspec.AbstractFileSystem, files: list[str], columns: list[str],
+                    *after: object) -> tuple[pa.Table, bool]:
+    """`columns` of the `files`, in order, one chunk per column (fast `take`), and a small object that says the
+    table exists (what later reads wait for); `after`: what it waited for."""
+    return features_table(fs, files, columns), True
+
+
+def features_table(fs: fsspec.AbstractFileSystem, files: list[str], columns: list[str]) -> pa.Table:
     """`columns` of the `files`, in order, one chunk per column (fast `take`)."""
     table = pa.concat_tables([read_sources(fs, f, columns) for f in files]) if files \
         else SOURCES.empty_table().select(columns)
@@ -106,11 +144,14 @@ def _clusters(blocks: FeatureBlocks, names: list[str], order: np.ndarray, starts
     return cluster_centroids(names, cent, threshold, search)
 
 
-# A pair-search shard is CPU-bound faiss work on one thread: one CPU each, so that a cluster's nodes share them.
-SEARCH_TASK_CPUS = 1.0
+# A pair-search shard is CPU-bound faiss work on one thread. It reserves a tenth of a CPU, not a whole one: the
+# planning waits for it while Ray Data's stage actors hold most CPUs idle (with a whole CPU each the 16 shards of a
+# 1M-identity search ran one at a time on 2 cores); as many run at once as the cluster has CPUs, and a tenth of a
+# CPU keeps them off nodes without any (a head node); they are spread over the nodes that have CPUs.
+SEARCH_TASK_CPUS = 0.1
 
 
-@ray.remote(num_cpus=SEARCH_TASK_CPUS)
+@ray.remote(num_cpus=SEARCH_TASK_CPUS, scheduling_strategy="SPREAD")
 def _search_shard(blob: np.ndarray, c32: np.ndarray, a0: int, a1: int, threshold: float) -> tuple[np.ndarray, str]:
     """One shard's candidate pairs, and the node it ran on."""
     pairs = pair_search.shard_candidates(blob, c32[a0:a1], a0, threshold, threads=1)
@@ -119,12 +160,23 @@ def _search_shard(blob: np.ndarray, c32: np.ndarray, a0: int, a1: int, threshold
 
 def ray_shards(blob: np.ndarray, c32: np.ndarray, shards: Sequence[tuple[int, int]],
                threshold: float) -> list[np.ndarray]:
-    """pair_search.ShardMap on Ray tasks: the index and the float32 centroids put once, a task per shard."""
+    """pair_search.ShardMap on Ray tasks: the index and the float32 centroids put once, a task per shard, as many
+    at once as the cluster has CPUs (each task holds a copy of the index)."""
     blob_ref, c32_ref = ray.put(blob), ray.put(c32)
-    done = ray.get([_search_shard.remote(blob_ref, c32_ref, a0, a1, threshold) for a0, a1 in shards])
+    limit = max(1, int(ray.cluster_resources().get("CPU", 1)))
+    done: list[tuple[np.ndarray, str] | None] = [None] * len(shards)
+    pending: dict[ray.ObjectRef, int] = {}
+    todo = list(enumerate(shards))
+    while todo or pending:
+        while todo and len(pending) < limit:
+            k, (a0, a1) = todo.pop(0)
+            pending[_search_shard.remote(blob_ref, c32_ref, a0, a1, threshold)] = k
+        [ref], _ = ray.wait(list(pending), num_returns=1)
+        done[pending.pop(ref)] = ray.get(ref)
+    results = [d for d in done if d is not None]
     log.info("identity pair search: %d shards of %d centroids on %d node(s)", len(shards), len(c32),
-             len({node for _, node in done}))
-    return [pairs for pairs, _ in done]
+             len({node for _, node in results}))
+    return [pairs for pairs, _ in results]
 
 
 def ray_pair_search() -> pair_search.PairSearch:
@@ -166,25 +218,46 @@ def file_rows(fs: fsspec.AbstractFileSystem, files: list[str]) -> list[int]:
     return rows
 
 
-def plan_features(store: ManifestStore) -> RayFeatures:
-    """The features table of the committed sources, read block by block by tasks (the driver never holds it):
-    whole files grouped into blocks of at least FEATURE_BLOCK_ROWS rows, the embedding blocks first."""
-    files = store.committed_files("sources")
+def feature_groups(files: list[str], rows: list[int]) -> tuple[list[list[str]], np.ndarray]:
+    """The files of each features block (whole files grouped until a block has at least FEATURE_BLOCK_ROWS rows;
+    one empty block when there is no file) and the blocks' first rows, then the number of rows."""
     groups: list[list[str]] = []
     starts, total, size = [0], 0, 0
-    for path, rows in zip(files, file_rows(store.fs, files), strict=True):
+    for path, n in zip(files, rows, strict=True):
         if not groups or size >= FEATURE_BLOCK_ROWS:
             if groups:
                 starts.append(total)
             groups.append([])
             size = 0
         groups[-1].append(path)
-        size += rows
-        total += rows
+        size += n
+        total += n
     starts.append(total)
-    if not groups:  # no sources: one empty block
-        groups = [[]]
-    embeddings = [_features_table.remote(store.fs, g, ["embedding"]) for g in groups]  # first: the planner waits
-    rest_columns = [c for c in PLAN_FEATURE_COLUMNS if c != "embedding"]
-    rest = [_features_table.remote(store.fs, g, rest_columns) for g in groups]
-    return RayFeatures(FeatureBlocks(embeddings, rest, np.array(starts, np.int64)))
+    return groups or [[]], np.array(starts, np.int64)
+
+
+def read_blocks(fs: fsspec.AbstractFileSystem, groups: list[list[str]], columns: list[str],
+                after: Sequence[ray.ObjectRef] = (), in_flight: int | None = None) -> list[ray.ObjectRef]:
+    """A task per block reading `columns` of its files, started once the objects `after` exist (Ray waits for a
+    task's arguments), and with `in_flight`, once the read `in_flight` blocks before it is done: the caller orders
+    and paces the reads without waiting itself."""
+    tables: list[ray.ObjectRef] = []
+    done: list[ray.ObjectRef] = []
+    for k, group in enumerate(groups):
+        before = [done[k - in_flight]] if in_flight and k >= in_flight else []
+        refs: Any = _features_table.remote(fs, group, columns, *after, *before)
+        tables.append(refs[0])
+        done.append(refs[1])
+    return tables
+
+
+REST_COLUMNS = [c for c in PLAN_FEATURE_COLUMNS if c != "embedding"]
+
+
+def plan_features(store: ManifestStore) -> RayFeatures:
+    """The features table of the committed sources, read block by block by tasks (the driver never holds it),
+    the embedding blocks first."""
+    files = store.committed_files("sources")
+    groups, starts = feature_groups(files, file_rows(store.fs, files))
+    embeddings = read_blocks(store.fs, groups, ["embedding"])  # first: the planner waits for them
+    return RayFeatures(FeatureBlocks(embeddings, read_blocks(store.fs, groups, REST_COLUMNS), starts))

@@ -19,16 +19,33 @@ from typing import Any
 import fsspec
 import numpy as np
 import pyarrow as pa
-import pyarrow.parquet as pq
 import ray
 
 from manifests.scan import release_arrow_memory
 from manifests.store import ManifestStore
 from pipeline.planning.clusters import IdentityClusters, embedding_matrix
 from pipeline.planning.config import PairingConfig, PlanSettings
-from pipeline.planning.inputs import PLANNER_COLUMNS, PlanInputs
-from pipeline.planning.ray_features import FEATURES_TASK_CPUS, FeatureBlocks, RayFeatures, plan_features, read_sources
-from pipeline.planning.same_person import SamePersonThreshold, resolve_from_inputs, resolve_same_person
+from pipeline.planning.inputs import PLANNER_COLUMNS, InputsPart, PlanInputs
+from pipeline.planning.ray_features import (
+    FEATURE_BLOCK_ROWS,
+    FEATURES_TASK_CPUS,
+    REST_COLUMNS,
+    FeatureBlocks,
+    RayFeatures,
+    feature_groups,
+    features_table,
+    file_rows,
+    read_blocks,
+    read_sources,
+)
+from pipeline.planning.same_person import (
+    CalibrationSample,
+    SamePersonThreshold,
+    calibration_sample,
+    resolve_from_inputs,
+    resolve_from_sample,
+    resolve_same_person,
+)
 from pipeline.planning.stream import PlanStream, plan_round_stream
 
 # The planning task is one thread of Python (plans ~3,500 candidates/s on this project's 2-core box); like the
@@ -84,31 +101,79 @@ def _release_memory() -> None:
         pass
 
 
-def _rows(fs: fsspec.AbstractFileSystem, files: list[str]) -> int:
-    total = 0
-    for path in files:
-        with fs.open(path, "rb") as fh:
-            total += pq.ParquetFile(fh).metadata.num_rows
-    return total
+# Source rows per task reading the planner's inputs (whole committed files grouped): the parts are read side by side
+# (on every CPU of a node, on every node of a cluster) and put together in row order by one task.
+INPUT_PART_ROWS = 4 * FEATURE_BLOCK_ROWS
 
 
-@ray.remote(num_cpus=FEATURES_TASK_CPUS, num_returns=2)
-def _read_inputs(fs: fsspec.AbstractFileSystem, files: list[str]) -> tuple[PlanInputs, InputsSummary]:
-    inputs = PlanInputs.from_batches(_planner_batches(fs, files, PLANNER_COLUMNS + ["expression_probs"]),
-                                     _rows(fs, files))
-    counts = np.bincount(inputs.identity_code, minlength=len(inputs.identity_names)).astype(np.int64)
-    _release_memory()
-    return inputs, InputsSummary(len(inputs), counts)
+def file_groups(files: list[str], rows: list[int], min_rows: int) -> list[tuple[list[str], int]]:
+    """Consecutive files grouped until a group has at least `min_rows` rows, with each group's rows (one empty group
+    when there is no file)."""
+    groups: list[tuple[list[str], int]] = []
+    for path, n in zip(files, rows, strict=True):
+        if not groups or groups[-1][1] >= min_rows:
+            groups.append(([], 0))
+        groups[-1] = (groups[-1][0] + [path], groups[-1][1] + n)
+    return groups or [([], 0)]
 
 
 @ray.remote(num_cpus=FEATURES_TASK_CPUS)
-def _same_person(pairing: PairingConfig, inputs: PlanInputs, blocks: FeatureBlocks) -> SamePersonThreshold:
-    """The run's same-person threshold next to the inputs: only the sampled identities' embeddings are fetched (a
-    block at a time)."""
-    def embeddings(rows: np.ndarray) -> np.ndarray:
-        table, local = blocks.rows(rows)
-        return embedding_matrix(table.column("embedding").take(pa.array(local)))
-    return resolve_from_inputs(pairing, inputs, embeddings)
+def _read_input_part(fs: fsspec.AbstractFileSystem, files: list[str], rows: int) -> InputsPart:
+    part = InputsPart.of_batches(_planner_batches(fs, files, PLANNER_COLUMNS + ["expression_probs"]), rows)
+    _release_memory()
+    return part
+
+
+@ray.remote(num_cpus=FEATURES_TASK_CPUS, num_returns=4)
+def _combine_inputs(calibrate: bool, *parts: InputsPart) -> tuple[PlanInputs, InputsSummary, bool,
+                                                                   CalibrationSample | None]:
+    """The inputs, their summary, a small object that says they exist (what the feature reads wait for), and when
+    `calibrate`, the same-person calibration's sample rows (read with the embedding blocks)."""
+    inputs = PlanInputs.from_parts(parts)
+    counts = np.bincount(inputs.identity_code, minlength=len(inputs.identity_names)).astype(np.int64)
+    sample = calibration_sample(inputs) if calibrate and len(inputs) else None
+    return inputs, InputsSummary(len(inputs), counts), True, sample
+
+
+@ray.remote(num_cpus=FEATURES_TASK_CPUS, num_returns=3)
+def _embedding_block(fs: fsspec.AbstractFileSystem, files: list[str], first_row: int, sample: CalibrationSample | None,
+                     *after: object) -> tuple[pa.Table, bool, tuple[np.ndarray, np.ndarray]]:
+    """An embedding block (ray_features.read_blocks), and the float64 embeddings of the calibration sample's rows
+    in it with their positions in the sample: the calibration never fetches a block."""
+    table = features_table(fs, files, ["embedding"])
+    if sample is None:  # no sources
+        return table, True, (np.zeros(0, np.int64), np.zeros((0, 0)))
+    mine = np.flatnonzero((sample.rows >= first_row) & (sample.rows < first_row + table.num_rows))
+    taken = embedding_matrix(table.column("embedding").take(pa.array(sample.rows[mine] - first_row)))
+    return table, True, (mine, taken)
+
+
+@ray.remote(num_cpus=FEATURES_TASK_CPUS)
+def _same_person_from_blocks(pairing: PairingConfig, sample: CalibrationSample | None,
+                             *parts: tuple[np.ndarray, np.ndarray]) -> SamePersonThreshold:
+    """resolve_from_inputs' threshold from the sample's embeddings as the embedding blocks' tasks took them."""
+    if sample is None:  # no sources
+        return resolve_same_person(pairing, [], np.zeros((0, 0)))
+    d = max((m.shape[1] for _, m in parts if len(m)), default=0)
+    embeddings = np.zeros((len(sample.rows), d))
+    for positions, matrix in parts:
+        if len(positions):
+            embeddings[positions] = matrix
+    return resolve_from_sample(pairing, sample, embeddings)
+
+
+@ray.remote(num_cpus=FEATURES_TASK_CPUS)
+def _same_person(pairing: PairingConfig, inputs: PlanInputs, embeddings: list[ray.ObjectRef],
+                 starts: np.ndarray) -> SamePersonThreshold:
+    """The run's same-person threshold next to the inputs: only the sampled identities' embeddings are fetched (an
+    embedding block at a time)."""
+    blocks = FeatureBlocks(embeddings, [], starts)
+    return resolve_from_inputs(pairing, inputs, lambda rows: embedding_matrix(blocks.embedding_rows(rows)))
+
+
+def _calibrated(pairing: PairingConfig) -> bool:
+    """Whether the same-person threshold is calibrated on the run's sources (else it is configured, or off)."""
+    return pairing.merge_same_person and pairing.same_person_similarity is None
 
 
 def _embedding_model(fs: fsspec.AbstractFileSystem, files: list[str]) -> str | None:
@@ -162,26 +227,55 @@ def _plan_task(inputs: PlanInputs, features: RayFeatures, request: _PlanRequest,
     yield PlanTail(plan.refused)
 
 
+def rest_reads_in_flight() -> int:
+    """How many blocks of the other features are read at once: half the cluster's CPUs (one on 2 cores), so that the
+    planning task, one thread that the first plan file waits for, keeps a core while they are read beside it."""
+    return max(1, int(ray.cluster_resources().get("CPU", 2)) // 2)
+
+
 class RemotePlanInputs:
     """The planner's inputs in the object store (`ref`), the features beside them, and the summary the driver
     names the plan files from."""
 
-    def __init__(self, store: ManifestStore) -> None:
+    def __init__(self, store: ManifestStore, pairing: PairingConfig | None = None) -> None:
         self.fs, self.files = store.fs, store.committed_files("sources")
-        self.features = plan_features(store)
-        refs: Any = _read_inputs.remote(self.fs, self.files)  # two returns: the inputs stay in the object store
+        rows = file_rows(self.fs, self.files)
+        parts = [_read_input_part.remote(self.fs, group, n)
+                 for group, n in file_groups(self.files, rows, INPUT_PART_ROWS)]
+        calibrate = pairing is not None and _calibrated(pairing)
+        refs: Any = _combine_inputs.remote(calibrate, *parts)  # the inputs stay in the object store
+        del parts
         self.ref: ray.ObjectRef = refs[0]
+        # One after the other, so that the object store holds what is read next to what is still needed rather than
+        # spilling it (at 10M sources the features are 13 GB): the inputs (in parts, then put together), the
+        # embeddings (with the same-person calibration's sample rows when `pairing` calibrates), then the other
+        # features, a few blocks at a time beside the planning task.
+        groups, starts = feature_groups(self.files, rows)
+        self.pairing, self.threshold = pairing, None
+        if calibrate:
+            blocks: list[Any] = [_embedding_block.remote(self.fs, g, int(starts[b]), refs[3], refs[2])
+                                 for b, g in enumerate(groups)]
+            embeddings = [b[0] for b in blocks]
+            self.threshold = _same_person_from_blocks.remote(pairing, refs[3], *[b[2] for b in blocks])
+            del blocks
+        else:
+            embeddings = read_blocks(self.fs, groups, ["embedding"], [refs[2]])
+        rest = read_blocks(self.fs, groups, REST_COLUMNS, [refs[2] if self.threshold is None else self.threshold],
+                           rest_reads_in_flight())
+        self.features = RayFeatures(FeatureBlocks(embeddings, rest, starts))
         self.summary: InputsSummary = ray.get(refs[1])
 
     def __len__(self) -> int:
         return self.summary.rows
 
     def same_person(self, pairing: PairingConfig) -> SamePersonThreshold:
-        """same_person.resolve_from_store's value, calibrated in a task from the inputs and feature blocks (the
-        driver never reads the sources' embeddings)."""
-        if not pairing.merge_same_person or pairing.same_person_similarity is not None:
+        """same_person.resolve_from_store's value, calibrated in a task from the inputs and embedding blocks (the
+        driver never reads the sources' embeddings); the one started with the inputs when `pairing` is theirs."""
+        if not _calibrated(pairing):
             return resolve_same_person(pairing, [], np.zeros((0, 0)))
-        return ray.get(_same_person.remote(pairing, self.ref, self.features.blocks))
+        ref = self.threshold if self.threshold is not None and pairing == self.pairing else \
+            _same_person.remote(pairing, self.ref, self.features.blocks.embeddings, self.features.blocks.starts)
+        return ray.get(ref)
 
     def plan(self, settings: PlanSettings, round_index: int, chunk_rows: int) -> tuple[PlanStream, PlanHead]:
         """plan_round_stream in the planning task: the stream (size, then chunks; `refused` complete once they are

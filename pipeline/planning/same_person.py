@@ -78,13 +78,19 @@ def resolve_from_sources(pairing: PairingConfig, sources: pa.Table) -> SamePerso
     return resolve_same_person(pairing, sources.column("identity").to_pylist(), source_embeddings(sources), n)
 
 
-def resolve_from_inputs(pairing: PairingConfig, inputs: PlanInputs,
-                        embeddings: Callable[[np.ndarray], np.ndarray]) -> SamePersonThreshold:
-    """resolve_from_sources over the planner's compact inputs (rows in the committed order), `embeddings(rows)` the
-    (k, d) float64 embeddings of source rows: the same value and calibration, but only the sampled identities'
-    embeddings are ever read (ray_planner.py runs it in a task next to the feature blocks)."""
-    if not pairing.merge_same_person or pairing.same_person_similarity is not None or not len(inputs):
-        return resolve_same_person(pairing, [], np.zeros((0, 0)))
+@dataclass(frozen=True)
+class CalibrationSample:
+    """The source rows the calibration reads the embeddings of (sorted by identity, then input_key), their
+    identities, and how many identities the corpus has (what the bound counts)."""
+
+    rows: np.ndarray
+    identities: list[str]
+    corpus_identities: int
+
+
+def calibration_sample(inputs: PlanInputs) -> CalibrationSample:
+    """resolve_from_sources' sample over the planner's compact inputs: rows of files that occur once, of at most
+    MAX_IDENTITIES identities (sampled_names), in (identity, input_key) order."""
     rows = np.flatnonzero(~repeated_files(inputs.sha))  # a file in two folders: neither copy calibrates
     present = np.unique(inputs.identity_code[rows])  # codes in name order (identity_names is sorted)
     if len(present) > MAX_IDENTITIES:  # as resolve_from_sources: a sample of identities, the bound counts all
@@ -93,8 +99,25 @@ def resolve_from_inputs(pairing: PairingConfig, inputs: PlanInputs,
         rows = rows[np.isin(inputs.identity_code[rows], present[keep])]
     rows = rows[np.lexsort((inputs.key_rank[rows], inputs.identity_code[rows]))]  # (identity, input_key), stable
     identities = [inputs.identity_names[c] for c in inputs.identity_code[rows].tolist()]
-    return resolve_same_person(pairing, identities, embeddings(rows) if len(rows) else np.zeros((0, 0)),
-                               len(present))
+    return CalibrationSample(rows, identities, len(present))
+
+
+def resolve_from_sample(pairing: PairingConfig, sample: CalibrationSample,
+                        embeddings: np.ndarray) -> SamePersonThreshold:
+    """The threshold from a calibration sample and the (k, d) float64 embeddings of its rows, in its order."""
+    return resolve_same_person(pairing, sample.identities, embeddings if len(sample.rows) else np.zeros((0, 0)),
+                               sample.corpus_identities)
+
+
+def resolve_from_inputs(pairing: PairingConfig, inputs: PlanInputs,
+                        embeddings: Callable[[np.ndarray], np.ndarray]) -> SamePersonThreshold:
+    """resolve_from_sources over the planner's compact inputs (rows in the committed order), `embeddings(rows)` the
+    (k, d) float64 embeddings of source rows: the same value and calibration, but only the sampled identities'
+    embeddings are ever read (ray_planner.py reads them with the embedding blocks)."""
+    if not pairing.merge_same_person or pairing.same_person_similarity is not None or not len(inputs):
+        return resolve_same_person(pairing, [], np.zeros((0, 0)))
+    sample = calibration_sample(inputs)
+    return resolve_from_sample(pairing, sample, embeddings(sample.rows) if len(sample.rows) else np.zeros((0, 0)))
 
 
 def repeated_files(sha: np.ndarray) -> np.ndarray:

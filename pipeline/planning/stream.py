@@ -16,7 +16,7 @@ from dataclasses import dataclass
 import numpy as np
 import pyarrow as pa
 
-from core.splits import split_of
+from core.splits import splitter
 from manifests.schemas import PLAN_FEATURE_COLUMNS, PLAN_INDEX_SCHEMA, PLAN_SCHEMA
 from pipeline.planning.clusters import IdentityClusters
 from pipeline.planning.config import PairingConfig
@@ -89,10 +89,6 @@ class _Members:
         k = self.position[identity]
         return self.order[self.starts[k]:self.starts[k + 1]].tolist()
 
-    def count(self, identity: str) -> int:
-        k = self.position[identity]
-        return int(self.starts[k + 1] - self.starts[k])
-
 
 def plan_round_stream(inputs: PlanInputs, features: SourceFeatures, cfg: PairingConfig, round_index: int,
                       chunk_rows: int, *, seed: int, fingerprint: str, splits: dict[str, float],
@@ -113,8 +109,9 @@ def plan_round_stream(inputs: PlanInputs, features: SourceFeatures, cfg: Pairing
     pools: dict[str, list[str]] = {"": identities}
     pool_of: dict[str, str] = {ident: "" for ident in identities}
     if cfg.split_closed:
+        split = splitter(dict(splits))
         for ident in identities:
-            pools.setdefault(split_of(cluster_of[ident], dict(splits)), []).append(ident)
+            pools.setdefault(split(cluster_of[ident]), []).append(ident)
         pool_of = {ident: name for name, members in pools.items() if name and len(members) > 1
                    for ident in members}
         pool_of = {ident: pool_of.get(ident, "") for ident in identities}
@@ -128,9 +125,12 @@ def plan_round_stream(inputs: PlanInputs, features: SourceFeatures, cfg: Pairing
             # i's split holds only its own person: draw from every identity
             others_of[ident] = others or [x for x in identities if cluster_of[x] != cluster_of[ident]]
     max_targets = cfg.max_targets_per_identity
-    counts = {i: members.count(i) for i in identities}
-    size = sum(min(counts[i], max_targets or counts[i]) for i in identities
-               if counts[i] >= 2 and (len(others_of[i]) if i in others_of else len(pools[pool_of[i]]) - 1) > 0)
+    counts = np.diff(members.starts)  # images per identity, in `identities` order
+    pool_sizes = {name: len(pool) for name, pool in pools.items()}
+    has_j = np.array([(len(others_of[i]) if i in others_of else pool_sizes[pool_of[i]] - 1) > 0 for i in identities],
+                     bool)
+    planned = counts[(counts >= 2) & has_j]
+    size = int(np.minimum(planned, max_targets).sum() if max_targets else planned.sum())
     skip_codes = frozenset(inputs.label_codes[lab] for lab in skip_labels if lab in inputs.label_codes)
     return PlanStream(size, _plan_chunks(identities, members, pools, pool_of, pool_position, others_of, inputs,
                                          refused, cfg, round_index, chunk_rows, seed, fingerprint, skip_codes),

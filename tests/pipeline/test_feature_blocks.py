@@ -6,12 +6,14 @@ from __future__ import annotations
 
 import numpy as np
 import pyarrow as pa
+import ray
 
 from benchmarks.bench_planner import synthetic_sources
 from manifests.schemas import PLAN_FEATURE_COLUMNS, PLAN_INDEX_SCHEMA, PLAN_ROLE_ROWS
 from manifests.store import ManifestStore
-from pipeline.planning import ray_features
+from pipeline.planning import ray_features, ray_planner
 from pipeline.planning.gather import gather_from_blocks, gather_plan
+from pipeline.planning.inputs import PLANNER_COLUMNS, PlanInputs
 
 
 def test_plan_rows_from_feature_blocks_equal_the_whole_table(ray_session, tmp_path, monkeypatch):
@@ -34,6 +36,28 @@ def test_plan_rows_from_feature_blocks_equal_the_whole_table(ray_session, tmp_pa
         table, local = blocks.rows(np.concatenate([picks[r] for r in PLAN_ROLE_ROWS]).astype(np.int64))
         assert table.num_rows == 4 * n and sorted(local.tolist()) == list(range(4 * n))  # just the rows named
         assert gather_from_blocks(index, blocks).equals(gather_plan(index, whole))
+    rows = rng.permutation(128)[:50]  # any rows, any order: the embeddings of just those rows, in that order
+    assert blocks.embedding_rows(rows).to_pylist() == whole["embedding"].take(pa.array(rows)).to_pylist()
+
+
+def test_inputs_read_in_parts_equal_the_inputs_read_whole(ray_session, tmp_path, monkeypatch):
+    store = ManifestStore.open(str(tmp_path / "run"))
+    for k, n in enumerate([30, 0, 45, 20, 33]):
+        store.commit(f"ingest-{k}", {"sources": synthetic_sources(n, 5, seed=k)})
+    monkeypatch.setattr(ray_planner, "INPUT_PART_ROWS", 40)  # parts 30+0+45, 20+33: labels first seen in other orders
+    remote = ray_planner.RemotePlanInputs(store)
+    parts, whole = ray.get(remote.ref), PlanInputs.from_batches([store.read_table("sources", PLANNER_COLUMNS)])
+    for name in ("key_rank", "identity_code", "label", "sha", "desc"):
+        assert np.array_equal(getattr(parts, name), getattr(whole, name)), name
+    assert parts.keys.equals(whole.keys) and parts.paths.equals(whole.paths)
+    assert (parts.identity_names, parts.label_codes) == (whole.identity_names, whole.label_codes)
+    assert remote.summary.rows == 128
+    assert remote.summary.identity_counts.tolist() == np.bincount(whole.identity_code).tolist()
+    # the feature blocks read after the inputs, the other columns a block or two at a time: the same table
+    blocks, table = remote.features.blocks, store.read_table("sources", PLAN_FEATURE_COLUMNS)
+    assert blocks.embedding_column().to_pylist() == table["embedding"].to_pylist()
+    rest = pa.concat_tables(ray.get(blocks.rest))
+    assert rest.equals(table.select(ray_features.REST_COLUMNS).combine_chunks())
 
 
 def _embedding_column(emb: np.ndarray) -> pa.ChunkedArray:

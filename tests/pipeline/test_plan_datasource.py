@@ -13,7 +13,8 @@ import ray
 
 from core.location import Location
 from pipeline.lazy_datasource import TableDatasource
-from pipeline.planning.datasource import ReadAhead
+from pipeline.planning import datasource
+from pipeline.planning.datasource import ReadAhead, plan_file_runs
 from pipeline.planning.files import failure_url, plan_file_urls, write_plan_files
 from pipeline.ray_adapter import dataset_from_plan_files, dataset_from_table, table_read_tasks
 from tests.waiting import locals_in, wait_until
@@ -99,3 +100,31 @@ def test_released_planner_writes_the_rest_at_once(ray_session, reads: int):
         ahead.wait_to_write(reads + 1)
     ahead.release()
     assert len(list(ahead.paced(iter([pa.table({"x": [k]}) for k in range(100)])))) == 100
+
+
+def test_plan_files_are_read_in_runs_that_cover_them_in_order(monkeypatch: pytest.MonkeyPatch):
+    monkeypatch.setattr(datasource, "PLAN_SINGLE_FILE_READS", 3)
+    monkeypatch.setattr(datasource, "PLAN_READ_TASKS", 6)
+    for n in (0, 1, 3, 4, 12, 100):
+        runs = plan_file_runs(n)
+        assert [k for a, b in runs for k in range(a, b)] == list(range(n))  # every file once, in order
+        assert runs[:3] == [(k, k + 1) for k in range(min(n, 3))]  # the first files alone
+        assert len(runs) <= 6
+    assert plan_file_runs(12) == [(0, 1), (1, 2), (2, 3), (3, 6), (6, 9), (9, 12)]
+
+
+def test_runs_longer_than_the_write_ahead_window_are_read_whole(tmp_path: Path, ray_session,
+                                                               monkeypatch: pytest.MonkeyPatch):
+    monkeypatch.setattr(datasource, "PLAN_SINGLE_FILE_READS", 1)
+    monkeypatch.setattr(datasource, "PLAN_READ_TASKS", 3)  # runs (0, 1), (1, 7), (7, 13): longer than ahead = 2
+    run = Location(str(tmp_path / "run"))
+    urls, failure = plan_file_urls(run, 0, 13), failure_url(run, 0)
+    ahead = ReadAhead(len(urls), 2)
+    chunks = (pa.table({"candidate_id": [f"c{k:03d}-{i}" for i in range(3)]}) for k in range(13))
+    writer = threading.Thread(target=write_plan_files,
+                              args=(ahead.paced(chunks), pa.array([], pa.string()), urls, run))
+    writer.start()
+    rows = dataset_from_plan_files(urls, failure, run, None, ahead.reads).take_all()
+    writer.join(timeout=60)
+    assert not writer.is_alive()
+    assert sorted(r["candidate_id"] for r in rows) == [f"c{k:03d}-{i}" for k in range(13) for i in range(3)]

@@ -143,3 +143,25 @@ def test_the_threshold_read_file_by_file_equals_the_one_from_the_whole_table(lon
         expected = resolve_from_sources(PairingConfig(), table)
         assert same_person.resolve_from_store(PairingConfig(), store).record() == expected.record()
         assert expected.value is not None
+
+
+def test_the_threshold_calibrated_with_the_embedding_blocks_equals_the_one_from_the_sources(london, monkeypatch,
+                                                                                           tmp_path, ray_session):
+    """A run's path (ray_planner.RemotePlanInputs): the calibration's sample rows are taken by the embedding blocks'
+    own tasks, blocks of several files, one empty; the same value and record as over the whole table."""
+    from manifests.store import ManifestStore
+    from pipeline.planning import ray_features
+    from pipeline.planning.ray_planner import RemotePlanInputs
+
+    ids, emb = london
+    table = _sources([*ids, "zz-alias", "zz-alias"], np.concatenate([emb, emb[:2] + 1e-4]))
+    table = table.take(np.random.default_rng(3).permutation(table.num_rows))
+    store = ManifestStore.open(str(tmp_path / "run"))
+    for k, (a, b) in enumerate([(0, 20), (20, 20), (20, 45), (45, table.num_rows)]):
+        store.commit(f"ingest-{k}", {"sources": table.slice(a, b - a)})
+    monkeypatch.setattr(ray_features, "FEATURE_BLOCK_ROWS", 30)  # blocks 0-45, 45-62
+    expected = resolve_from_sources(PairingConfig(), table)
+    remote = RemotePlanInputs(store, PairingConfig())
+    assert len(remote.features.blocks.embeddings) == 2 and remote.threshold is not None
+    assert remote.same_person(PairingConfig()).record() == expected.record() and expected.value is not None
+    assert RemotePlanInputs(store).same_person(PairingConfig()).record() == expected.record()  # fetched by block
