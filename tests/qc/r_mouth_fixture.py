@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import pyarrow as pa
 from PIL import Image
 
 from core.hashing import sha256_file
@@ -31,7 +32,7 @@ from qc.decide import (
     failed_checks,
 )
 from qc.mouth import mouth_scores
-from qc.mouth_calibration import MouthCalibration, calibrate_real_mouths, measure_real_mouths
+from qc.mouth_calibration import MouthCalibration, calibrate_real_mouths, measure_real_mouths, sample_sources
 from qc.mouth_detector import detector_inputs
 from qc.mouth_realism import mouth_descriptor, mouth_shape
 from qc.mouth_reference import reference_features
@@ -91,14 +92,18 @@ def load(name: str) -> list[LabelledR]:
 
 
 def london_calibration(london_faces: dict, london_root: Path, qc) -> MouthCalibration:
-    """The mouth calibration a London run makes (every photo measured, keyed by its ingest source id)."""
+    """The mouth calibration a London run makes: every photo keyed by its ingest source id, in the run's sample
+    order (qc/mouth_calibration.py sample_sources)."""
     faces, keys = [], []
     for ident, by in sorted(london_faces.items()):
         for expression, f in sorted(by.items()):
             key = f"{ident}/{expression}.jpg"
             faces.append((f.identity, f.image, f.landmarks68))
             keys.append(source_id_for(ident, key, sha256_file(london_root / key)))
-    cal = calibrate_real_mouths(measure_real_mouths(faces, keys), Thresholds.from_config(qc), qc)
+    listing = pa.table({"identity": [f[0] for f in faces], "source_id": keys, "row": list(range(len(faces)))})
+    order = sample_sources(listing, len(faces)).column("row").to_pylist()
+    m = measure_real_mouths([faces[k] for k in order], [keys[k] for k in order])
+    cal = calibrate_real_mouths(m, Thresholds.from_config(qc), qc)
     assert cal.bank is not None and cal.reference is not None
     return cal
 
