@@ -156,14 +156,16 @@ def _with_landmarks(sources: pa.Table) -> pa.Table:
 
 def sample_sources(sources: pa.Table, limit: int) -> pa.Table:
     """At most `limit` sources, whole identities first, chosen by the hash of their identity then of their source
-    id (the same sample on every call; an identity's photos together, so the reference check has pairs)."""
+    id (the same sample on every call; an identity's photos together, so the reference check has pairs), in that
+    hash order: the damage detector's donors are picked by position (qc/mouth_detector.py), so the sources' own
+    order (ingest's commit order) must not reach the calibration."""
     def h(x: object) -> str:
         return hashlib.sha256(str(x).encode()).hexdigest()
 
     keys = [(h(i), h(s)) for i, s in zip(sources.column("identity").to_pylist(),
                                          sources.column("source_id").to_pylist(), strict=True)]
     order = sorted(range(len(keys)), key=keys.__getitem__)[:limit]
-    return sources.take(pa.array(sorted(order), pa.int64()))
+    return sources.take(pa.array(order, pa.int64()))
 
 
 def read_real_mouths(sources: pa.Table, read: Callable[[str], np.ndarray], limit: int) -> RealMouths:
