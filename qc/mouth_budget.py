@@ -29,35 +29,44 @@ SHARES = {"detector": 0.4, "realism": 0.15, "reference": 0.15, "ghost_teeth": 0.
 # single mouth; on JAFFE_bakcup, 10 identities, it flagged 1.4 % of real mouths left out one identity at a time)
 CAP_SLACK = 0.5
 # the margins tried, smallest first (negative: thresholds inside the quantiles)
+_TINY = 1e-9  # the smallest ratio a log tail takes (a ratio of 0: no texture at all)
 MARGINS = tuple(round(x, 2) for x in (*np.arange(-0.5, 1.0, 0.05), *np.arange(1.0, 3.01, 0.25)))
 
 
 @dataclass(frozen=True)
 class ScoreTail:
-    """One check's real out-of-sample scores (NaN: not applicable) and its rule ("max" or "min")."""
+    """One check's real out-of-sample scores (NaN: not applicable), its rule ("max" or "min") and whether the
+    score is a positive ratio whose tail is placed in log units (`log`: quantiles, median and margin of log(score),
+    so the extrapolated threshold stays a positive ratio; extrapolated linearly, a "min" ratio's threshold reaches
+    0 or below, where the check flags nothing, as soon as the margin is larger than the tail's distance to 0)."""
 
     values: np.ndarray
     rule: str = "max"
+    log: bool = False
 
 
 def _tails_at(tails: dict[str, ScoreTail], target: float, keep: np.ndarray | None) -> dict[str, tuple]:
-    """Per check (rule, q, median) of the mouths in `keep`, in the mirrored direction (None: none applies)."""
+    """Per check (rule, q, median, log) of the mouths in `keep`, in the mirrored direction, in log units where the
+    tail is (None: none applies)."""
     out: dict[str, tuple] = {}
     for c, t in tails.items():
         v = t.values if keep is None else t.values[keep]
         v = v[~np.isnan(v)]
+        if t.log:
+            v = np.log(np.maximum(v, _TINY))
         x = v if t.rule == "max" else -v
-        out[c] = (t.rule, float(np.quantile(x, 1.0 - min(SHARES[c] * target, 0.5))), float(np.median(x))) \
-            if len(x) else (t.rule, None, None)
+        out[c] = (t.rule, float(np.quantile(x, 1.0 - min(SHARES[c] * target, 0.5))), float(np.median(x)), t.log) \
+            if len(x) else (t.rule, None, None, t.log)
     return out
 
 
 def _edges(quantiles: dict[str, tuple], margin: float | dict[str, float]) -> dict[str, float]:
     out = {}
-    for c, (rule, q, med) in quantiles.items():
+    for c, (rule, q, med, log) in quantiles.items():
         mc = margin[c] if isinstance(margin, dict) else margin
         edge = math.inf if q is None else q + mc * max(q - med, 0.0)
-        out[c] = float(edge if rule == "max" else -edge)
+        edge = edge if rule == "max" else -edge
+        out[c] = float(math.exp(edge) if log and math.isfinite(edge) else edge)
     return out
 
 

@@ -189,7 +189,7 @@ def _real_tails(m: RealMouths, keep: np.ndarray, closed_aspect: float, detector:
         return (x if where is None else np.where(where, x, np.nan))[keep]
 
     tails = {"ghost_teeth": ScoreTail(only(m.teeth, closed)), "ghost_lip_line": ScoreTail(only(m.lip_line, closed)),
-             "seam": ScoreTail(only(m.seam)), "blur": ScoreTail(only(m.sharpness_ratio), "min"),
+             "seam": ScoreTail(only(m.seam)), "blur": ScoreTail(only(m.sharpness_ratio), "min", log=True),
              "realism": ScoreTail(only(m.realism)), "reference": ScoreTail(only(m.reference))}
     if detector:
         tails["detector"] = ScoreTail(only(m.detector))
@@ -212,7 +212,7 @@ def _damaged_tails(m: RealMouths, samples: DetectorSamples, closed_aspect: float
         reference[folds == f] = null.scores(x[folds == f, nd:nd + nr])
     return {"ghost_teeth": ScoreTail(np.where(closed, teeth, np.nan)),
             "ghost_lip_line": ScoreTail(np.where(closed, lip, np.nan)), "seam": ScoreTail(seam),
-            "blur": ScoreTail(sharp, "min"),
+            "blur": ScoreTail(sharp, "min", log=True),
             "realism": ScoreTail(np.array([deviation_score(d) for d in x[:, :nd]], np.float64).reshape(len(x))),
             "reference": ScoreTail(reference), "detector": ScoreTail(samples.out_of_fold()[1])}
 
