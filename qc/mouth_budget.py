@@ -159,13 +159,22 @@ def _without(tails: dict[str, ScoreTail], check: str) -> dict[str, ScoreTail]:
     return {c: t for c, t in tails.items() if c != check}
 
 
+def _caught(hit: np.ndarray, kinds: np.ndarray | None) -> float:
+    """The share of damaged samples hit, each kind weighing the same (kinds None: each sample)."""
+    if not len(hit):
+        return 0.0
+    if kinds is None:
+        return float(hit.mean())
+    return float(np.mean([hit[kinds == k].mean() for k in np.unique(kinds)]))
+
+
 def check_share(real: dict[str, ScoreTail], damaged: dict[str, ScoreTail], real_folds: np.ndarray,
-                damaged_folds: np.ndarray, target: float, check: str) -> dict:
+                damaged_folds: np.ndarray, target: float, check: str, kinds: np.ndarray | None = None) -> dict:
     """How much of the budget `check` gets on this run: off, or its own margin on MARGINS (the other checks share
     the rest through their common margin), whichever catches the most of the run's own synthetic damage at the
     same out-of-sample budget (a margin at which the budget cannot be met is no choice; ties: off, then the larger
-    margin). A check whose real scores are heavy-tailed at a
-    common margin moves every other threshold out; its own margin lets it take less of the budget, or none.
+    margin; `kinds`: each damaged sample's kind, so every kind weighs the same in "most", not the commonest). A
+    check whose real scores are heavy-tailed at a common margin moves every other threshold out; its own margin lets it take less of the budget, or none.
     Returns {on, margin (None: off), recall / recall_common / recall_off: the damage caught at that choice / with
     one common margin for all checks / without the check, each cross-validated over identity folds}."""
     best: tuple[float, float | None] = (-1.0, None)
@@ -175,7 +184,7 @@ def check_share(real: dict[str, ScoreTail], damaged: dict[str, ScoreTail], real_
         t, margins = budget_thresholds(r, real_folds, target, fixed)
         if (cross_validated_count(r, real_folds, target, margins) + 1) / (len(real_folds) + 1) > target:
             continue  # the check at this margin alone spends more than the budget: not a choice
-        caught = float(flagged_by_any(d, t).mean()) if len(damaged_folds) else 0.0
+        caught = _caught(flagged_by_any(d, t), kinds) if len(damaged_folds) else 0.0
         if caught > best[0]:
             best = (caught, md)
     md = best[1]

@@ -229,7 +229,7 @@ def detector_gate(m: RealMouths, target: float, closed_aspect: float) -> dict:
             gate = check_share(_real_tails(m, np.ones(len(m.aspect), bool), closed_aspect, True),
                                      _damaged_tails(m, samples, closed_aspect),
                                      identity_folds(m.identities), samples.folds(),
-                                     target, "detector")
+                                     target, "detector", samples.kinds)
             gate["why"] = ("the detector at this margin (the other checks sharing the rest of the budget) catches the "
                            "most of the run's own synthetic damage" if gate["on"] else "without the detector the "
                            "other checks catch at least as much of the run's own synthetic damage at the same budget:"

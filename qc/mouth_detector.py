@@ -76,16 +76,18 @@ def _expand(x: np.ndarray, centre: np.ndarray, scale: np.ndarray) -> np.ndarray:
     return np.hstack([z, np.abs(z), np.ones((len(z), 1))])
 
 
-def _logistic(x: np.ndarray, y: np.ndarray, ridge: float) -> np.ndarray:
-    """Ridge logistic regression by Newton's method (the last column of x is the intercept, not penalised)."""
+def _logistic(x: np.ndarray, y: np.ndarray, ridge: float, weight: np.ndarray | None = None) -> np.ndarray:
+    """Ridge logistic regression by Newton's method (the last column of x is the intercept, not penalised), each
+    row's loss times `weight` (default 1)."""
+    weight = np.ones(len(y)) if weight is None else weight
     d = x.shape[1]
     pen = ridge * np.eye(d)
     pen[-1, -1] = 0.0
     w = np.zeros(d)
     for _ in range(_ITERATIONS):
         p = 1.0 / (1.0 + np.exp(-np.clip(x @ w, -30, 30)))
-        hess = (x * (p * (1 - p))[:, None]).T @ x + pen + 1e-6 * np.eye(d)
-        step = np.linalg.solve(hess, x.T @ (p - y) + pen @ w)
+        hess = (x * (weight * p * (1 - p))[:, None]).T @ x + pen + 1e-6 * np.eye(d)
+        step = np.linalg.solve(hess, x.T @ (weight * (p - y)) + pen @ w)
         w -= step
         if np.abs(step).max() < 1e-7:
             break
@@ -101,14 +103,20 @@ class MouthDetector:
     weights: np.ndarray
 
     @classmethod
-    def fit(cls, real: np.ndarray, damaged: np.ndarray, ridge: float = RIDGE) -> MouthDetector:
-        """Fitted on raw inputs of legit R (real) and damaged R."""
+    def fit(cls, real: np.ndarray, damaged: np.ndarray, ridge: float = RIDGE,
+            kinds: np.ndarray | None = None) -> MouthDetector:
+        """Fitted on raw inputs of legit R (real) and damaged R (kinds: each damaged row's kind; given, every kind
+        weighs the same in the fit, the damaged rows together as much as they count)."""
         real = np.asarray(real, np.float64)
         centre = np.median(real, axis=0)
         scale = np.maximum(np.quantile(np.abs(real - centre), 0.75, axis=0), 1e-6)
         x = np.vstack([_expand(real, centre, scale), _expand(damaged, centre, scale)])
         y = np.r_[np.zeros(len(real)), np.ones(len(damaged))]
-        return cls(centre, scale, _logistic(x, y, ridge))
+        weight = np.ones(len(y))
+        if kinds is not None and len(kinds):
+            _, inverse, counts = np.unique(kinds, return_inverse=True, return_counts=True)
+            weight[len(real):] = len(kinds) / (len(counts) * counts[inverse])
+        return cls(centre, scale, _logistic(x, y, ridge, weight))
 
     def scores(self, inputs: np.ndarray) -> np.ndarray:
         """The log-odds of damage of each row of raw inputs."""
@@ -140,7 +148,8 @@ class DetectorSamples:
     def fit(self, keep: np.ndarray | None = None, without_kind: str | None = None) -> MouthDetector:
         """The detector fitted on the rows in `keep` (default all), damaged copies of `without_kind` left out."""
         keep = np.ones(len(self.real), bool) if keep is None else keep
-        return MouthDetector.fit(self.real[keep], self.damaged[keep & (self.kinds != without_kind)])
+        sel = keep & (self.kinds != without_kind)
+        return MouthDetector.fit(self.real[keep], self.damaged[sel], kinds=self.kinds[sel])
 
     def folds(self) -> np.ndarray:
         """Each row's identity fold (identity_fold)."""
