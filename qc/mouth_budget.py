@@ -174,7 +174,8 @@ def check_share(real: dict[str, ScoreTail], damaged: dict[str, ScoreTail], real_
     the rest through their common margin), whichever catches the most of the run's own synthetic damage at the
     same out-of-sample budget (a margin at which the budget cannot be met is no choice; ties: off, then the larger
     margin; `kinds`: each damaged sample's kind, so every kind weighs the same in "most", not the commonest). A
-    check whose real scores are heavy-tailed at a common margin moves every other threshold out; its own margin lets it take less of the budget, or none.
+    check whose real scores are heavy-tailed at a common margin moves every other threshold out; its own margin
+    lets it take less of the budget, or none.
     Returns {on, margin (None: off), recall / recall_common / recall_off: the damage caught at that choice / with
     one common margin for all checks / without the check, each cross-validated over identity folds}."""
     best: tuple[float, float | None] = (-1.0, None)

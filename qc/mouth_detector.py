@@ -8,7 +8,10 @@ damaged one. A ridge-regularised logistic regression separates the two on `detec
 - R's mouth descriptor (qc/mouth_realism.py) minus the median of the real mouths nearest in shape (other
   identities), in the bank's feature scales, signed (what a real mouth of that shape looks like);
 - R's artifact features minus its reference's (qc/mouth_reference.py FEATURES);
-- R's single-face mouth scores (qc/mouth.py: opening, teeth share, lip-line whiteness, seam, sharpness ratio).
+- R's single-face mouth scores (qc/mouth.py: opening, teeth share, lip-line whiteness, seam, sharpness ratio);
+- R's lip-line profile (qc/mouth_realism.py lip_line_profile, luminance only: a pale band between closed lips).
+Every damage kind weighs the same in the fit (a kind that fits fewer mouths, e.g. ghost teeth on closed ones
+only, is not outvoted).
 Each input is centred on the real mouths' median and scaled by their spread, and its magnitude is a second input
 (an artifact may push a feature either way). The score is the fitted log-odds of damage; qc/mouth_calibration.py
 sets its threshold from the real mouths' out-of-fold scores (folds of whole identities), so the real flag rate it
@@ -27,7 +30,7 @@ import numpy as np
 from qc import artifact_cases as ac
 from qc.mouth import mouth_scores
 from qc.mouth_realism import FEATURES as REALISM_FEATURES
-from qc.mouth_realism import RealMouthBank, mouth_descriptor, mouth_shape
+from qc.mouth_realism import LIP_LINE_FEATURES, RealMouthBank, lip_line_profile, mouth_descriptor, mouth_shape
 from qc.mouth_reference import FEATURES as REFERENCE_FEATURES
 from qc.mouth_reference import reference_features, resample_like_generation
 
@@ -38,11 +41,13 @@ _ITERATIONS = 40
 
 
 def detector_inputs(deviation: np.ndarray, reference_diff: np.ndarray, aspect: float, teeth: float,
-                    lip_line: float, seam: float, sharpness_ratio: float) -> np.ndarray:
+                    lip_line: float, seam: float, sharpness_ratio: float, lip_line_profile: np.ndarray) -> np.ndarray:
     """One R's raw detector inputs (float64): its signed descriptor deviation from real mouths of its shape, its
-    artifact features minus its reference's, and its single-face mouth scores."""
+    artifact features minus its reference's, its single-face mouth scores and its lip-line profile
+    (qc/mouth_realism.py LIP_LINE_FEATURES)."""
     return np.concatenate([np.asarray(deviation, np.float64), np.asarray(reference_diff, np.float64),
-                           np.array([aspect, teeth, lip_line, seam, sharpness_ratio], np.float64)])
+                           np.array([aspect, teeth, lip_line, seam, sharpness_ratio], np.float64),
+                           np.asarray(lip_line_profile, np.float64)])
 
 
 def _seed(key: str) -> int:
@@ -186,7 +191,7 @@ def r_inputs(rgb: np.ndarray, landmarks68: np.ndarray, bank: RealMouthBank, excl
     dev = bank.signed_deviation(mouth_descriptor(rgb, landmarks68, bank.use_chroma), mouth_shape(landmarks68),
                                 exclude)
     return detector_inputs(dev, reference_features(rgb, landmarks68) - reference, s.mouth_aspect, s.teeth_share,
-                           s.lip_line_whiteness, s.seam_score, s.sharpness_ratio)
+                           s.lip_line_whiteness, s.seam_score, s.sharpness_ratio, lip_line_profile(rgb, landmarks68))
 
 
 def measure_samples(faces: list[tuple[str, np.ndarray, np.ndarray]], keys: list[str], pairs: np.ndarray,
@@ -209,6 +214,6 @@ def measure_samples(faces: list[tuple[str, np.ndarray, np.ndarray]], keys: list[
                            faces[other if other is not None else a][1])
         damaged.append(r_inputs(img if bank.use_chroma else _grey(img), lm, bank, (ident,), refs[b]))
         kinds.append(kind)
-    d = len(REALISM_FEATURES) + len(REFERENCE_FEATURES) + 5
+    d = len(REALISM_FEATURES) + len(REFERENCE_FEATURES) + 5 + len(LIP_LINE_FEATURES)
     return DetectorSamples(np.array(real).reshape(-1, d), np.array(damaged).reshape(-1, d), np.array(kinds, str),
                            ids[pairs[:, 0]] if len(pairs) else np.array([], str))
