@@ -5,7 +5,8 @@ on open mouths, the reference check without a reference). Check c's threshold at
 q_c is its real scores' quantile leaving SHARES[c] of the target beyond it ("min" checks: below, mirrored), med_c
 their median (for a positive ratio judged "min", the blur check's sharpness ratio, all in log units: extrapolated
 linearly its threshold reached 0 on JAFFE_bakcup and the check flagged nothing). A tail quantile of a few
-hundred mouths is set by one or two of them, so q_c alone flags more than its share of unseen mouths; the margin extrapolates past it. The common margin is the smallest on MARGINS at which
+hundred mouths is set by one or two of them, so q_c alone flags more than its share of unseen mouths; the margin
+extrapolates past it. The common margin is the smallest on MARGINS at which
 the real mouths stay within the target out of sample: the identities are split in folds (whole identities), each
 fold is judged with thresholds fitted on the other folds, and the count c of real mouths flagged by any check must
 have (c + 1) / (n + 1) <= target (the split-conformal correction). A check that alone flags no held-out mouth at a
