@@ -20,6 +20,7 @@ aggregate figures are printed: nothing per image (research-terms corpora).
 from __future__ import annotations
 
 import sys
+import time
 from dataclasses import replace
 
 import numpy as np
@@ -56,8 +57,8 @@ from qc.mouth_detector import DAMAGE_KINDS, DetectorSamples, MouthDetector, iden
 from qc.mouth_realism import mouth_descriptor, mouth_shape
 from qc.mouth_reference import ReferenceNull, reference_features, resample_like_generation
 
-HEADING = ("## Mouth checks: the damage detector's own part of the budget, chosen per run (issue 19, item 3, "
-           "helper mouth4)")
+HEADING = ("## Mouth checks: the blur tail in log units, a kind-balanced detector with the lip-line profile (issue 19, "
+           "item 3, helper mouth5)")
 MOUTH = {REASON_GHOST_TEETH, REASON_MOUTH_STATE, REASON_MOUTH_SEAM, REASON_MOUTH_BLUR, REASON_MOUTH_UNREAL,
          REASON_MOUTH_REFERENCE, REASON_MOUTH_DAMAGE}
 KINDS = ("ghost_teeth", "seam", "blur", *ac.DAMAGE)
@@ -115,9 +116,12 @@ def evaluate(data: dict[str, list], qc: QCConfig, as_grey: bool) -> dict:
     faces = [(i, grey(x) if as_grey else x, lm) for i, x, lm in zip(data["id"], data["img"], data["lm"], strict=True)]
     keys = [f"{i}/{e}/{k}" for k, (i, e) in enumerate(zip(data["id"], data["ex"], strict=True))]
     data = {**data, "img": [f[1] for f in faces], "key": keys}
+    t0 = time.perf_counter()
     m = measure_real_mouths(faces, keys)
+    t1 = time.perf_counter()
     base = Thresholds.from_config(qc)
     cal = calibrate_real_mouths(m, base, qc)
+    cost = (t1 - t0, time.perf_counter() - t1)
     oos = out_of_sample_flags(m, base, qc)
     anyf = np.any(list(oos.values()), axis=0)
     ex = np.array(data["ex"])
@@ -156,7 +160,7 @@ def evaluate(data: dict[str, list], qc: QCConfig, as_grey: bool) -> dict:
         unseen[kind] = [bool(_reasons(s, x, det_k[identity_fold(i)], by_id_k[i])) for s, x, i in rows]
     old = flags(m, base)  # the shipped fixed thresholds, no realism check
     return dict(cal=cal, oos=oos, per_class=per_class, hits=hits, by_ref=by_ref, by_detector=by_detector,
-                unseen=unseen, old_any=float(np.any(list(old.values()), axis=0).mean()))
+                unseen=unseen, old_any=float(np.any(list(old.values()), axis=0).mean()), cost=cost)
 
 
 def _without_kind_scores(m: RealMouths, samples: DetectorSamples, kind: str) -> np.ndarray:
@@ -217,6 +221,10 @@ def section(results: dict[str, dict], command: str) -> str:
         lines.append(f"- {name}: {'margin ' + str(g['margin']) if g['on'] else 'off'} (recall {_pct(g['recall'])} / "
                      f"common margin {_pct(g['recall_common'])} / off {_pct(g['recall_off'])} of {g['damaged']} "
                      "synthetic damaged R)")
+    lines += ["", "Per-run cost of the calibration (measuring the sampled mouths and their damaged copies / fitting "
+              "the thresholds, detector gate and detector, with the out-of-sample flag rates), seconds:", ""]
+    for name, r in results.items():
+        lines.append(f"- {name}: {r['cost'][0]:.1f} measure + {r['cost'][1]:.1f} fit")
     lines += ["", "Thresholds fitted on all of each set's mouths (what a run on that set applies):", ""]
     for name, r in results.items():
         fitted = r["cal"].record["applied"]

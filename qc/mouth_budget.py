@@ -3,8 +3,10 @@
 Every mouth check c has, per real mouth, an out-of-sample score (NaN where the check does not apply: ghost teeth
 on open mouths, the reference check without a reference). Check c's threshold at margin m is q_c + m (q_c - med_c):
 q_c is its real scores' quantile leaving SHARES[c] of the target beyond it ("min" checks: below, mirrored), med_c
-their median. A tail quantile of a few hundred mouths is set by one or two of them, so q_c alone flags more than
-its share of unseen mouths; the margin extrapolates past it. The common margin is the smallest on MARGINS at which
+their median (for a positive ratio judged "min", the blur check's sharpness ratio, all in log units: extrapolated
+linearly its threshold reached 0 on JAFFE_bakcup and the check flagged nothing). A tail quantile of a few
+hundred mouths is set by one or two of them, so q_c alone flags more than its share of unseen mouths; the margin
+extrapolates past it. The common margin is the smallest on MARGINS at which
 the real mouths stay within the target out of sample: the identities are split in folds (whole identities), each
 fold is judged with thresholds fitted on the other folds, and the count c of real mouths flagged by any check must
 have (c + 1) / (n + 1) <= target (the split-conformal correction). A check that alone flags no held-out mouth at a
@@ -29,35 +31,44 @@ SHARES = {"detector": 0.4, "realism": 0.15, "reference": 0.15, "ghost_teeth": 0.
 # single mouth; on JAFFE_bakcup, 10 identities, it flagged 1.4 % of real mouths left out one identity at a time)
 CAP_SLACK = 0.5
 # the margins tried, smallest first (negative: thresholds inside the quantiles)
+_TINY = 1e-9  # the smallest ratio a log tail takes (a ratio of 0: no texture at all)
 MARGINS = tuple(round(x, 2) for x in (*np.arange(-0.5, 1.0, 0.05), *np.arange(1.0, 3.01, 0.25)))
 
 
 @dataclass(frozen=True)
 class ScoreTail:
-    """One check's real out-of-sample scores (NaN: not applicable) and its rule ("max" or "min")."""
+    """One check's real out-of-sample scores (NaN: not applicable), its rule ("max" or "min") and whether the
+    score is a positive ratio whose tail is placed in log units (`log`: quantiles, median and margin of log(score),
+    so the extrapolated threshold stays a positive ratio; extrapolated linearly, a "min" ratio's threshold reaches
+    0 or below, where the check flags nothing, as soon as the margin is larger than the tail's distance to 0)."""
 
     values: np.ndarray
     rule: str = "max"
+    log: bool = False
 
 
 def _tails_at(tails: dict[str, ScoreTail], target: float, keep: np.ndarray | None) -> dict[str, tuple]:
-    """Per check (rule, q, median) of the mouths in `keep`, in the mirrored direction (None: none applies)."""
+    """Per check (rule, q, median, log) of the mouths in `keep`, in the mirrored direction, in log units where the
+    tail is (None: none applies)."""
     out: dict[str, tuple] = {}
     for c, t in tails.items():
         v = t.values if keep is None else t.values[keep]
         v = v[~np.isnan(v)]
+        if t.log:
+            v = np.log(np.maximum(v, _TINY))
         x = v if t.rule == "max" else -v
-        out[c] = (t.rule, float(np.quantile(x, 1.0 - min(SHARES[c] * target, 0.5))), float(np.median(x))) \
-            if len(x) else (t.rule, None, None)
+        out[c] = (t.rule, float(np.quantile(x, 1.0 - min(SHARES[c] * target, 0.5))), float(np.median(x)), t.log) \
+            if len(x) else (t.rule, None, None, t.log)
     return out
 
 
 def _edges(quantiles: dict[str, tuple], margin: float | dict[str, float]) -> dict[str, float]:
     out = {}
-    for c, (rule, q, med) in quantiles.items():
+    for c, (rule, q, med, log) in quantiles.items():
         mc = margin[c] if isinstance(margin, dict) else margin
         edge = math.inf if q is None else q + mc * max(q - med, 0.0)
-        out[c] = float(edge if rule == "max" else -edge)
+        edge = edge if rule == "max" else -edge
+        out[c] = float(math.exp(edge) if log and math.isfinite(edge) else edge)
     return out
 
 
@@ -150,13 +161,23 @@ def _without(tails: dict[str, ScoreTail], check: str) -> dict[str, ScoreTail]:
     return {c: t for c, t in tails.items() if c != check}
 
 
+def _caught(hit: np.ndarray, kinds: np.ndarray | None) -> float:
+    """The share of damaged samples hit, each kind weighing the same (kinds None: each sample)."""
+    if not len(hit):
+        return 0.0
+    if kinds is None:
+        return float(hit.mean())
+    return float(np.mean([hit[kinds == k].mean() for k in np.unique(kinds)]))
+
+
 def check_share(real: dict[str, ScoreTail], damaged: dict[str, ScoreTail], real_folds: np.ndarray,
-                damaged_folds: np.ndarray, target: float, check: str) -> dict:
+                damaged_folds: np.ndarray, target: float, check: str, kinds: np.ndarray | None = None) -> dict:
     """How much of the budget `check` gets on this run: off, or its own margin on MARGINS (the other checks share
     the rest through their common margin), whichever catches the most of the run's own synthetic damage at the
     same out-of-sample budget (a margin at which the budget cannot be met is no choice; ties: off, then the larger
-    margin). A check whose real scores are heavy-tailed at a
-    common margin moves every other threshold out; its own margin lets it take less of the budget, or none.
+    margin; `kinds`: each damaged sample's kind, so every kind weighs the same in "most", not the commonest). A
+    check whose real scores are heavy-tailed at a common margin moves every other threshold out; its own margin
+    lets it take less of the budget, or none.
     Returns {on, margin (None: off), recall / recall_common / recall_off: the damage caught at that choice / with
     one common margin for all checks / without the check, each cross-validated over identity folds}."""
     best: tuple[float, float | None] = (-1.0, None)
@@ -166,7 +187,7 @@ def check_share(real: dict[str, ScoreTail], damaged: dict[str, ScoreTail], real_
         t, margins = budget_thresholds(r, real_folds, target, fixed)
         if (cross_validated_count(r, real_folds, target, margins) + 1) / (len(real_folds) + 1) > target:
             continue  # the check at this margin alone spends more than the budget: not a choice
-        caught = float(flagged_by_any(d, t).mean()) if len(damaged_folds) else 0.0
+        caught = _caught(flagged_by_any(d, t), kinds) if len(damaged_folds) else 0.0
         if caught > best[0]:
             best = (caught, md)
     md = best[1]

@@ -191,7 +191,7 @@ def _real_tails(m: RealMouths, keep: np.ndarray, closed_aspect: float, detector:
         return (x if where is None else np.where(where, x, np.nan))[keep]
 
     tails = {"ghost_teeth": ScoreTail(only(m.teeth, closed)), "ghost_lip_line": ScoreTail(only(m.lip_line, closed)),
-             "seam": ScoreTail(only(m.seam)), "blur": ScoreTail(only(m.sharpness_ratio), "min"),
+             "seam": ScoreTail(only(m.seam)), "blur": ScoreTail(only(m.sharpness_ratio), "min", log=True),
              "realism": ScoreTail(only(m.realism)), "reference": ScoreTail(only(m.reference))}
     if detector:
         tails["detector"] = ScoreTail(only(m.detector))
@@ -214,7 +214,7 @@ def _damaged_tails(m: RealMouths, samples: DetectorSamples, closed_aspect: float
         reference[folds == f] = null.scores(x[folds == f, nd:nd + nr])
     return {"ghost_teeth": ScoreTail(np.where(closed, teeth, np.nan)),
             "ghost_lip_line": ScoreTail(np.where(closed, lip, np.nan)), "seam": ScoreTail(seam),
-            "blur": ScoreTail(sharp, "min"),
+            "blur": ScoreTail(sharp, "min", log=True),
             "realism": ScoreTail(np.array([deviation_score(d) for d in x[:, :nd]], np.float64).reshape(len(x))),
             "reference": ScoreTail(reference), "detector": ScoreTail(samples.out_of_fold()[1])}
 
@@ -231,7 +231,7 @@ def detector_gate(m: RealMouths, target: float, closed_aspect: float) -> dict:
             gate = check_share(_real_tails(m, np.ones(len(m.aspect), bool), closed_aspect, True),
                                      _damaged_tails(m, samples, closed_aspect),
                                      identity_folds(m.identities), samples.folds(),
-                                     target, "detector")
+                                     target, "detector", samples.kinds)
             gate["why"] = ("the detector at this margin (the other checks sharing the rest of the budget) catches the "
                            "most of the run's own synthetic damage" if gate["on"] else "without the detector the "
                            "other checks catch at least as much of the run's own synthetic damage at the same budget:"

@@ -8,7 +8,10 @@ damaged one. A ridge-regularised logistic regression separates the two on `detec
 - R's mouth descriptor (qc/mouth_realism.py) minus the median of the real mouths nearest in shape (other
   identities), in the bank's feature scales, signed (what a real mouth of that shape looks like);
 - R's artifact features minus its reference's (qc/mouth_reference.py FEATURES);
-- R's single-face mouth scores (qc/mouth.py: opening, teeth share, lip-line whiteness, seam, sharpness ratio).
+- R's single-face mouth scores (qc/mouth.py: opening, teeth share, lip-line whiteness, seam, sharpness ratio);
+- R's lip-line profile (qc/mouth_realism.py lip_line_profile, luminance only: a pale band between closed lips).
+Every damage kind weighs the same in the fit (a kind that fits fewer mouths, e.g. ghost teeth on closed ones
+only, is not outvoted).
 Each input is centred on the real mouths' median and scaled by their spread, and its magnitude is a second input
 (an artifact may push a feature either way). The score is the fitted log-odds of damage; qc/mouth_calibration.py
 sets its threshold from the real mouths' out-of-fold scores (folds of whole identities), so the real flag rate it
@@ -27,7 +30,7 @@ import numpy as np
 from qc import artifact_cases as ac
 from qc.mouth import mouth_scores
 from qc.mouth_realism import FEATURES as REALISM_FEATURES
-from qc.mouth_realism import RealMouthBank, mouth_descriptor, mouth_shape
+from qc.mouth_realism import LIP_LINE_FEATURES, RealMouthBank, lip_line_profile, mouth_descriptor, mouth_shape
 from qc.mouth_reference import FEATURES as REFERENCE_FEATURES
 from qc.mouth_reference import reference_features, resample_like_generation
 
@@ -38,11 +41,13 @@ _ITERATIONS = 40
 
 
 def detector_inputs(deviation: np.ndarray, reference_diff: np.ndarray, aspect: float, teeth: float,
-                    lip_line: float, seam: float, sharpness_ratio: float) -> np.ndarray:
+                    lip_line: float, seam: float, sharpness_ratio: float, lip_line_profile: np.ndarray) -> np.ndarray:
     """One R's raw detector inputs (float64): its signed descriptor deviation from real mouths of its shape, its
-    artifact features minus its reference's, and its single-face mouth scores."""
+    artifact features minus its reference's, its single-face mouth scores and its lip-line profile
+    (qc/mouth_realism.py LIP_LINE_FEATURES)."""
     return np.concatenate([np.asarray(deviation, np.float64), np.asarray(reference_diff, np.float64),
-                           np.array([aspect, teeth, lip_line, seam, sharpness_ratio], np.float64)])
+                           np.array([aspect, teeth, lip_line, seam, sharpness_ratio], np.float64),
+                           np.asarray(lip_line_profile, np.float64)])
 
 
 def _seed(key: str) -> int:
@@ -76,16 +81,18 @@ def _expand(x: np.ndarray, centre: np.ndarray, scale: np.ndarray) -> np.ndarray:
     return np.hstack([z, np.abs(z), np.ones((len(z), 1))])
 
 
-def _logistic(x: np.ndarray, y: np.ndarray, ridge: float) -> np.ndarray:
-    """Ridge logistic regression by Newton's method (the last column of x is the intercept, not penalised)."""
+def _logistic(x: np.ndarray, y: np.ndarray, ridge: float, weight: np.ndarray | None = None) -> np.ndarray:
+    """Ridge logistic regression by Newton's method (the last column of x is the intercept, not penalised), each
+    row's loss times `weight` (default 1)."""
+    weight = np.ones(len(y)) if weight is None else weight
     d = x.shape[1]
     pen = ridge * np.eye(d)
     pen[-1, -1] = 0.0
     w = np.zeros(d)
     for _ in range(_ITERATIONS):
         p = 1.0 / (1.0 + np.exp(-np.clip(x @ w, -30, 30)))
-        hess = (x * (p * (1 - p))[:, None]).T @ x + pen + 1e-6 * np.eye(d)
-        step = np.linalg.solve(hess, x.T @ (p - y) + pen @ w)
+        hess = (x * (weight * p * (1 - p))[:, None]).T @ x + pen + 1e-6 * np.eye(d)
+        step = np.linalg.solve(hess, x.T @ (weight * (p - y)) + pen @ w)
         w -= step
         if np.abs(step).max() < 1e-7:
             break
@@ -101,14 +108,20 @@ class MouthDetector:
     weights: np.ndarray
 
     @classmethod
-    def fit(cls, real: np.ndarray, damaged: np.ndarray, ridge: float = RIDGE) -> MouthDetector:
-        """Fitted on raw inputs of legit R (real) and damaged R."""
+    def fit(cls, real: np.ndarray, damaged: np.ndarray, ridge: float = RIDGE,
+            kinds: np.ndarray | None = None) -> MouthDetector:
+        """Fitted on raw inputs of legit R (real) and damaged R (kinds: each damaged row's kind; given, every kind
+        weighs the same in the fit, the damaged rows together as much as they count)."""
         real = np.asarray(real, np.float64)
         centre = np.median(real, axis=0)
         scale = np.maximum(np.quantile(np.abs(real - centre), 0.75, axis=0), 1e-6)
         x = np.vstack([_expand(real, centre, scale), _expand(damaged, centre, scale)])
         y = np.r_[np.zeros(len(real)), np.ones(len(damaged))]
-        return cls(centre, scale, _logistic(x, y, ridge))
+        weight = np.ones(len(y))
+        if kinds is not None and len(kinds):
+            _, inverse, counts = np.unique(kinds, return_inverse=True, return_counts=True)
+            weight[len(real):] = len(kinds) / (len(counts) * counts[inverse])
+        return cls(centre, scale, _logistic(x, y, ridge, weight))
 
     def scores(self, inputs: np.ndarray) -> np.ndarray:
         """The log-odds of damage of each row of raw inputs."""
@@ -140,7 +153,8 @@ class DetectorSamples:
     def fit(self, keep: np.ndarray | None = None, without_kind: str | None = None) -> MouthDetector:
         """The detector fitted on the rows in `keep` (default all), damaged copies of `without_kind` left out."""
         keep = np.ones(len(self.real), bool) if keep is None else keep
-        return MouthDetector.fit(self.real[keep], self.damaged[keep & (self.kinds != without_kind)])
+        sel = keep & (self.kinds != without_kind)
+        return MouthDetector.fit(self.real[keep], self.damaged[sel], kinds=self.kinds[sel])
 
     def folds(self) -> np.ndarray:
         """Each row's identity fold (identity_fold)."""
@@ -177,7 +191,7 @@ def r_inputs(rgb: np.ndarray, landmarks68: np.ndarray, bank: RealMouthBank, excl
     dev = bank.signed_deviation(mouth_descriptor(rgb, landmarks68, bank.use_chroma), mouth_shape(landmarks68),
                                 exclude)
     return detector_inputs(dev, reference_features(rgb, landmarks68) - reference, s.mouth_aspect, s.teeth_share,
-                           s.lip_line_whiteness, s.seam_score, s.sharpness_ratio)
+                           s.lip_line_whiteness, s.seam_score, s.sharpness_ratio, lip_line_profile(rgb, landmarks68))
 
 
 def measure_samples(faces: list[tuple[str, np.ndarray, np.ndarray]], keys: list[str], pairs: np.ndarray,
@@ -200,6 +214,6 @@ def measure_samples(faces: list[tuple[str, np.ndarray, np.ndarray]], keys: list[
                            faces[other if other is not None else a][1])
         damaged.append(r_inputs(img if bank.use_chroma else _grey(img), lm, bank, (ident,), refs[b]))
         kinds.append(kind)
-    d = len(REALISM_FEATURES) + len(REFERENCE_FEATURES) + 5
+    d = len(REALISM_FEATURES) + len(REFERENCE_FEATURES) + 5 + len(LIP_LINE_FEATURES)
     return DetectorSamples(np.array(real).reshape(-1, d), np.array(damaged).reshape(-1, d), np.array(kinds, str),
                            ids[pairs[:, 0]] if len(pairs) else np.array([], str))

@@ -176,6 +176,33 @@ def mouth_descriptor(rgb: np.ndarray, landmarks68: np.ndarray, use_chroma: bool 
     return np.asarray(feats, np.float64)
 
 
+LIP_LINE_FEATURES: tuple[str, ...] = ("line_valley_median", "line_valley_q90", "line_peak_median")
+
+
+def lip_line_profile(rgb: np.ndarray, landmarks68: np.ndarray) -> np.ndarray:
+    """LIP_LINE_FEATURES (float64), luminance only: along the middle 70 % of the mouth width, each column's darkest
+    and lightest pixel within 3 px of the inner-lip line (the opening between the lips), relative to the lips'
+    median (in units of the perioral skin); the median and 90th percentile over columns of the darkest, the median
+    of the lightest. A real closed mouth's lip line is a dark valley in every column; a pale band between the lips
+    (ghost teeth, a light strip) fills it, in colour and in grey alike."""
+    lm = np.asarray(landmarks68, np.float64).reshape(68, 2)
+    mouth = canonical_mouth(rgb, lm)
+    m = _similarity(lm)
+    c = lm @ m[:, :2].T + m[:, 2]
+    rl, lips = mouth.luminance, mouth.masks["tissue"]
+    ref = _q(rl, lips, 0.5, 1.0)
+    top, bottom = c[[60, 61, 62, 63, 64]], c[[60, 67, 66, 65, 64]]
+    xs = np.arange(int(_CORNERS[0, 0] + 0.15 * 64), int(_CORNERS[1, 0] - 0.15 * 64))
+    y0 = np.interp(xs, *top[np.argsort(top[:, 0])].T)
+    y1 = np.interp(xs, *bottom[np.argsort(bottom[:, 0])].T)
+    lo, hi = [], []
+    for x, a, b in zip(xs, np.minimum(y0, y1), np.maximum(y0, y1), strict=True):
+        col = rl[int(np.clip(np.floor(a - 3), 0, FRAME_H - 1)):int(np.clip(np.ceil(b + 3), 1, FRAME_H)) + 1, x]
+        lo.append(float(col.min()) - ref)
+        hi.append(float(col.max()) - ref)
+    return np.array([np.median(lo), np.quantile(lo, 0.9), np.median(hi)], np.float64)
+
+
 def mouth_shape(landmarks68: np.ndarray) -> np.ndarray:
     """The 20 mouth landmarks in the canonical frame, centred, in mouth widths (40 values): what the mouth should
     look like (open, closed, smiling) follows from its shape, so real mouths of a similar shape are the reference."""

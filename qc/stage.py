@@ -30,7 +30,7 @@ from qc.identity import cosine_similarity
 from qc.identity_gallery import IdentityGallery
 from qc.mouth import mouth_aspect, mouth_scores, teeth_share
 from qc.mouth_detector import detector_inputs
-from qc.mouth_realism import mouth_descriptor, mouth_shape
+from qc.mouth_realism import lip_line_profile, mouth_descriptor, mouth_shape
 from qc.mouth_reference import reference_features
 from qc.run_thresholds import RUN_THRESHOLD_COLUMNS, identity_expression_means, resolve_run_thresholds
 from stages.base import STATUS_OK, Stage, rows_to_table, stage_error
@@ -113,7 +113,7 @@ class QCStage(Stage):
         dev = self.mouth_bank.signed_deviation(r_mouth, mouth_shape(r_landmarks), (row["identity_i"],
                                                                                   row["identity_j"]))
         inputs = detector_inputs(dev, r_ref - carrier, ms.mouth_aspect, ms.teeth_share, ms.lip_line_whiteness,
-                                 ms.seam_score, ms.sharpness_ratio)
+                                 ms.seam_score, ms.sharpness_ratio, lip_line_profile(r_rgb, r_landmarks))
         return diff, float(detector.scores(inputs)[0])
 
     def score(self, row: dict[str, Any]) -> tuple[Scores, dict[str, Any]]:

@@ -33,7 +33,7 @@ from qc.decide import (
 )
 from qc.mouth import mouth_scores
 from qc.mouth_calibration import MouthCalibration, calibrate_real_mouths, measure_real_mouths, sample_sources
-from qc.mouth_detector import detector_inputs
+from qc.mouth_detector import r_inputs
 from qc.mouth_realism import mouth_descriptor, mouth_shape
 from qc.mouth_reference import reference_features
 from stages.ingest import source_id_for
@@ -119,10 +119,7 @@ def scores(r: LabelledR, cal: MouthCalibration) -> Scores:
     carrier = reference_features(r.carrier, r.carrier_landmarks)
     damage = None
     if cal.detector is not None:
-        inputs = detector_inputs(cal.bank.signed_deviation(descriptor, shape, exclude), r_ref - carrier,
-                                 ms.mouth_aspect, ms.teeth_share, ms.lip_line_whiteness, ms.seam_score,
-                                 ms.sharpness_ratio)
-        damage = float(cal.detector.scores(inputs)[0])
+        damage = float(cal.detector.scores(r_inputs(r.face, r.landmarks, cal.bank, exclude, carrier))[0])
     return Scores(face_found=True, r_mouth_aspect=ms.mouth_aspect, r_teeth=ms.teeth_share,
                   r_lip_line=ms.lip_line_whiteness, mouth_seam=ms.seam_score,
                   mouth_sharpness_ratio=ms.sharpness_ratio, mouth_realism=cal.bank.score(descriptor, shape, exclude),

@@ -115,3 +115,22 @@ def test_a_detector_that_catches_the_damage_earns_its_share():
     # no choice)
     margins = budget_margins(real, rf, TARGET, {"detector": gate["margin"]})
     assert (cross_validated_count(real, rf, TARGET, margins) + 1) / 201 <= TARGET
+
+
+def test_a_log_tail_keeps_a_min_ratio_threshold_positive_where_the_linear_one_reaches_zero():
+    """A positive ratio judged "min" (the blur check's sharpness ratio): its tail placed in log units stays a
+    positive threshold at any margin, between the real ratios and ratios several times smaller; extrapolated
+    linearly past the median-to-tail distance it reaches 0 or below, where it flags nothing."""
+    rng = np.random.default_rng(4)
+    real = np.exp(rng.normal(np.log(0.27), 0.25, 200))  # ratios around 0.27, the smallest near 0.14
+    damaged = real / rng.uniform(3.0, 8.0, 200)  # the same mouths blurred: several times less texture
+    for margin in (0.5, 1.0, 2.0):
+        lin = thresholds_at({"blur": ScoreTail(real, "min")}, TARGET, margin)["blur"]
+        log = thresholds_at({"blur": ScoreTail(real, "min", log=True)}, TARGET, margin)["blur"]
+        assert 0.0 < log < real.min()
+        assert (damaged < log).mean() > (0.5 if margin <= 1.0 else 0.05), ((damaged < log).mean(), log)
+        assert (damaged < log).mean() >= (damaged < lin).mean()
+        if margin >= 1.0:
+            assert lin <= 0.0 and not (damaged < lin).any(), lin
+    t, _ = budget_thresholds({"blur": ScoreTail(real, "min", log=True)}, _folds(200), TARGET)
+    assert 0.0 < t["blur"] < np.quantile(real, 0.05)
