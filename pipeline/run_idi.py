@@ -111,6 +111,7 @@ def _run_idi_locked(cfg: PipelineConfig, listing: CorpusListing) -> dict:
     wall = time.monotonic() - started
     summary = summarize(store)
     summary["pending_retries"] = pending_retries(store)
+    summary["selftest_max_false_pass"] = ((info.get("selftest") or {}).get("expression") or {}).get("max_false_pass")
     timing = dict(run_id=info["run_id"], run_url=url, wall_s=wall, items=items)
     info["invocations"].append(dict(finished_at=now_iso(), wall_s=round(wall, 2), items=items))
     info["updated_at"] = now_iso()

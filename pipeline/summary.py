@@ -54,8 +54,10 @@ def format_summary(summary: dict, timing: dict) -> str:
     lines = [f"run {timing['run_id']}  ->  {timing['run_url']}",
              f"ingest: {summary['sources']} sources, rejected {summary['ingest_rejects'] or 0}"]
     if summary.get("selftest"):
-        lines.append("QC self-test on the corpus's real photos (pass rate of R with T's expression / another one; "
-                     "`ciep query qc-selftest`):")
+        target = summary.get("selftest_max_false_pass")
+        lines.append("QC self-test on the corpus's real photos (pass rate of R with T's expression / another one"
+                     + (f", the other one at most {target:.0%}: qc.expression.max_false_pass" if target else "")
+                     + "; `ciep query qc-selftest`):")
         for c in summary["selftest"]:
             lines.append(f"  T {c['expression']:<12} " + (
                 f"{_pct(c['right_pass'])} / {_pct(c['wrong_pass'])}  (n {c['n_right']}/{c['n_wrong']})"
