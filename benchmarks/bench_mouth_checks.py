@@ -23,6 +23,7 @@ import sys
 import time
 from dataclasses import replace
 
+import cv2
 import numpy as np
 
 from benchmarks.bench_mouth_grey import grey, load_corpus
@@ -57,16 +58,15 @@ from qc.mouth_detector import DAMAGE_KINDS, DetectorSamples, MouthDetector, iden
 from qc.mouth_realism import mouth_descriptor, mouth_shape
 from qc.mouth_reference import ReferenceNull, reference_features, resample_like_generation
 
-HEADING = ("## Mouth checks: the blur tail in log units, a kind-balanced detector with the lip-line profile (issue 19, "
-           "item 3, helper mouth5)")
+HEADING = "## Mouth checks: damage recall by how visible the damage is (issue 19, item 3, coordinator)"
 MOUTH = {REASON_GHOST_TEETH, REASON_MOUTH_STATE, REASON_MOUTH_SEAM, REASON_MOUTH_BLUR, REASON_MOUTH_UNREAL,
          REASON_MOUTH_REFERENCE, REASON_MOUTH_DAMAGE}
 KINDS = ("ghost_teeth", "seam", "blur", *ac.DAMAGE)
 
 
 def damage_cases(data: dict[str, list], m: RealMouths, seed: int = 0):
-    """(kind, damaged image, base index) for every legit R of the set (a face with a reference, resampled) and
-    every kind that fits it."""
+    """(kind, damaged image, base index, legit R) for every legit R of the set (a face with a reference,
+    resampled) and every kind that fits it."""
     rng = np.random.default_rng(seed)
     ids = np.array(data["id"])
     open_ = np.flatnonzero(m.aspect >= 0.12)
@@ -76,14 +76,39 @@ def damage_cases(data: dict[str, list], m: RealMouths, seed: int = 0):
         others = np.flatnonzero(ids != ids[b])
         if m.aspect[b] < 0.06 and len(donors):
             d = int(donors[rng.integers(len(donors))])
-            yield "ghost_teeth", ac.ghost_teeth(img, lm, data["img"][d], data["lm"][d], float(rng.uniform(0.4, 0.7))), b
+            yield ("ghost_teeth", ac.ghost_teeth(img, lm, data["img"][d], data["lm"][d],
+                                                 float(rng.uniform(0.4, 0.7))), b, img)
         yield "seam", ac.seam(img, lm, data["img"][int(others[rng.integers(len(others))])],
-                              gain=float(rng.uniform(0.85, 1.15))), b
-        yield "blur", ac.blur(img, lm, float(rng.uniform(0.025, 0.05))), b
+                              gain=float(rng.uniform(0.85, 1.15))), b, img
+        yield "blur", ac.blur(img, lm, float(rng.uniform(0.025, 0.05))), b, img
         for kind, (build, needs_open) in ac.DAMAGE.items():
             if needs_open and m.aspect[b] < 0.12:
                 continue
-            yield kind, build(img, lm, rng), b
+            yield kind, build(img, lm, rng), b, img
+
+
+VISIBILITY_BINS = (8.0, 24.0)  # grey levels: faint < 8 <= moderate < 24 <= plain
+
+
+def _grey_levels(rgb: np.ndarray) -> np.ndarray:
+    return cv2.cvtColor(np.ascontiguousarray(rgb), cv2.COLOR_RGB2GRAY).astype(np.float32)
+
+
+def visible_change(legit: np.ndarray, damaged: np.ndarray, landmarks68: np.ndarray) -> float:
+    """How visible the painted artifact is: the largest change of grey level (0-255), averaged over 3x3 pixels,
+    within the mouth (the outer lips' hull grown by a quarter of the mouth width). Describes the case, decides
+    nothing: a dark speck on dark lips changes a few levels, a white slab ~150."""
+    lm = np.asarray(landmarks68, np.float64).reshape(68, 2)
+    change = cv2.blur(np.abs(_grey_levels(damaged) - _grey_levels(legit)), (3, 3))
+    mask = np.zeros(change.shape, np.uint8)
+    cv2.fillConvexPoly(mask, cv2.convexHull(np.round(lm[48:60]).astype(np.int32)), 1)
+    width = max(float(np.hypot(*(lm[54] - lm[48]))), 4.0)
+    mask = cv2.dilate(mask, np.ones((int(width / 4) | 1,) * 2, np.uint8))
+    return float(change[mask > 0].max()) if mask.any() else 0.0
+
+
+def visibility_bin(change: float) -> str:
+    return "faint" if change < VISIBILITY_BINS[0] else "moderate" if change < VISIBILITY_BINS[1] else "plain"
 
 
 def judge(img: np.ndarray, lm: np.ndarray, base_img: np.ndarray, m: RealMouths, ident: str,
@@ -137,10 +162,12 @@ def evaluate(data: dict[str, list], qc: QCConfig, as_grey: bool) -> dict:
     ref_of = dict(m.pairs.tolist())
     ref_feats = {b: reference_features(data["img"][b], data["lm"][b]) for b in set(ref_of.values())}
     cases: dict[str, list[tuple[Scores, np.ndarray, str]]] = {k: [] for k in KINDS}
-    for kind, img, b in damage_cases(data, m):
+    visibility: dict[str, list[str]] = {k: [] for k in KINDS}
+    for kind, img, b, legit in damage_cases(data, m):
         img = grey(img) if as_grey else img
         s, x = judge(img, data["lm"][b], data["img"][b], m, ids[b], nulls[ids[b]], ref_feats[ref_of[b]])
         cases[kind].append((s, x, str(ids[b])))
+        visibility[kind].append(visibility_bin(visible_change(grey(legit) if as_grey else legit, img, data["lm"][b])))
     hits: dict[str, list[bool]] = {k: [] for k in KINDS}
     by_ref: dict[str, list[bool]] = {k: [] for k in KINDS}
     by_detector: dict[str, list[bool]] = {k: [] for k in KINDS}
@@ -160,7 +187,8 @@ def evaluate(data: dict[str, list], qc: QCConfig, as_grey: bool) -> dict:
         unseen[kind] = [bool(_reasons(s, x, det_k[identity_fold(i)], by_id_k[i])) for s, x, i in rows]
     old = flags(m, base)  # the shipped fixed thresholds, no realism check
     return dict(cal=cal, oos=oos, per_class=per_class, hits=hits, by_ref=by_ref, by_detector=by_detector,
-                unseen=unseen, old_any=float(np.any(list(old.values()), axis=0).mean()), cost=cost)
+                unseen=unseen, visibility=visibility, old_any=float(np.any(list(old.values()), axis=0).mean()),
+                cost=cost)
 
 
 def _without_kind_scores(m: RealMouths, samples: DetectorSamples, kind: str) -> np.ndarray:
@@ -203,7 +231,10 @@ def section(results: dict[str, dict], command: str) -> str:
               "photo of the identity), T = the untouched photo: share rejected by any mouth check, with the detector "
               "fitted without the base identity's fold (LOIO); cases per kind. Rows *detector* = by the damage check "
               "alone (LOIO); *kind left out* = rejected by any mouth check when the detector, and the real scores "
-              "its threshold is set on, were fitted without that kind of damage (LOKO: an artifact it never saw).",
+              "its threshold is set on, were fitted without that kind of damage (LOKO: an artifact it never saw). "
+              "Rows *any check, faint / moderate / plain* = the *any check* row split by how visible the painted "
+              f"artifact is (largest change of grey level in the mouth, 3x3 mean: < {VISIBILITY_BINS[0]:g}, "
+              f"< {VISIBILITY_BINS[1]:g}, more; `visible_change`).",
               "", "| set | row | all | " + " | ".join(KINDS) + " |", "|---|---|---|" + "---|" * len(KINDS)]
     for name, r in results.items():
         allv = [x for v in r["hits"].values() for x in v]
@@ -212,6 +243,12 @@ def section(results: dict[str, dict], command: str) -> str:
         for row, key in (("reference", "by_ref"), ("detector", "by_detector"), ("kind left out", "unseen")):
             v = [x for k in KINDS for x in r[key][k]]
             lines.append(f"| {name} | {row} | {_cell(v)} | " + " | ".join(_cell(r[key][k]) for k in KINDS) + " |")
+        for level in ("faint", "moderate", "plain"):
+            by_kind = {k: [h for h, b in zip(r["hits"][k], r["visibility"][k], strict=True) if b == level]
+                       for k in KINDS}
+            v = [x for k in KINDS for x in by_kind[k]]
+            lines.append(f"| {name} | any check, {level} | {_cell(v)} of {len(v)} | "
+                         + " | ".join(_cell(by_kind[k], True) for k in KINDS) + " |")
     lines += ["", "Damage detector's part of the budget (qc/mouth_budget.py check_share, run.json "
               "mouth_calibration.detector_gate): off or its own margin, whichever catches the most of the set's own "
               "synthetic damaged R; recall of those by all checks at the choice / with one common margin (before) / "
