@@ -130,9 +130,17 @@ def features_table(fs: fsspec.AbstractFileSystem, files: list[str], columns: lis
     return table.combine_chunks()
 
 
+def block_resemblance(blocks: FeatureBlocks, queries: list[tuple[int, list[int]]]) -> list[float] | None:
+    """features.resemblance of `queries` (source rows) from just the embeddings they name, fetched a block at a
+    time: the duplicate check never maps the whole embedding column."""
+    named = np.unique(np.fromiter((r for i, others in queries for r in (*others, i)), np.int64))
+    at = {int(r): k for k, r in enumerate(named.tolist())}
+    return resemblance(blocks.embedding_rows(named), [(at[i], [at[o] for o in others]) for i, others in queries])
+
+
 @ray.remote(num_cpus=FEATURES_TASK_CPUS)
 def _resemblance(blocks: FeatureBlocks, queries: list[tuple[int, list[int]]]) -> list[float] | None:
-    return resemblance(blocks.embedding_column(), queries)
+    return block_resemblance(blocks, queries)
 
 
 @ray.remote(num_cpus=FEATURES_TASK_CPUS)

@@ -1,6 +1,7 @@
 """Issue 21: the features table lives in blocks of source rows (pipeline/planning/ray_features.py FeatureBlocks), so
 no reader needs it whole: the plan rows gathered from just the blocks a plan file's rows are in are the rows
-gathered from the whole table, and the embedding column of all blocks is the sources' column."""
+gathered from the whole table, the embedding column of all blocks is the sources' column, and the duplicate check's
+resemblance from just the rows it names is the whole column's."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ from benchmarks.bench_planner import synthetic_sources
 from manifests.schemas import PLAN_FEATURE_COLUMNS, PLAN_INDEX_SCHEMA, PLAN_ROLE_ROWS
 from manifests.store import ManifestStore
 from pipeline.planning import ray_features, ray_planner
+from pipeline.planning.features import resemblance
 from pipeline.planning.gather import gather_from_blocks, gather_plan
 from pipeline.planning.inputs import PLANNER_COLUMNS, PlanInputs
 
@@ -38,6 +40,10 @@ def test_plan_rows_from_feature_blocks_equal_the_whole_table(ray_session, tmp_pa
         assert gather_from_blocks(index, blocks).equals(gather_plan(index, whole))
     rows = rng.permutation(128)[:50]  # any rows, any order: the embeddings of just those rows, in that order
     assert blocks.embedding_rows(rows).to_pylist() == whole["embedding"].take(pa.array(rows)).to_pylist()
+    # the duplicate check's resemblance from just the rows its queries name, over both blocks: the whole column's
+    queries = [(5, [100, 7]), (90, [3]), (127, []), (40, [41, 120, 0])]
+    monkeypatch.setattr(ray_features.FeatureBlocks, "embedding_column", None)  # never the whole column
+    assert ray_features.block_resemblance(blocks, queries) == resemblance(whole["embedding"], queries)
 
 
 def test_inputs_read_in_parts_equal_the_inputs_read_whole(ray_session, tmp_path, monkeypatch):
