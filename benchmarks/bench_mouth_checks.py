@@ -19,6 +19,7 @@ aggregate figures are printed: nothing per image (research-terms corpora).
 
 from __future__ import annotations
 
+import hashlib
 import sys
 import time
 from dataclasses import replace
@@ -48,14 +49,18 @@ from qc.mouth_calibration import (
     RealMouths,
     apply_overrides,
     calibrate_real_mouths,
+    detector_gate,
     fit_thresholds,
     flags,
     measure_real_mouths,
     out_of_sample_flags,
     reference_null,
+    reference_scores,
 )
 from qc.mouth_detector import DAMAGE_KINDS, DetectorSamples, MouthDetector, identity_fold, r_inputs
+from qc.mouth_realism import FEATURES as REALISM_FEATURES
 from qc.mouth_realism import mouth_descriptor, mouth_shape
+from qc.mouth_reference import FEATURES as REFERENCE_FEATURES
 from qc.mouth_reference import ReferenceNull, reference_features, resample_like_generation
 
 HEADING = "## Mouth checks: damage recall by how visible the damage is (issue 19, item 3, coordinator)"
@@ -161,19 +166,19 @@ def evaluate(data: dict[str, list], qc: QCConfig, as_grey: bool) -> dict:
     detectors = {f: samples.fit(fold_rows != f) for f in folds}
     ref_of = dict(m.pairs.tolist())
     ref_feats = {b: reference_features(data["img"][b], data["lm"][b]) for b in set(ref_of.values())}
-    cases: dict[str, list[tuple[Scores, np.ndarray, str]]] = {k: [] for k in KINDS}
+    cases: dict[str, list[tuple[Scores, np.ndarray, str, int]]] = {k: [] for k in KINDS}
     visibility: dict[str, list[str]] = {k: [] for k in KINDS}
     for kind, img, b, legit in damage_cases(data, m):
         img = grey(img) if as_grey else img
         s, x = judge(img, data["lm"][b], data["img"][b], m, ids[b], nulls[ids[b]], ref_feats[ref_of[b]])
-        cases[kind].append((s, x, str(ids[b])))
+        cases[kind].append((s, x, str(ids[b]), b))
         visibility[kind].append(visibility_bin(visible_change(grey(legit) if as_grey else legit, img, data["lm"][b])))
     hits: dict[str, list[bool]] = {k: [] for k in KINDS}
     by_ref: dict[str, list[bool]] = {k: [] for k in KINDS}
     by_detector: dict[str, list[bool]] = {k: [] for k in KINDS}
     unseen: dict[str, list[bool]] = {k: [] for k in KINDS}
     for kind, rows in cases.items():
-        for s, x, ident in rows:
+        for s, x, ident, _ in rows:
             got = _reasons(s, x, detectors[identity_fold(ident)], by_id[ident])
             hits[kind].append(bool(got))
             by_ref[kind].append(REASON_MOUTH_REFERENCE in got)
@@ -184,11 +189,54 @@ def evaluate(data: dict[str, list], qc: QCConfig, as_grey: bool) -> dict:
         m_k = replace(m, _cache={**m._cache, "detector": _without_kind_scores(m, samples, kind)})
         by_id_k = _thresholds_by_identity(m_k, base, qc)
         det_k = {f: samples.fit(fold_rows != f, kind) for f in folds}
-        unseen[kind] = [bool(_reasons(s, x, det_k[identity_fold(i)], by_id_k[i])) for s, x, i in rows]
+        unseen[kind] = [bool(_reasons(s, x, det_k[identity_fold(i)], by_id_k[i])) for s, x, i, _ in rows]
     old = flags(m, base)  # the shipped fixed thresholds, no realism check
+    seen_real, seen_hits = seen_identities(m, keys, cases, base, qc)
     return dict(cal=cal, oos=oos, per_class=per_class, hits=hits, by_ref=by_ref, by_detector=by_detector,
-                unseen=unseen, visibility=visibility, old_any=float(np.any(list(old.values()), axis=0).mean()),
+                unseen=unseen, visibility=visibility, seen_real=seen_real, seen_hits=seen_hits,
+                old_any=float(np.any(list(old.values()), axis=0).mean()),
                 cost=cost)
+
+
+PHOTO_FOLDS = 10
+
+
+def photo_folds(keys: list[str]) -> np.ndarray:
+    """Each photo's fold among PHOTO_FOLDS folds of single photos (by the hash of its key): an identity's photos
+    fall in several folds."""
+    return np.array([int(hashlib.sha256(f"photo\0{k}".encode()).hexdigest()[:8], 16) % PHOTO_FOLDS for k in keys])
+
+
+def seen_identities(m: RealMouths, keys: list[str], cases: dict[str, list[tuple[Scores, np.ndarray, str, int]]],
+                    base: Thresholds, qc: QCConfig) -> tuple[np.ndarray, dict[str, list[bool]]]:
+    """Real mouths flagged and damage cases caught when R's identity is in the calibration sample (what a run on a
+    corpus of at most qc.mouth.calibration_sample photos does: every j is sampled), its photo not: each fold of
+    photos judged with thresholds, the reference null and the detector fitted on the other photos, the identity's
+    other photos included. Realism still compares with other identities only, as a round does."""
+    pf = photo_folds(keys)
+    pair_fold = pf[m.pairs[:, 0]]
+    gate = detector_gate(m, qc.mouth.calibration_target, base.mouth_closed_aspect)
+    samples = m.detector_samples
+    assert samples is not None
+    nd, nr = len(REALISM_FEATURES), len(REFERENCE_FEATURES)
+    real_flagged = np.zeros(len(m.aspect), bool)
+    hits: dict[str, list[bool]] = {k: [] for k in KINDS}
+    for f in range(PHOTO_FOLDS):
+        mine = pf == f
+        null = ReferenceNull.fit(m.reference_diffs[pair_fold != f])
+        held = replace(m, _cache={"realism": m.realism, "reference": reference_scores(m, null),
+                                  "detector": m.detector})
+        t = apply_overrides(base, fit_thresholds(held, ~mine, qc.mouth.calibration_target,
+                                                 base.mouth_closed_aspect, gate), qc)
+        detector = samples.fit(pair_fold != f)
+        scores = np.full(len(m.aspect), np.nan)
+        scores[m.pairs[:, 0]] = detector.scores(samples.real)
+        judged = replace(held, _cache={**held._cache, "detector": scores})
+        real_flagged |= mine & np.any(list(flags(judged, t).values()), axis=0)
+        for kind, rows in cases.items():
+            hits[kind] += [bool(_reasons(replace(s, mouth_reference_diff=float(null.scores(x[nd:nd + nr])[0])), x,
+                                         detector, t)) for s, x, _, b in rows if pf[b] == f]
+    return real_flagged, hits
 
 
 def _without_kind_scores(m: RealMouths, samples: DetectorSamples, kind: str) -> np.ndarray:
@@ -217,16 +265,18 @@ def section(results: dict[str, dict], command: str) -> str:
              "sample: each identity judged with thresholds fitted on the other identities (realism against the "
              "other identities' mouths, the reference null without the identity, the detector's scores from fits "
              "without the identity's fold). *Shipped* = the fixed thresholds (no realism, reference or damage "
-             "check), same photos.", "",
+             "check), same photos. *Identity seen*: each photo judged with thresholds fitted on the other folds of "
+             "photos, its identity's other photos included (`seen_identities`).", "",
              "| set | photos | real flagged, all (shipped → calibrated) | closed | open | per class | "
-             "ghost / seam / blur / unrealistic / reference / damaged |", "|---|---|---|---|---|---|---|"]
+             "ghost / seam / blur / unrealistic / reference / damaged | real flagged, identity seen |",
+             "|---|---|---|---|---|---|---|---|"]
     for name, r in results.items():
         rec = r["cal"].record["flag_rate_leave_one_identity_out"]
         classes = ", ".join(f"{c} {_pct(v)} ({n})" for c, (n, v) in r["per_class"].items())
         lines.append(f"| {name} | {rec['all']['mouths']} | {_pct(r['old_any'])} → {_pct(rec['all']['any'])} | "
                      f"{_pct(rec['closed']['any'])} ({rec['closed']['mouths']}) | {_pct(rec['open']['any'])} "
                      f"({rec['open']['mouths']}) | {classes} | " + " / ".join(_pct(rec["all"][c]) for c in checks)
-                     + " |")
+                     + f" | {_pct(float(r['seen_real'].mean()))} |")
     lines += ["", "Damage cases on legit R (a real photo resampled as the generator resamples, its reference another "
               "photo of the identity), T = the untouched photo: share rejected by any mouth check, with the detector "
               "fitted without the base identity's fold (LOIO); cases per kind. Rows *detector* = by the damage check "
@@ -234,7 +284,11 @@ def section(results: dict[str, dict], command: str) -> str:
               "its threshold is set on, were fitted without that kind of damage (LOKO: an artifact it never saw). "
               "Rows *any check, faint / moderate / plain* = the *any check* row split by how visible the painted "
               f"artifact is (largest change of grey level in the mouth, 3x3 mean: < {VISIBILITY_BINS[0]:g}, "
-              f"< {VISIBILITY_BINS[1]:g}, more; `visible_change`).",
+              f"< {VISIBILITY_BINS[1]:g}, more; `visible_change`). Row *any check, identity seen* = each photo "
+              f"judged with every threshold, the reference null and the detector fitted without its fold of photos "
+              f"({PHOTO_FOLDS} folds of single photos), its identity's other photos included: what a run does when "
+              "R's identity j is in the calibration sample (every j of a corpus up to qc.mouth.calibration_sample "
+              "photos); the rows above leave j out (identities outside the sample: most j of a large corpus).",
               "", "| set | row | all | " + " | ".join(KINDS) + " |", "|---|---|---|" + "---|" * len(KINDS)]
     for name, r in results.items():
         allv = [x for v in r["hits"].values() for x in v]
@@ -243,6 +297,9 @@ def section(results: dict[str, dict], command: str) -> str:
         for row, key in (("reference", "by_ref"), ("detector", "by_detector"), ("kind left out", "unseen")):
             v = [x for k in KINDS for x in r[key][k]]
             lines.append(f"| {name} | {row} | {_cell(v)} | " + " | ".join(_cell(r[key][k]) for k in KINDS) + " |")
+        seen = [x for v in r["seen_hits"].values() for x in v]
+        lines.append(f"| {name} | any check, identity seen | {_pct(float(np.mean(seen)))} of {len(seen)} | "
+                     + " | ".join(_cell(r["seen_hits"][k], True) for k in KINDS) + " |")
         for level in ("faint", "moderate", "plain"):
             by_kind = {k: [h for h, b in zip(r["hits"][k], r["visibility"][k], strict=True) if b == level]
                        for k in KINDS}
