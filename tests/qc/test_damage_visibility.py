@@ -1,5 +1,5 @@
 """benchmarks/bench_mouth_checks.py's visibility of a painted artifact: nothing painted is 0, a white slab is plain,
-a dark speck on lips already as dark is faint (London faces, fast)."""
+a dark speck on lips already as dark is faint (London faces, fast); its photo folds split each identity."""
 
 from __future__ import annotations
 
@@ -30,3 +30,14 @@ def test_a_dark_speck_on_dark_lips_is_faint_and_a_light_one_plain(london_faces):
             speck = dark_lips.copy()
             cv2.circle(speck, centre, 2, (value,) * 3, -1)
             assert visibility_bin(visible_change(dark_lips, speck, lm)) == expected
+
+
+def test_photo_folds_split_an_identitys_photos_and_repeat():
+    from benchmarks.bench_mouth_checks import PHOTO_FOLDS, photo_folds
+
+    keys = [f"id{i}/{e}/{i * 7 + k}" for i in range(20) for k, e in enumerate(("NE", "HA", "SA", "SU", "AN", "DI"))]
+    folds = photo_folds(keys)
+    assert folds.tolist() == photo_folds(list(keys)).tolist()
+    assert set(folds.tolist()) == set(range(PHOTO_FOLDS))
+    by_identity = [len(set(folds[i * 6:(i + 1) * 6].tolist())) for i in range(20)]
+    assert min(by_identity) >= 2  # the identity's other photos stay in the fit of each fold
