@@ -194,8 +194,7 @@ def evaluate(data: dict[str, list], qc: QCConfig, as_grey: bool) -> dict:
     seen_real, seen_hits = seen_identities(m, keys, cases, base, qc)
     return dict(cal=cal, oos=oos, per_class=per_class, hits=hits, by_ref=by_ref, by_detector=by_detector,
                 unseen=unseen, visibility=visibility, seen_real=seen_real, seen_hits=seen_hits,
-                old_any=float(np.any(list(old.values()), axis=0).mean()),
-                cost=cost)
+                old_any=float(np.any(list(old.values()), axis=0).mean()), cost=cost)
 
 
 PHOTO_FOLDS = 10
@@ -285,7 +284,7 @@ def section(results: dict[str, dict], command: str) -> str:
               "Rows *any check, faint / moderate / plain* = the *any check* row split by how visible the painted "
               f"artifact is (largest change of grey level in the mouth, 3x3 mean: < {VISIBILITY_BINS[0]:g}, "
               f"< {VISIBILITY_BINS[1]:g}, more; `visible_change`). Row *any check, identity seen* = each photo "
-              f"judged with every threshold, the reference null and the detector fitted without its fold of photos "
+              "judged with every threshold, the reference null and the detector fitted without its fold of photos "
               f"({PHOTO_FOLDS} folds of single photos), its identity's other photos included: what a run does when "
               "R's identity j is in the calibration sample (every j of a corpus up to qc.mouth.calibration_sample "
               "photos); the rows above leave j out (identities outside the sample: most j of a large corpus).",
