@@ -126,7 +126,6 @@ def cluster_centroids(names: list[str], cent: np.ndarray | None, threshold: floa
     best: dict[str, float | None] = {n: None for n in names}
     if threshold is not None and cent is not None:
         cent = cent / np.maximum(np.linalg.norm(cent, axis=1, keepdims=True), 1e-12)
-        sim = None
         if len(names) <= (EXACT_MATRIX_IDENTITIES if search is None or search.matrix_limit is None
                           else search.matrix_limit):
             sim = cent @ cent.T
@@ -144,11 +143,10 @@ def cluster_centroids(names: list[str], cent: np.ndarray | None, threshold: floa
         for idx in groups.values():
             if len(idx) < 2:
                 continue
-            if sim is not None:
-                sub = sim[np.ix_(idx, idx)]
-            else:
-                sub = cent[idx] @ cent[idx].T
-                np.fill_diagonal(sub, -np.inf)
+            # each cluster's own product on either path (not the whole matrix's entries): BLAS may sum a big and a
+            # small product in different orders (seen on AVX-512: the last bit of max_similarity differed)
+            sub = cent[idx] @ cent[idx].T
+            np.fill_diagonal(sub, -np.inf)
             for k, value in zip(idx, sub.max(axis=1).tolist(), strict=True):
                 best[names[k]] = float(value)
     cluster_of = {n: find(n) for n in names}
