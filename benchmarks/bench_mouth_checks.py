@@ -57,10 +57,15 @@ from qc.mouth_calibration import (
     reference_null,
     reference_scores,
 )
-from qc.mouth_detector import DAMAGE_KINDS, DetectorSamples, MouthDetector, identity_fold, r_inputs
-from qc.mouth_realism import FEATURES as REALISM_FEATURES
+from qc.mouth_detector import (
+    DAMAGE_KINDS,
+    REFERENCE_INPUTS,
+    DetectorSamples,
+    MouthDetector,
+    identity_fold,
+    r_inputs,
+)
 from qc.mouth_realism import mouth_descriptor, mouth_shape
-from qc.mouth_reference import FEATURES as REFERENCE_FEATURES
 from qc.mouth_reference import ReferenceNull, reference_features, resample_like_generation
 
 HEADING = "## Mouth checks: damage recall by how visible the damage is (issue 19, item 3, coordinator)"
@@ -122,11 +127,12 @@ def judge(img: np.ndarray, lm: np.ndarray, base_img: np.ndarray, m: RealMouths, 
     its reference's features), less the damage score, and its raw damage-detector inputs."""
     r, tt = mouth_scores(img, lm), mouth_scores(base_img, lm)
     realism = m.bank.score(mouth_descriptor(img, lm, m.bank.use_chroma), mouth_shape(lm), exclude=(ident,))
+    x = r_inputs(img, lm, m.bank, (ident,), reference)  # its reference columns: R's features minus the reference's
     s = Scores(face_found=True, r_mouth_aspect=r.mouth_aspect, t_mouth_aspect=tt.mouth_aspect, r_teeth=r.teeth_share,
                t_teeth=tt.teeth_share, r_lip_line=r.lip_line_whiteness, mouth_seam=r.seam_score,
                mouth_sharpness_ratio=r.sharpness_ratio, mouth_realism=realism,
-               mouth_reference_diff=null.score(reference_features(img, lm), reference))
-    return s, r_inputs(img, lm, m.bank, (ident,), reference)
+               mouth_reference_diff=float(null.scores(x[REFERENCE_INPUTS])[0]))
+    return s, x
 
 
 def _reasons(s: Scores, x: np.ndarray, detector: MouthDetector, t: Thresholds) -> set[str]:
@@ -217,7 +223,6 @@ def seen_identities(m: RealMouths, keys: list[str], cases: dict[str, list[tuple[
     gate = detector_gate(m, qc.mouth.calibration_target, base.mouth_closed_aspect)
     samples = m.detector_samples
     assert samples is not None
-    nd, nr = len(REALISM_FEATURES), len(REFERENCE_FEATURES)
     real_flagged = np.zeros(len(m.aspect), bool)
     hits: dict[str, list[bool]] = {k: [] for k in KINDS}
     for f in range(PHOTO_FOLDS):
@@ -233,7 +238,7 @@ def seen_identities(m: RealMouths, keys: list[str], cases: dict[str, list[tuple[
         judged = replace(held, _cache={**held._cache, "detector": scores})
         real_flagged |= mine & np.any(list(flags(judged, t).values()), axis=0)
         for kind, rows in cases.items():
-            hits[kind] += [bool(_reasons(replace(s, mouth_reference_diff=float(null.scores(x[nd:nd + nr])[0])), x,
+            hits[kind] += [bool(_reasons(replace(s, mouth_reference_diff=float(null.scores(x[REFERENCE_INPUTS])[0])), x,
                                          detector, t)) for s, x, _, b in rows if pf[b] == f]
     return real_flagged, hits
 

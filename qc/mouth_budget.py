@@ -30,8 +30,8 @@ SHARES = {"detector": 0.4, "realism": 0.15, "reference": 0.15, "ghost_teeth": 0.
 # a capped check's margin: this much past the one at which alone it flags no held-out mouth (that one is set by a
 # single mouth; on JAFFE_bakcup, 10 identities, it flagged 1.4 % of real mouths left out one identity at a time)
 CAP_SLACK = 0.5
-# the margins tried, smallest first (negative: thresholds inside the quantiles)
 _TINY = 1e-9  # the smallest ratio a log tail takes (a ratio of 0: no texture at all)
+# the margins tried, smallest first (negative: thresholds inside the quantiles)
 MARGINS = tuple(round(x, 2) for x in (*np.arange(-0.5, 1.0, 0.05), *np.arange(1.0, 3.01, 0.25)))
 
 

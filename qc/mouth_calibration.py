@@ -36,11 +36,11 @@ from qc.config import QCConfig
 from qc.decide import Thresholds
 from qc.mouth import face_has_chroma, mouth_scores
 from qc.mouth_budget import ScoreTail, budget_thresholds, check_share
-from qc.mouth_detector import DetectorSamples, MouthDetector, identity_folds, measure_samples
+from qc.mouth_detector import REFERENCE_INPUTS, DetectorSamples, MouthDetector, identity_folds, measure_samples
 from qc.mouth_realism import FEATURES as REALISM_FEATURES
-from qc.mouth_realism import RealMouthBank, deviation_score, mouth_descriptor, mouth_shape
+from qc.mouth_realism import RealMouthBank, canonical_mouth, deviation_score, mouth_descriptor, mouth_shape
 from qc.mouth_reference import FEATURES as REFERENCE_FEATURES
-from qc.mouth_reference import ReferenceNull, reference_features, reference_pairs, resample_like_generation
+from qc.mouth_reference import ReferenceNull, reference_features, reference_pairs
 
 # The realism check's share of the 2 % target is a 1 % tail: fewer than 100 real mouths cannot place it (on the
 # 24-mouth demo corpus a calibration flagged 54 % of real mouths out of sample), so smaller runs keep the shipped
@@ -111,7 +111,6 @@ def measure_real_mouths(faces: list[tuple[str, np.ndarray, np.ndarray]], keys: l
     chroma features are used when most faces have chroma (a colour corpus)."""
     chroma = np.mean([face_has_chroma(rgb, lm) for _, rgb, lm in faces]) >= 0.5 if faces else True
     ms = [mouth_scores(rgb, lm) for _, rgb, lm in faces]
-    desc = np.array([mouth_descriptor(rgb, lm, bool(chroma)) for _, rgb, lm in faces]).reshape(len(faces), -1)
     ids = np.array([i for i, _, _ in faces], dtype=object).astype(str)
     def col(name: str) -> np.ndarray:
         return np.array([getattr(s, name) for s in ms], np.float64)
@@ -119,16 +118,19 @@ def measure_real_mouths(faces: list[tuple[str, np.ndarray, np.ndarray]], keys: l
     shapes = np.array([mouth_shape(lm) for _, _, lm in faces]).reshape(len(faces), -1)
     keys = keys if keys is not None else [str(k) for k in range(len(faces))]
     pairs = reference_pairs(ids, keys)
-    photo = {b: reference_features(faces[b][1], faces[b][2]) for _, b in pairs}
-    diffs = [reference_features(resample_like_generation(faces[a][1], keys[a]), faces[a][2]) - photo[b]
-             for a, b in pairs]
-    bank = RealMouthBank(desc, shapes, ids, bool(chroma))
+    references = {b for _, b in pairs}
+    desc, photo = [], {}
+    for k, (_, rgb, lm) in enumerate(faces):  # each photo's mouth warped once for its descriptor and reference
+        mouth = canonical_mouth(rgb, lm)
+        desc.append(mouth_descriptor(rgb, lm, bool(chroma), mouth))
+        if k in references:
+            photo[k] = reference_features(rgb, lm, mouth)
+    bank = RealMouthBank(np.array(desc).reshape(len(faces), -1), shapes, ids, bool(chroma))
     pair_rows = np.array(pairs, np.int64).reshape(-1, 2)
+    samples = measure_samples(faces, keys, pair_rows, bank, col("mouth_aspect"), col("teeth_share"), photo)
+    # the legit R's features minus its reference's are the detector's inputs of those columns (the same R)
     return RealMouths(ids, col("mouth_aspect"), col("teeth_share"), col("lip_line_whiteness"), col("seam_score"),
-                      col("sharpness_ratio"), bank, pair_rows,
-                      np.array(diffs, np.float64).reshape(len(pairs), len(REFERENCE_FEATURES)),
-                      measure_samples(faces, keys, pair_rows, bank, col("mouth_aspect"), col("teeth_share"),
-                                      photo))
+                      col("sharpness_ratio"), bank, pair_rows, samples.real[:, REFERENCE_INPUTS], samples)
 
 
 def reference_null(m: RealMouths, without: str | None = None) -> ReferenceNull:

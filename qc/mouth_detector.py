@@ -30,7 +30,14 @@ import numpy as np
 from qc import artifact_cases as ac
 from qc.mouth import mouth_scores
 from qc.mouth_realism import FEATURES as REALISM_FEATURES
-from qc.mouth_realism import LIP_LINE_FEATURES, RealMouthBank, lip_line_profile, mouth_descriptor, mouth_shape
+from qc.mouth_realism import (
+    LIP_LINE_FEATURES,
+    RealMouthBank,
+    canonical_mouth,
+    lip_line_profile,
+    mouth_descriptor,
+    mouth_shape,
+)
 from qc.mouth_reference import FEATURES as REFERENCE_FEATURES
 from qc.mouth_reference import reference_features, resample_like_generation
 
@@ -38,6 +45,10 @@ DAMAGE_KINDS: tuple[str, ...] = ("ghost_teeth", "seam", "blur", *ac.DAMAGE)
 RIDGE = 10.0  # L2 penalty of the logistic regression (chosen on London colour and grey, see RESULTS.md)
 N_FOLDS = 10  # identity folds for the out-of-fold real scores
 _ITERATIONS = 40
+
+
+# detector_inputs' columns that hold R's qc/mouth_reference.py features minus its reference's
+REFERENCE_INPUTS = slice(len(REALISM_FEATURES), len(REALISM_FEATURES) + len(REFERENCE_FEATURES))
 
 
 def detector_inputs(deviation: np.ndarray, reference_diff: np.ndarray, aspect: float, teeth: float,
@@ -188,10 +199,12 @@ def r_inputs(rgb: np.ndarray, landmarks68: np.ndarray, bank: RealMouthBank, excl
              reference: np.ndarray) -> np.ndarray:
     """The raw detector inputs of one R (`reference`: its reference's qc/mouth_reference.py features)."""
     s = mouth_scores(rgb, landmarks68)
-    dev = bank.signed_deviation(mouth_descriptor(rgb, landmarks68, bank.use_chroma), mouth_shape(landmarks68),
+    mouth = canonical_mouth(rgb, landmarks68)  # warped once for the three measures
+    dev = bank.signed_deviation(mouth_descriptor(rgb, landmarks68, bank.use_chroma, mouth), mouth_shape(landmarks68),
                                 exclude)
-    return detector_inputs(dev, reference_features(rgb, landmarks68) - reference, s.mouth_aspect, s.teeth_share,
-                           s.lip_line_whiteness, s.seam_score, s.sharpness_ratio, lip_line_profile(rgb, landmarks68))
+    return detector_inputs(dev, reference_features(rgb, landmarks68, mouth) - reference, s.mouth_aspect,
+                           s.teeth_share, s.lip_line_whiteness, s.seam_score, s.sharpness_ratio,
+                           lip_line_profile(rgb, landmarks68, mouth))
 
 
 def measure_samples(faces: list[tuple[str, np.ndarray, np.ndarray]], keys: list[str], pairs: np.ndarray,

@@ -122,6 +122,7 @@ class CanonicalMouth:
     lab: np.ndarray  # (FRAME_H, FRAME_W, 3) float32
     masks: dict[str, np.ndarray]
     luminance: np.ndarray  # (FRAME_H, FRAME_W) float32
+    landmarks: np.ndarray  # (68, 2) float64: the face's landmarks in the canonical frame
 
 
 def canonical_mouth(rgb: np.ndarray, landmarks68: np.ndarray) -> CanonicalMouth:
@@ -130,16 +131,19 @@ def canonical_mouth(rgb: np.ndarray, landmarks68: np.ndarray) -> CanonicalMouth:
     m = _similarity(lm)
     crop = cv2.warpAffine(np.ascontiguousarray(rgb), m, (FRAME_W, FRAME_H), flags=cv2.INTER_AREA,
                           borderMode=cv2.BORDER_REPLICATE)
-    k = _masks(lm @ m[:, :2].T + m[:, 2])
+    canonical = lm @ m[:, :2].T + m[:, 2]
+    k = _masks(canonical)
     lab = cv2.cvtColor(crop, cv2.COLOR_RGB2LAB).astype(np.float32)
     raw_l = lab[..., 0]
     skin = max(float(np.median(raw_l[k["ring"]])) if k["ring"].any() else float(raw_l.mean()), 1.0)
-    return CanonicalMouth(lab, k, raw_l / skin)
+    return CanonicalMouth(lab, k, raw_l / skin, canonical)
 
 
-def mouth_descriptor(rgb: np.ndarray, landmarks68: np.ndarray, use_chroma: bool = True) -> np.ndarray:
-    """The FEATURES of one face's mouth (float64 vector); the chroma features are 0 when use_chroma is False."""
-    mouth = canonical_mouth(rgb, landmarks68)
+def mouth_descriptor(rgb: np.ndarray, landmarks68: np.ndarray, use_chroma: bool = True,
+                     mouth: CanonicalMouth | None = None) -> np.ndarray:
+    """The FEATURES of one face's mouth (float64 vector); the chroma features are 0 when use_chroma is False
+    (`mouth`: the face's canonical_mouth, when the caller has it)."""
+    mouth = mouth or canonical_mouth(rgb, landmarks68)
     k, lab, rl = mouth.masks, mouth.lab, mouth.luminance
     gx = cv2.Sobel(rl, cv2.CV_32F, 1, 0, ksize=3) / 4.0
     gy = cv2.Sobel(rl, cv2.CV_32F, 0, 1, ksize=3) / 4.0
@@ -179,16 +183,14 @@ def mouth_descriptor(rgb: np.ndarray, landmarks68: np.ndarray, use_chroma: bool 
 LIP_LINE_FEATURES: tuple[str, ...] = ("line_valley_median", "line_valley_q90", "line_peak_median")
 
 
-def lip_line_profile(rgb: np.ndarray, landmarks68: np.ndarray) -> np.ndarray:
+def lip_line_profile(rgb: np.ndarray, landmarks68: np.ndarray, mouth: CanonicalMouth | None = None) -> np.ndarray:
     """LIP_LINE_FEATURES (float64), luminance only: along the middle 70 % of the mouth width, each column's darkest
     and lightest pixel within 3 px of the inner-lip line (the opening between the lips), relative to the lips'
     median (in units of the perioral skin); the median and 90th percentile over columns of the darkest, the median
     of the lightest. A real closed mouth's lip line is a dark valley in every column; a pale band between the lips
-    (ghost teeth, a light strip) fills it, in colour and in grey alike."""
-    lm = np.asarray(landmarks68, np.float64).reshape(68, 2)
-    mouth = canonical_mouth(rgb, lm)
-    m = _similarity(lm)
-    c = lm @ m[:, :2].T + m[:, 2]
+    (ghost teeth, a light strip) fills it, in colour and in grey alike (`mouth`: as for mouth_descriptor)."""
+    mouth = mouth or canonical_mouth(rgb, landmarks68)
+    c = mouth.landmarks
     rl, lips = mouth.luminance, mouth.masks["tissue"]
     ref = _q(rl, lips, 0.5, 1.0)
     top, bottom = c[[60, 61, 62, 63, 64]], c[[60, 67, 66, 65, 64]]

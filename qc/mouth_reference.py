@@ -27,7 +27,7 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
-from qc.mouth_realism import canonical_mouth, speck_map
+from qc.mouth_realism import CanonicalMouth, canonical_mouth, speck_map
 
 FEATURES: tuple[str, ...] = ("laplacian_lips", "impulse_lips", "dark_specks_lips", "light_specks_lips",
                              "outline_outer", "gradient_ring")
@@ -48,9 +48,10 @@ def _mean(x: np.ndarray, m: np.ndarray) -> float:
     return float(x[m].mean()) if m.sum() >= 3 else 0.0
 
 
-def reference_features(rgb: np.ndarray, landmarks68: np.ndarray) -> np.ndarray:
-    """FEATURES of one face's mouth (float64): high where a mouth has specks, fragments, an outline or edges."""
-    mouth = canonical_mouth(rgb, landmarks68)
+def reference_features(rgb: np.ndarray, landmarks68: np.ndarray, mouth: CanonicalMouth | None = None) -> np.ndarray:
+    """FEATURES of one face's mouth (float64): high where a mouth has specks, fragments, an outline or edges
+    (`mouth`: the face's canonical_mouth, when the caller has it)."""
+    mouth = mouth or canonical_mouth(rgb, landmarks68)
     k, rl = mouth.masks, mouth.luminance
     zone = k["outer"] | k["band"]  # the lips and the lip line / opening
     dark, light = speck_map(rl)

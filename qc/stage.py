@@ -30,7 +30,7 @@ from qc.identity import cosine_similarity
 from qc.identity_gallery import IdentityGallery
 from qc.mouth import mouth_aspect, mouth_scores, teeth_share
 from qc.mouth_detector import detector_inputs
-from qc.mouth_realism import lip_line_profile, mouth_descriptor, mouth_shape
+from qc.mouth_realism import CanonicalMouth, canonical_mouth, lip_line_profile, mouth_descriptor, mouth_shape
 from qc.mouth_reference import reference_features
 from qc.run_thresholds import RUN_THRESHOLD_COLUMNS, identity_expression_means, resolve_run_thresholds
 from stages.base import STATUS_OK, Stage, rows_to_table, stage_error
@@ -96,24 +96,25 @@ class QCStage(Stage):
         return remembered(self._cache, path, measure)
 
     def _against_carrier(self, row: dict[str, Any], r_rgb: np.ndarray, r_landmarks: np.ndarray, ms: Any,
-                         r_mouth: np.ndarray | None) -> tuple[float | None, float | None]:
+                         r_mouth: np.ndarray | None,
+                         r_canonical: CanonicalMouth | None) -> tuple[float | None, float | None]:
         """(reference diff, damage score): R's mouth against its carrier's (qc/mouth_reference.py) and the run's
-        damage detector (qc/mouth_detector.py; r_mouth: R's mouth descriptor); None where a check is off or R has
-        no carrier."""
+        damage detector (qc/mouth_detector.py; r_mouth: R's mouth descriptor, r_canonical: R's canonical mouth);
+        None where a check is off or R has no carrier."""
         path, lm = row.get("carrier_aligned_path"), row.get("carrier_landmarks68")
         detector = self.damage_detector if self.mouth_bank is not None and r_mouth is not None else None
         if (self.reference_null is None and detector is None) or not path or not lm:
             return None, None
         carrier = remembered(self._reference_cache, path, lambda: reference_features(
             self.artifacts.get(path), np.asarray(lm, np.float32).reshape(68, 2)))
-        r_ref = reference_features(r_rgb, r_landmarks)
+        r_ref = reference_features(r_rgb, r_landmarks, r_canonical)
         diff = None if self.reference_null is None else self.reference_null.score(r_ref, carrier)
         if detector is None or self.mouth_bank is None or r_mouth is None:
             return diff, None
         dev = self.mouth_bank.signed_deviation(r_mouth, mouth_shape(r_landmarks), (row["identity_i"],
                                                                                   row["identity_j"]))
         inputs = detector_inputs(dev, r_ref - carrier, ms.mouth_aspect, ms.teeth_share, ms.lip_line_whiteness,
-                                 ms.seam_score, ms.sharpness_ratio, lip_line_profile(r_rgb, r_landmarks))
+                                 ms.seam_score, ms.sharpness_ratio, lip_line_profile(r_rgb, r_landmarks, r_canonical))
         return diff, float(detector.scores(inputs)[0])
 
     def score(self, row: dict[str, Any]) -> tuple[Scores, dict[str, Any]]:
@@ -141,11 +142,14 @@ class QCStage(Stage):
         if self.calibration is not None and expr_class is not None:
             features = photo_features(np.asarray([r_probs]), np.asarray([r_descriptor]))[0]
             class_score = self.calibration.score(features, self.expression_means.get(j), expr_class)
+        # R's mouth warped once for every mouth measure that is on (realism, reference, damage)
+        mouth_checks = self.mouth_bank is not None or self.reference_null is not None
+        r_canonical = canonical_mouth(r_rgb, face.landmarks68) if mouth_checks else None
         r_mouth = None if self.mouth_bank is None else mouth_descriptor(r_rgb, face.landmarks68,
-                                                                         self.mouth_bank.use_chroma)
+                                                                         self.mouth_bank.use_chroma, r_canonical)
         realism = None if self.mouth_bank is None or r_mouth is None else self.mouth_bank.score(
             r_mouth, mouth_shape(face.landmarks68), exclude=(i, j))
-        reference_diff, damage = self._against_carrier(row, r_rgb, face.landmarks68, ms, r_mouth)
+        reference_diff, damage = self._against_carrier(row, r_rgb, face.landmarks68, ms, r_mouth, r_canonical)
         scores = Scores(
             face_found=True, id_sim_rt=cosine_similarity(emb, row["t_embedding"]),
             id_sim_rj=cosine_similarity(emb, row["j_embedding"]),

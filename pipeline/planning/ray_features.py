@@ -59,12 +59,6 @@ class FeatureBlocks:
     rest: list[ray.ObjectRef]
     starts: np.ndarray  # the first row of each block, then the number of rows
 
-    def embedding_column(self) -> pa.ChunkedArray:
-        """The whole embedding column, the blocks side by side (zero-copy `ray.get` on a node)."""
-        tables = ray.get(self.embeddings)
-        chunks = [c for t in tables for c in t.column("embedding").chunks]
-        return pa.chunked_array(chunks, SOURCES.field("embedding").type)
-
     def embedding_rows(self, rows: np.ndarray) -> pa.ChunkedArray:
         """The embeddings of source rows `rows`, in that order: only the embedding blocks they are in, a block at
         a time."""
@@ -226,13 +220,16 @@ def file_rows(fs: fsspec.AbstractFileSystem, files: list[str]) -> list[int]:
     return rows
 
 
-def feature_groups(files: list[str], rows: list[int]) -> tuple[list[list[str]], np.ndarray]:
-    """The files of each features block (whole files grouped until a block has at least FEATURE_BLOCK_ROWS rows;
-    one empty block when there is no file) and the blocks' first rows, then the number of rows."""
+def feature_groups(files: list[str], rows: list[int],
+                   min_rows: int | None = None) -> tuple[list[list[str]], np.ndarray]:
+    """The files of each features block (whole files grouped until a block has at least `min_rows` rows, default
+    FEATURE_BLOCK_ROWS; one empty block when there is no file) and the blocks' first rows, then the number of
+    rows."""
+    least = FEATURE_BLOCK_ROWS if min_rows is None else min_rows
     groups: list[list[str]] = []
     starts, total, size = [0], 0, 0
     for path, n in zip(files, rows, strict=True):
-        if not groups or size >= FEATURE_BLOCK_ROWS:
+        if not groups or size >= least:
             if groups:
                 starts.append(total)
             groups.append([])

@@ -41,6 +41,7 @@ from pipeline.planning.ray_features import (
 from pipeline.planning.same_person import (
     CalibrationSample,
     SamePersonThreshold,
+    calibrated,
     calibration_sample,
     resolve_from_inputs,
     resolve_from_sample,
@@ -106,17 +107,6 @@ def _release_memory() -> None:
 INPUT_PART_ROWS = 4 * FEATURE_BLOCK_ROWS
 
 
-def file_groups(files: list[str], rows: list[int], min_rows: int) -> list[tuple[list[str], int]]:
-    """Consecutive files grouped until a group has at least `min_rows` rows, with each group's rows (one empty group
-    when there is no file)."""
-    groups: list[tuple[list[str], int]] = []
-    for path, n in zip(files, rows, strict=True):
-        if not groups or groups[-1][1] >= min_rows:
-            groups.append(([], 0))
-        groups[-1] = (groups[-1][0] + [path], groups[-1][1] + n)
-    return groups or [([], 0)]
-
-
 @ray.remote(num_cpus=FEATURES_TASK_CPUS)
 def _read_input_part(fs: fsspec.AbstractFileSystem, files: list[str], rows: int) -> InputsPart:
     part = InputsPart.of_batches(_planner_batches(fs, files, PLANNER_COLUMNS + ["expression_probs"]), rows)
@@ -169,11 +159,6 @@ def _same_person(pairing: PairingConfig, inputs: PlanInputs, embeddings: list[ra
     embedding block at a time)."""
     blocks = FeatureBlocks(embeddings, [], starts)
     return resolve_from_inputs(pairing, inputs, lambda rows: embedding_matrix(blocks.embedding_rows(rows)))
-
-
-def _calibrated(pairing: PairingConfig) -> bool:
-    """Whether the same-person threshold is calibrated on the run's sources (else it is configured, or off)."""
-    return pairing.merge_same_person and pairing.same_person_similarity is None
 
 
 def _embedding_model(fs: fsspec.AbstractFileSystem, files: list[str]) -> str | None:
@@ -240,9 +225,10 @@ class RemotePlanInputs:
     def __init__(self, store: ManifestStore, pairing: PairingConfig | None = None) -> None:
         self.fs, self.files = store.fs, store.committed_files("sources")
         rows = file_rows(self.fs, self.files)
-        parts = [_read_input_part.remote(self.fs, group, n)
-                 for group, n in file_groups(self.files, rows, INPUT_PART_ROWS)]
-        calibrate = pairing is not None and _calibrated(pairing)
+        part_groups, part_starts = feature_groups(self.files, rows, INPUT_PART_ROWS)
+        parts = [_read_input_part.remote(self.fs, group, int(n))
+                 for group, n in zip(part_groups, np.diff(part_starts), strict=True)]
+        calibrate = pairing is not None and calibrated(pairing)
         refs: Any = _combine_inputs.remote(calibrate, *parts)  # the inputs stay in the object store
         del parts
         self.ref: ray.ObjectRef = refs[0]
@@ -271,7 +257,7 @@ class RemotePlanInputs:
     def same_person(self, pairing: PairingConfig) -> SamePersonThreshold:
         """same_person.resolve_from_store's value, calibrated in a task from the inputs and embedding blocks (the
         driver never reads the sources' embeddings); the one started with the inputs when `pairing` is theirs."""
-        if not _calibrated(pairing):
+        if not calibrated(pairing):
             return resolve_same_person(pairing, [], np.zeros((0, 0)))
         ref = self.threshold if self.threshold is not None and pairing == self.pairing else \
             _same_person.remote(pairing, self.ref, self.features.blocks.embeddings, self.features.blocks.starts)

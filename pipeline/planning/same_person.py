@@ -57,11 +57,16 @@ def resolve_same_person(pairing: PairingConfig, identities: list[str] | np.ndarr
     return SamePersonThreshold(cal.threshold, source, cal)
 
 
+def calibrated(pairing: PairingConfig) -> bool:
+    """Whether the same-person threshold is calibrated on the run's sources (else it is configured, or off)."""
+    return pairing.merge_same_person and pairing.same_person_similarity is None
+
+
 def resolve_from_sources(pairing: PairingConfig, sources: pa.Table) -> SamePersonThreshold:
     """resolve_same_person over a sources table (identity, embedding, input_key, file_sha256), rows in input_key
     order, every copy of a file found in two places left out (the planner keeps one of them, in its identity). On a
     large corpus only the identities calibration samples are read into memory (qc/same_person.py)."""
-    if not pairing.merge_same_person or pairing.same_person_similarity is not None or sources.num_rows == 0:
+    if not calibrated(pairing) or sources.num_rows == 0:
         return resolve_same_person(pairing, [], np.zeros((0, 0)))
     if "file_sha256" in sources.column_names:  # a file in two folders (dedup keeps one): neither copy calibrates
         counts = pc.value_counts(sources.column("file_sha256"))
@@ -114,7 +119,7 @@ def resolve_from_inputs(pairing: PairingConfig, inputs: PlanInputs,
     """resolve_from_sources over the planner's compact inputs (rows in the committed order), `embeddings(rows)` the
     (k, d) float64 embeddings of source rows: the same value and calibration, but only the sampled identities'
     embeddings are ever read (ray_planner.py reads them with the embedding blocks)."""
-    if not pairing.merge_same_person or pairing.same_person_similarity is not None or not len(inputs):
+    if not calibrated(pairing) or not len(inputs):
         return resolve_same_person(pairing, [], np.zeros((0, 0)))
     sample = calibration_sample(inputs)
     return resolve_from_sample(pairing, sample, embeddings(sample.rows) if len(sample.rows) else np.zeros((0, 0)))
@@ -140,7 +145,7 @@ def resolve_from_store(pairing: PairingConfig, store: ManifestStore) -> SamePers
     """The run's same-person threshold from its committed sources, as resolve_from_sources gives it over the whole
     table, reading a file at a time: the identities and a 64-bit key of each digest first, the digests whose key
     repeats, then the rows of the sampled identities (memory: ~12 bytes per source, and the sample)."""
-    if not pairing.merge_same_person or pairing.same_person_similarity is not None:
+    if not calibrated(pairing):
         return resolve_same_person(pairing, [], np.zeros((0, 0)))
     files, digests = store.committed_files("sources"), store.file_digests()
     code_of: dict[str, int] = {}

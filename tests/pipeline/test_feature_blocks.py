@@ -26,7 +26,7 @@ def test_plan_rows_from_feature_blocks_equal_the_whole_table(ray_session, tmp_pa
     blocks = ray_features.plan_features(store).blocks
     assert blocks.starts.tolist() == [0, 75, 128] and len(blocks.rest) == len(blocks.embeddings) == 2
     whole = store.read_table("sources", PLAN_FEATURE_COLUMNS)
-    assert blocks.embedding_column().to_pylist() == whole["embedding"].to_pylist()
+    assert blocks.embedding_rows(np.arange(128)).to_pylist() == whole["embedding"].to_pylist()
     rng = np.random.default_rng(0)
     for rows_max in (60, 128):  # rows of the first block only, then of both
         n = 7
@@ -42,7 +42,6 @@ def test_plan_rows_from_feature_blocks_equal_the_whole_table(ray_session, tmp_pa
     assert blocks.embedding_rows(rows).to_pylist() == whole["embedding"].take(pa.array(rows)).to_pylist()
     # the duplicate check's resemblance from just the rows its queries name, over both blocks: the whole column's
     queries = [(5, [100, 7]), (90, [3]), (127, []), (40, [41, 120, 0])]
-    monkeypatch.setattr(ray_features.FeatureBlocks, "embedding_column", None)  # never the whole column
     assert ray_features.block_resemblance(blocks, queries) == resemblance(whole["embedding"], queries)
 
 
@@ -61,7 +60,7 @@ def test_inputs_read_in_parts_equal_the_inputs_read_whole(ray_session, tmp_path,
     assert remote.summary.identity_counts.tolist() == np.bincount(whole.identity_code).tolist()
     # the feature blocks read after the inputs, the other columns a block or two at a time: the same table
     blocks, table = remote.features.blocks, store.read_table("sources", PLAN_FEATURE_COLUMNS)
-    assert blocks.embedding_column().to_pylist() == table["embedding"].to_pylist()
+    assert blocks.embedding_rows(np.arange(128)).to_pylist() == table["embedding"].to_pylist()
     rest = pa.concat_tables(ray.get(blocks.rest))
     assert rest.equals(table.select(ray_features.REST_COLUMNS).combine_chunks())
 
