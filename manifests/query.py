@@ -53,6 +53,12 @@ NAMED_QUERIES: dict[str, str] = {
         from qc_selftest where "check" <> 'expression' order by "check", label, measure""",
     "rejects": """
         select stage, reason, count(*) as n from rejects group by 1, 2 order by n desc, stage, reason""",
+    "audit": """
+        select a.stratum, q.reason, count(*) as sampled, count(*) filter (where a.label = 'artificial') as artificial,
+               count(*) filter (where a.label = 'fine') as fine, count(*) filter (where a.label = 'skip') as skipped
+        from audit a left join qc_all q on q.candidate_id = a.candidate_id
+                                       and coalesce(q.decision_version, 0) = a.decision_version
+        group by 1, 2 order by 1, sampled desc, 2""",
 }
 
 

@@ -238,6 +238,19 @@ QC_SELFTEST = _versioned("qc_selftest", [
     pa.field("calibration_sha256", pa.string()),
 ])
 
+# A labelled audit of the run's generated R (qc/audit.py, `ciep audit`): one row per sampled R and its label by eye.
+AUDIT = _versioned("audit", [
+    pa.field("run_id", pa.string()),
+    pa.field("candidate_id", pa.string(), nullable=False),
+    pa.field("decision_version", pa.int32()),  # the QC decision the sample was drawn from
+    pa.field("stratum", pa.string(), nullable=False),  # accepted | rejected
+    pa.field("label", pa.string(), nullable=False),  # artificial | fine | skip
+    pa.field("sample_seed", pa.int64()),
+    pa.field("sheet_index", pa.int32()),
+    pa.field("labelled_by", pa.string()),
+    pa.field("labelled_at", pa.string()),
+])
+
 TABLES: dict[str, pa.Schema] = {
     "sources": SOURCES,
     "rejects": REJECTS,
@@ -248,6 +261,7 @@ TABLES: dict[str, pa.Schema] = {
     "attempts": ATTEMPTS,
     "identity_clusters": IDENTITY_CLUSTERS,
     "qc_selftest": QC_SELFTEST,
+    "audit": AUDIT,
 }
 
 # Nullable columns added in schema version 2: a writer that does not know them gets nulls.

@@ -82,7 +82,7 @@ def _query(con: duckdb.DuckDBPyConnection, sql: str,
 
 def query_main(argv: list[str]) -> int:
     p = argparse.ArgumentParser(prog="ciep query", description="DuckDB SQL over a run's manifests. "
-                                "Tables: sources, rejects, candidates, qc, qc_selftest, triples, lineage. "
+                                "Tables: sources, rejects, candidates, qc, qc_selftest, triples, lineage, audit. "
                                 f"Named queries: {', '.join(NAMED_QUERIES)}.")
     p.add_argument("sql", help="SQL text or the name of a named query")
     p.add_argument("--run", help="run id (default: the most recently updated run)")
@@ -205,6 +205,14 @@ def fsck_main(argv: list[str]) -> int:
     return run_fsck(args, *output_roots(load_config(args.config), args))
 
 
+def audit_main(argv: list[str]) -> int:
+    """`ciep audit sample|record`: a labelled audit of a run's generated R."""
+    from pipeline.audit_cli import build_parser, run_audit
+
+    args = build_parser().parse_args(argv)
+    return run_audit(args, output_roots(load_config(args.config), args)[0])
+
+
 # subcommand -> (entry point, help)
 COMMANDS: dict[str, tuple[Callable[[list[str]], int], str]] = {
     "query": (query_main, "DuckDB SQL or a named query over a run's manifests"),
@@ -214,6 +222,7 @@ COMMANDS: dict[str, tuple[Callable[[list[str]], int], str]] = {
     "report": (report_main, "self-contained HTML QC report of a run or release"),
     "qc": (qc_main, "qc redecide: re-decide a run from stored scores (new decision version)"),
     "fsck": (fsck_main, "check a run's or release's files against their checksums; --repair a run"),
+    "audit": (audit_main, "a blind sample of a run's R to label by eye, and what the labels say of QC"),
 }
 
 
@@ -226,7 +235,7 @@ def _run_command(module_name: str) -> Callable[[list[str]], int]:
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     commands = {**{k: (_run_command(m), h) for k, (m, h) in RUN_COMMANDS.items()}, **COMMANDS}
-    order = ["run", "train", "calibrate-identity", "qc", "release", "export", "report", "query", "fsck"]
+    order = ["run", "train", "calibrate-identity", "qc", "audit", "release", "export", "report", "query", "fsck"]
     if not argv or argv[0] in ("-h", "--help") or argv[0] not in commands:
         print("usage: ciep <command> [options]\n\ncommands:")
         for name in order:

@@ -11,6 +11,8 @@ import yaml
 from manifests.schemas import TRIPLE_SCORES
 from publish.decision_view import check_views
 from publish.release.schema import EXPORT_COLUMNS, card_dtype
+from publish.audit_view import COLUMNS as AUDIT_COLUMNS
+from publish.audit_view import audit_table
 from publish.selftest_view import selftest_view
 from publish.templates import markdown_env
 
@@ -61,6 +63,7 @@ def render_card(info: dict) -> str:
         info=info, stats=info["stats"], src=info["source"], models=_models(lineage),
         adapters=lineage.get("adapters") or [], checks=check_views(thresholds), thresholds=thresholds,
         n_threshold_sets=len(lineage["thresholds"]), selftest=selftest_view(info.get("selftest")), qc=qc,
+        audit=audit_table(info.get("audit")), audit_columns=AUDIT_COLUMNS,
         score_list=", ".join(f"`{s}`" for s in TRIPLE_SCORES))
     return f"---\n{header}---\n\n{body}"
 

@@ -27,6 +27,8 @@ from manifests.query import connect
 from manifests.runs import find_run, now_iso, read_run_info
 from manifests.store import ManifestStore, atomic_write_bytes
 from publish import plots
+from publish.audit_view import COLUMNS as AUDIT_COLUMNS
+from publish.audit_view import audit_table
 from publish.contact_sheet import SheetItem, item_from_row, sheet_html, worst_first
 from publish.decision_view import OFF, CheckView, check_views, failed
 from publish.release.read import Release, ReleaseNotFoundError, open_release, open_release_url
@@ -252,7 +254,8 @@ def render_report(data: ReportData, max_items: int = 36) -> str:
         thresholds=thresholds, n_sets=n_sets, checks=check_rows(data, views), rounds=rounds, reasons=reasons,
         outcome=outcome, reject_chart=Markup(reject_chart) if reject_chart else None,
         histograms=_histograms(data, views), score_columns=SCORE_COLUMNS, trend=_trend(rounds),
-        selftest=selftest_view(data.info.get("selftest")), max_items=max_items, n_acc=len(acc), n_rej=len(rej),
+        selftest=selftest_view(data.info.get("selftest")), audit=audit_table(data.info.get("audit")),
+        audit_columns=AUDIT_COLUMNS, max_items=max_items, n_acc=len(acc), n_rej=len(rej),
         accepted_sheet=sheet_html(acc[:max_items], data.read, thresholds),
         rejected_sheet=sheet_html(rej[:max_items], data.read, thresholds) if data.kind == "run" else None,
         css=Markup(_CSS), script=Markup(_SELF_CHECK), csp=content_security_policy([_CSS], [_SELF_CHECK]))

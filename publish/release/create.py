@@ -190,6 +190,8 @@ def create_release(run_url: Location | str, name: str, releases_root: Location |
             stats=stats)
         if run_info.get("selftest"):  # the source run's validity card (qc/selftest.py), shown by card and report
             info["selftest"] = run_info["selftest"]
+        if run_info.get("audit"):  # the source run's audits by eye (qc/audit.py), shown by the card and report
+            info["audit"] = run_info["audit"]
         atomic_write_bytes(fs, f"{staging}/{CARD}", render_card(info).encode())
         listed = [f"{staging}/{CARD}"] + sorted(fs.glob(f"{staging}/manifests/**/*.parquet")) + sorted(
             fs.glob(f"{staging}/manifests/{COMMITS_DIR}/*.json"))
