@@ -18,6 +18,7 @@ from manifests.runs import find_run, read_run_info
 from manifests.store import ManifestStore
 from pipeline.exits import UsageError
 from publish.audit_sheet import audit_sheet_png
+from publish.report import file_reader
 from qc.audit import AuditSample, draw_sample, format_estimates, read_labels
 from qc.audit_record import decided_candidates, record_audit
 
@@ -40,16 +41,6 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def _reader(run: Location):
-    def read(url: str) -> bytes | None:
-        try:
-            with run.open_url(url) as fh:
-                return fh.read()
-        except (FileNotFoundError, OSError):
-            return None
-    return read
-
-
 def sample(args: argparse.Namespace, output_root: Location) -> int:
     if not args.out:
         raise UsageError("ciep audit sample needs --out FOLDER")
@@ -69,7 +60,7 @@ def sample(args: argparse.Namespace, output_root: Location) -> int:
     w.writerow(["index", "candidate_id", "label", "note"])
     w.writerows([r["index"], r["candidate_id"], "", ""] for r in s.rows)
     for name, data in ((SAMPLE_JSON, s.to_json().encode()), (LABELS_CSV, text.getvalue().encode()),
-                       (SHEET_PNG, audit_sheet_png(s.rows, _reader(run)))):
+                       (SHEET_PNG, audit_sheet_png(s.rows, file_reader(run)))):
         with out.open(name, mode="wb") as fh:
             fh.write(data)
     drawn = {k: sum(r["stratum"] == k for r in s.rows) for k in s.population}

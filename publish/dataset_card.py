@@ -9,10 +9,10 @@ from __future__ import annotations
 import yaml
 
 from manifests.schemas import TRIPLE_SCORES
-from publish.decision_view import check_views
-from publish.release.schema import EXPORT_COLUMNS, card_dtype
 from publish.audit_view import COLUMNS as AUDIT_COLUMNS
 from publish.audit_view import audit_table
+from publish.decision_view import check_views
+from publish.release.schema import EXPORT_COLUMNS, card_dtype
 from publish.selftest_view import selftest_view
 from publish.templates import markdown_env
 

@@ -85,7 +85,8 @@ def _dicts(cur) -> list[dict]:
     return [dict(zip(cols, r, strict=False)) for r in cur.fetchall()]
 
 
-def _file_reader(where: Location) -> Callable[[str], bytes | None]:
+def file_reader(where: Location) -> Callable[[str], bytes | None]:
+    """Bytes of an image URL read through `where`'s filesystem; None when it cannot be read."""
     def read(url: str) -> bytes | None:
         try:
             with where.open_url(url) as fh:
@@ -103,7 +104,7 @@ def load_run(url: Location | str) -> ReportData:
     rejects = _dicts(con.execute("select round, stage, reason, count(*) as n from rejects group by all "
                                  "order by round, n desc, stage, reason"))
     return ReportData("run", info.get("run_id", run.url.rsplit("/", 1)[-1]), run.url, info, items,
-                      _file_reader(run), rejects)
+                      file_reader(run), rejects)
 
 
 def load_release(release: Release) -> ReportData:
