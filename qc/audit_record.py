@@ -26,6 +26,16 @@ def decided_candidates(store: ManifestStore) -> tuple[int, list[dict]]:
     return version, [dict(zip(cols, r, strict=True)) for r in cur.fetchall()]
 
 
+def labelled_artificial(store: ManifestStore) -> list[str]:
+    """Candidate ids whose latest audit label (by labelled_at) is `artificial`: what a person threw away."""
+    con = connect(store)
+    rows = con.execute("""select candidate_id from (
+                            select candidate_id, label, row_number() over (
+                              partition by candidate_id order by labelled_at desc, label) as k from audit)
+                          where k = 1 and label = 'artificial' order by candidate_id""").fetchall()
+    return [r[0] for r in rows]
+
+
 def sample_shard(sample: AuditSample) -> str:
     ids = "\0".join(sorted(r["candidate_id"] for r in sample.rows))
     key = hashlib.sha256(f"{sample.decision_version}\0{sample.seed}\0{ids}".encode()).hexdigest()[:16]

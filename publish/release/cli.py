@@ -29,6 +29,8 @@ def build_parser() -> argparse.ArgumentParser:
     c = sub.add_parser("create", help="snapshot a run's accepted triples as a new, immutable release")
     c.add_argument("--run", help="run id (default: the most recently updated run)")
     c.add_argument("--rounds", type=int, nargs="+", help="rounds to include (default: all)")
+    c.add_argument("--keep-audited", action="store_true",
+                   help="keep triples a person labelled artificial in an audit of the run (default: left out)")
     c.add_argument("--name", required=True, help="release name, e.g. ciep-v1 (must not exist)")
     c.add_argument("--split", action="append", default=[], metavar="NAME=RATIO",
                    help="split ratio, repeatable (default: release.splits of the config)")
@@ -101,7 +103,8 @@ def _created(rel: Release) -> str:
     i = rel.info
     per_split = ", ".join(f"{k} {v['triples']}" for k, v in i["stats"]["splits"].items())
     return (f"release {rel.name}: {i['stats']['triples']} triples ({per_split}), {i['stats']['images']} images, "
-            f"{i['stats']['excluded_cross_split']} cross-split triples left out; "
+            f"{i['stats']['excluded_cross_split']} cross-split triples left out, "
+            f"{i['stats'].get('excluded_by_audit', 0)} labelled artificial in an audit; "
             f"{i['stats'].get('pool_image_bytes_added', 0) / 1e6:.1f} MB of new images in the shared pool\n"
             f"  -> {rel.root}")
 
@@ -126,7 +129,7 @@ def run_cli(args: argparse.Namespace, output_root: Location, releases_root: Loca
             rel = create_release(find_run(output_root, args.run), args.name, releases_root,
                                  rounds=args.rounds, splits=_parse_splits(args.split) or dict(release.splits),
                                  license=args.license or release.license, batch_size=args.batch_size,
-                                 map_files=map_files, fsck=not args.no_fsck)
+                                 map_files=map_files, fsck=not args.no_fsck, keep_audited=args.keep_audited)
             print(_created(rel))
             if args.no_verify:
                 return 0

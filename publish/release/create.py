@@ -38,6 +38,7 @@ from publish.release.read import (
 from publish.release.schema import RELEASE_FORMAT_VERSION, RELEASE_TABLES
 from publish.release.stats import release_lineage, release_stats, run_qc_summary
 from publish.release.worker import ReleaseJob, release_run_file
+from qc.audit_record import labelled_artificial
 from qc.redecide import current_version
 
 log = logging.getLogger(__name__)
@@ -135,13 +136,14 @@ def _publish(fs: fsspec.AbstractFileSystem, staging: str, final: str) -> None:
 def create_release(run_url: Location | str, name: str, releases_root: Location | str, *,
                    rounds: list[int] | None = None, splits: dict[str, float] | None = None,
                    license: str = "cc-by-4.0", batch_size: int = 256, commit_rows: int = 4096,
-                   map_files: FileMapper | None = None, fsck: bool = True) -> Release:
+                   map_files: FileMapper | None = None, fsck: bool = True, keep_audited: bool = False) -> Release:
     """Snapshot the accepted triples of a run (optionally some rounds) as the immutable release `name`.
 
     One task per run manifest file (`map_files`: here, one after another, by default; on Ray Data with
     pipeline.publish_on_ray) reads it `batch_size` rows at a time, puts its images in the releases root's
     shared pool (an image already there costs no bytes) and writes manifest shards of about `commit_rows`
-    rows. `fsck` (the default) first checks the run as `ciep fsck` does and refuses a damaged one."""
+    rows. `fsck` (the default) first checks the run as `ciep fsck` does and refuses a damaged one. Triples a person
+    labelled artificial in an audit of the run (`ciep audit`) are left out unless `keep_audited`."""
     validate_name(name)
     splits = dict(splits or {"train": 0.8, "validation": 0.1, "test": 0.1})
     if abs(sum(splits.values()) - 1.0) > 1e-6 or any(v < 0 for v in splits.values()):
@@ -162,7 +164,8 @@ def create_release(run_url: Location | str, name: str, releases_root: Location |
     staging = f"{root}/{STAGING_DIR}/{name}-{uuid.uuid4().hex[:12]}" if local else final
     job = ReleaseJob(run_store.fs, run_store.root, fs, root, staging, name, splits,
                      tuple(sorted(set(rounds))) if rounds else None, batch_size, commit_rows,
-                     current_version(run_store), _clusters(run_store))
+                     current_version(run_store), _clusters(run_store),
+                     frozenset() if keep_audited else frozenset(labelled_artificial(run_store)))
     try:
         totals: dict[str, int] = {}
         for counts in (map_files or map_files_here)(release_run_file, job, run_store.committed_files("triples")):
@@ -174,6 +177,7 @@ def create_release(run_url: Location | str, name: str, releases_root: Location |
             raise ReleaseError(f"run {run_info.get('run_id')} has no accepted triples"
                                + (f" in rounds {rounds}" if rounds else "") + " that fit one split")
         stats.update(excluded_cross_split=totals.get("excluded_cross_split", 0),
+                     excluded_by_audit=totals.get("excluded_by_audit", 0),
                      pool_images_added=totals.get("images_added", 0),
                      pool_image_bytes_added=totals.get("image_bytes_added", 0))
         config = run_info.get("config", {})

@@ -36,6 +36,8 @@ class ReleaseJob:
     decision_version: int = 0  # > 0 when re-decided (qc/redecide.py): only that decision's triples
     # one person under several identity names (the run's identity_clusters table) goes to one split
     cluster_of: dict[str, str] = field(default_factory=dict)
+    # triples a person labelled artificial in an audit of the run (qc/audit.py): left out
+    excluded: frozenset[str] = frozenset()
 
 
 _LANDMARKS: dict[tuple[str, str], tuple[pa.Array, pa.ChunkedArray]] = {}
@@ -81,7 +83,8 @@ def _release_triples(job: ReleaseJob, path: str, pool: ImagePool) -> dict[str, i
         flt = latest if flt is None else flt & latest
     split_cache: dict[str, str] = {}
     pending: list[pa.Table] = []
-    counts = dict(triples=0, excluded_cross_split=0)
+    counts = dict(triples=0, excluded_cross_split=0, excluded_by_audit=0)
+    excluded = pa.array(sorted(job.excluded), pa.string())
 
     def split(identity: str) -> str:
         if identity not in split_cache:
@@ -100,6 +103,10 @@ def _release_triples(job: ReleaseJob, path: str, pool: ImagePool) -> dict[str, i
         table = pa.Table.from_batches([batch])
         if flt is not None:
             table = table.filter(flt)
+        if len(excluded):
+            audited = pc.is_in(table.column("triple_id"), value_set=excluded)
+            counts["excluded_by_audit"] += int(pc.sum(audited).as_py() or 0)
+            table = table.filter(pc.invert(audited))
         keep, split_col = [], []
         for k, (i, j) in enumerate(zip(table.column("identity_i").to_pylist(),
                                        table.column("identity_j").to_pylist(), strict=True)):

@@ -137,10 +137,20 @@ def test_audit_commands_on_a_run(tmp_path: Path, capsys):
     assert ciep(["report", "synthetic-a", "--output-root", str(root), "--out", str(tmp_path / "r.html")]) == 0
     page = (tmp_path / "r.html").read_text()
     assert "Audit by eye" in page and next(iter(audits)) in page
-    # a release of the run carries the audit into its dataset card
+    # a release of the run leaves out the accepted R a person labelled artificial, and its card shows the audit
+    thrown = {r["candidate_id"] for r in rows if r["label"] == "artificial" and strata[r["candidate_id"]] == "accepted"}
+    assert thrown
     assert ciep(["release", "create", "--output-root", str(root), "--run", "synthetic-a", "--name", "v1"]) == 0
+    assert ciep(["release", "create", "--output-root", str(root), "--run", "synthetic-a", "--name", "v2",
+                 "--keep-audited"]) == 0
     card = (root / "releases" / "v1" / "README.md").read_text()
     assert "## Audit by eye of the source run" in card and next(iter(audits)) in card
+    assert f"labelled artificial in an audit of the run (`ciep audit`) were left out: {len(thrown)}." in card
+    info = {v: json.loads((root / "releases" / v / "release.json").read_text()) for v in ("v1", "v2")}
+    assert info["v1"]["stats"]["excluded_by_audit"] == len(thrown) and info["v2"]["stats"]["excluded_by_audit"] == 0
+    released = {v: {t for (t,) in connect(ManifestStore.open(str(root / "releases" / v))).execute(
+        "select triple_id from triples").fetchall()} for v in ("v1", "v2")}
+    assert released["v1"].isdisjoint(thrown) and released["v2"] - released["v1"] == thrown & released["v2"]
 
 
 def test_record_refuses_a_sample_of_another_run(tmp_path: Path, capsys):
