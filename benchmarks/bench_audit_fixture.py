@@ -25,9 +25,10 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--run", required=True, help="folder of the London round the fixture's R came from")
     args = p.parse_args(argv)
-    mouths = json.loads(FIXTURE.read_text())["mouths"]
+    fixture = json.loads(FIXTURE.read_text())
+    mouths = fixture["mouths"]
     run_id = read_run_info(args.run).get("run_id")
-    if run_id is None or run_id not in json.loads(FIXTURE.read_text())["source"]:
+    if run_id is None or run_id not in fixture["source"]:
         raise SystemExit(f"{args.run} is not the fixture's round (run {run_id}; the fixture names its run id)")
     version, decided = decided_candidates(ManifestStore.open(args.run))
     accepted = {d["candidate_id"]: bool(d["accepted"]) for d in decided}

@@ -53,6 +53,9 @@ def sample(args: argparse.Namespace, output_root: Location) -> int:
     run_id = str(read_run_info(run).get("run_id") or run.name)
     s = draw_sample(decided, {"accepted": args.accepted, "rejected": args.rejected}, args.seed, run_id, version,
                     run.name)
+    if not s.rows:
+        raise UsageError(f"run {run_id} has no {'accepted' if args.accepted else 'rejected'} R to draw "
+                         f"({s.population['accepted']} accepted, {s.population['rejected']} rejected)")
     out = run.at(args.out)
     out.fs.makedirs(out.path, exist_ok=True)
     text = io.StringIO()

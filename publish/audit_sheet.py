@@ -35,11 +35,12 @@ def lower_face(data: bytes | None) -> Image.Image:
 
 
 def audit_sheet_png(rows: list[dict], read: Callable[[str], bytes | None], columns: int = 5) -> bytes:
-    """A PNG of every row's R (rows: index, r_path), `columns` per line, each numbered with its index."""
+    """A PNG of every row's R (rows: index, r_path; at least one), `columns` per line, each numbered with its
+    index."""
     tiles = [lower_face(read(r["r_path"])) for r in rows]
-    w, h = tiles[0].size if tiles else (1, 1)
+    w, h = tiles[0].size
     label_h = 16
-    lines = max((len(tiles) + columns - 1) // columns, 1)
+    lines = (len(tiles) + columns - 1) // columns
     sheet = Image.new("RGB", (columns * w, lines * (h + label_h)), (255, 255, 255))
     draw = ImageDraw.Draw(sheet)
     for k, (row, tile) in enumerate(zip(rows, tiles, strict=True)):

@@ -2,19 +2,19 @@
 
 from __future__ import annotations
 
+from qc.audit import format_share
+
 COLUMNS = ["sample", "decision version", "labelled by", "accepted R artificial", "rejected R artificial",
            "artificial R rejected by QC", "fine R rejected by QC"]
 
 
-def _share(d: dict | None, count: str = "") -> str:
-    if not d or d.get("value") is None:
-        return "–"
-    return f"{100 * d['value']:.1f} % [{100 * d['ci_low']:.1f}, {100 * d['ci_high']:.1f}]{count}"
+def _share(d: dict | None) -> str:
+    return format_share(d, "–")
 
 
 def _stratum(p: dict) -> str:
     share = p.get("artificial_share") or {}
-    return _share(share, f" ({p.get('artificial', 0)} of {share.get('n', 0)})")
+    return _share(share) + (f" ({p.get('artificial', 0)} of {share['n']})" if share.get("value") is not None else "")
 
 
 def audit_table(audits: object) -> list[list[str]] | None:

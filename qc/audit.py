@@ -102,7 +102,10 @@ def _share(a: int, n: int) -> dict:
     return dict(value=a / n if n else None, ci_low=lo, ci_high=hi, n=n)
 
 
-def _weighted(num: tuple[float, float, float], den_other: tuple[float, float, float]) -> tuple:
+Bounds = tuple[float, float, float]  # a value and its interval's low and high ends
+
+
+def _weighted(num: Bounds, den_other: Bounds) -> tuple[float | None, float | None, float | None]:
     """x / (x + y) for stratum totals x (num) and y (den_other) given as (value, low, high): the value and the
     bounds from the other ends of the two intervals."""
     def f(x: float, y: float) -> float | None:
@@ -114,15 +117,15 @@ def audit_estimates(sample: AuditSample, labels: dict[str, str]) -> dict:
     """Per stratum: labelled R, artificial share with its 95 % Wilson interval; over the run: the share of the
     artificial R that QC rejected (its artifact recall) and the share of the fine R it rejected."""
     per: dict[str, dict] = {}
-    totals: dict[str, dict[str, tuple[float, float, float]]] = {}
+    totals: dict[str, dict[str, Bounds]] = {}
     for s in STRATA:
         got = [labels[r["candidate_id"]] for r in sample.rows if r["stratum"] == s]
         judged = [g for g in got if g != "skip"]
         a = sum(g == "artificial" for g in judged)
         share = _share(a, len(judged))
-        per[s] = dict(population=sample.population.get(s, 0), sampled=len(got), skipped=len(got) - len(judged),
-                      artificial=a, artificial_share=share)
         pop = sample.population.get(s, 0)
+        per[s] = dict(population=pop, sampled=len(got), skipped=len(got) - len(judged), artificial=a,
+                      artificial_share=share)
         if share["value"] is None:
             totals[s] = {"artificial": (0.0, 0.0, float(pop)), "fine": (0.0, 0.0, float(pop))}
         else:
@@ -146,12 +149,16 @@ def audit_rows(sample: AuditSample, labels: dict[str, str], labelled_by: str, la
                  sheet_index=int(r["index"]), labelled_by=labelled_by, labelled_at=labelled_at) for r in sample.rows]
 
 
+def format_share(d: dict | None, missing: str = "n/a") -> str:
+    """A share with its interval as `34.5 % [19.9, 52.7]`; `missing` when it has no value."""
+    if not d or d.get("value") is None:
+        return missing
+    return f"{100 * d['value']:.1f} % [{100 * d['ci_low']:.1f}, {100 * d['ci_high']:.1f}]"
+
+
 def format_estimates(est: dict) -> str:
     """The audit's figures as lines for a terminal."""
-    def pct(d: dict) -> str:
-        if d.get("value") is None:
-            return "n/a"
-        return f"{100 * d['value']:.1f} % [{100 * d['ci_low']:.1f}, {100 * d['ci_high']:.1f}]"
+    pct = format_share
     lines = []
     for s in STRATA:
         p = est["strata"][s]

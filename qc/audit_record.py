@@ -52,7 +52,6 @@ def record_audit(run: Location, sample: AuditSample, labels: dict[str, str], lab
     rows = audit_rows(sample, labels, labelled_by, now_iso())
     store.commit(shard, {"audit": pa.Table.from_pylist(rows, schema=AUDIT)}, {"phase": "audit"})
     est = dict(audit_estimates(sample, labels), labelled_by=labelled_by, shard=shard)
-    info = read_run_info(run)
     info["audit"] = {**info.get("audit", {}), shard: est}
     write_run_info(run, info)
     return est

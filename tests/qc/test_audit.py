@@ -171,3 +171,10 @@ def test_record_refuses_a_sample_of_another_run(tmp_path: Path, capsys):
     assert "drawn from run someone-else" in capsys.readouterr().err
     assert ciep(["audit", "record", str(tmp_path / "nowhere"), "--output-root", str(root)]) != 0
     assert "has no audit_sample.json" in capsys.readouterr().err
+    # nothing to draw (a run that rejected nothing, asked for rejected R only): said, no files written
+    write_synthetic_run(str(root / "run-b"), candidates_per_round=6, seed=1, all_accepted=True)
+    empty = tmp_path / "empty"
+    assert ciep(["audit", "sample", "--output-root", str(root), "--run", "run-b", "--out", str(empty),
+                 "--accepted", "0", "--rejected", "3"]) != 0
+    assert "has no rejected R to draw (6 accepted, 0 rejected)" in capsys.readouterr().err
+    assert not empty.exists()
