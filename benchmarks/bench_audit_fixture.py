@@ -1,10 +1,12 @@
-"""The hand-labelled R of tests/fixtures/r_mouths_v3 read as an audit (qc/audit.py) of the London round they came
-from: its first 50 candidate ids (hashes, so a uniform sample of the round), stratified by that round's current QC
-decision and weighed back to the run, as `ciep audit record` does. Run the round first (same run id as the fixture's):
+"""The hand-labelled R of a labelled-R fixture (default tests/fixtures/r_mouths_v4) read as an audit (qc/audit.py) of
+the London round they came from: its first 50 candidate ids (hashes, so a uniform sample of the round), stratified by
+that round's current QC decision and weighed back to the run, as `ciep audit record` does. Run the round first (same
+run id as the fixture's; r_mouths_v3's round, demo-c146cb51f0, was made by landmark_warp_v3 and today's planner gives
+other candidate ids):
 
     python pipeline/run_idi.py --set corpus.root=data/faces/london --set pairing.max_targets_per_identity=1 \\
         --set run.output_root=/tmp/lr/runs
-    python -m benchmarks.bench_audit_fixture --run /tmp/lr/runs/demo-c146cb51f0
+    python -m benchmarks.bench_audit_fixture --run /tmp/lr/runs/demo-deda0ffac7
 """
 
 from __future__ import annotations
@@ -18,14 +20,15 @@ from manifests.store import ManifestStore
 from qc.audit import AuditSample, audit_estimates, format_estimates
 from qc.audit_record import decided_candidates
 
-FIXTURE = REPO / "tests" / "fixtures" / "r_mouths_v3" / "labels.json"
+FIXTURES = REPO / "tests" / "fixtures"
 
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--run", required=True, help="folder of the London round the fixture's R came from")
+    p.add_argument("--fixture", default="r_mouths_v4", help="folder under tests/fixtures")
     args = p.parse_args(argv)
-    fixture = json.loads(FIXTURE.read_text())
+    fixture = json.loads((FIXTURES / args.fixture / "labels.json").read_text())
     mouths = fixture["mouths"]
     run_id = read_run_info(args.run).get("run_id")
     if run_id is None or run_id not in fixture["source"]:

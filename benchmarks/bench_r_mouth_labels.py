@@ -1,7 +1,8 @@
-"""The mouth checks on the hand-labelled generated R of tests/fixtures/r_mouths (landmark_warp_v2) and
-tests/fixtures/r_mouths_v3 (landmark_warp_v3): per fixture, the artificial and fine R rejected by each check and
-by any, and each score's AUC (artificial vs fine), with the thresholds a London run calibrates on its real mouths
-(tests/qc/r_mouth_fixture.py). The labels only measure: nothing here is fitted on them.
+"""The mouth checks on the hand-labelled generated R of tests/fixtures/r_mouths (landmark_warp_v2),
+tests/fixtures/r_mouths_v3 (landmark_warp_v3) and tests/fixtures/r_mouths_v4 (landmark_warp_v4): per fixture, the
+artificial and fine R rejected by each check and by any, and each score's AUC (artificial vs fine), with the
+thresholds a London run calibrates on its real mouths (tests/qc/r_mouth_fixture.py). The labels only measure:
+nothing here is fitted on them.
 
     python -m benchmarks.bench_r_mouth_labels
 """
@@ -19,7 +20,7 @@ from pipeline.config import load_config
 from qc.decide import DECIDING_CHECKS, applied_threshold, check_passes
 from tests.qc.r_mouth_fixture import CHECKS, load, london_calibration, mouth_reasons, scores
 
-FIXTURES = ("r_mouths", "r_mouths_v3")
+FIXTURES = ("r_mouths", "r_mouths_v3", "r_mouths_v4")
 
 
 def main() -> None:

@@ -7,8 +7,8 @@ import pyarrow as pa
 
 # 2: attempt/transient columns, raw_name, attempts and identity_clusters tables; 3: qc contrast; 4: qc_selftest
 # table, qc expr_class / expr_class_score / mouth_realism, candidates.swap_keep_regions, triples carry every QC
-# score (TRIPLE_SCORES)
-SCHEMA_VERSION = "4"
+# score (TRIPLE_SCORES); 5: candidates.mouth_source_id (j's mouth donor) and transfer_mouth_rule
+SCHEMA_VERSION = "5"
 
 _f32_list = pa.list_(pa.float32())
 
@@ -118,6 +118,8 @@ CANDIDATES = _versioned("candidates", [
     pa.field("config_fingerprint", pa.string()),
     pa.field("attempt", pa.int32()),  # v2
     pa.field("swap_keep_regions", pa.string()),  # v4: identity_swap.keep_regions, comma-joined ("": none kept)
+    pa.field("mouth_source_id", pa.string()),  # v5: j's photo in T's mouth state, the transfer's mouth donor
+    pa.field("transfer_mouth_rule", pa.string()),  # v5: the CPU transfer's mouth rule (null for other backends)
 ])
 
 # One QC decision per candidate: every score kept, one reason per failed check.
@@ -288,7 +290,8 @@ def with_columns(table: pa.Table, schema: pa.Schema) -> pa.Table:
 
 
 # The round plan (pipeline/planning/): not a manifest table, the rows the generation phase reads from the plan files.
-# One row per candidate: T, S, the carrier and the swap source with their images, landmarks and embeddings.
+# One row per candidate: T, S, the carrier, the swap source and the mouth donor with their images, landmarks and
+# embeddings.
 PLAN_SCHEMA = pa.schema([
     pa.field("candidate_id", pa.string(), nullable=False),
     pa.field("round", pa.int32(), nullable=False),
@@ -314,6 +317,9 @@ PLAN_SCHEMA = pa.schema([
     pa.field("s_embedding", pa.list_(pa.float32())),
     pa.field("j_embedding", pa.list_(pa.float32())),
     pa.field("t_descriptor", pa.list_(pa.float32())),
+    pa.field("mouth_source_id", pa.string()),
+    pa.field("mouth_aligned_path", pa.string()),
+    pa.field("mouth_landmarks68", pa.list_(pa.float32())),
     pa.field("status", pa.string()),
     pa.field("reject_stage", pa.string()),
     pa.field("reject_reason", pa.string()),
@@ -336,9 +342,10 @@ PLAN_INDEX_SCHEMA = pa.schema([
     pa.field("s_row", pa.int64(), nullable=False),
     pa.field("carrier_row", pa.int64(), nullable=False),
     pa.field("swap_row", pa.int64(), nullable=False),
+    pa.field("mouth_row", pa.int64(), nullable=False),
 ])
 # The PLAN_INDEX_SCHEMA column that holds each image role's sources row.
-PLAN_ROLE_ROWS = {"t": "t_row", "s": "s_row", "carrier": "carrier_row", "swap": "swap_row"}
+PLAN_ROLE_ROWS = {"t": "t_row", "s": "s_row", "carrier": "carrier_row", "swap": "swap_row", "mouth": "mouth_row"}
 # What gather_plan copies from the sources into PLAN_SCHEMA rows (landmarks, embeddings, descriptors, ids and paths):
 # it never lives on the driver at scale (pipeline/planning/ray_features.py keeps it in Ray's object store).
 PLAN_FEATURE_COLUMNS = ["source_id", "expression", "aligned_path", "aligned_sha256", "landmarks68", "embedding",

@@ -64,7 +64,8 @@ class QCStage(Stage):
     name = "qc"
     input_columns = ("reference_path", "t_embedding", "j_embedding", "t_descriptor", "t_aligned_path",
                      "t_landmarks68", "s_aligned_path", "s_landmarks68", "carrier_aligned_path", "carrier_landmarks68",
-                     "identity_i", "identity_j", "expression", "status", "reject_reason")
+                     "mouth_aligned_path", "mouth_landmarks68", "transfer_mouth_rule", "identity_i", "identity_j",
+                     "expression", "status", "reject_reason")
     output_fields = QC_FIELDS
 
     config_section = "qc"
@@ -82,7 +83,7 @@ class QCStage(Stage):
         self.mouth_bank = resolved.mouth.bank if resolved.mouth is not None else None
         self.reference_null = resolved.mouth.reference if resolved.mouth is not None else None
         self.damage_detector = resolved.mouth.detector if resolved.mouth is not None else None
-        self._reference_cache: dict[str, np.ndarray] = {}  # carrier aligned path -> its reference features
+        self._reference_cache: dict[str, np.ndarray] = {}  # mouth origin's aligned path -> its reference features
         self.expression_means = identity_expression_means(sources) if self.calibration else {}
         self.thresholds_json = self.thresholds.to_json()
         self._cache: dict[str, tuple[np.ndarray, float, float]] = {}  # aligned path -> (probs, aspect, teeth)
@@ -98,10 +99,12 @@ class QCStage(Stage):
     def _against_carrier(self, row: dict[str, Any], r_rgb: np.ndarray, r_landmarks: np.ndarray, ms: Any,
                          r_mouth: np.ndarray | None,
                          r_canonical: CanonicalMouth | None) -> tuple[float | None, float | None]:
-        """(reference diff, damage score): R's mouth against its carrier's (qc/mouth_reference.py) and the run's
-        damage detector (qc/mouth_detector.py; r_mouth: R's mouth descriptor, r_canonical: R's canonical mouth);
-        None where a check is off or R has no carrier."""
-        path, lm = row.get("carrier_aligned_path"), row.get("carrier_landmarks68")
+        """(reference diff, damage score): R's mouth against the mouth it was made from (qc/mouth_reference.py) and
+        the run's damage detector (qc/mouth_detector.py; r_mouth: R's mouth descriptor, r_canonical: R's canonical
+        mouth); None where a check is off or R has no carrier. The mouth R was made from is the carrier's, or j's
+        mouth donor's where the transfer took the donor's (transfer_mouth_rule donor_mouth)."""
+        role = "mouth" if row.get("transfer_mouth_rule") == "donor_mouth" else "carrier"
+        path, lm = row.get(f"{role}_aligned_path"), row.get(f"{role}_landmarks68")
         detector = self.damage_detector if self.mouth_bank is not None and r_mouth is not None else None
         if (self.reference_null is None and detector is None) or not path or not lm:
             return None, None

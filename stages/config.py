@@ -81,6 +81,10 @@ class ExpressionTransferConfig(Strict):
     # Round 0 may use this backend instead (e.g. landmark_warp to bootstrap the first refined adapter when no
     # good base adapter exists yet); later rounds use `backend` with the adapter trained on the round before.
     bootstrap_backend: Literal["landmark_warp"] | None = None
+    # landmark_warp backend: where the carrier's mouth is in the wrong state for T and j has no photo in T's state
+    # (no mouth donor that fits), paint the mouth (close the lips / synthesise an interior) instead of refusing the
+    # candidate (reason no_mouth_donor). Painted mouths are what an eye sees as artificial (benchmarks/RESULTS.md).
+    painted_mouths: bool = False
     # eadapter backend
     base_model: str | None = None  # local/fsspec folder in diffusers layout
     adapter: str | None = None  # folder written by EAdapter.save_pretrained

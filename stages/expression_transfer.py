@@ -1,4 +1,5 @@
-"""Expression transfer: put T's expression on identity j's face with the configured backend (batched)."""
+"""Expression transfer: put T's expression on identity j's face with the configured backend (batched), with j's
+mouth donor (the plan's mouth_* columns) for backends that take one."""
 
 from __future__ import annotations
 
@@ -7,9 +8,10 @@ from typing import Any
 import pyarrow as pa
 
 from manifests.artifacts import ArtifactStore
-from stages.base import RowwiseStage
+from stages.base import RowRejected, RowwiseStage
 from stages.config import ExpressionTransferConfig
 from stages.face.backends import build_expression_transferer
+from stages.face.landmark_warp import PAINTED_RULES
 from stages.face.protocols import TransferRequest
 from stages.face.types import landmarks_array
 
@@ -17,13 +19,14 @@ from stages.face.types import landmarks_array
 class ExpressionTransferStage(RowwiseStage):
     name = "expression_transfer"
     input_columns = ("candidate_id", "seed", "carrier_aligned_path", "carrier_landmarks68", "s_landmarks68",
-                     "t_aligned_path", "t_landmarks68")
+                     "t_aligned_path", "t_landmarks68", "mouth_aligned_path", "mouth_landmarks68")
     output_fields = (
         pa.field("expression_backend", pa.string()),
         pa.field("expression_model", pa.string()),
         pa.field("expression_model_sha256", pa.string()),
         pa.field("transfer_path", pa.string()),
         pa.field("transfer_sha256", pa.string()),
+        pa.field("transfer_mouth_rule", pa.string()),  # the CPU warp's mouth rule (MOUTH_RULES); null for others
     )
 
     config_section = "expression_transfer"
@@ -34,6 +37,7 @@ class ExpressionTransferStage(RowwiseStage):
         self.artifacts = ArtifactStore(self.context.run)
 
     def _request(self, row: dict[str, Any]) -> TransferRequest:
+        donor = row.get("mouth_aligned_path") and row.get("mouth_landmarks68")
         return TransferRequest(
             carrier_rgb=self.artifacts.get(row["carrier_aligned_path"]),
             carrier_landmarks=landmarks_array(row["carrier_landmarks68"]),
@@ -41,28 +45,57 @@ class ExpressionTransferStage(RowwiseStage):
             target_rgb=self.artifacts.get(row["t_aligned_path"]),
             target_landmarks=landmarks_array(row["t_landmarks68"]),
             seed=int(row["seed"]),
+            mouth_rgb=self.artifacts.get(row["mouth_aligned_path"]) if donor else None,
+            mouth_landmarks=landmarks_array(row["mouth_landmarks68"]) if donor else None,
         )
 
-    def _store(self, row: dict[str, Any], rgb) -> dict[str, Any]:
+    def _refusal(self, req: TransferRequest) -> RowRejected | None:
+        """no_mouth_donor where the CPU warp would paint T's mouth state and expression_transfer.painted_mouths is
+        off; None otherwise (and for backends that make the mouth themselves)."""
+        rule_for = getattr(self.transferer, "rule_for", None)
+        if self.config.painted_mouths or rule_for is None:
+            return None
+        rule = rule_for(req)
+        if rule not in PAINTED_RULES:
+            return None
+        state = "closed" if rule == "close_lips" else "open"
+        return RowRejected("no_mouth_donor", f"T's mouth is {state}, the carrier's is not, and j has no photo with a "
+                                             f"{state} mouth to take it from (mouth rule {rule}; "
+                                             "expression_transfer.painted_mouths paints one)")
+
+    def _rules(self, n: int) -> list[str | None]:
+        """The mouth rule of each image of the last backend call, where the backend has them."""
+        rules = getattr(self.transferer, "last_rules", None)
+        return list(rules) if rules is not None and len(rules) == n else [None] * n
+
+    def _store(self, row: dict[str, Any], rgb, mouth_rule: str | None) -> dict[str, Any]:
         url, sha = self.artifacts.put("transfer", row["candidate_id"], rgb)
         return dict(expression_backend=self.config.backend,
                     expression_model=self.transferer.model_id,
                     expression_model_sha256=self.transferer.model_sha256,
-                    transfer_path=url, transfer_sha256=sha)
+                    transfer_path=url, transfer_sha256=sha, transfer_mouth_rule=mouth_rule)
 
     def process_row(self, row: dict[str, Any]) -> dict[str, Any]:
-        return self._store(row, self.transferer.transfer([self._request(row)])[0])
+        request = self._request(row)
+        refusal = self._refusal(request)
+        if refusal is not None:
+            raise refusal
+        image = self.transferer.transfer([request])[0]
+        return self._store(row, image, self._rules(1)[0])
 
     def process_rows(self, rows: list[dict[str, Any]]) -> list[dict[str, Any] | Exception]:
         """One backend call for the whole batch; if it fails, retry item by item to isolate the bad one."""
         try:
-            images = self.transferer.transfer([self._request(r) for r in rows])
+            requests = [self._request(r) for r in rows]
+            refusals = [self._refusal(r) for r in requests]
+            todo = [k for k, refusal in enumerate(refusals) if refusal is None]
+            images = self.transferer.transfer([requests[k] for k in todo])
         except Exception:  # noqa: BLE001 - fall back to per-item calls, which record per-item errors
             return super().process_rows(rows)
-        out: list[dict[str, Any] | Exception] = []
-        for row, rgb in zip(rows, images, strict=False):
+        out: list[dict[str, Any] | Exception] = list(refusals)  # type: ignore[arg-type]
+        for k, rgb, rule in zip(todo, images, self._rules(len(images)), strict=False):
             try:
-                out.append(self._store(row, rgb))
+                out[k] = self._store(rows[k], rgb, rule)
             except Exception as exc:  # noqa: BLE001
-                out.append(exc)
+                out[k] = exc
         return out

@@ -38,6 +38,8 @@ def gather_plan(index: pa.Table, features: pa.Table) -> pa.Table:
         carrier_landmarks68=gather("landmarks68", "carrier"), swap_landmarks68=gather("landmarks68", "swap"),
         t_embedding=gather("embedding", "t"), s_embedding=gather("embedding", "s"),
         j_embedding=gather("embedding", "swap"), t_descriptor=gather("expression_descriptor", "t"),
+        mouth_source_id=gather("source_id", "mouth"), mouth_aligned_path=gather("aligned_path", "mouth"),
+        mouth_landmarks68=gather("landmarks68", "mouth"),
         status=["ok"] * n, reject_stage=[None] * n, reject_reason=[None] * n, reject_detail=[None] * n)
     arrays = []
     for f in PLAN_SCHEMA:

@@ -1,5 +1,6 @@
-"""The planner's choice rules, deterministic from the seed: S for T, j's carrier and swap-source photos, the j drawn
-for T, the candidate id and its seed, and the expression label pairing compares.
+"""The planner's choice rules, deterministic from the seed: S for T, j's carrier, swap-source and mouth-donor photos
+(the donor: `mouth_donor`), the j drawn for T, the candidate id and its seed, and the expression label pairing
+compares.
 
 Rows are indices into PlanInputs' arrays: `expr` the label codes (0: no label), `keys` the input_key ranks (the
 tie-break), `desc` the expression descriptors.
@@ -12,7 +13,10 @@ import hashlib
 import numpy as np
 import pyarrow as pa
 
-from stages.face.expression import WEIGHTS
+from stages.face.expression import DESCRIPTOR_NAMES, WEIGHTS
+from stages.face.mouth import OPEN_ASPECT
+
+_ASPECT = DESCRIPTOR_NAMES.index("mouth_aspect")
 
 
 def stable_hash(*parts: object) -> str:
@@ -46,6 +50,14 @@ def closest(ref: int, candidates: list[int], expr: np.ndarray, keys: np.ndarray,
     return pool[min(range(len(pool)), key=lambda x: (d[x], k[x]))]
 
 
+def mouth_donor(t: int, candidates: list[int], expr: np.ndarray, keys: np.ndarray, desc: np.ndarray) -> int:
+    """j's mouth donor for T: among j's photos whose mouth is open or closed as T's is (the descriptor's mouth
+    aspect against OPEN_ASPECT), the one `closest` to T; among all of j's photos where none is."""
+    t_open = bool(desc[t, _ASPECT] > OPEN_ASPECT)
+    same_state = [c for c in candidates if bool(desc[c, _ASPECT] > OPEN_ASPECT) == t_open]
+    return closest(t, same_state or candidates, expr, keys, desc)
+
+
 def swap_source(t_sha: str, candidates: list[int], keys: np.ndarray, seed: int, round_index: int) -> int:
     """j's swap-source photo: drawn by a hash of (seed, round, T's content) among all of j's usable photos.
 
@@ -64,9 +76,9 @@ def j_draw(t_sha: str, seed: int, round_index: int, n_others: int) -> int:
 
 
 def candidate_id(fingerprint: str, round_index: int, seed: int, t_sha: str, s_sha: str, carrier_sha: str,
-                 swap_sha: str) -> str:
+                 swap_sha: str, mouth_sha: str) -> str:
     """A hash of the content of every image a candidate uses, the round, the seed and the data-defining config."""
-    return stable_hash(fingerprint, round_index, seed, t_sha, s_sha, carrier_sha, swap_sha)[:16]
+    return stable_hash(fingerprint, round_index, seed, t_sha, s_sha, carrier_sha, swap_sha, mouth_sha)[:16]
 
 
 def item_seed(seed: int, round_index: int, cid: str) -> int:

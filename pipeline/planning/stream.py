@@ -24,7 +24,15 @@ from pipeline.planning.dedup import drop_duplicates
 from pipeline.planning.features import SourceFeatures, TableFeatures
 from pipeline.planning.gather import gather_plan
 from pipeline.planning.inputs import PLANNER_COLUMNS, PlanInputs
-from pipeline.planning.rules import candidate_id, closest, item_seed, j_draw, most_different, swap_source
+from pipeline.planning.rules import (
+    candidate_id,
+    closest,
+    item_seed,
+    j_draw,
+    most_different,
+    mouth_donor,
+    swap_source,
+)
 
 
 @dataclass
@@ -147,8 +155,8 @@ def _plan_chunks(identities: list[str], by_identity: _Members, pools: dict[str, 
     def sha(row: int) -> str:
         return sha_bytes[row].decode()
 
-    # one entry per planned candidate: (candidate_id, item_seed, identity, j, t, s, carrier, swap)
-    plan: list[tuple[str, int, str, str, int, int, int, int]] = []
+    # one entry per planned candidate: (candidate_id, item_seed, identity, j, t, s, carrier, swap, mouth)
+    plan: list[tuple[str, int, str, str, int, int, int, int, int]] = []
     for identity in identities:
         pool = pools[pool_of[identity]]
         position = pool_position[pool_of[identity]][identity]
@@ -183,8 +191,9 @@ def _plan_chunks(identities: list[str], by_identity: _Members, pools: dict[str, 
             j_members = by_identity(j)
             carrier = closest(s, j_members, expr, keys, desc)
             swap = swap_source(t_sha, j_members, keys, seed, round_index)
-            cid = candidate_id(fingerprint, round_index, seed, t_sha, sha(s), sha(carrier), sha(swap))
-            plan.append((cid, item_seed(seed, round_index, cid), identity, j, t, s, carrier, swap))
+            mouth = mouth_donor(t, j_members, expr, keys, desc)
+            cid = candidate_id(fingerprint, round_index, seed, t_sha, sha(s), sha(carrier), sha(swap), sha(mouth))
+            plan.append((cid, item_seed(seed, round_index, cid), identity, j, t, s, carrier, swap, mouth))
             if len(plan) >= chunk_rows:
                 plan.sort(key=lambda p: p[0])
                 yield _index_table(plan, round_index)
@@ -196,8 +205,8 @@ def _plan_chunks(identities: list[str], by_identity: _Members, pools: dict[str, 
 
 def _index_table(plan: list[tuple], round_index: int) -> pa.Table:
     """PLAN_INDEX_SCHEMA rows of planned candidates."""
-    columns = [list(c) for c in zip(*plan, strict=True)] if plan else [[] for _ in range(8)]
-    cid, seeds, ident_i, ident_j, t, s, carrier, swap = columns
-    values = [cid, [round_index] * len(plan), seeds, ident_i, ident_j, t, s, carrier, swap]
+    columns = [list(c) for c in zip(*plan, strict=True)] if plan else [[] for _ in range(9)]
+    cid, seeds, ident_i, ident_j, t, s, carrier, swap, mouth = columns
+    values = [cid, [round_index] * len(plan), seeds, ident_i, ident_j, t, s, carrier, swap, mouth]
     return pa.Table.from_arrays([pa.array(v, f.type) for v, f in zip(values, PLAN_INDEX_SCHEMA, strict=True)],
                                 schema=PLAN_INDEX_SCHEMA)

@@ -24,16 +24,20 @@ from stages.face.mouth import (
     synth_interior,
     teeth_share,
 )
+from stages.face.mouth_render import donor_fits, render_mouth
 from stages.face.protocols import TransferRequest
 
-ALGORITHM = ("landmark_warp_v3: delta transfer on similarity-normalised landmarks with T's absolute inner-lip "
+ALGORITHM = ("landmark_warp_v4: delta transfer on similarity-normalised landmarks with T's absolute inner-lip "
              "opening, Delaunay piecewise-affine remap with fixed border/ring anchors; mouth rules (stages.face.mouth, "
              "OPEN_ASPECT 0.06, TEETH_SHARE 0.03): close_lips (closed T, open/teeth carrier: the carrier's interior "
              "and the pixels within 4 px of it 20 L darker/brighter than its lips inpainted from the lips first "
              "(fill_interior), lips warped from 0.4 inside the carrier's inner lip, teeth-like pixels and interior "
              "inpainted from the lip, darker seam), synth_interior (open T, carrier interior < 0.6 of the new one: "
-             "dark cavity + generic teeth band from the carrier's own colours), carrier_interior, warp; nothing from "
-             "T's pixels")
+             "dark cavity + generic teeth band from the carrier's own colours), carrier_interior, warp, donor_mouth "
+             "(close_lips or synth_interior with a mouth donor of j in T's mouth state); for warp, carrier_interior "
+             "and donor_mouth the mouth rendered from the carrier or the donor by stages.face.mouth_render (closed: "
+             "teeth inpainted; thin-plate spline on lips, jaw 3-13, nose base 31-35, inner lips only when open; the "
+             "outer-lip polygon grown by 0.15 of the mouth width Poisson-cloned in); nothing from T's pixels")
 
 # Points that move little with expression: nose bridge and base, eye corners, upper jaw.
 STABLE_POINTS = np.array([0, 1, 15, 16, 27, 28, 29, 30, 31, 33, 35, 36, 39, 42, 45])
@@ -166,7 +170,9 @@ def _ring_anchors(lm: np.ndarray, h: int, w: int, scale: float = 1.3) -> np.ndar
     return pts[(pts[:, 0] > 0) & (pts[:, 0] < w - 1) & (pts[:, 1] > 0) & (pts[:, 1] < h - 1)]
 
 
-MOUTH_RULES = ("warp", "close_lips", "carrier_interior", "synth_interior")
+MOUTH_RULES = ("warp", "close_lips", "carrier_interior", "synth_interior", "donor_mouth")
+# The rules that paint a mouth state the carrier does not have (no donor of j in T's state fitted).
+PAINTED_RULES = ("close_lips", "synth_interior")
 
 
 def mouth_rule(carrier_rgb: np.ndarray, carrier68: np.ndarray, new68: np.ndarray,
@@ -191,22 +197,28 @@ def mouth_rule(carrier_rgb: np.ndarray, carrier68: np.ndarray, new68: np.ndarray
 
 class LandmarkWarpTransferer:
     """ExpressionTransferer: move the carrier's landmarks by T - S (identity i's expression motion) and warp the
-    carrier face to them; then the mouth rule (mouth_rule) closes the lips over an open carrier mouth or gives a
-    newly opened mouth a synthetic interior. Nothing is taken from T's pixels (identity i).
+    carrier face to them; then the mouth rule (mouth_rule): where the carrier's mouth is in the wrong state and the
+    request has a mouth donor of j in T's state that fits, the mouth is the donor's ("donor_mouth"), else closed lips
+    painted over an open carrier mouth or a synthetic interior for a newly opened one (the transfer stage refuses
+    those unless expression_transfer.painted_mouths). A real mouth (the donor's or the carrier's own) is rendered by
+    stages.face.mouth_render: a smooth warp and a Poisson blend. Nothing is taken from T's pixels (identity i).
 
     Deterministic: the request seed is not used. `last_rules` holds the mouth rule of each image of the last call.
     """
 
-    model_id = "landmark_warp_v3"
+    model_id = "landmark_warp_v4"
     model_sha256 = hashlib.sha256(ALGORITHM.encode()).hexdigest()
 
     def __init__(self, mouth_feather_px: float = 1.0, closing_depth: float = 0.4, mouth_rules: bool = True,
-                 fill_closing_interior: bool = True) -> None:
+                 fill_closing_interior: bool = True, mouth_donors: bool = True, smooth_mouths: bool = True) -> None:
         self.mouth_feather_px = float(mouth_feather_px)
         self.closing_depth = float(closing_depth)
         self.mouth_rules = bool(mouth_rules)  # False: plain warp ("warp" for every image), for comparisons
         # False: close_lips warps the carrier as it is (landmark_warp_v2's closing), for comparisons
         self.fill_closing_interior = bool(fill_closing_interior)
+        self.mouth_donors = bool(mouth_donors)  # False: never a donor's mouth (landmark_warp_v3), for comparisons
+        # False: a real mouth stays as the piecewise-affine face warp left it (landmark_warp_v3), for comparisons
+        self.smooth_mouths = bool(smooth_mouths)
         self.last_rules: list[str] = []
 
     @classmethod
@@ -227,7 +239,16 @@ class LandmarkWarpTransferer:
         image and the carrier/S/T landmarks (candidates + sources tables), so every transfer stays traceable."""
         c_lm = np.asarray(req.carrier_landmarks, np.float64).reshape(68, 2)
         new_lm = transfer_geometry(c_lm, req.source_landmarks, req.target_landmarks).astype(np.float64)
-        return mouth_rule(np.ascontiguousarray(req.carrier_rgb), c_lm, new_lm) if self.mouth_rules else "warp"
+        return self._rule(req, c_lm, new_lm)
+
+    def _rule(self, req: TransferRequest, c_lm: np.ndarray, new_lm: np.ndarray) -> str:
+        if not self.mouth_rules:
+            return "warp"
+        rule = mouth_rule(np.ascontiguousarray(req.carrier_rgb), c_lm, new_lm)
+        if self.mouth_donors and req.mouth_rgb is not None and req.mouth_landmarks is not None \
+                and donor_fits(rule, req.mouth_rgb, req.mouth_landmarks, new_lm):
+            return "donor_mouth"
+        return rule
 
     def transfer_with_rule(self, req: TransferRequest) -> tuple[np.ndarray, str]:
         """The transferred image and its mouth rule (MOUTH_RULES)."""
@@ -235,7 +256,7 @@ class LandmarkWarpTransferer:
         h, w = carrier.shape[:2]
         c_lm = np.asarray(req.carrier_landmarks, np.float64).reshape(68, 2)
         new_lm = transfer_geometry(c_lm, req.source_landmarks, req.target_landmarks).astype(np.float64)
-        rule = mouth_rule(carrier, c_lm, new_lm) if self.mouth_rules else "warp"
+        rule = self._rule(req, c_lm, new_lm)
         ring = _ring_anchors(np.vstack([c_lm, new_lm]), h, w)
         warp_src = closing_source_points(c_lm, self.closing_depth) if rule == "close_lips" else c_lm
         src = np.vstack([warp_src, ring, border_anchors(h, w)])
@@ -248,4 +269,9 @@ class LandmarkWarpTransferer:
             out = close_lips(out, new_lm, self.mouth_feather_px)
         elif rule == "synth_interior":
             out = synth_interior(out, new_lm, self.mouth_feather_px)
+        elif rule == "donor_mouth":
+            assert req.mouth_rgb is not None and req.mouth_landmarks is not None  # _rule gives donor_mouth only then
+            out = render_mouth(out, req.mouth_rgb, req.mouth_landmarks, new_lm)
+        elif self.smooth_mouths and self.mouth_rules:
+            out = render_mouth(out, carrier, c_lm, new_lm)
         return out, rule

@@ -41,6 +41,10 @@ class TransferRequest:
     target_rgb: np.ndarray  # T: identity i, expression e, aligned crop (expression condition)
     target_landmarks: np.ndarray  # (68, 2)
     seed: int
+    # j's mouth donor: another photo of the carrier identity, its mouth in T's state (stages/face/mouth_render.py);
+    # None where the plan has none. Backends that generate the mouth themselves ignore it.
+    mouth_rgb: np.ndarray | None = None
+    mouth_landmarks: np.ndarray | None = None  # (68, 2)
 
 
 class ExpressionTransferer(ModelIdentity, Protocol):

@@ -41,7 +41,7 @@ def test_transfer_moves_the_carrier_towards_the_target_expression(detector, demo
     _, _, s = demo_face("004", "neutral")
     _, _, t = demo_face("004", "smiling")
     tr = LandmarkWarpTransferer.from_config(load_config().expression_transfer)
-    assert tr.model_id == "landmark_warp_v3" and len(tr.model_sha256) == 64
+    assert tr.model_id == "landmark_warp_v4" and len(tr.model_sha256) == 64
     reqs = [TransferRequest(carrier.image, carrier.landmarks68, s.landmarks68, t.image, t.landmarks68, seed=0),
             TransferRequest(t.image, t.landmarks68, t.landmarks68, s.image, s.landmarks68, seed=1)]
     out, back = tr.transfer(reqs)

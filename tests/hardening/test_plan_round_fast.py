@@ -17,7 +17,10 @@ from pipeline.config import load_config
 from pipeline.planning.inputs import PLANNER_COLUMNS, PlanInputs
 from pipeline.planning.round_planner import plan_for
 from pipeline.planning.stream import planned_size_bound
-from stages.face.expression import expression_distance
+from stages.face.expression import DESCRIPTOR_NAMES, expression_distance
+from stages.face.mouth import OPEN_ASPECT
+
+_ASPECT = DESCRIPTOR_NAMES.index("mouth_aspect")
 
 
 def _h(*parts: object) -> str:
@@ -108,8 +111,11 @@ def reference_plan_round(sources, cfg, round_index):
             carrier = _closest(s, by_identity[j])
             swap_pool = sorted(by_identity[j], key=lambda r: r["input_key"])
             swap = swap_pool[int(_h(seed, round_index, t["file_sha256"], "swap")[:12], 16) % len(swap_pool)]
+            t_open = t["expression_descriptor"][_ASPECT] > OPEN_ASPECT
+            mouth = _closest(t, [m for m in by_identity[j] if (m["expression_descriptor"][_ASPECT] > OPEN_ASPECT)
+                                 == t_open] or by_identity[j])
             cid = _h(fingerprint, round_index, seed, t["file_sha256"], s["file_sha256"], carrier["file_sha256"],
-                     swap["file_sha256"])[:16]
+                     swap["file_sha256"], mouth["file_sha256"])[:16]
             item_seed = int(_h(seed, round_index, cid)[:8], 16) & 0x7FFFFFFF
             plan.append(dict(
                 candidate_id=cid, round=round_index, seed=item_seed, identity_i=identity, identity_j=j,
@@ -121,7 +127,8 @@ def reference_plan_round(sources, cfg, round_index):
                 t_landmarks68=t["landmarks68"], s_landmarks68=s["landmarks68"],
                 carrier_landmarks68=carrier["landmarks68"], swap_landmarks68=swap["landmarks68"],
                 t_embedding=t["embedding"], s_embedding=s["embedding"], j_embedding=swap["embedding"],
-                t_descriptor=t["expression_descriptor"], status="ok",
+                t_descriptor=t["expression_descriptor"], mouth_source_id=mouth["source_id"],
+                mouth_aligned_path=mouth["aligned_path"], mouth_landmarks68=mouth["landmarks68"], status="ok",
             ))
     plan.sort(key=lambda r: r["candidate_id"])
     return plan, refused

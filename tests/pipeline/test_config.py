@@ -58,23 +58,25 @@ def test_run_id_is_unchanged_by_the_split_of_config_sections(monkeypatch):
     run's name). With name put back, the ids computed on branch i11 (pre-split layout) are reproduced. Issue 19
     moved them once more: identity_swap.keep_regions / keep_feather define the data (the swap keeps the transfer's
     eyes and brows), and same_person_similarity's default became calibrated (null), so these ids are the i11
-    layout's with the two swap fields added and same_person_similarity at its old explicit 0.96."""
+    layout's with the two swap fields added and same_person_similarity at its old explicit 0.96. Then
+    expression_transfer.painted_mouths (data-defining: whether the CPU transfer paints a mouth or refuses the
+    candidate) moved them again: demo-2622a9f06c, demo-ca6f426e35, demo-5b0d87c2be and demo-51eeb50f5c before it."""
     import pipeline.config
     from pipeline.config import load_config
 
     old_default = ["pairing.same_person_similarity=0.96"]
-    assert load_config(overrides=old_default).resolved_run_id() == "demo-2622a9f06c"
+    assert load_config(overrides=old_default).resolved_run_id() == "demo-e08430130a"
     with monkeypatch.context() as m:
         m.setattr(pipeline.config, "_RUN_KEYS_NOT_IN_FINGERPRINT",
                   pipeline.config._RUN_KEYS_NOT_IN_FINGERPRINT - {"name"})
-        assert load_config(overrides=old_default).resolved_run_id() == "demo-ca6f426e35"
+        assert load_config(overrides=old_default).resolved_run_id() == "demo-b2fd65b605"
     overrides = [*old_default, "qc.identity.backend=arcface", "qc.identity.model=arcface_w600k_r50",
                  "ingest.crop_size=128", "identity_swap.mask_regions=[skin,nose]",
                  "corpus.storage_options={endpoint_url: http://x, key: K}",
                  "release.splits={train: 0.5, test: 0.5}", "expression_transfer.prompt=hi",
                  "pairing.split_closed=false", "models.hash_overrides={a: b}"]
-    assert load_config(overrides=overrides).resolved_run_id() == "demo-5b0d87c2be"
+    assert load_config(overrides=overrides).resolved_run_id() == "demo-ffc050727c"
     with monkeypatch.context() as m:
         m.setattr(pipeline.config, "_RUN_KEYS_NOT_IN_FINGERPRINT",
                   pipeline.config._RUN_KEYS_NOT_IN_FINGERPRINT - {"name"})
-        assert load_config(overrides=overrides).resolved_run_id() == "demo-51eeb50f5c"
+        assert load_config(overrides=overrides).resolved_run_id() == "demo-1b16854249"

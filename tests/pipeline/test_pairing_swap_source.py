@@ -48,11 +48,14 @@ def test_swap_source_is_not_chosen_by_the_target_expression():
     # Relabelling j's photos (which one is "smiling") must not change which photo is swapped in.
     flipped = plan_for(cfg, _sources(60, flip=frozenset(range(1, 60, 2))), 0).plan
     assert _swap_of_target(flipped) == _swap_of_target(plan)
-    # The swap source is always one of j's photos; the carrier still follows S's label.
+    # The swap source is always one of j's photos; the carrier still follows S's label, the mouth donor T's.
     ident = dict(zip(sources["source_id"].to_pylist(), sources["identity"].to_pylist(), strict=True))
-    for row in plan.select(["identity_j", "swap_source_id", "carrier_source_id", "expression"]).to_pylist():
+    columns = ["identity_j", "swap_source_id", "carrier_source_id", "mouth_source_id", "expression"]
+    for row in plan.select(columns).to_pylist():
         assert ident[row["swap_source_id"]] == ident[row["carrier_source_id"]] == row["identity_j"]
+        assert ident[row["mouth_source_id"]] == row["identity_j"]
         assert label[row["carrier_source_id"]] != row["expression"]
+        assert label[row["mouth_source_id"]] == row["expression"]
 
 
 def test_swap_source_is_deterministic_by_seed():

@@ -60,7 +60,7 @@ def test_two_rounds_train_and_record_lineage(tmp_path: Path, ray_session):
     assert n == con.execute("select count(*) from triples where round = 0").fetchone()[0]
     # Round 1's data was made with exactly the adapter trained on round 0; round 0's by the bootstrap backend.
     assert gen[1][3] == t_path and gen[0][3] is None
-    assert gen[1][1] == f"eadapter:{t_id}" and gen[0][1] == "landmark_warp_v3"
+    assert gen[1][1] == f"eadapter:{t_id}" and gen[0][1] == "landmark_warp_v4"
     assert con.execute("select count(*) from candidates where round = 1 and transfer_sha256 is not null"
                        ).fetchone()[0] == 12
     models = con.execute("select distinct round, expression_model from candidates order by 1").fetchall()

@@ -25,10 +25,11 @@ def test_demo_run_id_is_the_one_before_thresholds_left_the_fingerprint(monkeypat
     demo id is the one computed on branch i11, where thresholds were still fingerprinted (issue 11's
     pairing.same_person_similarity had moved it once from a677ed0's demo-3987055749; issue 19 made its default
     calibrated, which moved the default id once more: the explicit 0.96 of before gives the old id; and the swap's
-    keep_regions / keep_feather, data-defining, moved it from demo-7569febb66)."""
+    keep_regions / keep_feather, data-defining, moved it from demo-7569febb66; expression_transfer.painted_mouths,
+    data-defining, from demo-ca6f426e35)."""
     import pipeline.config
 
     monkeypatch.setattr(pipeline.config, "_RUN_KEYS_NOT_IN_FINGERPRINT",
                         pipeline.config._RUN_KEYS_NOT_IN_FINGERPRINT - {"name"})
-    assert load_config(overrides=["pairing.same_person_similarity=0.96"]).resolved_run_id() == "demo-ca6f426e35"
-    assert load_config().resolved_run_id() != "demo-ca6f426e35"
+    assert load_config(overrides=["pairing.same_person_similarity=0.96"]).resolved_run_id() == "demo-b2fd65b605"
+    assert load_config().resolved_run_id() != "demo-b2fd65b605"
