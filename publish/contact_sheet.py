@@ -122,11 +122,16 @@ def sheet_html(items: list[SheetItem], read: Callable[[str], bytes | None], thre
 
 # -- the README's contact sheet: one JPEG of captioned strips ---------------------------------------------------
 
-def _caption_lines(it: SheetItem, thresholds: dict, width: int = 58) -> list[str]:
+def _ascii_signs(text: str) -> str:
+    """<= and >= for the threshold signs: Pillow's default font has no glyph for them (it drew boxes)."""
+    return text.replace("≤", "<=").replace("≥", ">=")
+
+
+def caption_lines(it: SheetItem, thresholds: dict, width: int = 58) -> list[str]:
     """ids, decision, every deciding score with its threshold ("!" where it failed), the extra caption."""
     who = f"i {it.identity_i or '?'}, j {it.identity_j or '?'}, T labelled {it.expression or '-'}"
     verdict = "accepted" if it.accepted else "rejected: " + ", ".join(it.reasons or [it.reason])
-    scores = " ".join(f"{c['name']} {c['value']}{'!' if c['failed'] else ''} ({c['threshold']})"
+    scores = " ".join(f"{c['name']} {c['value']}{'!' if c['failed'] else ''} ({_ascii_signs(c['threshold'])})"
                       for c in score_cells(it, thresholds)) or "no scores"
     lines = [who[:width], verdict if len(verdict) <= width else verdict[:width - 2] + ".."]
     return lines + textwrap.wrap(scores, width) + ([it.caption[:width]] if it.caption else [])
@@ -136,7 +141,7 @@ def sheet_jpeg(items: list[SheetItem], read: Callable[[str], bytes | None], colu
                quality: int = 88, thresholds: dict | None = None) -> bytes:
     """A JPEG grid of S | R | T strips, each captioned with ids, decision and the deciding scores."""
     strip_w, line_h, pad = 3 * TILE + 8, 13, 8
-    captions = [_caption_lines(it, thresholds or {}) for it in items]
+    captions = [caption_lines(it, thresholds or {}) for it in items]
     cap_h = line_h * max((len(c) for c in captions), default=1) + 4
     rows = max(1, math.ceil(len(items) / columns))
     out = Image.new("RGB", (columns * (strip_w + pad) + pad, rows * (TILE + cap_h + pad) + pad), (255, 255, 255))

@@ -37,7 +37,9 @@ class ExpressionTransferStage(RowwiseStage):
         self.artifacts = ArtifactStore(self.context.run)
 
     def _request(self, row: dict[str, Any]) -> TransferRequest:
-        donor = row.get("mouth_aligned_path") and row.get("mouth_landmarks68")
+        # only a backend that renders the donor's mouth reads the donor image (the E-Adapter makes its own mouth)
+        donor = getattr(self.transferer, "takes_mouth_donor", False) and row.get("mouth_aligned_path") \
+            and row.get("mouth_landmarks68")
         return TransferRequest(
             carrier_rgb=self.artifacts.get(row["carrier_aligned_path"]),
             carrier_landmarks=landmarks_array(row["carrier_landmarks68"]),
@@ -90,12 +92,14 @@ class ExpressionTransferStage(RowwiseStage):
             refusals = [self._refusal(r) for r in requests]
             todo = [k for k, refusal in enumerate(refusals) if refusal is None]
             images = self.transferer.transfer([requests[k] for k in todo])
+            if len(images) != len(todo):
+                raise RuntimeError(f"{len(images)} images for {len(todo)} requests")
         except Exception:  # noqa: BLE001 - fall back to per-item calls, which record per-item errors
             return super().process_rows(rows)
-        out: list[dict[str, Any] | Exception] = list(refusals)  # type: ignore[arg-type]
-        for k, rgb, rule in zip(todo, images, self._rules(len(images)), strict=False):
+        out: dict[int, dict[str, Any] | Exception] = {k: r for k, r in enumerate(refusals) if r is not None}
+        for k, rgb, rule in zip(todo, images, self._rules(len(images)), strict=True):
             try:
                 out[k] = self._store(rows[k], rgb, rule)
             except Exception as exc:  # noqa: BLE001
                 out[k] = exc
-        return out
+        return [out[k] for k in range(len(rows))]

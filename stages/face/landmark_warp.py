@@ -207,6 +207,7 @@ class LandmarkWarpTransferer:
     """
 
     model_id = "landmark_warp_v4"
+    takes_mouth_donor = True  # the transfer stage passes j's mouth donor (TransferRequest.mouth_rgb)
     model_sha256 = hashlib.sha256(ALGORITHM.encode()).hexdigest()
 
     def __init__(self, mouth_feather_px: float = 1.0, closing_depth: float = 0.4, mouth_rules: bool = True,

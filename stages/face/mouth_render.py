@@ -116,16 +116,15 @@ def harmonic_fill(boundary_values: np.ndarray, region: np.ndarray) -> np.ndarray
     return out
 
 
-def paste_donor_mouth(face_rgb: np.ndarray, warped_donor_rgb: np.ndarray, new68: np.ndarray) -> np.ndarray:
-    """face_rgb with the paste region (paste_region) taken from warped_donor_rgb (the donor already warped onto the
-    new landmarks) by Poisson cloning: the donor's pixels plus the smooth correction that meets the face at the
-    region's edge (the donor's lighting and skin tone brought to the face's)."""
+def paste_mouth(face_rgb: np.ndarray, warped_rgb: np.ndarray, new68: np.ndarray) -> np.ndarray:
+    """face_rgb with the paste region (paste_region) taken from warped_rgb (the mouth's photo already warped onto the
+    new landmarks) by Poisson cloning: its pixels plus the smooth correction that meets the face at the region's
+    edge (the photo's lighting and skin tone brought to the face's)."""
     h, w = face_rgb.shape[:2]
     region = paste_region(new68, h, w)
     face = np.asarray(face_rgb, np.float64)
-    donor = np.asarray(warped_donor_rgb, np.float64)
-    correction = harmonic_fill(face - donor, region)
-    out = np.where(region[..., None], donor + correction, face)
+    mouth = np.asarray(warped_rgb, np.float64)
+    out = np.where(region[..., None], mouth + harmonic_fill(face - mouth, region), face)
     return np.clip(np.round(out), 0, 255).astype(np.uint8)
 
 
@@ -158,7 +157,7 @@ def smooth_warp(origin_rgb: np.ndarray, origin68: np.ndarray, new68: np.ndarray,
 def render_mouth(face_rgb: np.ndarray, origin_rgb: np.ndarray, origin68: np.ndarray, new68: np.ndarray
                  ) -> np.ndarray:
     """face_rgb (the warped face, its landmarks new68) with its mouth rendered from origin_rgb (a real photo of j, its
-    landmarks origin68): without_teeth where the new mouth is closed, smooth_warp onto new68, paste_donor_mouth."""
+    landmarks origin68): without_teeth where the new mouth is closed, smooth_warp onto new68, paste_mouth."""
     h, w = face_rgb.shape[:2]
     n = np.asarray(new68, np.float64).reshape(68, 2)
     origin = without_teeth(origin_rgb, origin68) if mouth_aspect(n) <= OPEN_ASPECT else np.ascontiguousarray(origin_rgb)
@@ -166,4 +165,4 @@ def render_mouth(face_rgb: np.ndarray, origin_rgb: np.ndarray, origin68: np.ndar
     if not len(xs):
         return np.ascontiguousarray(face_rgb)
     box = (max(int(xs.min()) - 2, 0), max(int(ys.min()) - 2, 0), min(int(xs.max()) + 3, w), min(int(ys.max()) + 3, h))
-    return paste_donor_mouth(face_rgb, smooth_warp(origin, origin68, n, box), n)
+    return paste_mouth(face_rgb, smooth_warp(origin, origin68, n, box), n)

@@ -163,7 +163,9 @@ def build_corpus(root: Path) -> tuple[Path, dict[str, tuple[str, str]]]:
 def bad_run(tmp_path_factory, ray_session):
     root = tmp_path_factory.mktemp("bad")
     index, expect = build_corpus(root)
-    cfg = round_config(root / "corpus", root / "runs", f"corpus.index={index}")
+    # painted mouths: every good target is generated (none refused as no_mouth_donor), so QC sees most of them
+    cfg = round_config(root / "corpus", root / "runs", f"corpus.index={index}",
+                       "expression_transfer.painted_mouths=true")
     result = run_idi(cfg)
     return cfg, ManifestStore.open(result["timing"]["run_url"]), result, expect
 

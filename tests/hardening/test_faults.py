@@ -145,7 +145,10 @@ def test_model_error_on_one_item_becomes_a_stage_error_reject_row(baseline, corp
 
 @pytest.mark.parametrize("stage", ["ingest", "qc"])
 def test_model_failing_on_every_item_stops_the_job_with_a_clear_error(baseline, corpus, tmp_path, stage):
-    cfg = round_config(corpus, tmp_path / "runs", _fault(stage, "*", "raise"), "run.min_items_for_abort=4")
+    # painted mouths: every one of the 6 candidates reaches QC (none refused as no_mouth_donor), so the broken model
+    # fails on more than min_items_for_abort items
+    cfg = round_config(corpus, tmp_path / "runs", _fault(stage, "*", "raise"), "run.min_items_for_abort=4",
+                       "expression_transfer.painted_mouths=true")
     with pytest.raises(StageFailureError, match=r"failed with stage_error .*model is likely broken") as info:
         run_idi(cfg)
     assert f"injected fault at {stage}" in str(info.value)

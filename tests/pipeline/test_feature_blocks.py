@@ -36,7 +36,8 @@ def test_plan_rows_from_feature_blocks_equal_the_whole_table(ray_session, tmp_pa
                           **{PLAN_ROLE_ROWS[r]: picks[r] for r in PLAN_ROLE_ROWS}})
         index = index.select(PLAN_INDEX_SCHEMA.names).cast(PLAN_INDEX_SCHEMA)
         table, local = blocks.rows(np.concatenate([picks[r] for r in PLAN_ROLE_ROWS]).astype(np.int64))
-        assert table.num_rows == 4 * n and sorted(local.tolist()) == list(range(4 * n))  # just the rows named
+        roles = len(PLAN_ROLE_ROWS)
+        assert table.num_rows == roles * n and sorted(local.tolist()) == list(range(roles * n))  # just the rows named
         assert gather_from_blocks(index, blocks).equals(gather_plan(index, whole))
     rows = rng.permutation(128)[:50]  # any rows, any order: the embeddings of just those rows, in that order
     assert blocks.embedding_rows(rows).to_pylist() == whole["embedding"].take(pa.array(rows)).to_pylist()

@@ -14,7 +14,7 @@ from markupsafe import escape
 
 from manifests.schemas import QC_SCORES, TRIPLE_SCORES
 from manifests.synthetic import write_synthetic_run
-from publish.contact_sheet import score_cells, sheet_jpeg
+from publish.contact_sheet import caption_lines, score_cells, sheet_jpeg
 from publish.decision_view import OFF
 from publish.export import export_release
 from publish.release.create import create_release
@@ -72,6 +72,9 @@ def test_contact_sheet_captions_carry_thresholds_and_failures(run):
     assert cells["id_sim_rt"]["threshold"] == "≤ 0.9"
     jpeg = sheet_jpeg(data.items[:4], data.read)
     assert jpeg[:2] == b"\xff\xd8"
+    # the JPEG's captions are drawn with Pillow's default font, which has no glyph for the signs: ASCII ones
+    lines = caption_lines(item, {})
+    assert all(line.isascii() for line in lines) and "(>= 0)" in " ".join(lines), lines
 
 
 def test_selftest_section_renders_per_class_rows_or_says_none(run):
