@@ -237,7 +237,8 @@ class LandmarkWarpTransferer:
 
     def rule_for(self, req: TransferRequest) -> str:
         """The mouth rule a request gets, without rendering: recomputable for any stored candidate from its carrier
-        image and the carrier/S/T landmarks (candidates + sources tables), so every transfer stays traceable."""
+        and mouth-donor images and the carrier/S/T landmarks (candidates + sources tables), so every transfer stays
+        traceable (candidates.transfer_mouth_rule records it too)."""
         c_lm = np.asarray(req.carrier_landmarks, np.float64).reshape(68, 2)
         new_lm = transfer_geometry(c_lm, req.source_landmarks, req.target_landmarks).astype(np.float64)
         return self._rule(req, c_lm, new_lm)
