@@ -15,7 +15,7 @@ import json
 from pathlib import Path
 
 import numpy as np
-from PIL import Image
+from PIL import Image, ImageDraw
 
 from core.location import Location
 from manifests.artifacts import ArtifactStore
@@ -28,7 +28,6 @@ from stages.face.types import landmarks_array, largest_face
 TILE = (160, 112)
 EYE_TILE = (160, 48)
 COLUMNS = 10
-FRAME = 256
 
 
 def crop(rgb: np.ndarray, x0: int, y0: int, w: int, h: int) -> np.ndarray:
@@ -49,7 +48,6 @@ def sheet(tiles: list[np.ndarray], columns: int) -> np.ndarray:
 
 def label_sheet(tiles: list[np.ndarray], scale: int = 3, columns: int = 4) -> Image.Image:
     """The lower faces at `scale`x, numbered, for labelling by eye."""
-    from PIL import ImageDraw
     big = [np.asarray(Image.fromarray(t).resize((t.shape[1] * scale, t.shape[0] * scale), Image.BICUBIC))
            for t in tiles]
     image = Image.fromarray(sheet(big, columns))
@@ -109,8 +107,7 @@ def main() -> None:
         r_tiles.append(crop(o_rgb, x0, y0, *TILE))
         e_tiles.append(crop(r, x0, ey, *EYE_TILE))
     args.out.mkdir(parents=True, exist_ok=True)
-    model = rows[0]["expression_model"] if rows else "?"
-    run_note = f"run {Path(args.run).name}, {model}"
+    run_note = f"run {Path(args.run).name}, {rows[0]['expression_model']}"
     Image.fromarray(sheet(m_tiles, COLUMNS)).save(args.out / "r_mouths.png")
     Image.fromarray(sheet(r_tiles, COLUMNS)).save(args.out / "references.png")
     Image.fromarray(sheet(e_tiles, COLUMNS)).save(args.out / "r_eyes.png")
