@@ -3,7 +3,8 @@ candidates by candidate_id whose R has a face, each R's lower face (160 x 112 px
 box at R's mouth landmarks' mean rounded minus (80, 48)), R's eye band (160 x 48 px, at the mouth box's x and R's eye
 landmarks' mean y rounded minus 24) and the real photo of j whose mouth R was made from (the carrier, or the mouth
 donor where the transfer took the donor's mouth) in the same box. `label` is left empty: fill it by eye on
-`label_sheet.png` (the lower faces at 3x, numbered, in index order) before anything scores these R.
+`label_sheet.png` (the R as `ciep audit` shows them: the lower face at 3x, numbered by index) before anything scores
+these R.
 
     python -m benchmarks.make_r_mouth_fixture --run /tmp/lr/runs/demo-deda0ffac7 --out tests/fixtures/r_mouths_v4
 """
@@ -15,12 +16,14 @@ import json
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, ImageDraw
+from PIL import Image
 
 from core.location import Location
 from manifests.artifacts import ArtifactStore
 from manifests.query import connect
 from manifests.store import ManifestStore
+from publish.audit_sheet import audit_sheet_png
+from publish.report import file_reader
 from stages.config import IngestConfig
 from stages.face.dlib_models import DlibDetector
 from stages.face.types import landmarks_array, largest_face
@@ -46,20 +49,6 @@ def sheet(tiles: list[np.ndarray], columns: int) -> np.ndarray:
     return out
 
 
-def label_sheet(tiles: list[np.ndarray], scale: int = 3, columns: int = 4) -> Image.Image:
-    """The lower faces at `scale`x, numbered, for labelling by eye."""
-    big = [np.asarray(Image.fromarray(t).resize((t.shape[1] * scale, t.shape[0] * scale), Image.BICUBIC))
-           for t in tiles]
-    image = Image.fromarray(sheet(big, columns))
-    draw = ImageDraw.Draw(image)
-    h, w = big[0].shape[:2]
-    for k in range(len(big)):
-        x, y = (k % columns) * w, (k // columns) * h
-        draw.rectangle([x, y, x + 34, y + 22], fill=(0, 0, 0))
-        draw.text((x + 4, y + 4), str(k), fill=(255, 255, 0))
-    return image
-
-
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--run", required=True, help="run folder of a London round")
@@ -81,7 +70,7 @@ def main() -> None:
         "select source_id, input_key, aligned_path, landmarks68 from sources").to_arrow_table().to_pylist()}
     artifacts = ArtifactStore(run)
     detector = DlibDetector.from_config(IngestConfig())
-    mouths, refs, eyes, m_tiles, r_tiles, e_tiles = [], [], [], [], [], []
+    mouths, refs, eyes, m_tiles, r_tiles, e_tiles, kept = [], [], [], [], [], [], []
     for row in rows:
         if len(mouths) == args.n:
             break
@@ -96,6 +85,7 @@ def main() -> None:
         o_rgb = artifacts.get(origin["aligned_path"])
         o_lm = landmarks_array(origin["landmarks68"]).astype(np.float64)
         k = len(mouths)
+        kept.append(row)
         mouths.append(dict(index=k, candidate_id=row["candidate_id"], identity_i=row["identity_i"],
                            identity_j=row["identity_j"], label=None, note="",
                            landmarks68=np.round(lm - (x0, y0)).reshape(-1).tolist(),
@@ -111,7 +101,9 @@ def main() -> None:
     Image.fromarray(sheet(m_tiles, COLUMNS)).save(args.out / "r_mouths.png")
     Image.fromarray(sheet(r_tiles, COLUMNS)).save(args.out / "references.png")
     Image.fromarray(sheet(e_tiles, COLUMNS)).save(args.out / "r_eyes.png")
-    label_sheet(m_tiles).save(args.out / "label_sheet.png")
+    (args.out / "label_sheet.png").write_bytes(audit_sheet_png(
+        [dict(index=m["index"], r_path=row["reference_path"]) for m, row in zip(mouths, kept, strict=True)],
+        file_reader(run)))
     meta = dict(tile=list(TILE), columns=COLUMNS)
     (args.out / "labels.json").write_text(json.dumps(dict(
         meta, source=f"data/faces/london (CC BY 4.0), R of {run_note}: the first {len(mouths)} candidates by "

@@ -96,7 +96,7 @@ class QCStage(Stage):
             return self.expression.probabilities([rgb], [lm])[0], mouth_aspect(lm), teeth_share(rgb, lm)
         return remembered(self._cache, path, measure)
 
-    def _against_carrier(self, row: dict[str, Any], r_rgb: np.ndarray, r_landmarks: np.ndarray, ms: Any,
+    def _against_mouth_origin(self, row: dict[str, Any], r_rgb: np.ndarray, r_landmarks: np.ndarray, ms: Any,
                          r_mouth: np.ndarray | None,
                          r_canonical: CanonicalMouth | None) -> tuple[float | None, float | None]:
         """(reference diff, damage score): R's mouth against the mouth it was made from (qc/mouth_reference.py) and
@@ -152,7 +152,7 @@ class QCStage(Stage):
                                                                          self.mouth_bank.use_chroma, r_canonical)
         realism = None if self.mouth_bank is None or r_mouth is None else self.mouth_bank.score(
             r_mouth, mouth_shape(face.landmarks68), exclude=(i, j))
-        reference_diff, damage = self._against_carrier(row, r_rgb, face.landmarks68, ms, r_mouth, r_canonical)
+        reference_diff, damage = self._against_mouth_origin(row, r_rgb, face.landmarks68, ms, r_mouth, r_canonical)
         scores = Scores(
             face_found=True, id_sim_rt=cosine_similarity(emb, row["t_embedding"]),
             id_sim_rj=cosine_similarity(emb, row["j_embedding"]),

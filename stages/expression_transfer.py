@@ -3,6 +3,7 @@ mouth donor (the plan's mouth_* columns) for backends that take one."""
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any
 
 import pyarrow as pa
@@ -35,12 +36,14 @@ class ExpressionTransferStage(RowwiseStage):
     def setup(self) -> None:
         self.transferer = build_expression_transferer(self.config, self.context.run)
         self.artifacts = ArtifactStore(self.context.run)
+        # the CPU warp decides a mouth rule per request and renders the donor's mouth; a backend that makes its own
+        # mouth (the E-Adapter) has no rule_for, and the donor image is not read for it
+        self.rule_for = getattr(self.transferer, "rule_for", None)
 
     def _request(self, row: dict[str, Any]) -> TransferRequest:
-        # only a backend that renders the donor's mouth reads the donor image (the E-Adapter makes its own mouth)
-        donor = getattr(self.transferer, "takes_mouth_donor", False) and row.get("mouth_aligned_path") \
-            and row.get("mouth_landmarks68")
-        return TransferRequest(
+        """The backend's request, its mouth rule decided once here (the refusal and the render both use it)."""
+        donor = self.rule_for is not None and row.get("mouth_aligned_path") and row.get("mouth_landmarks68")
+        request = TransferRequest(
             carrier_rgb=self.artifacts.get(row["carrier_aligned_path"]),
             carrier_landmarks=landmarks_array(row["carrier_landmarks68"]),
             source_landmarks=landmarks_array(row["s_landmarks68"]),
@@ -50,25 +53,18 @@ class ExpressionTransferStage(RowwiseStage):
             mouth_rgb=self.artifacts.get(row["mouth_aligned_path"]) if donor else None,
             mouth_landmarks=landmarks_array(row["mouth_landmarks68"]) if donor else None,
         )
+        return request if self.rule_for is None else replace(request, mouth_rule=self.rule_for(request))
 
     def _refusal(self, req: TransferRequest) -> RowRejected | None:
         """no_mouth_donor where the CPU warp would paint T's mouth state and expression_transfer.painted_mouths is
         off; None otherwise (and for backends that make the mouth themselves)."""
-        rule_for = getattr(self.transferer, "rule_for", None)
-        if self.config.painted_mouths or rule_for is None:
-            return None
-        rule = rule_for(req)
-        if rule not in PAINTED_RULES:
+        rule = req.mouth_rule
+        if self.config.painted_mouths or rule not in PAINTED_RULES:
             return None
         state = "closed" if rule == "close_lips" else "open"
         return RowRejected("no_mouth_donor", f"T's mouth is {state}, the carrier's is not, and j has no photo with a "
                                              f"{state} mouth to take it from (mouth rule {rule}; "
                                              "expression_transfer.painted_mouths paints one)")
-
-    def _rules(self, n: int) -> list[str | None]:
-        """The mouth rule of each image of the last backend call, where the backend has them."""
-        rules = getattr(self.transferer, "last_rules", None)
-        return list(rules) if rules is not None and len(rules) == n else [None] * n
 
     def _store(self, row: dict[str, Any], rgb, mouth_rule: str | None) -> dict[str, Any]:
         url, sha = self.artifacts.put("transfer", row["candidate_id"], rgb)
@@ -82,8 +78,7 @@ class ExpressionTransferStage(RowwiseStage):
         refusal = self._refusal(request)
         if refusal is not None:
             raise refusal
-        image = self.transferer.transfer([request])[0]
-        return self._store(row, image, self._rules(1)[0])
+        return self._store(row, self.transferer.transfer([request])[0], request.mouth_rule)
 
     def process_rows(self, rows: list[dict[str, Any]]) -> list[dict[str, Any] | Exception]:
         """One backend call for the whole batch; if it fails, retry item by item to isolate the bad one."""
@@ -97,9 +92,9 @@ class ExpressionTransferStage(RowwiseStage):
         except Exception:  # noqa: BLE001 - fall back to per-item calls, which record per-item errors
             return super().process_rows(rows)
         out: dict[int, dict[str, Any] | Exception] = {k: r for k, r in enumerate(refusals) if r is not None}
-        for k, rgb, rule in zip(todo, images, self._rules(len(images)), strict=True):
+        for k, rgb in zip(todo, images, strict=True):
             try:
-                out[k] = self._store(rows[k], rgb, rule)
+                out[k] = self._store(rows[k], rgb, requests[k].mouth_rule)
             except Exception as exc:  # noqa: BLE001
                 out[k] = exc
         return [out[k] for k in range(len(rows))]

@@ -13,10 +13,8 @@ import hashlib
 import numpy as np
 import pyarrow as pa
 
-from stages.face.expression import DESCRIPTOR_NAMES, WEIGHTS
-from stages.face.mouth import OPEN_ASPECT
-
-_ASPECT = DESCRIPTOR_NAMES.index("mouth_aspect")
+from stages.face.expression import WEIGHTS
+from stages.face.mouth import ASPECT_INDEX, OPEN_ASPECT
 
 
 def stable_hash(*parts: object) -> str:
@@ -53,8 +51,8 @@ def closest(ref: int, candidates: list[int], expr: np.ndarray, keys: np.ndarray,
 def mouth_donor(t: int, candidates: list[int], expr: np.ndarray, keys: np.ndarray, desc: np.ndarray) -> int:
     """j's mouth donor for T: among j's photos whose mouth is open or closed as T's is (the descriptor's mouth
     aspect against OPEN_ASPECT), the one `closest` to T; among all of j's photos where none is."""
-    t_open = bool(desc[t, _ASPECT] > OPEN_ASPECT)
-    same_state = [c for c in candidates if bool(desc[c, _ASPECT] > OPEN_ASPECT) == t_open]
+    t_open = bool(desc[t, ASPECT_INDEX] > OPEN_ASPECT)
+    same_state = [c for c in candidates if bool(desc[c, ASPECT_INDEX] > OPEN_ASPECT) == t_open]
     return closest(t, same_state or candidates, expr, keys, desc)
 
 

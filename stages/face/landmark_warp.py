@@ -15,11 +15,13 @@ from scipy.spatial import Delaunay
 
 from stages.config import ExpressionTransferConfig
 from stages.face.mouth import (
+    INTERIOR_SHARE,
     OPEN_ASPECT,
     TEETH_SHARE,
     close_lips,
     closing_source_points,
     fill_interior,
+    inner_mouth_area,
     mouth_aspect,
     synth_interior,
     teeth_share,
@@ -41,7 +43,6 @@ ALGORITHM = ("landmark_warp_v4: delta transfer on similarity-normalised landmark
 
 # Points that move little with expression: nose bridge and base, eye corners, upper jaw.
 STABLE_POINTS = np.array([0, 1, 15, 16, 27, 28, 29, 30, 31, 33, 35, 36, 39, 42, 45])
-INNER_MOUTH = np.arange(60, 68)
 MOUTH = np.arange(48, 68)
 
 
@@ -176,7 +177,7 @@ PAINTED_RULES = ("close_lips", "synth_interior")
 
 
 def mouth_rule(carrier_rgb: np.ndarray, carrier68: np.ndarray, new68: np.ndarray,
-               carrier_share: float = 0.6) -> str:
+               carrier_share: float = INTERIOR_SHARE) -> str:
     """Which mouth treatment a transfer gets (one of MOUTH_RULES), from the carrier and the new landmarks only.
 
     close_lips: the new mouth is closed but the carrier's is open or shows teeth; carrier_interior: both open and
@@ -188,9 +189,7 @@ def mouth_rule(carrier_rgb: np.ndarray, carrier68: np.ndarray, new68: np.ndarray
     if mouth_aspect(n) <= OPEN_ASPECT:
         return "close_lips" if mouth_aspect(c) > OPEN_ASPECT or teeth_share(carrier_rgb, c) > TEETH_SHARE \
             else "warp"
-    c_area = abs(cv2.contourArea(c[INNER_MOUTH].astype(np.float32)))
-    n_area = abs(cv2.contourArea(n[INNER_MOUTH].astype(np.float32)))
-    if mouth_aspect(c) > OPEN_ASPECT and c_area >= carrier_share * n_area:
+    if mouth_aspect(c) > OPEN_ASPECT and inner_mouth_area(c) >= carrier_share * inner_mouth_area(n):
         return "carrier_interior"
     return "synth_interior"
 
@@ -207,7 +206,6 @@ class LandmarkWarpTransferer:
     """
 
     model_id = "landmark_warp_v4"
-    takes_mouth_donor = True  # the transfer stage passes j's mouth donor (TransferRequest.mouth_rgb)
     model_sha256 = hashlib.sha256(ALGORITHM.encode()).hexdigest()
 
     def __init__(self, mouth_feather_px: float = 1.0, closing_depth: float = 0.4, mouth_rules: bool = True,
@@ -244,6 +242,8 @@ class LandmarkWarpTransferer:
         return self._rule(req, c_lm, new_lm)
 
     def _rule(self, req: TransferRequest, c_lm: np.ndarray, new_lm: np.ndarray) -> str:
+        if req.mouth_rule is not None:  # decided once already (rule_for)
+            return req.mouth_rule
         if not self.mouth_rules:
             return "warp"
         rule = mouth_rule(np.ascontiguousarray(req.carrier_rgb), c_lm, new_lm)

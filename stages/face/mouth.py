@@ -24,7 +24,9 @@ from stages.face.expression import DESCRIPTOR_NAMES, expression_descriptor
 
 OPEN_ASPECT = 0.06
 TEETH_SHARE = 0.03
-_ASPECT = DESCRIPTOR_NAMES.index("mouth_aspect")
+ASPECT_INDEX = DESCRIPTOR_NAMES.index("mouth_aspect")  # the mouth aspect's place in an expression descriptor
+# An open mouth whose interior covers at least this share of the opening a transfer needs can be stretched to it.
+INTERIOR_SHARE = 0.6
 
 OUTER_LIP = np.arange(48, 60)
 INNER_LIP = np.arange(60, 68)
@@ -37,7 +39,13 @@ LOWER_INNER = (64, 65, 66, 67, 60)
 
 def mouth_aspect(landmarks68: np.ndarray) -> float:
     """Inner-lip opening over mouth width (scale free); > OPEN_ASPECT means open."""
-    return float(expression_descriptor(landmarks68)[_ASPECT])
+    return float(expression_descriptor(landmarks68)[ASPECT_INDEX])
+
+
+def inner_mouth_area(landmarks68: np.ndarray) -> float:
+    """Area of the inner-lip polygon (60-67), px^2."""
+    lm = np.asarray(landmarks68, np.float32).reshape(68, 2)
+    return abs(float(cv2.contourArea(lm[INNER_LIP])))
 
 
 def is_open(landmarks68: np.ndarray) -> bool:

@@ -20,9 +20,11 @@ from scipy.interpolate import RBFInterpolator
 from scipy.sparse.linalg import spsolve
 
 from stages.face.mouth import (
+    INTERIOR_SHARE,
     OPEN_ASPECT,
     OUTER_LIP,
     TEETH_SHARE,
+    inner_mouth_area,
     mouth_aspect,
     polygon_mask,
     teeth_mask,
@@ -34,24 +36,16 @@ from stages.face.mouth import (
 # boundary lies on plain skin.
 MARGIN_SHARE = 0.15
 MIN_MARGIN_PX = 3
-# The donor's interior must cover at least this share of the new opening (as carrier_interior asks of a carrier).
-DONOR_INTERIOR_SHARE = 0.6
-_INNER = np.arange(60, 68)
-
-
-def _inner_area(landmarks68: np.ndarray) -> float:
-    return abs(float(cv2.contourArea(np.asarray(landmarks68, np.float32).reshape(68, 2)[_INNER])))
-
-
 def donor_fits(rule: str, donor_rgb: np.ndarray, donor68: np.ndarray, new68: np.ndarray) -> bool:
     """Whether j's donor photo can give the mouth a transfer with this mouth rule needs: closed lips without teeth
-    for close_lips; an open mouth with an interior at least DONOR_INTERIOR_SHARE of the new one for synth_interior.
+    for close_lips; an open mouth with an interior at least INTERIOR_SHARE of the new one (as carrier_interior asks of a
+    carrier) for synth_interior.
     Other rules keep the carrier's mouth."""
     d = np.asarray(donor68, np.float64).reshape(68, 2)
     if rule == "close_lips":
         return mouth_aspect(d) <= OPEN_ASPECT and teeth_share(donor_rgb, d) <= TEETH_SHARE
     if rule == "synth_interior":
-        return mouth_aspect(d) > OPEN_ASPECT and _inner_area(d) >= DONOR_INTERIOR_SHARE * _inner_area(new68)
+        return mouth_aspect(d) > OPEN_ASPECT and inner_mouth_area(d) >= INTERIOR_SHARE * inner_mouth_area(new68)
     return False
 
 
@@ -116,12 +110,10 @@ def harmonic_fill(boundary_values: np.ndarray, region: np.ndarray) -> np.ndarray
     return out
 
 
-def paste_mouth(face_rgb: np.ndarray, warped_rgb: np.ndarray, new68: np.ndarray) -> np.ndarray:
-    """face_rgb with the paste region (paste_region) taken from warped_rgb (the mouth's photo already warped onto the
-    new landmarks) by Poisson cloning: its pixels plus the smooth correction that meets the face at the region's
-    edge (the photo's lighting and skin tone brought to the face's)."""
-    h, w = face_rgb.shape[:2]
-    region = paste_region(new68, h, w)
+def paste_mouth(face_rgb: np.ndarray, warped_rgb: np.ndarray, region: np.ndarray) -> np.ndarray:
+    """face_rgb with `region` (paste_region: off the image border) taken from warped_rgb (the mouth's photo already
+    warped onto the new landmarks) by Poisson cloning: its pixels plus the smooth correction that meets the face at
+    the region's edge (the photo's lighting and skin tone brought to the face's)."""
     face = np.asarray(face_rgb, np.float64)
     mouth = np.asarray(warped_rgb, np.float64)
     out = np.where(region[..., None], mouth + harmonic_fill(face - mouth, region), face)
@@ -161,8 +153,9 @@ def render_mouth(face_rgb: np.ndarray, origin_rgb: np.ndarray, origin68: np.ndar
     h, w = face_rgb.shape[:2]
     n = np.asarray(new68, np.float64).reshape(68, 2)
     origin = without_teeth(origin_rgb, origin68) if mouth_aspect(n) <= OPEN_ASPECT else np.ascontiguousarray(origin_rgb)
-    ys, xs = np.nonzero(paste_region(n, h, w))
+    region = paste_region(n, h, w)
+    ys, xs = np.nonzero(region)
     if not len(xs):
         return np.ascontiguousarray(face_rgb)
     box = (max(int(xs.min()) - 2, 0), max(int(ys.min()) - 2, 0), min(int(xs.max()) + 3, w), min(int(ys.max()) + 3, h))
-    return paste_mouth(face_rgb, smooth_warp(origin, origin68, n, box), n)
+    return paste_mouth(face_rgb, smooth_warp(origin, origin68, n, box), region)

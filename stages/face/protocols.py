@@ -45,6 +45,9 @@ class TransferRequest:
     # None where the plan has none. Backends that generate the mouth themselves ignore it.
     mouth_rgb: np.ndarray | None = None
     mouth_landmarks: np.ndarray | None = None  # (68, 2)
+    # The CPU warp's mouth rule for this request where already decided (LandmarkWarpTransferer.rule_for, called once
+    # by the transfer stage); None: the backend decides.
+    mouth_rule: str | None = None
 
 
 class ExpressionTransferer(ModelIdentity, Protocol):

@@ -91,11 +91,11 @@ def test_paste_changes_only_the_grown_lip_region_and_is_exact_for_the_same_image
     _, _, face = demo_face("004", "neutral")
     lm = np.asarray(face.landmarks68, np.float64)
     h, w = face.image.shape[:2]
-    np.testing.assert_array_equal(paste_mouth(face.image, face.image, lm), face.image)
     region = paste_region(lm, h, w)
+    np.testing.assert_array_equal(paste_mouth(face.image, face.image, region), face.image)
     lips = polygon_mask(lm[48:60], h, w) > 127
     assert region[lips].all() and region.sum() > 1.5 * lips.sum()
-    other = paste_mouth(face.image, np.full_like(face.image, 90), lm)
+    other = paste_mouth(face.image, np.full_like(face.image, 90), region)
     np.testing.assert_array_equal(other[~region], face.image[~region])
     # a flat donor has no gradients: the clone is the smooth membrane over the region's edge, so no lip survives
     both = region[1:] & region[:-1]
@@ -104,7 +104,7 @@ def test_paste_changes_only_the_grown_lip_region_and_is_exact_for_the_same_image
     assert step(other) < 0.2 * step(face.image), (step(other), step(face.image))
     # the donor's gradients are kept exactly: a donor that differs from the face by a constant gives the face back
     shifted = np.clip(face.image.astype(int) + 20, 0, 255).astype(np.uint8)
-    assert np.abs(paste_mouth(face.image, shifted, lm).astype(int) - face.image).max() <= 1
+    assert np.abs(paste_mouth(face.image, shifted, region).astype(int) - face.image).max() <= 1
 
 
 def test_a_carrier_already_in_t_s_state_keeps_its_own_mouth_rendered_smoothly(demo_face):

@@ -17,10 +17,8 @@ from pipeline.config import load_config
 from pipeline.planning.inputs import PLANNER_COLUMNS, PlanInputs
 from pipeline.planning.round_planner import plan_for
 from pipeline.planning.stream import planned_size_bound
-from stages.face.expression import DESCRIPTOR_NAMES, expression_distance
-from stages.face.mouth import OPEN_ASPECT
-
-_ASPECT = DESCRIPTOR_NAMES.index("mouth_aspect")
+from stages.face.expression import expression_distance
+from stages.face.mouth import ASPECT_INDEX, OPEN_ASPECT
 
 
 def _h(*parts: object) -> str:
@@ -111,8 +109,8 @@ def reference_plan_round(sources, cfg, round_index):
             carrier = _closest(s, by_identity[j])
             swap_pool = sorted(by_identity[j], key=lambda r: r["input_key"])
             swap = swap_pool[int(_h(seed, round_index, t["file_sha256"], "swap")[:12], 16) % len(swap_pool)]
-            t_open = t["expression_descriptor"][_ASPECT] > OPEN_ASPECT
-            mouth = _closest(t, [m for m in by_identity[j] if (m["expression_descriptor"][_ASPECT] > OPEN_ASPECT)
+            t_open = t["expression_descriptor"][ASPECT_INDEX] > OPEN_ASPECT
+            mouth = _closest(t, [m for m in by_identity[j] if (m["expression_descriptor"][ASPECT_INDEX] > OPEN_ASPECT)
                                  == t_open] or by_identity[j])
             cid = _h(fingerprint, round_index, seed, t["file_sha256"], s["file_sha256"], carrier["file_sha256"],
                      swap["file_sha256"], mouth["file_sha256"])[:16]
