@@ -112,9 +112,14 @@ def test_transient_faults_on_a_fifth_of_the_items_of_every_stage_then_rerun(base
     keys = baseline[2]["sources"]["input_key"].to_pylist()
     cands = baseline[2]["qc"]["candidate_id"].to_pylist()
     stage_items = {"ingest": keys, "expression_transfer": cands, "identity_swap": cands, "qc": cands}
+    # a candidate a stage refuses (the transfer's no_mouth_donor) meets that stage's fault point and no later one
+    candidates = baseline[2]["candidates"]
+    refused_at = {c: st for c, st in zip(candidates["candidate_id"].to_pylist(),
+                                         candidates["reject_stage"].to_pylist(), strict=True) if st}
 
     def hits(seed: int) -> set[tuple[str, str]]:
-        """(stage, item) faulted on attempt 1; an item faulted in one generation stage never reaches the next."""
+        """(stage, item) faulted on attempt 1; an item faulted or refused in one generation stage never reaches
+        the next."""
         f = FaultInjectionConfig(at="*", action="raise", error="timeout", fraction=0.2, seed=seed, max_attempt=1)
         out, gone = set(), set()
         for st, items in stage_items.items():
@@ -122,6 +127,7 @@ def test_transient_faults_on_a_fifth_of_the_items_of_every_stage_then_rerun(base
                 if i not in gone and targets(f, st, i, 1):
                     out.add((st, i))
                     gone.add(i)
+            gone.update(c for c, refused in refused_at.items() if refused == st)
         return out
 
     # a salt under which every stage has at least one faulted item (6 items a stage: 20 % may miss one)
