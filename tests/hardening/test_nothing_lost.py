@@ -152,7 +152,10 @@ def test_transient_faults_on_a_fifth_of_the_items_of_every_stage_then_rerun(base
 
 def test_transient_error_on_its_last_attempt_becomes_a_transient_stage_error_reject(baseline, corpus, tmp_path):
     out = tmp_path / "runs"
-    victim = baseline[2]["qc"]["candidate_id"][0].as_py()
+    candidates = baseline[2]["candidates"]
+    # the first candidate that reaches the swap (not one the transfer refuses, e.g. no_mouth_donor)
+    victim = next(c for c, st in zip(candidates["candidate_id"].to_pylist(), candidates["reject_stage"].to_pylist(),
+                                     strict=True) if st is None)
     fault = f"run.fault_injection={{at: identity_swap, item: '{victim}', action: raise, error: enospc}}"
     assert run_idi_main(_args(corpus, out, fault, "run.max_attempts=2")) == 3
     assert run_idi_main(_args(corpus, out, fault, "run.max_attempts=2")) == 0  # gave up: decided, exit 0
