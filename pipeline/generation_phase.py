@@ -99,7 +99,11 @@ def _run_generation(cfg: PipelineConfig, store: ManifestStore, run_root: str, ro
     planner = Planner(settings, store, run, round_index, inputs, rows, done, urls,
                       past_failures, started, ahead)
     planner.start()
-    if len(done):  # a resumed round: wait for the exact size, so that a finished round starts no actor
+    # A resumed round waits for the exact size, so that a finished round starts no actor. So does a restarted one:
+    # the planning task's inputs may have died with a node and be made again by tasks that need a CPU, and the
+    # actors and plan reads started beside them can take every CPU the nodes left have, the reads waiting for plan
+    # files that never come (a worker node killed mid-round hung the restarted round, tests/cluster/test_multinode.py).
+    if len(done) or phase.restarts:
         planner.sized.wait()
     # Ray Data's actors and read tasks start once the tasks reading the features have their workers (on a small
     # busy machine a worker started after them took 15 s) and the embeddings that the planner waits for exist.

@@ -59,6 +59,7 @@ class Phase:
     settings: PhaseSettings
     guard: StageErrorGuard = field(init=False)
     alone: CommitBuffer | None = None
+    restarts: int = 0  # how many times the phase was restarted after lost workers
 
     def __post_init__(self) -> None:
         self.guard = StageErrorGuard(self.settings.max_stage_error_rate, self.settings.min_items_for_abort)
@@ -197,6 +198,7 @@ def _restarting(name: str, run: Callable[[Phase], PhaseStats], phase: Phase,
             cause = f"{len(died)} node(s) died" if died else f"{restarts} of {limit} restarts after unattributed losses"
             log.warning("%s: workers lost (%s: %s); restarting the phase from the committed manifests (%s)", name,
                         type(exc).__name__, str(exc).splitlines()[0][:300], cause)
+            phase.restarts += 1
 
 
 def undecided(ids: list[str], done: pa.Array) -> list[str]:

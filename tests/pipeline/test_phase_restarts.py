@@ -20,12 +20,14 @@ class Cluster:
     def __init__(self, failures: int, kills: set[int]) -> None:
         self.nodes = {f"node{k}" for k in range(4)}
         self.failures, self.kills, self.attempts = failures, kills, 0
+        self.restarts_seen: list[int] = []  # phase.restarts as each attempt saw it
 
     def alive(self) -> set[str]:
         return set(self.nodes)
 
     def run(self, phase: Phase) -> PhaseStats:
         self.attempts += 1
+        self.restarts_seen.append(phase.restarts)
         if self.attempts in self.kills:
             self.nodes.pop()
         if self.attempts <= self.failures:
@@ -45,6 +47,8 @@ def test_a_node_that_died_during_an_attempt_excuses_its_restart():
     cluster = Cluster(failures=3, kills={1, 2})
     assert with_phase_retries(SETTINGS, "round 0", cluster.run, cluster.alive).todo == 3
     assert cluster.attempts == 4
+    # each attempt knows it is a restart, excused or not (a restarted round waits for its plan before its actors)
+    assert cluster.restarts_seen == [0, 1, 2, 3]
 
 
 def test_each_dead_node_excuses_one_restart_only():
