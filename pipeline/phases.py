@@ -177,7 +177,7 @@ def alive_node_ids() -> set[str]:
 
 def _restarting(name: str, run: Callable[[Phase], PhaseStats], phase: Phase,
                 alive_nodes: Callable[[], set[str]]) -> PhaseStats:
-    restarts, limit = 0, phase.settings.max_restarts
+    counted, limit = 0, phase.settings.max_restarts  # restarts no dead node excused
     excused: set[str] = set()  # nodes whose death excused a restart (each once)
     while True:
         alive = alive_nodes()
@@ -192,10 +192,10 @@ def _restarting(name: str, run: Callable[[Phase], PhaseStats], phase: Phase,
             died = alive - alive_nodes() - excused
             excused |= died
             if not died and not isinstance(exc, PoisonIsolatedError):
-                restarts += 1
-                if restarts > limit:
+                counted += 1
+                if counted > limit:
                     raise
-            cause = f"{len(died)} node(s) died" if died else f"{restarts} of {limit} restarts after unattributed losses"
+            cause = f"{len(died)} node(s) died" if died else f"{counted} of {limit} restarts after unattributed losses"
             log.warning("%s: workers lost (%s: %s); restarting the phase from the committed manifests (%s)", name,
                         type(exc).__name__, str(exc).splitlines()[0][:300], cause)
             phase.restarts += 1

@@ -36,11 +36,12 @@ from stages.face.mouth import (
 # boundary lies on plain skin.
 MARGIN_SHARE = 0.15
 MIN_MARGIN_PX = 3
+
+
 def donor_fits(rule: str, donor_rgb: np.ndarray, donor68: np.ndarray, new68: np.ndarray) -> bool:
     """Whether j's donor photo can give the mouth a transfer with this mouth rule needs: closed lips without teeth
-    for close_lips; an open mouth with an interior at least INTERIOR_SHARE of the new one (as carrier_interior asks of a
-    carrier) for synth_interior.
-    Other rules keep the carrier's mouth."""
+    for close_lips; an open mouth with an interior at least INTERIOR_SHARE of the new one (as carrier_interior asks
+    of a carrier) for synth_interior. Other rules keep the carrier's mouth."""
     d = np.asarray(donor68, np.float64).reshape(68, 2)
     if rule == "close_lips":
         return mouth_aspect(d) <= OPEN_ASPECT and teeth_share(donor_rgb, d) <= TEETH_SHARE

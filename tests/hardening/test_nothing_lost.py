@@ -53,6 +53,14 @@ def _store(out: Path, cfg) -> ManifestStore:
     return ManifestStore.open(str(out / cfg.resolved_run_id()))
 
 
+def _refused_at(baseline) -> dict[str, str]:
+    """candidate_id -> the stage that refused it in the clean run (the transfer's no_mouth_donor): such a candidate
+    meets that stage's fault point and no later one."""
+    candidates = baseline[2]["candidates"]
+    return {c: st for c, st in zip(candidates["candidate_id"].to_pylist(), candidates["reject_stage"].to_pylist(),
+                                   strict=True) if st}
+
+
 @pytest.fixture(scope="module")
 def corpus(baseline_run) -> Path:
     return baseline_run.corpus
@@ -112,10 +120,7 @@ def test_transient_faults_on_a_fifth_of_the_items_of_every_stage_then_rerun(base
     keys = baseline[2]["sources"]["input_key"].to_pylist()
     cands = baseline[2]["qc"]["candidate_id"].to_pylist()
     stage_items = {"ingest": keys, "expression_transfer": cands, "identity_swap": cands, "qc": cands}
-    # a candidate a stage refuses (the transfer's no_mouth_donor) meets that stage's fault point and no later one
-    candidates = baseline[2]["candidates"]
-    refused_at = {c: st for c, st in zip(candidates["candidate_id"].to_pylist(),
-                                         candidates["reject_stage"].to_pylist(), strict=True) if st}
+    refused_at = _refused_at(baseline)
 
     def hits(seed: int) -> set[tuple[str, str]]:
         """(stage, item) faulted on attempt 1; an item faulted or refused in one generation stage never reaches
@@ -152,10 +157,8 @@ def test_transient_faults_on_a_fifth_of_the_items_of_every_stage_then_rerun(base
 
 def test_transient_error_on_its_last_attempt_becomes_a_transient_stage_error_reject(baseline, corpus, tmp_path):
     out = tmp_path / "runs"
-    candidates = baseline[2]["candidates"]
-    # the first candidate that reaches the swap (not one the transfer refuses, e.g. no_mouth_donor)
-    victim = next(c for c, st in zip(candidates["candidate_id"].to_pylist(), candidates["reject_stage"].to_pylist(),
-                                     strict=True) if st is None)
+    refused = _refused_at(baseline)
+    victim = next(c for c in baseline[2]["qc"]["candidate_id"].to_pylist() if c not in refused)  # reaches the swap
     fault = f"run.fault_injection={{at: identity_swap, item: '{victim}', action: raise, error: enospc}}"
     assert run_idi_main(_args(corpus, out, fault, "run.max_attempts=2")) == 3
     assert run_idi_main(_args(corpus, out, fault, "run.max_attempts=2")) == 0  # gave up: decided, exit 0
