@@ -39,6 +39,7 @@ from qc.decide import (
     REASON_MOUTH_REFERENCE,
     REASON_MOUTH_SEAM,
     REASON_MOUTH_STATE,
+    REASON_MOUTH_TINT,
     REASON_MOUTH_UNREAL,
     Scores,
     Thresholds,
@@ -68,9 +69,9 @@ from qc.mouth_detector import (
 from qc.mouth_realism import mouth_descriptor, mouth_shape
 from qc.mouth_reference import ReferenceNull, reference_features, resample_like_generation
 
-HEADING = "## Mouth checks: damage recall by how visible the damage is (issue 19, item 3, coordinator)"
+HEADING = "## Mouth checks: colour where the corpus has none (issue 19, item 3)"
 MOUTH = {REASON_GHOST_TEETH, REASON_MOUTH_STATE, REASON_MOUTH_SEAM, REASON_MOUTH_BLUR, REASON_MOUTH_UNREAL,
-         REASON_MOUTH_REFERENCE, REASON_MOUTH_DAMAGE}
+         REASON_MOUTH_REFERENCE, REASON_MOUTH_DAMAGE, REASON_MOUTH_TINT}
 KINDS = ("ghost_teeth", "seam", "blur", *ac.DAMAGE)
 
 
@@ -131,7 +132,7 @@ def judge(img: np.ndarray, lm: np.ndarray, base_img: np.ndarray, m: RealMouths, 
     s = Scores(face_found=True, r_mouth_aspect=r.mouth_aspect, t_mouth_aspect=tt.mouth_aspect, r_teeth=r.teeth_share,
                t_teeth=tt.teeth_share, r_lip_line=r.lip_line_whiteness, mouth_seam=r.seam_score,
                mouth_sharpness_ratio=r.sharpness_ratio, mouth_realism=realism,
-               mouth_reference_diff=float(null.scores(x[REFERENCE_INPUTS])[0]))
+               mouth_reference_diff=float(null.scores(x[REFERENCE_INPUTS])[0]), mouth_tint=r.tint)
     return s, x
 
 
@@ -259,7 +260,7 @@ def _cell(values: list[bool], n: bool = False) -> str:
 
 def section(results: dict[str, dict], command: str) -> str:
     checks = ("ghost_teeth", "mouth_seam", "mouth_blur", "mouth_unrealistic", "mouth_differs_from_reference",
-              "mouth_damaged")
+              "mouth_damaged", "mouth_tinted")
     lines = [HEADING, "", f"Machine: {machine()}. Command: `{command}`.", "",
              "Thresholds calibrated on each set's own real mouths (qc/mouth_calibration.py): every mouth check shares "
              "the 2 % target (qc/mouth_budget.py: each check's tail quantile at its share, moved out by the smallest "
@@ -268,11 +269,12 @@ def section(results: dict[str, dict], command: str) -> str:
              "fitted on the set's legit R against synthetic artifacts painted on them. *Real flagged* is out of "
              "sample: each identity judged with thresholds fitted on the other identities (realism against the "
              "other identities' mouths, the reference null without the identity, the detector's scores from fits "
-             "without the identity's fold). *Shipped* = the fixed thresholds (no realism, reference or damage "
-             "check), same photos. *Identity seen*: each photo judged with thresholds fitted on the other folds of "
-             "photos, its identity's other photos included (`seen_identities`).", "",
+             "without the identity's fold); on a greyscale set the tint check (qc/mouth.py mouth_tint) is on, "
+             "outside the budget, beyond every real mouth. *Shipped* = the fixed thresholds (no realism, reference, "
+             "damage or tint check), same photos. *Identity seen*: each photo judged with thresholds fitted on the "
+             "other folds of photos, its identity's other photos included (`seen_identities`).", "",
              "| set | photos | real flagged, all (shipped → calibrated) | closed | open | per class | "
-             "ghost / seam / blur / unrealistic / reference / damaged | real flagged, identity seen |",
+             "ghost / seam / blur / unrealistic / reference / damaged / tinted | real flagged, identity seen |",
              "|---|---|---|---|---|---|---|---|"]
     for name, r in results.items():
         rec = r["cal"].record["flag_rate_leave_one_identity_out"]

@@ -7,8 +7,9 @@ import pyarrow as pa
 
 # 2: attempt/transient columns, raw_name, attempts and identity_clusters tables; 3: qc contrast; 4: qc_selftest
 # table, qc expr_class / expr_class_score / mouth_realism, candidates.swap_keep_regions, triples carry every QC
-# score (TRIPLE_SCORES); 5: candidates.mouth_source_id (j's mouth donor) and transfer_mouth_rule
-SCHEMA_VERSION = "5"
+# score (TRIPLE_SCORES); 5: candidates.mouth_source_id (j's mouth donor) and transfer_mouth_rule; 6: qc (and
+# triples) mouth_tint
+SCHEMA_VERSION = "6"
 
 _f32_list = pa.list_(pa.float32())
 
@@ -163,6 +164,7 @@ QC = _versioned("qc", [
     pa.field("mouth_realism", pa.float32()),  # v4: R's mouth's distance to the run's real mouths
     pa.field("mouth_reference_diff", pa.float32()),  # v4: R's mouth's artifacts beyond its carrier's
     pa.field("mouth_damage", pa.float32()),  # v4: the run's damage detector's log-odds for R's mouth
+    pa.field("mouth_tint", pa.float32()),  # v6: colour in R's mouth over its perioral skin's (CIELAB chroma)
 ])
 
 # The four scores every triples table has had (summary medians, release diffs of old releases).
@@ -268,7 +270,7 @@ TABLES: dict[str, pa.Schema] = {
 
 # Nullable columns added in schema version 2: a writer that does not know them gets nulls.
 ADDED_IN_V2 = frozenset({"raw_name", "attempt", "transient"})
-# Nullable triples columns added in version 4 (the other QC scores): a row without them gets nulls.
+# Nullable triples columns added in version 4 and later (the other QC scores): a row without them gets nulls.
 ADDED_IN_V4 = frozenset(TRIPLE_SCORES) - frozenset(QC_SCORES)
 
 

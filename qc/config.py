@@ -96,6 +96,11 @@ class MouthQCConfig(Strict):
     # check_damage false turns it off; an explicit max_damage turns it on.
     max_damage: float | None = None
     check_damage: bool = True
+    # tint (qc/mouth.py mouth_tint): chroma of R's most coloured mouth spot over its perioral skin's; above it:
+    # mouth_tinted. null: calibrated, on for a greyscale corpus only (beyond every real mouth, at least 4), off on a
+    # colour one. check_tint false turns it off; an explicit max_tint turns it on for any corpus.
+    max_tint: float | None = Field(None, ge=0)
+    check_tint: bool = True
     calibration_target: float = Field(0.02, gt=0, lt=1)  # share of real mouths all mouth checks may flag
     calibration_sample: int = Field(300, ge=1)  # real mouths measured (a deterministic sample of the sources)
 

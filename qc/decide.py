@@ -35,6 +35,8 @@ REASON_MOUTH_UNREAL = "mouth_unrealistic"  # R's mouth far from the run's real m
 REASON_MOUTH_REFERENCE = "mouth_differs_from_reference"
 # the run's damage detector calls R's mouth damaged (qc/mouth_detector.py)
 REASON_MOUTH_DAMAGE = "mouth_damaged"
+# R's mouth carries colour where the run's corpus is greyscale (qc/mouth.py mouth_tint)
+REASON_MOUTH_TINT = "mouth_tinted"
 ACCEPTED = "accepted"
 
 
@@ -70,6 +72,7 @@ class Thresholds:
     mouth_thresholds_source: str = "config"  # "config", "calibrated" (qc/mouth_calibration.py) or "uncalibrated"
     max_mouth_reference_diff: float | None = None  # None: the reference check is off (calibrated runs only)
     max_mouth_damage: float | None = None  # None: the damage detector is off (calibrated runs only)
+    max_mouth_tint: float | None = None  # None: the tint check is off (on for a calibrated greyscale corpus)
 
     @classmethod
     def from_config(cls, qc: QCConfig) -> Thresholds:
@@ -87,7 +90,8 @@ class Thresholds:
                    e.min_gain, e.min_carrier_distance, e.max_lazy_distance, e.min_contrast, m.open_aspect,
                    m.closed_aspect, m.teeth_visible, m.teeth_absent, mouth(m.max_teeth_closed, cls.max_teeth_closed),
                    mouth(m.max_lip_line_whiteness, cls.max_lip_line_whiteness), mouth(m.max_seam, cls.max_mouth_seam),
-                   mouth(m.min_sharpness_ratio, cls.min_mouth_sharpness_ratio), max_mouth_realism=m.max_realism)
+                   mouth(m.min_sharpness_ratio, cls.min_mouth_sharpness_ratio), max_mouth_realism=m.max_realism,
+                   max_mouth_tint=m.max_tint)
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), sort_keys=True)
@@ -125,6 +129,7 @@ class Scores:
     # artifacts of R's mouth beyond its reference, the carrier photo (qc/mouth_reference.py)
     mouth_reference_diff: float | None = None
     mouth_damage: float | None = None  # the run's damage detector's log-odds for R's mouth (qc/mouth_detector.py)
+    mouth_tint: float | None = None  # chroma of R's most coloured mouth spot over its perioral skin's (qc/mouth.py)
 
 
 def _identity(s: Scores, t: Thresholds) -> list[str]:
@@ -194,6 +199,8 @@ def _mouth(s: Scores, t: Thresholds) -> list[str]:
         out.append(REASON_MOUTH_REFERENCE)
     if s.mouth_damage is not None and t.max_mouth_damage is not None and s.mouth_damage > t.max_mouth_damage:
         out.append(REASON_MOUTH_DAMAGE)
+    if s.mouth_tint is not None and t.max_mouth_tint is not None and s.mouth_tint > t.max_mouth_tint:
+        out.append(REASON_MOUTH_TINT)
     return out
 
 
@@ -243,6 +250,8 @@ DECIDING_CHECKS: tuple[Check, ...] = (
           "mouth vs its reference: artifacts R has beyond the photo it was made from"),
     Check("mouth_damage", "max_mouth_damage", "max", REASON_MOUTH_DAMAGE,
           "mouth damage: the run's detector of synthetic mouth artifacts"),
+    Check("mouth_tint", "max_mouth_tint", "max", REASON_MOUTH_TINT,
+          "mouth tint: colour in R's mouth where the corpus is greyscale"),
 )
 
 

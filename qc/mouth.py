@@ -7,6 +7,9 @@
   signed gradient along a row or column, lips excluded), in grey levels: a pasted patch's edge.
 - lip_line_whiteness: how much lighter and greyer than the lips the band along the lip line is (ghost teeth).
 - mouth_sharpness_ratio: Laplacian variance of the mouth box / that of the eye band (a blurred mouth).
+- tint: how much more chromatic the mouth's most coloured spot is than the skin around it (CIELAB chroma): on a
+  greyscale corpus, colour the generator painted into R's mouth (a tinted tooth strip), which no luminance feature
+  sees.
 A face without chroma (a greyscale photo: the lips and the skin around them both below GREY_MAX_CHROMA) takes a
 luminance path for teeth_share and lip_line_whiteness (see _grey_teeth_share, _grey_lip_line); a colour face takes
 the CIELAB path unchanged.
@@ -40,6 +43,7 @@ class MouthScores:
     seam_score: float
     sharpness_ratio: float
     lip_line_whiteness: float
+    tint: float
 
 
 def mouth_aspect(landmarks68: np.ndarray) -> float:
@@ -214,6 +218,23 @@ def lip_line_whiteness(rgb: np.ndarray, landmarks68: np.ndarray) -> float:
     return (float(np.median(light[band])) - l_rest) / l_rest - (float(np.median(chroma[band])) - c_rest) / c_rest
 
 
+def mouth_tint(rgb: np.ndarray, landmarks68: np.ndarray) -> float:
+    """CIELAB chroma of the mouth's most coloured spot (3x3 mean, within the lips grown by a tenth of the mouth
+    width) less the median chroma of the perioral skin around that: 0 on a greyscale photo, and on a colour one
+    about how much redder the lips are than the skin. A global tint of the whole face cancels."""
+    lm = np.asarray(landmarks68, np.float64).reshape(68, 2)
+    lips = _poly_mask(rgb.shape[:2], lm[OUTER_LIP])
+    k = max(3, int(round(_mouth_width(lm) * 0.1)) | 1)
+    mouth = cv2.dilate(lips.astype(np.uint8), np.ones((k, k), np.uint8)).astype(bool)
+    ring = _ring(mouth, lm)
+    if mouth.sum() < 8 or ring.sum() < 8:
+        return 0.0
+    lab = cv2.cvtColor(rgb, cv2.COLOR_RGB2LAB).astype(np.float32)
+    chroma = cv2.blur(np.hypot(lab[..., 1] - 128.0, lab[..., 2] - 128.0), (3, 3))
+    return float(chroma[mouth].max() - np.median(chroma[ring]))
+
+
 def mouth_scores(rgb: np.ndarray, landmarks68: np.ndarray) -> MouthScores:
     return MouthScores(mouth_aspect(landmarks68), teeth_share(rgb, landmarks68), seam_score(rgb, landmarks68),
-                       mouth_sharpness_ratio(rgb, landmarks68), lip_line_whiteness(rgb, landmarks68))
+                       mouth_sharpness_ratio(rgb, landmarks68), lip_line_whiteness(rgb, landmarks68),
+                       mouth_tint(rgb, landmarks68))

@@ -18,6 +18,12 @@ benchmarks/bench_mouth_checks.py reports them per set. An explicit qc.mouth valu
 threshold; with fewer than MIN_MOUTHS real mouths (or MIN_IDENTITIES identities) the shipped fallbacks (Thresholds'
 defaults) apply and the realism, reference and damage checks are off (the reference and damage checks also with
 fewer than MIN_MOUTHS legit pairs).
+
+The tint check stands outside the budget: on a greyscale corpus (most sampled faces without chroma, as the realism
+bank decides) colour in R's mouth is what the generator painted (qc/mouth.py mouth_tint), and its threshold lies
+beyond every real mouth of the sample and at least GREY_MAX_CHROMA (the chroma below which a face counts as grey),
+so it flags no real mouth in sample (out of sample: one beyond every other identity's; counted in the reported
+rates). On a colour corpus lips are redder than skin by any amount and the check is off.
 """
 
 from __future__ import annotations
@@ -34,7 +40,7 @@ from manifests.artifacts import rgb_from_png
 from manifests.store import ManifestStore
 from qc.config import QCConfig
 from qc.decide import Thresholds
-from qc.mouth import face_has_chroma, mouth_scores
+from qc.mouth import GREY_MAX_CHROMA, face_has_chroma, mouth_scores
 from qc.mouth_budget import ScoreTail, budget_thresholds, check_share
 from qc.mouth_detector import REFERENCE_INPUTS, DetectorSamples, MouthDetector, identity_folds, measure_samples
 from qc.mouth_realism import FEATURES as REALISM_FEATURES
@@ -65,6 +71,7 @@ class RealMouths:
     lip_line: np.ndarray
     seam: np.ndarray
     sharpness_ratio: np.ndarray
+    tint: np.ndarray
     bank: RealMouthBank
     # R against its reference (qc/mouth_reference.py): each mouth resampled as a legit R, paired with another photo
     # of its identity; differences (pairs, len(FEATURES)) of the pairs (a: the legit R, b: its reference)
@@ -130,7 +137,7 @@ def measure_real_mouths(faces: list[tuple[str, np.ndarray, np.ndarray]], keys: l
     samples = measure_samples(faces, keys, pair_rows, bank, col("mouth_aspect"), col("teeth_share"), photo)
     # the legit R's features minus its reference's are the detector's inputs of those columns (the same R)
     return RealMouths(ids, col("mouth_aspect"), col("teeth_share"), col("lip_line_whiteness"), col("seam_score"),
-                      col("sharpness_ratio"), bank, pair_rows, samples.real[:, REFERENCE_INPUTS], samples)
+                      col("sharpness_ratio"), col("tint"), bank, pair_rows, samples.real[:, REFERENCE_INPUTS], samples)
 
 
 def reference_null(m: RealMouths, without: str | None = None) -> ReferenceNull:
@@ -254,11 +261,20 @@ def fit_thresholds(m: RealMouths, keep: np.ndarray, target: float, closed_aspect
     out: dict[str, float | None] = {_FIELDS[c]: v for c, v in fitted.items()}
     if not on:
         out["max_mouth_damage"] = None
+    out["max_mouth_tint"] = tint_threshold(m, keep)
     return out
 
 
+def tint_threshold(m: RealMouths, keep: np.ndarray) -> float | None:
+    """The tint check's threshold from the mouths in `keep`: beyond all of them and at least GREY_MAX_CHROMA on a
+    greyscale corpus; None (off) on a colour corpus."""
+    if m.bank.use_chroma:
+        return None
+    return float(max(GREY_MAX_CHROMA, np.max(m.tint[keep], initial=0.0)))
+
+
 CHECKS = ("ghost_teeth", "mouth_seam", "mouth_blur", "mouth_unrealistic", "mouth_differs_from_reference",
-          "mouth_damaged")
+          "mouth_damaged", "mouth_tinted")
 
 
 def flags(m: RealMouths, t: Thresholds) -> dict[str, np.ndarray]:
@@ -268,11 +284,12 @@ def flags(m: RealMouths, t: Thresholds) -> dict[str, np.ndarray]:
     limit = t.max_mouth_realism if t.max_mouth_realism is not None else np.inf
     ref_limit = t.max_mouth_reference_diff if t.max_mouth_reference_diff is not None else np.inf
     damage_limit = t.max_mouth_damage if t.max_mouth_damage is not None else np.inf
+    tint_limit = t.max_mouth_tint if t.max_mouth_tint is not None else np.inf
     return {"mouth_damaged": np.nan_to_num(m.detector, nan=-np.inf) > damage_limit,
             "mouth_differs_from_reference": np.nan_to_num(m.reference, nan=-np.inf) > ref_limit,
             "ghost_teeth": closed & ((m.teeth > t.max_teeth_closed) | (m.lip_line > t.max_lip_line_whiteness)),
             "mouth_seam": m.seam > t.max_mouth_seam, "mouth_blur": m.sharpness_ratio < t.min_mouth_sharpness_ratio,
-            "mouth_unrealistic": real > limit}
+            "mouth_unrealistic": real > limit, "mouth_tinted": m.tint > tint_limit}
 
 
 def apply_overrides(base: Thresholds, fitted: dict[str, float | None], qc: QCConfig) -> Thresholds:
@@ -281,12 +298,14 @@ def apply_overrides(base: Thresholds, fitted: dict[str, float | None], qc: QCCon
     given: dict[str, float | None] = dict(
         max_teeth_closed=mc.max_teeth_closed, max_lip_line_whiteness=mc.max_lip_line_whiteness,
         max_mouth_seam=mc.max_seam, min_mouth_sharpness_ratio=mc.min_sharpness_ratio, max_mouth_realism=mc.max_realism,
-        max_mouth_reference_diff=mc.max_reference_diff, max_mouth_damage=mc.max_damage)
+        max_mouth_reference_diff=mc.max_reference_diff, max_mouth_damage=mc.max_damage, max_mouth_tint=mc.max_tint)
     chosen = {k: (given[k] if given[k] is not None else v) for k, v in fitted.items()}
     if not mc.check_reference:
         chosen["max_mouth_reference_diff"] = None
     if not mc.check_damage:
         chosen["max_mouth_damage"] = None
+    if not mc.check_tint:
+        chosen["max_mouth_tint"] = None
     return replace(base, **chosen)  # type: ignore[arg-type]
 
 

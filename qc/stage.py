@@ -163,7 +163,7 @@ class QCStage(Stage):
             t_mouth_aspect=t_aspect, r_teeth=ms.teeth_share, t_teeth=t_teeth, r_lip_line=ms.lip_line_whiteness,
             mouth_seam=ms.seam_score, mouth_sharpness_ratio=ms.sharpness_ratio, expr_class=expr_class,
             expr_class_score=class_score, mouth_realism=realism,
-            mouth_reference_diff=reference_diff, mouth_damage=damage)
+            mouth_reference_diff=reference_diff, mouth_damage=damage, mouth_tint=ms.tint)
         extra = dict(id_nearest_other=gm.nearest_other, r_expr_probs=ex.r_probs, t_expr_probs=ex.t_probs,
                      carrier_expr_probs=ex.carrier_probs, s_expr_probs=ex.s_probs, r_expr_label=ex.r_label,
                      t_expr_label=ex.t_label, carrier_expr_label=ex.carrier_label)

@@ -96,3 +96,11 @@ def test_mouth_realism_rejects_above_its_threshold_and_is_off_without_one():
     assert T.max_mouth_realism is None and failed_checks(unreal, T) == []  # shipped config: calibrated per run
     check = next(c for c in d.DECIDING_CHECKS if c.reason == d.REASON_MOUTH_UNREAL)
     assert d.check_passes(check, 3.0, d.applied_threshold(check, {"max_mouth_realism": 2.5})) is False
+
+
+def test_mouth_tint_rejects_above_its_threshold_and_is_off_without_one():
+    tinted = replace(GOOD, mouth_tint=25.0)
+    assert failed_checks(tinted, replace(T, max_mouth_tint=4.0)) == [d.REASON_MOUTH_TINT]
+    assert T.max_mouth_tint is None and failed_checks(tinted, T) == []  # shipped config: calibrated per run
+    check = next(c for c in d.DECIDING_CHECKS if c.reason == d.REASON_MOUTH_TINT)
+    assert d.check_passes(check, 25.0, d.applied_threshold(check, {"max_mouth_tint": 4.0})) is False

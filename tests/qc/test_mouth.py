@@ -64,3 +64,15 @@ def test_seams_and_blur_are_rejected_with_their_codes(faces):
         blurs.append(REASON_MOUTH_BLUR in _mouth_reasons(ac.blur(img, lm, 0.05), lm, img, lm))
     assert sum(seams) >= 0.75 * len(ids), seams
     assert all(blurs), blurs
+
+
+def test_mouth_tint_is_colour_in_the_mouth_beyond_the_skin_around_it(faces):
+    """0 on a greyscale face, a few units to tens on a colour one (lips redder than skin), unchanged by a tint of
+    the whole face, and large for a tinted strip painted into a greyscale mouth."""
+    img, lm = faces[sorted(faces)[0]]["smiling"]
+    grey = np.repeat(img.mean(axis=2, keepdims=True), 3, axis=2).astype(np.uint8)
+    assert mouth_scores(grey, lm).tint == 0.0
+    sepia = np.clip(grey.astype(np.float32) * np.array([1.0, 0.9, 0.75]), 0, 255).astype(np.uint8)
+    assert mouth_scores(sepia, lm).tint < 4.0  # the whole face's tint cancels against the skin around the mouth
+    assert mouth_scores(img, lm).tint > 4.0
+    assert mouth_scores(ac.tinted_strip(grey, lm, np.random.default_rng(0)), lm).tint > 15.0

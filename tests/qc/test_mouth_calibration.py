@@ -11,8 +11,8 @@ from PIL import Image
 
 from pipeline.config import load_config
 from qc import artifact_cases as ac
-from qc.decide import REASON_MOUTH_DAMAGE, Scores, Thresholds, failed_checks
-from qc.mouth import mouth_scores
+from qc.decide import REASON_MOUTH_DAMAGE, REASON_MOUTH_TINT, Scores, Thresholds, failed_checks
+from qc.mouth import GREY_MAX_CHROMA, mouth_scores
 from qc.mouth_calibration import calibrate_real_mouths, measure_real_mouths
 from qc.mouth_detector import DAMAGE_KINDS, r_inputs
 from qc.mouth_realism import FEATURES, mouth_descriptor, mouth_shape
@@ -145,3 +145,31 @@ def test_calibrated_checks_catch_specks_the_per_check_split_missed(which, faces,
                    mouth_damage=float(cal.detector.scores(r_inputs(bad, lm, m.bank, (ident,), reference))[0]))
         caught.append(REASON_MOUTH_DAMAGE in failed_checks(s, cal.thresholds))
     assert np.mean(caught) >= 0.8, np.mean(caught)
+
+
+def test_tint_check_is_on_for_a_greyscale_corpus_only_and_flags_no_real_mouth(faces, colour, grey):
+    """Colour where the corpus has none: on London in grey the calibrated tint threshold lies beyond every real
+    mouth (and at least GREY_MAX_CHROMA), so it flags none of them, and a tinted tooth strip painted on a grey face
+    is rejected for it; on London in colour (lips redder than skin by any amount) the check is off."""
+    cal_grey, cal_colour = calibrate_real_mouths(grey, BASE, QC), calibrate_real_mouths(colour, BASE, QC)
+    limit = cal_grey.thresholds.max_mouth_tint
+    assert limit is not None and limit >= GREY_MAX_CHROMA and limit >= grey.tint.max()
+    assert cal_grey.record["flag_rate_leave_one_identity_out"]["all"]["mouth_tinted"] == 0.0
+    assert cal_colour.thresholds.max_mouth_tint is None and colour.tint.max() > GREY_MAX_CHROMA
+    painted = 0
+    rng = np.random.default_rng(0)
+    for ident, rgb, lm in faces[:20]:
+        img = _grey(rgb)
+        bad = ac.tinted_strip(img, lm, rng)
+        s = Scores(face_found=True, mouth_tint=mouth_scores(bad, lm).tint)
+        painted += REASON_MOUTH_TINT in failed_checks(s, cal_grey.thresholds)
+        assert REASON_MOUTH_TINT not in failed_checks(Scores(face_found=True, mouth_tint=mouth_scores(img, lm).tint),
+                                                      cal_grey.thresholds), ident
+    assert painted == 20
+
+
+def test_tint_check_follows_the_config(grey, colour):
+    off = load_config(overrides=["qc.mouth.check_tint=false"]).qc
+    assert calibrate_real_mouths(grey, Thresholds.from_config(off), off).thresholds.max_mouth_tint is None
+    fixed = load_config(overrides=["qc.mouth.max_tint=30"]).qc
+    assert calibrate_real_mouths(colour, Thresholds.from_config(fixed), fixed).thresholds.max_mouth_tint == 30
