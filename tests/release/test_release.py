@@ -172,6 +172,24 @@ def test_a_run_without_accepted_triples_is_a_plain_error_and_claims_nothing(tmp_
     assert create_release(str(run), "v1", str(root), splits={"train": 1.0}).info["stats"]["triples"] > 0
 
 
+def test_a_run_written_before_a_later_qc_score_is_released_with_it_null(tmp_path: Path, monkeypatch):
+    """A run committed by an older writer (here: before schema 6's mouth_tint, written through the store's schema
+    without it) releases, its triples carrying the later score as null, and exports."""
+    import manifests.schemas as schemas
+
+    old = {t: schemas.TABLES[t].remove(schemas.TABLES[t].get_field_index("mouth_tint")) for t in ("qc", "triples")}
+    run = tmp_path / "run"
+    with monkeypatch.context() as m:
+        for t, schema in old.items():
+            m.setitem(schemas.TABLES, t, schema)
+        write_synthetic_run(str(run), identities=8, candidates_per_round=40)
+    assert "mouth_tint" not in ManifestStore.open(str(run), schemas=old).read_table("triples").column_names
+    rel = create_release(str(run), "old", str(tmp_path / "releases"), splits={"train": 1.0})
+    tint = rel.store.read_table("triples").column("mouth_tint")
+    assert len(tint) == rel.info["stats"]["triples"] > 0 and tint.null_count == len(tint)
+    assert export_release(rel, "hf-parquet", str(tmp_path / "hf")).triples == len(tint)
+
+
 def test_release_survives_deleting_the_run(tmp_path: Path):
     run = tmp_path / "run"
     write_synthetic_run(str(run), identities=8, candidates_per_round=40)
