@@ -25,7 +25,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from benchmarks.bench_mouth_checks import damage_cases, evaluate
+from benchmarks.bench_mouth_checks import damage_cases, evaluate, evaluated_set
 from benchmarks.bench_mouth_grey import grey, load_corpus
 from benchmarks.common import LONDON
 from pipeline.config import load_config
@@ -34,12 +34,6 @@ from qc.selftest import wilson_interval
 
 REPO = Path(__file__).resolve().parents[1]
 TILE_W, TILE_H, SCALE, PER_SHEET, COLUMNS = 128, 88, 3, 16, 4
-
-
-def _keyed(data: dict[str, list], as_grey: bool) -> dict[str, list]:
-    """The set as `evaluate` sees it: greyed when asked, keys identity/expression/index."""
-    keys = [f"{i}/{e}/{k}" for k, (i, e) in enumerate(zip(data["id"], data["ex"], strict=True))]
-    return {**data, "img": [grey(x) if as_grey else x for x in data["img"]], "key": keys}
 
 
 def tile(rgb: np.ndarray, landmarks68: np.ndarray) -> np.ndarray:
@@ -58,7 +52,7 @@ def tile(rgb: np.ndarray, landmarks68: np.ndarray) -> np.ndarray:
 def draw(data: dict[str, list], as_grey: bool, cases: int, controls: int, seed: int) -> list[dict]:
     """The sampled items in sheet order: kind ("none" for a control), index among that kind's cases (as in
     evaluate's hits), base photo index, and the image a labeller sees."""
-    data = _keyed(data, as_grey)
+    data = evaluated_set(data, as_grey)
     m = measure_real_mouths(list(zip(data["id"], data["img"], data["lm"], strict=True)), data["key"])
     found, legit, seen = [], {}, {}
     for kind, img, base, legit_r in damage_cases(data, m):

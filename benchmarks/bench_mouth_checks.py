@@ -147,12 +147,19 @@ def _thresholds_by_identity(m: RealMouths, base: Thresholds, qc: QCConfig) -> di
                                                     base.mouth_closed_aspect), qc) for i in np.unique(ids)}
 
 
+def evaluated_set(data: dict[str, list], as_grey: bool) -> dict[str, list]:
+    """The set as `evaluate` judges it: greyed when asked, each photo keyed identity/expression/index (the key
+    drives the resampling and the reference pairs, so the damage cases follow from it)."""
+    keys = [f"{i}/{e}/{k}" for k, (i, e) in enumerate(zip(data["id"], data["ex"], strict=True))]
+    return {**data, "img": [grey(x) if as_grey else x for x in data["img"]], "key": keys}
+
+
 def evaluate(data: dict[str, list], qc: QCConfig, as_grey: bool) -> dict:
     """Calibration record, real flag rates per class (out of sample) and damage recall per kind: with the detector
     fitted without the base identity's fold (LOIO), and with it fitted also without the case's kind (LOKO)."""
-    faces = [(i, grey(x) if as_grey else x, lm) for i, x, lm in zip(data["id"], data["img"], data["lm"], strict=True)]
-    keys = [f"{i}/{e}/{k}" for k, (i, e) in enumerate(zip(data["id"], data["ex"], strict=True))]
-    data = {**data, "img": [f[1] for f in faces], "key": keys}
+    data = evaluated_set(data, as_grey)
+    keys = data["key"]
+    faces = list(zip(data["id"], data["img"], data["lm"], strict=True))
     t0 = time.perf_counter()
     m = measure_real_mouths(faces, keys)
     t1 = time.perf_counter()

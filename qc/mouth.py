@@ -69,6 +69,12 @@ def _ring(lips: np.ndarray, lm: np.ndarray) -> np.ndarray:
     return cv2.dilate(lips.astype(np.uint8), np.ones((k, k), np.uint8)).astype(bool) & ~lips
 
 
+def _lightness_chroma(rgb: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """CIELAB lightness L and chroma |(a, b)| per pixel (OpenCV's 8-bit scale: L 0-255, neutral a = b = 128)."""
+    lab = cv2.cvtColor(rgb, cv2.COLOR_RGB2LAB).astype(np.float32)
+    return lab[..., 0], np.hypot(lab[..., 1] - 128.0, lab[..., 2] - 128.0)
+
+
 def _has_chroma(chroma: np.ndarray, lips: np.ndarray, ring: np.ndarray) -> bool:
     """False for a greyscale face: the median chroma of the lips and of the ring around them both below
     GREY_MAX_CHROMA (a greyscale photo decoded to RGB has a few units at most, colour skin 12 or more)."""
@@ -81,8 +87,7 @@ def face_has_chroma(rgb: np.ndarray, landmarks68: np.ndarray) -> bool:
     lm = np.asarray(landmarks68, np.float64).reshape(68, 2)
     lips = _poly_mask(rgb.shape[:2], lm[OUTER_LIP])
     ring = _ring(lips, lm)
-    lab = cv2.cvtColor(rgb, cv2.COLOR_RGB2LAB).astype(np.float32)
-    return _has_chroma(np.hypot(lab[..., 1] - 128.0, lab[..., 2] - 128.0), lips, ring)
+    return _has_chroma(_lightness_chroma(rgb)[1], lips, ring)
 
 
 def _inner_line(shape: tuple[int, int], lm: np.ndarray) -> np.ndarray:
@@ -118,9 +123,7 @@ def teeth_share(rgb: np.ndarray, landmarks68: np.ndarray) -> float:
     if lips.sum() < 8:
         return 0.0
     ring = _ring(lips, lm)
-    lab = cv2.cvtColor(rgb, cv2.COLOR_RGB2LAB).astype(np.float32)
-    light = lab[..., 0]
-    chroma = np.hypot(lab[..., 1] - 128.0, lab[..., 2] - 128.0)
+    light, chroma = _lightness_chroma(rgb)
     if ring.sum() < 8:
         return 0.0
     if not _has_chroma(chroma, lips, ring):
@@ -209,9 +212,7 @@ def lip_line_whiteness(rgb: np.ndarray, landmarks68: np.ndarray) -> float:
     rest = outer & ~band & mid
     if band.sum() < 5 or rest.sum() < 5:
         return 0.0
-    lab = cv2.cvtColor(rgb, cv2.COLOR_RGB2LAB).astype(np.float32)
-    light = lab[..., 0]
-    chroma = np.hypot(lab[..., 1] - 128.0, lab[..., 2] - 128.0)
+    light, chroma = _lightness_chroma(rgb)
     if not _has_chroma(chroma, outer, _ring(outer, lm)):
         return _grey_lip_line(light, band, rest)
     l_rest, c_rest = max(float(np.median(light[rest])), 1.0), max(float(np.median(chroma[rest])), 1.0)
@@ -229,8 +230,7 @@ def mouth_tint(rgb: np.ndarray, landmarks68: np.ndarray) -> float:
     ring = _ring(mouth, lm)
     if mouth.sum() < 8 or ring.sum() < 8:
         return 0.0
-    lab = cv2.cvtColor(rgb, cv2.COLOR_RGB2LAB).astype(np.float32)
-    chroma = cv2.blur(np.hypot(lab[..., 1] - 128.0, lab[..., 2] - 128.0), (3, 3))
+    chroma = cv2.blur(_lightness_chroma(rgb)[1], (3, 3))
     return float(chroma[mouth].max() - np.median(chroma[ring]))
 
 

@@ -13,7 +13,7 @@ import pyarrow.dataset as pads
 from core.splits import split_of
 from manifests.integrity import shard_batches
 from manifests.scan import release_arrow_memory
-from manifests.schemas import ADDED_IN_V4
+from manifests.schemas import TRIPLES, conform
 from manifests.store import ManifestStore, shard_key
 from publish.image_pool import ImagePool, PoolError
 from publish.release.read import ReleaseError
@@ -74,12 +74,6 @@ def release_run_file(job: ReleaseJob, path: str) -> dict[str, int]:
     return counts
 
 
-def _later_scores(table: pa.Table) -> list[str]:
-    """The QC score columns the release carries that this run's triples shard predates (manifests/schemas.py
-    ADDED_IN_V4: scores added in schema version 4 and later); any other missing column stays an error."""
-    return [n for n in RELEASE_TRIPLES.names if n in ADDED_IN_V4 and n not in table.column_names]
-
-
 def _release_triples(job: ReleaseJob, path: str, pool: ImagePool) -> dict[str, int]:
     """release_run_file's work; the caller owns the pool (its unflushed images are discarded on any exit)."""
     store = ManifestStore(job.fs, job.staging, schemas=dict(RELEASE_TABLES))
@@ -107,7 +101,9 @@ def _release_triples(job: ReleaseJob, path: str, pool: ImagePool) -> dict[str, i
 
     # the run's shard, page checksums verified: a damaged one is named (manifests/integrity.py)
     for batch in shard_batches(job.run_fs, path, job.batch_size):
-        table = pa.Table.from_batches([batch])
+        # as every read of a manifest: columns the run's writer predates (later QC scores) as nulls, any other
+        # missing column an error (manifests/schemas.py conform)
+        table = conform(pa.Table.from_batches([batch]), TRIPLES)
         if flt is not None:
             table = table.filter(flt)
         if len(excluded):
@@ -141,8 +137,6 @@ def _release_triples(job: ReleaseJob, path: str, pool: ImagePool) -> dict[str, i
                                                          lookup)
         for col, arr in extra.items():
             table = table.append_column(col, arr)
-        for col in _later_scores(table):  # a run written before the score existed: null, as in its qc rows
-            table = table.append_column(col, pa.nulls(table.num_rows, RELEASE_TRIPLES.field(col).type))
         pending.append(table.select(RELEASE_TRIPLES.names).cast(RELEASE_TRIPLES))
         counts["triples"] += len(keep)
         if sum(t.num_rows for t in pending) >= job.commit_rows:

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from benchmarks import bench_damage_visibility as v
-from benchmarks.bench_mouth_checks import damage_cases
+from benchmarks.bench_mouth_checks import damage_cases, evaluated_set
 from qc.mouth_calibration import measure_real_mouths
 
 
@@ -25,7 +25,7 @@ def test_sheets_show_the_benchmarks_own_cases_and_controls_shuffled_the_same_for
     items = v.draw(data, False, cases=12, controls=4, seed=3)
     assert [it["tile"] for it in items] == list(range(1, 17))
     assert sum(it["kind"] == "none" for it in items) == 4
-    keyed = v._keyed(data, False)
+    keyed = evaluated_set(data, False)
     m = measure_real_mouths(list(zip(keyed["id"], keyed["img"], keyed["lm"], strict=True)), keyed["key"])
     by_kind: dict[str, list[np.ndarray]] = {}
     for kind, img, _, _ in damage_cases(keyed, m):
